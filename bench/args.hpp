@@ -1,0 +1,56 @@
+// Command line of epcomm-bench: flags, defaults, and the sweep they describe.
+#pragma once
+
+#include <epcomm/types.hpp>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace epcomm_bench {
+
+// One point of the sweep: everything that changes the shape of the exchange.
+struct BenchConfig {
+  int tokens = 0;     // per rank
+  int hidden = 0;
+  int experts = 0;
+  int topk = 0;
+  int max_nodes = 0;  // 0: no node limit
+  epcomm::DType dtype = epcomm::DType::kBF16;
+};
+
+struct Options {
+  // List-valued flags: the bench runs their cartesian product.
+  std::vector<int> tokens{128};
+  std::vector<int> hidden{7168};
+  std::vector<int> experts{64};
+  std::vector<int> topk{8};
+  std::vector<int> max_nodes{0};
+  std::vector<epcomm::DType> dtypes{epcomm::DType::kBF16};
+  // Scalars, shared by every configuration.
+  int warmup = 5;
+  int iters = 20;
+  int alignment = 1;
+  uint64_t seed = 1;
+  bool json = false;       // JSON lines on stdout after each table row
+  std::string json_out;    // also write the JSON lines to this file
+  bool help = false;
+};
+
+// A malformed command line; every rank sees the same argv, so every rank throws.
+class ArgsError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+Options parse_args(int argc, char** argv);
+// The --dtype spelling of t, as the report prints it.
+const char* dtype_name(epcomm::DType t);
+// "tokens=256 hidden=7168 ..." for messages about one configuration.
+std::string describe(const BenchConfig& config);
+std::string usage(const char* prog);
+// Cartesian product, tokens varying fastest (like a size sweep in nccl-tests).
+std::vector<BenchConfig> expand(const Options& options);
+
+}  // namespace epcomm_bench

@@ -1,0 +1,161 @@
+#include "check.hpp"
+
+#include "bf16.hpp"
+#include "expert.hpp"
+#include "mpi_check.hpp"
+
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace epcomm_bench {
+namespace {
+
+bool is_padding(const epcomm::DispatchHandle& route, int64_t row) {
+  return route.row_src_rank()[row] == -1 && route.row_weights()[row] == 0.0f;
+}
+
+// Rows [from, to) of the dispatch output must all be padding.
+std::string check_padding(const epcomm::DispatchHandle& route, int64_t from, int64_t to) {
+  for (int64_t row = from; row < to; ++row) {
+    if (!is_padding(route, row)) {
+      return "row " + std::to_string(row) + " lies outside every expert's real rows but is " +
+             "not padding (source " + std::to_string(route.row_src_rank()[row]) + ", weight " +
+             std::to_string(route.row_weights()[row]) + ")";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string check_dispatch(const epcomm::DispatchHandle& route, const BaselineExchange& reference,
+                           const std::vector<RowSource>& sources, int alignment) {
+  const int experts = reference.experts_per_rank();
+  if (route.num_local_experts() != experts) {
+    return "dispatch reports " + std::to_string(route.num_local_experts()) +
+           " local experts, expected " + std::to_string(experts);
+  }
+  const std::size_t row_bytes = reference.row_bytes();
+  if (route.row_bytes() != row_bytes) {
+    return "dispatch rows are " + std::to_string(route.row_bytes()) + " bytes, expected " +
+           std::to_string(row_bytes);
+  }
+  const auto* rows = static_cast<const std::byte*>(route.rows());
+  const auto* ref_rows = static_cast<const std::byte*>(reference.recv_rows());
+
+  int64_t real_end = 0;  // end of the previous segment's real rows
+  for (int j = 0; j < experts; ++j) {
+    const int64_t offset = route.expert_offset(j);
+    const int64_t count = route.expert_count(j);
+    std::ostringstream where;
+    where << "local expert " << j << " (segment at row " << offset << ", " << count << " rows): ";
+    if (offset < real_end || offset % alignment != 0) {
+      return where.str() + "segment does not start at a multiple of the alignment " +
+             std::to_string(alignment) + " after row " + std::to_string(real_end);
+    }
+    if (std::string gap = check_padding(route, real_end, offset); !gap.empty()) return gap;
+
+    // The baseline holds expert j's rows per source rank; epcomm holds them per
+    // expert, by source rank then token. Walk both in epcomm's order.
+    int64_t row = offset;
+    for (int src = 0; src < reference.size(); ++src) {
+      const int64_t ref_first = reference.recv_offset(src, j);
+      for (int q = 0; q < reference.recv_count(src, j); ++q, ++row) {
+        const RowSource& want = sources[ref_first + q];
+        if (row >= offset + count) {
+          return where.str() + "missing rows: the baseline has more, e.g. source rank " +
+                 std::to_string(src) + " token " + std::to_string(want.token);
+        }
+        const int got_rank = route.row_src_rank()[row];
+        const int got_token = route.row_src_token()[row];
+        if (got_rank != src || got_token != want.token) {
+          return where.str() + "row " + std::to_string(row) + " is source rank " +
+                 std::to_string(got_rank) + " token " + std::to_string(got_token) +
+                 ", expected rank " + std::to_string(src) + " token " +
+                 std::to_string(want.token);
+        }
+        if (route.row_weights()[row] != want.weight) {
+          return where.str() + "row " + std::to_string(row) + " has weight " +
+                 std::to_string(route.row_weights()[row]) + ", expected " +
+                 std::to_string(want.weight);
+        }
+        if (std::memcmp(rows + row * row_bytes, ref_rows + (ref_first + q) * row_bytes,
+                        row_bytes) != 0) {
+          return where.str() + "row " + std::to_string(row) + " (source rank " +
+                 std::to_string(src) + " token " + std::to_string(want.token) +
+                 "): payload differs from the token's bytes";
+        }
+      }
+    }
+    if (row != offset + count) {
+      return where.str() + "extra rows: the baseline has only " + std::to_string(row - offset);
+    }
+    real_end = row;
+  }
+  return check_padding(route, real_end, route.num_rows());
+}
+
+std::string check_combine(const void* epcomm_out, const std::vector<float>& baseline_out,
+                          const RankData& data) {
+  for (int t = 0; t < data.tokens; ++t) {
+    // out[t][h] = sum_k w_k * s_k * x[t][h] with s_k the expert's scale (> 0), so
+    // S = sum_k |w_k * y_k[h]| = |x[t][h]| * sum_k |w_k| * s_k.
+    float weight_scale = 0.0f;
+    for (int k = 0; k < data.topk; ++k) {
+      const std::size_t i = static_cast<std::size_t>(t) * data.topk + k;
+      if (data.topk_idx[i] >= 0) {
+        weight_scale += std::fabs(data.topk_weights[i]) * expert_scale(data.topk_idx[i]);
+      }
+    }
+    for (int h = 0; h < data.hidden; ++h) {
+      const std::size_t i = static_cast<std::size_t>(t) * data.hidden + h;
+      float got;
+      if (data.dtype == epcomm::DType::kBF16) {
+        got = from_bf16(static_cast<const uint16_t*>(epcomm_out)[i]);
+      } else {
+        got = static_cast<const float*>(epcomm_out)[i];
+      }
+      const float want = baseline_out[i];
+      // Tolerance: 2^-7 * S + 1e-6, S = sum_k |w_k * y_k|. BF16 keeps 8 significant
+      // bits, so one round-to-nearest costs at most 2^-8 of the rounded magnitude.
+      // For bf16, both paths see the same BF16 tokens and expert outputs; epcomm then
+      // rounds twice more: the per-node partial sums on the wire (sum of errors
+      // <= 2^-8 * S) and the BF16 output (<= 2^-8 * |out| <= 2^-8 * S), 2^-7 * S in
+      // all, while the baseline sums in FP32. For f32, epcomm stays in FP32 and the
+      // baseline is the one rounding twice: each token to BF16 before dispatch and
+      // each expert output to BF16 before combine, again <= 2^-7 * S. FP32
+      // summation-order differences are ~2^-24 * S; the 1e-6 absolute term keeps
+      // elements whose S is ~0 from failing on them.
+      const float tolerance = std::ldexp(weight_scale * std::fabs(data.x_value(t, h)), -7) + 1e-6f;
+      if (!(std::fabs(got - want) <= tolerance)) {
+        std::ostringstream msg;
+        msg << "token " << t << " element " << h << ": epcomm " << got << ", baseline "
+            << want << ", tolerance " << tolerance;
+        return msg.str();
+      }
+    }
+  }
+  return "";
+}
+
+bool all_ranks_pass(MPI_Comm comm, const std::string& local_failure, std::string& failure) {
+  int rank = 0;
+  mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  const int mine = local_failure.empty() ? INT_MAX : rank;
+  int first = INT_MAX;
+  mpi_check(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce(check)");
+  if (first == INT_MAX) return true;
+
+  // Collectives only: point-to-point on the group's communicator could match
+  // messages of epcomm's own protocol.
+  int length = static_cast<int>(local_failure.size());
+  mpi_check(MPI_Bcast(&length, 1, MPI_INT, first, comm), "MPI_Bcast(check)");
+  std::string text = rank == first ? local_failure : std::string(length, ' ');
+  mpi_check(MPI_Bcast(text.data(), length, MPI_CHAR, first, comm), "MPI_Bcast(check)");
+  failure = "rank " + std::to_string(first) + ": " + text;
+  return false;
+}
+
+}  // namespace epcomm_bench

@@ -1,0 +1,77 @@
+// epcomm-bench: epcomm dispatch/combine against a per-(token, expert) BF16
+// MPI_Alltoallv baseline, over a sweep of shapes. See README.md.
+#include "args.hpp"
+#include "report.hpp"
+#include "run_config.hpp"
+
+#include <epcomm/group.hpp>
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <exception>
+#include <optional>
+
+namespace {
+
+// Returns the exit status: 0, 1 when a check failed, 2 for a bad command line.
+int run(int argc, char** argv, int world_rank) {
+  using namespace epcomm_bench;
+  Options options;
+  try {
+    options = parse_args(argc, argv);
+  } catch (const ArgsError& e) {
+    // Every rank parsed the same argv and failed the same way: no abort needed.
+    if (world_rank == 0) std::fprintf(stderr, "epcomm-bench: %s (see --help)\n", e.what());
+    return 2;
+  }
+  if (options.help) {
+    if (world_rank == 0) std::printf("%s", usage(argv[0]).c_str());
+    return 0;
+  }
+
+  const epcomm::Group group(MPI_COMM_WORLD);  // EPCOMM_RANKS_PER_NODE emulates nodes
+  const bool root = group.rank() == 0;
+  std::optional<Report> report;
+  if (root) {
+    report.emplace(RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), &options});
+  }
+
+  int status = 0;
+  for (const BenchConfig& config : expand(options)) {
+    const ConfigOutcome outcome = run_config(group, config, options);
+    if (!outcome.result.check && outcome.skipped.empty()) status = 1;
+    if (!root) continue;
+    if (!outcome.skipped.empty()) {
+      report->note("skipped " + describe(config) + ": " + outcome.skipped);
+      continue;
+    }
+    if (!outcome.note.empty()) report->note(outcome.note);
+    report->row(outcome.result);
+    if (!outcome.result.check) {
+      std::fprintf(stderr, "epcomm-bench: check failed for %s: %s\n", describe(config).c_str(),
+                   outcome.check_failure.c_str());
+      std::fflush(stderr);
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  int status = 0;
+  try {
+    status = run(argc, argv, world_rank);
+  } catch (const std::exception& e) {
+    // Ranks that did not fail may be blocked in a collective; only an abort ends them.
+    std::fprintf(stderr, "epcomm-bench rank %d: %s\n", world_rank, e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return status;
+}

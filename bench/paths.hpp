@@ -1,0 +1,67 @@
+// One iteration of each exchange path, cut into the phases the bench times
+// (dispatch, combine) and those it does not (the expert, releasing buffers).
+#pragma once
+
+#include "baseline.hpp"
+#include "data.hpp"
+
+#include <epcomm/exchange.hpp>
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+namespace epcomm_bench {
+
+class EpcommPath {
+ public:
+  EpcommPath(epcomm::Exchange& exchange, const RankData& data, int first_expert);
+
+  void dispatch();
+  // Copies the dispatched rows and applies each local expert to its segment.
+  void run_experts();
+  // combine_begin + wait (what combine() does) so the combine stats can be read.
+  void combine();
+  // Drops the dispatch handle, giving its in-flight slot back before the next
+  // dispatch (the bench runs with a single slot).
+  void end_iteration();
+
+  const epcomm::DispatchHandle& route() const { return route_; }
+  const void* out() const { return out_.data(); }
+  // Bytes of the last dispatch + combine, this rank.
+  epcomm::ExchangeStats stats() const;
+
+ private:
+  epcomm::Exchange& exchange_;
+  const RankData& data_;
+  int first_expert_;
+  epcomm::DispatchInput input_;
+  epcomm::DispatchHandle route_;
+  epcomm::ExchangeStats combine_stats_;
+  std::vector<std::byte> expert_out_;
+  std::vector<std::byte> out_;
+};
+
+// The baseline always moves BF16 rows (data.x_bf16).
+class BaselinePath {
+ public:
+  BaselinePath(MPI_Comm comm, const RankData& data, int num_experts, int first_expert);
+
+  void dispatch();
+  void run_experts();
+  void combine();
+  void end_iteration() {}  // nothing is held between iterations
+
+  const BaselineExchange& exchange() const { return exchange_; }
+  const std::vector<float>& out() const { return out_; }
+
+ private:
+  BaselineExchange exchange_;
+  const RankData& data_;
+  int first_expert_;
+  std::vector<std::byte> expert_out_;
+  std::vector<float> out_;
+};
+
+}  // namespace epcomm_bench

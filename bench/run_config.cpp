@@ -1,0 +1,182 @@
+#include "run_config.hpp"
+
+#include "check.hpp"
+#include "data.hpp"
+#include "mpi_check.hpp"
+#include "paths.hpp"
+#include "timing.hpp"
+
+#include <epcomm/error.hpp>
+#include <epcomm/exchange.hpp>
+#include <epcomm/routing.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <vector>
+
+namespace epcomm_bench {
+namespace {
+
+// Above this estimated footprint per rank, max_recv_rows is taken from the routing.
+constexpr double kMemoryBudgetBytes = 2.0 * 1024 * 1024 * 1024;
+
+int64_t round_up(int64_t n, int multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// Rows the busiest rank receives with this routing, padded as epcomm pads them:
+// each (token, local expert) pair is one row.
+int64_t routed_max_recv_rows(MPI_Comm comm, const RankData& data, int experts, int ranks,
+                             int alignment) {
+  std::vector<int64_t> load(experts);
+  epcomm::count_expert_load(data.topk_idx.data(), data.tokens, data.topk, experts, load.data());
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, load.data(), experts, MPI_INT64_T, MPI_SUM, comm),
+            "MPI_Allreduce(expert load)");
+  const int per_rank = experts / ranks;
+  int64_t most = 0;
+  for (int r = 0; r < ranks; ++r) {
+    int64_t rows = 0;
+    for (int j = 0; j < per_rank; ++j) rows += round_up(load[r * per_rank + j], alignment);
+    most = std::max(most, rows);
+  }
+  return most;
+}
+
+}  // namespace
+
+ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
+                         const Options& options) {
+  ConfigOutcome outcome;
+  Result& result = outcome.result;
+  const int ranks = group.size();
+  const MPI_Comm comm = group.comm();
+
+  // Both checks below depend only on the configuration, which every rank shares,
+  // so every rank skips together.
+  if (config.experts % ranks != 0) {
+    outcome.skipped = std::to_string(config.experts) + " experts are not divisible by " +
+                      std::to_string(ranks) + " ranks";
+    return outcome;
+  }
+  epcomm::RouterConfig router_config;
+  router_config.num_experts = config.experts;
+  router_config.topk = config.topk;
+  router_config.num_nodes = group.num_nodes();
+  router_config.max_nodes = config.max_nodes;
+  std::optional<epcomm::NodeLimitedRouter> router;
+  try {
+    router.emplace(router_config);
+  } catch (const epcomm::Error& e) {
+    outcome.skipped = e.what();
+    return outcome;
+  }
+
+  const RankData data = make_rank_data(config, *router, options.seed, group.rank());
+  const int experts_per_rank = config.experts / ranks;
+  const int first_expert = group.rank() * experts_per_rank;
+
+  // Rows travel in the dtype (f32 tokens are not narrowed on the wire), so --dtype
+  // measures what moving that element type costs and rows compare byte for byte.
+  const epcomm::Format format =
+      config.dtype == epcomm::DType::kBF16 ? epcomm::Format::kBF16 : epcomm::Format::kF32;
+  epcomm::ExchangeConfig exchange_config;
+  exchange_config.num_experts = config.experts;
+  exchange_config.topk = config.topk;
+  exchange_config.hidden = config.hidden;
+  exchange_config.max_tokens_per_rank = config.tokens;
+  exchange_config.dtype = config.dtype;
+  exchange_config.dispatch_format = format;
+  exchange_config.combine_format = format;
+  exchange_config.expert_alignment = options.alignment;
+  exchange_config.max_inflight = 1;  // one dispatch at a time; a second slot only costs memory
+
+  // Worst case: every token of every rank picks min(topk, experts per rank) of this
+  // rank's experts. The estimate assumes a receive buffer plus a staging area of the
+  // same size; epcomm's exact footprint is its own business, this is the order of
+  // magnitude that decides whether the worst case is affordable.
+  const int64_t worst_rows =
+      static_cast<int64_t>(ranks) * config.tokens * std::min(config.topk, experts_per_rank) +
+      static_cast<int64_t>(experts_per_rank) * (options.alignment - 1);
+  const double worst_bytes = 2.0 * static_cast<double>(worst_rows) *
+                             static_cast<double>(epcomm::encoded_row_bytes(format, config.hidden));
+  if (worst_bytes > kMemoryBudgetBytes) {
+    exchange_config.max_recv_rows =
+        routed_max_recv_rows(comm, data, config.experts, ranks, options.alignment);
+    char gib[32];
+    std::snprintf(gib, sizeof gib, "%.1f", worst_bytes / (1 << 30));
+    outcome.note = "max_recv_rows = " + std::to_string(exchange_config.max_recv_rows) +
+                   " from this routing: the worst case (" + std::to_string(worst_rows) +
+                   " rows) would need ~" + gib + " GiB per rank";
+  }
+
+  epcomm::Exchange exchange(group, exchange_config);
+  EpcommPath epcomm_path(exchange, data, first_expert);
+  BaselinePath baseline_path(comm, data, config.experts, first_expert);
+
+  // Check pass: one untimed iteration of each path, compared before anything is
+  // timed (and doubling as a first warmup). Dispatch is compared before combine
+  // runs, so nothing is assumed about the rows once combine has used them.
+  epcomm_path.dispatch();
+  baseline_path.dispatch();
+  std::string dispatch_failure;
+  if (config.dtype == epcomm::DType::kBF16) {
+    dispatch_failure = check_dispatch(epcomm_path.route(), baseline_path.exchange(),
+                             baseline_path.exchange().exchange_sources(data.topk_weights.data()),
+                             options.alignment);
+  } else {
+    // The timed baseline carries BF16, which cannot vouch for every bit of an f32
+    // row. One extra, untimed baseline dispatch of the f32 tokens can.
+    BaselineExchange f32_reference(comm, config.experts, config.hidden, epcomm::DType::kF32);
+    f32_reference.dispatch(data.x.data(), data.topk_idx.data(), data.tokens, data.topk);
+    dispatch_failure = check_dispatch(epcomm_path.route(), f32_reference,
+                             f32_reference.exchange_sources(data.topk_weights.data()),
+                             options.alignment);
+  }
+  epcomm_path.run_experts();
+  epcomm_path.combine();
+  baseline_path.run_experts();
+  baseline_path.combine();
+  const std::string combine_failure = check_combine(epcomm_path.out(), baseline_path.out(), data);
+  // Agreed separately so a dispatch mismatch is reported rather than the combine
+  // mismatch it causes on the token's source rank.
+  std::string dispatch_message;
+  std::string combine_message;
+  const bool dispatch_ok = all_ranks_pass(comm, dispatch_failure, dispatch_message);
+  const bool combine_ok = all_ranks_pass(comm, combine_failure, combine_message);
+  result.check = dispatch_ok && combine_ok;
+  if (!dispatch_ok) {
+    outcome.check_failure = "dispatch: " + dispatch_message;
+  } else if (!combine_ok) {
+    outcome.check_failure = "combine: " + combine_message;
+  }
+
+  // Traffic is the same every iteration (same data, same routing): read it once.
+  const epcomm::ExchangeStats stats = epcomm_path.stats();
+  const BaselineTraffic traffic = baseline_path.exchange().traffic(group.ranks_per_node());
+  int64_t bytes[] = {stats.internode_bytes, stats.intranode_bytes, stats.layout_bytes,
+                     traffic.internode_bytes, traffic.intranode_bytes};
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 5, MPI_INT64_T, MPI_SUM, comm),
+            "MPI_Allreduce(bytes)");
+  epcomm_path.end_iteration();
+
+  const PhaseTimes epcomm_times = time_path(comm, epcomm_path, options.warmup, options.iters);
+  const PhaseTimes baseline_times =
+      time_path(comm, baseline_path, options.warmup, options.iters);
+
+  result.config = config;
+  result.ranks = ranks;
+  result.nodes = group.num_nodes();
+  result.effective_max_nodes = router->effective_max_nodes();
+  result.max_recv_rows = exchange_config.max_recv_rows;
+  result.dispatch_us = epcomm_times.dispatch_us;
+  result.combine_us = epcomm_times.combine_us;
+  result.baseline_dispatch_us = baseline_times.dispatch_us;
+  result.baseline_combine_us = baseline_times.combine_us;
+  result.internode_bytes = bytes[0];
+  result.intranode_bytes = bytes[1];
+  result.layout_bytes = bytes[2];
+  result.baseline_internode_bytes = bytes[3];
+  result.baseline_intranode_bytes = bytes[4];
+  return outcome;
+}
+
+}  // namespace epcomm_bench

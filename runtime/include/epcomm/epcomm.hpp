@@ -1,0 +1,9 @@
+// epcomm — expert-parallel token exchange. Umbrella header.
+#pragma once
+
+#include <epcomm/error.hpp>
+#include <epcomm/exchange.hpp>
+#include <epcomm/group.hpp>
+#include <epcomm/routing.hpp>
+#include <epcomm/types.hpp>
+#include <epcomm/version.hpp>

@@ -1,0 +1,146 @@
+// epcomm — dispatch and combine.
+//
+// Dispatch sends every token to the ranks that own its chosen experts. A token
+// crosses the inter-node transport at most once per destination node (to the rank
+// with the same local index there), which forwards it through shared memory to the
+// local owners; each rank receives each token at most once and lays it out grouped
+// by local expert. Combine is the reverse: each node first weight-reduces the rows
+// of a token, one partial sum per (token, node) crosses back, and the source adds
+// the node partials. See docs/design.md.
+//
+// Every operation is split into begin (returns a handle at once) and wait; the
+// blocking call is begin + wait. Up to ExchangeConfig::max_inflight dispatch
+// handles may be alive at once (each owns one set of pre-allocated buffers), so two
+// micro-batches can be in flight. All ranks of the group must begin the same
+// operations in the same order.
+#pragma once
+
+#include <epcomm/group.hpp>
+#include <epcomm/types.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace epcomm {
+
+struct ExchangeConfig {
+  int num_experts = 0;               // divisible by the group size
+  int topk = 0;                      // 1 .. num_experts
+  int hidden = 0;                    // elements per token row
+  int max_tokens_per_rank = 0;       // largest num_tokens any dispatch will pass
+  DType dtype = DType::kBF16;        // tokens, expert outputs, combined outputs
+  Format dispatch_format = Format::kBF16;  // rows on the wire and in rows()
+  Format combine_format = Format::kBF16;   // node partial sums on the wire
+  int expert_alignment = 1;          // pad each expert's segment to a multiple
+  int64_t max_recv_rows = 0;         // rows a rank may receive; 0: worst case
+  int max_inflight = 2;              // dispatch handles alive at once
+};
+
+// Bytes one operation moved, counted by epcomm as it posts them.
+struct ExchangeStats {
+  int64_t internode_bytes = 0;   // payload + routing metadata over the network tier
+  int64_t intranode_bytes = 0;   // bytes written to / read from other ranks' memory
+  int64_t layout_bytes = 0;      // count exchange (all peers) before the payload
+};
+
+struct DispatchInput {
+  const void* x = nullptr;               // [num_tokens, hidden] of config.dtype
+  const int32_t* topk_idx = nullptr;     // [num_tokens, topk]; -1 = no expert
+  const float* topk_weights = nullptr;   // [num_tokens, topk]
+  int num_tokens = 0;
+  MemorySpace memory = MemorySpace::kHost;  // seam: only kHost today
+  void* stream = nullptr;                   // seam: a stream to order against; null today
+};
+
+namespace detail {
+struct DispatchOp;
+struct CombineOp;
+class Engine;
+}  // namespace detail
+
+// The result and route of one dispatch. Move-only; holds its buffers (and one of
+// the exchange's in-flight slots) until destroyed. Accessors other than done() are
+// valid once wait() returned.
+class DispatchHandle {
+ public:
+  DispatchHandle();
+  ~DispatchHandle();
+  DispatchHandle(DispatchHandle&&) noexcept;
+  DispatchHandle& operator=(DispatchHandle&&) noexcept;
+
+  bool valid() const { return op_ != nullptr; }
+  bool done() const;
+  void wait();  // drives progress; throws on error or timeout
+
+  // Received rows, expert-major: expert j's rows are [expert_offset(j),
+  // expert_offset(j) + expert_count(j)); within an expert ordered by source epcomm
+  // rank, then source token index. Segments are padded to expert_alignment with
+  // rows whose source is -1 and weight 0 (their payload bytes are unspecified).
+  const void* rows() const;
+  Format row_format() const;
+  std::size_t row_bytes() const;
+  int64_t num_rows() const;              // including padding
+  int num_local_experts() const;
+  int64_t expert_count(int local_expert) const;   // real rows, without padding
+  int64_t expert_offset(int local_expert) const;  // first row of the segment
+  const float* row_weights() const;      // gating weight of each row for its expert
+  const int32_t* row_src_rank() const;   // source epcomm rank, -1 for padding
+  const int32_t* row_src_token() const;  // token index on the source rank
+  int num_tokens() const;                // tokens this rank passed to dispatch
+  ExchangeStats stats() const;
+
+ private:
+  friend class Exchange;
+  explicit DispatchHandle(std::shared_ptr<detail::DispatchOp> op);
+  std::shared_ptr<detail::DispatchOp> op_;
+};
+
+class CombineHandle {
+ public:
+  CombineHandle();
+  ~CombineHandle();
+  CombineHandle(CombineHandle&&) noexcept;
+  CombineHandle& operator=(CombineHandle&&) noexcept;
+
+  bool valid() const { return op_ != nullptr; }
+  bool done() const;
+  void wait();
+  ExchangeStats stats() const;
+
+ private:
+  friend class Exchange;
+  explicit CombineHandle(std::shared_ptr<detail::CombineOp> op);
+  std::shared_ptr<detail::CombineOp> op_;
+};
+
+class Exchange {
+ public:
+  // Collective over the group: checks that every rank passed the same config and
+  // allocates all buffers for max_inflight operations up front.
+  Exchange(const Group& group, const ExchangeConfig& config);
+  ~Exchange();
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  const ExchangeConfig& config() const;
+
+  DispatchHandle dispatch_begin(const DispatchInput& input);
+  DispatchHandle dispatch(const DispatchInput& input);  // begin + wait
+
+  // expert_out: [expert_out_rows, hidden] of config.dtype, in the row layout of
+  // `route` (padding rows are ignored). out: [out_tokens, hidden] of config.dtype
+  // receives, for each token the source passed to dispatch, the sum over its
+  // experts of weight * expert output (0 for tokens routed nowhere).
+  CombineHandle combine_begin(const DispatchHandle& route, const void* expert_out,
+                              int64_t expert_out_rows, void* out, int out_tokens);
+  void combine(const DispatchHandle& route, const void* expert_out,
+               int64_t expert_out_rows, void* out, int out_tokens);
+
+  // Advances every in-flight operation without blocking; true if any moved.
+  bool progress();
+
+ private:
+  std::shared_ptr<detail::Engine> engine_;
+};
+
+}  // namespace epcomm

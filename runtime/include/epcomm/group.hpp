@@ -1,0 +1,56 @@
+// epcomm — a group of ranks that exchange tokens.
+//
+// A Group is built collectively from a caller's MPI communicator (never assumed to be
+// MPI_COMM_WORLD; the caller keeps ownership of MPI and finalizes it). It discovers
+// which ranks share a host (MPI_Comm_split_type), optionally splits each host into
+// several emulated nodes (GroupOptions::ranks_per_node or EPCOMM_RANKS_PER_NODE) so
+// the inter-node path can be exercised on one machine, and renumbers ranks
+// node-major: epcomm rank r lives on node r / ranks_per_node(). Expert ownership
+// follows epcomm ranks, so with mpirun's default by-slot mapping they equal the
+// communicator's ranks.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+
+namespace epcomm {
+
+struct GroupOptions {
+  // Ranks per (emulated) node. 0: take EPCOMM_RANKS_PER_NODE, else all ranks that
+  // share a host form one node. Every node must have the same number of ranks.
+  int ranks_per_node = 0;
+  // Seconds a waiting rank gives a silent peer before it throws ErrorCode::kTimeout.
+  // 0: take EPCOMM_TIMEOUT_S, else 60.
+  double timeout_s = 0;
+};
+
+namespace detail {
+struct GroupState;
+}
+
+class Group {
+ public:
+  // Collective over `comm`. Throws Error on inconsistent topology or options.
+  explicit Group(MPI_Comm comm, const GroupOptions& options = {});
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  int rank() const;            // epcomm rank, node-major
+  int size() const;
+  int node() const;            // this rank's node index
+  int num_nodes() const;
+  int local_rank() const;      // index inside the node
+  int ranks_per_node() const;
+  double timeout_s() const;
+  // The group's private communicator (a reordered duplicate of the caller's).
+  MPI_Comm comm() const;
+
+  const std::shared_ptr<detail::GroupState>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<detail::GroupState> state_;
+};
+
+}  // namespace epcomm

@@ -1,0 +1,172 @@
+#include "exchange/combine_op.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/check.hpp"
+
+namespace epcomm::detail {
+namespace {
+
+// Byte offset of node n's region in a per-node combine buffer (own node skipped).
+std::size_t node_region(const TokenRoutes& routes, int node, int my_node, std::size_t row_bytes) {
+  std::size_t at = 0;
+  for (int n = 0; n < node; ++n) {
+    if (n != my_node) at += routes.node_count(n) * row_bytes;
+  }
+  return at;
+}
+
+}  // namespace
+
+CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
+                     void* out)
+    : Op(engine, seq, "combine"),
+      route_(std::move(route)),
+      expert_out_(expert_out),
+      out_(out),
+      buf_(engine.slots[route_->slot()]) {
+  route_->combine_in_flight = true;
+  const Engine& e = engine_;
+  const std::size_t crow = e.combine_codec.row_bytes(e.config.hidden);
+  const TokenRoutes& routes = buf_.routes;
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    const int32_t count = routes.node_count(n);
+    if (n == e.group.node || count == 0) continue;
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    MPI_Request r;
+    EPCOMM_MPI(MPI_Irecv(buf_.combine_recv.data() + node_region(routes, n, e.group.node, crow),
+                         static_cast<int>(count * crow), MPI_BYTE, peer, e.mpi_tag(seq_, kTagCombine), e.comm, &r));
+    recv_reqs_.add(r, peer, PeerRequests::Kind::kRecv);
+  }
+  publish_rank_partials();
+}
+
+CombineOp::~CombineOp() { route_->combine_in_flight = false; }
+
+// Each received token's expert outputs on this rank, weighted and summed in
+// expert order, into this rank's shared partials for the forwarders to read.
+void CombineOp::publish_rank_partials() {
+  const Engine& e = engine_;
+  const SlotView& mine = route_->output();
+  const int H = e.config.hidden, L = mine.max_rows_per_token;
+  const std::size_t y_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
+  const auto* y = static_cast<const std::byte*>(expert_out_);
+  for (int32_t q = 0; q < mine.layout.num_tokens(); ++q) {
+    float* acc = mine.partial(q);
+    std::fill(acc, acc + H, 0.0f);
+    const int32_t* rows = mine.token_rows + static_cast<std::size_t>(q) * L;
+    for (int c = 0; c < L && rows[c] >= 0; ++c) {
+      e.dtype_codec.accumulate_row(y + rows[c] * y_row, H, mine.weight[rows[c]], acc);
+    }
+  }
+  store_flag(mine.flags->partials_ready, seq_);
+}
+
+// As forwarder: for every token this rank wrote to its node in the dispatch, sum
+// the owners' partials in local-rank order, giving one partial per (token, node);
+// keep it for own tokens, encode and send it back for remote ones.
+void CombineOp::reduce_node_partials() {
+  Engine& e = engine_;
+  const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
+  const std::size_t crow = e.combine_codec.row_bytes(H);
+  std::vector<float> scratch(H);
+  std::size_t send_at = 0;
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
+    for (int32_t i = 0; i < count; ++i) {
+      const std::size_t h = static_cast<std::size_t>(first + i);
+      float* acc = n == me ? buf_.own_partials.data() + static_cast<std::size_t>(i) * H : scratch.data();
+      std::fill(acc, acc + H, 0.0f);
+      for (int c = 0; c < buf_.route_count[h]; ++c) {
+        const int ld = buf_.route_local[h * R + c];
+        const float* part = e.slot_view(ld, route_->slot()).partial(buf_.route_entry[h * R + c]);
+        for (int x = 0; x < H; ++x) acc[x] += part[x];
+        if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(H) * 4;
+      }
+      if (n != me) {
+        e.combine_codec.encode_row(acc, DType::kF32, H, buf_.combine_send.data() + send_at + i * crow);
+      }
+    }
+    if (n == me || count == 0) continue;
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    MPI_Request r;
+    EPCOMM_MPI(MPI_Isend(buf_.combine_send.data() + send_at, static_cast<int>(count * crow), MPI_BYTE, peer,
+                         e.mpi_tag(seq_, kTagCombine), e.comm, &r));
+    send_reqs_.add(r, peer, PeerRequests::Kind::kSend);
+    stats.internode_bytes += static_cast<int64_t>(count * crow);
+    send_at += count * crow;
+  }
+  store_flag(route_->output().flags->partials_read, seq_);
+}
+
+// out[t] = sum over the token's nodes, in node order, of the node partials: the
+// order is fixed, so the result is bit-identical whatever order messages arrived in.
+void CombineOp::sum_node_partials() {
+  const Engine& e = engine_;
+  const int H = e.config.hidden, me = e.group.node;
+  const std::size_t crow = e.combine_codec.row_bytes(H);
+  const TokenRoutes& routes = buf_.routes;
+  const std::size_t elems = static_cast<std::size_t>(routes.num_tokens) * H;
+  float* acc = e.config.dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc.data();
+  std::fill(acc, acc + elems, 0.0f);
+  const kernels::Codec& f32 = kernels::codec_for(Format::kF32);
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    const int32_t* tokens = routes.node_begin(n);
+    const std::size_t region = node_region(routes, n, me, crow);
+    for (int32_t i = 0; i < routes.node_count(n); ++i) {
+      float* dst = acc + static_cast<std::size_t>(tokens[i]) * H;
+      if (n == me) {
+        f32.accumulate_row(buf_.own_partials.data() + static_cast<std::size_t>(i) * H, H, 1.0f, dst);
+      } else {
+        e.combine_codec.accumulate_row(buf_.combine_recv.data() + region + i * crow, H, 1.0f, dst);
+      }
+    }
+  }
+  if (e.config.dtype != DType::kF32) {
+    const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
+    for (int t = 0; t < routes.num_tokens; ++t) {
+      e.dtype_codec.encode_row(acc + static_cast<std::size_t>(t) * H, DType::kF32, H,
+                               static_cast<std::byte*>(out_) + t * out_row);
+    }
+  }
+}
+
+bool CombineOp::advance() {
+  Engine& e = engine_;
+  bool moved = false;
+  if (state_ == State::kPartials) {
+    if (e.first_local_behind(route_->slot(), &SlotFlags::partials_ready, seq_) >= 0) return false;
+    reduce_node_partials();
+    state_ = State::kReturn;
+    moved = true;
+  }
+  if (state_ == State::kReturn) {
+    if (!recv_reqs_.test_some().empty()) moved = true;
+    if (!send_reqs_.test_some().empty()) moved = true;
+    if (!recv_reqs_.all_done() || !send_reqs_.all_done()) return moved;
+    // Owners may reuse their partials (and the slot) only after every forwarder read them.
+    if (e.first_local_behind(route_->slot(), &SlotFlags::partials_read, seq_) >= 0) return moved;
+    sum_node_partials();
+    state_ = State::kDone;
+    route_->combine_in_flight = false;
+    moved = true;
+  }
+  return moved;
+}
+
+std::string CombineOp::phase() const { return "combine"; }
+
+std::string CombineOp::outstanding() const {
+  const int slot = route_->slot();
+  if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::partials_ready, seq_);
+  std::string s = recv_reqs_.pending_peers();
+  std::string sends = send_reqs_.pending_peers();
+  std::string local = engine_.local_ranks_behind(slot, &SlotFlags::partials_read, seq_);
+  for (const std::string* part : {&sends, &local}) {
+    if (!part->empty()) s += (s.empty() ? "" : ", ") + *part;
+  }
+  return s;
+}
+
+}  // namespace epcomm::detail

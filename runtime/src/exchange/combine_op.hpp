@@ -1,0 +1,36 @@
+// One combine along a dispatch's route: rank partials, node pre-reduction by the
+// forwarder, one partial per (token, node) back over the network, and the
+// source's sum in node order.
+#pragma once
+
+#include "exchange/dispatch_op.hpp"
+
+namespace epcomm::detail {
+
+class CombineOp : public Op {
+ public:
+  CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
+            void* out);
+  ~CombineOp() override;
+
+  bool advance() override;
+  bool done() const override { return state_ == State::kDone; }
+  std::string phase() const override;
+  std::string outstanding() const override;
+
+ private:
+  enum class State { kPartials, kReturn, kDone };
+
+  void publish_rank_partials();
+  void reduce_node_partials();
+  void sum_node_partials();
+
+  std::shared_ptr<DispatchOp> route_;
+  const void* expert_out_;
+  void* out_;
+  State state_ = State::kPartials;
+  SlotBuffers& buf_;
+  PeerRequests recv_reqs_, send_reqs_;
+};
+
+}  // namespace epcomm::detail

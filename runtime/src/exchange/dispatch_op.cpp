@@ -1,0 +1,349 @@
+#include "exchange/dispatch_op.hpp"
+
+#include <cstring>
+
+#include "util/check.hpp"
+#include "util/log.hpp"
+
+namespace epcomm::detail {
+namespace {
+
+constexpr int32_t kLayoutMagic = 0x45504331;  // "EPC1"
+
+// Layout message from a source to one destination rank: a header, the source's
+// token count for each of the destination's experts, the distinct tokens reaching
+// the destination, and the rows the destination will receive as forwarder.
+enum : int { kMsgMagic = 0, kMsgSeq = 1, kMsgTokens = 2, kMsgExperts = 3 };
+
+}  // namespace
+
+// Where one source's rows for this node come from: the caller's input (this rank's
+// own tokens) or a received inter-node message (metadata block, then row block).
+struct DispatchOp::TokenSource {
+  int rank;
+  int node;
+  int32_t count;
+  const int32_t* own_tokens;  // own input: token indices, else null
+  const std::byte* message;   // inter-node message, else null
+};
+
+DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input)
+    : Op(engine, seq, "dispatch"),
+      slot_(slot),
+      input_(input),
+      buf_(engine.slots[slot]),
+      mine_(engine.slot_view(engine.group.local_rank, slot)) {
+  buf_.busy = true;
+  const Topology& topo = engine.topo;
+  build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
+  post_layout();
+  post_rail_sends();
+}
+
+DispatchOp::~DispatchOp() { buf_.busy = false; }
+
+void DispatchOp::post_layout() {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo;
+  const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
+  const TokenRoutes& routes = buf_.routes;
+  msg_ints_ = kMsgExperts + J + 2;
+  layout_out_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
+  layout_in_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
+  const int tag = e.mpi_tag(seq_, kTagLayout);
+  for (int d = 0; d < P; ++d) {
+    int32_t* msg = layout_out_.data() + static_cast<std::size_t>(d) * msg_ints_;
+    msg[kMsgMagic] = kLayoutMagic;
+    msg[kMsgSeq] = static_cast<int32_t>(seq_ & 0x7fffffff);
+    msg[kMsgTokens] = input_.num_tokens;
+    std::memcpy(msg + kMsgExperts, routes.expert_tokens.data() + static_cast<std::size_t>(d) * J, J * sizeof(int32_t));
+    msg[kMsgExperts + J] = routes.rank_tokens[d];
+    const bool rail_peer = topo.node_of_rank(d) != e.group.node && d % topo.ranks_per_node == e.group.local_rank;
+    msg[kMsgExperts + J + 1] = rail_peer ? routes.node_count(topo.node_of_rank(d)) : 0;
+    if (d == me) {
+      std::memcpy(layout_in_.data() + static_cast<std::size_t>(d) * msg_ints_, msg, msg_ints_ * sizeof(int32_t));
+      continue;
+    }
+    MPI_Request r;
+    EPCOMM_MPI(MPI_Irecv(layout_in_.data() + static_cast<std::size_t>(d) * msg_ints_, msg_ints_, MPI_INT32_T, d,
+                         tag, e.comm, &r));
+    layout_reqs_.add(r, d, PeerRequests::Kind::kRecv);
+    EPCOMM_MPI(MPI_Isend(msg, msg_ints_, MPI_INT32_T, d, tag, e.comm, &r));
+    layout_reqs_.add(r, d, PeerRequests::Kind::kSend);
+    stats.layout_bytes += static_cast<int64_t>(msg_ints_) * 4;
+  }
+}
+
+// Packs each remote node's tokens once (metadata block, then encoded rows) and
+// sends them to the rank with this rank's local index on that node.
+void DispatchOp::post_rail_sends() {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo;
+  const int K = topo.topk, H = e.config.hidden;
+  const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
+  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
+  const TokenRoutes& routes = buf_.routes;
+  std::byte* cursor = buf_.rail_send.data();
+  for (int n = 0; n < topo.num_nodes(); ++n) {
+    const int32_t count = routes.node_count(n);
+    if (n == e.group.node || count == 0) continue;
+    const int32_t* tokens = routes.node_begin(n);
+    std::byte* rows = cursor + count * meta_bytes;
+    for (int32_t i = 0; i < count; ++i) {
+      const int32_t t = tokens[i];
+      auto* meta = reinterpret_cast<int32_t*>(cursor + i * meta_bytes);
+      meta[0] = t;
+      std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
+      std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
+      e.dispatch_codec.encode_row(static_cast<const std::byte*>(input_.x) + t * x_row, e.config.dtype, H,
+                                  rows + i * row_bytes);
+    }
+    const std::size_t bytes = count * (meta_bytes + row_bytes);
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    MPI_Request r;
+    EPCOMM_MPI(MPI_Isend(cursor, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq_, kTagDispatch), e.comm, &r));
+    rail_send_reqs_.add(r, peer, PeerRequests::Kind::kSend);
+    stats.internode_bytes += static_cast<int64_t>(bytes);
+    cursor += bytes;
+  }
+}
+
+bool DispatchOp::on_layout_complete() {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo;
+  const int P = topo.num_ranks, J = topo.experts_per_rank(), N = topo.num_nodes();
+  std::vector<int32_t> expert_tokens(static_cast<std::size_t>(P) * J), rank_tokens(P);
+  for (int s = 0; s < P; ++s) {
+    const int32_t* msg = layout_in_.data() + static_cast<std::size_t>(s) * msg_ints_;
+    EPCOMM_REQUIRE(msg[kMsgMagic] == kLayoutMagic && msg[kMsgSeq] == static_cast<int32_t>(seq_ & 0x7fffffff),
+                   kMismatch,
+                   "rank " << s << " sent a dispatch layout for operation " << msg[kMsgSeq] << " while this rank is at "
+                           << seq_ << ": every rank must begin the same dispatches and combines in the same order");
+    std::memcpy(expert_tokens.data() + static_cast<std::size_t>(s) * J, msg + kMsgExperts, J * sizeof(int32_t));
+    rank_tokens[s] = msg[kMsgExperts + J];
+  }
+  RecvLayoutView& layout = mine_.layout;
+  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config.expert_alignment, layout);
+  EPCOMM_REQUIRE(layout.num_rows() <= e.slot_layout.max_rows, kBufferTooSmall,
+                 "this dispatch delivers " << layout.num_rows() << " rows (with padding) to this rank but max_recv_rows is "
+                                           << e.slot_layout.max_rows);
+  EPCOMM_REQUIRE(layout.num_tokens() <= e.slot_layout.max_tokens, kBufferTooSmall,
+                 "this dispatch delivers " << layout.num_tokens() << " tokens to this rank but the slot holds "
+                                           << e.slot_layout.max_tokens);
+  // Padding rows are owned by this rank: mark them empty and zero their payload so
+  // a grouped GEMM over whole segments reads finite values.
+  for (int j = 0; j < J; ++j) {
+    for (int64_t r = layout.expert_offset[j] + layout.expert_count[j]; r < layout.expert_offset[j + 1]; ++r) {
+      mine_.src_rank[r] = -1;
+      mine_.src_token[r] = -1;
+      mine_.weight[r] = 0.0f;
+      mine_.first_row[r] = -1;
+      std::memset(mine_.row(r), 0, mine_.row_bytes);
+    }
+  }
+
+  // Inter-node rows this rank forwards, and where its forwarding record starts per
+  // source node.
+  rail_rows_.assign(N, 0);
+  rail_recv_at_.assign(N, 0);
+  buf_.handled_offset[0] = 0;
+  const std::size_t rail_row = e.rail_meta_bytes + e.slot_layout.row_bytes;
+  std::size_t at = 0;
+  forwards_left_ = 0;
+  for (int n = 0; n < N; ++n) {
+    if (n == e.group.node) {
+      buf_.handled_offset[n + 1] = buf_.handled_offset[n] + buf_.routes.node_count(n);
+      continue;
+    }
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
+    buf_.handled_offset[n + 1] = buf_.handled_offset[n] + rail_rows_[n];
+    rail_recv_at_[n] = at;
+    if (rail_rows_[n] == 0) continue;
+    MPI_Request r;
+    EPCOMM_MPI(MPI_Irecv(buf_.rail_recv.data() + at, static_cast<int>(rail_rows_[n] * rail_row), MPI_BYTE, peer,
+                         e.mpi_tag(seq_, kTagDispatch), e.comm, &r));
+    rail_recv_reqs_.add(r, peer, PeerRequests::Kind::kRecv);
+    rail_req_node_.push_back(n);
+    at += rail_rows_[n] * rail_row;
+    ++forwards_left_;
+  }
+  store_flag(mine_.flags->layout_ready, seq_);
+  return true;
+}
+
+// Writes one source's rows into the slots of their owners on this node: the
+// payload once per owner rank (at the row of its lowest local expert), metadata for
+// every (token, expert) row, and the owner's token-list entry; records the route
+// for combine.
+void DispatchOp::write_source(const TokenSource& src) {
+  Engine& e = engine_;
+  const Topology& topo = e.topo;
+  const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
+  const int L = topo.max_rows_per_token_rank(), H = e.config.hidden;
+  const int first_expert = e.group.node * R * J;
+  const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
+  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
+
+  row_cursor_.assign(static_cast<std::size_t>(R) * J, 0);
+  token_cursor_.assign(R, 0);
+  struct Pick {
+    int local_rank, expert;
+    float weight;
+  };
+  std::vector<Pick> picks(K);
+  int32_t handled = buf_.handled_offset[src.node];
+
+  for (int32_t i = 0; i < src.count; ++i) {
+    int32_t t;
+    const int32_t* idx;
+    const float* w;
+    if (src.own_tokens) {
+      t = src.own_tokens[i];
+      idx = input_.topk_idx + static_cast<std::size_t>(t) * K;
+      w = input_.topk_weights + static_cast<std::size_t>(t) * K;
+    } else {
+      const auto* meta = reinterpret_cast<const int32_t*>(src.message + i * meta_bytes);
+      t = meta[0];
+      idx = meta + 1;
+      w = reinterpret_cast<const float*>(meta + 1 + K);
+    }
+    int n_picks = 0;
+    for (int k = 0; k < K; ++k) {
+      const int rel = idx[k] - first_expert;
+      if (idx[k] < 0 || rel < 0 || rel >= R * J) continue;
+      // Insertion keeps picks sorted by (local rank, expert): rows of one token are
+      // written in expert order, which fixes the combine summation order.
+      int at = n_picks++;
+      while (at > 0 && picks[at - 1].local_rank * J + picks[at - 1].expert > rel) {
+        picks[at] = picks[at - 1];
+        --at;
+      }
+      picks[at] = Pick{rel / J, rel % J, w[k]};
+    }
+
+    int route_n = 0;
+    for (int a = 0; a < n_picks;) {
+      const int ld = picks[a].local_rank;
+      int b = a;
+      while (b < n_picks && picks[b].local_rank == ld) ++b;
+      SlotView d = e.slot_view(ld, slot_);
+      const int32_t q = d.layout.token_base[src.rank] + token_cursor_[ld]++;
+      EPCOMM_REQUIRE(q < d.layout.token_base[src.rank + 1], kMismatch,
+                     "rank " << src.rank << " sent more tokens to rank " << e.group.global_rank(e.group.node, ld)
+                             << " than its layout announced");
+      int32_t* token_rows = d.token_rows + static_cast<std::size_t>(q) * L;
+      int32_t first = -1;
+      for (int c = a; c < b; ++c) {
+        const int j = picks[c].expert;
+        const int64_t p = d.layout.row_base[src.rank * J + j] + row_cursor_[ld * J + j]++;
+        EPCOMM_REQUIRE(p < d.layout.expert_offset[j] + d.layout.expert_count[j], kMismatch,
+                       "rank " << src.rank << " sent more rows for expert " << first_expert + ld * J + j
+                               << " than its layout announced");
+        if (first < 0) {
+          first = static_cast<int32_t>(p);
+          std::byte* dst = d.row(p);
+          if (src.own_tokens) {
+            e.dispatch_codec.encode_row(static_cast<const std::byte*>(input_.x) + t * x_row, e.config.dtype, H, dst);
+          } else {
+            std::memcpy(dst, src.message + src.count * meta_bytes + i * row_bytes, row_bytes);
+          }
+        }
+        d.src_rank[p] = src.rank;
+        d.src_token[p] = t;
+        d.weight[p] = picks[c].weight;
+        d.first_row[p] = first;
+        token_rows[c - a] = static_cast<int32_t>(p);
+      }
+      for (int c = b - a; c < L; ++c) token_rows[c] = -1;
+      buf_.route_local[static_cast<std::size_t>(handled) * R + route_n] = ld;
+      buf_.route_entry[static_cast<std::size_t>(handled) * R + route_n] = q;
+      ++route_n;
+      if (ld != e.group.local_rank) {
+        stats.intranode_bytes += static_cast<int64_t>(row_bytes + (b - a) * 16 + L * 4);
+      }
+      a = b;
+    }
+    buf_.route_count[handled] = route_n;
+    ++handled;
+  }
+}
+
+void DispatchOp::finish() {
+  // A token with several experts on this rank was received once; copy it into its
+  // other experts' rows now, locally.
+  const int64_t rows = mine_.layout.num_rows();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t f = mine_.first_row[r];
+    if (f >= 0 && f != r) std::memcpy(mine_.row(r), mine_.row(f), mine_.row_bytes);
+  }
+}
+
+bool DispatchOp::advance() {
+  bool moved = false;
+  Engine& e = engine_;
+  if (state_ == State::kLayout) {
+    moved = !layout_reqs_.test_some().empty();
+    if (!layout_reqs_.all_done()) return moved;
+    on_layout_complete();
+    state_ = State::kNodeLayout;
+    moved = true;
+  }
+  if (state_ == State::kNodeLayout) {
+    if (e.first_local_behind(slot_, &SlotFlags::layout_ready, seq_) >= 0) return moved;
+    const int me = e.group.node;
+    write_source(TokenSource{e.group.rank, me, buf_.routes.node_count(me), buf_.routes.node_begin(me), nullptr});
+    state_ = State::kForward;
+    moved = true;
+  }
+  if (state_ == State::kForward) {
+    for (int i : rail_recv_reqs_.test_some()) {
+      const int n = rail_req_node_[i];
+      write_source(TokenSource{rail_recv_reqs_.peer(i), n, rail_rows_[n], nullptr,
+                               buf_.rail_recv.data() + rail_recv_at_[n]});
+      --forwards_left_;
+      moved = true;
+    }
+    if (forwards_left_ > 0) return moved;
+    store_flag(mine_.flags->writes_done, seq_);
+    state_ = State::kArrive;
+    moved = true;
+  }
+  if (state_ == State::kArrive) {
+    if (!rail_send_reqs_.test_some().empty()) moved = true;
+    if (!rail_send_reqs_.all_done()) return moved;
+    if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
+    finish();
+    state_ = State::kDone;
+    moved = true;
+  }
+  return moved;
+}
+
+std::string DispatchOp::phase() const {
+  switch (state_) {
+    case State::kLayout:
+    case State::kNodeLayout: return "layout";
+    case State::kForward: return "dispatch";
+    case State::kArrive: return "forward";
+    case State::kDone: return "done";
+  }
+  return "?";
+}
+
+std::string DispatchOp::outstanding() const {
+  switch (state_) {
+    case State::kLayout: return layout_reqs_.pending_peers();
+    case State::kNodeLayout: return engine_.local_ranks_behind(slot_, &SlotFlags::layout_ready, seq_);
+    case State::kForward: return rail_recv_reqs_.pending_peers();
+    case State::kArrive: {
+      std::string s = engine_.local_ranks_behind(slot_, &SlotFlags::writes_done, seq_);
+      std::string sends = rail_send_reqs_.pending_peers();
+      return s.empty() ? sends : sends.empty() ? s : s + ", " + sends;
+    }
+    case State::kDone: return "";
+  }
+  return "";
+}
+
+}  // namespace epcomm::detail

@@ -1,0 +1,54 @@
+// One dispatch: layout exchange, deduplicated inter-node send, intra-node forward
+// into each owner's expert-major slot, and the local fan-out of multi-expert rows.
+#pragma once
+
+#include <vector>
+
+#include "exchange/engine.hpp"
+
+namespace epcomm::detail {
+
+class DispatchOp : public Op {
+ public:
+  DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input);
+  ~DispatchOp() override;
+
+  bool advance() override;
+  bool done() const override { return state_ == State::kDone; }
+  std::string phase() const override;
+  std::string outstanding() const override;
+
+  int slot() const { return slot_; }
+  int num_tokens() const { return input_.num_tokens; }
+  // This rank's view of its own slot: the dispatch output.
+  const SlotView& output() const { return mine_; }
+  bool combine_in_flight = false;
+
+ private:
+  enum class State { kLayout, kNodeLayout, kForward, kArrive, kDone };
+  struct TokenSource;  // where the rows of one source come from (own input or rail)
+
+  void post_layout();
+  void post_rail_sends();
+  bool on_layout_complete();
+  void write_source(const TokenSource& src);
+  void finish();
+
+  int slot_;
+  DispatchInput input_;
+  State state_ = State::kLayout;
+  SlotBuffers& buf_;
+  SlotView mine_;
+  int msg_ints_ = 0;
+  std::vector<int32_t> layout_out_, layout_in_;
+  PeerRequests layout_reqs_, rail_recv_reqs_, rail_send_reqs_;
+  std::vector<int32_t> rail_rows_;           // [num_nodes] rows my rail peer on node n sends me
+  std::vector<std::size_t> rail_recv_at_;    // [num_nodes] byte offset in rail_recv
+  std::vector<int> rail_req_node_;           // node of each rail receive request
+  int forwards_left_ = 0;
+  // Per-source cursors while writing: next row per (local rank, local expert) and
+  // next token entry per local rank.
+  std::vector<int32_t> row_cursor_, token_cursor_;
+};
+
+}  // namespace epcomm::detail

@@ -1,0 +1,117 @@
+// The exchange engine: buffers of every slot, the operation sequence, and progress.
+//
+// Operations (dispatch, combine) are small state machines. begin posts what can be
+// posted at once; progress() advances every in-flight operation in sequence order
+// (a rank waiting on its second micro-batch still forwards its peers' first one);
+// wait() drives progress until its operation completes, backing off when idle and
+// throwing a diagnosis when no step was made for the group's timeout.
+#pragma once
+
+#include <epcomm/exchange.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "epcomm_kernels/codec.hpp"
+#include "exchange/peer_requests.hpp"
+#include "exchange/slot_layout.hpp"
+#include "group_state.hpp"
+#include "node_shm.hpp"
+#include "plan/token_routes.hpp"
+#include "plan/topology.hpp"
+
+namespace epcomm::detail {
+
+class Engine;
+
+// Private (per rank) buffers of one slot, sized from the declared maxima.
+struct SlotBuffers {
+  bool busy = false;  // a DispatchOp holds the slot
+  TokenRoutes routes;
+  std::vector<std::byte> rail_send, rail_recv;          // dispatch, one region per node
+  std::vector<std::byte> combine_send, combine_recv;    // combine, one region per node
+  std::vector<float> own_partials;  // combine: this node's partials of my own tokens
+  std::vector<float> out_acc;       // combine: FP32 accumulator when dtype is BF16
+  // Forwarding record of the last dispatch: the tokens this rank wrote to its node,
+  // grouped by source node (own tokens at this node's index), and for each the
+  // (local rank, token-list entry) pairs it reached, ranks_per_node slots apiece.
+  std::vector<int32_t> handled_offset;  // [num_nodes + 1] into handled tokens
+  std::vector<int32_t> route_count;     // [handled]
+  std::vector<int32_t> route_local;     // [handled * ranks_per_node]
+  std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
+};
+
+class Op {
+ public:
+  Op(Engine& engine, uint64_t seq, const char* kind);
+  virtual ~Op() = default;
+  // One round of non-blocking work; true if anything moved. Throws on error.
+  virtual bool advance() = 0;
+  virtual bool done() const = 0;
+  // Phase name and the peers it still waits for, for timeout messages.
+  virtual std::string phase() const = 0;
+  virtual std::string outstanding() const = 0;
+
+  Engine& engine() const { return engine_; }
+  uint64_t seq() const { return seq_; }
+  const char* kind() const { return kind_; }
+  ExchangeStats stats;
+  std::chrono::steady_clock::time_point last_step;
+
+ protected:
+  Engine& engine_;
+  std::shared_ptr<Engine> keep_alive_;
+  uint64_t seq_;
+  const char* kind_;
+};
+
+class Engine : public std::enable_shared_from_this<Engine> {
+ public:
+  Engine(std::shared_ptr<GroupState> group, const ExchangeConfig& config);
+  ~Engine();
+
+  std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input);
+  std::shared_ptr<CombineOp> begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
+                                           int64_t expert_out_rows, void* out, int out_tokens);
+  bool progress();
+  void wait(Op& op);
+  // Drops in-flight operations (their requests are cancelled): Exchange teardown.
+  void abandon_all();
+
+  // Throws Error(kGroupFailed) if an earlier operation failed.
+  void check_healthy() const;
+
+  GroupState& group;
+  const ExchangeConfig config;
+  const Topology topo;
+  const kernels::Codec& dispatch_codec;
+  const kernels::Codec& combine_codec;
+  const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
+  MPI_Comm comm = MPI_COMM_NULL;
+  SlotLayout slot_layout;
+  std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
+  std::unique_ptr<NodeShm> shm;
+  std::vector<SlotBuffers> slots;
+
+  SlotView slot_view(int local_rank, int slot) const;
+  int mpi_tag(uint64_t seq, int phase) const;
+  // First node peer whose flag is below `seq`, or -1. Throws if that peer marked
+  // `seq` failed.
+  int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
+  std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
+
+ private:
+  void fail_op(Op& op, const std::string& why);
+  std::shared_ptr<GroupState> group_owner_;
+  std::vector<std::shared_ptr<Op>> inflight_;
+  uint64_t next_seq_ = 1;
+  uint64_t dispatch_count_ = 0;
+  std::string failure_;
+};
+
+// Phases of MPI traffic, folded into message tags.
+enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3 };
+
+}  // namespace epcomm::detail

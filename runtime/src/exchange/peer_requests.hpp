@@ -1,0 +1,44 @@
+// A set of outstanding MPI requests, each remembered with the peer it talks to, so
+// a stalled exchange can name who has not answered.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+#include <vector>
+
+namespace epcomm::detail {
+
+class PeerRequests {
+ public:
+  enum class Kind { kRecv, kSend };
+
+  PeerRequests() = default;
+  ~PeerRequests();
+  PeerRequests(const PeerRequests&) = delete;
+  PeerRequests& operator=(const PeerRequests&) = delete;
+
+  void add(MPI_Request request, int peer, Kind kind);
+  // Tests every pending request; returns the indices (in add order) that completed
+  // in this call.
+  const std::vector<int>& test_some();
+  bool all_done() const { return pending_ == 0; }
+  int size() const { return static_cast<int>(requests_.size()); }
+  int peer(int index) const { return peers_[index]; }
+  // "ranks 1, 3" for the requests still pending.
+  std::string pending_peers() const;
+  // Cancels pending receives and releases pending sends; used when an exchange is
+  // abandoned after an error so no request outlives its buffers' owner.
+  void abandon();
+  void clear();
+
+ private:
+  std::vector<MPI_Request> requests_;
+  std::vector<int> peers_;
+  std::vector<Kind> kinds_;
+  std::vector<int> completed_scratch_;
+  std::vector<int> newly_done_;
+  int pending_ = 0;
+};
+
+}  // namespace epcomm::detail

@@ -1,0 +1,71 @@
+// The shared-memory part of one exchange slot, as every rank of the node sees it in
+// the slot's owner's segment. A slot holds one dispatch result (and its combines)
+// from begin until its handle is dropped; max_inflight slots exist per rank.
+//
+// Control flags are sequence numbers of operations (1, 2, ...), each written by one
+// rank (the segment's owner) with release and read by its node peers with acquire;
+// each sits on its own cache line.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "plan/node_layout.hpp"
+
+namespace epcomm::detail {
+
+struct SlotFlags {
+  alignas(64) uint64_t layout_ready;    // dispatch seq whose receive layout is published
+  alignas(64) uint64_t writes_done;     // dispatch seq whose rows this rank finished writing
+  alignas(64) uint64_t partials_ready;  // combine seq whose rank partials are published
+  alignas(64) uint64_t partials_read;   // combine seq whose peers' partials this rank read
+  alignas(64) uint64_t failed_seq;      // an operation this rank abandoned (0: none)
+};
+
+inline uint64_t load_flag(uint64_t& f) {
+  return std::atomic_ref<uint64_t>(f).load(std::memory_order_acquire);
+}
+inline void store_flag(uint64_t& f, uint64_t v) {
+  std::atomic_ref<uint64_t>(f).store(v, std::memory_order_release);
+}
+
+// Byte offsets of each array inside a slot; identical on every rank.
+struct SlotLayout {
+  int num_sources = 0;
+  int num_local_experts = 0;
+  int max_rows_per_token = 0;  // L: rows one token can take on one rank
+  int hidden = 0;
+  int64_t max_rows = 0;
+  int64_t max_tokens = 0;
+  std::size_t row_bytes = 0;
+
+  std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
+  std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;
+  std::size_t token_rows = 0, partials = 0;
+  std::size_t bytes = 0;
+
+  void compute();
+};
+
+// Typed pointers into one slot of one rank's segment.
+struct SlotView {
+  SlotFlags* flags;
+  RecvLayoutView layout;
+  std::byte* rows;
+  int32_t* src_rank;
+  int32_t* src_token;
+  float* weight;
+  int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
+  int32_t* token_rows;  // [max_tokens][L]: the rows of each received token, -1 padded
+  float* partials;      // [max_tokens][hidden]: per-token weighted sums (combine)
+  std::size_t row_bytes;
+  int hidden;
+  int max_rows_per_token;
+
+  static SlotView at(std::byte* base, const SlotLayout& l);
+  std::byte* row(int64_t r) const { return rows + static_cast<std::size_t>(r) * row_bytes; }
+  float* partial(int64_t q) const { return partials + static_cast<std::size_t>(q) * hidden; }
+};
+
+}  // namespace epcomm::detail

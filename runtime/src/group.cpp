@@ -1,0 +1,142 @@
+#include <epcomm/group.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "group_state.hpp"
+#include "util/check.hpp"
+#include "util/env.hpp"
+#include "util/log.hpp"
+
+namespace epcomm {
+namespace detail {
+
+GroupState::~GroupState() {
+  // MPI_Comm_free is local in practice and safe after a failed exchange; skip it
+  // only when MPI is already gone (a caller that finalised before dropping us).
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
+  if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+}
+
+}  // namespace detail
+
+namespace {
+
+// One record per rank of the caller's communicator, gathered to place every rank.
+struct Placement {
+  int host_key;        // lowest caller rank on the same host: names the host
+  int host_rank;       // index among the ranks of that host
+  int host_size;
+  int ranks_per_node;  // what this rank was asked for (0: whole host)
+};
+
+}  // namespace
+
+Group::Group(MPI_Comm comm, const GroupOptions& options)
+    : state_(std::make_shared<detail::GroupState>()) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  EPCOMM_REQUIRE(initialized, kInvalidArgument,
+                 "MPI is not initialised: call MPI_Init or MPI_Init_thread before creating a Group");
+  EPCOMM_REQUIRE(comm != MPI_COMM_NULL, kInvalidArgument, "Group needs a communicator, got MPI_COMM_NULL");
+  EPCOMM_REQUIRE(options.ranks_per_node >= 0, kInvalidArgument,
+                 "GroupOptions::ranks_per_node=" << options.ranks_per_node << " is negative");
+  EPCOMM_REQUIRE(options.timeout_s >= 0, kInvalidArgument,
+                 "GroupOptions::timeout_s=" << options.timeout_s << " is negative");
+
+  int caller_rank = 0, caller_size = 0;
+  EPCOMM_MPI(MPI_Comm_rank(comm, &caller_rank));
+  EPCOMM_MPI(MPI_Comm_size(comm, &caller_size));
+
+  MPI_Comm host_comm = MPI_COMM_NULL;
+  EPCOMM_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, caller_rank, MPI_INFO_NULL, &host_comm));
+  Placement mine{};
+  EPCOMM_MPI(MPI_Comm_rank(host_comm, &mine.host_rank));
+  EPCOMM_MPI(MPI_Comm_size(host_comm, &mine.host_size));
+  EPCOMM_MPI(MPI_Allreduce(&caller_rank, &mine.host_key, 1, MPI_INT, MPI_MIN, host_comm));
+  MPI_Comm_free(&host_comm);
+  mine.ranks_per_node = options.ranks_per_node > 0 ? options.ranks_per_node : env::ranks_per_node();
+
+  std::vector<Placement> all(caller_size);
+  EPCOMM_MPI(MPI_Allgather(&mine, sizeof(Placement), MPI_BYTE, all.data(), sizeof(Placement),
+                           MPI_BYTE, comm));
+
+  // Every rank checks every rank, so all of them fail together on a bad launch.
+  for (int r = 0; r < caller_size; ++r) {
+    EPCOMM_REQUIRE(all[r].ranks_per_node == all[0].ranks_per_node, kMismatch,
+                   "ranks per node differ: rank " << r << " asked for " << all[r].ranks_per_node
+                                                  << ", rank 0 for " << all[0].ranks_per_node);
+  }
+  int rpn = all[0].ranks_per_node;
+  for (int r = 0; r < caller_size; ++r) {
+    int host_rpn = rpn > 0 ? rpn : all[r].host_size;
+    EPCOMM_REQUIRE(all[r].host_size % host_rpn == 0, kInvalidArgument,
+                   "the host of rank " << r << " runs " << all[r].host_size
+                                       << " ranks, not a multiple of EPCOMM_RANKS_PER_NODE=" << rpn);
+    EPCOMM_REQUIRE(rpn > 0 || all[r].host_size == all[0].host_size, kInvalidArgument,
+                   "nodes differ in size: rank " << r << "'s host runs " << all[r].host_size
+                                                 << " ranks, rank 0's runs " << all[0].host_size
+                                                 << "; epcomm needs equal nodes (set EPCOMM_RANKS_PER_NODE)");
+  }
+  if (rpn == 0) rpn = all[0].host_size;
+
+  // Hosts are numbered by their lowest caller rank; nodes follow host order, then
+  // the position inside the host.
+  std::vector<int> host_keys;
+  for (const Placement& p : all) host_keys.push_back(p.host_key);
+  std::sort(host_keys.begin(), host_keys.end());
+  host_keys.erase(std::unique(host_keys.begin(), host_keys.end()), host_keys.end());
+  int node_base = 0;
+  for (int key : host_keys) {
+    if (key == mine.host_key) break;
+    node_base += all[key].host_size / rpn;
+  }
+
+  detail::GroupState& s = *state_;
+  s.ranks_per_node = rpn;
+  s.size = caller_size;
+  s.num_nodes = caller_size / rpn;
+  s.node = node_base + mine.host_rank / rpn;
+  s.local_rank = mine.host_rank % rpn;
+  s.rank = s.node * rpn + s.local_rank;
+  s.timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
+
+  EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));
+  EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
+  log::set_rank(s.rank);
+
+  // Segment names must not collide between jobs or groups sharing /dev/shm: the
+  // node's first rank picks a prefix from its pid and the clock and shares it.
+  char prefix[64] = {};
+  if (s.local_rank == 0) {
+    auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+    std::snprintf(prefix, sizeof prefix, "/epcomm-%d-%llx-n%d", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(ticks) & 0xffffffffull, s.node);
+  }
+  EPCOMM_MPI(MPI_Bcast(prefix, sizeof prefix, MPI_CHAR, 0, s.node_comm));
+  s.shm_prefix = prefix;
+
+  EPCOMM_LOG(kInfo, "group: " << s.size << " ranks, " << s.num_nodes << " nodes x " << rpn
+                              << " ranks, node " << s.node << " local " << s.local_rank
+                              << ", timeout " << s.timeout_s << " s");
+}
+
+Group::~Group() = default;
+
+int Group::rank() const { return state_->rank; }
+int Group::size() const { return state_->size; }
+int Group::node() const { return state_->node; }
+int Group::num_nodes() const { return state_->num_nodes; }
+int Group::local_rank() const { return state_->local_rank; }
+int Group::ranks_per_node() const { return state_->ranks_per_node; }
+double Group::timeout_s() const { return state_->timeout_s; }
+MPI_Comm Group::comm() const { return state_->comm; }
+
+}  // namespace epcomm

@@ -1,0 +1,31 @@
+// What a Group knows about its ranks; shared by everything built on the group.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace epcomm::detail {
+
+struct GroupState {
+  MPI_Comm comm = MPI_COMM_NULL;       // node-major duplicate of the caller's comm
+  MPI_Comm node_comm = MPI_COMM_NULL;  // ranks of this (emulated) node, by local rank
+  int rank = 0;
+  int size = 1;
+  int node = 0;
+  int num_nodes = 1;
+  int local_rank = 0;
+  int ranks_per_node = 1;
+  double timeout_s = 60;
+  // Unique per group on this node; prefixes shared-memory segment names.
+  std::string shm_prefix;
+  uint64_t next_resource_id = 0;
+
+  ~GroupState();
+
+  int node_of(int r) const { return r / ranks_per_node; }
+  int global_rank(int node_index, int local) const { return node_index * ranks_per_node + local; }
+};
+
+}  // namespace epcomm::detail

@@ -1,0 +1,41 @@
+#include "util/env.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "util/check.hpp"
+
+namespace epcomm::env {
+
+int get_int(const char* name, int fallback, int min_value) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  long parsed = std::strtol(v, &end, 10);
+  EPCOMM_REQUIRE(errno == 0 && end != v && *end == '\0' && parsed >= min_value && parsed <= 1 << 30,
+                 kInvalidArgument,
+                 name << "='" << v << "' is not an integer >= " << min_value);
+  return static_cast<int>(parsed);
+}
+
+double get_double(const char* name, double fallback, double min_value) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  double parsed = std::strtod(v, &end);
+  EPCOMM_REQUIRE(errno == 0 && end != v && *end == '\0' && parsed >= min_value, kInvalidArgument,
+                 name << "='" << v << "' is not a number >= " << min_value);
+  return parsed;
+}
+
+int ranks_per_node() { return get_int("EPCOMM_RANKS_PER_NODE", 0, 1); }
+double timeout_s() { return get_double("EPCOMM_TIMEOUT_S", 60.0, 0.001); }
+
+std::string log_level() {
+  const char* v = std::getenv("EPCOMM_LOG_LEVEL");
+  return v ? std::string(v) : std::string("warn");
+}
+
+}  // namespace epcomm::env
