@@ -87,6 +87,10 @@ class DispatchHandle {
   const int32_t* row_src_rank() const;   // source epcomm rank, -1 for padding
   const int32_t* row_src_token() const;  // token index on the source rank
   int num_tokens() const;                // tokens this rank passed to dispatch
+  // Shared memory for the expert outputs, laid out like rows() but of
+  // config.dtype: an expert kernel that writes its outputs here and passes this
+  // pointer to combine saves combine one copy. Valid while the handle lives.
+  void* expert_out_buffer() const;
   ExchangeStats stats() const;
 
  private:

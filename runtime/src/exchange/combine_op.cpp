@@ -39,37 +39,32 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
                          static_cast<int>(count * crow), MPI_BYTE, peer, e.mpi_tag(seq_, kTagCombine), e.comm, &r));
     recv_reqs_.add(r, peer, PeerRequests::Kind::kRecv);
   }
-  publish_rank_partials();
+  stage_expert_outputs();
 }
 
 CombineOp::~CombineOp() { route_->combine_in_flight = false; }
 
-// Each received token's expert outputs on this rank, weighted and summed in
-// expert order, into this rank's shared partials for the forwarders to read.
-void CombineOp::publish_rank_partials() {
-  const Engine& e = engine_;
+// Makes this rank's expert outputs readable by its node peers: a copy into the
+// slot's shared rows, unless the caller computed them there in place.
+void CombineOp::stage_expert_outputs() {
   const SlotView& mine = route_->output();
-  const int H = e.config.hidden, L = mine.max_rows_per_token;
-  const std::size_t y_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
-  const auto* y = static_cast<const std::byte*>(expert_out_);
-  for (int32_t q = 0; q < mine.layout.num_tokens(); ++q) {
-    float* acc = mine.partial(q);
-    std::fill(acc, acc + H, 0.0f);
-    const int32_t* rows = mine.token_rows + static_cast<std::size_t>(q) * L;
-    for (int c = 0; c < L && rows[c] >= 0; ++c) {
-      e.dtype_codec.accumulate_row(y + rows[c] * y_row, H, mine.weight[rows[c]], acc);
-    }
+  if (expert_out_ != mine.expert_out) {
+    std::memcpy(mine.expert_out, expert_out_, static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
   }
-  store_flag(mine.flags->partials_ready, seq_);
+  store_flag(mine.flags->outputs_ready, seq_);
 }
 
 // As forwarder: for every token this rank wrote to its node in the dispatch, sum
-// the owners' partials in local-rank order, giving one partial per (token, node);
-// keep it for own tokens, encode and send it back for remote ones.
+// weight * output over its rows on every local owner (owners in local-rank order,
+// rows in expert order), giving one partial per (token, node); keep it for own
+// tokens, encode and send it back for remote ones.
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
+  const int L = e.topo.max_rows_per_token_rank();
   const std::size_t crow = e.combine_codec.row_bytes(H);
+  std::vector<SlotView> owners;
+  for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
   std::vector<float> scratch(H);
   std::size_t send_at = 0;
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
@@ -80,9 +75,12 @@ void CombineOp::reduce_node_partials() {
       std::fill(acc, acc + H, 0.0f);
       for (int c = 0; c < buf_.route_count[h]; ++c) {
         const int ld = buf_.route_local[h * R + c];
-        const float* part = e.slot_view(ld, route_->slot()).partial(buf_.route_entry[h * R + c]);
-        for (int x = 0; x < H; ++x) acc[x] += part[x];
-        if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(H) * 4;
+        const SlotView& owner = owners[ld];
+        const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
+        for (int x = 0; x < L && rows[x] >= 0; ++x) {
+          e.dtype_codec.accumulate_row(owner.out_row(rows[x]), H, owner.weight[rows[x]], acc);
+          if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
+        }
       }
       if (n != me) {
         e.combine_codec.encode_row(acc, DType::kF32, H, buf_.combine_send.data() + send_at + i * crow);
@@ -97,7 +95,7 @@ void CombineOp::reduce_node_partials() {
     stats.internode_bytes += static_cast<int64_t>(count * crow);
     send_at += count * crow;
   }
-  store_flag(route_->output().flags->partials_read, seq_);
+  store_flag(route_->output().flags->outputs_read, seq_);
 }
 
 // out[t] = sum over the token's nodes, in node order, of the node partials: the
@@ -136,7 +134,7 @@ bool CombineOp::advance() {
   Engine& e = engine_;
   bool moved = false;
   if (state_ == State::kPartials) {
-    if (e.first_local_behind(route_->slot(), &SlotFlags::partials_ready, seq_) >= 0) return false;
+    if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return false;
     reduce_node_partials();
     state_ = State::kReturn;
     moved = true;
@@ -145,8 +143,8 @@ bool CombineOp::advance() {
     if (!recv_reqs_.test_some().empty()) moved = true;
     if (!send_reqs_.test_some().empty()) moved = true;
     if (!recv_reqs_.all_done() || !send_reqs_.all_done()) return moved;
-    // Owners may reuse their partials (and the slot) only after every forwarder read them.
-    if (e.first_local_behind(route_->slot(), &SlotFlags::partials_read, seq_) >= 0) return moved;
+    // Owners may reuse their outputs (and the slot) only after every forwarder read them.
+    if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
     sum_node_partials();
     state_ = State::kDone;
     route_->combine_in_flight = false;
@@ -159,10 +157,10 @@ std::string CombineOp::phase() const { return "combine"; }
 
 std::string CombineOp::outstanding() const {
   const int slot = route_->slot();
-  if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::partials_ready, seq_);
+  if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::outputs_ready, seq_);
   std::string s = recv_reqs_.pending_peers();
   std::string sends = send_reqs_.pending_peers();
-  std::string local = engine_.local_ranks_behind(slot, &SlotFlags::partials_read, seq_);
+  std::string local = engine_.local_ranks_behind(slot, &SlotFlags::outputs_read, seq_);
   for (const std::string* part : {&sends, &local}) {
     if (!part->empty()) s += (s.empty() ? "" : ", ") + *part;
   }

@@ -1,6 +1,6 @@
-// One combine along a dispatch's route: rank partials, node pre-reduction by the
-// forwarder, one partial per (token, node) back over the network, and the
-// source's sum in node order.
+// One combine along a dispatch's route: expert outputs staged in shared memory,
+// node pre-reduction by the forwarder, one partial per (token, node) back over the
+// network, and the source's sum in node order.
 #pragma once
 
 #include "exchange/dispatch_op.hpp"
@@ -21,7 +21,7 @@ class CombineOp : public Op {
  private:
   enum class State { kPartials, kReturn, kDone };
 
-  void publish_rank_partials();
+  void stage_expert_outputs();
   void reduce_node_partials();
   void sum_node_partials();
 

@@ -192,6 +192,8 @@ void DispatchOp::write_source(const TokenSource& src) {
     float weight;
   };
   std::vector<Pick> picks(K);
+  std::vector<SlotView> owners;
+  for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, slot_));
   int32_t handled = buf_.handled_offset[src.node];
 
   for (int32_t i = 0; i < src.count; ++i) {
@@ -227,7 +229,7 @@ void DispatchOp::write_source(const TokenSource& src) {
       const int ld = picks[a].local_rank;
       int b = a;
       while (b < n_picks && picks[b].local_rank == ld) ++b;
-      SlotView d = e.slot_view(ld, slot_);
+      const SlotView& d = owners[ld];
       const int32_t q = d.layout.token_base[src.rank] + token_cursor_[ld]++;
       EPCOMM_REQUIRE(q < d.layout.token_base[src.rank + 1], kMismatch,
                      "rank " << src.rank << " sent more tokens to rank " << e.group.global_rank(e.group.node, ld)

@@ -108,8 +108,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   slot_layout.num_sources = P;
   slot_layout.num_local_experts = J;
   slot_layout.max_rows_per_token = L;
-  slot_layout.hidden = config.hidden;
   slot_layout.row_bytes = dispatch_codec.row_bytes(config.hidden);
+  slot_layout.out_row_bytes = dtype_codec.row_bytes(config.hidden);
   slot_layout.max_rows = config.max_recv_rows > 0
                              ? config.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config.expert_alignment - 1));

@@ -49,6 +49,7 @@ int64_t DispatchHandle::expert_offset(int j) const {
 const float* DispatchHandle::row_weights() const { return finished(op_).output().weight; }
 const int32_t* DispatchHandle::row_src_rank() const { return finished(op_).output().src_rank; }
 const int32_t* DispatchHandle::row_src_token() const { return finished(op_).output().src_token; }
+void* DispatchHandle::expert_out_buffer() const { return finished(op_).output().expert_out; }
 int DispatchHandle::num_tokens() const { return finished(op_).num_tokens(); }
 ExchangeStats DispatchHandle::stats() const { return finished(op_).stats; }
 

@@ -26,7 +26,7 @@ void SlotLayout::compute() {
   weight = place(c, R * sizeof(float));
   first_row = place(c, R * sizeof(int32_t));
   token_rows = place(c, T * max_rows_per_token * sizeof(int32_t));
-  partials = place(c, T * hidden * sizeof(float));
+  expert_out = place(c, R * out_row_bytes);
   bytes = (c + 4095) / 4096 * 4096;
 }
 
@@ -45,9 +45,9 @@ SlotView SlotView::at(std::byte* base, const SlotLayout& l) {
   v.weight = reinterpret_cast<float*>(base + l.weight);
   v.first_row = reinterpret_cast<int32_t*>(base + l.first_row);
   v.token_rows = reinterpret_cast<int32_t*>(base + l.token_rows);
-  v.partials = reinterpret_cast<float*>(base + l.partials);
+  v.expert_out = base + l.expert_out;
   v.row_bytes = l.row_bytes;
-  v.hidden = l.hidden;
+  v.out_row_bytes = l.out_row_bytes;
   v.max_rows_per_token = l.max_rows_per_token;
   return v;
 }

@@ -18,9 +18,8 @@ namespace epcomm::detail {
 struct SlotFlags {
   alignas(64) uint64_t layout_ready;    // dispatch seq whose receive layout is published
   alignas(64) uint64_t writes_done;     // dispatch seq whose rows this rank finished writing
-  alignas(64) uint64_t partials_ready;  // combine seq whose rank partials are published
-  alignas(64) uint64_t partials_read;   // combine seq whose peers' partials this rank read
-  alignas(64) uint64_t failed_seq;      // an operation this rank abandoned (0: none)
+  alignas(64) uint64_t outputs_ready;   // combine seq whose expert outputs are in place
+  alignas(64) uint64_t outputs_read;    // combine seq whose peers' outputs this rank read
 };
 
 inline uint64_t load_flag(uint64_t& f) {
@@ -35,14 +34,14 @@ struct SlotLayout {
   int num_sources = 0;
   int num_local_experts = 0;
   int max_rows_per_token = 0;  // L: rows one token can take on one rank
-  int hidden = 0;
   int64_t max_rows = 0;
   int64_t max_tokens = 0;
-  std::size_t row_bytes = 0;
+  std::size_t row_bytes = 0;      // dispatch format
+  std::size_t out_row_bytes = 0;  // expert outputs, config dtype
 
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
   std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;
-  std::size_t token_rows = 0, partials = 0;
+  std::size_t token_rows = 0, expert_out = 0;
   std::size_t bytes = 0;
 
   void compute();
@@ -57,15 +56,15 @@ struct SlotView {
   int32_t* src_token;
   float* weight;
   int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
-  int32_t* token_rows;  // [max_tokens][L]: the rows of each received token, -1 padded
-  float* partials;      // [max_tokens][hidden]: per-token weighted sums (combine)
+  int32_t* token_rows;   // [max_tokens][L]: the rows of each received token, -1 padded
+  std::byte* expert_out; // [max_rows] rows of expert outputs (combine input)
   std::size_t row_bytes;
-  int hidden;
+  std::size_t out_row_bytes;
   int max_rows_per_token;
 
   static SlotView at(std::byte* base, const SlotLayout& l);
   std::byte* row(int64_t r) const { return rows + static_cast<std::size_t>(r) * row_bytes; }
-  float* partial(int64_t q) const { return partials + static_cast<std::size_t>(q) * hidden; }
+  std::byte* out_row(int64_t r) const { return expert_out + static_cast<std::size_t>(r) * out_row_bytes; }
 };
 
 }  // namespace epcomm::detail
