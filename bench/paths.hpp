@@ -19,7 +19,8 @@ class EpcommPath {
   EpcommPath(epcomm::Exchange& exchange, const RankData& data, int first_expert);
 
   void dispatch();
-  // Copies the dispatched rows and applies each local expert to its segment.
+  // Copies the dispatched rows into the handle's expert_out_buffer() and applies
+  // each local expert to its segment there.
   void run_experts();
   // combine_begin + wait (what combine() does) so the combine stats can be read.
   void combine();
@@ -39,7 +40,6 @@ class EpcommPath {
   epcomm::DispatchInput input_;
   epcomm::DispatchHandle route_;
   epcomm::ExchangeStats combine_stats_;
-  std::vector<std::byte> expert_out_;
   std::vector<std::byte> out_;
 };
 

@@ -48,7 +48,7 @@ CombineOp::~CombineOp() { route_->combine_in_flight = false; }
 // slot's shared rows, unless the caller computed them there in place.
 void CombineOp::stage_expert_outputs() {
   const SlotView& mine = route_->output();
-  if (expert_out_ != mine.expert_out) {
+  if (mine.layout.num_rows() > 0 && expert_out_ != mine.expert_out) {
     std::memcpy(mine.expert_out, expert_out_, static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
   }
   store_flag(mine.flags->outputs_ready, seq_);
