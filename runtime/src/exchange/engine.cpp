@@ -117,9 +117,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   slot_layout.compute();
   rail_meta_bytes = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config.topk));
 
+  // One MPI message carries all rows between a rank and one rail peer.
   const std::size_t rail_row = rail_meta_bytes + slot_layout.row_bytes;
-  EPCOMM_REQUIRE(static_cast<double>(T) * rail_row < INT_MAX, kInvalidArgument,
-                 "max_tokens_per_rank=" << T << " x " << rail_row
+  const std::size_t widest_row = std::max(rail_row, combine_codec.row_bytes(config.hidden));
+  EPCOMM_REQUIRE(static_cast<double>(T) * widest_row < INT_MAX, kInvalidArgument,
+                 "max_tokens_per_rank=" << T << " x " << widest_row
                                         << " bytes per row exceeds one MPI message (2 GiB); lower it");
 
   shm = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
