@@ -1,21 +1,28 @@
-// Route, dispatch, run the experts, combine: the whole epcomm round trip.
-//   mpirun -np 4 ./minimal_exchange      (EPCOMM_RANKS_PER_NODE=2 for 2 emulated nodes)
+// The whole epcomm round trip: route, dispatch, run the experts, combine.
+//
+//   cmake -S examples -B build/example -DCMAKE_PREFIX_PATH=<epcomm prefix>
+//   cmake --build build/example
+//   EPCOMM_RANKS_PER_NODE=2 mpirun -np 4 build/example/minimal_exchange  # 2 emulated nodes
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);  // the caller owns MPI; epcomm never finalizes it
-  int status = 0;
+  MPI_Init(&argc, &argv);  // the caller owns MPI; epcomm never initializes or finalizes it
+  int status = 1;
   try {
-    epcomm::Group group(MPI_COMM_WORLD);
+    epcomm::Group group(MPI_COMM_WORLD);  // collective; finds (emulated) nodes
     const int tokens = 64, hidden = 256, topk = 4, experts = 4 * group.size();
+    const int experts_per_rank = experts / group.size();
 
-    // 1. Route: node-limited top-k over random router logits.
+    // 1. Route: node-limited top-k (each token reaches at most 2 nodes) over random
+    //    router logits. Expert e lives on epcomm rank e / experts_per_rank.
     epcomm::RouterConfig rc;
     rc.num_experts = experts;
     rc.topk = topk;
@@ -27,63 +34,56 @@ int main(int argc, char** argv) {
     std::vector<float> logits(tokens * experts), x(tokens * hidden);
     for (float& v : logits) v = normal(rng);
     for (float& v : x) v = normal(rng);
-    std::vector<int32_t> topk_idx(tokens * topk);
-    std::vector<float> topk_weights(tokens * topk);
-    router.route(logits.data(), tokens, nullptr, topk_idx.data(), topk_weights.data());
+    std::vector<int32_t> idx(tokens * topk);
+    std::vector<float> weights(tokens * topk);
+    router.route(logits.data(), tokens, /*bias=*/nullptr, idx.data(), weights.data());
 
-    // 2. Dispatch: rows arrive grouped by local expert.
+    // 2. Dispatch F32 tokens (kept F32 on the wire). Buffers are allocated once,
+    //    here, for up to max_tokens_per_rank tokens per dispatch.
     epcomm::ExchangeConfig cfg;
     cfg.num_experts = experts;
     cfg.topk = topk;
     cfg.hidden = hidden;
     cfg.max_tokens_per_rank = tokens;
     cfg.dtype = epcomm::DType::kF32;
-    cfg.dispatch_format = epcomm::Format::kF32;
-    cfg.combine_format = epcomm::Format::kF32;
+    cfg.dispatch_format = cfg.combine_format = epcomm::Format::kF32;
     epcomm::Exchange exchange(group, cfg);
-    epcomm::DispatchInput in;
-    in.x = x.data();
-    in.topk_idx = topk_idx.data();
-    in.topk_weights = topk_weights.data();
-    in.num_tokens = tokens;
-    epcomm::DispatchHandle handle = exchange.dispatch(in);
+    epcomm::DispatchHandle h = exchange.dispatch({x.data(), idx.data(), weights.data(), tokens});
 
-    // 3. Experts: local expert j scales its rows by (j + 1), written straight into
-    //    the shared buffer combine reads from.
-    const auto* rows = static_cast<const float*>(handle.rows());
-    auto* y = static_cast<float*>(handle.expert_out_buffer());
-    for (int j = 0; j < handle.num_local_experts(); ++j) {
-      for (int64_t r = handle.expert_offset(j); r < handle.expert_offset(j) + handle.expert_count(j); ++r) {
-        for (int h = 0; h < hidden; ++h) y[r * hidden + h] = (j + 1) * rows[r * hidden + h];
+    // 3. Experts: rows arrive grouped by local expert; local expert j multiplies by
+    //    (j + 1) and writes into expert_out_buffer(), where combine reads without a copy.
+    const auto* rows = static_cast<const float*>(h.rows());
+    auto* y = static_cast<float*>(h.expert_out_buffer());
+    for (int j = 0; j < h.num_local_experts(); ++j) {
+      for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
+        for (int c = 0; c < hidden; ++c) y[r * hidden + c] = (j + 1) * rows[r * hidden + c];
       }
     }
 
-    // 4. Combine: out[t] = sum_k w_k * expert_k(x_t).
+    // 4. Combine: out[t] = sum_k weight[t][k] * expert_k(x[t]), back on the source rank.
     std::vector<float> out(tokens * hidden);
-    exchange.combine(handle, y, handle.num_rows(), out.data(), tokens);
+    exchange.combine(h, y, h.num_rows(), out.data(), tokens);
 
-    double max_err = 0;
-    const int per_rank = experts / group.size();
+    // Check against the same sum computed locally; the worst error over all ranks.
+    double err = 0;
     for (int t = 0; t < tokens; ++t) {
-      for (int h = 0; h < hidden; ++h) {
+      for (int c = 0; c < hidden; ++c) {
         double want = 0;
         for (int k = 0; k < topk; ++k) {
-          want += topk_weights[t * topk + k] * (topk_idx[t * topk + k] % per_rank + 1) * x[t * hidden + h];
+          want += weights[t * topk + k] * (idx[t * topk + k] % experts_per_rank + 1) * x[t * hidden + c];
         }
-        max_err = std::fmax(max_err, std::fabs(want - out[t * hidden + h]));
+        err = std::max(err, std::fabs(want - out[t * hidden + c]));
       }
     }
-    double worst = 0;
-    MPI_Allreduce(&max_err, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (group.rank() == 0) {
-      std::printf("epcomm %s: %d ranks, %d nodes, %lld rows received on rank 0, max combine error %.2e\n",
-                  EPCOMM_VERSION_STRING, group.size(), group.num_nodes(), static_cast<long long>(handle.num_rows()),
-                  worst);
+      std::printf("epcomm %s: %d ranks, %d node(s), rank 0 received %lld rows, max combine error %.1e\n",
+                  EPCOMM_VERSION_STRING, group.size(), group.num_nodes(),
+                  static_cast<long long>(h.num_rows()), err);
     }
-    status = worst < 1e-4 ? 0 : 1;
-  } catch (const epcomm::Error& e) {
+    status = err < 1e-4 ? 0 : 1;
+  } catch (const epcomm::Error& e) {  // every epcomm failure; the message names the rank
     std::fprintf(stderr, "%s\n", e.what());
-    status = 1;
   }
   MPI_Finalize();
   return status;

@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Installs what epcomm needs from Debian's packages (only what is missing) and
-# builds it into build/. Idempotent; safe to run on every CI job.
-#   launch/setup.sh            install missing packages, configure, build
-#   launch/setup.sh --no-build install missing packages only
+# Installs the Debian 12 packages epcomm needs (only those missing; apt-get runs only
+# then) and builds epcomm into build/ (RelWithDebInfo). Idempotent: safe to run on
+# every CI job and before every quickstart.
+#   launch/setup.sh              install missing packages, configure, build
+#   launch/setup.sh --no-build   install missing packages only
+# Environment: EPCOMM_BUILD_DIR (default build), EPCOMM_CMAKE_ARGS (extra configure
+# arguments, word-split), EPCOMM_JOBS (default nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(openmpi-bin libopenmpi-dev libhwloc-dev hwloc libibverbs-dev rdma-core libnuma-dev numactl
-          libgtest-dev cmake g++ pkg-config libhwy-dev python3-numpy python3-matplotlib)
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+PACKAGES=(
+  openmpi-bin libopenmpi-dev             # MPI (Open MPI 4.1)
+  libhwloc-dev hwloc                     # topology
+  libibverbs-dev rdma-core               # RDMA verbs
+  libnuma-dev numactl                    # NUMA placement
+  libgtest-dev                           # tests
+  cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
+  libhwy-dev                             # SIMD kernels (Highway)
+  python3-numpy python3-matplotlib       # bench plots
+)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -15,15 +35,22 @@ for p in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "== setup: installing ${missing[*]}"
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "setup.sh: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "== setup: all ${#PACKAGES[@]} packages present"
 fi
 
-[[ "${1:-}" == "--no-build" ]] && exit 0
+((build)) || exit 0
 
-BUILD_DIR=${EPCOMM_BUILD_DIR:-build}
-echo "== setup: configuring and building $BUILD_DIR/"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${EPCOMM_CMAKE_ARGS:-}
-cmake --build "$BUILD_DIR" -j"$(nproc)"
+build_dir=${EPCOMM_BUILD_DIR:-build}
+echo "== setup: configuring and building $build_dir/ (RelWithDebInfo)"
+# shellcheck disable=SC2086  # EPCOMM_CMAKE_ARGS is a word list on purpose
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${EPCOMM_CMAKE_ARGS:-}
+cmake --build "$build_dir" -j"${EPCOMM_JOBS:-$(nproc)}"

@@ -1,41 +1,64 @@
 #!/usr/bin/env bash
-# README command 2 (and .ci/run): install what is missing, build with warnings as
-# errors, run the whole ctest suite (multi-rank tests included), check the installed
-# package from a separate project (CMake and pkg-config), then build with
-# AddressSanitizer + UndefinedBehaviorSanitizer and run the unit and multi-rank
-# tests again.
+# README command 2 (and .ci/run): on a fresh Debian 12 machine, as root or with sudo.
+#   1. install missing packages (launch/setup.sh --no-build)
+#   2. build build/ with warnings as errors
+#   3. run the whole ctest suite (unit + multi-rank tests)
+#   4. install to build/install and build + run examples/ against it, through the
+#      CMake package and through pkg-config
+#   5. build build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer and run
+#      the unit tests and the 2- and 4-rank exchange tests under it
+# Fails at the first error. EPCOMM_JOBS overrides the build parallelism (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-start=$(date +%s)
-stage() { echo; echo "==== $* ($(( $(date +%s) - start )) s)"; }
 
-stage "packages"
+start=$SECONDS
+jobs=${EPCOMM_JOBS:-$(nproc)}
+stage() {
+  printf '\n==================== %s  [%ds]\n' "$*" $((SECONDS - start))
+}
+on_exit() {
+  local rc=$?
+  ((rc == 0)) || printf '\n==================== FAILED (exit %d) after %ds\n' "$rc" $((SECONDS - start))
+}
+trap on_exit EXIT
+
+stage "1/5 packages"
 bash launch/setup.sh --no-build
 source launch/mpi_env.sh
 
-stage "build (warnings are errors)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=ON
-cmake --build build -j"$(nproc)"
+stage "2/5 build build/ (RelWithDebInfo, -Werror)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=ON \
+  -DEPCOMM_BUILD_TESTS=ON -DEPCOMM_BUILD_BENCH=ON -DEPCOMM_SANITIZE=OFF
+cmake --build build -j"$jobs"
 
-stage "tests"
+stage "3/5 ctest build/"
+# Multi-rank tests declare PROCESSORS 2, so -j2 runs them one at a time on 2 cores
+# while unit tests fill the gaps.
 ctest --test-dir build --output-on-failure -j2
 
-stage "installed package: CMake and pkg-config consumers"
-rm -rf build/install build/example
-cmake --install build --prefix "$PWD/build/install" >/dev/null
-cmake -S examples -B build/example -DCMAKE_PREFIX_PATH="$PWD/build/install" -DCMAKE_BUILD_TYPE=Release
-cmake --build build/example -j"$(nproc)"
-"${EPCOMM_MPIRUN[@]}" -np 2 build/example/minimal_exchange
-PKG_CONFIG_PATH="$PWD/build/install/lib/pkgconfig" \
-  mpicxx examples/minimal_exchange.cpp $(PKG_CONFIG_PATH="$PWD/build/install/lib/pkgconfig" pkg-config --cflags --libs epcomm) \
-  -o build/example/minimal_exchange_pc
-EPCOMM_RANKS_PER_NODE=1 "${EPCOMM_MPIRUN[@]}" -np 2 build/example/minimal_exchange_pc
+stage "4/5 installed package: CMake and pkg-config consumers of examples/"
+prefix=$PWD/build/install
+rm -rf "$prefix" build/example
+cmake --install build --prefix "$prefix"
+cmake -S examples -B build/example -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_PREFIX_PATH="$prefix"
+cmake --build build/example -j"$jobs"
+echo "-- CMake package: mpirun -np 2 (2 emulated nodes)"
+EPCOMM_RANKS_PER_NODE=1 "${EPCOMM_MPIRUN[@]}" -np 2 -x EPCOMM_RANKS_PER_NODE build/example/minimal_exchange
+pc_path=$(dirname "$(find "$prefix" -name epcomm.pc -print -quit)")
+pc_flags=$(PKG_CONFIG_PATH="$pc_path" pkg-config --cflags --libs epcomm)
+echo "-- pkg-config: mpicxx examples/minimal_exchange.cpp $pc_flags"
+# shellcheck disable=SC2086  # pkg-config output is a word list
+mpicxx -O2 examples/minimal_exchange.cpp $pc_flags -o build/example/minimal_exchange_pc
+"${EPCOMM_MPIRUN[@]}" -np 2 build/example/minimal_exchange_pc
 
-stage "sanitizers (ASan + UBSan)"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEPCOMM_SANITIZE=ON -DEPCOMM_BUILD_BENCH=OFF -DEPCOMM_WERROR=ON
-cmake --build build-asan -j"$(nproc)"
-# Open MPI keeps its allocations until exit by design: leak reports would be its own.
-ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j2
+stage "5/5 sanitizers: build build-asan/ (Debug, ASan + UBSan) and test"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEPCOMM_SANITIZE=ON \
+  -DEPCOMM_BUILD_BENCH=OFF -DEPCOMM_BUILD_TESTS=ON
+cmake --build build-asan -j"$jobs"
+# Open MPI keeps allocations until exit by design: leak reports would be its own.
+export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan --output-on-failure -j2 -L unit
+ctest --test-dir build-asan --output-on-failure -j2 -R 'test_exchange\.np(2|4)'
 
-stage "done"
+stage "all stages passed"
+printf 'total time: %dm%02ds\n' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60))

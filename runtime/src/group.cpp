@@ -1,5 +1,6 @@
 #include <epcomm/group.hpp>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,6 +108,9 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.local_rank = mine.host_rank % rpn;
   s.rank = s.node * rpn + s.local_rank;
   s.timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
+  s.host_ranks = mine.host_size;
+  cpu_set_t cpus;
+  s.host_cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
 
   EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));

@@ -17,6 +17,8 @@ struct GroupState {
   int num_nodes = 1;
   int local_rank = 0;
   int ranks_per_node = 1;
+  int host_ranks = 1;        // ranks on this host (several emulated nodes may share it)
+  int host_cores = 1;        // cores this process may run on
   double timeout_s = 60;
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;

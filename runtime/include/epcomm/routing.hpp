@@ -24,15 +24,19 @@ struct RouterConfig {
   int topk = 0;
   int num_nodes = 1;        // nodes the experts are spread over (Group::num_nodes())
   int max_nodes = 0;        // M; 0 or >= num_nodes disables the node limit
-  int node_topk = 0;        // experts summed per node score; 0: max(1, topk / M)
+  int node_topk = 0;        // experts summed per node score; 0: max(1, topk / M) with
+                            // M after the rule above; must not exceed experts per node
   ScoreFunction score = ScoreFunction::kSigmoid;
   float route_scale = 1.0f;
 };
 
 class NodeLimitedRouter {
  public:
-  // Throws Error(kInvalidArgument) when the config is impossible, e.g. a topk that
-  // max_nodes nodes cannot hold or experts not divisible by nodes.
+  // Throws Error(kInvalidArgument) when the config is impossible: num_experts < 1,
+  // num_nodes < 1, experts not divisible by nodes, topk outside [1, num_experts], a
+  // topk that max_nodes nodes cannot hold, a negative max_nodes or node_topk, a
+  // node_topk above experts per node, an unknown score function or a non-finite
+  // route_scale.
   explicit NodeLimitedRouter(const RouterConfig& config);
 
   const RouterConfig& config() const { return config_; }
@@ -40,10 +44,14 @@ class NodeLimitedRouter {
   int effective_max_nodes() const { return max_nodes_; }
   int effective_node_topk() const { return node_topk_; }
 
-  // logits: [num_tokens, num_experts] row-major. bias: [num_experts] or nullptr.
-  // Outputs topk_idx [num_tokens, topk] (int32 expert ids, sorted by descending
-  // biased score) and topk_weights [num_tokens, topk]. A non-finite logit throws
-  // Error(kInvalidArgument) naming the token and expert.
+  // logits: [num_tokens, num_experts] row-major. bias: [num_experts] or nullptr
+  // (all zero). Outputs topk_idx [num_tokens, topk] (int32 expert ids, sorted by
+  // descending biased score, ties lower id first) and topk_weights [num_tokens,
+  // topk], summing to route_scale (up to rounding). If every chosen score underflows
+  // to 0 (softmax far below the token's max, sigmoid of a very negative logit) each
+  // weight is route_scale / topk. A non-finite logit throws Error(kInvalidArgument)
+  // naming the token, expert and value; so do a non-finite bias (naming the expert)
+  // and a negative num_tokens. After a throw the outputs are unspecified.
   void route(const float* logits, int num_tokens, const float* bias,
              int32_t* topk_idx, float* topk_weights) const;
 
@@ -55,13 +63,17 @@ class NodeLimitedRouter {
 };
 
 // Counts how many (token, k) selections hit each expert: load[e] for e in
-// [0, num_experts). Entries of -1 are ignored; other out-of-range ids throw.
+// [0, num_experts), overwritten (not accumulated). Entries of -1 are ignored; other
+// out-of-range ids throw Error(kInvalidArgument) naming the token, k and the id, as
+// do negative sizes.
 void count_expert_load(const int32_t* topk_idx, int num_tokens, int topk,
                        int num_experts, int64_t* load);
 
 // Auxiliary-loss-free balancing step: bias[e] -= gamma where load[e] is above the
-// mean load, += gamma where below, unchanged where equal. `load` is normally the
-// global load (all-reduced by the caller over the data-parallel group).
+// mean load (sum / num_experts, not rounded), += gamma where below, unchanged where
+// equal. `load` is normally the global load (all-reduced by the caller over the
+// data-parallel group). A negative num_experts or non-finite gamma throws
+// Error(kInvalidArgument).
 void update_expert_bias(float* bias, const int64_t* load, int num_experts,
                         float gamma);
 

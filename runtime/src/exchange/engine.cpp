@@ -264,6 +264,11 @@ bool Engine::progress() {
 void Engine::wait(Op& op) {
   const auto wait_start = Clock::now();
   const auto timeout = std::chrono::duration<double>(group.timeout_s);
+  // Back off when nothing moves: spinning keeps latency low while every rank has a
+  // core, but with more ranks than cores a spinning rank steals the core the peer
+  // it waits for needs, so then it yields at once and soon sleeps.
+  const bool oversubscribed = group.host_ranks > group.host_cores;
+  const int spin_limit = oversubscribed ? 0 : 64, yield_limit = oversubscribed ? 16 : 4096;
   int idle = 0;
   while (!op.done()) {
     if (progress()) {
@@ -271,10 +276,8 @@ void Engine::wait(Op& op) {
       continue;
     }
     if (op.done()) break;
-    // Back off when nothing moves: with more ranks than cores a spinning rank steals
-    // the core the peer it waits for needs.
-    if (++idle > 64) {
-      if (idle > 4096) {
+    if (++idle > spin_limit) {
+      if (idle > yield_limit) {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       } else {
         sched_yield();
