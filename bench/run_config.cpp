@@ -158,9 +158,8 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
             "MPI_Allreduce(bytes)");
   epcomm_path.end_iteration();
 
-  const PhaseTimes epcomm_times = time_path(comm, epcomm_path, options.warmup, options.iters);
-  const PhaseTimes baseline_times =
-      time_path(comm, baseline_path, options.warmup, options.iters);
+  const auto [epcomm_times, baseline_times] =
+      time_paths_interleaved(comm, epcomm_path, baseline_path, options.warmup, options.iters);
 
   result.config = config;
   result.ranks = ranks;

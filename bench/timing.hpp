@@ -8,6 +8,7 @@
 
 #include <mpi.h>
 
+#include <utility>
 #include <vector>
 
 namespace epcomm_bench {
@@ -38,23 +39,41 @@ struct PhaseTimes {
   double combine_us = 0;
 };
 
-// Collective: warmup + iters iterations of a path (EpcommPath, BaselinePath); only
-// dispatch and combine are inside the timed regions, and only after the warmup.
-template <class Path>
-PhaseTimes time_path(MPI_Comm comm, Path& path, int warmup, int iters) {
+// Samples of one path's dispatch and combine.
+struct PathSamples {
   PhaseSamples dispatch;
   PhaseSamples combine;
-  for (int i = 0; i < warmup + iters; ++i) {
-    const double d = barrier_timed(comm, [&] { path.dispatch(); });
-    path.run_experts();
-    const double c = barrier_timed(comm, [&] { path.combine(); });
-    path.end_iteration();
-    if (i >= warmup) {
-      dispatch.add(d);
-      combine.add(c);
-    }
+  PhaseTimes medians(MPI_Comm comm) const {
+    return {dispatch.median_of_max_us(comm), combine.median_of_max_us(comm)};
   }
-  return {dispatch.median_of_max_us(comm), combine.median_of_max_us(comm)};
+};
+
+// One iteration of a path (EpcommPath, BaselinePath): only dispatch and combine are
+// inside the timed regions; samples are kept only when `record`.
+template <class Path>
+void time_iteration(MPI_Comm comm, Path& path, bool record, PathSamples& samples) {
+  const double d = barrier_timed(comm, [&] { path.dispatch(); });
+  path.run_experts();
+  const double c = barrier_timed(comm, [&] { path.combine(); });
+  path.end_iteration();
+  if (record) {
+    samples.dispatch.add(d);
+    samples.combine.add(c);
+  }
+}
+
+// Collective: warmup + iters iterations of two paths, alternating every iteration,
+// so that a slow spell of a shared machine slows both sides of the comparison
+// instead of one.
+template <class PathA, class PathB>
+std::pair<PhaseTimes, PhaseTimes> time_paths_interleaved(MPI_Comm comm, PathA& a, PathB& b, int warmup,
+                                                         int iters) {
+  PathSamples sa, sb;
+  for (int i = 0; i < warmup + iters; ++i) {
+    time_iteration(comm, a, i >= warmup, sa);
+    time_iteration(comm, b, i >= warmup, sb);
+  }
+  return {sa.medians(comm), sb.medians(comm)};
 }
 
 }  // namespace epcomm_bench
