@@ -133,7 +133,9 @@ void expect_matches(const RouterConfig& c, const Reference& ref, const int32_t* 
   for (int k = 0; k < c.topk; ++k) {
     const double want = c.route_scale * ref.score[idx[k]] / sum;
     EXPECT_NEAR(w[k], want, 1e-6 * want) << "k=" << k << " expert " << idx[k];
-    if (k > 0) EXPECT_GE(ref.biased[idx[k - 1]], ref.biased[idx[k]]) << "order at k=" << k;
+    if (k > 0) {
+      EXPECT_GE(ref.biased[idx[k - 1]], ref.biased[idx[k]]) << "order at k=" << k;
+    }
   }
 }
 

@@ -56,6 +56,7 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
   // Without a node limit every expert is a candidate and node scores are never read.
   const bool limited = max_nodes_ < N;
   std::vector<float> score(E), biased(E), node_score(limited ? N : 0), node_top(limited ? per_node : 0);
+  std::vector<double> exp_shift(config_.score == ScoreFunction::kSoftmax ? E : 0);
   std::vector<int> nodes(limited ? N : 0), candidates(E);
   for (int t = 0; t < num_tokens; ++t) {
     const float* row = logits + static_cast<std::size_t>(t) * E;
@@ -69,10 +70,12 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
       for (int e = 0; e < E; ++e) score[e] = 1.0f / (1.0f + std::exp(-row[e]));
     } else {
       // Shifting by the max keeps every exp() in (0, 1] and the sum in [1, E]; the
-      // normalisation cancels the shift.
-      float sum = 0.0f;
-      for (int e = 0; e < E; ++e) sum += score[e] = std::exp(row[e] - max_logit);
-      for (int e = 0; e < E; ++e) score[e] /= sum;
+      // normalisation cancels the shift. The shift is done in double, where the
+      // difference of two floats is exact: rounded in float it would put up to
+      // ~5e-7 relative error into exp() for logits ten apart.
+      double sum = 0.0;
+      for (int e = 0; e < E; ++e) sum += exp_shift[e] = std::exp(static_cast<double>(row[e]) - max_logit);
+      for (int e = 0; e < E; ++e) score[e] = static_cast<float>(exp_shift[e] / sum);
     }
     for (int e = 0; e < E; ++e) biased[e] = score[e] + (bias ? bias[e] : 0.0f);
 
