@@ -88,6 +88,7 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
         std::partial_sort(node_top.begin(), node_top.begin() + node_topk_, node_top.end(), std::greater<float>());
         node_score[n] = std::accumulate(node_top.begin(), node_top.begin() + node_topk_, 0.0f);
       }
+      // Only which nodes are kept matters, not their order: their experts are ranked next.
       std::iota(nodes.begin(), nodes.end(), 0);
       std::nth_element(nodes.begin(), nodes.begin() + (max_nodes_ - 1), nodes.end(),
                        ByValueThenIndex{node_score.data()});
