@@ -14,7 +14,10 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);  // the caller owns MPI; epcomm never initializes or finalizes it
+  // The caller owns MPI; epcomm never initializes or finalizes it. Its background
+  // progress thread calls MPI beside this thread, hence MPI_THREAD_MULTIPLE.
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int status = 1;
   try {
     epcomm::Group group(MPI_COMM_WORLD);  // collective; finds (emulated) nodes

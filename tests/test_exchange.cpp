@@ -300,3 +300,57 @@ TEST_F(MpiTest, RouterOutputRespectsNodeLimitEndToEnd) {
 
 }  // namespace
 }  // namespace epcomm_test
+
+namespace epcomm_test {
+namespace {
+
+epcomm::GroupOptions with_progress(epcomm::GroupOptions::Progress p) {
+  epcomm::GroupOptions o;
+  o.progress = p;
+  return o;
+}
+
+// The background thread and inline progress are two drivers of the same state
+// machines: same bits out.
+TEST_F(MpiTest, ProgressThreadAndInlineGiveIdenticalResults) {
+  epcomm::Group threaded(MPI_COMM_WORLD, with_progress(epcomm::GroupOptions::Progress::kThread));
+  epcomm::Group inline_group(MPI_COMM_WORLD, with_progress(epcomm::GroupOptions::Progress::kInline));
+  ASSERT_TRUE(threaded.progress_thread());
+  ASSERT_FALSE(inline_group.progress_thread());
+  for (const Case& c : {kCases[0], kCases[5]}) {
+    CaseSetup a = make_setup(threaded, c), b = make_setup(inline_group, c);
+    epcomm::Exchange ea(threaded, a.config), eb(inline_group, b.config);
+    RunResult ra = run_exchange(ea, a, true), rb = run_exchange(eb, b, false);
+    EXPECT_EQ(ra.rows, rb.rows) << c.name;
+    EXPECT_EQ(ra.out, rb.out) << c.name;
+  }
+}
+
+// With the thread on, an exchange completes while the caller only sleeps; with it
+// off, nothing moves until the caller waits.
+TEST_F(MpiTest, ThreadProgressesWithoutWaitInlineDoesNot) {
+  const Case c = kCases[1];
+  for (auto mode : {epcomm::GroupOptions::Progress::kThread, epcomm::GroupOptions::Progress::kInline}) {
+    epcomm::Group g(MPI_COMM_WORLD, with_progress(mode));
+    CaseSetup su = make_setup(g, c);
+    epcomm::Exchange ex(g, su.config);
+    const auto x = to_dtype(su.input.x, su.config.dtype);
+    epcomm::DispatchHandle h = ex.dispatch_begin(input_of(su, x));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    if (mode == epcomm::GroupOptions::Progress::kThread) {
+      while (!h.done() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      EXPECT_TRUE(h.done()) << "the progress thread did not complete the dispatch";
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      EXPECT_FALSE(h.done()) << "inline progress moved without wait()";
+    }
+    h.wait();
+    check_dispatch(su, h);
+    MPI_Barrier(MPI_COMM_WORLD);  // no rank tears down while a peer still reads its slot
+  }
+}
+
+}  // namespace
+}  // namespace epcomm_test

@@ -1,6 +1,5 @@
 #include <epcomm/group.hpp>
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -109,8 +108,7 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.rank = s.node * rpn + s.local_rank;
   s.timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
   s.host_ranks = mine.host_size;
-  cpu_set_t cpus;
-  s.host_cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  s.host_cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
 
   EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
@@ -127,9 +125,23 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_MPI(MPI_Bcast(prefix, sizeof prefix, MPI_CHAR, 0, s.node_comm));
   s.shm_prefix = prefix;
 
+  const bool want_thread = options.progress == GroupOptions::Progress::kDefault
+                               ? env::progress_thread()
+                               : options.progress == GroupOptions::Progress::kThread;
+  if (want_thread) {
+    int level = MPI_THREAD_SINGLE;
+    EPCOMM_MPI(MPI_Query_thread(&level));
+    EPCOMM_REQUIRE(level >= MPI_THREAD_MULTIPLE, kUnsupported,
+                   "the progress thread calls MPI beside the caller's thread and needs MPI_THREAD_MULTIPLE, "
+                   "but MPI was initialised with thread level "
+                       << level << "; call MPI_Init_thread(..., MPI_THREAD_MULTIPLE, ...) or set EPCOMM_PROGRESS_THREAD=0");
+    s.progress = std::make_unique<detail::ProgressThread>(env::progress_core(), s.host_ranks > s.host_cores);
+  }
+
   EPCOMM_LOG(kInfo, "group: " << s.size << " ranks, " << s.num_nodes << " nodes x " << rpn
                               << " ranks, node " << s.node << " local " << s.local_rank
-                              << ", timeout " << s.timeout_s << " s");
+                              << ", timeout " << s.timeout_s << " s, progress "
+                              << (s.progress ? "thread" : "inline"));
 }
 
 Group::~Group() = default;
@@ -142,5 +154,6 @@ int Group::local_rank() const { return state_->local_rank; }
 int Group::ranks_per_node() const { return state_->ranks_per_node; }
 double Group::timeout_s() const { return state_->timeout_s; }
 MPI_Comm Group::comm() const { return state_->comm; }
+bool Group::progress_thread() const { return state_->progress != nullptr; }
 
 }  // namespace epcomm

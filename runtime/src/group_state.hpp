@@ -4,7 +4,10 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "progress/progress_thread.hpp"
 
 namespace epcomm::detail {
 
@@ -18,11 +21,13 @@ struct GroupState {
   int local_rank = 0;
   int ranks_per_node = 1;
   int host_ranks = 1;        // ranks on this host (several emulated nodes may share it)
-  int host_cores = 1;        // cores this process may run on
+  int host_cores = 1;        // cores online on this host
   double timeout_s = 60;
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
+  // Null when progress is inline (driven by wait() and Exchange::progress()).
+  std::unique_ptr<ProgressThread> progress;
 
   ~GroupState();
 

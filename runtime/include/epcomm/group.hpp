@@ -23,6 +23,13 @@ struct GroupOptions {
   // Seconds a waiting rank gives a silent peer before it throws ErrorCode::kTimeout.
   // 0: take EPCOMM_TIMEOUT_S, else 60.
   double timeout_s = 0;
+  // Background progress thread, one per group: communication that has begun moves
+  // while the caller computes. It needs MPI_THREAD_MULTIPLE (Group throws
+  // ErrorCode::kUnsupported otherwise). kDefault: EPCOMM_PROGRESS_THREAD (0/1),
+  // else on. When off, progress happens inside wait() and Exchange::progress().
+  // EPCOMM_PROGRESS_CORE pins the thread to a core the launcher reserved.
+  enum class Progress : int { kDefault = 0, kThread = 1, kInline = 2 };
+  Progress progress = Progress::kDefault;
 };
 
 namespace detail {
@@ -44,6 +51,7 @@ class Group {
   int local_rank() const;      // index inside the node
   int ranks_per_node() const;
   double timeout_s() const;
+  bool progress_thread() const;  // whether a background thread drives progress
   // The group's private communicator (a reordered duplicate of the caller's).
   MPI_Comm comm() const;
 

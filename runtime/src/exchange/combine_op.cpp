@@ -148,6 +148,7 @@ bool CombineOp::advance() {
     sum_node_partials();
     state_ = State::kDone;
     route_->combine_in_flight = false;
+    mark_done();
     moved = true;
   }
   return moved;

@@ -14,7 +14,6 @@ class CombineOp : public Op {
   ~CombineOp() override;
 
   bool advance() override;
-  bool done() const override { return state_ == State::kDone; }
   std::string phase() const override;
   std::string outstanding() const override;
 

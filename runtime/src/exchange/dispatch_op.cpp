@@ -317,6 +317,7 @@ bool DispatchOp::advance() {
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
     finish();
     state_ = State::kDone;
+    mark_done();
     moved = true;
   }
   return moved;

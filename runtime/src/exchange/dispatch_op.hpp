@@ -14,7 +14,6 @@ class DispatchOp : public Op {
   ~DispatchOp() override;
 
   bool advance() override;
-  bool done() const override { return state_ == State::kDone; }
   std::string phase() const override;
   std::string outstanding() const override;
 
@@ -22,7 +21,7 @@ class DispatchOp : public Op {
   int num_tokens() const { return input_.num_tokens; }
   // This rank's view of its own slot: the dispatch output.
   const SlotView& output() const { return mine_; }
-  bool combine_in_flight = false;
+  std::atomic<bool> combine_in_flight{false};
 
  private:
   enum class State { kLayout, kNodeLayout, kForward, kArrive, kDone };

@@ -130,8 +130,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const int N = topo.num_nodes();
   const std::size_t remote_rows = static_cast<std::size_t>(T) * (N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
-  slots.resize(config.max_inflight);
-  for (SlotBuffers& s : slots) {
+  for (int i = 0; i < config.max_inflight; ++i) {
+    SlotBuffers& s = slots.emplace_back();
     s.rail_send.resize(remote_rows * rail_row);
     s.rail_recv.resize(remote_rows * rail_row);
     s.combine_send.resize(remote_rows * combine_codec.row_bytes(config.hidden));
@@ -150,13 +150,26 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 }
 
 Engine::~Engine() {
+  if (registered_) group.progress->remove(this);
   abandon_all();
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
 }
 
+void Engine::start_background() {
+  if (group.progress) {
+    group.progress->add(this);
+    registered_ = true;
+  }
+}
+
+void Engine::notify_progress_thread() const {
+  if (group.progress) group.progress->notify();
+}
+
 void Engine::abandon_all() {
+  std::lock_guard<std::mutex> lk(mu_);
   if (!inflight_.empty()) {
     EPCOMM_LOG(kWarn, "dropping " << inflight_.size() << " unfinished exchange operation(s)");
   }
@@ -194,12 +207,19 @@ std::string Engine::local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint
   return out;
 }
 
-void Engine::check_healthy() const {
-  EPCOMM_REQUIRE(failure_.empty(), kGroupFailed,
-                 "the exchange is unusable after an earlier error: " << failure_);
+void Engine::check_healthy() {
+  if (failure_.empty()) return;
+  // An error the progress thread met is reported once as itself, then the
+  // exchange refuses work.
+  if (!failure_reported_) {
+    failure_reported_ = true;
+    throw Error(failure_code_, failure_);
+  }
+  EPCOMM_FAIL(kGroupFailed, "the exchange is unusable after an earlier error: " << failure_);
 }
 
 std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
+  std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
   EPCOMM_REQUIRE(input.memory == MemorySpace::kHost && input.stream == nullptr, kUnsupported,
                  "dispatch input in device memory or on a stream is not supported by this build");
@@ -222,6 +242,7 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
 
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
                                                  int64_t expert_out_rows, void* out, int out_tokens) {
+  std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
   EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
                  "combine needs a DispatchHandle from this Exchange");
@@ -243,6 +264,26 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
 }
 
 bool Engine::progress() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return progress_locked();
+}
+
+bool Engine::background_progress(bool& busy) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!failure_.empty() || inflight_.empty()) return false;
+  bool moved = false;
+  try {
+    moved = progress_locked();
+  } catch (const Error&) {
+    // progress_locked recorded the failure; the caller's next wait() reports it.
+    failure_reported_ = false;
+    return true;
+  }
+  busy |= !inflight_.empty();
+  return moved;
+}
+
+bool Engine::progress_locked() {
   check_healthy();
   bool moved = false;
   for (std::size_t i = 0; i < inflight_.size(); ++i) {
@@ -253,7 +294,7 @@ bool Engine::progress() {
         op.last_step = Clock::now();
       }
     } catch (const Error& e) {
-      fail_op(op, e.what());
+      fail_op(op, e.code(), e.what());
       throw;
     }
   }
@@ -270,12 +311,31 @@ void Engine::wait(Op& op) {
   const bool oversubscribed = group.host_ranks > group.host_cores;
   const int spin_limit = oversubscribed ? 0 : 64, yield_limit = oversubscribed ? 16 : 4096;
   int idle = 0;
-  while (!op.done()) {
-    if (progress()) {
+  for (;;) {
+    bool moved = false;
+    {
+      // The progress thread (if any) may hold the lock; then it is doing this work.
+      std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
+      if (lk.owns_lock()) {
+        check_healthy();
+        if (op.done()) return;
+        moved = progress_locked();
+        if (op.done()) return;
+        const auto now = Clock::now();
+        if (!moved && now - std::max(op.last_step, wait_start) > timeout) {
+          std::ostringstream why;
+          why << op.kind() << " operation " << op.seq() << " timed out after " << group.timeout_s
+              << " s in phase '" << op.phase() << "' waiting for ranks " << op.outstanding();
+          const std::string message = "epcomm rank " + std::to_string(group.rank) + ": " + why.str();
+          fail_op(op, ErrorCode::kTimeout, message);
+          throw Error(ErrorCode::kTimeout, message);
+        }
+      }
+    }
+    if (moved) {
       idle = 0;
       continue;
     }
-    if (op.done()) break;
     if (++idle > spin_limit) {
       if (idle > yield_limit) {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -283,19 +343,13 @@ void Engine::wait(Op& op) {
         sched_yield();
       }
     }
-    const auto now = Clock::now();
-    if (now - std::max(op.last_step, wait_start) > timeout) {
-      std::ostringstream why;
-      why << op.kind() << " operation " << op.seq() << " timed out after " << group.timeout_s
-          << " s in phase '" << op.phase() << "' waiting for ranks " << op.outstanding();
-      fail_op(op, why.str());
-      detail::fail(ErrorCode::kTimeout, why.str());
-    }
   }
 }
 
-void Engine::fail_op(Op& op, const std::string& why) {
+void Engine::fail_op(Op& op, ErrorCode code, const std::string& why) {
   failure_ = why;
+  failure_code_ = code;
+  failure_reported_ = true;
   store_flag(header_of(*shm, group.local_rank)->failed_seq, op.seq());
   inflight_.clear();
 }

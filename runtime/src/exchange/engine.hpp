@@ -7,10 +7,14 @@
 // throwing a diagnosis when no step was made for the group's timeout.
 #pragma once
 
+#include <epcomm/error.hpp>
 #include <epcomm/exchange.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -28,7 +32,7 @@ class Engine;
 
 // Private (per rank) buffers of one slot, sized from the declared maxima.
 struct SlotBuffers {
-  bool busy = false;  // a DispatchOp holds the slot
+  std::atomic<bool> busy{false};  // a DispatchOp holds the slot
   TokenRoutes routes;
   std::vector<std::byte> rail_send, rail_recv;          // dispatch, one region per node
   std::vector<std::byte> combine_send, combine_recv;    // combine, one region per node
@@ -47,9 +51,11 @@ class Op {
  public:
   Op(Engine& engine, uint64_t seq, const char* kind);
   virtual ~Op() = default;
-  // One round of non-blocking work; true if anything moved. Throws on error.
+  // One round of non-blocking work under the engine's lock; true if anything
+  // moved. Throws on error.
   virtual bool advance() = 0;
-  virtual bool done() const = 0;
+  // Safe from any thread: completion is published with release semantics.
+  bool done() const { return done_.load(std::memory_order_acquire); }
   // Phase name and the peers it still waits for, for timeout messages.
   virtual std::string phase() const = 0;
   virtual std::string outstanding() const = 0;
@@ -65,9 +71,16 @@ class Op {
   std::shared_ptr<Engine> keep_alive_;
   uint64_t seq_;
   const char* kind_;
+  void mark_done() { done_.store(true, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> done_{false};
 };
 
-class Engine : public std::enable_shared_from_this<Engine> {
+// Every entry point takes the engine's lock, so the caller's thread and the
+// group's progress thread (when on) take turns; all MPI calls of an exchange are
+// made under it.
+class Engine : public std::enable_shared_from_this<Engine>, public Progressable {
  public:
   Engine(std::shared_ptr<GroupState> group, const ExchangeConfig& config);
   ~Engine();
@@ -77,11 +90,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
                                            int64_t expert_out_rows, void* out, int out_tokens);
   bool progress();
   void wait(Op& op);
+  bool background_progress(bool& busy) override;
+  // Registers with the group's progress thread; called once the engine is owned by
+  // a shared_ptr (ops keep it alive through shared_from_this).
+  void start_background();
   // Drops in-flight operations (their requests are cancelled): Exchange teardown.
   void abandon_all();
 
   // Throws Error(kGroupFailed) if an earlier operation failed.
-  void check_healthy() const;
+  void check_healthy();
+  void notify_progress_thread() const;
 
   GroupState& group;
   const ExchangeConfig config;
@@ -93,7 +111,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;
-  std::vector<SlotBuffers> slots;
+  std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
 
   SlotView slot_view(int local_rank, int slot) const;
   int mpi_tag(uint64_t seq, int phase) const;
@@ -103,12 +121,17 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
 
  private:
-  void fail_op(Op& op, const std::string& why);
+  bool progress_locked();
+  void fail_op(Op& op, ErrorCode code, const std::string& why);
   std::shared_ptr<GroupState> group_owner_;
+  std::mutex mu_;
+  bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
   uint64_t next_seq_ = 1;
   uint64_t dispatch_count_ = 0;
-  std::string failure_;
+  std::string failure_;  // the first error's message; empty while healthy
+  ErrorCode failure_code_ = ErrorCode::kGroupFailed;
+  bool failure_reported_ = false;
 };
 
 // Phases of MPI traffic, folded into message tags.

@@ -70,14 +70,18 @@ ExchangeStats CombineHandle::stats() const {
 }
 
 Exchange::Exchange(const Group& group, const ExchangeConfig& config)
-    : engine_(std::make_shared<detail::Engine>(group.state(), config)) {}
+    : engine_(std::make_shared<detail::Engine>(group.state(), config)) {
+  engine_->start_background();
+}
 
 Exchange::~Exchange() { engine_->abandon_all(); }
 
 const ExchangeConfig& Exchange::config() const { return engine_->config; }
 
 DispatchHandle Exchange::dispatch_begin(const DispatchInput& input) {
-  return DispatchHandle(engine_->begin_dispatch(input));
+  DispatchHandle h(engine_->begin_dispatch(input));
+  engine_->notify_progress_thread();
+  return h;
 }
 
 DispatchHandle Exchange::dispatch(const DispatchInput& input) {
@@ -88,7 +92,9 @@ DispatchHandle Exchange::dispatch(const DispatchInput& input) {
 
 CombineHandle Exchange::combine_begin(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows,
                                       void* out, int out_tokens) {
-  return CombineHandle(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens));
+  CombineHandle h(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens));
+  engine_->notify_progress_thread();
+  return h;
 }
 
 void Exchange::combine(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows, void* out,

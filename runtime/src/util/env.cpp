@@ -33,6 +33,9 @@ double get_double(const char* name, double fallback, double min_value) {
 int ranks_per_node() { return get_int("EPCOMM_RANKS_PER_NODE", 0, 1); }
 double timeout_s() { return get_double("EPCOMM_TIMEOUT_S", 60.0, 0.001); }
 
+bool progress_thread() { return get_int("EPCOMM_PROGRESS_THREAD", 1, 0) != 0; }
+int progress_core() { return get_int("EPCOMM_PROGRESS_CORE", -1, -1); }
+
 std::string log_level() {
   const char* v = std::getenv("EPCOMM_LOG_LEVEL");
   return v ? std::string(v) : std::string("warn");

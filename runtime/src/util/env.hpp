@@ -9,6 +9,10 @@ namespace epcomm::env {
 int ranks_per_node();        // 0 when unset
 // EPCOMM_TIMEOUT_S: seconds before a silent peer is reported (default 60).
 double timeout_s();
+// EPCOMM_PROGRESS_THREAD: 1 = background progress thread (default), 0 = inline.
+bool progress_thread();
+// EPCOMM_PROGRESS_CORE: core to pin the progress thread to; -1 when unset.
+int progress_core();
 // EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn).
 std::string log_level();
 

@@ -1,0 +1,88 @@
+#include "progress/progress_thread.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/log.hpp"
+
+namespace epcomm::detail {
+
+ProgressThread::ProgressThread(int pin_core, bool oversubscribed)
+    : oversubscribed_(oversubscribed), thread_([this, pin_core] { run(pin_core); }) {}
+
+ProgressThread::~ProgressThread() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void ProgressThread::add(Progressable* target) {
+  std::lock_guard<std::mutex> lk(mu_);
+  targets_.push_back(target);
+}
+
+void ProgressThread::remove(Progressable* target) {
+  // The thread holds mu_ for a whole pass over the targets, so once we hold it the
+  // target is not in use and will not be again.
+  std::lock_guard<std::mutex> lk(mu_);
+  targets_.erase(std::remove(targets_.begin(), targets_.end(), target), targets_.end());
+}
+
+void ProgressThread::notify() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    pending_ = true;
+  }
+  wake_.notify_one();
+}
+
+void ProgressThread::run(int pin_core) {
+  if (pin_core >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(pin_core, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+      EPCOMM_LOG(kWarn, "progress thread: cannot pin to core " << pin_core << "; running unpinned");
+    }
+  }
+  EPCOMM_LOG(kDebug, "progress thread started" << (pin_core >= 0 ? " on core " + std::to_string(pin_core) : ""));
+  const int spin_limit = oversubscribed_ ? 0 : 256, yield_limit = oversubscribed_ ? 8 : 4096;
+  int idle = 0;
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stop_) {
+    bool busy = false, moved = false;
+    for (Progressable* t : targets_) moved |= t->background_progress(busy);
+    if (!busy) {
+      // Nothing in flight: sleep until notified (the timeout only bounds a missed
+      // notification's cost).
+      wake_.wait_for(lk, std::chrono::milliseconds(50), [this] { return stop_ || pending_; });
+      pending_ = false;
+      idle = 0;
+      continue;
+    }
+    pending_ = false;
+    if (moved) {
+      idle = 0;
+      continue;
+    }
+    // In flight but waiting on peers: release the lock so add/remove/notify get in,
+    // and give the core away progressively.
+    ++idle;
+    if (idle <= spin_limit) continue;
+    lk.unlock();
+    if (idle <= yield_limit) {
+      sched_yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    lk.lock();
+  }
+}
+
+}  // namespace epcomm::detail
