@@ -4,6 +4,7 @@
 #include <epcomm/error.hpp>
 #include <epcomm/exchange.hpp>
 #include <epcomm/group.hpp>
+#include <epcomm/overlap.hpp>
 #include <epcomm/routing.hpp>
 #include <epcomm/types.hpp>
 #include <epcomm/version.hpp>
