@@ -1,39 +1,9 @@
 #include "args.hpp"
 
-#include <charconv>
 #include <string_view>
 
 namespace epcomm_bench {
 namespace {
-
-template <class T>
-T parse_number(std::string_view flag, std::string_view text, T min_value) {
-  T value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value < min_value) {
-    throw ArgsError("--" + std::string(flag) + ": expected an integer >= " +
-                    std::to_string(min_value) + ", got '" + std::string(text) + "'");
-  }
-  return value;
-}
-
-std::vector<std::string_view> split_commas(std::string_view text) {
-  std::vector<std::string_view> parts;
-  for (;;) {
-    const std::size_t comma = text.find(',');
-    parts.push_back(text.substr(0, comma));
-    if (comma == std::string_view::npos) return parts;
-    text.remove_prefix(comma + 1);
-  }
-}
-
-std::vector<int> parse_int_list(std::string_view flag, std::string_view text, int min_value) {
-  std::vector<int> values;
-  for (std::string_view part : split_commas(text)) {
-    values.push_back(parse_number<int>(flag, part, min_value));
-  }
-  return values;
-}
 
 // Only the two element types the issue asks for; the library's parse_dtype also
 // takes spellings ("fp32") that the bench's output would not round-trip.

@@ -3,6 +3,8 @@
 
 #include <epcomm/types.hpp>
 
+#include "cli.hpp"
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -36,12 +38,6 @@ struct Options {
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
   bool help = false;
-};
-
-// A malformed command line; every rank sees the same argv, so every rank throws.
-class ArgsError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
 };
 
 Options parse_args(int argc, char** argv);
