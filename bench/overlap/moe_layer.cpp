@@ -26,7 +26,8 @@ LayerWeights::LayerWeights(const LayerShape& s, int local_experts, uint64_t seed
   // Scales keep activations O(1) through the stack.
   const float h = 1.0f / std::sqrt(static_cast<float>(s.hidden)), f = 1.0f / std::sqrt(static_cast<float>(s.ffn));
   attn = random_matrix(s.hidden, s.hidden, h, rng);
-  shared = random_matrix(s.hidden, s.hidden, h, rng);
+  shared1 = random_matrix(s.hidden, s.ffn, h, rng);
+  shared2 = random_matrix(s.ffn, s.hidden, f, rng);
   gate = random_matrix(s.hidden, s.experts, h, rng);
   for (int j = 0; j < local_experts; ++j) {
     w1.push_back(random_matrix(s.hidden, s.ffn, h, rng));
@@ -81,7 +82,7 @@ epcomm::MicroBatchStages MicroBatch::stages(bool compute) {
     const auto* rows = static_cast<const float*>(h.rows());
     auto* out = static_cast<float*>(h.expert_out_buffer());
     const int H = shape_.hidden;
-    RowMatrix mid;
+    RowMatrix& mid = mid_;
     for (int j = 0; j < h.num_local_experts(); ++j) {
       const auto n = static_cast<Eigen::Index>(h.expert_count(j));
       if (n == 0) continue;
@@ -95,7 +96,9 @@ epcomm::MicroBatchStages MicroBatch::stages(bool compute) {
   st.shared = [this, compute](int layer) {
     if (!compute) return;
     Timer t{compute_s_};
-    shared_out_[layer].noalias() = attn_ * w_.shared;
+    mid_.noalias() = attn_ * w_.shared1;
+    mid_ = mid_.cwiseMax(0.0f);
+    shared_out_[layer].noalias() = mid_ * w_.shared2;
   };
   st.combine_output = [this](int layer) { return static_cast<void*>(combined_[layer].data()); };
   return st;

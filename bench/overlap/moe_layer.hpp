@@ -1,7 +1,8 @@
 // A synthetic MoE layer for one micro-batch on one rank, with real matrix multiplies
 // (Eigen): attention stand-in (attn_gemms [T,H]x[H,H] products), gate + node-limited
 // routing, routed experts (per local expert [n,H]x[H,F], ReLU, [n,F]x[F,H]) and a
-// shared expert ([T,H]x[H,H]). Plugs into epcomm's two-micro-batch schedules.
+// shared expert of the same form over all T tokens. Plugs into epcomm's
+// two-micro-batch schedules.
 #pragma once
 
 #include <epcomm/epcomm.hpp>
@@ -29,7 +30,7 @@ struct LayerShape {
 
 // Weights shared by every layer and micro-batch of a rank (the cost is what matters).
 struct LayerWeights {
-  RowMatrix attn, shared, gate;
+  RowMatrix attn, gate, shared1, shared2;
   std::vector<RowMatrix> w1, w2;  // per local expert
   LayerWeights(const LayerShape& s, int local_experts, uint64_t seed);
 };
@@ -52,7 +53,7 @@ class MicroBatch {
   const LayerShape shape_;
   const LayerWeights& w_;
   int local_expert_base_;
-  RowMatrix x_, attn_, tmp_;
+  RowMatrix x_, attn_, tmp_, mid_;
   std::vector<RowMatrix> combined_, shared_out_;
   std::vector<std::vector<int32_t>> topk_idx_;
   std::vector<std::vector<float>> topk_w_;
