@@ -13,7 +13,7 @@ build=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +26,7 @@ PACKAGES=(
   libgtest-dev                           # tests
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
   libhwy-dev                             # SIMD kernels (Highway)
+  libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
   python3-numpy python3-matplotlib       # bench plots
 )
 

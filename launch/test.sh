@@ -6,7 +6,9 @@
 #   4. install to build/install and build + run examples/ against it, through the
 #      CMake package and through pkg-config
 #   5. build build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer and run
-#      the unit tests and the 2- and 4-rank exchange tests under it
+#      the unit tests and the 2- and 4-rank exchange, overlap and failure tests
+#   6. build build-tsan/ with ThreadSanitizer and run the 2- and 4-rank exchange and
+#      overlap tests (progress thread beside the caller's thread)
 # Fails at the first error. EPCOMM_JOBS overrides the build parallelism (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,21 +24,21 @@ on_exit() {
 }
 trap on_exit EXIT
 
-stage "1/5 packages"
+stage "1/6 packages"
 bash launch/setup.sh --no-build
 source launch/mpi_env.sh
 
-stage "2/5 build build/ (RelWithDebInfo, -Werror)"
+stage "2/6 build build/ (RelWithDebInfo, -Werror)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=ON \
   -DEPCOMM_BUILD_TESTS=ON -DEPCOMM_BUILD_BENCH=ON -DEPCOMM_SANITIZE=OFF
 cmake --build build -j"$jobs"
 
-stage "3/5 ctest build/"
+stage "3/6 ctest build/"
 # Multi-rank tests declare PROCESSORS 2, so -j2 runs them one at a time on 2 cores
 # while unit tests fill the gaps.
 ctest --test-dir build --output-on-failure -j2
 
-stage "4/5 installed package: CMake and pkg-config consumers of examples/"
+stage "4/6 installed package: CMake and pkg-config consumers of examples/"
 prefix=$PWD/build/install
 rm -rf "$prefix" build/example
 cmake --install build --prefix "$prefix"
@@ -51,14 +53,24 @@ echo "-- pkg-config: mpicxx examples/minimal_exchange.cpp $pc_flags"
 mpicxx -O2 examples/minimal_exchange.cpp $pc_flags -o build/example/minimal_exchange_pc
 "${EPCOMM_MPIRUN[@]}" -np 2 build/example/minimal_exchange_pc
 
-stage "5/5 sanitizers: build build-asan/ (Debug, ASan + UBSan) and test"
+stage "5/6 sanitizers: build build-asan/ (Debug, ASan + UBSan) and test"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEPCOMM_SANITIZE=ON \
   -DEPCOMM_BUILD_BENCH=OFF -DEPCOMM_BUILD_TESTS=ON
 cmake --build build-asan -j"$jobs"
 # Open MPI keeps allocations until exit by design: leak reports would be its own.
 export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-asan --output-on-failure -j2 -L unit
-ctest --test-dir build-asan --output-on-failure -j2 -R 'test_exchange\.np(2|4)'
+ctest --test-dir build-asan --output-on-failure -j2 -R 'test_(exchange|overlap|failures)\.np(2|4)'
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+stage "6/6 ThreadSanitizer: build build-tsan/ (Debug) and the multi-threaded tests"
+# The progress thread and the caller's thread share every exchange: TSan checks
+# that all of it is ordered by the engine lock and the shared-memory flags.
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DEPCOMM_TSAN=ON \
+  -DEPCOMM_BUILD_BENCH=OFF -DEPCOMM_BUILD_TESTS=ON
+cmake --build build-tsan -j"$jobs"
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build-tsan --output-on-failure -j2 -R 'test_(exchange|overlap)\.np(2|4)'
 
 stage "all stages passed"
 printf 'total time: %dm%02ds\n' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60))

@@ -37,7 +37,6 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   const Topology& topo = engine.topo;
   build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
   post_layout();
-  post_rail_sends();
 }
 
 DispatchOp::~DispatchOp() { buf_.busy = false; }
@@ -285,7 +284,14 @@ bool DispatchOp::advance() {
   bool moved = false;
   Engine& e = engine_;
   if (state_ == State::kLayout) {
-    moved = !layout_reqs_.test_some().empty();
+    // Packing copies every remote row: it runs on the first progress step (the
+    // progress thread, when on) rather than in the caller's dispatch_begin.
+    if (!rail_sends_posted_) {
+      post_rail_sends();
+      rail_sends_posted_ = true;
+      moved = true;
+    }
+    moved = !layout_reqs_.test_some().empty() || moved;
     if (!layout_reqs_.all_done()) return moved;
     on_layout_complete();
     state_ = State::kNodeLayout;

@@ -45,6 +45,7 @@ class DispatchOp : public Op {
   std::vector<std::size_t> rail_recv_at_;    // [num_nodes] byte offset in rail_recv
   std::vector<int> rail_req_node_;           // node of each rail receive request
   int forwards_left_ = 0;
+  bool rail_sends_posted_ = false;
   // Per-source cursors while writing: next row per (local rank, local expert) and
   // next token entry per local rank.
   std::vector<int32_t> row_cursor_, token_cursor_;
