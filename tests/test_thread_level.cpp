@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "support/mpi_test.hpp"
+
 namespace {
 
 TEST(ThreadLevel, ThreadNeedsMultipleInlineWorks) {
@@ -51,17 +53,5 @@ TEST(ThreadLevel, ThreadNeedsMultipleInlineWorks) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS(), worst = 0;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
+  return epcomm_test::run_all_tests_on_all_ranks(argc, argv, MPI_THREAD_SERIALIZED);
 }

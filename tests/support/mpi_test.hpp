@@ -10,4 +10,8 @@ class MpiTest : public testing::Test {
   void TearDown() override;
 };
 
+// Initialises MPI at `thread_level`, runs every test with output from rank 0 only,
+// finalises MPI and returns the worst exit code of all ranks.
+int run_all_tests_on_all_ranks(int argc, char** argv, int thread_level);
+
 }  // namespace epcomm_test
