@@ -107,7 +107,7 @@ void DispatchOp::post_rail_sends() {
   }
 }
 
-bool DispatchOp::on_layout_complete() {
+void DispatchOp::on_layout_complete() {
   const Engine& e = engine_;
   const Topology& topo = e.topo;
   const int P = topo.num_ranks, J = topo.experts_per_rank(), N = topo.num_nodes();
@@ -168,7 +168,6 @@ bool DispatchOp::on_layout_complete() {
     ++forwards_left_;
   }
   store_flag(mine_.flags->layout_ready, seq_);
-  return true;
 }
 
 // Writes one source's rows into the slots of their owners on this node: the

@@ -29,7 +29,7 @@ class DispatchOp : public Op {
 
   void post_layout();
   void post_rail_sends();
-  bool on_layout_complete();
+  void on_layout_complete();
   void write_source(const TokenSource& src);
   void finish();
 
