@@ -15,7 +15,7 @@ ProgressThread::ProgressThread(int pin_core, bool oversubscribed)
 
 ProgressThread::~ProgressThread() {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::lock_guard<std::mutex> lk(wake_mu_);
     stop_ = true;
   }
   wake_.notify_one();
@@ -23,20 +23,20 @@ ProgressThread::~ProgressThread() {
 }
 
 void ProgressThread::add(Progressable* target) {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::lock_guard<std::mutex> lk(targets_mu_);
   targets_.push_back(target);
 }
 
 void ProgressThread::remove(Progressable* target) {
-  // The thread holds mu_ for a whole pass over the targets, so once we hold it the
-  // target is not in use and will not be again.
-  std::lock_guard<std::mutex> lk(mu_);
+  // The thread holds targets_mu_ for a whole pass over the targets, so once we hold
+  // it the target is not in use and will not be again.
+  std::lock_guard<std::mutex> lk(targets_mu_);
   targets_.erase(std::remove(targets_.begin(), targets_.end(), target), targets_.end());
 }
 
 void ProgressThread::notify() {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::lock_guard<std::mutex> lk(wake_mu_);
     pending_ = true;
   }
   wake_.notify_one();
@@ -54,34 +54,36 @@ void ProgressThread::run(int pin_core) {
   EPCOMM_LOG(kDebug, "progress thread started" << (pin_core >= 0 ? " on core " + std::to_string(pin_core) : ""));
   const int spin_limit = oversubscribed_ ? 0 : 256, yield_limit = oversubscribed_ ? 8 : 4096;
   int idle = 0;
-  std::unique_lock<std::mutex> lk(mu_);
-  while (!stop_) {
+  for (;;) {
     bool busy = false, moved = false;
-    for (Progressable* t : targets_) moved |= t->background_progress(busy);
-    if (!busy) {
-      // Nothing in flight: sleep until notified (the timeout only bounds a missed
-      // notification's cost).
-      wake_.wait_for(lk, std::chrono::milliseconds(50), [this] { return stop_ || pending_; });
-      pending_ = false;
-      idle = 0;
-      continue;
+    {
+      std::lock_guard<std::mutex> lk(targets_mu_);
+      for (Progressable* t : targets_) moved |= t->background_progress(busy);
     }
-    pending_ = false;
+    {
+      std::unique_lock<std::mutex> lk(wake_mu_);
+      if (stop_) return;
+      if (!busy) {
+        // Nothing in flight: sleep until notified. pending_ keeps a notification
+        // that came during the pass above; the timeout is only a safety net.
+        wake_.wait_for(lk, std::chrono::milliseconds(50), [this] { return stop_ || pending_; });
+        pending_ = false;
+        idle = 0;
+        continue;
+      }
+      pending_ = false;
+    }
     if (moved) {
       idle = 0;
       continue;
     }
-    // In flight but waiting on peers: release the lock so add/remove/notify get in,
-    // and give the core away progressively.
-    ++idle;
-    if (idle <= spin_limit) continue;
-    lk.unlock();
+    // In flight but waiting on peers: give the core away progressively.
+    if (++idle <= spin_limit) continue;
     if (idle <= yield_limit) {
       sched_yield();
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
-    lk.lock();
   }
 }
 

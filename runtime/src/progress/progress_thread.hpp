@@ -40,11 +40,14 @@ class ProgressThread {
  private:
   void run(int pin_core);
 
-  std::mutex mu_;
-  std::condition_variable wake_;
+  // targets_mu_ is held for a whole pass over the targets; wake_mu_ only around the
+  // sleep, so notify() never waits for a pass (which may be copying megabytes).
+  std::mutex targets_mu_;
   std::vector<Progressable*> targets_;
-  bool stop_ = false;
-  bool pending_ = false;
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;     // guarded by wake_mu_
+  bool pending_ = false;  // guarded by wake_mu_
   const bool oversubscribed_;
   std::thread thread_;
 };
