@@ -1,6 +1,5 @@
 #include "exchange/engine.hpp"
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
+#include "progress/backoff.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 
@@ -305,12 +305,7 @@ bool Engine::progress_locked() {
 void Engine::wait(Op& op) {
   const auto wait_start = Clock::now();
   const auto timeout = std::chrono::duration<double>(group.timeout_s);
-  // Back off when nothing moves: spinning keeps latency low while every rank has a
-  // core, but with more ranks than cores a spinning rank steals the core the peer
-  // it waits for needs, so then it yields at once and soon sleeps.
-  const bool oversubscribed = group.host_ranks > group.host_cores;
-  const int spin_limit = oversubscribed ? 0 : 64, yield_limit = oversubscribed ? 16 : 4096;
-  int idle = 0;
+  Backoff backoff(group.host_ranks > group.host_cores, 64, 4096, std::chrono::microseconds(50));
   for (;;) {
     bool moved = false;
     {
@@ -333,15 +328,9 @@ void Engine::wait(Op& op) {
       }
     }
     if (moved) {
-      idle = 0;
-      continue;
-    }
-    if (++idle > spin_limit) {
-      if (idle > yield_limit) {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      } else {
-        sched_yield();
-      }
+      backoff.reset();
+    } else {
+      backoff.pause();
     }
   }
 }

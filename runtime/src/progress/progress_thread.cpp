@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "progress/backoff.hpp"
 #include "util/log.hpp"
 
 namespace epcomm::detail {
@@ -52,8 +53,7 @@ void ProgressThread::run(int pin_core) {
     }
   }
   EPCOMM_LOG(kDebug, "progress thread started" << (pin_core >= 0 ? " on core " + std::to_string(pin_core) : ""));
-  const int spin_limit = oversubscribed_ ? 0 : 256, yield_limit = oversubscribed_ ? 8 : 4096;
-  int idle = 0;
+  Backoff backoff(oversubscribed_, 256, 4096, std::chrono::microseconds(20));
   for (;;) {
     bool busy = false, moved = false;
     {
@@ -68,21 +68,16 @@ void ProgressThread::run(int pin_core) {
         // that came during the pass above; the timeout is only a safety net.
         wake_.wait_for(lk, std::chrono::milliseconds(50), [this] { return stop_ || pending_; });
         pending_ = false;
-        idle = 0;
+        backoff.reset();
         continue;
       }
       pending_ = false;
     }
-    if (moved) {
-      idle = 0;
-      continue;
-    }
     // In flight but waiting on peers: give the core away progressively.
-    if (++idle <= spin_limit) continue;
-    if (idle <= yield_limit) {
-      sched_yield();
+    if (moved) {
+      backoff.reset();
     } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      backoff.pause();
     }
   }
 }
