@@ -1,54 +1,191 @@
 #include "epcomm_kernels/codec.hpp"
 
-#include <cstring>
+#include <epcomm/error.hpp>
 
-#include "epcomm_kernels/bf16.hpp"
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "common/fp8_e4m3.hpp"
+#include "epcomm_kernels/tile_kernels.hpp"
 
 namespace epcomm::kernels {
 namespace {
 
-// Converts a row between the plain dtypes; same type is a copy.
-void convert_row(const void* src, DType src_type, int n, void* dst, DType dst_type) {
-  if (src_type == dst_type) {
-    std::memcpy(dst, src, static_cast<std::size_t>(n) * dtype_size(src_type));
-  } else if (src_type == DType::kF32) {
-    f32_to_bf16_row(static_cast<const float*>(src), n, static_cast<uint16_t*>(dst));
+// A row is processed tile by tile: tile t covers elements [t*128, min(H, t*128+128)).
+int tile_len(int hidden, int tile) { return std::min(kTileElems, hidden - tile * kTileElems); }
+int num_tiles(int hidden) { return (hidden + kTileElems - 1) / kTileElems; }
+
+// An FP32 view of one tile of a row of `type` (converted into `scratch` if BF16).
+const float* load_tile(const TileKernels& k, const void* row, DType type, int i0, int n, float* scratch) {
+  if (type == DType::kF32) return static_cast<const float*>(row) + i0;
+  k.bf16_to_f32(static_cast<const uint16_t*>(row) + i0, n, scratch);
+  return scratch;
+}
+
+void store_tile(const TileKernels& k, const float* v, int i0, int n, void* row, DType type) {
+  if (type == DType::kF32) {
+    std::memcpy(static_cast<float*>(row) + i0, v, static_cast<std::size_t>(n) * sizeof(float));
   } else {
-    bf16_to_f32_row(static_cast<const uint16_t*>(src), n, static_cast<float*>(dst));
+    k.f32_to_bf16(v, n, static_cast<uint16_t*>(row) + i0);
   }
 }
 
-// A plain format stores the row as an array of `kType`.
+// Plain formats: the row is an array of kType.
 template <DType kType>
-struct PlainCodec {
-  static std::size_t row_bytes(int hidden) {
-    return static_cast<std::size_t>(hidden) * dtype_size(kType);
+struct Plain {
+  static constexpr Format kFormat = kType == DType::kF32 ? Format::kF32 : Format::kBF16;
+  static int encode(const TileKernels& k, const float* x, int, int n, int i0, std::byte* row, int) {
+    store_tile(k, x, i0, n, row, kType);
+    return -1;
   }
-  static void encode(const void* src, DType src_type, int hidden, void* dst) {
-    convert_row(src, src_type, hidden, dst, kType);
-  }
-  static void decode(const void* src, int hidden, void* dst, DType dst_type) {
-    convert_row(src, kType, hidden, dst, dst_type);
-  }
-  static void accumulate(const void* src, int hidden, float weight, float* acc) {
+  static void decode(const TileKernels& k, const std::byte* row, int, int, int i0, int n, float* out) {
     if constexpr (kType == DType::kF32) {
-      accumulate_f32_row(static_cast<const float*>(src), hidden, weight, acc);
+      std::memcpy(out, reinterpret_cast<const float*>(row) + i0, static_cast<std::size_t>(n) * sizeof(float));
     } else {
-      accumulate_bf16_row(static_cast<const uint16_t*>(src), hidden, weight, acc);
+      k.bf16_to_f32(reinterpret_cast<const uint16_t*>(row) + i0, n, out);
     }
-  }
-  static constexpr Codec table(Format f) {
-    return Codec{f, &row_bytes, &encode, &decode, &accumulate};
   }
 };
 
-constexpr Codec kF32Codec = PlainCodec<DType::kF32>::table(Format::kF32);
-constexpr Codec kBF16Codec = PlainCodec<DType::kBF16>::table(Format::kBF16);
+// E4M3 with an FP32 scale (kScaleBytes = 4) or a UE8M0 scale byte (1) per tile.
+template <Format kF>
+struct Fp8 {
+  static constexpr Format kFormat = kF;
+  static constexpr bool kPow2 = kF == Format::kFP8UE8M0;
+  static int encode(const TileKernels& k, const float* x, int tile, int n, int i0, std::byte* row, int hidden) {
+    const RowLayout l = row_layout(kF, hidden);
+    const float amax = k.amax_finite(x, n);
+    float scale;
+    if constexpr (kPow2) {
+      const uint8_t e = elem::fp8_scale_ue8m0(amax);
+      scale = elem::ue8m0_value(e);
+      std::memcpy(row + l.meta_offset + tile, &e, 1);
+    } else {
+      scale = elem::fp8_scale(amax);
+      std::memcpy(row + l.meta_offset + static_cast<std::size_t>(tile) * 4, &scale, 4);
+    }
+    k.fp8_encode(x, n, scale, reinterpret_cast<uint8_t*>(row + l.payload_offset) + i0);
+    return -1;
+  }
+  static void decode(const TileKernels& k, const std::byte* row, int tile, int hidden, int i0, int n, float* out) {
+    const RowLayout l = row_layout(kF, hidden);
+    float scale;
+    if constexpr (kPow2) {
+      uint8_t e;
+      std::memcpy(&e, row + l.meta_offset + tile, 1);
+      scale = elem::ue8m0_value(e);
+    } else {
+      std::memcpy(&scale, row + l.meta_offset + static_cast<std::size_t>(tile) * 4, 4);
+    }
+    k.fp8_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + i0, n, scale, out);
+  }
+};
+
+// LogFMT-n: per tile an (int16 min, int16 max) pair, then the packed codes.
+template <Format kF>
+struct LogFmt {
+  static constexpr Format kFormat = kF;
+  static constexpr int kBits = static_cast<int>(kF) - static_cast<int>(Format::kLogFMT3) + 3;
+  static constexpr std::size_t kTileCodeBytes = kTileElems * kBits / 8;
+  static int encode(const TileKernels& k, const float* x, int tile, int n, int, std::byte* row, int hidden) {
+    const RowLayout l = row_layout(kF, hidden);
+    int16_t mm[2];
+    const int bad = k.logfmt_encode(x, n, kBits, reinterpret_cast<uint8_t*>(row + l.payload_offset) + tile * kTileCodeBytes,
+                                    &mm[0], &mm[1]);
+    std::memcpy(row + l.meta_offset + static_cast<std::size_t>(tile) * sizeof mm, mm, sizeof mm);
+    return bad;
+  }
+  static void decode(const TileKernels& k, const std::byte* row, int tile, int hidden, int, int n, float* out) {
+    const RowLayout l = row_layout(kF, hidden);
+    int16_t mm[2];
+    std::memcpy(mm, row + l.meta_offset + static_cast<std::size_t>(tile) * sizeof mm, sizeof mm);
+    k.logfmt_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + tile * kTileCodeBytes, n, kBits, mm[0],
+                    mm[1], out);
+  }
+};
+
+// The row loops every format shares, over its per-tile encode/decode.
+template <class F>
+struct RowCodec {
+  static std::size_t row_bytes(int hidden) { return row_layout(F::kFormat, hidden).row_bytes; }
+
+  static int encode(const void* src, DType src_type, int hidden, void* dst) {
+    const TileKernels& k = active_kernels();
+    if (plain_format(src_type) == F::kFormat) {  // already in this format
+      std::memcpy(dst, src, row_bytes(hidden));
+      return -1;
+    }
+    float scratch[kTileElems];
+    for (int t = 0; t < num_tiles(hidden); ++t) {
+      const int i0 = t * kTileElems, n = tile_len(hidden, t);
+      const float* x = load_tile(k, src, src_type, i0, n, scratch);
+      const int bad = F::encode(k, x, t, n, i0, static_cast<std::byte*>(dst), hidden);
+      if (bad >= 0) return i0 + bad;
+    }
+    return -1;
+  }
+
+  static void decode(const void* src, int hidden, void* dst, DType dst_type) {
+    const TileKernels& k = active_kernels();
+    if (plain_format(dst_type) == F::kFormat) {
+      std::memcpy(dst, src, row_bytes(hidden));
+      return;
+    }
+    float v[kTileElems];
+    for (int t = 0; t < num_tiles(hidden); ++t) {
+      const int i0 = t * kTileElems, n = tile_len(hidden, t);
+      F::decode(k, static_cast<const std::byte*>(src), t, hidden, i0, n, v);
+      store_tile(k, v, i0, n, dst, dst_type);
+    }
+  }
+
+  static void accumulate(const void* src, int hidden, float weight, float* acc) {
+    const TileKernels& k = active_kernels();
+    if constexpr (F::kFormat == Format::kF32) {
+      k.axpy(static_cast<const float*>(src), hidden, weight, acc);
+    } else {
+      float v[kTileElems];
+      for (int t = 0; t < num_tiles(hidden); ++t) {
+        const int i0 = t * kTileElems, n = tile_len(hidden, t);
+        F::decode(k, static_cast<const std::byte*>(src), t, hidden, i0, n, v);
+        k.axpy(v, n, weight, acc + i0);
+      }
+    }
+  }
+
+  static constexpr Codec table() { return Codec{F::kFormat, &row_bytes, &encode, &decode, &accumulate}; }
+};
+
+template <int... kBits>
+constexpr std::array<Codec, sizeof...(kBits)> logfmt_tables(std::integer_sequence<int, kBits...>) {
+  return {RowCodec<LogFmt<static_cast<Format>(static_cast<int>(Format::kLogFMT3) + kBits)>>::table()...};
+}
+
+constexpr Codec kF32Codec = RowCodec<Plain<DType::kF32>>::table();
+constexpr Codec kBF16Codec = RowCodec<Plain<DType::kBF16>>::table();
+constexpr Codec kFp8Codec = RowCodec<Fp8<Format::kFP8>>::table();
+constexpr Codec kFp8Ue8m0Codec = RowCodec<Fp8<Format::kFP8UE8M0>>::table();
+constexpr auto kLogFmtCodecs = logfmt_tables(std::make_integer_sequence<int, 14>{});
 
 }  // namespace
 
 const Codec& codec_for(Format format) {
-  return format == Format::kF32 ? kF32Codec : kBF16Codec;
+  switch (format) {
+    case Format::kF32: return kF32Codec;
+    case Format::kBF16: return kBF16Codec;
+    case Format::kFP8: return kFp8Codec;
+    case Format::kFP8UE8M0: return kFp8Ue8m0Codec;
+    default: break;
+  }
+  const int bits = logfmt_bits(format);
+  if (bits == 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "epcomm: unknown wire format value " + std::to_string(static_cast<int>(format)));
+  }
+  return kLogFmtCodecs[static_cast<std::size_t>(bits - 3)];
 }
 
 Format plain_format(DType dtype) { return dtype == DType::kF32 ? Format::kF32 : Format::kBF16; }

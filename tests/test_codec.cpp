@@ -9,7 +9,7 @@
 #include <limits>
 #include <random>
 
-#include "epcomm_kernels/bf16.hpp"
+#include "common/bf16.hpp"
 #include "epcomm_kernels/codec.hpp"
 
 namespace {
@@ -51,21 +51,21 @@ TEST(Bf16, RoundsToNearestEvenLikeTheReference) {
   for (int i = 0; i < 2000000; ++i) {
     uint32_t u = rng();
     if ((u & 0x7f800000u) == 0x7f800000u) continue;  // NaN/Inf checked separately
-    ASSERT_EQ(epcomm::kernels::f32_to_bf16(from_bits(u)), reference_bf16(from_bits(u))) << std::hex << u;
+    ASSERT_EQ(epcomm::kernels::elem::f32_to_bf16(from_bits(u)), reference_bf16(from_bits(u))) << std::hex << u;
   }
   // Exact ties both ways, subnormals, the largest finite values.
   for (uint32_t u : {0x3f808000u, 0x3f818000u, 0x00008000u, 0x00018000u, 0x7f7f7fffu, 0x7f7f8000u, 0x80000001u}) {
-    EXPECT_EQ(epcomm::kernels::f32_to_bf16(from_bits(u)), reference_bf16(from_bits(u))) << std::hex << u;
+    EXPECT_EQ(epcomm::kernels::elem::f32_to_bf16(from_bits(u)), reference_bf16(from_bits(u))) << std::hex << u;
   }
 }
 
 TEST(Bf16, KeepsNanAndInfinity) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_TRUE(std::isnan(epcomm::kernels::bf16_to_f32(epcomm::kernels::f32_to_bf16(nan))));
+  EXPECT_TRUE(std::isnan(epcomm::kernels::elem::bf16_to_f32(epcomm::kernels::elem::f32_to_bf16(nan))));
   // A NaN whose payload sits only in the low bits must not round to infinity.
-  EXPECT_TRUE(std::isnan(epcomm::kernels::bf16_to_f32(epcomm::kernels::f32_to_bf16(from_bits(0x7f800001u)))));
+  EXPECT_TRUE(std::isnan(epcomm::kernels::elem::bf16_to_f32(epcomm::kernels::elem::f32_to_bf16(from_bits(0x7f800001u)))));
   const float inf = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(epcomm::kernels::bf16_to_f32(epcomm::kernels::f32_to_bf16(-inf)), -inf);
+  EXPECT_EQ(epcomm::kernels::elem::bf16_to_f32(epcomm::kernels::elem::f32_to_bf16(-inf)), -inf);
 }
 
 TEST(CodecTable, EncodeDecodeAccumulate) {

@@ -44,10 +44,14 @@ struct ExchangeStats {
 };
 
 struct DispatchInput {
-  const void* x = nullptr;               // [num_tokens, hidden] of config.dtype
+  // [num_tokens, hidden] of config.dtype; with x_encoded, [num_tokens] rows already
+  // in config.dispatch_format (row_layout(dispatch_format, hidden).row_bytes each:
+  // e.g. FP8 codes and scales from the caller's own quantiser), sent as they are.
+  const void* x = nullptr;
   const int32_t* topk_idx = nullptr;     // [num_tokens, topk]; -1 = no expert
   const float* topk_weights = nullptr;   // [num_tokens, topk]
   int num_tokens = 0;
+  bool x_encoded = false;
   MemorySpace memory = MemorySpace::kHost;  // seam: only kHost today
   void* stream = nullptr;                   // seam: a stream to order against; null today
 };
@@ -76,9 +80,14 @@ class DispatchHandle {
   // expert_offset(j) + expert_count(j)); within an expert ordered by source epcomm
   // rank, then source token index. Segments are padded to expert_alignment with
   // rows whose source is -1 and weight 0 (their payload bytes are unspecified).
+  // Rows are in config.dispatch_format (layout: row_layout(row_format(), hidden)),
+  // so FP8 rows can go to an FP8 grouped GEMM with their scales as they are.
   const void* rows() const;
   Format row_format() const;
   std::size_t row_bytes() const;
+  // Decodes every real row into out ([num_rows(), hidden] of dtype); padding rows
+  // are left untouched.
+  void decode_rows(void* out, DType dtype) const;
   int64_t num_rows() const;              // including padding
   int num_local_experts() const;
   int64_t expert_count(int local_expert) const;   // real rows, without padding

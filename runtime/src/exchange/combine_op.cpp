@@ -73,17 +73,24 @@ void CombineOp::reduce_node_partials() {
       const std::size_t h = static_cast<std::size_t>(first + i);
       float* acc = n == me ? buf_.own_partials.data() + static_cast<std::size_t>(i) * H : scratch.data();
       std::fill(acc, acc + H, 0.0f);
+      int32_t token = -1;  // the source's token index, for error messages
       for (int c = 0; c < buf_.route_count[h]; ++c) {
         const int ld = buf_.route_local[h * R + c];
         const SlotView& owner = owners[ld];
         const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
         for (int x = 0; x < L && rows[x] >= 0; ++x) {
           e.dtype_codec.accumulate_row(owner.out_row(rows[x]), H, owner.weight[rows[x]], acc);
+          token = owner.src_token[rows[x]];
           if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
         }
       }
       if (n != me) {
-        e.combine_codec.encode_row(acc, DType::kF32, H, buf_.combine_send.data() + send_at + i * crow);
+        const int bad = e.combine_codec.encode_row(acc, DType::kF32, H, buf_.combine_send.data() + send_at + i * crow);
+        EPCOMM_REQUIRE(bad < 0, kInvalidArgument,
+                       "combine: the partial sum for token " << token << " of rank "
+                           << e.group.global_rank(n, e.group.local_rank) << " is " << acc[bad] << " at column " << bad
+                           << " (expert outputs hold a non-finite value), which combine_format "
+                           << to_string(e.config.combine_format) << " cannot encode");
       }
     }
     if (n == me || count == 0) continue;

@@ -41,6 +41,28 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
 
 DispatchOp::~DispatchOp() { buf_.busy = false; }
 
+// Writes token t of the input, encoded in the dispatch format, to dst: a copy when
+// the caller passed rows already encoded.
+void DispatchOp::encode_token(int32_t t, std::byte* dst) const {
+  const Engine& e = engine_;
+  const int H = e.config.hidden;
+  if (input_.x_encoded) {
+    const std::size_t row = e.slot_layout.row_bytes;
+    std::memcpy(dst, static_cast<const std::byte*>(input_.x) + static_cast<std::size_t>(t) * row, row);
+    return;
+  }
+  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
+  const std::byte* src = static_cast<const std::byte*>(input_.x) + static_cast<std::size_t>(t) * x_row;
+  const int bad = e.dispatch_codec.encode_row(src, e.config.dtype, H, dst);
+  if (bad >= 0) {
+    float v;
+    e.dtype_codec.decode_row(src + static_cast<std::size_t>(bad) * dtype_size(e.config.dtype), 1, &v, DType::kF32);
+    EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << bad << " is " << v
+                                      << ", which dispatch_format " << to_string(e.config.dispatch_format)
+                                      << " cannot encode");
+  }
+}
+
 void DispatchOp::post_layout() {
   const Engine& e = engine_;
   const Topology& topo = e.topo;
@@ -78,9 +100,8 @@ void DispatchOp::post_layout() {
 void DispatchOp::post_rail_sends() {
   const Engine& e = engine_;
   const Topology& topo = e.topo;
-  const int K = topo.topk, H = e.config.hidden;
+  const int K = topo.topk;
   const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
-  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
   const TokenRoutes& routes = buf_.routes;
   std::byte* cursor = buf_.rail_send.data();
   for (int n = 0; n < topo.num_nodes(); ++n) {
@@ -94,8 +115,7 @@ void DispatchOp::post_rail_sends() {
       meta[0] = t;
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
-      e.dispatch_codec.encode_row(static_cast<const std::byte*>(input_.x) + t * x_row, e.config.dtype, H,
-                                  rows + i * row_bytes);
+      encode_token(t, rows + i * row_bytes);
     }
     const std::size_t bytes = count * (meta_bytes + row_bytes);
     const int peer = e.group.global_rank(n, e.group.local_rank);
@@ -178,10 +198,9 @@ void DispatchOp::write_source(const TokenSource& src) {
   Engine& e = engine_;
   const Topology& topo = e.topo;
   const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
-  const int L = topo.max_rows_per_token_rank(), H = e.config.hidden;
+  const int L = topo.max_rows_per_token_rank();
   const int first_expert = e.group.node * R * J;
   const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
-  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
 
   row_cursor_.assign(static_cast<std::size_t>(R) * J, 0);
   token_cursor_.assign(R, 0);
@@ -244,7 +263,7 @@ void DispatchOp::write_source(const TokenSource& src) {
           first = static_cast<int32_t>(p);
           std::byte* dst = d.row(p);
           if (src.own_tokens) {
-            e.dispatch_codec.encode_row(static_cast<const std::byte*>(input_.x) + t * x_row, e.config.dtype, H, dst);
+            encode_token(t, dst);
           } else {
             std::memcpy(dst, src.message + src.count * meta_bytes + i * row_bytes, row_bytes);
           }

@@ -29,6 +29,7 @@ class DispatchOp : public Op {
 
   void post_layout();
   void post_rail_sends();
+  void encode_token(int32_t t, std::byte* dst) const;
   void on_layout_complete();
   void write_source(const TokenSource& src);
   void finish();

@@ -37,9 +37,12 @@ void validate_local(const ExchangeConfig& c, const GroupState& g) {
                  "max_recv_rows=" << c.max_recv_rows << " must be in [0, 2^31)");
   EPCOMM_REQUIRE(c.max_inflight >= 1 && c.max_inflight <= 64, kInvalidArgument,
                  "max_inflight=" << c.max_inflight << " must be in [1, 64]");
-  for (int v : {static_cast<int>(c.dtype), static_cast<int>(c.dispatch_format), static_cast<int>(c.combine_format)}) {
-    EPCOMM_REQUIRE(v == 0 || v == 1, kInvalidArgument, "unknown dtype/format value " << v);
-  }
+  EPCOMM_REQUIRE(c.dtype == DType::kF32 || c.dtype == DType::kBF16, kInvalidArgument,
+                 "unknown dtype value " << static_cast<int>(c.dtype));
+  EPCOMM_REQUIRE(is_known_format(c.dispatch_format), kInvalidArgument,
+                 "unknown dispatch_format value " << static_cast<int>(c.dispatch_format));
+  EPCOMM_REQUIRE(is_known_format(c.combine_format), kInvalidArgument,
+                 "unknown combine_format value " << static_cast<int>(c.combine_format));
 }
 
 // Every rank compares every rank's config, so a mismatch fails all of them at once.

@@ -49,6 +49,16 @@ int64_t DispatchHandle::expert_offset(int j) const {
 const float* DispatchHandle::row_weights() const { return finished(op_).output().weight; }
 const int32_t* DispatchHandle::row_src_rank() const { return finished(op_).output().src_rank; }
 const int32_t* DispatchHandle::row_src_token() const { return finished(op_).output().src_token; }
+void DispatchHandle::decode_rows(void* out, DType dtype) const {
+  const detail::DispatchOp& op = finished(op_);
+  const detail::SlotView& v = op.output();
+  const int H = op.engine().config.hidden;
+  const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(dtype);
+  for (int64_t r = 0; r < v.layout.num_rows(); ++r) {
+    if (v.src_rank[r] < 0) continue;  // padding
+    op.engine().dispatch_codec.decode_row(v.row(r), H, static_cast<std::byte*>(out) + r * out_row, dtype);
+  }
+}
 void* DispatchHandle::expert_out_buffer() const { return finished(op_).output().expert_out; }
 int DispatchHandle::num_tokens() const { return finished(op_).num_tokens(); }
 ExchangeStats DispatchHandle::stats() const { return finished(op_).stats; }

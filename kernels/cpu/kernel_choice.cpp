@@ -1,0 +1,18 @@
+// Which TileKernels the codecs run: the vectorised set unless EPCOMM_KERNELS=scalar.
+#include <cstdlib>
+#include <cstring>
+
+#include "epcomm_kernels/tile_kernels.hpp"
+
+namespace epcomm::kernels {
+
+const TileKernels& active_kernels() {
+  static const TileKernels& chosen = [] () -> const TileKernels& {
+    const char* v = std::getenv("EPCOMM_KERNELS");
+    if (v != nullptr && std::strcmp(v, "scalar") == 0) return reference_kernels();
+    return reference_kernels();
+  }();
+  return chosen;
+}
+
+}  // namespace epcomm::kernels
