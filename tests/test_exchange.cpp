@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "epcomm_kernels/codec.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
 
@@ -43,6 +44,22 @@ struct CaseSetup {
   RankInput input;
   std::vector<RankInput> all;
 };
+
+bool is_plain(Format f) { return f == Format::kF32 || f == Format::kBF16; }
+
+// An input as the experts see it: x rows encoded in the dispatch format `f` and
+// decoded again (unchanged for the plain formats, whose conversions are exact here).
+RankInput quantised(RankInput in, Format f, int hidden) {
+  if (is_plain(f)) return in;
+  const auto& codec = epcomm::kernels::codec_for(f);
+  std::vector<std::byte> row(codec.row_bytes(hidden));
+  for (int t = 0; t < in.num_tokens; ++t) {
+    float* x = in.x.data() + static_cast<std::size_t>(t) * hidden;
+    EXPECT_EQ(codec.encode_row(x, DType::kF32, hidden, row.data()), -1);
+    codec.decode_row(row.data(), hidden, x, DType::kF32);
+  }
+  return in;
+}
 
 CaseSetup make_setup(epcomm::Group& g, const Case& c, uint64_t seed_offset = 0) {
   Shape s{g.size(), g.ranks_per_node(), c.experts_per_rank * g.size(), 0, c.hidden};
@@ -105,11 +122,21 @@ epcomm::DispatchInput input_of(const CaseSetup& su, const std::vector<std::byte>
   return in;
 }
 
+// Received rows decoded to FP32, through the handle's own decoder.
+std::vector<float> decoded_rows(const epcomm::DispatchHandle& h, int hidden) {
+  std::vector<float> rows(static_cast<std::size_t>(h.num_rows()) * hidden, 0.0f);
+  h.decode_rows(rows.data(), DType::kF32);
+  return rows;
+}
+
 void check_dispatch(const CaseSetup& su, const epcomm::DispatchHandle& h) {
   const Shape& s = su.shape;
-  const auto expected = expected_dispatch(su.all, s, su.group.rank());
+  std::vector<RankInput> all_seen;
+  for (const RankInput& r : su.all) all_seen.push_back(quantised(r, su.config.dispatch_format, s.hidden));
+  const auto expected = expected_dispatch(all_seen, s, su.group.rank());
   ASSERT_EQ(h.num_local_experts(), s.experts_per_rank());
   const Format f = su.config.dispatch_format;
+  const std::vector<float> rows = decoded_rows(h, s.hidden);
   int64_t offset = 0;
   for (int j = 0; j < s.experts_per_rank(); ++j) {
     const auto& exp = expected[j];
@@ -123,14 +150,20 @@ void check_dispatch(const CaseSetup& su, const epcomm::DispatchHandle& h) {
       if (i >= static_cast<int64_t>(exp.size())) {
         ASSERT_EQ(h.row_src_rank()[r], -1) << "padding row " << r;
         ASSERT_EQ(h.row_weights()[r], 0.0f) << "padding row " << r;
-        for (int x = 0; x < s.hidden; ++x) ASSERT_EQ(element(row, f, x), 0.0f) << "padding row " << r;
+        if (is_plain(f)) {
+          for (int x = 0; x < s.hidden; ++x) ASSERT_EQ(element(row, f, x), 0.0f) << "padding row " << r;
+        }
         continue;
       }
       ASSERT_EQ(h.row_src_rank()[r], exp[i].src_rank) << "expert " << j << " row " << i;
       ASSERT_EQ(h.row_src_token()[r], exp[i].src_token) << "expert " << j << " row " << i;
       ASSERT_EQ(h.row_weights()[r], exp[i].weight) << "expert " << j << " row " << i;
       for (int x = 0; x < s.hidden; ++x) {
-        ASSERT_EQ(element(row, f, x), exp[i].x[x]) << "expert " << j << " row " << i << " element " << x;
+        const float got = rows[static_cast<std::size_t>(r) * s.hidden + x];
+        ASSERT_EQ(got, exp[i].x[x]) << "expert " << j << " row " << i << " element " << x;
+        if (is_plain(f)) {
+          ASSERT_EQ(element(row, f, x), got);
+        }
       }
     }
     offset += padded;
@@ -140,11 +173,16 @@ void check_dispatch(const CaseSetup& su, const epcomm::DispatchHandle& h) {
 
 // Tolerance from the formats: every BF16 rounding (expert output, node partial on
 // the wire, final output) adds at most its unit roundoff 2^-8 relative to the
-// magnitude it rounds, which is bounded by sum_k |w_k f_k|.
+// magnitude it rounds, which is bounded by sum_k |w_k f_k|. A LogFMT-n partial is
+// off by at most half the ratio between neighbouring levels, 2^step - 1 with step at
+// most 32 / (2^(n-1) - 2) (the clamped range over the levels).
 double combine_tolerance(const epcomm::ExchangeConfig& c) {
   double rel = 1e-6;
   if (c.dtype == DType::kBF16) rel += 2 * std::ldexp(1.0, -8);
   if (c.combine_format == Format::kBF16) rel += std::ldexp(1.0, -8);
+  if (const int bits = epcomm::logfmt_bits(c.combine_format)) {
+    rel += (std::exp2(32.0 / ((1 << (bits - 1)) - 2)) - 1) / 2;
+  }
   return rel;
 }
 
@@ -159,12 +197,13 @@ RunResult run_exchange(epcomm::Exchange& ex, const CaseSetup& su, bool jitter) {
   // Expert outputs in the dispatch layout.
   const int J = s.experts_per_rank();
   std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * s.hidden, 0.0f);
+  const std::vector<float> rows = decoded_rows(h, s.hidden);
   for (int j = 0; j < J; ++j) {
     const int e = su.group.rank() * J + j;
     for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
-      const void* row = static_cast<const std::byte*>(h.rows()) + r * h.row_bytes();
       for (int x2 = 0; x2 < s.hidden; ++x2) {
-        y[static_cast<std::size_t>(r) * s.hidden + x2] = expert_fn(e, x2, element(row, h.row_format(), x2));
+        const std::size_t at = static_cast<std::size_t>(r) * s.hidden + x2;
+        y[at] = expert_fn(e, x2, rows[at]);
       }
     }
   }
@@ -187,7 +226,7 @@ RunResult run_exchange(epcomm::Exchange& ex, const CaseSetup& su, bool jitter) {
   c.wait();
 
   std::vector<double> ref, mag;
-  expected_combine(su.input, s, ref, mag);
+  expected_combine(quantised(su.input, su.config.dispatch_format, s.hidden), s, ref, mag);
   const double tol = combine_tolerance(su.config);
   for (std::size_t i = 0; i < ref.size(); ++i) {
     const float got = element(run.out.data(), plain(su.config.dtype), static_cast<int>(i));
@@ -227,10 +266,44 @@ const Case kCases[] = {
     {"node_limit_2_drops", 4, 8, 200, 30, DType::kF32, Format::kF32, Format::kBF16, 2, 2, 0.3, 16},
     {"all_dropped", 2, 2, 16, 8, DType::kF32, Format::kF32, Format::kF32, 1, 99, 1.0, 17},
     {"hidden_1_many_experts", 8, 8, 1, 64, DType::kF32, Format::kF32, Format::kF32, 2, 99, 0.1, 18},
+    {"fp8_h300_top4", 4, 4, 300, 30, DType::kBF16, Format::kFP8, Format::kBF16, 1, 99, 0.1, 21},
+    {"fp8_ue8m0_f32_logfmt10", 2, 3, 257, 20, DType::kF32, Format::kFP8UE8M0, Format::kLogFMT10, 2, 99, 0.1, 22},
+    {"logfmt8_both_h7168", 4, 8, 7168, 12, DType::kBF16, Format::kLogFMT8, Format::kLogFMT8, 1, 99, 0.0, 23},
+    {"logfmt3_in_logfmt16_out", 2, 2, 64, 20, DType::kF32, Format::kLogFMT3, Format::kLogFMT16, 1, 2, 0.0, 24},
 };
 
 INSTANTIATE_TEST_SUITE_P(Cases, ExchangeTest, testing::ValuesIn(kCases),
                          [](const testing::TestParamInfo<Case>& p) { return p.param.name; });
+
+// Rows the caller quantised itself (x_encoded) travel as they are: the same bytes
+// arrive as when the exchange quantises BF16 input.
+TEST_F(MpiTest, PreEncodedFp8InputArrivesUnchanged) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"fp8_pre_encoded", 2, 4, 260, 24, DType::kBF16, Format::kFP8, Format::kBF16, 1, 99, 0.1, 31};
+  CaseSetup su = make_setup(g, c);
+  epcomm::Exchange ex(g, su.config);
+  const auto x = to_dtype(su.input.x, su.config.dtype);
+  const auto& codec = epcomm::kernels::codec_for(Format::kFP8);
+  const std::size_t row = codec.row_bytes(c.hidden);
+  std::vector<std::byte> encoded(static_cast<std::size_t>(su.input.num_tokens) * row);
+  for (int t = 0; t < su.input.num_tokens; ++t) {
+    ASSERT_EQ(codec.encode_row(x.data() + static_cast<std::size_t>(t) * c.hidden * 2, DType::kBF16, c.hidden,
+                               encoded.data() + t * row),
+              -1);
+  }
+  epcomm::DispatchHandle from_bf16 = ex.dispatch(input_of(su, x));
+  check_dispatch(su, from_bf16);
+  epcomm::DispatchInput pre = input_of(su, encoded);
+  pre.x_encoded = true;
+  epcomm::DispatchHandle from_fp8 = ex.dispatch(pre);
+  ASSERT_EQ(from_fp8.num_rows(), from_bf16.num_rows());
+  for (int64_t r = 0; r < from_fp8.num_rows(); ++r) {
+    if (from_fp8.row_src_rank()[r] < 0) continue;  // padding bytes are unspecified
+    ASSERT_EQ(0, std::memcmp(static_cast<const std::byte*>(from_fp8.rows()) + r * row,
+                             static_cast<const std::byte*>(from_bf16.rows()) + r * row, row))
+        << "row " << r;
+  }
+}
 
 // Several micro-batches in flight on one exchange, completed in reverse order,
 // give exactly what one-at-a-time exchanges give.

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "support/mpi_test.hpp"
@@ -68,6 +69,26 @@ TEST_F(Fixture, ExpertIdOutOfRangeNamesValueAndRank) {
   } else {
     // The others cannot know; they must not hang: a timeout naming rank 1 and the phase.
     expect_error([&] { ex.dispatch(as_dispatch(in)); }, ErrorCode::kTimeout, {"'layout'", "ranks 1 (receive)"});
+  }
+}
+
+// LogFMT has no code for NaN or infinity: the rank holding one names the token and
+// column; the others end without hanging (done, or a timeout/group failure).
+TEST_F(Fixture, NonFiniteInputForLogFmtNamesTokenAndColumn) {
+  epcomm::ExchangeConfig c = config();
+  c.dispatch_format = epcomm::Format::kLogFMT8;
+  epcomm::Exchange ex(group, c);
+  RankInput in = input();
+  if (group.rank() == 1) {
+    in.x[3 * 40 + 7] = std::numeric_limits<float>::quiet_NaN();
+    expect_error([&] { ex.dispatch(as_dispatch(in)); }, ErrorCode::kInvalidArgument,
+                 {rank_tag(1), "token 3 column 7", "logfmt8"});
+  } else {
+    try {
+      ex.dispatch(as_dispatch(in));
+    } catch (const epcomm::Error& e) {
+      EXPECT_TRUE(e.code() == ErrorCode::kTimeout || e.code() == ErrorCode::kGroupFailed) << e.what();
+    }
   }
 }
 

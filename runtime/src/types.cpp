@@ -30,7 +30,8 @@ Format parse_format(const char* name) {
   }
   if (s.rfind("logfmt", 0) == 0 && s.size() > 6 && s.size() <= 8 &&
       s.find_first_not_of("0123456789", 6) == std::string::npos) {
-    return logfmt_format(std::stoi(s.substr(6)));
+    const int bits = std::stoi(s.substr(6));
+    if (bits >= 3 && bits <= 16) return logfmt_format(bits);
   }
   EPCOMM_FAIL(kInvalidArgument,
               "unknown format '" << s << "' (expected f32, bf16, fp8, fp8-ue8m0 or logfmt<n> with n in [3, 16])");
