@@ -1,5 +1,7 @@
 #include "args.hpp"
 
+#include <epcomm/error.hpp>
+
 #include <string_view>
 
 namespace epcomm_bench {
@@ -19,6 +21,25 @@ std::vector<epcomm::DType> parse_dtype_list(std::string_view text) {
     }
   }
   return values;
+}
+
+// Wire formats by their epcomm names (bf16, fp8, fp8-ue8m0, logfmt<n>, f32).
+std::vector<epcomm::Format> parse_format_list(std::string_view flag, std::string_view text) {
+  std::vector<epcomm::Format> values;
+  for (std::string_view part : split_commas(text)) {
+    try {
+      values.push_back(epcomm::parse_format(std::string(part).c_str()));
+    } catch (const epcomm::Error&) {
+      throw ArgsError("--" + std::string(flag) + ": expected bf16, fp8, fp8-ue8m0, logfmt<3..16> or f32, got '" +
+                      std::string(part) + "'");
+    }
+  }
+  return values;
+}
+
+std::vector<epcomm::Format> or_dtype_format(const std::vector<epcomm::Format>& formats, epcomm::DType dtype) {
+  if (!formats.empty()) return formats;
+  return {dtype == epcomm::DType::kBF16 ? epcomm::Format::kBF16 : epcomm::Format::kF32};
 }
 
 }  // namespace
@@ -55,6 +76,8 @@ Options parse_args(int argc, char** argv) {
     else if (flag == "topk") o.topk = parse_int_list(flag, value, 1);
     else if (flag == "max-nodes") o.max_nodes = parse_int_list(flag, value, 0);
     else if (flag == "dtype") o.dtypes = parse_dtype_list(value);
+    else if (flag == "dispatch-format") o.dispatch_formats = parse_format_list(flag, value);
+    else if (flag == "combine-format") o.combine_formats = parse_format_list(flag, value);
     else if (flag == "warmup") o.warmup = parse_number<int>(flag, value, 0);
     else if (flag == "iters") o.iters = parse_number<int>(flag, value, 1);
     else if (flag == "alignment") o.alignment = parse_number<int>(flag, value, 1);
@@ -70,7 +93,9 @@ const char* dtype_name(epcomm::DType t) { return t == epcomm::DType::kBF16 ? "bf
 std::string describe(const BenchConfig& c) {
   return "tokens=" + std::to_string(c.tokens) + " hidden=" + std::to_string(c.hidden) +
          " experts=" + std::to_string(c.experts) + " topk=" + std::to_string(c.topk) +
-         " max_nodes=" + std::to_string(c.max_nodes) + " dtype=" + dtype_name(c.dtype);
+         " max_nodes=" + std::to_string(c.max_nodes) + " dtype=" + dtype_name(c.dtype) +
+         " dispatch_format=" + epcomm::to_string(c.dispatch_format) +
+         " combine_format=" + epcomm::to_string(c.combine_format);
 }
 
 std::string usage(const char* prog) {
@@ -86,6 +111,10 @@ Sweep flags (comma lists; the cartesian product is run):
   --topk N,...        experts per token               (default 8)
   --max-nodes N,...   node limit M, 0 = none          (default 0)
   --dtype T,...       bf16 | f32                      (default bf16)
+  --dispatch-format F,...  rows on the wire: bf16 | fp8 | fp8-ue8m0 |
+                      logfmt<n> (n = 3..16) | f32     (default: the dtype)
+  --combine-format F,...   node partials on the wire, same values
+                                                      (default: the dtype)
 Other flags:
   --warmup N          untimed iterations              (default 5)
   --iters N           timed iterations                (default 20)
@@ -100,12 +129,14 @@ Other flags:
 std::vector<BenchConfig> expand(const Options& o) {
   std::vector<BenchConfig> configs;
   for (epcomm::DType dtype : o.dtypes)
-    for (int max_nodes : o.max_nodes)
-      for (int topk : o.topk)
-        for (int experts : o.experts)
-          for (int hidden : o.hidden)
-            for (int tokens : o.tokens)
-              configs.push_back({tokens, hidden, experts, topk, max_nodes, dtype});
+    for (epcomm::Format combine_format : or_dtype_format(o.combine_formats, dtype))
+      for (epcomm::Format dispatch_format : or_dtype_format(o.dispatch_formats, dtype))
+        for (int max_nodes : o.max_nodes)
+          for (int topk : o.topk)
+            for (int experts : o.experts)
+              for (int hidden : o.hidden)
+                for (int tokens : o.tokens)
+                  configs.push_back({tokens, hidden, experts, topk, max_nodes, dtype, dispatch_format, combine_format});
   return configs;
 }
 

@@ -20,6 +20,8 @@ struct BenchConfig {
   int topk = 0;
   int max_nodes = 0;  // 0: no node limit
   epcomm::DType dtype = epcomm::DType::kBF16;
+  epcomm::Format dispatch_format = epcomm::Format::kBF16;  // rows on the wire
+  epcomm::Format combine_format = epcomm::Format::kBF16;   // node partials on the wire
 };
 
 struct Options {
@@ -30,6 +32,9 @@ struct Options {
   std::vector<int> topk{8};
   std::vector<int> max_nodes{0};
   std::vector<epcomm::DType> dtypes{epcomm::DType::kBF16};
+  // Empty: the dtype's own format (f32 rows are not narrowed on the wire).
+  std::vector<epcomm::Format> dispatch_formats;
+  std::vector<epcomm::Format> combine_formats;
   // Scalars, shared by every configuration.
   int warmup = 5;
   int iters = 20;

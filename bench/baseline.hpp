@@ -51,6 +51,7 @@ class BaselineExchange {
   int64_t recv_offset(int src, int local_expert) const;
   int recv_count(int src, int local_expert) const;
   int experts_per_rank() const { return experts_per_rank_; }
+  epcomm::DType wire() const { return wire_; }
   int size() const { return size_; }
 
   // Sends expert_out (laid out like recv_rows()) back to the sources, which write

@@ -4,10 +4,13 @@
 #include "expert.hpp"
 #include "mpi_check.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
 #include <sstream>
+
+#include "epcomm_kernels/codec.hpp"
 
 namespace epcomm_bench {
 namespace {
@@ -31,13 +34,18 @@ std::string check_padding(const epcomm::DispatchHandle& route, int64_t from, int
 }  // namespace
 
 std::string check_dispatch(const epcomm::DispatchHandle& route, const BaselineExchange& reference,
-                           const std::vector<RowSource>& sources, int alignment) {
+                           const std::vector<RowSource>& sources, int alignment, epcomm::Format format) {
   const int experts = reference.experts_per_rank();
   if (route.num_local_experts() != experts) {
     return "dispatch reports " + std::to_string(route.num_local_experts()) +
            " local experts, expected " + std::to_string(experts);
   }
-  const std::size_t row_bytes = reference.row_bytes();
+  const int hidden = static_cast<int>(reference.row_bytes() / epcomm::dtype_size(reference.wire()));
+  const std::size_t row_bytes = epcomm::encoded_row_bytes(format, hidden);
+  // The expected bytes of a row: the baseline's row itself, or that row encoded in
+  // epcomm's wire format by the codec (epcomm encodes the same token the same way).
+  const bool encode = format != epcomm::kernels::plain_format(reference.wire());
+  std::vector<std::byte> encoded(encode ? row_bytes : 0);
   if (route.row_bytes() != row_bytes) {
     return "dispatch rows are " + std::to_string(route.row_bytes()) + " bytes, expected " +
            std::to_string(row_bytes);
@@ -81,8 +89,12 @@ std::string check_dispatch(const epcomm::DispatchHandle& route, const BaselineEx
                  std::to_string(route.row_weights()[row]) + ", expected " +
                  std::to_string(want.weight);
         }
-        if (std::memcmp(rows + row * row_bytes, ref_rows + (ref_first + q) * row_bytes,
-                        row_bytes) != 0) {
+        const std::byte* want_row = ref_rows + (ref_first + q) * reference.row_bytes();
+        if (encode) {
+          epcomm::kernels::codec_for(format).encode_row(want_row, reference.wire(), hidden, encoded.data());
+          want_row = encoded.data();
+        }
+        if (std::memcmp(rows + row * row_bytes, want_row, row_bytes) != 0) {
           return where.str() + "row " + std::to_string(row) + " (source rank " +
                  std::to_string(src) + " token " + std::to_string(want.token) +
                  "): payload differs from the token's bytes";
@@ -97,9 +109,48 @@ std::string check_dispatch(const epcomm::DispatchHandle& route, const BaselineEx
   return check_padding(route, real_end, route.num_rows());
 }
 
-std::string check_combine(const void* epcomm_out, const std::vector<float>& baseline_out,
-                          const RankData& data) {
+namespace {
+
+// Error of one encode/decode in `format`, as a bound relative to the element
+// (`rel`) plus one relative to the largest |value| of its 128-element tile (`tile`).
+// FP8 E4M3: half an ulp of a 3-bit mantissa, 2^-4, and in the subnormal range half
+// the smallest step, 2^-10 * amax / 448. LogFMT-n: half the ratio between
+// neighbouring levels, at most (2^(32 / (2^(n-1) - 2)) - 1) / 2, and below the
+// clamp (max - 32 in log2) half the lowest level, 2^-33 * 2 amax. BF16: 2^-8.
+struct FormatError {
+  double rel = 0;
+  double tile = 0;
+};
+
+FormatError format_error(epcomm::Format f) {
+  if (f == epcomm::Format::kFP8 || f == epcomm::Format::kFP8UE8M0) {
+    // UE8M0 rounds the scale up to a power of two: the step grows up to 2x.
+    const double widen = f == epcomm::Format::kFP8UE8M0 ? 2.0 : 1.0;
+    return {std::ldexp(1.0, -4), widen * std::ldexp(1.0, -10) / 448.0};
+  }
+  if (const int bits = epcomm::logfmt_bits(f)) {
+    return {(std::exp2(32.0 / ((1 << (bits - 1)) - 2)) - 1) / 2, std::ldexp(1.0, -32)};
+  }
+  if (f == epcomm::Format::kBF16) return {std::ldexp(1.0, -8), 0.0};
+  return {};
+}
+
+}  // namespace
+
+std::string check_combine(const void* epcomm_out, const std::vector<float>& baseline_out, const RankData& data,
+                          epcomm::Format dispatch_format, epcomm::Format combine_format) {
+  // Formats other than the dtype's add their error: dispatch's on the token (times
+  // the experts' weighted scales), combine's on each node partial (whose magnitudes
+  // sum to at most S below). The dtype's own format is already in the 2^-7 S term.
+  const epcomm::Format own = epcomm::kernels::plain_format(data.dtype);
+  const FormatError d = dispatch_format == own ? FormatError{} : format_error(dispatch_format);
+  const FormatError c = combine_format == own ? FormatError{} : format_error(combine_format);
+  std::vector<float> tile_amax(static_cast<std::size_t>((data.hidden + 127) / 128));
   for (int t = 0; t < data.tokens; ++t) {
+    std::fill(tile_amax.begin(), tile_amax.end(), 0.0f);
+    for (int h = 0; h < data.hidden; ++h) {
+      tile_amax[h / 128] = std::max(tile_amax[h / 128], std::fabs(data.x_value(t, h)));
+    }
     // out[t][h] = sum_k w_k * s_k * x[t][h] with s_k the expert's scale (> 0), so
     // S = sum_k |w_k * y_k[h]| = |x[t][h]| * sum_k |w_k| * s_k.
     float weight_scale = 0.0f;
@@ -128,7 +179,10 @@ std::string check_combine(const void* epcomm_out, const std::vector<float>& base
       // each expert output to BF16 before combine, again <= 2^-7 * S. FP32
       // summation-order differences are ~2^-24 * S; the 1e-6 absolute term keeps
       // elements whose S is ~0 from failing on them.
-      const float tolerance = std::ldexp(weight_scale * std::fabs(data.x_value(t, h)), -7) + 1e-6f;
+      const double s = weight_scale * std::fabs(data.x_value(t, h));
+      const double amax = weight_scale * tile_amax[h / 128];
+      const float tolerance = static_cast<float>(std::ldexp(s, -7) + d.rel * s + d.tile * amax +
+                                                 c.rel * s * (1 + d.rel) + c.tile * amax * 2 + 1e-6);
       if (!(std::fabs(got - want) <= tolerance)) {
         std::ostringstream msg;
         msg << "token " << t << " element " << h << ": epcomm " << got << ", baseline "

@@ -19,19 +19,14 @@ EpcommPath::EpcommPath(epcomm::Exchange& exchange, const RankData& data, int fir
 void EpcommPath::dispatch() { route_ = exchange_.dispatch(input_); }
 
 void EpcommPath::run_experts() {
-  // The wire format is the dtype (see run_config.cpp), so rows are already in the
-  // layout combine expects for expert outputs.
-  const std::size_t row_bytes = route_.row_bytes();
-  if (row_bytes != data_.x.size() / data_.tokens) {
-    throw std::runtime_error("dispatch rows are " + std::to_string(row_bytes) +
-                             " bytes, expected one token row of the dtype");
-  }
   // The outputs go where combine reads them, as an expert kernel would write them:
   // the baseline's outputs are likewise its MPI_Alltoallv send buffer, so neither
-  // timed combine pays for a staging copy.
+  // timed combine pays for a staging copy. Rows in the dtype's own format are
+  // copied; quantised rows are decoded (an FP8 expert kernel would read them as they
+  // are; the stand-in expert works on the dtype).
+  const std::size_t row_bytes = static_cast<std::size_t>(data_.hidden) * epcomm::dtype_size(data_.dtype);
   auto* expert_out = static_cast<std::byte*>(route_.expert_out_buffer());
-  const std::size_t bytes = static_cast<std::size_t>(route_.num_rows()) * row_bytes;
-  if (bytes > 0) std::memcpy(expert_out, route_.rows(), bytes);
+  route_.decode_rows(expert_out, data_.dtype);
   for (int j = 0; j < route_.num_local_experts(); ++j) {
     apply_expert(expert_out + route_.expert_offset(j) * row_bytes, data_.dtype,
                  route_.expert_count(j), data_.hidden, first_expert_ + j);

@@ -31,7 +31,9 @@ class EpcommPath {
   const epcomm::DispatchHandle& route() const { return route_; }
   const void* out() const { return out_.data(); }
   // Bytes of the last dispatch + combine, this rank.
-  epcomm::ExchangeStats stats() const;
+  epcomm::ExchangeStats stats() const;  // dispatch + combine
+  epcomm::ExchangeStats dispatch_stats() const { return route_.stats(); }
+  epcomm::ExchangeStats combine_stats() const { return combine_stats_; }
 
  private:
   epcomm::Exchange& exchange_;

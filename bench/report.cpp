@@ -17,7 +17,8 @@ struct Column {
 // nccl-tests / OSU style: right-aligned, fixed widths, header once.
 constexpr Column kColumns[] = {
     {"ranks", 6},   {"nodes", 6},        {"tokens", 7},   {"hidden", 7},   {"experts", 8},
-    {"topk", 5},    {"maxn", 5},         {"dtype", 6},    {"disp_us", 10}, {"comb_us", 10},
+    {"topk", 5},    {"maxn", 5},         {"dtype", 6},    {"dfmt", 10},    {"cfmt", 10},
+    {"disp_us", 10}, {"comb_us", 10},
     {"total_us", 10}, {"base_us", 10},   {"speedup", 8},  {"inter_MB", 10}, {"intra_MB", 10},
     {"base_inter_MB", 14}, {"algbw_GB/s", 11}, {"check", 6},
 };
@@ -74,6 +75,21 @@ int64_t Result::bytes_per_rank() const {
          static_cast<int64_t>(epcomm::dtype_size(config.dtype));
 }
 
+// Every inter-node dispatch row carries token id, topk ids and weights (4 + 8 topk
+// bytes) and the encoded row; every combine row just the encoded partial.
+int64_t Result::dispatch_internode_bytes_bf16() const {
+  const int64_t meta = 4 + 8 * static_cast<int64_t>(config.topk);
+  const int64_t row = static_cast<int64_t>(epcomm::encoded_row_bytes(config.dispatch_format, config.hidden));
+  const int64_t bf16 = static_cast<int64_t>(epcomm::encoded_row_bytes(epcomm::Format::kBF16, config.hidden));
+  return dispatch_internode_bytes / (meta + row) * (meta + bf16);
+}
+
+int64_t Result::combine_internode_bytes_bf16() const {
+  const int64_t row = static_cast<int64_t>(epcomm::encoded_row_bytes(config.combine_format, config.hidden));
+  const int64_t bf16 = static_cast<int64_t>(epcomm::encoded_row_bytes(epcomm::Format::kBF16, config.hidden));
+  return combine_internode_bytes / row * bf16;
+}
+
 double Result::algbw_gbps() const {
   // bytes / us = MB/s; / 1e3 = GB/s.
   return 2.0 * static_cast<double>(bytes_per_rank()) / total_us() / 1e3;
@@ -120,6 +136,8 @@ void Report::row(const Result& r) {
       std::to_string(c.topk),
       std::to_string(c.max_nodes),
       dtype_name(c.dtype),
+      epcomm::to_string(c.dispatch_format),
+      epcomm::to_string(c.combine_format),
       fixed(r.dispatch_us, 1),
       fixed(r.combine_us, 1),
       fixed(r.total_us(), 1),
@@ -145,6 +163,8 @@ void Report::row(const Result& r) {
       .add("max_nodes", c.max_nodes)
       .add("effective_max_nodes", r.effective_max_nodes)
       .add("dtype", dtype_name(c.dtype))
+      .add("dispatch_format", epcomm::to_string(c.dispatch_format))
+      .add("combine_format", epcomm::to_string(c.combine_format))
       .add("alignment", o.alignment)
       .add("warmup", o.warmup)
       .add("iters", o.iters)
@@ -158,6 +178,10 @@ void Report::row(const Result& r) {
       .add("baseline_us", r.baseline_us(), 3)
       .add("speedup_vs_baseline", r.speedup(), 4)
       .add("internode_bytes", r.internode_bytes)
+      .add("dispatch_internode_bytes", r.dispatch_internode_bytes)
+      .add("combine_internode_bytes", r.combine_internode_bytes)
+      .add("dispatch_internode_bytes_bf16", r.dispatch_internode_bytes_bf16())
+      .add("combine_internode_bytes_bf16", r.combine_internode_bytes_bf16())
       .add("intranode_bytes", r.intranode_bytes)
       .add("layout_bytes", r.layout_bytes)
       .add("baseline_internode_bytes", r.baseline_internode_bytes)

@@ -27,6 +27,8 @@ struct Result {
 
   // Bytes of one dispatch + combine, summed over ranks.
   int64_t internode_bytes = 0;       // epcomm's ExchangeStats
+  int64_t dispatch_internode_bytes = 0;  // ... of the dispatch alone
+  int64_t combine_internode_bytes = 0;   // ... of the combine alone
   int64_t intranode_bytes = 0;
   int64_t layout_bytes = 0;
   int64_t baseline_internode_bytes = 0;  // rows the baseline sent to another node
@@ -42,6 +44,10 @@ struct Result {
   int64_t bytes_per_rank() const;
   // Algorithm bandwidth: 2 * bytes_per_rank (there and back) / total time, GB/s.
   double algbw_gbps() const;
+  // The inter-node bytes the same exchange would move with BF16 rows (dispatch) and
+  // BF16 partials (combine): what the formats are measured against.
+  int64_t dispatch_internode_bytes_bf16() const;
+  int64_t combine_internode_bytes_bf16() const;
 };
 
 // What stays the same for the whole run, echoed in the preamble and every JSON line.

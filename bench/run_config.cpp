@@ -74,10 +74,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   const int experts_per_rank = config.experts / ranks;
   const int first_expert = group.rank() * experts_per_rank;
 
-  // Rows travel in the dtype (f32 tokens are not narrowed on the wire), so --dtype
-  // measures what moving that element type costs and rows compare byte for byte.
-  const epcomm::Format format =
-      config.dtype == epcomm::DType::kBF16 ? epcomm::Format::kBF16 : epcomm::Format::kF32;
+  const epcomm::Format format = config.dispatch_format;
   epcomm::ExchangeConfig exchange_config;
   exchange_config.num_experts = config.experts;
   exchange_config.topk = config.topk;
@@ -85,7 +82,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   exchange_config.max_tokens_per_rank = config.tokens;
   exchange_config.dtype = config.dtype;
   exchange_config.dispatch_format = format;
-  exchange_config.combine_format = format;
+  exchange_config.combine_format = config.combine_format;
   exchange_config.expert_alignment = options.alignment;
   exchange_config.max_inflight = 1;  // one dispatch at a time; a second slot only costs memory
 
@@ -121,7 +118,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   if (config.dtype == epcomm::DType::kBF16) {
     dispatch_failure = check_dispatch(epcomm_path.route(), baseline_path.exchange(),
                              baseline_path.exchange().exchange_sources(data.topk_weights.data()),
-                             options.alignment);
+                             options.alignment, format);
   } else {
     // The timed baseline carries BF16, which cannot vouch for every bit of an f32
     // row. One extra, untimed baseline dispatch of the f32 tokens can.
@@ -129,13 +126,14 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
     f32_reference.dispatch(data.x.data(), data.topk_idx.data(), data.tokens, data.topk);
     dispatch_failure = check_dispatch(epcomm_path.route(), f32_reference,
                              f32_reference.exchange_sources(data.topk_weights.data()),
-                             options.alignment);
+                             options.alignment, format);
   }
   epcomm_path.run_experts();
   epcomm_path.combine();
   baseline_path.run_experts();
   baseline_path.combine();
-  const std::string combine_failure = check_combine(epcomm_path.out(), baseline_path.out(), data);
+  const std::string combine_failure =
+      check_combine(epcomm_path.out(), baseline_path.out(), data, config.dispatch_format, config.combine_format);
   // Agreed separately so a dispatch mismatch is reported rather than the combine
   // mismatch it causes on the token's source rank.
   std::string dispatch_message;
@@ -152,9 +150,11 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   // Traffic is the same every iteration (same data, same routing): read it once.
   const epcomm::ExchangeStats stats = epcomm_path.stats();
   const BaselineTraffic traffic = baseline_path.exchange().traffic(group.ranks_per_node());
-  int64_t bytes[] = {stats.internode_bytes, stats.intranode_bytes, stats.layout_bytes,
-                     traffic.internode_bytes, traffic.intranode_bytes};
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 5, MPI_INT64_T, MPI_SUM, comm),
+  int64_t bytes[] = {stats.internode_bytes,     stats.intranode_bytes,
+                     stats.layout_bytes,        traffic.internode_bytes,
+                     traffic.intranode_bytes,   epcomm_path.dispatch_stats().internode_bytes,
+                     epcomm_path.combine_stats().internode_bytes};
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 7, MPI_INT64_T, MPI_SUM, comm),
             "MPI_Allreduce(bytes)");
   epcomm_path.end_iteration();
 
@@ -175,6 +175,8 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.layout_bytes = bytes[2];
   result.baseline_internode_bytes = bytes[3];
   result.baseline_intranode_bytes = bytes[4];
+  result.dispatch_internode_bytes = bytes[5];
+  result.combine_internode_bytes = bytes[6];
   return outcome;
 }
 

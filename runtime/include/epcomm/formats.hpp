@@ -31,6 +31,8 @@ Format logfmt_format(int bits);
 int logfmt_bits(Format f) noexcept;
 // True for the enumerators above and kLogFMT3..kLogFMT16.
 bool is_known_format(Format f) noexcept;
+// kF32 and kBF16: rows are plain arrays, no per-tile metadata.
+inline bool is_plain_format(Format f) noexcept { return f == Format::kF32 || f == Format::kBF16; }
 
 // "f32", "bf16", "fp8", "fp8-ue8m0", "logfmt<n>" ("?" for unknown values).
 const char* to_string(Format f) noexcept;

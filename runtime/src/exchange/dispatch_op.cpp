@@ -34,6 +34,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
   buf_.busy = true;
+  if (input.x_encoded) token_rows_ = static_cast<const std::byte*>(input.x);
   const Topology& topo = engine.topo;
   build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
   post_layout();
@@ -41,14 +42,32 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
 
 DispatchOp::~DispatchOp() { buf_.busy = false; }
 
+// Quantised formats cost far more to encode than to copy: encode every token that
+// goes anywhere once, so a token bound for several nodes or owners is copied.
+void DispatchOp::encode_routed_tokens() {
+  const Engine& e = engine_;
+  const TokenRoutes& routes = buf_.routes;
+  std::vector<bool> encoded(static_cast<std::size_t>(input_.num_tokens), false);
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    const int32_t* tokens = routes.node_begin(n);
+    for (int32_t i = 0; i < routes.node_count(n); ++i) {
+      const int32_t t = tokens[i];
+      if (encoded[t]) continue;
+      encode_token(t, buf_.encoded_tokens.data() + static_cast<std::size_t>(t) * e.slot_layout.row_bytes);
+      encoded[t] = true;
+    }
+  }
+  token_rows_ = buf_.encoded_tokens.data();
+}
+
 // Writes token t of the input, encoded in the dispatch format, to dst: a copy when
-// the caller passed rows already encoded.
+// the rows exist encoded already.
 void DispatchOp::encode_token(int32_t t, std::byte* dst) const {
   const Engine& e = engine_;
   const int H = e.config.hidden;
-  if (input_.x_encoded) {
+  if (token_rows_ != nullptr) {
     const std::size_t row = e.slot_layout.row_bytes;
-    std::memcpy(dst, static_cast<const std::byte*>(input_.x) + static_cast<std::size_t>(t) * row, row);
+    std::memcpy(dst, token_rows_ + static_cast<std::size_t>(t) * row, row);
     return;
   }
   const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
@@ -305,6 +324,7 @@ bool DispatchOp::advance() {
     // Packing copies every remote row: it runs on the first progress step (the
     // progress thread, when on) rather than in the caller's dispatch_begin.
     if (!rail_sends_posted_) {
+      if (token_rows_ == nullptr && !buf_.encoded_tokens.empty()) encode_routed_tokens();
       post_rail_sends();
       rail_sends_posted_ = true;
       moved = true;

@@ -29,6 +29,7 @@ class DispatchOp : public Op {
 
   void post_layout();
   void post_rail_sends();
+  void encode_routed_tokens();
   void encode_token(int32_t t, std::byte* dst) const;
   void on_layout_complete();
   void write_source(const TokenSource& src);
@@ -47,6 +48,10 @@ class DispatchOp : public Op {
   std::vector<int> rail_req_node_;           // node of each rail receive request
   int forwards_left_ = 0;
   bool rail_sends_posted_ = false;
+  // Rows of the input already in the dispatch format, [num_tokens, row_bytes]: the
+  // caller's (x_encoded) or encode_routed_tokens()'s; null when rows are encoded
+  // (plain conversions) as they are written.
+  const std::byte* token_rows_ = nullptr;
   // Per-source cursors while writing: next row per (local rank, local expert) and
   // next token entry per local rank.
   std::vector<int32_t> row_cursor_, token_cursor_;

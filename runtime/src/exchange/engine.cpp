@@ -137,6 +137,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     SlotBuffers& s = slots.emplace_back();
     s.rail_send.resize(remote_rows * rail_row);
     s.rail_recv.resize(remote_rows * rail_row);
+    if (!is_plain_format(config.dispatch_format)) {
+      s.encoded_tokens.resize(static_cast<std::size_t>(T) * slot_layout.row_bytes);
+    }
     s.combine_send.resize(remote_rows * combine_codec.row_bytes(config.hidden));
     s.combine_recv.resize(remote_rows * combine_codec.row_bytes(config.hidden));
     s.own_partials.resize(static_cast<std::size_t>(T) * config.hidden);

@@ -35,6 +35,7 @@ struct SlotBuffers {
   std::atomic<bool> busy{false};  // a DispatchOp holds the slot
   TokenRoutes routes;
   std::vector<std::byte> rail_send, rail_recv;          // dispatch, one region per node
+  std::vector<std::byte> encoded_tokens;  // dispatch: input rows in a quantised format
   std::vector<std::byte> combine_send, combine_recv;    // combine, one region per node
   std::vector<float> own_partials;  // combine: this node's partials of my own tokens
   std::vector<float> out_acc;       // combine: FP32 accumulator when dtype is BF16
