@@ -1,0 +1,207 @@
+// epcomm-codec-gpu-bench: GB/s of the fused CUDA pack (gather + encode) and unpack
+// (decode + scatter) against a device-to-device cudaMemcpyAsync in the same
+// process, on BF16 token rows.
+//
+// Bytes counted, for every row: bytes read plus bytes written. pack: the BF16 row
+// (2 * hidden) + the encoded row; unpack: the encoded row + the BF16 row; copy of
+// the BF16 matrix: 2 * hidden read + 2 * hidden written. Index lists (4 bytes a row)
+// are not counted. Times are CUDA events around each call, the median of --iters
+// calls after --warmup calls; pack and unpack use a random permutation of the rows.
+//
+//   epcomm-codec-gpu-bench [--tokens 4096,16384] [--hidden 7168] [--iters 50]
+//                          [--warmup 5] [--formats bf16,fp8,...] [--json]
+#include <cuda_runtime_api.h>
+#include <epcomm/error.hpp>
+#include <epcomm/formats.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "epcomm_kernels/cuda_codec.hpp"
+
+namespace {
+
+namespace gpu = epcomm::kernels::cuda;
+using epcomm::DType;
+using epcomm::Format;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+struct Options {
+  std::vector<int> tokens = {4096, 16384};
+  int hidden = 7168;
+  int iters = 50;
+  int warmup = 5;
+  std::vector<Format> formats = {Format::kBF16, Format::kFP8, Format::kFP8UE8M0, Format::kLogFMT8, Format::kLogFMT10};
+  bool json = false;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) throw epcomm_bench::ArgsError(flag + ": missing value");
+      return argv[++i];
+    };
+    if (flag == "--json") {
+      o.json = true;
+    } else if (flag == "--tokens") {
+      o.tokens = epcomm_bench::parse_int_list("tokens", value(), 1);
+    } else if (flag == "--hidden") {
+      o.hidden = epcomm_bench::parse_number<int>("hidden", value(), 1);
+    } else if (flag == "--iters") {
+      o.iters = epcomm_bench::parse_number<int>("iters", value(), 1);
+    } else if (flag == "--warmup") {
+      o.warmup = epcomm_bench::parse_number<int>("warmup", value(), 0);
+    } else if (flag == "--formats") {
+      o.formats.clear();
+      for (std::string_view name : epcomm_bench::split_commas(value())) {
+        o.formats.push_back(epcomm::parse_format(std::string(name).c_str()));
+      }
+    } else {
+      throw epcomm_bench::ArgsError("unknown flag " + flag);
+    }
+  }
+  return o;
+}
+
+struct DeviceMemory {
+  void* p = nullptr;
+  explicit DeviceMemory(std::size_t bytes) { check(cudaMalloc(&p, bytes), "cudaMalloc"); }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+  ~DeviceMemory() { cudaFree(p); }
+};
+
+// Median milliseconds of one call of fn on stream.
+double median_ms(const std::function<void()>& fn, cudaStream_t stream, const Options& o) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  for (int i = 0; i < o.warmup; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < o.iters; ++i) {
+    check(cudaEventRecord(start, stream), "cudaEventRecord");
+    fn();
+    check(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Roughly Gaussian BF16 values (sum of four uniforms), cheap enough for 10^8 rows.
+std::vector<uint16_t> make_bf16(std::size_t n) {
+  std::vector<uint16_t> out(n);
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (auto& v : out) {
+    float sum = -2.0f;
+    for (int k = 0; k < 4; ++k) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      sum += static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
+    }
+    uint32_t u;
+    std::memcpy(&u, &sum, 4);
+    v = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+  return out;
+}
+
+void report(const Options& o, const char* format, int tokens, const char* op, double ms, double bytes,
+            double copy_gbps) {
+  const double gbps = bytes / (ms * 1e-3) / 1e9;
+  if (o.json) {
+    std::printf(
+        "{\"format\":\"%s\",\"tokens\":%d,\"hidden\":%d,\"op\":\"%s\",\"median_us\":%.2f,\"bytes\":%.0f,"
+        "\"gbps\":%.1f,\"copy_gbps\":%.1f,\"fraction_of_copy\":%.3f}\n",
+        format, tokens, o.hidden, op, ms * 1e3, bytes, gbps, copy_gbps, gbps / copy_gbps);
+  } else {
+    std::printf("%-10s %7d %7d %-7s %10.1f %9.1f %9.1f %7.1f%%\n", format, tokens, o.hidden, op, ms * 1e3, gbps,
+                copy_gbps, 100.0 * gbps / copy_gbps);
+  }
+}
+
+int run(const Options& o) {
+  if (!gpu::cuda_device_available()) {
+    std::fprintf(stderr, "epcomm-codec-gpu-bench: no CUDA device or driver, nothing to measure\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  cudaStream_t stream;
+  check(cudaStreamCreate(&stream), "cudaStreamCreate");
+
+  const int max_tokens = *std::max_element(o.tokens.begin(), o.tokens.end());
+  const std::size_t in_row = static_cast<std::size_t>(o.hidden) * 2;
+  std::size_t max_row = in_row;
+  for (Format f : o.formats) max_row = std::max(max_row, epcomm::encoded_row_bytes(f, o.hidden));
+
+  DeviceMemory src(max_tokens * in_row), enc(max_tokens * max_row), out(max_tokens * in_row),
+      perm(max_tokens * sizeof(int32_t)), bad(sizeof(int64_t));
+  const std::vector<uint16_t> host = make_bf16(static_cast<std::size_t>(max_tokens) * o.hidden);
+  check(cudaMemcpy(src.p, host.data(), max_tokens * in_row, cudaMemcpyHostToDevice), "upload rows");
+
+  if (!o.json) {
+    std::printf("# %s, %d SMs; bytes = read + written; median of %d after %d warmup\n", prop.name,
+                prop.multiProcessorCount, o.iters, o.warmup);
+    std::printf("%-10s %7s %7s %-7s %10s %9s %9s %8s\n", "format", "tokens", "hidden", "op", "median_us", "GB/s",
+                "copy_GB/s", "of_copy");
+  }
+  for (int tokens : o.tokens) {
+    std::vector<int32_t> order(static_cast<std::size_t>(tokens));
+    for (int i = 0; i < tokens; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), std::mt19937(1));
+    check(cudaMemcpy(perm.p, order.data(), order.size() * sizeof(int32_t), cudaMemcpyHostToDevice), "upload index");
+    const auto* index = static_cast<const int32_t*>(perm.p);
+
+    const double copy_bytes = 2.0 * tokens * in_row;
+    const double copy_ms = median_ms(
+        [&] { check(cudaMemcpyAsync(out.p, src.p, tokens * in_row, cudaMemcpyDeviceToDevice, stream), "copy"); },
+        stream, o);
+    const double copy_gbps = copy_bytes / (copy_ms * 1e-3) / 1e9;
+    report(o, "d2d-copy", tokens, "copy", copy_ms, copy_bytes, copy_gbps);
+
+    for (Format f : o.formats) {
+      const std::size_t row = epcomm::encoded_row_bytes(f, o.hidden);
+      const double bytes = static_cast<double>(tokens) * static_cast<double>(in_row + row);
+      // Only LogFMT can fail (and then needs the flag, reset by every call).
+      int64_t* bad_index = epcomm::logfmt_bits(f) != 0 ? static_cast<int64_t*>(bad.p) : nullptr;
+      const double pack_ms = median_ms(
+          [&] { gpu::pack_rows(f, src.p, DType::kBF16, o.hidden, index, tokens, enc.p, bad_index, stream); }, stream,
+          o);
+      report(o, epcomm::to_string(f), tokens, "pack", pack_ms, bytes, copy_gbps);
+      const double unpack_ms = median_ms(
+          [&] { gpu::unpack_rows(f, enc.p, tokens, o.hidden, index, out.p, DType::kBF16, stream); }, stream, o);
+      report(o, epcomm::to_string(f), tokens, "unpack", unpack_ms, bytes, copy_gbps);
+    }
+  }
+  check(cudaStreamDestroy(stream), "cudaStreamDestroy");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "epcomm-codec-gpu-bench: %s\n", e.what());
+    return 1;
+  }
+}

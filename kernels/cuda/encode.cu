@@ -1,0 +1,71 @@
+// encode_rows and pack_rows: one kernel per (format, source dtype), 16 lanes a tile;
+// pack_rows is encode_rows reading its rows through an index list.
+#include "cuda_check.hpp"
+#include "epcomm_kernels/codec.hpp"
+#include "epcomm_kernels/cuda_codec.hpp"
+#include "format_dispatch.cuh"
+#include "launch.hpp"
+
+namespace epcomm::kernels::cuda {
+namespace detail {
+namespace {
+
+template <class F, class Src>
+__global__ void __launch_bounds__(kBlockThreads)
+    encode_kernel(const Src* src, const int32_t* src_rows, int64_t rows, int hidden, Layout layout, uint8_t* dst,
+                  unsigned long long* bad) {
+  const Lane l = lane_of(rows, hidden);
+  Elems v;
+  const int64_t s = !l.in_range ? 0 : src_rows != nullptr ? src_rows[l.row] : l.row;
+  load8(src + s * hidden + l.col0, l.valid, v);
+  F::encode(v, l, layout, dst + l.row * layout.row_bytes, l.row, hidden, bad);
+}
+
+void encode(const char* op, Format format, const void* src, DType src_type, const int32_t* src_rows, int64_t rows,
+            int hidden, void* dst, int64_t* bad_index, cudaStream_t stream) {
+  check_shape(op, format, rows, hidden);
+  check_dtype(op, src_type);
+  if (logfmt_bits(format) != 0 && bad_index == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: ") + op + ": " + to_string(format) +
+                                                 " cannot encode NaN or infinity and needs a bad_index to report them");
+  }
+  // All ones is -1 as int64 and the largest value for the kernels' unsigned atomicMin.
+  if (bad_index != nullptr) check(cudaMemsetAsync(bad_index, 0xff, sizeof *bad_index, stream), "cudaMemsetAsync");
+  if (rows == 0) return;
+  const Layout layout = layout_of(format, hidden);
+  if (plain_format(src_type) == format) {
+    copy_rows(src, src_rows, dst, nullptr, rows, layout.row_bytes, stream);
+    return;
+  }
+  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock);
+  auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
+  auto* out = static_cast<uint8_t*>(dst);
+  visit_format(format, [&](auto f) {
+    using F = decltype(f);
+    if (src_type == DType::kF32) {
+      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, rows, hidden,
+                                                             layout, out, bad);
+    } else {
+      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, rows,
+                                                             hidden, layout, out, bad);
+    }
+  });
+  check(cudaGetLastError(), "encode kernel launch");
+}
+
+}  // namespace
+}  // namespace detail
+
+void encode_rows(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst,
+                 int64_t* bad_index, void* stream) {
+  detail::encode("encode_rows", format, src, src_type, nullptr, rows, hidden, dst, bad_index,
+                 static_cast<cudaStream_t>(stream));
+}
+
+void pack_rows(Format format, const void* src, DType src_type, int hidden, const int32_t* src_rows, int64_t count,
+               void* dst, int64_t* bad_index, void* stream) {
+  detail::encode("pack_rows", format, src, src_type, src_rows, count, hidden, dst, bad_index,
+                 static_cast<cudaStream_t>(stream));
+}
+
+}  // namespace epcomm::kernels::cuda

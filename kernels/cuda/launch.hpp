@@ -1,0 +1,51 @@
+// Argument checks and grid sizes shared by the host entry points of the CUDA codecs.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <epcomm/error.hpp>
+#include <epcomm/formats.hpp>
+#include <epcomm/types.hpp>
+
+#include <climits>
+#include <cstdint>
+#include <string>
+
+namespace epcomm::kernels::cuda::detail {
+
+inline void check_shape(const char* op, Format format, int64_t rows, int hidden) {
+  if (rows < 0 || hidden < 1) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: ") + op + " needs rows >= 0 and hidden >= 1, got rows " +
+                                                 std::to_string(rows) + ", hidden " + std::to_string(hidden));
+  }
+  if (!is_known_format(format)) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: ") + op + ": unknown wire format value " +
+                                                 std::to_string(static_cast<int>(format)));
+  }
+}
+
+inline void check_dtype(const char* op, DType type) {
+  if (type != DType::kF32 && type != DType::kBF16) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: ") + op + ": unknown dtype value " +
+                                                 std::to_string(static_cast<int>(type)));
+  }
+}
+
+// Blocks for one tile per 16 lanes over all rows (kTilesPerBlock tiles a block).
+inline unsigned tile_blocks(const char* op, int64_t rows, int hidden, int tiles_per_block) {
+  const int64_t tiles = rows * ((hidden + kTileElems - 1) / kTileElems);
+  const int64_t blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
+  if (blocks > INT_MAX) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: ") + op + ": " + std::to_string(tiles) +
+                                                 " tiles exceed one launch; split the rows");
+  }
+  return static_cast<unsigned>(blocks);
+}
+
+// dst row (dst_rows ? dst_rows[i] : i) = src row (src_rows ? src_rows[i] : i), as
+// raw bytes: encoding to or decoding from the plain format of the same dtype is a
+// copy (and must keep NaN payloads as they are, which a BF16 round trip would not).
+void copy_rows(const void* src, const int32_t* src_rows, void* dst, const int32_t* dst_rows, int64_t rows,
+               int64_t row_bytes, cudaStream_t stream);
+
+}  // namespace epcomm::kernels::cuda::detail
