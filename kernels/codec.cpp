@@ -107,13 +107,14 @@ struct LogFmt {
   }
 };
 
-// The row loops every format shares, over its per-tile encode/decode.
-template <class F>
+// The row loops every format shares, over its per-tile encode/decode, running the
+// tile kernels kKernels() returns.
+template <class F, const TileKernels& (*kKernels)()>
 struct RowCodec {
   static std::size_t row_bytes(int hidden) { return row_layout(F::kFormat, hidden).row_bytes; }
 
   static int encode(const void* src, DType src_type, int hidden, void* dst) {
-    const TileKernels& k = active_kernels();
+    const TileKernels& k = kKernels();
     if (plain_format(src_type) == F::kFormat) {  // already in this format
       std::memcpy(dst, src, row_bytes(hidden));
       return -1;
@@ -129,7 +130,7 @@ struct RowCodec {
   }
 
   static void decode(const void* src, int hidden, void* dst, DType dst_type) {
-    const TileKernels& k = active_kernels();
+    const TileKernels& k = kKernels();
     if (plain_format(dst_type) == F::kFormat) {
       std::memcpy(dst, src, row_bytes(hidden));
       return;
@@ -143,7 +144,7 @@ struct RowCodec {
   }
 
   static void accumulate(const void* src, int hidden, float weight, float* acc) {
-    const TileKernels& k = active_kernels();
+    const TileKernels& k = kKernels();
     if constexpr (F::kFormat == Format::kF32) {
       k.axpy(static_cast<const float*>(src), hidden, weight, acc);
     } else {
@@ -159,34 +160,42 @@ struct RowCodec {
   static constexpr Codec table() { return Codec{F::kFormat, &row_bytes, &encode, &decode, &accumulate}; }
 };
 
-template <int... kBits>
+template <const TileKernels& (*kKernels)(), int... kBits>
 constexpr std::array<Codec, sizeof...(kBits)> logfmt_tables(std::integer_sequence<int, kBits...>) {
-  return {RowCodec<LogFmt<static_cast<Format>(static_cast<int>(Format::kLogFMT3) + kBits)>>::table()...};
+  return {RowCodec<LogFmt<static_cast<Format>(static_cast<int>(Format::kLogFMT3) + kBits)>, kKernels>::table()...};
 }
 
-constexpr Codec kF32Codec = RowCodec<Plain<DType::kF32>>::table();
-constexpr Codec kBF16Codec = RowCodec<Plain<DType::kBF16>>::table();
-constexpr Codec kFp8Codec = RowCodec<Fp8<Format::kFP8>>::table();
-constexpr Codec kFp8Ue8m0Codec = RowCodec<Fp8<Format::kFP8UE8M0>>::table();
-constexpr auto kLogFmtCodecs = logfmt_tables(std::make_integer_sequence<int, 14>{});
+// Every format's Codec over one set of tile kernels.
+template <const TileKernels& (*kKernels)()>
+struct CodecTables {
+  static constexpr Codec kF32 = RowCodec<Plain<DType::kF32>, kKernels>::table();
+  static constexpr Codec kBF16 = RowCodec<Plain<DType::kBF16>, kKernels>::table();
+  static constexpr Codec kFp8 = RowCodec<Fp8<Format::kFP8>, kKernels>::table();
+  static constexpr Codec kFp8Ue8m0 = RowCodec<Fp8<Format::kFP8UE8M0>, kKernels>::table();
+  static constexpr auto kLogFmt = logfmt_tables<kKernels>(std::make_integer_sequence<int, 14>{});
+
+  static const Codec& lookup(Format format) {
+    switch (format) {
+      case Format::kF32: return kF32;
+      case Format::kBF16: return kBF16;
+      case Format::kFP8: return kFp8;
+      case Format::kFP8UE8M0: return kFp8Ue8m0;
+      default: break;
+    }
+    const int bits = logfmt_bits(format);
+    if (bits == 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "epcomm: unknown wire format value " + std::to_string(static_cast<int>(format)));
+    }
+    return kLogFmt[static_cast<std::size_t>(bits - 3)];
+  }
+};
 
 }  // namespace
 
-const Codec& codec_for(Format format) {
-  switch (format) {
-    case Format::kF32: return kF32Codec;
-    case Format::kBF16: return kBF16Codec;
-    case Format::kFP8: return kFp8Codec;
-    case Format::kFP8UE8M0: return kFp8Ue8m0Codec;
-    default: break;
-  }
-  const int bits = logfmt_bits(format);
-  if (bits == 0) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "epcomm: unknown wire format value " + std::to_string(static_cast<int>(format)));
-  }
-  return kLogFmtCodecs[static_cast<std::size_t>(bits - 3)];
-}
+const Codec& codec_for(Format format) { return CodecTables<&active_kernels>::lookup(format); }
+
+const Codec& reference_codec_for(Format format) { return CodecTables<&reference_kernels>::lookup(format); }
 
 Format plain_format(DType dtype) { return dtype == DType::kF32 ? Format::kF32 : Format::kBF16; }
 

@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/simd_kernels.hpp"
 #include "epcomm_kernels/tile_kernels.hpp"
 
 namespace epcomm::kernels {
@@ -10,7 +11,7 @@ const TileKernels& active_kernels() {
   static const TileKernels& chosen = [] () -> const TileKernels& {
     const char* v = std::getenv("EPCOMM_KERNELS");
     if (v != nullptr && std::strcmp(v, "scalar") == 0) return reference_kernels();
-    return reference_kernels();
+    return simd_kernels();
   }();
   return chosen;
 }

@@ -27,6 +27,9 @@ struct Codec {
 
 // Throws Error(kInvalidArgument) for a value that is no Format.
 const Codec& codec_for(Format format);
+// The same codecs always running the scalar reference tile kernels, whatever
+// EPCOMM_KERNELS says: what tests and benchmarks compare the vectorised rows with.
+const Codec& reference_codec_for(Format format);
 
 // The format whose encoding is the plain array of a dtype (so rows of that dtype
 // can be read, accumulated and written through the same table).

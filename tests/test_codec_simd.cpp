@@ -1,0 +1,397 @@
+// The Highway tile kernels against the scalar reference, bit for bit, on every SIMD
+// target compiled into kernels/cpu/simd_kernels.cpp that this CPU runs (each test
+// runs once per target, selected with hwy::SetSupportedTargetsForTest): each tile
+// function on fixed-seed data of several shapes, every tile length 1..128 and every
+// LogFMT width, then whole rows through the codec table against rows the reference
+// kernels encode.
+#include <epcomm/formats.hpp>
+#include <epcomm/types.hpp>
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/fp8_e4m3.hpp"
+#include "cpu/simd_kernels.hpp"
+#include "epcomm_kernels/codec.hpp"
+#include "epcomm_kernels/tile_kernels.hpp"
+
+namespace {
+
+using epcomm::DType;
+using epcomm::Format;
+using epcomm::kTileElems;
+using epcomm::kernels::TileKernels;
+namespace elem = epcomm::kernels::elem;
+
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Equal bytes, or where the first difference is.
+testing::AssertionResult same_bytes(const void* want, const void* got, std::size_t bytes) {
+  const auto* a = static_cast<const uint8_t*>(want);
+  const auto* b = static_cast<const uint8_t*>(got);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    if (a[i] != b[i]) {
+      char msg[128];
+      std::snprintf(msg, sizeof msg, "first difference at byte %zu of %zu: reference 0x%02x, simd 0x%02x", i, bytes,
+                    a[i], b[i]);
+      return testing::AssertionFailure() << msg;
+    }
+  }
+  return testing::AssertionSuccess();
+}
+
+template <class T>
+testing::AssertionResult same_bits(const std::vector<T>& want, const std::vector<T>& got) {
+  if (want.size() != got.size()) return testing::AssertionFailure() << "sizes differ";
+  return same_bytes(want.data(), got.data(), want.size() * sizeof(T));
+}
+
+// ------------------------------------------------------------------ test data
+// Every data set is 16 tiles long; a test of length n reads a window at an offset
+// that changes with n, so windows start at every alignment.
+constexpr int kDataLen = 16 * kTileElems;
+
+// Values every special case of the element math hinges on: zeros, infinities, NaNs
+// (quiet, signalling, with payloads, both signs), FP32 subnormal and normal limits,
+// the E4M3 range limits and the LogFMT zero threshold.
+std::vector<float> specials() {
+  std::vector<float> v;
+  for (uint32_t u : {0x00000000u, 0x7f800000u, 0x7fc00000u, 0x7f800001u, 0x7fbfffffu, 0x7fffffffu, 0x7fc12345u,
+                     0x00000001u, 0x007fffffu, 0x00800000u, 0x7f7fffffu, 0x00400000u, 0x3c800000u, 0x3c7fffffu}) {
+    v.push_back(from_bits(u));
+    v.push_back(from_bits(u | 0x80000000u));
+  }
+  for (float f : {448.0f, 464.0f, 479.99997f, 480.0f, 0x1p-9f, 0x1.8p-10f, 0x1p-10f, 0x1p-126f, 0.5f, 1.0f}) {
+    v.push_back(f);
+    v.push_back(-f);
+    v.push_back(std::nextafter(f, 0.0f));
+    v.push_back(std::nextafter(f, INFINITY));
+  }
+  return v;
+}
+
+std::vector<float> gaussian(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n01;
+  std::vector<float> v(kDataLen);
+  for (float& x : v) x = n01(rng);
+  return v;
+}
+
+// |x| = e^N(0, 12): about 2^-50 .. 2^50, signs random.
+std::vector<float> log_normal(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 12.0f);
+  std::vector<float> v(kDataLen);
+  for (float& x : v) x = std::exp(n(rng)) * ((rng() & 1u) ? -1.0f : 1.0f);
+  return v;
+}
+
+// Gaussian with 1% of the elements scaled by 1000.
+std::vector<float> outliers(uint32_t seed) {
+  std::vector<float> v = gaussian(seed);
+  std::mt19937 rng(seed + 1);
+  for (float& x : v) {
+    if (rng() % 100 == 0) x *= 1000.0f;
+  }
+  return v;
+}
+
+// Uniformly random bit patterns (NaN and infinity 1 in 256, subnormals 1 in 256),
+// with a special value in one of 8 elements.
+std::vector<float> random_bits(uint32_t seed) {
+  std::mt19937 rng(seed);
+  const std::vector<float> sp = specials();
+  std::vector<float> v(kDataLen);
+  for (float& x : v) x = rng() % 8 == 0 ? sp[rng() % sp.size()] : from_bits(static_cast<uint32_t>(rng()));
+  return v;
+}
+
+// Every E4M3 value, the midpoints between neighbours (exact ties) and one FP32 ulp
+// either side of each, both signs, shuffled: with a power-of-two scale these hit
+// every rounding boundary of the encoder.
+std::vector<float> e4m3_boundaries(uint32_t seed) {
+  std::vector<float> v;
+  for (int c = 0; c < 0x7e; ++c) {
+    const float lo = elem::e4m3_to_f32(static_cast<uint8_t>(c)), hi = elem::e4m3_to_f32(static_cast<uint8_t>(c + 1));
+    const float mid = (lo + hi) / 2;
+    for (float f : {lo, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      v.push_back(f);
+      v.push_back(-f);
+    }
+  }
+  std::mt19937 rng(seed);
+  while (v.size() < static_cast<std::size_t>(kDataLen)) v.push_back(v[rng() % v.size()]);
+  std::shuffle(v.begin(), v.end(), rng);
+  v.resize(kDataLen);
+  return v;
+}
+
+struct DataSet {
+  const char* name;
+  std::vector<float> values;
+};
+
+const std::vector<DataSet>& data_sets() {
+  static const std::vector<DataSet> sets{{"gaussian", gaussian(11)},       {"log_normal", log_normal(12)},
+                                         {"outliers", outliers(13)},       {"random_bits", random_bits(14)},
+                                         {"e4m3_boundaries", e4m3_boundaries(15)}};
+  return sets;
+}
+
+std::vector<uint8_t> random_bytes(std::size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (uint8_t& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+int window(int n) { return (n * 37) % (kDataLen - kTileElems); }
+
+// Output buffers get a tile's worth of slack filled with a sentinel, so a kernel
+// writing past its n elements shows up as a difference too.
+constexpr uint8_t kSentinel = 0xa5;
+template <class T>
+std::vector<T> sentinel_buffer(std::size_t n) {
+  std::vector<T> v(n + kTileElems);
+  std::memset(v.data(), kSentinel, v.size() * sizeof(T));
+  return v;
+}
+
+// ------------------------------------------------------------------ per target
+
+std::vector<int64_t> simd_targets() { return hwy::SupportedAndGeneratedTargets(); }
+
+class SimdTarget : public testing::TestWithParam<int64_t> {
+ protected:
+  void SetUp() override { hwy::SetSupportedTargetsForTest(GetParam()); }
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+  const TileKernels& ref = epcomm::kernels::reference_kernels();
+  const TileKernels& simd = epcomm::kernels::simd_kernels();
+};
+
+TEST(SimdTargets, CoverTheVectorTargetsOfThisCpu) {
+  const std::vector<int64_t> tested = simd_targets();
+  std::string names;
+  for (int64_t t : tested) names += std::string(hwy::TargetName(t)) + " ";
+  std::printf("SIMD targets tested: %s\n", names.c_str());
+  const int64_t cpu = hwy::SupportedTargets();
+  for (int64_t want : {int64_t{HWY_AVX3}, int64_t{HWY_AVX2}, int64_t{HWY_SSE4}, int64_t{HWY_SCALAR | HWY_EMU128}}) {
+    if ((cpu & want) == 0) continue;
+    bool found = false;
+    for (int64_t t : tested) found = found || (t & want) != 0;
+    EXPECT_TRUE(found) << hwy::TargetName(want & -want) << " runs here but is not tested; tested: " << names;
+  }
+}
+
+TEST_P(SimdTarget, AmaxFinite) {
+  for (const DataSet& ds : data_sets()) {
+    for (int n = 1; n <= kTileElems; ++n) {
+      const float* x = ds.values.data() + window(n);
+      const float want = ref.amax_finite(x, n), got = simd.amax_finite(x, n);
+      ASSERT_TRUE(same_bytes(&want, &got, sizeof want)) << ds.name << " n=" << n;
+    }
+  }
+}
+
+// Powers of two (exact, as the UE8M0 format uses), the tile's own FP8 scale, and
+// arbitrary ones.
+std::vector<float> fp8_scales(const TileKernels& k, const float* x, int n) {
+  return {1.0f, 0x1p-10f, 0x1p20f, 0x1p-140f, 3.0f, 0.3071f, elem::fp8_scale(k.amax_finite(x, n)),
+          elem::ue8m0_value(elem::fp8_scale_ue8m0(k.amax_finite(x, n)))};
+}
+
+TEST_P(SimdTarget, Fp8Encode) {
+  for (const DataSet& ds : data_sets()) {
+    for (int n = 1; n <= kTileElems; ++n) {
+      const float* x = ds.values.data() + window(n);
+      for (float scale : fp8_scales(ref, x, n)) {
+        auto want = sentinel_buffer<uint8_t>(n), got = sentinel_buffer<uint8_t>(n);
+        ref.fp8_encode(x, n, scale, want.data());
+        simd.fp8_encode(x, n, scale, got.data());
+        ASSERT_TRUE(same_bits(want, got)) << ds.name << " n=" << n << " scale=" << scale;
+      }
+    }
+  }
+}
+
+TEST_P(SimdTarget, Fp8Decode) {
+  const std::vector<uint8_t> codes = random_bytes(kDataLen, 21);
+  const std::vector<float>& g = data_sets()[0].values;
+  for (int n = 1; n <= kTileElems; ++n) {
+    const uint8_t* c = codes.data() + window(n);
+    for (float scale : fp8_scales(ref, g.data(), n)) {
+      auto want = sentinel_buffer<float>(n), got = sentinel_buffer<float>(n);
+      ref.fp8_decode(c, n, scale, want.data());
+      simd.fp8_decode(c, n, scale, got.data());
+      ASSERT_TRUE(same_bits(want, got)) << "n=" << n << " scale=" << scale;
+    }
+  }
+}
+
+// Encodes with both, compares everything either writes, then decodes the reference's
+// codes with both.
+TEST_P(SimdTarget, LogFmtEncodeDecode) {
+  for (const DataSet& ds : data_sets()) {
+    for (int bits = 3; bits <= 16; ++bits) {
+      for (int n = 1; n <= kTileElems; ++n) {
+        const float* x = ds.values.data() + window(n);
+        const std::size_t code_bytes = (static_cast<std::size_t>(n) * bits + 7) / 8;
+        auto want = sentinel_buffer<uint8_t>(code_bytes), got = sentinel_buffer<uint8_t>(code_bytes);
+        int16_t want_mm[2] = {0x5555, 0x5555}, got_mm[2] = {0x5555, 0x5555};
+        const int want_bad = ref.logfmt_encode(x, n, bits, want.data(), &want_mm[0], &want_mm[1]);
+        const int got_bad = simd.logfmt_encode(x, n, bits, got.data(), &got_mm[0], &got_mm[1]);
+        ASSERT_EQ(want_bad, got_bad) << ds.name << " bits=" << bits << " n=" << n;
+        ASSERT_EQ(want_mm[0], got_mm[0]) << ds.name << " bits=" << bits << " n=" << n;
+        ASSERT_EQ(want_mm[1], got_mm[1]) << ds.name << " bits=" << bits << " n=" << n;
+        ASSERT_TRUE(same_bits(want, got)) << ds.name << " bits=" << bits << " n=" << n;
+        if (want_bad >= 0) continue;
+        auto want_out = sentinel_buffer<float>(n), got_out = sentinel_buffer<float>(n);
+        ref.logfmt_decode(want.data(), n, bits, want_mm[0], want_mm[1], want_out.data());
+        simd.logfmt_decode(want.data(), n, bits, want_mm[0], want_mm[1], got_out.data());
+        ASSERT_TRUE(same_bits(want_out, got_out)) << ds.name << " decode bits=" << bits << " n=" << n;
+      }
+    }
+  }
+}
+
+// Arbitrary stored bytes: random codes under random and extreme (min, max) pairs,
+// including reversed and equal ones.
+TEST_P(SimdTarget, LogFmtDecodeArbitraryBytes) {
+  const std::vector<uint8_t> codes = random_bytes(kDataLen * 2, 31);
+  std::mt19937 rng(32);
+  for (int bits = 3; bits <= 16; ++bits) {
+    for (int n = 1; n <= kTileElems; ++n) {
+      const int16_t r0 = static_cast<int16_t>(rng()), r1 = static_cast<int16_t>(rng());
+      const int16_t pairs[][2] = {{r0, r1}, {-32768, 32767}, {32767, -32768}, {r0, r0}, {-1280, 640}, {0, 0}};
+      for (const auto& mm : pairs) {
+        auto want = sentinel_buffer<float>(n), got = sentinel_buffer<float>(n);
+        const uint8_t* c = codes.data() + window(n);
+        ref.logfmt_decode(c, n, bits, mm[0], mm[1], want.data());
+        simd.logfmt_decode(c, n, bits, mm[0], mm[1], got.data());
+        ASSERT_TRUE(same_bits(want, got)) << "bits=" << bits << " n=" << n << " min_q=" << mm[0] << " max_q=" << mm[1];
+      }
+    }
+  }
+}
+
+TEST_P(SimdTarget, Axpy) {
+  const std::vector<float>& acc0 = data_sets()[1].values;
+  for (const DataSet& ds : data_sets()) {
+    for (int n = 1; n <= kTileElems; ++n) {
+      const float* x = ds.values.data() + window(n);
+      for (float w : {1.0f, 0.37f, -2.5f, 0.0f, 0x1p-100f, 1e30f}) {
+        std::vector<float> want(acc0.begin() + n, acc0.begin() + n + n + kTileElems), got = want;
+        ref.axpy(x, n, w, want.data());
+        simd.axpy(x, n, w, got.data());
+        ASSERT_TRUE(same_bits(want, got)) << ds.name << " n=" << n << " w=" << w;
+      }
+    }
+  }
+}
+
+TEST_P(SimdTarget, Bf16Conversions) {
+  for (const DataSet& ds : data_sets()) {
+    for (int n = 1; n <= kTileElems; ++n) {
+      const float* x = ds.values.data() + window(n);
+      auto want = sentinel_buffer<uint16_t>(n), got = sentinel_buffer<uint16_t>(n);
+      ref.f32_to_bf16(x, n, want.data());
+      simd.f32_to_bf16(x, n, got.data());
+      ASSERT_TRUE(same_bits(want, got)) << ds.name << " n=" << n;
+    }
+  }
+  const std::vector<uint8_t> bytes = random_bytes(kDataLen * 2, 41);
+  for (int n = 1; n <= kTileElems; ++n) {
+    std::vector<uint16_t> b(n);
+    std::memcpy(b.data(), bytes.data() + 2 * window(n), 2 * b.size());
+    auto want = sentinel_buffer<float>(n), got = sentinel_buffer<float>(n);
+    ref.bf16_to_f32(b.data(), n, want.data());
+    simd.bf16_to_f32(b.data(), n, got.data());
+    ASSERT_TRUE(same_bits(want, got)) << "n=" << n;
+  }
+}
+
+// ------------------------------------------------------------------ whole rows
+
+std::vector<Format> all_formats() {
+  std::vector<Format> f{Format::kF32, Format::kBF16, Format::kFP8, Format::kFP8UE8M0};
+  for (int bits = 3; bits <= 16; ++bits) f.push_back(epcomm::logfmt_format(bits));
+  return f;
+}
+
+// A row of `hidden` values in `type`: Gaussian, 0.5% of it x1000, a random half of
+// it x2^-20 (tiles spanning many binades), a run of zeros, and with `nan_at` >= 0 a
+// NaN there.
+std::vector<uint8_t> make_row(int hidden, DType type, uint32_t seed, int nan_at) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n01;
+  std::vector<float> v(static_cast<std::size_t>(hidden));
+  for (float& x : v) x = n01(rng) * (rng() % 200 == 0 ? 1000.0f : 1.0f) * ((rng() & 1u) ? 1.0f : 0x1p-20f);
+  for (int i = hidden / 3; i < hidden / 3 + 10 && i < hidden; ++i) v[i] = 0.0f;
+  if (nan_at >= 0) v[nan_at] = NAN;
+  std::vector<uint8_t> row(v.size() * (type == DType::kF32 ? 4 : 2));
+  if (type == DType::kF32) {
+    std::memcpy(row.data(), v.data(), row.size());
+  } else {
+    epcomm::kernels::reference_kernels().f32_to_bf16(v.data(), hidden, reinterpret_cast<uint16_t*>(row.data()));
+  }
+  return row;
+}
+
+TEST_P(SimdTarget, CodecRowsMatchTheReferenceRows) {
+  // The process default (what the exchange runs) is the SIMD set, not the reference.
+  if (std::getenv("EPCOMM_KERNELS") != nullptr) GTEST_SKIP() << "EPCOMM_KERNELS is set: codec_for may not run the SIMD kernels";
+  ASSERT_STRNE(epcomm::kernels::active_kernels().name, "scalar");
+  for (Format f : all_formats()) {
+    const epcomm::kernels::Codec& simd_codec = epcomm::kernels::codec_for(f);
+    const epcomm::kernels::Codec& ref_codec = epcomm::kernels::reference_codec_for(f);
+    for (int hidden : {1, 127, 128, 129, 7168}) {
+      const std::size_t bytes = ref_codec.row_bytes(hidden);
+      const std::string what = std::string(epcomm::to_string(f)) + " hidden=" + std::to_string(hidden);
+      for (DType type : {DType::kF32, DType::kBF16}) {
+        for (int nan_at : {-1, hidden - 1}) {
+          const std::vector<uint8_t> src = make_row(hidden, type, 51 + static_cast<uint32_t>(hidden), nan_at);
+          std::vector<uint8_t> want(bytes + 64, kSentinel), got = want;
+          ASSERT_EQ(ref_codec.encode_row(src.data(), type, hidden, want.data()),
+                    simd_codec.encode_row(src.data(), type, hidden, got.data()))
+              << what;
+          ASSERT_TRUE(same_bits(want, got)) << what << " encode";
+        }
+      }
+      // Decode and accumulate a reference-encoded row and an arbitrary byte string.
+      std::vector<uint8_t> encoded(bytes);
+      ref_codec.encode_row(make_row(hidden, DType::kF32, 61, -1).data(), DType::kF32, hidden, encoded.data());
+      for (const std::vector<uint8_t>& row : {encoded, random_bytes(bytes, 62)}) {
+        for (DType type : {DType::kF32, DType::kBF16}) {
+          std::vector<uint8_t> want(static_cast<std::size_t>(hidden) * 4 + 64, kSentinel), got = want;
+          ref_codec.decode_row(row.data(), hidden, want.data(), type);
+          simd_codec.decode_row(row.data(), hidden, got.data(), type);
+          ASSERT_TRUE(same_bits(want, got)) << what << " decode to " << (type == DType::kF32 ? "f32" : "bf16");
+        }
+        std::vector<float> want(static_cast<std::size_t>(hidden), 0.25f), got = want;
+        ref_codec.accumulate_row(row.data(), hidden, 0.37f, want.data());
+        simd_codec.accumulate_row(row.data(), hidden, 0.37f, got.data());
+        ASSERT_TRUE(same_bits(want, got)) << what << " accumulate";
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, SimdTarget, testing::ValuesIn(simd_targets()),
+                         [](const testing::TestParamInfo<int64_t>& p) { return std::string(hwy::TargetName(p.param)); });
+
+}  // namespace
