@@ -41,4 +41,11 @@ std::string log_level() {
   return v ? std::string(v) : std::string("warn");
 }
 
+std::string ib_device() {
+  const char* v = std::getenv("EPCOMM_IB_DEVICE");
+  return v ? std::string(v) : std::string();
+}
+int ib_port() { return get_int("EPCOMM_IB_PORT", 0, 0); }
+int ib_gid_index() { return get_int("EPCOMM_IB_GID_INDEX", -1, -1); }
+
 }  // namespace epcomm::env

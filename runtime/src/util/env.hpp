@@ -15,6 +15,14 @@ bool progress_thread();
 int progress_core();
 // EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn).
 std::string log_level();
+// EPCOMM_IB_DEVICE: verbs device for RDMA between nodes; empty = first device with
+// an active port.
+std::string ib_device();
+// EPCOMM_IB_PORT: port of that device; 0 (default) = its first active port.
+int ib_port();
+// EPCOMM_IB_GID_INDEX: RoCE GID table index; -1 (default) = chosen (RoCE v2,
+// IPv4-mapped first).
+int ib_gid_index();
 
 // Parsing helpers, throwing Error(kInvalidArgument) naming the variable and value.
 int get_int(const char* name, int fallback, int min_value);

@@ -1,0 +1,30 @@
+# The raw verbs transport (runtime/src/transport/verbs): built into libepcomm when
+# libibverbs is found (Debian: libibverbs-dev). -DEPCOMM_WITH_VERBS=OFF leaves it out;
+# ON without the library is a configure error rather than a silent omission.
+find_path(EPCOMM_IBVERBS_INCLUDE_DIR infiniband/verbs.h)
+find_library(EPCOMM_IBVERBS_LIBRARY ibverbs)
+if(EPCOMM_IBVERBS_INCLUDE_DIR AND EPCOMM_IBVERBS_LIBRARY)
+  set(epcomm_verbs_found ON)
+else()
+  set(epcomm_verbs_found OFF)
+endif()
+option(EPCOMM_WITH_VERBS "Build the RDMA verbs transport (needs libibverbs)" ${epcomm_verbs_found})
+if(EPCOMM_WITH_VERBS AND NOT epcomm_verbs_found)
+  message(FATAL_ERROR "EPCOMM_WITH_VERBS=ON but libibverbs was not found: install libibverbs-dev "
+                      "or configure with -DEPCOMM_WITH_VERBS=OFF")
+endif()
+
+if(EPCOMM_WITH_VERBS)
+  target_sources(epcomm PRIVATE
+    src/transport/verbs/gid_choice.cpp
+    src/transport/verbs/immediate.cpp
+    src/transport/verbs/write_plan.cpp
+    src/transport/verbs/verbs_device.cpp
+    src/transport/verbs/memory_region.cpp
+    src/transport/verbs/rc_queue_pair.cpp
+    src/transport/verbs/verbs_transport.cpp)
+  target_include_directories(epcomm PRIVATE ${EPCOMM_IBVERBS_INCLUDE_DIR})
+  target_link_libraries(epcomm PRIVATE ${EPCOMM_IBVERBS_LIBRARY})
+  target_compile_definitions(epcomm PRIVATE EPCOMM_WITH_VERBS=1)
+endif()
+message(STATUS "epcomm: verbs transport ${EPCOMM_WITH_VERBS}")

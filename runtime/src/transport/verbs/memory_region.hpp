@@ -1,0 +1,41 @@
+// Memory registered with a verbs protection domain, once, for the lifetime of the
+// buffers it covers: registration pins pages and is far too slow per message.
+// Access is local write + remote write (peers RDMA-write into receive buffers; no
+// reads or atomics are used).
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace epcomm::detail {
+
+// Where the registered bytes live. Only host memory today; device memory (a
+// dma-buf fd from CUDA) becomes another tag and another constructor, and nothing
+// that posts writes needs to change.
+enum class MemorySpace { kHost };
+
+class Region {
+ public:
+  Region(ibv_pd* pd, void* addr, std::size_t length, MemorySpace space = MemorySpace::kHost);
+  ~Region();
+  Region(Region&& other) noexcept;
+  Region& operator=(Region&&) = delete;
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  void* addr() const { return addr_; }
+  std::size_t length() const { return length_; }
+  uint32_t lkey() const { return mr_->lkey; }
+  uint32_t rkey() const { return mr_->rkey; }
+  MemorySpace space() const { return space_; }
+
+ private:
+  ibv_mr* mr_ = nullptr;
+  void* addr_ = nullptr;
+  std::size_t length_ = 0;
+  MemorySpace space_ = MemorySpace::kHost;
+};
+
+}  // namespace epcomm::detail
