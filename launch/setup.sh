@@ -22,12 +22,16 @@ PACKAGES=(
   openmpi-bin libopenmpi-dev             # MPI (Open MPI 4.1)
   libhwloc-dev hwloc                     # topology
   libibverbs-dev rdma-core               # RDMA verbs
+  qemu-system-x86 busybox-static cpio    # verbs test VM (launch/verbs-vm)
+  ibverbs-providers ibverbs-utils        # soft-RoCE provider and ibv_* tools, used in the VM
   libnuma-dev numactl                    # NUMA placement
   libgtest-dev                           # tests
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
+  clang libclang-rt-dev                  # libFuzzer target (launch/test.sh stage 8)
   libhwy-dev                             # SIMD kernels (Highway)
   libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
   python3-numpy python3-matplotlib       # bench plots
+  iproute2 procps                        # emulated cluster: ip/tc, ps/pgrep (launch/emulate-cluster, tests/cluster)
 )
 
 missing=()

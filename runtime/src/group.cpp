@@ -77,6 +77,14 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   int rpn = all[0].ranks_per_node;
   for (int r = 0; r < caller_size; ++r) {
     int host_rpn = rpn > 0 ? rpn : all[r].host_size;
+    // A launch that put fewer ranks on a host than declared (e.g. a per-host rank
+    // count changed without EPCOMM_RANKS_PER_NODE) gets its own message: "not a
+    // multiple" would hide that the host is short of ranks.
+    EPCOMM_REQUIRE(all[r].host_size >= host_rpn, kInvalidArgument,
+                   "the host of rank " << r << " runs only " << all[r].host_size
+                                       << " ranks, fewer than EPCOMM_RANKS_PER_NODE=" << rpn
+                                       << " (ranks per node); launch " << rpn
+                                       << " ranks per host or lower EPCOMM_RANKS_PER_NODE");
     EPCOMM_REQUIRE(all[r].host_size % host_rpn == 0, kInvalidArgument,
                    "the host of rank " << r << " runs " << all[r].host_size
                                        << " ranks, not a multiple of EPCOMM_RANKS_PER_NODE=" << rpn);

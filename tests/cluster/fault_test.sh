@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Fault tests on an emulated cluster (ctest label "cluster"):
+#   fault_test.sh stop|linkdown|kill|badlaunch DRIVER
+# DRIVER is build/tests/epcomm-cluster-driver. Each case starts a job with
+# launch/emulate-cluster, injects its fault from outside and checks what the
+# issue promises:
+#   stop      a rank gets SIGSTOP mid-exchange: every other rank fails within
+#             EPCOMM_TIMEOUT_S with a timeout naming the stalled rank and the phase
+#   linkdown  host 1's link goes down mid-exchange: host 0's ranks fail within
+#             EPCOMM_TIMEOUT_S with a timeout naming a rank across the cut and the
+#             phase; then the link comes back (see below) and the job must end
+#   kill      a rank gets SIGKILL mid-exchange: the job ends promptly
+#   badlaunch mismatched configs, more ranks per node than a host has, a node split
+#             that does not divide the host, and no mpirun on PATH: clear errors
+# For the first three: the job exits non-zero, and no process, namespace or
+# /dev/shm/epcomm* segment is left behind. Exit 77 (ctest: skipped) where network
+# namespaces cannot be created.
+set -euo pipefail
+
+case_name=${1:?usage: fault_test.sh stop|linkdown|kill|badlaunch DRIVER}
+driver=${2:?usage: fault_test.sh CASE DRIVER}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cluster=$root/launch/emulate-cluster
+timeout_s=5        # EPCOMM_TIMEOUT_S given to the ranks
+grace_s=2          # the driver's --exit-grace-s
+work=$(mktemp -d /tmp/epcomm-fault.XXXXXX)
+log=$work/job.log
+job_pid=""
+
+fail() { echo "FAIL ($case_name): $*" >&2; [[ -f $log ]] && sed 's/^/  | /' "$log" >&2; exit 1; }
+cleanup() {
+  # Only if an assertion failed while the job still ran: end it (its teardown runs).
+  [[ -n $job_pid ]] && kill -TERM "$job_pid" 2>/dev/null && wait "$job_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+[[ $(id -u) -eq 0 ]] || { echo "SKIP: the cluster tests need root (network namespaces)"; exit 77; }
+probe=epcomm-probe-$$
+if ! ip netns add "$probe" 2>"$work/err"; then
+  echo "SKIP: cannot create network namespaces here: $(cat "$work/err")"
+  exit 77
+fi
+ip netns del "$probe"
+if [[ $(id -u) -eq 0 ]]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+# Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background and waits
+# until it exchanges.
+start_job() {
+  EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts 2 --ranks-per-host 2 -- \
+    "$driver" --seconds 60 --tokens 64 --hidden 1024 --exit-grace-s "$grace_s" >"$log" 2>&1 &
+  job_pid=$!
+  local i
+  for ((i = 0; i < 120; ++i)); do
+    grep -q '^cluster_driver: exchanging' "$log" && return 0
+    kill -0 "$job_pid" 2>/dev/null || fail "the job ended before it started exchanging"
+    sleep 0.5
+  done
+  fail "the job did not start exchanging within 60 s"
+}
+
+# The pid of the first rank on emulated host $1 (the driver's name, cut to 15 chars).
+rank_pid() {
+  local pid
+  for pid in $(ip netns pids "epcn$1"); do
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == epcomm-cluster- ]] && { echo "$pid"; return 0; }
+  done
+  fail "no rank process found in namespace epcn$1"
+}
+
+# Waits for the job to end within $1 seconds of now and checks the exit status
+# and the leftovers.
+finish_job() {
+  local limit=$1 t0=$SECONDS rc=0
+  while kill -0 "$job_pid" 2>/dev/null; do
+    ((SECONDS - t0 <= limit)) || fail "the job still runs ${limit}s after the fault"
+    sleep 0.5
+  done
+  wait "$job_pid" || rc=$?
+  job_pid=""
+  echo "job ended $((SECONDS - t0))s after the fault, exit status $rc"
+  ((rc != 0)) || fail "the job exited 0 after the fault"
+  ((rc != 77)) || fail "emulate-cluster could not create the cluster"
+  ! grep -q 'killing processes left in' "$log" || fail "processes outlived the job (killed by the teardown)"
+  ! grep -q 'leftover shared-memory segment' "$log" || fail "an epcomm shared-memory segment outlived the job"
+  ! ip netns list | grep -q '^epcn' || fail "a namespace outlived emulate-cluster"
+  ! pgrep -f -- "^$driver " >/dev/null || fail "a driver process outlived the job: $(pgrep -af -- "^$driver ")"
+}
+
+# Every rank in $1 (a space-separated list) printed a timeout naming $2 and a phase.
+expect_timeouts() {
+  local r line
+  for r in $1; do
+    line=$(grep "^cluster_driver: rank $r .*FAILED" "$log" || true)
+    [[ -n $line ]] || fail "rank $r reported no error"
+    [[ $line == *": timeout: "* ]] || fail "rank $r failed, but not with a timeout: $line"
+    [[ $line == *"in phase '"* ]] || fail "rank $r's error names no phase: $line"
+    [[ $line =~ waiting\ for\ ranks\ [^\(]*$2 ]] || fail "rank $r's error does not name rank(s) $2: $line"
+    echo "ok: $line"
+  done
+}
+
+case $case_name in
+  stop)
+    start_job
+    victim=$(rank_pid 1)   # epcomm rank 2, the first rank of host 1
+    kill -STOP "$victim"
+    finish_job $((timeout_s + grace_s + 20))
+    expect_timeouts "0 1 3" 2
+    ;;
+  linkdown)
+    start_job
+    ip -n epcn1 link set eth0 down
+    # Host 0's ranks time out on host 1's ranks (2 and 3), all within
+    # EPCOMM_TIMEOUT_S. Host 1's ranks time out too, but their output, like the
+    # daemon's reports, reaches mpirun only over the cut link: with the link left
+    # down mpirun would wait out TCP's retransmission timeout (~15 minutes) for
+    # that daemon. So once host 0 has reported, the link comes back up (a flap),
+    # and the job must then end by itself.
+    t0=$SECONDS
+    until (($(grep -c '^cluster_driver: rank [01] .*FAILED' "$log") == 2)); do
+      ((SECONDS - t0 <= timeout_s + grace_s + 15)) || fail "host 0's ranks did not both fail within $((timeout_s + 15))s"
+      sleep 0.5
+    done
+    ip -n epcn1 link set eth0 up
+    finish_job 60
+    expect_timeouts "0 1" "[23]"
+    ;;
+  kill)
+    start_job
+    victim=$(rank_pid 1)
+    kill -KILL "$victim"
+    finish_job $((timeout_s + grace_s + 20))
+    grep -q 'exited on signal 9\|killed\|signal 9' "$log" || fail "mpirun did not report the killed rank"
+    ;;
+  badlaunch)
+    # shellcheck disable=SC2054  # "self,vader" is one word
+    mpirun=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+    # expect_launch_error NEEDLE COMMAND...: the launch fails and prints NEEDLE.
+    expect_launch_error() {
+      local needle=$1 rc=0
+      shift
+      "$@" >"$log" 2>&1 || rc=$?
+      ((rc != 0)) || fail "'$*' exited 0"
+      grep -qF -- "$needle" "$log" || fail "'$*' did not say '$needle'"
+      echo "ok (exit $rc): $(grep -F -m1 -- "$needle" "$log")"
+    }
+    expect_launch_error "hidden=" "${mpirun[@]}" -np 1 "$driver" --iters 1 --hidden 1024 : \
+      -np 1 "$driver" --iters 1 --hidden 2048
+    expect_launch_error "fewer than EPCOMM_RANKS_PER_NODE=4" \
+      env EPCOMM_RANKS_PER_NODE=4 "${mpirun[@]}" -np 2 -x EPCOMM_RANKS_PER_NODE "$driver" --iters 1
+    expect_launch_error "not a multiple of EPCOMM_RANKS_PER_NODE=2" \
+      env EPCOMM_RANKS_PER_NODE=2 "${mpirun[@]}" -np 3 -x EPCOMM_RANKS_PER_NODE "$driver" --iters 1 --experts 24
+    # A PATH with every tool of /usr/bin but the MPI launchers.
+    mkdir "$work/bin"
+    for tool in /usr/bin/*; do
+      case ${tool##*/} in mpirun|mpiexec|orterun|srun|mpiexec.*|mpirun.*) ;; *) ln -s "$tool" "$work/bin/" ;; esac
+    done
+    expect_launch_error "mpirun not found" env PATH="$work/bin" "$root/launch/epcomm-run" -n 2 -- "$driver" --iters 1
+    ;;
+  *) fail "unknown case (stop|linkdown|kill|badlaunch)" ;;
+esac
+echo "PASS ($case_name)"
