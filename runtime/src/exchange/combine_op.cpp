@@ -42,7 +42,10 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   stage_expert_outputs();
 }
 
-CombineOp::~CombineOp() { route_->combine_in_flight = false; }
+CombineOp::~CombineOp() {
+  abandon_requests({&recv_reqs_, &send_reqs_});
+  route_->combine_in_flight = false;
+}
 
 // Makes this rank's expert outputs readable by its node peers: a copy into the
 // slot's shared rows, unless the caller computed them there in place.

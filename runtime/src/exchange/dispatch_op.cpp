@@ -40,7 +40,10 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   post_layout();
 }
 
-DispatchOp::~DispatchOp() { buf_.busy = false; }
+DispatchOp::~DispatchOp() {
+  abandon_requests({&layout_reqs_, &rail_recv_reqs_, &rail_send_reqs_});
+  buf_.busy = false;
+}
 
 // Quantised formats cost far more to encode than to copy: encode every token that
 // goes anywhere once, so a token bound for several nodes or owners is copied.

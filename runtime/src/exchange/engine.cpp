@@ -155,6 +155,17 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                         << " rows)");
 }
 
+void Op::abandon_requests(std::initializer_list<PeerRequests*> sets) {
+  bool released_all = true;
+  for (PeerRequests* s : sets) released_all = s->abandon() && released_all;
+  if (!released_all) {
+    EPCOMM_LOG(kWarn, kind_ << " operation " << seq_
+                            << ": a receive could not be cancelled (its peer stopped sending mid-message); "
+                               "its buffers stay allocated until the process exits");
+    new std::shared_ptr<Engine>(keep_alive_);  // deliberately never freed
+  }
+}
+
 Engine::~Engine() {
   if (registered_) group.progress->remove(this);
   abandon_all();

@@ -73,6 +73,10 @@ class Op {
   uint64_t seq_;
   const char* kind_;
   void mark_done() { done_.store(true, std::memory_order_release); }
+  // For destructors of unfinished operations: abandons their requests. If MPI could
+  // not cancel a receive, the engine (owner of the buffer it may still write) is
+  // kept alive for the rest of the process instead of hanging in MPI_Wait.
+  void abandon_requests(std::initializer_list<PeerRequests*> sets);
 
  private:
   std::atomic<bool> done_{false};

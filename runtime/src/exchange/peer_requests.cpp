@@ -1,5 +1,8 @@
 #include "exchange/peer_requests.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include "util/check.hpp"
 
 namespace epcomm::detail {
@@ -36,20 +39,34 @@ std::string PeerRequests::pending_peers() const {
   return out;
 }
 
-void PeerRequests::abandon() {
+bool PeerRequests::abandon() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (finalized) return;
+  if (finalized) return true;
+  constexpr auto kCancelGrace = std::chrono::milliseconds(200);
+  bool released_all = true;
   for (std::size_t i = 0; i < requests_.size(); ++i) {
     if (requests_[i] == MPI_REQUEST_NULL) continue;
     if (kinds_[i] == Kind::kRecv) {
       MPI_Cancel(&requests_[i]);
-      MPI_Wait(&requests_[i], MPI_STATUS_IGNORE);  // a cancelled receive completes at once
+      // An unmatched receive completes at once when cancelled; a matched one only
+      // when its data has arrived, which may be never.
+      const auto deadline = std::chrono::steady_clock::now() + kCancelGrace;
+      int done = 0;
+      while (MPI_Test(&requests_[i], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+      if (!done) {
+        MPI_Request_free(&requests_[i]);
+        released_all = false;
+      }
     } else {
       MPI_Request_free(&requests_[i]);
     }
   }
   clear();
+  return released_all;
 }
 
 void PeerRequests::clear() {

@@ -28,8 +28,12 @@ class PeerRequests {
   // "ranks 1, 3" for the requests still pending.
   std::string pending_peers() const;
   // Cancels pending receives and releases pending sends; used when an exchange is
-  // abandoned after an error so no request outlives its buffers' owner.
-  void abandon();
+  // abandoned after an error so no request outlives its buffers' owner. A receive
+  // MPI cannot cancel (already matched to a message whose data stopped coming, e.g.
+  // over a cut link) would block MPI_Wait forever: after a short grace it is
+  // released instead and abandon() returns false; its buffer must then stay valid
+  // for the rest of the process (Op::abandon_requests sees to that).
+  bool abandon();
   void clear();
 
  private:
