@@ -13,12 +13,23 @@ namespace {
 template <class F, class Dst>
 __global__ void __launch_bounds__(kBlockThreads)
     decode_kernel(const uint8_t* src, int64_t rows, int hidden, Layout layout, const int32_t* dst_rows, Dst* dst) {
-  const Lane l = lane_of(rows, hidden);
-  if (l.valid == 0) return;  // decoding needs no shuffles, so idle lanes may leave
-  Elems v;
-  F::decode(src + l.row * layout.row_bytes, l, layout, v);
-  const int64_t d = dst_rows != nullptr ? dst_rows[l.row] : l.row;
-  store8(dst + d * hidden + l.col0, l.valid, v);
+  // Decoding needs no shuffles, so idle lanes may skip their tile. All tiles are
+  // read and decoded before any store, so the loads of both are in flight together.
+  Lane l[kUnroll];
+  Elems v[kUnroll];
+  int64_t d[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    l[u] = lane_of_unrolled(u, rows, hidden);
+    d[u] = 0;
+    if (l[u].valid == 0) continue;
+    d[u] = dst_rows != nullptr ? dst_rows[l[u].row] : l[u].row;
+    F::decode(src + l[u].row * layout.row_bytes, l[u], layout, v[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (l[u].valid != 0) store8(dst + d[u] * hidden + l[u].col0, l[u].valid, v[u]);
+  }
 }
 
 void decode(const char* op, Format format, const void* src, int64_t rows, int hidden, const int32_t* dst_rows,
@@ -31,7 +42,7 @@ void decode(const char* op, Format format, const void* src, int64_t rows, int hi
     copy_rows(src, nullptr, dst, dst_rows, rows, layout.row_bytes, stream);
     return;
   }
-  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock);
+  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock * kUnroll);
   const auto* in = static_cast<const uint8_t*>(src);
   visit_format(format, [&](auto f) {
     using F = decltype(f);

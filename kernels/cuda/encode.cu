@@ -14,11 +14,18 @@ template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
     encode_kernel(const Src* src, const int32_t* src_rows, int64_t rows, int hidden, Layout layout, uint8_t* dst,
                   unsigned long long* bad) {
-  const Lane l = lane_of(rows, hidden);
-  Elems v;
-  const int64_t s = !l.in_range ? 0 : src_rows != nullptr ? src_rows[l.row] : l.row;
-  load8(src + s * hidden + l.col0, l.valid, v);
-  F::encode(v, l, layout, dst + l.row * layout.row_bytes, l.row, hidden, bad);
+  Lane l[kUnroll];
+  Elems v[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    l[u] = lane_of_unrolled(u, rows, hidden);
+    const int64_t s = !l[u].in_range ? 0 : src_rows != nullptr ? src_rows[l[u].row] : l[u].row;
+    load8(src + s * hidden + l[u].col0, l[u].valid, v[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    F::encode(v[u], l[u], layout, dst + l[u].row * layout.row_bytes, l[u].row, hidden, bad);
+  }
 }
 
 void encode(const char* op, Format format, const void* src, DType src_type, const int32_t* src_rows, int64_t rows,
@@ -37,7 +44,7 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
     copy_rows(src, src_rows, dst, nullptr, rows, layout.row_bytes, stream);
     return;
   }
-  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock);
+  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock * kUnroll);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
   visit_format(format, [&](auto f) {

@@ -43,10 +43,11 @@ struct Lane {
   unsigned mask;  // the tile's 16 lanes, for __shfl_*_sync
 };
 
-// Tiles are numbered row-major over [rows, tiles per row], kTilesPerBlock per block.
-__device__ inline Lane lane_of(int64_t rows, int hidden) {
+// Tiles are numbered row-major over [rows, tiles per row]; lane_at gives this
+// thread's share of tile `base + threadIdx.x / 16`.
+__device__ inline Lane lane_at(int64_t base, int64_t rows, int hidden) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
-  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kTilesPerBlock + threadIdx.x / kLanesPerTile;
+  const int64_t unit = base + threadIdx.x / kLanesPerTile;
   Lane l;
   l.row = unit / tiles;
   l.tile = static_cast<int>(unit % tiles);
@@ -57,6 +58,24 @@ __device__ inline Lane lane_of(int64_t rows, int hidden) {
   l.valid = !l.in_range || left <= 0 ? 0 : (left < kElemsPerLane ? left : kElemsPerLane);
   l.mask = 0xffffu << (threadIdx.x & 16u);
   return l;
+}
+
+// kTilesPerBlock tiles per block, one per 16 lanes.
+__device__ inline Lane lane_of(int64_t rows, int hidden) {
+  return lane_at(static_cast<int64_t>(blockIdx.x) * kTilesPerBlock, rows, hidden);
+}
+
+// The encode and decode kernels can give each 16 lanes kUnroll tiles, kTilesPerBlock
+// apart (so a block's pass over one of them stays contiguous), loading all of them
+// before the arithmetic. Measured on the H100 (docs/results/codec_gpu.md), 2 was
+// slower than 1 for every quantised format (FP8 pack 57-64% of copy against
+// 65-79%), so 1 is the default; -DEPCOMM_CUDA_CODEC_UNROLL=2 brings it back.
+#ifndef EPCOMM_CUDA_CODEC_UNROLL
+#define EPCOMM_CUDA_CODEC_UNROLL 1
+#endif
+inline constexpr int kUnroll = EPCOMM_CUDA_CODEC_UNROLL;
+__device__ inline Lane lane_of_unrolled(int u, int64_t rows, int hidden) {
+  return lane_at(static_cast<int64_t>(blockIdx.x) * (kTilesPerBlock * kUnroll) + u * kTilesPerBlock, rows, hidden);
 }
 
 template <int kAlign>

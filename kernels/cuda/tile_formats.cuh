@@ -65,10 +65,12 @@ struct Fp8 {
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t, int,
                                 unsigned long long*) {
     float amax = 0.0f;  // over finite |x|; lanes past the row hold zeros
+    bool nan = false;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const float a = elem::abs_f(v[k]);
       amax = elem::is_finite(a) && a > amax ? a : amax;
+      nan = nan || elem::is_nan(a);
     }
     amax = tile_max(amax, l.mask);
     if (l.valid == 0) return;
@@ -80,16 +82,38 @@ struct Fp8 {
       // is a normal float and x * 2^(127-e) is the same correctly rounded quotient,
       // for a multiply instead of a division.
       const float inv = elem::pow2i(127 - static_cast<int>(e));
+      if (!nan) {
+        // No NaN operand: x * inv (inv a positive normal) is never NaN, so the x86
+        // NaN fixups and the NaN path of the conversion have nothing to do.
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; k += 2) {
-        codes |= static_cast<uint64_t>(e4m3x2_of(x86::mul(v[k], inv), x86::mul(v[k + 1], inv))) << (8 * k);
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(make_float2(v[k] * inv, v[k + 1] * inv),
+                                                                  __NV_SATFINITE, __NV_E4M3))
+                   << (8 * k);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          codes |= static_cast<uint64_t>(e4m3x2_of(x86::mul(v[k], inv), x86::mul(v[k + 1], inv))) << (8 * k);
+        }
       }
     } else {
       const float scale = elem::fp8_scale(amax);
       if (l.sub == 0) store_bytes<4>(row + layout.meta_offset + 4 * l.tile, elem::to_bits(scale), 4);
+      if (!nan) {
+        // No NaN operand: x / scale (scale a positive normal) is never NaN (inf stays
+        // inf), as above. The division stays IEEE (the CPU divides).
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; k += 2) {
-        codes |= static_cast<uint64_t>(e4m3x2_of(x86::div(v[k], scale), x86::div(v[k + 1], scale))) << (8 * k);
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(make_float2(v[k] / scale, v[k + 1] / scale),
+                                                                  __NV_SATFINITE, __NV_E4M3))
+                   << (8 * k);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          codes |= static_cast<uint64_t>(e4m3x2_of(x86::div(v[k], scale), x86::div(v[k + 1], scale))) << (8 * k);
+        }
       }
     }
     store_bytes<8>(row + layout.payload_offset + l.col0, codes, l.valid);
@@ -102,7 +126,22 @@ struct Fp8 {
     } else {
       scale = elem::from_bits(static_cast<uint32_t>(load_bytes<4>(row + layout.meta_offset + 4 * l.tile, 4)));
     }
-    const Chunk codes = load_bytes<8>(row + layout.payload_offset + l.col0, l.valid);
+    const uint64_t codes = static_cast<uint64_t>(load_bytes<8>(row + layout.payload_offset + l.col0, l.valid));
+    // A byte is a NaN code iff its low 7 bits are 0x7f, i.e. adding 1 to them carries
+    // into bit 7. Without NaN codes and with a finite scale (stored bytes may hold
+    // anything) every product is finite: the conversion instruction and a plain
+    // multiply give the reference values.
+    const uint64_t low7 = codes & 0x7f7f7f7f7f7f7f7full;
+    if (((low7 + 0x0101010101010101ull) & 0x8080808080808080ull) == 0 && elem::is_finite(scale)) {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; k += 2) {
+        const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(codes >> (8 * k)),
+                                                         __NV_E4M3);
+        v[k] = __half2float(__half(__half_raw{h.x})) * scale;
+        v[k + 1] = __half2float(__half(__half_raw{h.y})) * scale;
+      }
+      return;
+    }
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; k += 2) {
       float a, b;
@@ -112,6 +151,36 @@ struct Fp8 {
     }
   }
 };
+
+// elem::exp2_poly with floor and the float/int conversions done by exact FP32 adds
+// and bit moves instead of the conversion instructions (1/8 of the FP32 issue rate
+// on Hopper). Bit for bit the same value: after the clamp y is in [-126, 128), so
+// y + 1.5 * 2^23 lies in [2^23, 2^24), where the floats are exactly the integers;
+// rounding that sum down gives 1.5 * 2^23 + floor(y) exactly, subtracting the
+// constant back is exact (Sterbenz), and the difference of the two bit patterns is
+// floor(y) as an integer. The fraction y - floor(y) is the reference's (at most
+// the sign of a zero differs when y = -0, and the polynomial maps +-0 to the same
+// value), and floor(y) >= -126 makes pow2i the plain exponent field.
+__device__ inline float exp2_poly_fast(float y) {
+  constexpr float kMagic = 0x1.8p23f;
+  y = y < -126.0f ? -126.0f : y;
+  y = y > 127.99998f ? 127.99998f : y;
+  const float t = __fadd_rd(y, kMagic);
+  const float f = y - (t - kMagic);
+  float p = 0.00021871246f;
+  p = p * f + 0.0012382413f;
+  p = p * f + 0.009686188f;
+  p = p * f + 0.05547891f;
+  p = p * f + 0.2402311f;
+  p = p * f + 0.6931468f;
+  p = p * f + 1.0f;
+  p = p < 1.9999999f ? p : 1.9999999f;
+  const int i = static_cast<int>(__float_as_uint(t) - __float_as_uint(kMagic));
+  return p * elem::from_bits(static_cast<uint32_t>(i + 127) << 23);
+}
+
+// static_cast<float>(k) for 0 <= k < 2^23, by an exact subtraction.
+__device__ inline float small_int_to_float(uint32_t k) { return elem::from_bits(0x4b000000u | k) - 0x1p23f; }
 
 // LogFMT-kBits: per tile an (int16 min, int16 max) pair at tile * 4, then the codes,
 // tile t's at payload_offset + t * 16 * kBits; this lane's 8 codes are its kBits
@@ -126,6 +195,69 @@ struct LogFmt {
   __device__ static int code_bytes(int n) { return (n * kBits + 7) / 8; }
   __device__ static int64_t code_offset(const Lane& l, const Layout& layout) {
     return layout.payload_offset + static_cast<int64_t>(l.tile) * (kTileElems / 8 * kBits) + l.sub * kBits;
+  }
+
+  // Magnitude codes of a tile whose step lies in [2^-9, 1/2], identical to
+  // elem::log_encode_magnitude (which is what `exact` computes), for less work.
+  //
+  // The reference takes the level just below |x| from log2_poly and an IEEE
+  // division, then returns the nearer of that level and the next one (compared in
+  // linear space). Write L_k for the log2 of level k as computed, P(a) for the
+  // tile-relative position (log2 a - min) / step. Every error involved, in log2
+  // units, is below E = B * 2^-20 + 2^-16, B = max(|min|, |max|) + 1: log2_poly is
+  // within 3.1e-6, __log2f (lg2.approx) within 2 ulp of a value of magnitude < B,
+  // exp2_poly within ~4e-7 relative, and the few roundings of the positions
+  // (min + k * step, log2 a - min, the multiply by 1/step) are below B * 2^-24 or
+  // 32 * 2^-23 each. With step >= 2^-9, E / step < 0.07, so:
+  //  - the reference's bracket is the true one ([L_k, L_k+1] holding log2 a) unless
+  //    log2 a is within E of some L_j, and then both brackets it may pick contain
+  //    level j on the near side and the comparison returns j (a - lo and hi - a have
+  //    opposite signs or are exact), which is also the nearest level;
+  //  - with the true bracket, a - lo and hi - a are exact (Sterbenz: step <= 1/2
+  //    keeps hi < 2 lo), so the result is the exact nearest level, ties lower:
+  //    level k + 1 iff log2 a > log2((lo + hi) / 2) = L_k + g(L_k+1 - L_k), with
+  //    g(s) = log2((1 + 2^s) / 2), g' <= 0.59 for s <= 1/2.
+  // Hence the result is level k + 1 whenever r = P(a) - k (k the floor of P(a),
+  // clamped to [0, K - 2] like the reference) exceeds m = g(step) / step by more
+  // than d = 4 E / step + 2^-10, level k when r < m - d (the bound adds E for P(a),
+  // 2.2 E for the midpoint, and 2^-10 for m's series, whose error is < 2e-6; near a
+  // level, r is within 0.07 of 0 or 1, on the right side by the first point; at
+  // the clamps r < 0 means a just above level 1 and r >= 1 means a near level K).
+  // The few elements with |r - m| <= d (about 1% for n = 10 on Gaussian data) go
+  // to the reference function itself; zero and the range up to level 1 take the
+  // reference's own expressions.
+  __device__ static void fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
+                                         uint32_t (&mag)[kElemsPerLane]) {
+    const float inv = __frcp_rn(t.step);
+    const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
+    const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
+    const float d = 4.0f * e * inv + 0x1p-10f;
+    const float lo_cut = m - d, hi_cut = m + d;
+    unsigned todo = 0;
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const float a = elem::abs_f(v[k]);
+      const float p = (__log2f(a) - t.min) * inv;  // -inf for a = 0, decided below
+      const float pc = fminf(fmaxf(p, 0.0f), static_cast<float>(kLevels - 2));
+      const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
+      const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
+      const float r = p - (fl - 0x1p23f);
+      uint32_t c = r > hi_cut ? below + 2u : below + 1u;
+      if (a <= v1) c = a - 0.0f > v1 - a ? 1u : 0u;
+      if (a < elem::kLogZeroBelow) c = 0u;
+      if (a > v1 && r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      mag[k] = c;
+    }
+    while (todo != 0u) {
+      const int j = __ffs(todo) - 1;
+      todo &= todo - 1u;
+      float a = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) a = k == j ? elem::abs_f(v[k]) : a;
+      const uint32_t c = static_cast<uint32_t>(elem::log_encode_magnitude(a, t, kLevels));
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = k == j ? c : mag[k];
+    }
   }
 
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
@@ -147,6 +279,13 @@ struct LogFmt {
     first_bad = tile_min(first_bad, l.mask);
     amin = tile_min(amin, l.mask);
     amax = tile_max(amax, l.mask);
+    // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
+    // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
+    // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
+    const bool odd = (l.sub & 1) != 0;
+    const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
+    const int mine = static_cast<int>(odd ? floorf(lg) : ceilf(lg));
+    const int other = __shfl_xor_sync(l.mask, mine, 1);
     if (first_bad != INT_MAX) {
       if (l.sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
       return;
@@ -154,22 +293,43 @@ struct LogFmt {
     if (l.valid == 0) return;
     int16_t min_q = 0, max_q = 0;
     elem::LogTile t{0.0f, 0.0f};
-    if (amax != 0.0f) t = elem::log_tile_params(amin, amax, kBits, &min_q, &max_q);
+    float max = 0.0f;
+    if (amax != 0.0f) {
+      const int hi = odd ? other : mine;
+      int lo = odd ? mine : other;
+      if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
+      min_q = static_cast<int16_t>(lo);
+      max_q = static_cast<int16_t>(hi);
+      t.min = static_cast<float>(lo) / static_cast<float>(elem::kLogFixedOne);
+      max = static_cast<float>(hi) / static_cast<float>(elem::kLogFixedOne);
+      t.step = (max - t.min) / static_cast<float>(kLevels - 1);
+    }
     if (l.sub == 0) {
       const uint32_t meta = static_cast<uint16_t>(min_q) | static_cast<uint32_t>(static_cast<uint16_t>(max_q)) << 16;
       store_bytes<4>(row + 4 * l.tile, meta, 4);
     }
+    uint32_t mag[kElemsPerLane];
+    if (amax == 0.0f) {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
+    } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
+      fast_magnitudes(v, t, max, elem::log_level(t, 1), mag);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        mag[k] = static_cast<uint32_t>(elem::log_encode_magnitude(elem::abs_f(v[k]), t, kLevels));
+      }
+    }
     Chunk codes = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      const uint32_t mag =
-          amax == 0.0f ? 0u : static_cast<uint32_t>(elem::log_encode_magnitude(elem::abs_f(v[k]), t, kLevels));
-      const uint32_t sign = mag != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-      codes |= static_cast<Chunk>(mag | sign << (kBits - 1)) << (k * kBits);
+      const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
+      codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
     }
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
   }
 
+  // elem::log_decode with exp2_poly_fast and an exact int-to-float (bit-identical).
   __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
     const uint32_t meta = static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4));
     const elem::LogTile t = elem::log_tile_from_stored(static_cast<int16_t>(meta & 0xffffu),
@@ -177,7 +337,13 @@ struct LogFmt {
     const Chunk codes = load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid));
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      v[k] = elem::log_decode(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
+      const uint32_t code = static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask;
+      const uint32_t mag = code & ((1u << (kBits - 1)) - 1u);
+      const uint32_t sign = (code >> (kBits - 1)) & 1u;
+      // log_level(t, mag) = exp2_poly(float(mag - 1) * step + min); mag - 1 < 2^15.
+      const float level = exp2_poly_fast(small_int_to_float((mag - 1u) & 0x7fffu) * t.step + t.min);
+      const float x = mag == 0u ? 0.0f : level;
+      v[k] = elem::from_bits(elem::to_bits(x) | (sign << 31));
     }
   }
 };
