@@ -89,12 +89,22 @@ finish_job() {
   ! pgrep -f -- "^$driver " >/dev/null || fail "a driver process outlived the job: $(pgrep -af -- "^$driver ")"
 }
 
-# Every rank in $1 (a space-separated list) printed a timeout naming $2 and a phase.
+# Every rank in $1 (a space-separated list) printed a timeout naming $2 and a phase,
+# or failed at once because a rank of its own node (also in $1) gave up first: the
+# node's shared-memory failure flag ("group failed: ... rank N abandoned operation").
 expect_timeouts() {
-  local r line
+  local r line peer
   for r in $1; do
     line=$(grep "^cluster_driver: rank $r .*FAILED" "$log" || true)
     [[ -n $line ]] || fail "rank $r reported no error"
+    if [[ $line =~ group\ failed:.*rank\ ([0-9]+)\ abandoned\ operation ]]; then
+      peer=${BASH_REMATCH[1]}
+      [[ " $1 " == *" $peer "* ]] || fail "rank $r blames rank $peer, which is not one of $1: $line"
+      grep -q "^cluster_driver: rank $peer .*FAILED.*: timeout: " "$log" ||
+        fail "rank $r blames rank $peer, which did not time out: $line"
+      echo "ok: $line"
+      continue
+    fi
     [[ $line == *": timeout: "* ]] || fail "rank $r failed, but not with a timeout: $line"
     [[ $line == *"in phase '"* ]] || fail "rank $r's error names no phase: $line"
     [[ $line =~ waiting\ for\ ranks\ [^\(]*$2 ]] || fail "rank $r's error does not name rank(s) $2: $line"
