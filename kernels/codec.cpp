@@ -37,11 +37,11 @@ void store_tile(const TileKernels& k, const float* v, int i0, int n, void* row, 
 template <DType kType>
 struct Plain {
   static constexpr Format kFormat = kType == DType::kF32 ? Format::kF32 : Format::kBF16;
-  static int encode(const TileKernels& k, const float* x, int, int n, int i0, std::byte* row, int) {
+  static int encode(const TileKernels& k, const float* x, int, int n, int i0, std::byte* row, const RowLayout&) {
     store_tile(k, x, i0, n, row, kType);
     return -1;
   }
-  static void decode(const TileKernels& k, const std::byte* row, int, int, int i0, int n, float* out) {
+  static void decode(const TileKernels& k, const std::byte* row, int, const RowLayout&, int i0, int n, float* out) {
     if constexpr (kType == DType::kF32) {
       std::memcpy(out, reinterpret_cast<const float*>(row) + i0, static_cast<std::size_t>(n) * sizeof(float));
     } else {
@@ -55,8 +55,8 @@ template <Format kF>
 struct Fp8 {
   static constexpr Format kFormat = kF;
   static constexpr bool kPow2 = kF == Format::kFP8UE8M0;
-  static int encode(const TileKernels& k, const float* x, int tile, int n, int i0, std::byte* row, int hidden) {
-    const RowLayout l = row_layout(kF, hidden);
+  static int encode(const TileKernels& k, const float* x, int tile, int n, int i0, std::byte* row,
+                    const RowLayout& l) {
     const float amax = k.amax_finite(x, n);
     float scale;
     if constexpr (kPow2) {
@@ -70,8 +70,8 @@ struct Fp8 {
     k.fp8_encode(x, n, scale, reinterpret_cast<uint8_t*>(row + l.payload_offset) + i0);
     return -1;
   }
-  static void decode(const TileKernels& k, const std::byte* row, int tile, int hidden, int i0, int n, float* out) {
-    const RowLayout l = row_layout(kF, hidden);
+  static void decode(const TileKernels& k, const std::byte* row, int tile, const RowLayout& l, int i0, int n,
+                     float* out) {
     float scale;
     if constexpr (kPow2) {
       uint8_t e;
@@ -90,16 +90,15 @@ struct LogFmt {
   static constexpr Format kFormat = kF;
   static constexpr int kBits = static_cast<int>(kF) - static_cast<int>(Format::kLogFMT3) + 3;
   static constexpr std::size_t kTileCodeBytes = kTileElems * kBits / 8;
-  static int encode(const TileKernels& k, const float* x, int tile, int n, int, std::byte* row, int hidden) {
-    const RowLayout l = row_layout(kF, hidden);
+  static int encode(const TileKernels& k, const float* x, int tile, int n, int, std::byte* row, const RowLayout& l) {
     int16_t mm[2];
     const int bad = k.logfmt_encode(x, n, kBits, reinterpret_cast<uint8_t*>(row + l.payload_offset) + tile * kTileCodeBytes,
                                     &mm[0], &mm[1]);
     std::memcpy(row + l.meta_offset + static_cast<std::size_t>(tile) * sizeof mm, mm, sizeof mm);
     return bad;
   }
-  static void decode(const TileKernels& k, const std::byte* row, int tile, int hidden, int, int n, float* out) {
-    const RowLayout l = row_layout(kF, hidden);
+  static void decode(const TileKernels& k, const std::byte* row, int tile, const RowLayout& l, int, int n,
+                     float* out) {
     int16_t mm[2];
     std::memcpy(mm, row + l.meta_offset + static_cast<std::size_t>(tile) * sizeof mm, sizeof mm);
     k.logfmt_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + tile * kTileCodeBytes, n, kBits, mm[0],
@@ -119,11 +118,12 @@ struct RowCodec {
       std::memcpy(dst, src, row_bytes(hidden));
       return -1;
     }
+    const RowLayout layout = row_layout(F::kFormat, hidden);
     float scratch[kTileElems];
     for (int t = 0; t < num_tiles(hidden); ++t) {
       const int i0 = t * kTileElems, n = tile_len(hidden, t);
       const float* x = load_tile(k, src, src_type, i0, n, scratch);
-      const int bad = F::encode(k, x, t, n, i0, static_cast<std::byte*>(dst), hidden);
+      const int bad = F::encode(k, x, t, n, i0, static_cast<std::byte*>(dst), layout);
       if (bad >= 0) return i0 + bad;
     }
     return -1;
@@ -135,10 +135,11 @@ struct RowCodec {
       std::memcpy(dst, src, row_bytes(hidden));
       return;
     }
+    const RowLayout layout = row_layout(F::kFormat, hidden);
     float v[kTileElems];
     for (int t = 0; t < num_tiles(hidden); ++t) {
       const int i0 = t * kTileElems, n = tile_len(hidden, t);
-      F::decode(k, static_cast<const std::byte*>(src), t, hidden, i0, n, v);
+      F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, v);
       store_tile(k, v, i0, n, dst, dst_type);
     }
   }
@@ -148,10 +149,11 @@ struct RowCodec {
     if constexpr (F::kFormat == Format::kF32) {
       k.axpy(static_cast<const float*>(src), hidden, weight, acc);
     } else {
+      const RowLayout layout = row_layout(F::kFormat, hidden);
       float v[kTileElems];
       for (int t = 0; t < num_tiles(hidden); ++t) {
         const int i0 = t * kTileElems, n = tile_len(hidden, t);
-        F::decode(k, static_cast<const std::byte*>(src), t, hidden, i0, n, v);
+        F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, v);
         k.axpy(v, n, weight, acc + i0);
       }
     }

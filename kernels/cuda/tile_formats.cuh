@@ -152,36 +152,6 @@ struct Fp8 {
   }
 };
 
-// elem::exp2_poly with floor and the float/int conversions done by exact FP32 adds
-// and bit moves instead of the conversion instructions (1/8 of the FP32 issue rate
-// on Hopper). Bit for bit the same value: after the clamp y is in [-126, 128), so
-// y + 1.5 * 2^23 lies in [2^23, 2^24), where the floats are exactly the integers;
-// rounding that sum down gives 1.5 * 2^23 + floor(y) exactly, subtracting the
-// constant back is exact (Sterbenz), and the difference of the two bit patterns is
-// floor(y) as an integer. The fraction y - floor(y) is the reference's (at most
-// the sign of a zero differs when y = -0, and the polynomial maps +-0 to the same
-// value), and floor(y) >= -126 makes pow2i the plain exponent field.
-__device__ inline float exp2_poly_fast(float y) {
-  constexpr float kMagic = 0x1.8p23f;
-  y = y < -126.0f ? -126.0f : y;
-  y = y > 127.99998f ? 127.99998f : y;
-  const float t = __fadd_rd(y, kMagic);
-  const float f = y - (t - kMagic);
-  float p = 0.00021871246f;
-  p = p * f + 0.0012382413f;
-  p = p * f + 0.009686188f;
-  p = p * f + 0.05547891f;
-  p = p * f + 0.2402311f;
-  p = p * f + 0.6931468f;
-  p = p * f + 1.0f;
-  p = p < 1.9999999f ? p : 1.9999999f;
-  const int i = static_cast<int>(__float_as_uint(t) - __float_as_uint(kMagic));
-  return p * elem::from_bits(static_cast<uint32_t>(i + 127) << 23);
-}
-
-// static_cast<float>(k) for 0 <= k < 2^23, by an exact subtraction.
-__device__ inline float small_int_to_float(uint32_t k) { return elem::from_bits(0x4b000000u | k) - 0x1p23f; }
-
 // LogFMT-kBits: per tile an (int16 min, int16 max) pair at tile * 4, then the codes,
 // tile t's at payload_offset + t * 16 * kBits; this lane's 8 codes are its kBits
 // bytes from there.
@@ -329,7 +299,6 @@ struct LogFmt {
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
   }
 
-  // elem::log_decode with exp2_poly_fast and an exact int-to-float (bit-identical).
   __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
     const uint32_t meta = static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4));
     const elem::LogTile t = elem::log_tile_from_stored(static_cast<int16_t>(meta & 0xffffu),
@@ -337,13 +306,7 @@ struct LogFmt {
     const Chunk codes = load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid));
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      const uint32_t code = static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask;
-      const uint32_t mag = code & ((1u << (kBits - 1)) - 1u);
-      const uint32_t sign = (code >> (kBits - 1)) & 1u;
-      // log_level(t, mag) = exp2_poly(float(mag - 1) * step + min); mag - 1 < 2^15.
-      const float level = exp2_poly_fast(small_int_to_float((mag - 1u) & 0x7fffu) * t.step + t.min);
-      const float x = mag == 0u ? 0.0f : level;
-      v[k] = elem::from_bits(elem::to_bits(x) | (sign << 31));
+      v[k] = elem::log_decode(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
     }
   }
 };
