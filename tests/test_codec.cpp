@@ -17,21 +17,12 @@ namespace {
 using epcomm::DType;
 using epcomm::Format;
 
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using epcomm::kernels::elem::from_bits;
 
 // Reference: of the two BF16 neighbours of f, the one nearer in exact (double)
 // arithmetic; on a tie the one with an even last mantissa bit.
 uint16_t reference_bf16(float f) {
-  const uint32_t u = bits(f);
+  const uint32_t u = epcomm::kernels::elem::to_bits(f);
   const uint16_t down = static_cast<uint16_t>(u >> 16);
   const uint16_t up = static_cast<uint16_t>(down + 1);
   const double lo = from_bits(static_cast<uint32_t>(down) << 16);

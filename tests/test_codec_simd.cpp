@@ -32,12 +32,7 @@ using epcomm::Format;
 using epcomm::kTileElems;
 using epcomm::kernels::TileKernels;
 namespace elem = epcomm::kernels::elem;
-
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using elem::from_bits;
 
 // Equal bytes, or where the first difference is.
 testing::AssertionResult same_bytes(const void* want, const void* got, std::size_t bytes) {
