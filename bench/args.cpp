@@ -37,6 +37,23 @@ std::vector<epcomm::Format> parse_format_list(std::string_view flag, std::string
   return values;
 }
 
+std::vector<epcomm::GroupOptions::Transport> parse_transport_list(std::string_view flag, std::string_view text) {
+  using T = epcomm::GroupOptions::Transport;
+  std::vector<T> values;
+  for (std::string_view part : split_commas(text)) {
+    if (part == "mpi") {
+      values.push_back(T::kMpi);
+    } else if (part == "verbs") {
+      values.push_back(T::kVerbs);
+    } else if (part == "auto") {
+      values.push_back(T::kAuto);
+    } else {
+      throw ArgsError("--" + std::string(flag) + ": expected mpi, verbs or auto, got '" + std::string(part) + "'");
+    }
+  }
+  return values;
+}
+
 std::vector<epcomm::Format> or_dtype_format(const std::vector<epcomm::Format>& formats, epcomm::DType dtype) {
   if (!formats.empty()) return formats;
   return {dtype == epcomm::DType::kBF16 ? epcomm::Format::kBF16 : epcomm::Format::kF32};
@@ -78,6 +95,7 @@ Options parse_args(int argc, char** argv) {
     else if (flag == "dtype") o.dtypes = parse_dtype_list(value);
     else if (flag == "dispatch-format") o.dispatch_formats = parse_format_list(flag, value);
     else if (flag == "combine-format") o.combine_formats = parse_format_list(flag, value);
+    else if (flag == "transport") o.transports = parse_transport_list(flag, value);
     else if (flag == "warmup") o.warmup = parse_number<int>(flag, value, 0);
     else if (flag == "iters") o.iters = parse_number<int>(flag, value, 1);
     else if (flag == "alignment") o.alignment = parse_number<int>(flag, value, 1);
@@ -115,6 +133,8 @@ Sweep flags (comma lists; the cartesian product is run):
                       logfmt<n> (n = 3..16) | f32     (default: the dtype)
   --combine-format F,...   node partials on the wire, same values
                                                       (default: the dtype)
+  --transport T,...   inter-node transport: mpi | verbs | auto; the sweep
+                      runs once per value     (default: EPCOMM_TRANSPORT)
 Other flags:
   --warmup N          untimed iterations              (default 5)
   --iters N           timed iterations                (default 20)

@@ -1,6 +1,7 @@
 // Command line of epcomm-bench: flags, defaults, and the sweep they describe.
 #pragma once
 
+#include <epcomm/group.hpp>
 #include <epcomm/types.hpp>
 
 #include "cli.hpp"
@@ -35,6 +36,8 @@ struct Options {
   // Empty: the dtype's own format (f32 rows are not narrowed on the wire).
   std::vector<epcomm::Format> dispatch_formats;
   std::vector<epcomm::Format> combine_formats;
+  // One group per entry, the whole sweep on each (default: EPCOMM_TRANSPORT).
+  std::vector<epcomm::GroupOptions::Transport> transports{epcomm::GroupOptions::Transport::kDefault};
   // Scalars, shared by every configuration.
   int warmup = 5;
   int iters = 20;

@@ -8,11 +8,16 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <optional>
 
 namespace {
+
+// One sweep over every configuration on one group; the exit status as run()'s.
+int run_sweep(const epcomm::Group& group, const epcomm_bench::Options& options,
+              std::optional<epcomm_bench::Report>& report);
 
 // Returns the exit status: 0, 1 when a check failed, 2 for a bad command line.
 int run(int argc, char** argv, int world_rank) {
@@ -30,13 +35,24 @@ int run(int argc, char** argv, int world_rank) {
     return 0;
   }
 
-  const epcomm::Group group(MPI_COMM_WORLD);  // EPCOMM_RANKS_PER_NODE emulates nodes
-  const bool root = group.rank() == 0;
   std::optional<Report> report;
-  if (root) {
+  int status = 0;
+  for (const epcomm::GroupOptions::Transport transport : options.transports) {
+    epcomm::GroupOptions group_options;
+    group_options.transport = transport;
+    const epcomm::Group group(MPI_COMM_WORLD, group_options);  // EPCOMM_RANKS_PER_NODE emulates nodes
+    status = std::max(status, run_sweep(group, options, report));
+  }
+  return status;
+}
+
+int run_sweep(const epcomm::Group& group, const epcomm_bench::Options& options,
+              std::optional<epcomm_bench::Report>& report) {
+  using namespace epcomm_bench;
+  const bool root = group.rank() == 0;
+  if (root && !report) {
     report.emplace(RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), &options});
   }
-
   int status = 0;
   for (const BenchConfig& config : expand(options)) {
     const ConfigOutcome outcome = run_config(group, config, options);

@@ -17,7 +17,7 @@ struct Column {
 // nccl-tests / OSU style: right-aligned, fixed widths, header once.
 constexpr Column kColumns[] = {
     {"ranks", 6},   {"nodes", 6},        {"tokens", 7},   {"hidden", 7},   {"experts", 8},
-    {"topk", 5},    {"maxn", 5},         {"dtype", 6},    {"dfmt", 10},    {"cfmt", 10},
+    {"topk", 5},    {"maxn", 5},         {"net", 6},      {"dtype", 6},    {"dfmt", 10},    {"cfmt", 10},
     {"disp_us", 10}, {"comb_us", 10},
     {"total_us", 10}, {"base_us", 10},   {"speedup", 8},  {"inter_MB", 10}, {"intra_MB", 10},
     {"base_inter_MB", 14}, {"algbw_GB/s", 11}, {"check", 6},
@@ -135,6 +135,7 @@ void Report::row(const Result& r) {
       std::to_string(c.experts),
       std::to_string(c.topk),
       std::to_string(c.max_nodes),
+      r.transport,
       dtype_name(c.dtype),
       epcomm::to_string(c.dispatch_format),
       epcomm::to_string(c.combine_format),
@@ -162,6 +163,7 @@ void Report::row(const Result& r) {
       .add("topk", c.topk)
       .add("max_nodes", c.max_nodes)
       .add("effective_max_nodes", r.effective_max_nodes)
+      .add("transport", r.transport.c_str())
       .add("dtype", dtype_name(c.dtype))
       .add("dispatch_format", epcomm::to_string(c.dispatch_format))
       .add("combine_format", epcomm::to_string(c.combine_format))

@@ -164,6 +164,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.config = config;
   result.ranks = ranks;
   result.nodes = group.num_nodes();
+  result.transport = exchange.transport();
   result.effective_max_nodes = router->effective_max_nodes();
   result.max_recv_rows = exchange_config.max_recv_rows;
   result.dispatch_us = epcomm_times.dispatch_us;

@@ -1,16 +1,21 @@
 # The raw verbs transport (runtime/src/transport/verbs): built into libepcomm when
-# libibverbs is found (Debian: libibverbs-dev). -DEPCOMM_WITH_VERBS=OFF leaves it out;
-# ON without the library is a configure error rather than a silent omission.
+# libibverbs and hwloc (which adapter is near the rank's cores) are found (Debian:
+# libibverbs-dev, libhwloc-dev). -DEPCOMM_WITH_VERBS=OFF leaves it out; ON without
+# them is a configure error rather than a silent omission.
 find_path(EPCOMM_IBVERBS_INCLUDE_DIR infiniband/verbs.h)
 find_library(EPCOMM_IBVERBS_LIBRARY ibverbs)
-if(EPCOMM_IBVERBS_INCLUDE_DIR AND EPCOMM_IBVERBS_LIBRARY)
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(HWLOC QUIET IMPORTED_TARGET GLOBAL hwloc)
+endif()
+if(EPCOMM_IBVERBS_INCLUDE_DIR AND EPCOMM_IBVERBS_LIBRARY AND HWLOC_FOUND)
   set(epcomm_verbs_found ON)
 else()
   set(epcomm_verbs_found OFF)
 endif()
 option(EPCOMM_WITH_VERBS "Build the RDMA verbs transport (needs libibverbs)" ${epcomm_verbs_found})
 if(EPCOMM_WITH_VERBS AND NOT epcomm_verbs_found)
-  message(FATAL_ERROR "EPCOMM_WITH_VERBS=ON but libibverbs was not found: install libibverbs-dev "
+  message(FATAL_ERROR "EPCOMM_WITH_VERBS=ON but libibverbs or hwloc was not found: install libibverbs-dev libhwloc-dev "
                       "or configure with -DEPCOMM_WITH_VERBS=OFF")
 endif()
 
@@ -20,11 +25,13 @@ if(EPCOMM_WITH_VERBS)
     src/transport/verbs/immediate.cpp
     src/transport/verbs/write_plan.cpp
     src/transport/verbs/verbs_device.cpp
+    src/transport/verbs/device_locality.cpp
     src/transport/verbs/memory_region.cpp
     src/transport/verbs/rc_queue_pair.cpp
-    src/transport/verbs/verbs_transport.cpp)
+    src/transport/verbs/verbs_transport.cpp
+    src/exchange/verbs_internode.cpp)
   target_include_directories(epcomm PRIVATE ${EPCOMM_IBVERBS_INCLUDE_DIR})
-  target_link_libraries(epcomm PRIVATE ${EPCOMM_IBVERBS_LIBRARY})
+  target_link_libraries(epcomm PRIVATE ${EPCOMM_IBVERBS_LIBRARY} PkgConfig::HWLOC)
   target_compile_definitions(epcomm PRIVATE EPCOMM_WITH_VERBS=1)
 endif()
 message(STATUS "epcomm: verbs transport ${EPCOMM_WITH_VERBS}")

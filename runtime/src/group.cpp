@@ -116,6 +116,15 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.rank = s.node * rpn + s.local_rank;
   s.timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
   s.host_ranks = mine.host_size;
+  s.transport = options.transport;
+  if (s.transport == GroupOptions::Transport::kDefault) {
+    const std::string t = env::transport();
+    s.transport = t == "mpi" ? GroupOptions::Transport::kMpi
+                  : t == "verbs" ? GroupOptions::Transport::kVerbs
+                                 : GroupOptions::Transport::kAuto;
+  }
+  EPCOMM_REQUIRE(s.transport >= GroupOptions::Transport::kMpi && s.transport <= GroupOptions::Transport::kAuto,
+                 kInvalidArgument, "GroupOptions::transport=" << static_cast<int>(s.transport) << " is not a transport");
   s.host_cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
 
   EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));

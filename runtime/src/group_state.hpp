@@ -1,6 +1,7 @@
 // What a Group knows about its ranks; shared by everything built on the group.
 #pragma once
 
+#include <epcomm/group.hpp>
 #include <mpi.h>
 
 #include <cstdint>
@@ -23,6 +24,7 @@ struct GroupState {
   int host_ranks = 1;        // ranks on this host (several emulated nodes may share it)
   int host_cores = 1;        // cores online on this host
   double timeout_s = 60;
+  GroupOptions::Transport transport = GroupOptions::Transport::kAuto;  // never kDefault
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;
   uint64_t next_resource_id = 0;

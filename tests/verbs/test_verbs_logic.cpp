@@ -4,10 +4,13 @@
 
 #include <epcomm/error.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
+#include "exchange/internode.hpp"
+#include "transport/verbs/device_locality.hpp"
 #include "transport/verbs/gid_choice.hpp"
 #include "transport/verbs/immediate.hpp"
 #include "transport/verbs/write_plan.hpp"
@@ -153,6 +156,44 @@ TEST(WritePlan, RangesOutsideTheirRegionsAreRefused) {
   EXPECT_EQ(code_of([&] { plan_write(100, 8, remote, 0, huge, 64, out); }), ErrorCode::kInvalidArgument);
   EXPECT_EQ(code_of([&] { plan_write(100, 0, remote, huge, 8, 64, out); }), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(out.empty());
+}
+
+// Receive buffers hold one fixed block per remote node, own node skipped: the
+// sender computes the receiver's offset alone, and blocks never overlap.
+TEST(BlockOffset, EachRemoteNodeHasItsOwnBlock) {
+  const std::size_t block = 1000;
+  for (int nodes = 2; nodes <= 5; ++nodes) {
+    for (int to = 0; to < nodes; ++to) {
+      std::vector<std::size_t> seen;
+      for (int from = 0; from < nodes; ++from) {
+        if (from == to) continue;
+        const std::size_t at = block_offset(from, to, block);
+        EXPECT_EQ(at % block, 0u);
+        EXPECT_LE(at + block, (nodes - 1) * block) << "from " << from << " to " << to;
+        seen.push_back(at);
+      }
+      std::sort(seen.begin(), seen.end());
+      EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end()) << nodes << " nodes, to " << to;
+    }
+  }
+  EXPECT_EQ(block_offset(0, 1, block), 0u);
+  EXPECT_EQ(block_offset(2, 1, block), block);
+  EXPECT_EQ(block_offset(3, 0, block), 2 * block);
+}
+
+struct Bitmap {
+  explicit Bitmap(const char* list) : b(hwloc_bitmap_alloc()) { hwloc_bitmap_list_sscanf(b, list); }
+  ~Bitmap() { hwloc_bitmap_free(b); }
+  hwloc_bitmap_t b;
+};
+
+TEST(DeviceLocality, AdapterOnTheRanksSocketScoresHighest) {
+  const Bitmap rank("8-11"), socket1("8-15"), socket0("0-7"), straddling("4-9"), none("");
+  EXPECT_EQ(locality_score(rank.b, socket1.b), 2);
+  EXPECT_EQ(locality_score(rank.b, straddling.b), 1);
+  EXPECT_EQ(locality_score(rank.b, socket0.b), 0);
+  EXPECT_EQ(locality_score(rank.b, none.b), 0);  // no sysfs data: no preference
+  EXPECT_EQ(locality_score(none.b, socket1.b), 0);
 }
 
 }  // namespace

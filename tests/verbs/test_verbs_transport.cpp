@@ -82,7 +82,7 @@ uint64_t plan_bytes(const std::vector<Message>& plan) { return plan.back().offse
 
 TEST_F(VerbsTransportTest, RandomWritesArriveByteExactWithTheirImmediates) {
   // A small send queue, so most chunks wait in the software backlog first.
-  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{4, 64});
+  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{4, 64, {}});
   const std::vector<Message> plan = message_plan(t.max_message_size());
   const uint64_t span = plan_bytes(plan);
   std::vector<std::byte> send = random_bytes(span, 1234 + rank_);
@@ -213,7 +213,7 @@ constexpr uint32_t kFewReceives = 8;
 constexpr int kMoreWrites = 12;
 
 TEST_F(VerbsTransportTest, ReceiverThatPausesPollingIsNamedThenCatchesUp) {
-  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{16, kFewReceives});
+  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{16, kFewReceives, {}});
   std::vector<std::byte> buf(kMoreWrites * 64);
   const int r = t.register_region(buf.data(), buf.size());
   t.connect();
@@ -244,7 +244,7 @@ TEST_F(VerbsTransportTest, ReceiverThatPausesPollingIsNamedThenCatchesUp) {
 }
 
 TEST_F(VerbsTransportTest, ReceiverThatNeverPollsFailsTheWriterNamingIt) {
-  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{16, kFewReceives});
+  VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{16, kFewReceives, {}});
   std::vector<std::byte> buf(kMoreWrites * 64);
   const int r = t.register_region(buf.data(), buf.size());
   t.connect();

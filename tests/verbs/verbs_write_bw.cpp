@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     if (size < 2) throw epcomm::Error(epcomm::ErrorCode::kInvalidArgument, "verbs_write_bw needs 2 ranks");
     if (rank == 0) std::printf("%10s %6s %10s %9s %10s\n", "bytes", "iters", "MB/s", "Gbit/s", "us/write");
     for (std::size_t bytes : sizes) {
-      VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{kWindow, kWindow});
+      VerbsTransport t(MPI_COMM_WORLD, VerbsTransport::Options{kWindow, kWindow, {}});
       std::vector<std::byte> buf(bytes);
       const int region = t.register_region(buf.data(), buf.size());
       t.connect();

@@ -136,6 +136,9 @@ class Exchange {
   Exchange& operator=(const Exchange&) = delete;
 
   const ExchangeConfig& config() const;
+  // The inter-node transport this exchange chose: "mpi" or "verbs" (see
+  // GroupOptions::transport).
+  const char* transport() const;
 
   DispatchHandle dispatch_begin(const DispatchInput& input);
   DispatchHandle dispatch(const DispatchInput& input);  // begin + wait

@@ -30,6 +30,14 @@ struct GroupOptions {
   // EPCOMM_PROGRESS_CORE pins the thread to a core the launcher reserved.
   enum class Progress : int { kDefault = 0, kThread = 1, kInline = 2 };
   Progress progress = Progress::kDefault;
+  // Inter-node transport of the group's exchanges. kMpi: MPI point-to-point (any
+  // cluster). kVerbs: RDMA writes over libibverbs (InfiniBand/RoCE); an Exchange
+  // throws ErrorCode::kUnsupported if a rank has no usable port. kAuto: verbs when
+  // every rank has a port, else MPI (the startup log at EPCOMM_LOG_LEVEL=info says
+  // which). kDefault: EPCOMM_TRANSPORT (mpi|verbs|auto), else auto. Ports come from
+  // EPCOMM_IB_DEVICE / EPCOMM_IB_PORT / EPCOMM_IB_GID_INDEX (docs/transports.md).
+  enum class Transport : int { kDefault = 0, kMpi = 1, kVerbs = 2, kAuto = 3 };
+  Transport transport = Transport::kDefault;
 };
 
 namespace detail {

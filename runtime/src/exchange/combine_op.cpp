@@ -6,18 +6,6 @@
 #include "util/check.hpp"
 
 namespace epcomm::detail {
-namespace {
-
-// Byte offset of node n's region in a per-node combine buffer (own node skipped).
-std::size_t node_region(const TokenRoutes& routes, int node, int my_node, std::size_t row_bytes) {
-  std::size_t at = 0;
-  for (int n = 0; n < node; ++n) {
-    if (n != my_node) at += routes.node_count(n) * row_bytes;
-  }
-  return at;
-}
-
-}  // namespace
 
 CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
                      void* out)
@@ -27,23 +15,26 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
       out_(out),
       buf_(engine.slots[route_->slot()]) {
   route_->combine_in_flight = true;
-  const Engine& e = engine_;
+  Engine& e = engine_;
+  InterNode& net = *e.internode;
+  recvs_ = net.new_transfers();
+  sends_ = net.new_transfers();
   const std::size_t crow = e.combine_codec.row_bytes(e.config.hidden);
   const TokenRoutes& routes = buf_.routes;
+  // This rank's combine_recv is free: the previous combine on this slot finished
+  // before this one could begin.
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
-    const int peer = e.group.global_rank(n, e.group.local_rank);
-    MPI_Request r;
-    EPCOMM_MPI(MPI_Irecv(buf_.combine_recv.data() + node_region(routes, n, e.group.node, crow),
-                         static_cast<int>(count * crow), MPI_BYTE, peer, e.mpi_tag(seq_, kTagCombine), e.comm, &r));
-    recv_reqs_.add(r, peer, PeerRequests::Kind::kRecv);
+    net.receive(*recvs_, RailBuffer::kCombine, route_->slot(), n, block_offset(n, e.group.node, e.combine_block_bytes()),
+                count * crow, seq_);
+    if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
   stage_expert_outputs();
 }
 
 CombineOp::~CombineOp() {
-  abandon_requests({&recv_reqs_, &send_reqs_});
+  abandon_requests({recvs_.get(), sends_.get()});
   route_->combine_in_flight = false;
 }
 
@@ -60,7 +51,7 @@ void CombineOp::stage_expert_outputs() {
 // As forwarder: for every token this rank wrote to its node in the dispatch, sum
 // weight * output over its rows on every local owner (owners in local-rank order,
 // rows in expert order), giving one partial per (token, node); keep it for own
-// tokens, encode and send it back for remote ones.
+// tokens, encode it for remote ones, to be sent back once their source is ready.
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
@@ -70,7 +61,11 @@ void CombineOp::reduce_node_partials() {
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
   std::vector<float> scratch(H);
   std::size_t send_at = 0;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+  const int N = e.topo.num_nodes();
+  send_at_.assign(N, 0);
+  send_bytes_.assign(N, 0);
+  send_posted_.assign(N, 0);
+  for (int n = 0; n < N; ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     for (int32_t i = 0; i < count; ++i) {
       const std::size_t h = static_cast<std::size_t>(first + i);
@@ -97,15 +92,29 @@ void CombineOp::reduce_node_partials() {
       }
     }
     if (n == me || count == 0) continue;
-    const int peer = e.group.global_rank(n, e.group.local_rank);
-    MPI_Request r;
-    EPCOMM_MPI(MPI_Isend(buf_.combine_send.data() + send_at, static_cast<int>(count * crow), MPI_BYTE, peer,
-                         e.mpi_tag(seq_, kTagCombine), e.comm, &r));
-    send_reqs_.add(r, peer, PeerRequests::Kind::kSend);
-    stats.internode_bytes += static_cast<int64_t>(count * crow);
+    send_at_[n] = send_at;
+    send_bytes_[n] = count * crow;
+    ++sends_left_;
     send_at += count * crow;
   }
   store_flag(route_->output().flags->outputs_read, seq_);
+}
+
+// Sends the blocks whose receivers are ready; true if any went.
+bool CombineOp::post_ready_sends() {
+  Engine& e = engine_;
+  InterNode& net = *e.internode;
+  const int left = sends_left_;
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    if (send_posted_[n] || send_bytes_[n] == 0) continue;
+    if (net.needs_clear_to_send() && !net.take_ready(n, seq_)) continue;
+    net.send(*sends_, RailBuffer::kCombine, route_->slot(), n, send_at_[n],
+             block_offset(e.group.node, n, e.combine_block_bytes()), send_bytes_[n], seq_);
+    send_posted_[n] = 1;
+    --sends_left_;
+    stats.internode_bytes += static_cast<int64_t>(send_bytes_[n]);
+  }
+  return sends_left_ < left;
 }
 
 // out[t] = sum over the token's nodes, in node order, of the node partials: the
@@ -121,7 +130,7 @@ void CombineOp::sum_node_partials() {
   const kernels::Codec& f32 = kernels::codec_for(Format::kF32);
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
     const int32_t* tokens = routes.node_begin(n);
-    const std::size_t region = node_region(routes, n, me, crow);
+    const std::size_t region = block_offset(n, me, e.combine_block_bytes());
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
       float* dst = acc + static_cast<std::size_t>(tokens[i]) * H;
       if (n == me) {
@@ -150,9 +159,10 @@ bool CombineOp::advance() {
     moved = true;
   }
   if (state_ == State::kReturn) {
-    if (!recv_reqs_.test_some().empty()) moved = true;
-    if (!send_reqs_.test_some().empty()) moved = true;
-    if (!recv_reqs_.all_done() || !send_reqs_.all_done()) return moved;
+    if (sends_left_ > 0 && post_ready_sends()) moved = true;
+    if (!recvs_->test_some().empty()) moved = true;
+    if (!sends_->test_some().empty()) moved = true;
+    if (sends_left_ > 0 || !recvs_->all_done() || !sends_->all_done()) return moved;
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
     sum_node_partials();
@@ -169,8 +179,14 @@ std::string CombineOp::phase() const { return "combine"; }
 std::string CombineOp::outstanding() const {
   const int slot = route_->slot();
   if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::outputs_ready, seq_);
-  std::string s = recv_reqs_.pending_peers();
-  std::string sends = send_reqs_.pending_peers();
+  std::string s = recvs_->pending_peers();
+  std::string sends = sends_->pending_peers();
+  for (int n = 0; n < static_cast<int>(send_bytes_.size()); ++n) {
+    if (send_bytes_[n] > 0 && !send_posted_[n]) {
+      sends += (sends.empty() ? "" : ", ") + std::to_string(engine_.group.global_rank(n, engine_.group.local_rank)) +
+               " (ready signal)";
+    }
+  }
   std::string local = engine_.local_ranks_behind(slot, &SlotFlags::outputs_read, seq_);
   for (const std::string* part : {&sends, &local}) {
     if (!part->empty()) s += (s.empty() ? "" : ", ") + *part;

@@ -22,6 +22,7 @@ class CombineOp : public Op {
 
   void stage_expert_outputs();
   void reduce_node_partials();
+  bool post_ready_sends();
   void sum_node_partials();
 
   std::shared_ptr<DispatchOp> route_;
@@ -29,7 +30,12 @@ class CombineOp : public Op {
   void* out_;
   State state_ = State::kPartials;
   SlotBuffers& buf_;
-  PeerRequests recv_reqs_, send_reqs_;
+  std::unique_ptr<Transfers> recvs_, sends_;
+  // Per destination node: its block of encoded partials in combine_send, and
+  // whether it was sent (a one-sided transport waits for the receiver's "ready").
+  std::vector<std::size_t> send_at_, send_bytes_;
+  std::vector<char> send_posted_;
+  int sends_left_ = 0;
 };
 
 }  // namespace epcomm::detail

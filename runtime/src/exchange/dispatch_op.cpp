@@ -34,6 +34,8 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
   buf_.busy = true;
+  rail_recvs_ = engine.internode->new_transfers();
+  rail_sends_ = engine.internode->new_transfers();
   if (input.x_encoded) token_rows_ = static_cast<const std::byte*>(input.x);
   const Topology& topo = engine.topo;
   build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
@@ -41,7 +43,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
 }
 
 DispatchOp::~DispatchOp() {
-  abandon_requests({&layout_reqs_, &rail_recv_reqs_, &rail_send_reqs_});
+  abandon_requests({&layout_reqs_, rail_recvs_.get(), rail_sends_.get()});
   buf_.busy = false;
 }
 
@@ -91,6 +93,7 @@ void DispatchOp::post_layout() {
   const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
   const TokenRoutes& routes = buf_.routes;
   msg_ints_ = kMsgExperts + J + 2;
+  send_cleared_.assign(topo.num_nodes(), 0);
   layout_out_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   layout_in_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   const int tag = e.mpi_tag(seq_, kTagLayout);
@@ -117,16 +120,20 @@ void DispatchOp::post_layout() {
   }
 }
 
-// Packs each remote node's tokens once (metadata block, then encoded rows) and
-// sends them to the rank with this rank's local index on that node.
-void DispatchOp::post_rail_sends() {
+// Packs each remote node's tokens once (metadata block, then encoded rows), for the
+// rank with this rank's local index on that node.
+void DispatchOp::pack_rail_sends() {
   const Engine& e = engine_;
   const Topology& topo = e.topo;
   const int K = topo.topk;
   const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
   const TokenRoutes& routes = buf_.routes;
   std::byte* cursor = buf_.rail_send.data();
-  for (int n = 0; n < topo.num_nodes(); ++n) {
+  const int N = topo.num_nodes();
+  send_at_.assign(N, 0);
+  send_bytes_.assign(N, 0);
+  send_posted_.assign(N, 0);
+  for (int n = 0; n < N; ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
@@ -139,13 +146,36 @@ void DispatchOp::post_rail_sends() {
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
       encode_token(t, rows + i * row_bytes);
     }
-    const std::size_t bytes = count * (meta_bytes + row_bytes);
-    const int peer = e.group.global_rank(n, e.group.local_rank);
-    MPI_Request r;
-    EPCOMM_MPI(MPI_Isend(cursor, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq_, kTagDispatch), e.comm, &r));
-    rail_send_reqs_.add(r, peer, PeerRequests::Kind::kSend);
-    stats.internode_bytes += static_cast<int64_t>(bytes);
-    cursor += bytes;
+    send_at_[n] = static_cast<std::size_t>(cursor - buf_.rail_send.data());
+    send_bytes_[n] = count * (meta_bytes + row_bytes);
+    cursor += send_bytes_[n];
+  }
+  rail_packed_ = true;
+}
+
+// Sends each packed block whose receiver may take it: at once over MPI; over a
+// one-sided transport once the rail peer's layout message for this dispatch came,
+// which it sends only after its slot (the block written into) is free again.
+void DispatchOp::post_cleared_rail_sends() {
+  Engine& e = engine_;
+  InterNode& net = *e.internode;
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    if (send_posted_[n] || send_bytes_[n] == 0) continue;
+    if (net.needs_clear_to_send() && !send_cleared_[n]) continue;
+    net.send(*rail_sends_, RailBuffer::kDispatch, slot_, n, send_at_[n],
+             block_offset(e.group.node, n, e.rail_block_bytes()), send_bytes_[n], seq_);
+    send_posted_[n] = 1;
+    stats.internode_bytes += static_cast<int64_t>(send_bytes_[n]);
+  }
+}
+
+// A layout receive that completed from a rail peer clears the way to its node.
+void DispatchOp::note_layout_arrivals(const std::vector<int>& completed) {
+  const Engine& e = engine_;
+  for (int i : completed) {
+    if (layout_reqs_.kind(i) != PeerRequests::Kind::kRecv) continue;
+    const int peer = layout_reqs_.peer(i);
+    if (peer % e.topo.ranks_per_node == e.group.local_rank) send_cleared_[e.topo.node_of_rank(peer)] = 1;
   }
 }
 
@@ -186,10 +216,8 @@ void DispatchOp::on_layout_complete() {
   // Inter-node rows this rank forwards, and where its forwarding record starts per
   // source node.
   rail_rows_.assign(N, 0);
-  rail_recv_at_.assign(N, 0);
   buf_.handled_offset[0] = 0;
   const std::size_t rail_row = e.rail_meta_bytes + e.slot_layout.row_bytes;
-  std::size_t at = 0;
   forwards_left_ = 0;
   for (int n = 0; n < N; ++n) {
     if (n == e.group.node) {
@@ -199,14 +227,13 @@ void DispatchOp::on_layout_complete() {
     const int peer = e.group.global_rank(n, e.group.local_rank);
     rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
     buf_.handled_offset[n + 1] = buf_.handled_offset[n] + rail_rows_[n];
-    rail_recv_at_[n] = at;
     if (rail_rows_[n] == 0) continue;
-    MPI_Request r;
-    EPCOMM_MPI(MPI_Irecv(buf_.rail_recv.data() + at, static_cast<int>(rail_rows_[n] * rail_row), MPI_BYTE, peer,
-                         e.mpi_tag(seq_, kTagDispatch), e.comm, &r));
-    rail_recv_reqs_.add(r, peer, PeerRequests::Kind::kRecv);
+    EPCOMM_REQUIRE(rail_rows_[n] <= e.config.max_tokens_per_rank, kMismatch,
+                   "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
+                           << e.config.max_tokens_per_rank);
+    e.internode->receive(*rail_recvs_, RailBuffer::kDispatch, slot_, n, block_offset(n, e.group.node, e.rail_block_bytes()),
+                         rail_rows_[n] * rail_row, seq_);
     rail_req_node_.push_back(n);
-    at += rail_rows_[n] * rail_row;
     ++forwards_left_;
   }
   store_flag(mine_.flags->layout_ready, seq_);
@@ -326,13 +353,17 @@ bool DispatchOp::advance() {
   if (state_ == State::kLayout) {
     // Packing copies every remote row: it runs on the first progress step (the
     // progress thread, when on) rather than in the caller's dispatch_begin.
-    if (!rail_sends_posted_) {
+    if (!rail_packed_) {
       if (token_rows_ == nullptr && !buf_.encoded_tokens.empty()) encode_routed_tokens();
-      post_rail_sends();
-      rail_sends_posted_ = true;
+      pack_rail_sends();
       moved = true;
     }
-    moved = !layout_reqs_.test_some().empty() || moved;
+    const std::vector<int>& arrived = layout_reqs_.test_some();
+    if (!arrived.empty()) {
+      note_layout_arrivals(arrived);
+      moved = true;
+    }
+    post_cleared_rail_sends();
     if (!layout_reqs_.all_done()) return moved;
     on_layout_complete();
     state_ = State::kNodeLayout;
@@ -346,10 +377,10 @@ bool DispatchOp::advance() {
     moved = true;
   }
   if (state_ == State::kForward) {
-    for (int i : rail_recv_reqs_.test_some()) {
+    for (int i : rail_recvs_->test_some()) {
       const int n = rail_req_node_[i];
-      write_source(TokenSource{rail_recv_reqs_.peer(i), n, rail_rows_[n], nullptr,
-                               buf_.rail_recv.data() + rail_recv_at_[n]});
+      write_source(TokenSource{rail_recvs_->peer(i), n, rail_rows_[n], nullptr,
+                               buf_.rail_recv.data() + block_offset(n, e.group.node, e.rail_block_bytes())});
       --forwards_left_;
       moved = true;
     }
@@ -359,8 +390,8 @@ bool DispatchOp::advance() {
     moved = true;
   }
   if (state_ == State::kArrive) {
-    if (!rail_send_reqs_.test_some().empty()) moved = true;
-    if (!rail_send_reqs_.all_done()) return moved;
+    if (!rail_sends_->test_some().empty()) moved = true;
+    if (!rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
     finish();
     state_ = State::kDone;
@@ -385,10 +416,10 @@ std::string DispatchOp::outstanding() const {
   switch (state_) {
     case State::kLayout: return layout_reqs_.pending_peers();
     case State::kNodeLayout: return engine_.local_ranks_behind(slot_, &SlotFlags::layout_ready, seq_);
-    case State::kForward: return rail_recv_reqs_.pending_peers();
+    case State::kForward: return rail_recvs_->pending_peers();
     case State::kArrive: {
       std::string s = engine_.local_ranks_behind(slot_, &SlotFlags::writes_done, seq_);
-      std::string sends = rail_send_reqs_.pending_peers();
+      std::string sends = rail_sends_->pending_peers();
       return s.empty() ? sends : sends.empty() ? s : s + ", " + sends;
     }
     case State::kDone: return "";

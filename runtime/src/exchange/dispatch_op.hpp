@@ -28,7 +28,9 @@ class DispatchOp : public Op {
   struct TokenSource;  // where the rows of one source come from (own input or rail)
 
   void post_layout();
-  void post_rail_sends();
+  void pack_rail_sends();
+  void post_cleared_rail_sends();
+  void note_layout_arrivals(const std::vector<int>& completed);
   void encode_routed_tokens();
   void encode_token(int32_t t, std::byte* dst) const;
   void on_layout_complete();
@@ -42,12 +44,16 @@ class DispatchOp : public Op {
   SlotView mine_;
   int msg_ints_ = 0;
   std::vector<int32_t> layout_out_, layout_in_;
-  PeerRequests layout_reqs_, rail_recv_reqs_, rail_send_reqs_;
+  PeerRequests layout_reqs_;
+  std::unique_ptr<Transfers> rail_recvs_, rail_sends_;
   std::vector<int32_t> rail_rows_;           // [num_nodes] rows my rail peer on node n sends me
-  std::vector<std::size_t> rail_recv_at_;    // [num_nodes] byte offset in rail_recv
-  std::vector<int> rail_req_node_;           // node of each rail receive request
+  std::vector<int> rail_req_node_;           // node of each rail receive
   int forwards_left_ = 0;
-  bool rail_sends_posted_ = false;
+  bool rail_packed_ = false;
+  // Per destination node: packed block in rail_send, whether the rail peer there is
+  // known to be ready for it (its layout message arrived), whether it was sent.
+  std::vector<std::size_t> send_at_, send_bytes_;
+  std::vector<char> send_cleared_, send_posted_;
   // Rows of the input already in the dispatch format, [num_tokens, row_bytes]: the
   // caller's (x_encoded) or encode_routed_tokens()'s; null when rows are encoded
   // (plain conversions) as they are written.

@@ -50,7 +50,7 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
-                                           "max_inflight"};
+                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)"};
   constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
   const int64_t mine[kFields] = {c.num_experts,
                                  c.topk,
@@ -61,7 +61,8 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  static_cast<int64_t>(c.combine_format),
                                  c.expert_alignment,
                                  c.max_recv_rows,
-                                 c.max_inflight};
+                                 c.max_inflight,
+                                 static_cast<int64_t>(g.transport)};
   std::vector<int64_t> all(static_cast<std::size_t>(kFields) * g.size);
   MPI_Request req;
   EPCOMM_MPI(MPI_Iallgather(mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, g.comm, &req));
@@ -149,15 +150,24 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     s.route_local.resize(handled * topo.ranks_per_node);
     s.route_entry.resize(handled * topo.ranks_per_node);
   }
+  internode = make_internode(*this);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config.hidden << ", " << config.num_experts << " experts, top-"
                                         << config.topk << ", " << config.max_inflight << " slots of "
                                         << slot_layout.bytes << " shared bytes (" << slot_layout.max_rows
-                                        << " rows)");
+                                        << " rows), inter-node transport " << internode->name());
 }
 
-void Op::abandon_requests(std::initializer_list<PeerRequests*> sets) {
+std::size_t Engine::rail_block_bytes() const {
+  return static_cast<std::size_t>(config.max_tokens_per_rank) * (rail_meta_bytes + slot_layout.row_bytes);
+}
+
+std::size_t Engine::combine_block_bytes() const {
+  return static_cast<std::size_t>(config.max_tokens_per_rank) * combine_codec.row_bytes(config.hidden);
+}
+
+void Op::abandon_requests(std::initializer_list<Transfers*> sets) {
   bool released_all = true;
-  for (PeerRequests* s : sets) released_all = s->abandon() && released_all;
+  for (Transfers* s : sets) released_all = s->abandon() && released_all;
   if (!released_all) {
     EPCOMM_LOG(kWarn, kind_ << " operation " << seq_
                             << ": a receive could not be cancelled (its peer stopped sending mid-message); "
@@ -303,6 +313,14 @@ bool Engine::background_progress(bool& busy) {
 bool Engine::progress_locked() {
   check_healthy();
   bool moved = false;
+  if (!inflight_.empty()) {
+    try {
+      moved = internode->poll();
+    } catch (const Error& e) {
+      fail_op(*inflight_.front(), e.code(), e.what());
+      throw;
+    }
+  }
   for (std::size_t i = 0; i < inflight_.size(); ++i) {
     Op& op = *inflight_[i];
     try {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "epcomm_kernels/codec.hpp"
+#include "exchange/internode.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
@@ -34,9 +35,12 @@ class Engine;
 struct SlotBuffers {
   std::atomic<bool> busy{false};  // a DispatchOp holds the slot
   TokenRoutes routes;
-  std::vector<std::byte> rail_send, rail_recv;          // dispatch, one region per node
+  // Inter-node buffers. Send buffers are packed, one block per destination node;
+  // receive buffers hold a fixed block per source node (block_offset()), so a
+  // one-sided transport can write without asking where.
+  std::vector<std::byte> rail_send, rail_recv;          // dispatch
   std::vector<std::byte> encoded_tokens;  // dispatch: input rows in a quantised format
-  std::vector<std::byte> combine_send, combine_recv;    // combine, one region per node
+  std::vector<std::byte> combine_send, combine_recv;    // combine
   std::vector<float> own_partials;  // combine: this node's partials of my own tokens
   std::vector<float> out_acc;       // combine: FP32 accumulator when dtype is BF16
   // Forwarding record of the last dispatch: the tokens this rank wrote to its node,
@@ -46,6 +50,9 @@ struct SlotBuffers {
   std::vector<int32_t> route_count;     // [handled]
   std::vector<int32_t> route_local;     // [handled * ranks_per_node]
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
+
+  std::vector<std::byte>& send_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_send : combine_send; }
+  std::vector<std::byte>& recv_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_recv : combine_recv; }
 };
 
 class Op {
@@ -76,7 +83,7 @@ class Op {
   // For destructors of unfinished operations: abandons their requests. If MPI could
   // not cancel a receive, the engine (owner of the buffer it may still write) is
   // kept alive for the rest of the process instead of hanging in MPI_Wait.
-  void abandon_requests(std::initializer_list<PeerRequests*> sets);
+  void abandon_requests(std::initializer_list<Transfers*> sets);
 
  private:
   std::atomic<bool> done_{false};
@@ -117,6 +124,12 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
+  // After the slots: destroyed first, deregistering their memory before it is freed.
+  std::unique_ptr<InterNode> internode;
+
+  // Bytes of one source node's block in a rail_recv / combine_recv buffer.
+  std::size_t rail_block_bytes() const;
+  std::size_t combine_block_bytes() const;
 
   SlotView slot_view(int local_rank, int slot) const;
   int mpi_tag(uint64_t seq, int phase) const;

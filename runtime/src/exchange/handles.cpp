@@ -88,6 +88,8 @@ Exchange::~Exchange() { engine_->abandon_all(); }
 
 const ExchangeConfig& Exchange::config() const { return engine_->config; }
 
+const char* Exchange::transport() const { return engine_->internode->name(); }
+
 DispatchHandle Exchange::dispatch_begin(const DispatchInput& input) {
   DispatchHandle h(engine_->begin_dispatch(input));
   engine_->notify_progress_thread();

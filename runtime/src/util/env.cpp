@@ -41,6 +41,14 @@ std::string log_level() {
   return v ? std::string(v) : std::string("warn");
 }
 
+std::string transport() {
+  const char* v = std::getenv("EPCOMM_TRANSPORT");
+  const std::string s = v && *v ? v : "auto";
+  EPCOMM_REQUIRE(s == "mpi" || s == "verbs" || s == "auto", kInvalidArgument,
+                 "EPCOMM_TRANSPORT='" << s << "' is not one of mpi, verbs, auto");
+  return s;
+}
+
 std::string ib_device() {
   const char* v = std::getenv("EPCOMM_IB_DEVICE");
   return v ? std::string(v) : std::string();

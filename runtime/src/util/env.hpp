@@ -15,6 +15,8 @@ bool progress_thread();
 int progress_core();
 // EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn).
 std::string log_level();
+// EPCOMM_TRANSPORT: inter-node transport, "mpi", "verbs" or "auto" (default auto).
+std::string transport();
 // EPCOMM_IB_DEVICE: verbs device for RDMA between nodes; empty = first device with
 // an active port.
 std::string ib_device();

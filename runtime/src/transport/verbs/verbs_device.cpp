@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "transport/verbs/device_locality.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
@@ -36,7 +37,8 @@ VerbsDevice::VerbsDevice() {
   EPCOMM_REQUIRE(all.devices != nullptr && all.count > 0, kUnsupported,
                  "no RDMA verbs device on this host (ibv_get_device_list: " << std::strerror(errno) << ")");
   std::ostringstream seen;  // every port looked at, for the error below
-  for (int d = 0; d < all.count && context_ == nullptr; ++d) {
+  for (int d : devices_nearest_first(all.devices, all.count)) {
+    if (context_ != nullptr) break;
     const char* dev_name = ibv_get_device_name(all.devices[d]);
     if (!want_device.empty() && want_device != dev_name) continue;
     ibv_context* ctx = ibv_open_device(all.devices[d]);

@@ -1,7 +1,7 @@
 // One opened verbs port: device context, protection domain, and the address peers
 // reach it by. Chosen from EPCOMM_IB_DEVICE / EPCOMM_IB_PORT, else the first ACTIVE
-// port of the first device that has one; on RoCE the GID index comes from
-// EPCOMM_IB_GID_INDEX or choose_gid_index().
+// port of the devices nearest this rank's cores first (device_locality); on RoCE
+// the GID index comes from EPCOMM_IB_GID_INDEX or choose_gid_index().
 #pragma once
 
 #include <infiniband/verbs.h>

@@ -43,6 +43,9 @@ const char* likely_cause(ibv_wc_status status, bool receive) {
 VerbsTransport::VerbsTransport(MPI_Comm comm, Options options) : comm_(comm), options_(options) {
   EPCOMM_MPI(MPI_Comm_rank(comm, &rank_));
   EPCOMM_MPI(MPI_Comm_size(comm, &size_));
+  EPCOMM_REQUIRE(options.peer_labels.empty() || static_cast<int>(options.peer_labels.size()) == size_,
+                 kInvalidArgument,
+                 "verbs transport: " << options.peer_labels.size() << " peer labels for " << size_ << " ranks");
   EPCOMM_REQUIRE(options.send_depth > 0 && options.recv_depth > 0, kInvalidArgument,
                  "verbs transport: send_depth " << options.send_depth << " and recv_depth " << options.recv_depth
                                                 << " must be positive");
@@ -83,7 +86,7 @@ void VerbsTransport::connect() {
   std::vector<QpEndpoint> mine(size_), theirs(size_);
   for (int p = 0; p < size_; ++p) {
     if (p == rank_) continue;
-    peers_[p].qp = std::make_unique<RcQueuePair>(device_, cq_, options_.send_depth, options_.recv_depth, p);
+    peers_[p].qp = std::make_unique<RcQueuePair>(device_, cq_, options_.send_depth, options_.recv_depth, label(p));
     mine[p] = peers_[p].qp->endpoint();
   }
   EPCOMM_MPI(MPI_Alltoall(mine.data(), sizeof(QpEndpoint), MPI_BYTE, theirs.data(), sizeof(QpEndpoint), MPI_BYTE,
@@ -131,7 +134,7 @@ const RemoteRegion& VerbsTransport::remote_region(int peer, int index) const {
   EPCOMM_REQUIRE(peer >= 0 && peer < size_ && peer != rank_ && index >= 0 &&
                      index < static_cast<int>(peers_[peer].regions.size()),
                  kInvalidArgument,
-                 "verbs transport: rank " << peer << " has no region " << index);
+                 "verbs transport: rank " << label(peer) << " has no region " << index);
   return peers_[peer].regions[index];
 }
 
@@ -145,7 +148,7 @@ void VerbsTransport::write(int peer, int local_region, uint64_t local_offset, co
                            uint64_t remote_offset, uint64_t length, uint32_t imm, uint64_t wr_id) {
   Peer& p = checked_peer(peer, "write");
   EPCOMM_REQUIRE(local_region >= 0 && local_region < static_cast<int>(regions_.size()), kInvalidArgument,
-                 "verbs transport: write to rank " << peer << " from local region " << local_region << " of "
+                 "verbs transport: write to rank " << label(peer) << " from local region " << local_region << " of "
                                                    << regions_.size());
   const Region& local = regions_[local_region];
   plan_scratch_.clear();
@@ -179,7 +182,7 @@ void VerbsTransport::post_backlog(int peer) {
     ibv_send_wr* bad = nullptr;
     const int rc = ibv_post_send(p.qp->get(), &wr, &bad);
     EPCOMM_REQUIRE(rc == 0, kSystem,
-                   "ibv_post_send (RDMA write of " << c.chunk.length << " bytes) to rank " << peer
+                   "ibv_post_send (RDMA write of " << c.chunk.length << " bytes) to rank " << label(peer)
                                                    << " failed: " << std::strerror(rc));
     p.posted.push_back(PostedChunk{c.wr_id, c.chunk.last});
     p.backlog.pop_front();
@@ -193,7 +196,7 @@ void VerbsTransport::post_receive(int peer) {
   wr.wr_id = wr_id_of(peer, true);
   ibv_recv_wr* bad = nullptr;
   const int rc = ibv_post_recv(peers_[peer].qp->get(), &wr, &bad);
-  EPCOMM_REQUIRE(rc == 0, kSystem, "ibv_post_recv on the queue pair to rank " << peer << " failed: " << std::strerror(rc));
+  EPCOMM_REQUIRE(rc == 0, kSystem, "ibv_post_recv on the queue pair to rank " << label(peer) << " failed: " << std::strerror(rc));
 }
 
 int VerbsTransport::poll(std::vector<Completion>& out) {
@@ -235,9 +238,9 @@ void VerbsTransport::fail_completion(const ibv_wc& wc, int peer, bool receive) c
   const auto status = static_cast<ibv_wc_status>(wc.status);
   std::ostringstream os;
   if (receive) {
-    os << "RDMA receive from rank " << peer;
+    os << "RDMA receive from rank " << label(peer);
   } else {
-    os << "RDMA write to rank " << peer;
+    os << "RDMA write to rank " << label(peer);
   }
   os << " over " << device_.name() << " failed: " << ibv_wc_status_str(status) << " (status " << wc.status
      << ", vendor error 0x" << std::hex << wc.vendor_err << std::dec << "): " << likely_cause(status, receive);
@@ -259,7 +262,7 @@ std::string VerbsTransport::outstanding(std::span<const int64_t> expected_receiv
     const int64_t expected = peer < static_cast<int>(expected_receives.size()) ? expected_receives[peer] : 0;
     const bool short_receives = p.receives < expected;
     if (p.writes_in_flight == 0 && !short_receives) continue;
-    os << sep << peer << " (";
+    os << sep << label(peer) << " (";
     sep = ", ";
     if (p.writes_in_flight > 0) os << p.writes_in_flight << " writes unacknowledged";
     if (p.writes_in_flight > 0 && short_receives) os << "; ";

@@ -53,6 +53,9 @@ class VerbsTransport {
     // poll. Beyond that the sender is told "not ready" and retries for ~3 s, then
     // fails (IBV_WC_RNR_RETRY_EXC_ERR): size it to the protocol's bound.
     uint32_t recv_depth = 128;
+    // How messages name each peer (e.g. its rank in a larger group); empty: by its
+    // rank in the transport's communicator.
+    std::vector<int> peer_labels;
   };
 
   VerbsTransport(MPI_Comm comm, Options options);
@@ -127,6 +130,7 @@ class VerbsTransport {
   void post_receive(int peer);
   [[noreturn]] void fail_completion(const ibv_wc& wc, int peer, bool receive) const;
   Peer& checked_peer(int peer, const char* what);
+  int label(int peer) const { return options_.peer_labels.empty() ? peer : options_.peer_labels[peer]; }
 
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;

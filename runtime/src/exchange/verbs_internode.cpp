@@ -1,0 +1,160 @@
+#include "exchange/verbs_internode.hpp"
+
+#include "exchange/engine.hpp"
+#include "transport/verbs/immediate.hpp"
+#include "util/check.hpp"
+#include "util/log.hpp"
+
+namespace epcomm::detail {
+namespace {
+
+// Immediate kinds of the exchange protocol.
+enum : uint32_t { kImmDispatchRows = 1, kImmCombinePartials = 2, kImmCombineReady = 3 };
+
+uint32_t data_kind(RailBuffer b) { return b == RailBuffer::kDispatch ? kImmDispatchRows : kImmCombinePartials; }
+
+// The transfers of one phase: writes waiting for their acknowledgement, receives
+// waiting for the immediate that says their block is complete.
+class VerbsTransfers final : public Transfers {
+ public:
+  explicit VerbsTransfers(VerbsInterNode& net) : net_(net) {}
+
+  struct Entry {
+    int rank;      // epcomm rank of the peer, for messages
+    int node;
+    bool receive;  // else a write of ours
+    uint64_t key;  // receive: immediate; write: write id
+    bool done = false;
+  };
+  void add(Entry e) {
+    entries_.push_back(e);
+    ++pending_;
+  }
+
+  const std::vector<int>& test_some() override {
+    newly_done_.clear();
+    for (std::size_t i = 0; i < entries_.size() && pending_ > 0; ++i) {
+      Entry& e = entries_[i];
+      if (e.done) continue;
+      e.done = e.receive ? net_.take_arrival(e.node, static_cast<uint32_t>(e.key)) : net_.take_ack(e.key);
+      if (!e.done) continue;
+      --pending_;
+      newly_done_.push_back(static_cast<int>(i));
+    }
+    return newly_done_;
+  }
+  bool all_done() const override { return pending_ == 0; }
+  int size() const override { return static_cast<int>(entries_.size()); }
+  int peer(int index) const override { return entries_[index].rank; }
+  std::string pending_peers() const override {
+    std::string out;
+    for (const Entry& e : entries_) {
+      if (e.done) continue;
+      out += (out.empty() ? "" : ", ") + std::to_string(e.rank) +
+             (e.receive ? " (RDMA write into this rank)" : " (RDMA write acknowledgement)");
+    }
+    return out;
+  }
+  // Nothing to withdraw: a late write from a peer lands in memory that stays
+  // registered (or, once the transport is gone, is refused by the adapter).
+  bool abandon() override {
+    entries_.clear();
+    pending_ = 0;
+    return true;
+  }
+
+ private:
+  VerbsInterNode& net_;
+  std::vector<Entry> entries_;
+  std::vector<int> newly_done_;
+  int pending_ = 0;
+};
+
+VerbsTransport::Options transport_options(const Engine& e) {
+  VerbsTransport::Options o;
+  for (int n = 0; n < e.topo.num_nodes(); ++n) o.peer_labels.push_back(e.group.global_rank(n, e.group.local_rank));
+  // Per peer and direction, live writes are bounded by the operations in flight:
+  // one data block per dispatch, one data block and one ready signal per combine,
+  // max_inflight dispatches each with at most one combine, plus slack for a peer
+  // that is a few operations ahead.
+  o.recv_depth = o.send_depth = static_cast<uint32_t>(8 * e.config.max_inflight + 16);
+  return o;
+}
+
+}  // namespace
+
+VerbsInterNode::VerbsInterNode(Engine& engine, MPI_Comm rail_comm)
+    : engine_(engine), rail_comm_(rail_comm), transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(engine))) {
+  // In region() order, identically on every rank.
+  for (SlotBuffers& b : engine.slots) {
+    for (RailBuffer buffer : {RailBuffer::kDispatch, RailBuffer::kCombine}) {
+      transport_->register_region(b.send_buffer(buffer).data(), b.send_buffer(buffer).size());
+      transport_->register_region(b.recv_buffer(buffer).data(), b.recv_buffer(buffer).size());
+    }
+  }
+}
+
+VerbsInterNode::~VerbsInterNode() {
+  transport_.reset();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Comm_free(&rail_comm_);
+}
+
+int VerbsInterNode::region(RailBuffer buffer, int slot, bool receive) const {
+  return slot * 4 + (buffer == RailBuffer::kCombine ? 2 : 0) + (receive ? 1 : 0);
+}
+
+void VerbsInterNode::connect() {
+  transport_->connect();
+  EPCOMM_LOG(kInfo, "exchange: inter-node transport verbs over " << transport_->device().name() << ", "
+                                                                  << transport_->size() - 1 << " rail peers");
+}
+
+std::unique_ptr<Transfers> VerbsInterNode::new_transfers() { return std::make_unique<VerbsTransfers>(*this); }
+
+void VerbsInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
+                          std::size_t remote_offset, std::size_t bytes, uint64_t seq) {
+  const uint64_t id = next_write_id_++;
+  transport_->write(node, region(buffer, slot, false), offset, region(buffer, slot, true), remote_offset, bytes,
+                    encode_immediate(seq, data_kind(buffer), 0), id);
+  static_cast<VerbsTransfers&>(set).add(
+      {engine_.group.global_rank(node, engine_.group.local_rank), node, false, id});
+}
+
+void VerbsInterNode::receive(Transfers& set, RailBuffer buffer, int, int node, std::size_t, std::size_t,
+                             uint64_t seq) {
+  static_cast<VerbsTransfers&>(set).add({engine_.group.global_rank(node, engine_.group.local_rank), node, true,
+                                         encode_immediate(seq, data_kind(buffer), 0)});
+}
+
+// A write of zero bytes: only its immediate matters.
+void VerbsInterNode::announce_ready(int node, uint64_t seq) {
+  transport_->write(node, 0, 0, 0, 0, 0, encode_immediate(seq, kImmCombineReady, 0), 0);
+}
+
+bool VerbsInterNode::take_ready(int node, uint64_t seq) {
+  return take_arrival(node, encode_immediate(seq, kImmCombineReady, 0));
+}
+
+bool VerbsInterNode::take_arrival(int node, uint32_t imm) {
+  auto it = arrived_.find(arrival_key(node, imm));
+  if (it == arrived_.end()) return false;
+  if (--it->second == 0) arrived_.erase(it);
+  return true;
+}
+
+bool VerbsInterNode::poll() {
+  completions_.clear();
+  if (transport_->poll(completions_) == 0) return false;
+  for (const Completion& c : completions_) {
+    if (c.kind == Completion::Kind::kReceive) {
+      ++arrived_[arrival_key(c.peer, c.imm)];
+    } else if (c.wr_id != 0) {
+      acked_.insert(c.wr_id);
+    }
+  }
+  return true;
+}
+
+}  // namespace epcomm::detail

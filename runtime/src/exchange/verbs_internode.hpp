@@ -1,0 +1,59 @@
+// The verbs inter-node tier: one reliable-connected queue pair to each rail peer
+// (same local index, other nodes), every slot's inter-node buffers registered once,
+// blocks moved by RDMA write with immediate into the peer's receive buffer at the
+// block's fixed offset. The immediate (operation seq, kind) is all the receiver
+// needs: the completion says which peer, and RC ordering says every byte of the
+// write is in place.
+#pragma once
+
+#include <mpi.h>
+
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "exchange/internode.hpp"
+#include "transport/verbs/verbs_transport.hpp"
+
+namespace epcomm::detail {
+
+class VerbsInterNode final : public InterNode {
+ public:
+  // Opens the port and registers the engine's slot buffers (not collective; throws
+  // Error when there is no usable port). Takes ownership of rail_comm: the ranks
+  // with this rank's local index, ranked by node.
+  VerbsInterNode(Engine& engine, MPI_Comm rail_comm);
+  ~VerbsInterNode() override;
+  // Collective over the rail communicator: queue pairs up, regions exchanged.
+  void connect();
+  const VerbsTransport& transport() const { return *transport_; }
+
+  const char* name() const override { return "verbs"; }
+  std::unique_ptr<Transfers> new_transfers() override;
+  void send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t remote_offset,
+            std::size_t bytes, uint64_t seq) override;
+  void receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t bytes,
+               uint64_t seq) override;
+  bool needs_clear_to_send() const override { return true; }
+  void announce_ready(int node, uint64_t seq) override;
+  bool take_ready(int node, uint64_t seq) override;
+  bool poll() override;
+
+  // Arrivals and acknowledgements seen by poll() and not yet claimed.
+  bool take_arrival(int node, uint32_t imm);
+  bool take_ack(uint64_t write_id) { return acked_.erase(write_id) > 0; }
+
+ private:
+  static uint64_t arrival_key(int node, uint32_t imm) { return (static_cast<uint64_t>(node) << 32) | imm; }
+  int region(RailBuffer buffer, int slot, bool receive) const;
+
+  Engine& engine_;
+  MPI_Comm rail_comm_;
+  std::unique_ptr<VerbsTransport> transport_;
+  std::vector<Completion> completions_;
+  std::unordered_map<uint64_t, int> arrived_;  // (node, immediate) -> writes not yet claimed
+  std::unordered_set<uint64_t> acked_;         // write ids acknowledged, not yet claimed
+  uint64_t next_write_id_ = 1;                 // 0: a write nobody waits for (ready signals)
+};
+
+}  // namespace epcomm::detail
