@@ -26,7 +26,7 @@ run=(mpirun --oversubscribe --bind-to none --mca pml ob1 --mca btl self,tcp -n 2
   echo "## ibv_rc_pingpong (send/receive ping-pong over rxe0 loopback)"
   for s in 65536 1048576; do
     ibv_rc_pingpong -d rxe0 -g 1 -s $s -n 200 > /dev/null & sleep 1
-    ibv_rc_pingpong -d rxe0 -g 1 -s $s -n 200 localhost | tail -1; wait
+    ibv_rc_pingpong -d rxe0 -g 1 -s $s -n 200 localhost | tail -2; wait
   done
   echo "## verbs_write_bw (one-way RDMA writes with immediate, 64 in flight)"
   "${run[@]}" "$BUILD/tests/verbs_write_bw" 65536 1048576 8388608
