@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
@@ -171,6 +172,41 @@ TEST_F(Fixture, RankThatNeverJoinsTimesOutWithDiagnosis) {
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_GE(took, 2.9);
   EXPECT_LT(took, 10.0);
+}
+
+// Rank 3 begins a dispatch and then stops (no progress thread, no wait) past the
+// timeout. Its rail peer (rank 1) gets its layout, writes its own rows to it, and
+// times out naming rank 3 and what it still expects from it: the block an MPI
+// receive or an RDMA write would deliver. Rank 3 itself, resumed, learns that the
+// operation failed elsewhere instead of hanging; so may rank 0, whose node peer
+// (rank 1) can fail before rank 0's own timeout.
+TEST_F(Fixture, RankThatStopsAfterBeginIsNamedByItsRailPeer) {
+  epcomm::GroupOptions opt;
+  opt.progress = epcomm::GroupOptions::Progress::kInline;
+  epcomm::Group inline_group(MPI_COMM_WORLD, opt);
+  ASSERT_EQ(inline_group.num_nodes(), 2);
+  epcomm::Exchange ex(inline_group, config());
+  RankInput in = input();
+  const bool verbs = std::string(ex.transport()) == "verbs";
+  const int me = inline_group.rank();
+  const auto start = std::chrono::steady_clock::now();
+  if (me == 0 || me == 3) {
+    epcomm::DispatchHandle h = ex.dispatch_begin(as_dispatch(in));
+    if (me == 3) std::this_thread::sleep_for(std::chrono::duration<double>(inline_group.timeout_s() + 1.5));
+    try {
+      h.wait();
+      ADD_FAILURE() << "rank " << me << " completed a dispatch that rank 3 held up";
+    } catch (const epcomm::Error& e) {
+      EXPECT_TRUE(e.code() == ErrorCode::kGroupFailed || e.code() == ErrorCode::kTimeout) << e.what();
+      EXPECT_NE(std::string(e.what()).find(rank_tag(me)), std::string::npos) << e.what();
+    }
+  } else {
+    expect_error([&] { ex.dispatch(as_dispatch(in)); }, ErrorCode::kTimeout,
+                 {rank_tag(me), "dispatch operation 1 timed out",
+                  me == 2 ? "3 (shared memory)" : verbs ? "3 (RDMA write into this rank)" : "3 (receive)"});
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(took, inline_group.timeout_s() + 5.0);
 }
 
 TEST_F(Fixture, AllSlotsHeld) {
