@@ -16,8 +16,8 @@ struct Result {
   BenchConfig config;
   int ranks = 0;
   int nodes = 0;
-  int effective_max_nodes = 0;
-  std::string transport;          // Exchange::transport(): mpi | verbs   // after the router clamps max_nodes to the nodes
+  int effective_max_nodes = 0;   // after the router clamps max_nodes to the nodes
+  std::string transport;         // Exchange::transport(): mpi | verbs
   int64_t max_recv_rows = 0;     // ExchangeConfig::max_recv_rows used; 0 = worst case
 
   // Medians over iterations of the slowest rank, microseconds.

@@ -13,7 +13,7 @@ if(EPCOMM_IBVERBS_INCLUDE_DIR AND EPCOMM_IBVERBS_LIBRARY AND HWLOC_FOUND)
 else()
   set(epcomm_verbs_found OFF)
 endif()
-option(EPCOMM_WITH_VERBS "Build the RDMA verbs transport (needs libibverbs)" ${epcomm_verbs_found})
+option(EPCOMM_WITH_VERBS "Build the RDMA verbs transport (needs libibverbs and hwloc)" ${epcomm_verbs_found})
 if(EPCOMM_WITH_VERBS AND NOT epcomm_verbs_found)
   message(FATAL_ERROR "EPCOMM_WITH_VERBS=ON but libibverbs or hwloc was not found: install libibverbs-dev libhwloc-dev "
                       "or configure with -DEPCOMM_WITH_VERBS=OFF")

@@ -61,11 +61,8 @@ void CombineOp::reduce_node_partials() {
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
   std::vector<float> scratch(H);
   std::size_t send_at = 0;
-  const int N = e.topo.num_nodes();
-  send_at_.assign(N, 0);
-  send_bytes_.assign(N, 0);
-  send_posted_.assign(N, 0);
-  for (int n = 0; n < N; ++n) {
+  partial_blocks_.reset(e.topo.num_nodes());
+  for (int n = 0; n < e.topo.num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     for (int32_t i = 0; i < count; ++i) {
       const std::size_t h = static_cast<std::size_t>(first + i);
@@ -92,9 +89,7 @@ void CombineOp::reduce_node_partials() {
       }
     }
     if (n == me || count == 0) continue;
-    send_at_[n] = send_at;
-    send_bytes_[n] = count * crow;
-    ++sends_left_;
+    partial_blocks_.add(n, send_at, count * crow);
     send_at += count * crow;
   }
   store_flag(route_->output().flags->outputs_read, seq_);
@@ -104,17 +99,9 @@ void CombineOp::reduce_node_partials() {
 bool CombineOp::post_ready_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
-  const int left = sends_left_;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
-    if (send_posted_[n] || send_bytes_[n] == 0) continue;
-    if (net.needs_clear_to_send() && !net.take_ready(n, seq_)) continue;
-    net.send(*sends_, RailBuffer::kCombine, route_->slot(), n, send_at_[n],
-             block_offset(e.group.node, n, e.combine_block_bytes()), send_bytes_[n], seq_);
-    send_posted_[n] = 1;
-    --sends_left_;
-    stats.internode_bytes += static_cast<int64_t>(send_bytes_[n]);
-  }
-  return sends_left_ < left;
+  return partial_blocks_.send_cleared(
+      {net, *sends_, RailBuffer::kCombine, route_->slot(), e.group.node, e.combine_block_bytes(), seq_},
+      [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
 }
 
 // out[t] = sum over the token's nodes, in node order, of the node partials: the
@@ -159,10 +146,10 @@ bool CombineOp::advance() {
     moved = true;
   }
   if (state_ == State::kReturn) {
-    if (sends_left_ > 0 && post_ready_sends()) moved = true;
+    if (!partial_blocks_.all_sent() && post_ready_sends()) moved = true;
     if (!recvs_->test_some().empty()) moved = true;
     if (!sends_->test_some().empty()) moved = true;
-    if (sends_left_ > 0 || !recvs_->all_done() || !sends_->all_done()) return moved;
+    if (!partial_blocks_.all_sent() || !recvs_->all_done() || !sends_->all_done()) return moved;
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
     sum_node_partials();
@@ -181,12 +168,9 @@ std::string CombineOp::outstanding() const {
   if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::outputs_ready, seq_);
   std::string s = recvs_->pending_peers();
   std::string sends = sends_->pending_peers();
-  for (int n = 0; n < static_cast<int>(send_bytes_.size()); ++n) {
-    if (send_bytes_[n] > 0 && !send_posted_[n]) {
-      sends += (sends.empty() ? "" : ", ") + std::to_string(engine_.group.global_rank(n, engine_.group.local_rank)) +
-               " (ready signal)";
-    }
-  }
+  const std::string unready = partial_blocks_.waiting(
+      [this](int n) { return engine_.group.global_rank(n, engine_.group.local_rank); }, "ready signal");
+  if (!unready.empty()) sends += (sends.empty() ? "" : ", ") + unready;
   std::string local = engine_.local_ranks_behind(slot, &SlotFlags::outputs_read, seq_);
   for (const std::string* part : {&sends, &local}) {
     if (!part->empty()) s += (s.empty() ? "" : ", ") + *part;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "exchange/dispatch_op.hpp"
+#include "exchange/outgoing_blocks.hpp"
 
 namespace epcomm::detail {
 
@@ -31,11 +32,9 @@ class CombineOp : public Op {
   State state_ = State::kPartials;
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
-  // Per destination node: its block of encoded partials in combine_send, and
-  // whether it was sent (a one-sided transport waits for the receiver's "ready").
-  std::vector<std::size_t> send_at_, send_bytes_;
-  std::vector<char> send_posted_;
-  int sends_left_ = 0;
+  // Encoded partials per destination node in combine_send; a one-sided transport
+  // sends each after its receiver's "ready".
+  OutgoingBlocks partial_blocks_;
 };
 
 }  // namespace epcomm::detail

@@ -93,7 +93,7 @@ void DispatchOp::post_layout() {
   const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
   const TokenRoutes& routes = buf_.routes;
   msg_ints_ = kMsgExperts + J + 2;
-  send_cleared_.assign(topo.num_nodes(), 0);
+  layout_from_rail_peer_.assign(topo.num_nodes(), 0);
   layout_out_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   layout_in_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   const int tag = e.mpi_tag(seq_, kTagLayout);
@@ -129,11 +129,8 @@ void DispatchOp::pack_rail_sends() {
   const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
   const TokenRoutes& routes = buf_.routes;
   std::byte* cursor = buf_.rail_send.data();
-  const int N = topo.num_nodes();
-  send_at_.assign(N, 0);
-  send_bytes_.assign(N, 0);
-  send_posted_.assign(N, 0);
-  for (int n = 0; n < N; ++n) {
+  rail_blocks_.reset(topo.num_nodes());
+  for (int n = 0; n < topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
@@ -146,9 +143,9 @@ void DispatchOp::pack_rail_sends() {
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
       encode_token(t, rows + i * row_bytes);
     }
-    send_at_[n] = static_cast<std::size_t>(cursor - buf_.rail_send.data());
-    send_bytes_[n] = count * (meta_bytes + row_bytes);
-    cursor += send_bytes_[n];
+    const std::size_t bytes = count * (meta_bytes + row_bytes);
+    rail_blocks_.add(n, static_cast<std::size_t>(cursor - buf_.rail_send.data()), bytes);
+    cursor += bytes;
   }
   rail_packed_ = true;
 }
@@ -156,17 +153,12 @@ void DispatchOp::pack_rail_sends() {
 // Sends each packed block whose receiver may take it: at once over MPI; over a
 // one-sided transport once the rail peer's layout message for this dispatch came,
 // which it sends only after its slot (the block written into) is free again.
-void DispatchOp::post_cleared_rail_sends() {
+bool DispatchOp::post_cleared_rail_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
-    if (send_posted_[n] || send_bytes_[n] == 0) continue;
-    if (net.needs_clear_to_send() && !send_cleared_[n]) continue;
-    net.send(*rail_sends_, RailBuffer::kDispatch, slot_, n, send_at_[n],
-             block_offset(e.group.node, n, e.rail_block_bytes()), send_bytes_[n], seq_);
-    send_posted_[n] = 1;
-    stats.internode_bytes += static_cast<int64_t>(send_bytes_[n]);
-  }
+  return rail_blocks_.send_cleared(
+      {net, *rail_sends_, RailBuffer::kDispatch, slot_, e.group.node, e.rail_block_bytes(), seq_},
+      [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
 }
 
 // A layout receive that completed from a rail peer clears the way to its node.
@@ -175,7 +167,7 @@ void DispatchOp::note_layout_arrivals(const std::vector<int>& completed) {
   for (int i : completed) {
     if (layout_reqs_.kind(i) != PeerRequests::Kind::kRecv) continue;
     const int peer = layout_reqs_.peer(i);
-    if (peer % e.topo.ranks_per_node == e.group.local_rank) send_cleared_[e.topo.node_of_rank(peer)] = 1;
+    if (peer % e.topo.ranks_per_node == e.group.local_rank) layout_from_rail_peer_[e.topo.node_of_rank(peer)] = 1;
   }
 }
 
@@ -363,7 +355,7 @@ bool DispatchOp::advance() {
       note_layout_arrivals(arrived);
       moved = true;
     }
-    post_cleared_rail_sends();
+    moved = post_cleared_rail_sends() || moved;
     if (!layout_reqs_.all_done()) return moved;
     on_layout_complete();
     state_ = State::kNodeLayout;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "exchange/engine.hpp"
+#include "exchange/outgoing_blocks.hpp"
 
 namespace epcomm::detail {
 
@@ -29,7 +30,7 @@ class DispatchOp : public Op {
 
   void post_layout();
   void pack_rail_sends();
-  void post_cleared_rail_sends();
+  bool post_cleared_rail_sends();
   void note_layout_arrivals(const std::vector<int>& completed);
   void encode_routed_tokens();
   void encode_token(int32_t t, std::byte* dst) const;
@@ -50,10 +51,10 @@ class DispatchOp : public Op {
   std::vector<int> rail_req_node_;           // node of each rail receive
   int forwards_left_ = 0;
   bool rail_packed_ = false;
-  // Per destination node: packed block in rail_send, whether the rail peer there is
-  // known to be ready for it (its layout message arrived), whether it was sent.
-  std::vector<std::size_t> send_at_, send_bytes_;
-  std::vector<char> send_cleared_, send_posted_;
+  OutgoingBlocks rail_blocks_;  // packed per destination node in rail_send
+  // Per node: whether its rail peer's layout message arrived, which clears a
+  // one-sided write to it.
+  std::vector<char> layout_from_rail_peer_;
   // Rows of the input already in the dispatch format, [num_tokens, row_bytes]: the
   // caller's (x_encoded) or encode_routed_tokens()'s; null when rows are encoded
   // (plain conversions) as they are written.

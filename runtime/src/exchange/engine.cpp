@@ -176,12 +176,15 @@ void Op::abandon_requests(std::initializer_list<Transfers*> sets) {
   }
 }
 
-Engine::~Engine() {
-  if (registered_) group.progress->remove(this);
-  abandon_all();
+CommFreer::~CommFreer() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+}
+
+Engine::~Engine() {
+  if (registered_) group.progress->remove(this);
+  abandon_all();
 }
 
 void Engine::start_background() {

@@ -31,6 +31,13 @@ namespace epcomm::detail {
 
 class Engine;
 
+// Frees a communicator on destruction unless MPI is finalized. As a member next to
+// the communicator it frees it also when the owner's constructor throws later on.
+struct CommFreer {
+  MPI_Comm& comm;
+  ~CommFreer();
+};
+
 // Private (per rank) buffers of one slot, sized from the declared maxima.
 struct SlotBuffers {
   std::atomic<bool> busy{false};  // a DispatchOp holds the slot
@@ -119,7 +126,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   const kernels::Codec& dispatch_codec;
   const kernels::Codec& combine_codec;
   const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
-  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's
+  CommFreer comm_freer{comm};     // declared after comm, destroyed before it
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;

@@ -5,6 +5,7 @@
 
 #include "exchange/engine.hpp"
 #include "exchange/mpi_internode.hpp"
+#include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 #ifdef EPCOMM_WITH_VERBS
@@ -17,8 +18,16 @@ namespace {
 using Transport = GroupOptions::Transport;
 
 #ifdef EPCOMM_WITH_VERBS
-// Every rank tries to open a port and register its buffers; then all learn who
-// could, so they all take the same transport (or all fail) together.
+// "epcomm rank R: why" -> "why", for messages that name the rank themselves.
+std::string without_rank_tag(const std::string& what) {
+  const std::size_t colon = what.find(": ");
+  return what.rfind("epcomm rank ", 0) == 0 && colon != std::string::npos ? what.substr(colon + 2) : what;
+}
+
+// Every rank tries to open a port and register its buffers, then to connect and
+// reach its rail peers; after each step all ranks learn who failed, so they all
+// take the same transport (or all throw) together and nobody waits in a
+// collective for a rank that gave up.
 std::unique_ptr<InterNode> open_verbs(Engine& e, Transport want) {
   MPI_Comm rail = MPI_COMM_NULL;
   EPCOMM_MPI(MPI_Comm_split(e.comm, e.group.local_rank, e.group.node, &rail));
@@ -26,28 +35,29 @@ std::unique_ptr<InterNode> open_verbs(Engine& e, Transport want) {
   std::string why;
   try {
     verbs = std::make_unique<VerbsInterNode>(e, rail);
-  } catch (const Error& err) {
+  } catch (const std::exception& err) {
     why = err.what();
     MPI_Comm_free(&rail);
   }
-  const int ok = verbs != nullptr;
-  std::vector<int> all(e.group.size);
-  EPCOMM_MPI(MPI_Allgather(&ok, 1, MPI_INT, all.data(), 1, MPI_INT, e.comm));
-  std::string without;
-  for (int r = 0; r < e.group.size; ++r) {
-    if (!all[r]) without += (without.empty() ? "" : ", ") + std::to_string(r);
+  std::string failed = ranks_that_failed(e.comm, why.empty());
+  if (failed.empty()) {
+    try {
+      verbs->connect();  // collective over the rail; throws on every rail member together
+    } catch (const std::exception& err) {
+      why = err.what();
+      verbs.reset();
+    }
+    failed = ranks_that_failed(e.comm, why.empty());
   }
-  if (without.empty()) {
-    verbs->connect();
-    return verbs;
-  }
+  if (failed.empty()) return verbs;
   if (want == Transport::kVerbs) {
-    if (!ok) throw Error(ErrorCode::kUnsupported, why + " (EPCOMM_TRANSPORT=verbs)");
-    EPCOMM_FAIL(kUnsupported, "EPCOMM_TRANSPORT=verbs but ranks " << without
-                                                                 << " have no usable verbs port (see their errors)");
+    if (!why.empty()) throw Error(ErrorCode::kUnsupported, why + " (transport verbs requested)");
+    EPCOMM_FAIL(kUnsupported, "transport verbs requested (GroupOptions::transport or EPCOMM_TRANSPORT) but ranks "
+                                  << failed << " cannot use it (see their errors)");
   }
-  EPCOMM_LOG(kInfo, "exchange: transport auto: ranks " << without << " have no usable verbs port"
-                                                       << (ok ? "" : " (this one: " + why + ")") << "; using mpi");
+  EPCOMM_LOG(kInfo, "exchange: transport auto: ranks " << failed << " cannot use verbs"
+                                                       << (why.empty() ? "" : " (this one: " + without_rank_tag(why) + ")")
+                                                       << "; using mpi");
   return nullptr;
 }
 #endif
@@ -62,8 +72,8 @@ std::unique_ptr<InterNode> make_internode(Engine& e) {
     if (auto verbs = open_verbs(e, want)) return verbs;
 #else
     EPCOMM_REQUIRE(want != Transport::kVerbs, kUnsupported,
-                   "EPCOMM_TRANSPORT=verbs but this build has no verbs transport (libibverbs was not found, or "
-                   "EPCOMM_WITH_VERBS=OFF)");
+                   "transport verbs requested (GroupOptions::transport or EPCOMM_TRANSPORT) but this build has no "
+                   "verbs transport (libibverbs or hwloc was not found, or EPCOMM_WITH_VERBS=OFF)");
 #endif
   }
   return std::make_unique<MpiInterNode>(e);

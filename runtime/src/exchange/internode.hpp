@@ -39,7 +39,6 @@ class Transfers {
   // Indices (in add order) that completed since the last call.
   virtual const std::vector<int>& test_some() = 0;
   virtual bool all_done() const = 0;
-  virtual int size() const = 0;
   virtual int peer(int index) const = 0;
   // "3 (receive), 5 (send)" for what is still pending.
   virtual std::string pending_peers() const = 0;

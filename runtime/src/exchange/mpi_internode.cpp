@@ -13,7 +13,7 @@ std::unique_ptr<Transfers> MpiInterNode::new_transfers() { return std::make_uniq
 void MpiInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t,
                         std::size_t bytes, uint64_t seq) {
   Engine& e = engine_;
-  std::byte* base = buffer == RailBuffer::kDispatch ? e.slots[slot].rail_send.data() : e.slots[slot].combine_send.data();
+  std::byte* base = e.slots[slot].send_buffer(buffer).data();
   const int peer = e.group.global_rank(node, e.group.local_rank);
   MPI_Request r;
   EPCOMM_MPI(MPI_Isend(base + offset, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq, tag_phase(buffer)),
@@ -24,7 +24,7 @@ void MpiInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, s
 void MpiInterNode::receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
                            std::size_t bytes, uint64_t seq) {
   Engine& e = engine_;
-  std::byte* base = buffer == RailBuffer::kDispatch ? e.slots[slot].rail_recv.data() : e.slots[slot].combine_recv.data();
+  std::byte* base = e.slots[slot].recv_buffer(buffer).data();
   const int peer = e.group.global_rank(node, e.group.local_rank);
   MPI_Request r;
   EPCOMM_MPI(MPI_Irecv(base + offset, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq, tag_phase(buffer)),

@@ -26,10 +26,9 @@ class PeerRequests final : public Transfers {
   // in this call.
   const std::vector<int>& test_some() override;
   bool all_done() const override { return pending_ == 0; }
-  int size() const override { return static_cast<int>(requests_.size()); }
   int peer(int index) const override { return peers_[index]; }
   Kind kind(int index) const { return kinds_[index]; }
-  // "ranks 1, 3" for the requests still pending.
+  // "1 (receive), 3 (send)" for the requests still pending.
   std::string pending_peers() const override;
   // Cancels pending receives and releases pending sends; used when an exchange is
   // abandoned after an error so no request outlives its buffers' owner. A receive

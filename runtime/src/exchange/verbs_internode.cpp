@@ -44,7 +44,6 @@ class VerbsTransfers final : public Transfers {
     return newly_done_;
   }
   bool all_done() const override { return pending_ == 0; }
-  int size() const override { return static_cast<int>(entries_.size()); }
   int peer(int index) const override { return entries_[index].rank; }
   std::string pending_peers() const override {
     std::string out;
@@ -106,7 +105,7 @@ int VerbsInterNode::region(RailBuffer buffer, int slot, bool receive) const {
 }
 
 void VerbsInterNode::connect() {
-  transport_->connect();
+  transport_->connect(engine_.group.timeout_s);
   EPCOMM_LOG(kInfo, "exchange: inter-node transport verbs over " << transport_->device().name() << ", "
                                                                   << transport_->size() - 1 << " rail peers");
 }
@@ -128,7 +127,8 @@ void VerbsInterNode::receive(Transfers& set, RailBuffer buffer, int, int node, s
                                          encode_immediate(seq, data_kind(buffer), 0)});
 }
 
-// A write of zero bytes: only its immediate matters.
+// A write of zero bytes: only its immediate matters (region 0 exists on every rank
+// and a zero-length range of it is always in bounds).
 void VerbsInterNode::announce_ready(int node, uint64_t seq) {
   transport_->write(node, 0, 0, 0, 0, 0, encode_immediate(seq, kImmCombineReady, 0), 0);
 }

@@ -19,14 +19,14 @@ namespace epcomm::detail {
 
 class VerbsInterNode final : public InterNode {
  public:
-  // Opens the port and registers the engine's slot buffers (not collective; throws
-  // Error when there is no usable port). Takes ownership of rail_comm: the ranks
-  // with this rank's local index, ranked by node.
+  // Opens the port, makes the queue pairs and registers the engine's slot buffers
+  // (not collective; throws Error when there is no usable port). Once constructed
+  // it owns rail_comm (the ranks with this rank's local index, ranked by node); if
+  // the constructor throws, the caller still does.
   VerbsInterNode(Engine& engine, MPI_Comm rail_comm);
   ~VerbsInterNode() override;
   // Collective over the rail communicator: queue pairs up, regions exchanged.
   void connect();
-  const VerbsTransport& transport() const { return *transport_; }
 
   const char* name() const override { return "verbs"; }
   std::unique_ptr<Transfers> new_transfers() override;

@@ -37,7 +37,11 @@ VerbsDevice::VerbsDevice() {
   EPCOMM_REQUIRE(all.devices != nullptr && all.count > 0, kUnsupported,
                  "no RDMA verbs device on this host (ibv_get_device_list: " << std::strerror(errno) << ")");
   std::ostringstream seen;  // every port looked at, for the error below
-  for (int d : devices_nearest_first(all.devices, all.count)) {
+  // A named device needs no locality ranking (which loads the hwloc topology).
+  std::vector<int> order(all.count);
+  for (int d = 0; d < all.count; ++d) order[d] = d;
+  if (want_device.empty()) order = devices_nearest_first(all.devices, all.count);
+  for (int d : order) {
     if (context_ != nullptr) break;
     const char* dev_name = ibv_get_device_name(all.devices[d]);
     if (!want_device.empty() && want_device != dev_name) continue;

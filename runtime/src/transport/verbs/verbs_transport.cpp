@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <chrono>
 #include <sstream>
+#include <thread>
 
+#include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 
@@ -63,7 +66,21 @@ VerbsTransport::VerbsTransport(MPI_Comm comm, Options options) : comm_(comm), op
   cq_ = ibv_create_cq(device_.context(), static_cast<int>(cqe), nullptr, nullptr, 0);
   EPCOMM_REQUIRE(cq_ != nullptr, kSystem,
                  "ibv_create_cq of " << cqe << " entries on " << device_.name() << " failed: " << std::strerror(errno));
+  // Queue pairs now, not at connect(): a rank that cannot make them fails before
+  // any collective, where its peers can still learn it (see Exchange's transport
+  // choice) instead of waiting for it inside one.
   peers_.resize(size_);
+  try {
+    for (int p = 0; p < size_; ++p) {
+      if (p != rank_) {
+        peers_[p].qp = std::make_unique<RcQueuePair>(device_, cq_, options_.send_depth, options_.recv_depth, label(p));
+      }
+    }
+  } catch (...) {
+    peers_.clear();
+    ibv_destroy_cq(cq_);
+    throw;
+  }
 }
 
 VerbsTransport::~VerbsTransport() {
@@ -81,13 +98,12 @@ int VerbsTransport::register_region(void* addr, std::size_t length, MemorySpace 
   return static_cast<int>(regions_.size()) - 1;
 }
 
-void VerbsTransport::connect() {
+void VerbsTransport::connect(double timeout_s) {
   EPCOMM_REQUIRE(!connected_, kInvalidArgument, "verbs transport: connect() called twice");
+  EPCOMM_REQUIRE(!regions_.empty(), kInvalidArgument, "verbs transport: connect() with no registered region");
   std::vector<QpEndpoint> mine(size_), theirs(size_);
   for (int p = 0; p < size_; ++p) {
-    if (p == rank_) continue;
-    peers_[p].qp = std::make_unique<RcQueuePair>(device_, cq_, options_.send_depth, options_.recv_depth, label(p));
-    mine[p] = peers_[p].qp->endpoint();
+    if (p != rank_) mine[p] = peers_[p].qp->endpoint();
   }
   EPCOMM_MPI(MPI_Alltoall(mine.data(), sizeof(QpEndpoint), MPI_BYTE, theirs.data(), sizeof(QpEndpoint), MPI_BYTE,
                           comm_));
@@ -108,18 +124,74 @@ void VerbsTransport::connect() {
   EPCOMM_MPI(MPI_Allgatherv(table.data(), my_bytes, MPI_BYTE, all.data(), bytes.data(), displs.data(), MPI_BYTE,
                             comm_));
 
-  for (int p = 0; p < size_; ++p) {
-    if (p == rank_) continue;
-    const RemoteRegion* first = all.data() + displs[p] / sizeof(RemoteRegion);
-    peers_[p].regions.assign(first, first + bytes[p] / sizeof(RemoteRegion));
-    peers_[p].qp->connect(theirs[p]);
-    for (uint32_t i = 0; i < options_.recv_depth; ++i) post_receive(p);
+  std::string failure;
+  try {
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      const RemoteRegion* first = all.data() + displs[p] / sizeof(RemoteRegion);
+      peers_[p].regions.assign(first, first + bytes[p] / sizeof(RemoteRegion));
+      peers_[p].qp->connect(theirs[p]);
+      for (uint32_t i = 0; i < options_.recv_depth; ++i) post_receive(p);
+    }
+  } catch (const Error& e) {
+    failure = e.what();
   }
-  // Nobody writes before every peer has its receives posted.
-  EPCOMM_MPI(MPI_Barrier(comm_));
+  // Nobody writes before every peer has its receives posted; a rank that failed
+  // fails everyone together rather than leaving them to wait for its writes.
+  agree_or_throw(failure, "bring-up of its queue pairs");
   connected_ = true;
+  failure.clear();
+  try {
+    probe_peers(timeout_s);
+  } catch (const Error& e) {
+    failure = e.what();
+  }
+  agree_or_throw(failure, "reaching its peers");
   EPCOMM_LOG(kInfo, "verbs: connected to " << size_ - 1 << " peers over " << device_.name() << ", "
                                            << regions_.size() << " local regions");
+}
+
+void VerbsTransport::agree_or_throw(const std::string& failure, const char* step) {
+  const std::string failed = ranks_that_failed(comm_, failure.empty(), [this](int p) { return label(p); });
+  if (failed.empty()) return;
+  connected_ = false;
+  if (!failure.empty()) throw Error(ErrorCode::kSystem, failure);
+  EPCOMM_FAIL(kSystem, "verbs transport: ranks " << failed << " failed " << step << " (see their errors)");
+}
+
+// A zero-byte write with immediate to every peer, and one from every peer: a port
+// that is up but cannot reach its peers (wrong subnet, no route, a stray soft-RoCE
+// device) shows here, within timeout_s, rather than in the first exchange.
+void VerbsTransport::probe_peers(double timeout_s) {
+  constexpr uint64_t kProbeId = ~uint64_t{0};
+  std::vector<int> acked(size_, 0), heard(size_, 0);
+  for (int p = 0; p < size_; ++p) {
+    if (p != rank_) write(p, 0, 0, 0, 0, 0, kProbeImmediate, kProbeId);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  std::vector<Completion> got;
+  auto missing = [&] {
+    std::string out;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_ || (acked[p] && heard[p])) continue;
+      out += (out.empty() ? "" : ", ") + std::to_string(label(p)) + (acked[p] ? " (no write from it)" : " (no acknowledgement)");
+    }
+    return out;
+  };
+  for (std::string left = missing(); !left.empty(); left = missing()) {
+    EPCOMM_REQUIRE(std::chrono::steady_clock::now() < deadline, kSystem,
+                   "verbs transport over " << device_.name() << ": ranks " << left << " not reached within "
+                                           << timeout_s << " s (is the port on their network?)");
+    got.clear();
+    poll(got);
+    for (const Completion& c : got) {
+      if (c.kind == Completion::Kind::kWrite && c.wr_id == kProbeId) acked[c.peer] = 1;
+      if (c.kind == Completion::Kind::kReceive && c.imm == kProbeImmediate) heard[c.peer] = 1;
+    }
+    if (got.empty()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  // receives_completed() counts the caller's traffic only.
+  for (Peer& p : peers_) p.receives = 0;
 }
 
 VerbsTransport::Peer& VerbsTransport::checked_peer(int peer, const char* what) {

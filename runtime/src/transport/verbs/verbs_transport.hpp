@@ -67,10 +67,16 @@ class VerbsTransport {
   // Registers [addr, addr + length) for local use and for peers' writes; returns its
   // index. Only before connect(), which publishes every region to every peer.
   int register_region(void* addr, std::size_t length, MemorySpace space = MemorySpace::kHost);
-  // Collective over the communicator: creates the queue pairs, exchanges endpoints
-  // and region tables, connects, posts receives, and returns once every rank can
-  // be written to.
-  void connect();
+  // Collective over the communicator: exchanges endpoints and region tables,
+  // connects the queue pairs, posts receives, and checks with one zero-byte write
+  // each way that every peer is reachable within timeout_s. Returns once every rank
+  // can be written to; if any rank failed, every rank throws (the failed one its own
+  // reason, the others naming it).
+  void connect(double timeout_s = 10.0);
+  // The immediate of connect()'s reachability writes (sequence 0xffff, kind 15,
+  // part 4095 in encode_immediate's terms: callers keep that kind for it). connect()
+  // consumes every one of them before it returns.
+  static constexpr uint32_t kProbeImmediate = 0xffffffffu;
 
   // RDMA write with immediate of `length` bytes at `local_offset` of local region
   // `local_region` to `remote_offset` of the peer's region `remote_region`. Never
@@ -128,6 +134,8 @@ class VerbsTransport {
 
   void post_backlog(int peer);
   void post_receive(int peer);
+  void agree_or_throw(const std::string& failure, const char* step);
+  void probe_peers(double timeout_s);
   [[noreturn]] void fail_completion(const ibv_wc& wc, int peer, bool receive) const;
   Peer& checked_peer(int peer, const char* what);
   int label(int peer) const { return options_.peer_labels.empty() ? peer : options_.peer_labels[peer]; }
