@@ -62,7 +62,7 @@ epcomm::MicroBatchStages MicroBatch::stages(bool compute) {
   epcomm::MicroBatchStages st;
   st.attention = [this, compute](int layer) {
     if (compute) {
-      Timer t{compute_s_};
+      Timer t{attn_s_};
       attn_ = layer == 0 ? x_ : RowMatrix(combined_[layer - 1] + shared_out_[layer - 1]);
       for (int g = 0; g < shape_.attn_gemms; ++g) {
         tmp_.noalias() = attn_ * w_.attn;
@@ -78,7 +78,7 @@ epcomm::MicroBatchStages MicroBatch::stages(bool compute) {
   };
   st.experts = [this, compute](int, const epcomm::DispatchHandle& h) {
     if (!compute) return;
-    Timer t{compute_s_};
+    Timer t{experts_s_};
     const auto* rows = static_cast<const float*>(h.rows());
     auto* out = static_cast<float*>(h.expert_out_buffer());
     const int H = shape_.hidden;
@@ -95,7 +95,7 @@ epcomm::MicroBatchStages MicroBatch::stages(bool compute) {
   };
   st.shared = [this, compute](int layer) {
     if (!compute) return;
-    Timer t{compute_s_};
+    Timer t{shared_s_};
     mid_.noalias() = attn_ * w_.shared1;
     mid_ = mid_.cwiseMax(0.0f);
     shared_out_[layer].noalias() = mid_ * w_.shared2;

@@ -43,9 +43,13 @@ class MicroBatch {
   // With compute off the stages skip every matrix multiply (communication-only run);
   // routing is fixed at construction either way, so the exchanges are identical.
   epcomm::MicroBatchStages stages(bool compute);
-  // Seconds spent inside compute stages since the last reset.
-  double compute_seconds() const { return compute_s_; }
-  void reset_timer() { compute_s_ = 0; }
+  // Seconds spent inside compute stages since the last reset, in all and per kind
+  // of stage (attention, routed experts, shared expert).
+  double compute_seconds() const { return attn_s_ + experts_s_ + shared_s_; }
+  double attention_seconds() const { return attn_s_; }
+  double experts_seconds() const { return experts_s_; }
+  double shared_seconds() const { return shared_s_; }
+  void reset_timer() { attn_s_ = experts_s_ = shared_s_ = 0; }
   const RowMatrix& output() const { return combined_.back(); }
 
  private:
@@ -57,7 +61,7 @@ class MicroBatch {
   std::vector<RowMatrix> combined_, shared_out_;
   std::vector<std::vector<int32_t>> topk_idx_;
   std::vector<std::vector<float>> topk_w_;
-  double compute_s_ = 0;
+  double attn_s_ = 0, experts_s_ = 0, shared_s_ = 0;
 };
 
 }  // namespace epcomm_bench

@@ -6,7 +6,12 @@
 //   overlapped_us the prefill or decode two-micro-batch schedule
 //   overlap_efficiency = (serial - overlapped) / min(compute, comm)
 // Times are medians over iterations of the slowest rank; modes alternate per
-// iteration. check: the overlapped outputs equal the serial ones.
+// iteration. check: the overlapped outputs equal the serial ones. Also printed:
+// attention_us / experts_us / shared_us (compute_us by kind of stage),
+// overlapped_compute_us (time inside compute stages in the overlapped run), the
+// interquartile ranges of serial and overlapped times, and paired_efficiency, the
+// median over iterations of (serial - overlapped) of that iteration, divided as
+// above (less sensitive to drift between iterations).
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
 #include <omp.h>
@@ -79,18 +84,30 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-double median_of_max(std::vector<double> local, MPI_Comm comm) {
+// Per iteration, the slowest rank's value (every rank gets the same vector).
+std::vector<double> max_over_ranks(std::vector<double> local, MPI_Comm comm) {
   MPI_Allreduce(MPI_IN_PLACE, local.data(), static_cast<int>(local.size()), MPI_DOUBLE, MPI_MAX, comm);
-  std::sort(local.begin(), local.end());
-  const std::size_t n = local.size();
-  return (n % 2 ? local[n / 2] : 0.5 * (local[n / 2 - 1] + local[n / 2])) * 1e6;
+  return local;
 }
+
+// Quantile q of v in microseconds (linear interpolation between order statistics).
+double quantile_us(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double at = q * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(at);
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  return (v[lo] + (at - static_cast<double>(lo)) * (v[hi] - v[lo])) * 1e6;
+}
+double median_us(const std::vector<double>& v) { return quantile_us(v, 0.5); }
+double iqr_us(const std::vector<double>& v) { return quantile_us(v, 0.75) - quantile_us(v, 0.25); }
 
 struct Row {
   LayerShape shape;
   double compute_us, comm_us, serial_us, overlapped_us;
+  double attention_us, experts_us, shared_us, overlapped_compute_us, serial_iqr_us, overlapped_iqr_us, paired_saved_us;
   bool check;
   double efficiency() const { return (serial_us - overlapped_us) / std::min(compute_us, comm_us); }
+  double paired_efficiency() const { return paired_saved_us / std::min(compute_us, comm_us); }
 };
 
 Row run_one(const epcomm::Group& group, const LayerShape& s, const Options& o) {
@@ -108,7 +125,7 @@ Row run_one(const epcomm::Group& group, const LayerShape& s, const Options& o) {
   MicroBatch mb0(s, w, group, 0, 5), mb1(s, w, group, 1, 5);
   const auto overlapped = o.schedule == "prefill" ? &epcomm::run_prefill_two_batch : &epcomm::run_decode_two_batch;
 
-  std::vector<double> compute, comm, serial, over;
+  std::vector<double> compute, comm, serial, over, over_compute, attn, experts, shared;
   RowMatrix serial_out0, serial_out1;
   bool same = true;
   MPI_Comm c = group.comm();
@@ -123,34 +140,66 @@ Row run_one(const epcomm::Group& group, const LayerShape& s, const Options& o) {
     mb1.reset_timer();
     const double t_serial = timed([&] { epcomm::run_serial_two_batch(ex, mb0.stages(true), mb1.stages(true), s.layers); });
     const double t_compute = mb0.compute_seconds() + mb1.compute_seconds();
+    const double t_attn = mb0.attention_seconds() + mb1.attention_seconds();
+    const double t_experts = mb0.experts_seconds() + mb1.experts_seconds();
+    const double t_shared = mb0.shared_seconds() + mb1.shared_seconds();
     serial_out0 = mb0.output();
     serial_out1 = mb1.output();
     const double t_comm = timed([&] { epcomm::run_serial_two_batch(ex, mb0.stages(false), mb1.stages(false), s.layers); });
+    mb0.reset_timer();
+    mb1.reset_timer();
     const double t_over = timed([&] { overlapped(ex, mb0.stages(true), mb1.stages(true), s.layers); });
+    const double t_over_compute = mb0.compute_seconds() + mb1.compute_seconds();
     same = same && mb0.output() == serial_out0 && mb1.output() == serial_out1;
     if (it < o.warmup) continue;
     serial.push_back(t_serial);
     compute.push_back(t_compute);
+    attn.push_back(t_attn);
+    experts.push_back(t_experts);
+    shared.push_back(t_shared);
     comm.push_back(t_comm);
     over.push_back(t_over);
+    over_compute.push_back(t_over_compute);
   }
   int ok = same ? 1 : 0;
   MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, c);
-  return Row{s, median_of_max(compute, c), median_of_max(comm, c), median_of_max(serial, c), median_of_max(over, c),
+  // compute_us and the stage times are those of the serial run.
+  serial = max_over_ranks(serial, c);
+  over = max_over_ranks(over, c);
+  std::vector<double> saved(serial.size());
+  for (std::size_t i = 0; i < saved.size(); ++i) saved[i] = serial[i] - over[i];
+  return Row{s,
+             median_us(max_over_ranks(compute, c)),
+             median_us(max_over_ranks(comm, c)),
+             median_us(serial),
+             median_us(over),
+             median_us(max_over_ranks(attn, c)),
+             median_us(max_over_ranks(experts, c)),
+             median_us(max_over_ranks(shared, c)),
+             median_us(max_over_ranks(over_compute, c)),
+             iqr_us(serial),
+             iqr_us(over),
+             median_us(saved),
              ok == 1};
 }
 
 std::string json_of(const Row& r, const epcomm::Group& g, const Options& o) {
-  char buf[768];
+  char buf[1024];
   std::snprintf(buf, sizeof buf,
                 "{\"ranks\": %d, \"nodes\": %d, \"schedule\": \"%s\", \"tokens\": %d, \"hidden\": %d, \"ffn\": %d, "
                 "\"experts\": %d, \"topk\": %d, \"max_nodes\": %d, \"attn_gemms\": %d, \"layers\": %d, "
-                "\"gemm_threads\": %d, \"progress_thread\": %s, \"compute_us\": %.1f, \"comm_us\": %.1f, "
-                "\"serial_us\": %.1f, \"overlapped_us\": %.1f, \"overlap_efficiency\": %.3f, \"check\": %s}",
+                "\"gemm_threads\": %d, \"progress_thread\": %s, \"warmup\": %d, \"iters\": %d, "
+                "\"compute_us\": %.1f, \"comm_us\": %.1f, "
+                "\"serial_us\": %.1f, \"overlapped_us\": %.1f, \"overlap_efficiency\": %.3f, "
+                "\"attention_us\": %.1f, \"experts_us\": %.1f, \"shared_us\": %.1f, \"overlapped_compute_us\": %.1f, "
+                "\"serial_iqr_us\": %.1f, "
+                "\"overlapped_iqr_us\": %.1f, \"paired_efficiency\": %.3f, \"check\": %s}",
                 g.size(), g.num_nodes(), o.schedule.c_str(), r.shape.tokens, r.shape.hidden, r.shape.ffn,
                 r.shape.experts, r.shape.topk, r.shape.max_nodes, r.shape.attn_gemms, r.shape.layers, o.gemm_threads,
-                g.progress_thread() ? "true" : "false", r.compute_us, r.comm_us, r.serial_us, r.overlapped_us,
-                r.efficiency(), r.check ? "true" : "false");
+                g.progress_thread() ? "true" : "false", o.warmup, o.iters, r.compute_us, r.comm_us, r.serial_us,
+                r.overlapped_us, r.efficiency(), r.attention_us, r.experts_us, r.shared_us, r.overlapped_compute_us,
+                r.serial_iqr_us,
+                r.overlapped_iqr_us, r.paired_efficiency(), r.check ? "true" : "false");
   return buf;
 }
 
@@ -166,9 +215,9 @@ int run(int argc, char** argv) {
     std::printf("# epcomm-overlap-bench: %d ranks, %d nodes, schedule %s, progress %s, %d GEMM thread(s)/rank\n",
                 group.size(), group.num_nodes(), o.schedule.c_str(), group.progress_thread() ? "thread" : "inline",
                 o.gemm_threads);
-    std::printf("%7s %6s %5s %7s %4s %5s %4s %6s %11s %11s %11s %13s %10s %5s\n", "tokens", "hidden", "ffn",
+    std::printf("%7s %6s %5s %7s %4s %5s %4s %6s %11s %11s %11s %13s %10s %6s %5s\n", "tokens", "hidden", "ffn",
                 "experts", "topk", "maxn", "attn", "layers", "compute_us", "comm_us", "serial_us", "overlapped_us",
-                "efficiency", "check");
+                "efficiency", "paired", "check");
   }
   bool all_ok = true;
   for (int t : o.tokens)
@@ -182,9 +231,9 @@ int run(int argc, char** argv) {
                 const Row r = run_one(group, s, o);
                 all_ok = all_ok && r.check;
                 if (!root) continue;
-                std::printf("%7d %6d %5d %7d %4d %5d %4d %6d %11.1f %11.1f %11.1f %13.1f %10.3f %5s\n", t, h, f, e, k,
-                            m, a, o.layers, r.compute_us, r.comm_us, r.serial_us, r.overlapped_us, r.efficiency(),
-                            r.check ? "true" : "false");
+                std::printf("%7d %6d %5d %7d %4d %5d %4d %6d %11.1f %11.1f %11.1f %13.1f %10.3f %6.3f %5s\n", t, h, f,
+                            e, k, m, a, o.layers, r.compute_us, r.comm_us, r.serial_us, r.overlapped_us,
+                            r.efficiency(), r.paired_efficiency(), r.check ? "true" : "false");
                 const std::string js = json_of(r, group, o);
                 if (o.json) std::printf("%s\n", js.c_str());
                 if (json_file) json_file << js << "\n" << std::flush;
