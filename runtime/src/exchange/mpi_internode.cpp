@@ -4,32 +4,34 @@
 #include "util/check.hpp"
 
 namespace epcomm::detail {
-namespace {
-int tag_phase(RailBuffer buffer) { return buffer == RailBuffer::kDispatch ? kTagDispatch : kTagCombine; }
-}  // namespace
 
 std::unique_ptr<Transfers> MpiInterNode::new_transfers() { return std::make_unique<PeerRequests>(); }
 
 void MpiInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t,
                         std::size_t bytes, uint64_t seq) {
-  Engine& e = engine_;
-  std::byte* base = e.slots[slot].send_buffer(buffer).data();
-  const int peer = e.group.global_rank(node, e.group.local_rank);
-  MPI_Request r;
-  EPCOMM_MPI(MPI_Isend(base + offset, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq, tag_phase(buffer)),
-                       e.comm, &r));
-  static_cast<PeerRequests&>(set).add(r, peer, PeerRequests::Kind::kSend);
+  post(set, engine_.slots[slot].send_buffer(buffer).data() + offset, bytes, buffer, node, seq,
+       PeerRequests::Kind::kSend);
 }
 
 void MpiInterNode::receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
                            std::size_t bytes, uint64_t seq) {
-  Engine& e = engine_;
-  std::byte* base = e.slots[slot].recv_buffer(buffer).data();
+  post(set, engine_.slots[slot].recv_buffer(buffer).data() + offset, bytes, buffer, node, seq,
+       PeerRequests::Kind::kRecv);
+}
+
+void MpiInterNode::post(Transfers& set, std::byte* data, std::size_t bytes, RailBuffer buffer, int node, uint64_t seq,
+                        PeerRequests::Kind kind) {
+  const Engine& e = engine_;
   const int peer = e.group.global_rank(node, e.group.local_rank);
+  const int tag = e.mpi_tag(seq, buffer == RailBuffer::kDispatch ? kTagDispatch : kTagCombine);
+  const int count = static_cast<int>(bytes);
   MPI_Request r;
-  EPCOMM_MPI(MPI_Irecv(base + offset, static_cast<int>(bytes), MPI_BYTE, peer, e.mpi_tag(seq, tag_phase(buffer)),
-                       e.comm, &r));
-  static_cast<PeerRequests&>(set).add(r, peer, PeerRequests::Kind::kRecv);
+  if (kind == PeerRequests::Kind::kSend) {
+    EPCOMM_MPI(MPI_Isend(data, count, MPI_BYTE, peer, tag, e.comm, &r));
+  } else {
+    EPCOMM_MPI(MPI_Irecv(data, count, MPI_BYTE, peer, tag, e.comm, &r));
+  }
+  static_cast<PeerRequests&>(set).add(r, peer, kind);
 }
 
 }  // namespace epcomm::detail

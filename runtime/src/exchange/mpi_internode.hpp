@@ -4,6 +4,7 @@
 #pragma once
 
 #include "exchange/internode.hpp"
+#include "exchange/peer_requests.hpp"
 
 namespace epcomm::detail {
 
@@ -24,6 +25,8 @@ class MpiInterNode final : public InterNode {
   bool poll() override { return false; }
 
  private:
+  void post(Transfers& set, std::byte* data, std::size_t bytes, RailBuffer buffer, int node, uint64_t seq,
+            PeerRequests::Kind kind);
   Engine& engine_;
 };
 
