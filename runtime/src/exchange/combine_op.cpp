@@ -19,7 +19,7 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   InterNode& net = *e.internode;
   recvs_ = net.new_transfers();
   sends_ = net.new_transfers();
-  const std::size_t crow = e.combine_codec.row_bytes(e.config.hidden);
+  const std::size_t crow = e.combine_row_bytes();
   const TokenRoutes& routes = buf_.routes;
   // This rank's combine_recv is free: the previous combine on this slot finished
   // before this one could begin.
@@ -56,7 +56,7 @@ void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
   const int L = e.topo.max_rows_per_token_rank();
-  const std::size_t crow = e.combine_codec.row_bytes(H);
+  const std::size_t crow = e.combine_row_bytes();
   std::vector<SlotView> owners;
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
   std::vector<float> scratch(H);
@@ -109,7 +109,7 @@ bool CombineOp::post_ready_sends() {
 void CombineOp::sum_node_partials() {
   const Engine& e = engine_;
   const int H = e.config.hidden, me = e.group.node;
-  const std::size_t crow = e.combine_codec.row_bytes(H);
+  const std::size_t crow = e.combine_row_bytes();
   const TokenRoutes& routes = buf_.routes;
   const std::size_t elems = static_cast<std::size_t>(routes.num_tokens) * H;
   float* acc = e.config.dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc.data();

@@ -209,7 +209,6 @@ void DispatchOp::on_layout_complete() {
   // source node.
   rail_rows_.assign(N, 0);
   buf_.handled_offset[0] = 0;
-  const std::size_t rail_row = e.rail_meta_bytes + e.slot_layout.row_bytes;
   forwards_left_ = 0;
   for (int n = 0; n < N; ++n) {
     if (n == e.group.node) {
@@ -224,7 +223,7 @@ void DispatchOp::on_layout_complete() {
                    "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
                            << e.config.max_tokens_per_rank);
     e.internode->receive(*rail_recvs_, RailBuffer::kDispatch, slot_, n, block_offset(n, e.group.node, e.rail_block_bytes()),
-                         rail_rows_[n] * rail_row, seq_);
+                         rail_rows_[n] * e.rail_row_bytes(), seq_);
     rail_req_node_.push_back(n);
     ++forwards_left_;
   }

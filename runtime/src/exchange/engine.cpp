@@ -122,8 +122,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   rail_meta_bytes = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
-  const std::size_t rail_row = rail_meta_bytes + slot_layout.row_bytes;
-  const std::size_t widest_row = std::max(rail_row, combine_codec.row_bytes(config.hidden));
+  const std::size_t widest_row = std::max(rail_row_bytes(), combine_row_bytes());
   EPCOMM_REQUIRE(static_cast<double>(T) * widest_row < INT_MAX, kInvalidArgument,
                  "max_tokens_per_rank=" << T << " x " << widest_row
                                         << " bytes per row exceeds one MPI message (2 GiB); lower it");
@@ -132,17 +131,17 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                   "exchange slots");
 
   const int N = topo.num_nodes();
-  const std::size_t remote_rows = static_cast<std::size_t>(T) * (N - 1);
+  const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
   for (int i = 0; i < config.max_inflight; ++i) {
     SlotBuffers& s = slots.emplace_back();
-    s.rail_send.resize(remote_rows * rail_row);
-    s.rail_recv.resize(remote_rows * rail_row);
+    s.rail_send.resize(remote_nodes * rail_block_bytes());
+    s.rail_recv.resize(remote_nodes * rail_block_bytes());
     if (!is_plain_format(config.dispatch_format)) {
       s.encoded_tokens.resize(static_cast<std::size_t>(T) * slot_layout.row_bytes);
     }
-    s.combine_send.resize(remote_rows * combine_codec.row_bytes(config.hidden));
-    s.combine_recv.resize(remote_rows * combine_codec.row_bytes(config.hidden));
+    s.combine_send.resize(remote_nodes * combine_block_bytes());
+    s.combine_recv.resize(remote_nodes * combine_block_bytes());
     s.own_partials.resize(static_cast<std::size_t>(T) * config.hidden);
     if (config.dtype != DType::kF32) s.out_acc.resize(static_cast<std::size_t>(T) * config.hidden);
     s.handled_offset.resize(N + 1);
@@ -158,11 +157,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 }
 
 std::size_t Engine::rail_block_bytes() const {
-  return static_cast<std::size_t>(config.max_tokens_per_rank) * (rail_meta_bytes + slot_layout.row_bytes);
+  return static_cast<std::size_t>(config.max_tokens_per_rank) * rail_row_bytes();
 }
 
 std::size_t Engine::combine_block_bytes() const {
-  return static_cast<std::size_t>(config.max_tokens_per_rank) * combine_codec.row_bytes(config.hidden);
+  return static_cast<std::size_t>(config.max_tokens_per_rank) * combine_row_bytes();
 }
 
 void Op::abandon_requests(std::initializer_list<Transfers*> sets) {

@@ -135,7 +135,12 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
 
-  // Bytes of one source node's block in a rail_recv / combine_recv buffer.
+  // Bytes of one row on the inter-node tier: a dispatch row with its routing
+  // metadata; a combine partial.
+  std::size_t rail_row_bytes() const { return rail_meta_bytes + slot_layout.row_bytes; }
+  std::size_t combine_row_bytes() const { return combine_codec.row_bytes(config.hidden); }
+  // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank rows.
+  // Every inter-node buffer holds num_nodes - 1 of them.
   std::size_t rail_block_bytes() const;
   std::size_t combine_block_bytes() const;
 
