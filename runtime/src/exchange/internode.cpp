@@ -18,12 +18,6 @@ namespace {
 using Transport = GroupOptions::Transport;
 
 #ifdef EPCOMM_WITH_VERBS
-// "epcomm rank R: why" -> "why", for messages that name the rank themselves.
-std::string without_rank_tag(const std::string& what) {
-  const std::size_t colon = what.find(": ");
-  return what.rfind("epcomm rank ", 0) == 0 && colon != std::string::npos ? what.substr(colon + 2) : what;
-}
-
 // Every rank tries to open a port and register its buffers, then to connect and
 // reach its rail peers; after each step all ranks learn who failed, so they all
 // take the same transport (or all throw) together and nobody waits in a
@@ -56,7 +50,7 @@ std::unique_ptr<InterNode> open_verbs(Engine& e, Transport want) {
                                   << failed << " cannot use it (see their errors)");
   }
   EPCOMM_LOG(kInfo, "exchange: transport auto: ranks " << failed << " cannot use verbs"
-                                                       << (why.empty() ? "" : " (this one: " + without_rank_tag(why) + ")")
+                                                       << (why.empty() ? "" : " (" + why + ")")
                                                        << "; using mpi");
   return nullptr;
 }
