@@ -1,31 +1,59 @@
-// accumulate_rows (combine): 16 lanes own one tile of one destination row and walk
-// its sources in the order given, so every element's sum is formed in a fixed
-// order, the CPU's, with no atomics.
+// accumulate_rows and accumulate_row_list (combine): 16 lanes own one tile of one
+// destination row and walk its sources in the order given, so every element's sum
+// is formed in a fixed order, the CPU's, with no atomics. The two differ only in
+// how a source row is found: an index into one matrix, or a pointer of its own (a
+// row in a node peer's memory, or in pinned host memory).
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
 #include "format_dispatch.cuh"
+#include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-template <class F>
+// Source j of a destination: row sources[j] of one matrix, weighted by the weight
+// of that row.
+struct IndexedSources {
+  const uint8_t* src;
+  int64_t row_bytes;
+  const int32_t* sources;
+  const float* weights;
+  void bind(const Layout& layout) { row_bytes = layout.row_bytes; }
+  __device__ const uint8_t* row(int32_t j) const { return src + sources[j] * row_bytes; }
+  __device__ float weight(int32_t j) const { return weights[sources[j]]; }
+};
+
+// Source j of a destination: its own row pointer and weight.
+struct PointerSources {
+  const void* const* rows;
+  const float* weights;
+  void bind(const Layout&) {}
+  __device__ const uint8_t* row(int32_t j) const { return static_cast<const uint8_t*>(rows[j]); }
+  __device__ float weight(int32_t j) const { return weights[j]; }
+};
+
+template <class F, class Sources>
 __global__ void __launch_bounds__(kBlockThreads)
-    accumulate_kernel(const uint8_t* src, int hidden, Layout layout, const int32_t* offsets, const int32_t* sources,
-                      const float* weights, int64_t dst_rows, float* acc) {
+    accumulate_kernel(Sources sources, int hidden, Layout layout, const int32_t* offsets, int64_t dst_rows,
+                      bool from_zero, float* acc) {
   const Lane l = lane_of(dst_rows, hidden);
   if (l.valid == 0) return;
   const int32_t j0 = offsets[l.row], j1 = offsets[l.row + 1];
-  if (j0 >= j1) return;
   float* out = acc + l.row * hidden + l.col0;
   Elems a;
-  load8(out, l.valid, a);
+  if (from_zero) {
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) a[k] = 0.0f;
+  } else {
+    if (j0 >= j1) return;
+    load8(out, l.valid, a);
+  }
   for (int32_t j = j0; j < j1; ++j) {
-    const int32_t s = sources[j];
-    const float w = weights[s];
+    const float w = sources.weight(j);
     Elems v;
-    F::decode(src + s * layout.row_bytes, l, layout, v);
+    F::decode(sources.row(j), l, layout, v);
     // The CPU's axpy: acc + w * x, multiply and add rounded separately.
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) a[k] = x86::add(a[k], x86::mul(w, v[k]));
@@ -33,23 +61,44 @@ __global__ void __launch_bounds__(kBlockThreads)
   store8(out, l.valid, a);
 }
 
+template <class Sources>
+void accumulate(const char* op, Format format, Sources sources, int hidden, const int32_t* offsets, int64_t dst_rows,
+                bool from_zero, float* acc, cudaStream_t stream) {
+  check_shape(op, format, dst_rows, hidden);
+  if (dst_rows == 0) return;
+  const Layout layout = layout_of(format, hidden);
+  sources.bind(layout);
+  const unsigned blocks = tile_blocks(op, dst_rows, hidden, kTilesPerBlock);
+  visit_format(format, [&](auto f) {
+    accumulate_kernel<decltype(f)>
+        <<<blocks, kBlockThreads, 0, stream>>>(sources, hidden, layout, offsets, dst_rows, from_zero, acc);
+  });
+  check(cudaGetLastError(), "accumulate kernel launch");
+}
+
 }  // namespace
+
+void preload_accumulate_kernels() {
+  visit_every_format([](auto f) {
+    using F = decltype(f);
+    preload(reinterpret_cast<const void*>(&accumulate_kernel<F, IndexedSources>));
+    preload(reinterpret_cast<const void*>(&accumulate_kernel<F, PointerSources>));
+  });
+}
+
 }  // namespace detail
 
 void accumulate_rows(Format format, const void* src, int hidden, const int32_t* source_offsets,
                      const int32_t* sources, const float* weights, int64_t dst_rows, float* acc, void* stream) {
-  using namespace detail;
-  constexpr const char* kOp = "accumulate_rows";
-  check_shape(kOp, format, dst_rows, hidden);
-  if (dst_rows == 0) return;
-  const Layout layout = layout_of(format, hidden);
-  const unsigned blocks = tile_blocks(kOp, dst_rows, hidden, kTilesPerBlock);
-  const auto s = static_cast<cudaStream_t>(stream);
-  visit_format(format, [&](auto f) {
-    accumulate_kernel<decltype(f)><<<blocks, kBlockThreads, 0, s>>>(static_cast<const uint8_t*>(src), hidden, layout,
-                                                                    source_offsets, sources, weights, dst_rows, acc);
-  });
-  check(cudaGetLastError(), "accumulate kernel launch");
+  const detail::IndexedSources s{static_cast<const uint8_t*>(src), 0, sources, weights};
+  detail::accumulate("accumulate_rows", format, s, hidden, source_offsets, dst_rows, false, acc,
+                     static_cast<cudaStream_t>(stream));
+}
+
+void accumulate_row_list(Format format, const void* const* src_rows, const float* weights, int hidden,
+                         const int32_t* source_offsets, int64_t dst_rows, bool from_zero, float* acc, void* stream) {
+  detail::accumulate("accumulate_row_list", format, detail::PointerSources{src_rows, weights}, hidden, source_offsets,
+                     dst_rows, from_zero, acc, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace epcomm::kernels::cuda

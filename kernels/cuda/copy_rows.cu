@@ -17,6 +17,11 @@ __global__ void __launch_bounds__(256) copy_rows_kernel(const Word* src, const i
 
 }  // namespace
 
+void preload_copy_kernels() {
+  preload(reinterpret_cast<const void*>(&copy_rows_kernel<uint4>));
+  preload(reinterpret_cast<const void*>(&copy_rows_kernel<uint8_t>));
+}
+
 void copy_rows(const void* src, const int32_t* src_rows, void* dst, const int32_t* dst_rows, int64_t rows,
                int64_t row_bytes, cudaStream_t stream) {
   if (rows == 0) return;

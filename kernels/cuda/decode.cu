@@ -58,6 +58,15 @@ void decode(const char* op, Format format, const void* src, int64_t rows, int hi
 }
 
 }  // namespace
+
+void preload_decode_kernels() {
+  visit_every_format([](auto f) {
+    using F = decltype(f);
+    preload(reinterpret_cast<const void*>(&decode_kernel<F, float>));
+    preload(reinterpret_cast<const void*>(&decode_kernel<F, uint16_t>));
+  });
+}
+
 }  // namespace detail
 
 void decode_rows(Format format, const void* src, int64_t rows, int hidden, void* dst, DType dst_type,

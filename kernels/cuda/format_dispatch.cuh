@@ -32,6 +32,14 @@ void visit_format(Format format, Fn&& fn) {
   }
 }
 
+// fn(F{}) for the tile format type of every Format: instantiates (and so lets a
+// caller preload) a kernel for all of them.
+template <class Fn>
+void visit_every_format(Fn&& fn) {
+  for (Format f : {Format::kF32, Format::kBF16, Format::kFP8, Format::kFP8UE8M0}) visit_format(f, fn);
+  for (int bits = 3; bits <= 16; ++bits) visit_format(logfmt_format(bits), fn);
+}
+
 // The kernels' view of row_layout(format, hidden).
 inline Layout layout_of(Format format, int hidden) {
   const RowLayout l = row_layout(format, hidden);

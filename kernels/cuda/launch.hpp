@@ -42,6 +42,23 @@ inline unsigned tile_blocks(const char* op, int64_t rows, int hidden, int tiles_
   return static_cast<unsigned>(blocks);
 }
 
+// Loads a kernel now. With lazy module loading (CUDA's default) a kernel is loaded
+// at its first launch, and loading can wait for every kernel running on the device
+// to finish: for the exchange, whose caller's stream may hold a kernel that waits
+// for the exchange's own work, that would be a deadlock until the wait times out.
+inline void preload(const void* kernel) {
+  cudaFuncAttributes attributes{};
+  const cudaError_t s = cudaFuncGetAttributes(&attributes, kernel);
+  if (s != cudaSuccess) {
+    throw Error(ErrorCode::kSystem, std::string("epcomm: CUDA cudaFuncGetAttributes failed: ") + cudaGetErrorString(s));
+  }
+}
+// Each translation unit's kernel instances, all formats and types.
+void preload_encode_kernels();
+void preload_decode_kernels();
+void preload_accumulate_kernels();
+void preload_copy_kernels();
+
 // dst row (dst_rows ? dst_rows[i] : i) = src row (src_rows ? src_rows[i] : i), as
 // raw bytes: encoding to or decoding from the plain format of the same dtype is a
 // copy (and must keep NaN payloads as they are, which a BF16 round trip would not).

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+// copy_row_list and wait_for_gate: the exchange's row moves by pointer and the
+// stream gate its operations complete through.
+#include "cuda_check.hpp"
+#include "epcomm_kernels/cuda_rows.hpp"
+#include "launch.hpp"
+
+namespace epcomm::kernels::cuda {
+namespace detail {
+namespace {
+
+// A warp per row: rows are a few KB, so a warp keeps enough 16-byte accesses in
+// flight per row while the grid covers many rows at once (remote NVLink stores
+// need many outstanding to reach the link's rate).
+constexpr int kCopyThreads = 256;
+constexpr int kRowsPerBlock = kCopyThreads / 32;
+
+template <class Word>
+__global__ void __launch_bounds__(kCopyThreads)
+    copy_row_list_kernel(const void* const* src, void* const* dst, int64_t count, int64_t row_words) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; r < count;
+       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const Word* s = static_cast<const Word*>(src[r]);
+    Word* d = static_cast<Word*>(dst[r]);
+    for (int64_t i = lane; i < row_words; i += 32) d[i] = s[i];
+  }
+}
+
+__global__ void wait_for_gate_kernel(const volatile uint64_t* gate, uint64_t value, uint64_t timeout_ns,
+                                     volatile int* timed_out) {
+  uint64_t start;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  while (*gate < value) {
+    uint64_t now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    if (now - start > timeout_ns) {
+      *timed_out = 1;
+      __threadfence_system();
+      return;
+    }
+    __nanosleep(200);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void preload_kernels() {
+  using namespace detail;
+  preload_encode_kernels();
+  preload_decode_kernels();
+  preload_accumulate_kernels();
+  preload_copy_kernels();
+  preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint4>));
+  preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint8_t>));
+  preload(reinterpret_cast<const void*>(&wait_for_gate_kernel));
+}
+
+void copy_row_list(const void* const* src, void* const* dst, int64_t count, int64_t row_bytes, bool aligned16,
+                   void* stream) {
+  using namespace detail;
+  if (count <= 0) return;
+  const int64_t blocks64 = (count + kRowsPerBlock - 1) / kRowsPerBlock;
+  const unsigned blocks = static_cast<unsigned>(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20);
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (aligned16 && row_bytes % 16 == 0) {
+    copy_row_list_kernel<uint4><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes / 16);
+  } else {
+    copy_row_list_kernel<uint8_t><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes);
+  }
+  check(cudaGetLastError(), "copy_row_list kernel launch");
+}
+
+void wait_for_gate(const volatile uint64_t* gate, uint64_t value, uint64_t timeout_ns, volatile int* timed_out,
+                   void* stream) {
+  detail::wait_for_gate_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(gate, value, timeout_ns, timed_out);
+  detail::check(cudaGetLastError(), "wait_for_gate kernel launch");
+}
+
+}  // namespace epcomm::kernels::cuda
