@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "support/cuda_presence.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
 
@@ -221,12 +222,32 @@ TEST_F(Fixture, AllSlotsHeld) {
   ex.dispatch(as_dispatch(in));  // the slot is free again
 }
 
-TEST_F(Fixture, DeviceMemoryIsNotServedYet) {
+TEST_F(Fixture, InputMemorySpaceMustMatchTheExchange) {
   epcomm::Exchange ex(group, config());
   RankInput in = input();
   epcomm::DispatchInput d = as_dispatch(in);
   d.memory = epcomm::MemorySpace::kDevice;
-  expect_error([&] { ex.dispatch_begin(d); }, ErrorCode::kUnsupported, {"device memory"});
+  expect_error([&] { ex.dispatch_begin(d); }, ErrorCode::kInvalidArgument,
+               {"DispatchInput::memory is device", "ExchangeConfig::memory"});
+  d = as_dispatch(in);
+  int not_a_stream = 0;
+  d.stream = &not_a_stream;
+  expect_error([&] { ex.dispatch_begin(d); }, ErrorCode::kInvalidArgument, {"stream", "host"});
+  ex.dispatch(as_dispatch(in));  // nothing was taken: the exchange still works
+}
+
+TEST_F(Fixture, MemorySpacesMustAgreeAcrossRanks) {
+  epcomm::ExchangeConfig c = config();
+  if (group.rank() == 0) c.memory = epcomm::MemorySpace::kDevice;
+  expect_error([&] { epcomm::Exchange ex(group, c); }, ErrorCode::kMismatch, {"memory="});
+}
+
+// Where a GPU exists, the gpu tests (test_exchange_gpu) cover device memory.
+TEST_F(Fixture, DeviceMemoryWithoutAGpuFailsOnEveryRank) {
+  if (cuda_device_present()) GTEST_SKIP() << "this host has a CUDA device";
+  epcomm::ExchangeConfig c = config();
+  c.memory = epcomm::MemorySpace::kDevice;
+  expect_error([&] { epcomm::Exchange ex(group, c); }, ErrorCode::kUnsupported, {"CUDA"});
 }
 
 TEST_F(Fixture, BadNodeSplits) {

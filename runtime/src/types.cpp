@@ -9,6 +9,7 @@ namespace epcomm {
 std::size_t dtype_size(DType t) noexcept { return t == DType::kF32 ? 4 : 2; }
 
 const char* to_string(DType t) noexcept { return t == DType::kF32 ? "f32" : "bf16"; }
+const char* to_string(MemorySpace m) noexcept { return m == MemorySpace::kDevice ? "device" : "host"; }
 
 DType parse_dtype(const char* name) {
   std::string s = name ? name : "";

@@ -34,6 +34,14 @@ struct ExchangeConfig {
   int expert_alignment = 1;          // pad each expert's segment to a multiple
   int64_t max_recv_rows = 0;         // rows a rank may receive; 0: worst case
   int max_inflight = 2;              // dispatch handles alive at once
+  // Where every array the exchange reads or returns lives: inputs (x, topk_idx,
+  // topk_weights), rows() and the row metadata, expert_out_buffer(), combine's
+  // expert_out and out. kDevice: CUDA memory of `device`, allocated once here;
+  // the node's GPUs write into each other's receive buffers (CUDA IPC, NVLink);
+  // begin calls order their work after the caller's stream and make that stream
+  // wait for the result (see DispatchInput::stream). Same on every rank.
+  MemorySpace memory = MemorySpace::kHost;
+  int device = -1;  // with kDevice: CUDA device ordinal; -1 = the current device
 };
 
 // Bytes one operation moved, counted by epcomm as it posts them.
@@ -52,8 +60,14 @@ struct DispatchInput {
   const float* topk_weights = nullptr;   // [num_tokens, topk]
   int num_tokens = 0;
   bool x_encoded = false;
-  MemorySpace memory = MemorySpace::kHost;  // seam: only kHost today
-  void* stream = nullptr;                   // seam: a stream to order against; null today
+  MemorySpace memory = MemorySpace::kHost;  // must be ExchangeConfig::memory
+  // With device memory: a cudaStream_t (null: the legacy default stream).
+  // dispatch_begin waits for the work enqueued on it so far (the inputs), copies
+  // topk_idx and topk_weights to the host for the layout (one small transfer, the
+  // one host synchronisation), and enqueues on it a wait for the dispatch's end:
+  // the caller's next kernel on this stream reads finished rows with no host
+  // synchronisation; wait() and done() still work from the host.
+  void* stream = nullptr;
 };
 
 namespace detail {
@@ -63,8 +77,11 @@ class Engine;
 }  // namespace detail
 
 // The result and route of one dispatch. Move-only; holds its buffers (and one of
-// the exchange's in-flight slots) until destroyed. Accessors other than done() are
-// valid once wait() returned.
+// the exchange's in-flight slots) until destroyed. The buffer addresses (rows(),
+// row_weights(), row_src_rank(), row_src_token(), expert_out_buffer()) are fixed
+// from dispatch_begin on, their contents valid once wait() returned or, with
+// device memory, for work the caller enqueues on its stream after dispatch_begin;
+// the other accessors are valid once wait() returned.
 class DispatchHandle {
  public:
   DispatchHandle();
@@ -85,8 +102,8 @@ class DispatchHandle {
   const void* rows() const;
   Format row_format() const;
   std::size_t row_bytes() const;
-  // Decodes every real row into out ([num_rows(), hidden] of dtype); padding rows
-  // are left untouched.
+  // Decodes every real row into out ([num_rows(), hidden] of dtype, in the
+  // exchange's memory space); padding rows are left untouched.
   void decode_rows(void* out, DType dtype) const;
   int64_t num_rows() const;              // including padding
   int num_local_experts() const;
@@ -147,10 +164,14 @@ class Exchange {
   // `route` (padding rows are ignored). out: [out_tokens, hidden] of config.dtype
   // receives, for each token the source passed to dispatch, the sum over its
   // experts of weight * expert output (0 for tokens routed nowhere).
+  // With device memory, `stream` (a cudaStream_t) orders the combine as
+  // DispatchInput::stream orders a dispatch: it reads expert_out once the work
+  // enqueued on stream so far is done, and the stream's next work sees `out`.
   CombineHandle combine_begin(const DispatchHandle& route, const void* expert_out,
-                              int64_t expert_out_rows, void* out, int out_tokens);
+                              int64_t expert_out_rows, void* out, int out_tokens,
+                              void* stream = nullptr);
   void combine(const DispatchHandle& route, const void* expert_out,
-               int64_t expert_out_rows, void* out, int out_tokens);
+               int64_t expert_out_rows, void* out, int out_tokens, void* stream = nullptr);
 
   // Advances every in-flight operation without blocking; true if any moved.
   bool progress();

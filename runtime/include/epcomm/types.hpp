@@ -18,6 +18,7 @@ enum class MemorySpace : int { kHost = 0, kDevice = 1 };
 
 std::size_t dtype_size(DType t) noexcept;
 const char* to_string(DType t) noexcept;
+const char* to_string(MemorySpace m) noexcept;  // "host", "device"
 // Parses "f32"/"fp32"/"bf16"; throws Error(kInvalidArgument) otherwise.
 DType parse_dtype(const char* name);
 

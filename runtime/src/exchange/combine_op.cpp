@@ -8,7 +8,7 @@
 namespace epcomm::detail {
 
 CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
-                     void* out)
+                     void* out, void* stream)
     : Op(engine, seq, "combine"),
       route_(std::move(route)),
       expert_out_(expert_out),
@@ -30,6 +30,8 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
                 count * crow, seq_);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
+  buf_.mover->after(stream);
+  if (e.device) e.device->hold(stream, seq);
   stage_expert_outputs();
 }
 
@@ -43,9 +45,9 @@ CombineOp::~CombineOp() {
 void CombineOp::stage_expert_outputs() {
   const SlotView& mine = route_->output();
   if (mine.layout.num_rows() > 0 && expert_out_ != mine.expert_out) {
-    std::memcpy(mine.expert_out, expert_out_, static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
+    buf_.mover->copy_bytes(mine.expert_out, expert_out_,
+                           static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
   }
-  store_flag(mine.flags->outputs_ready, seq_);
 }
 
 // As forwarder: for every token this rank wrote to its node in the dispatch, sum
@@ -56,49 +58,75 @@ void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
   const int L = e.topo.max_rows_per_token_rank();
+  const Format out_format = kernels::plain_format(e.config.dtype);
   const std::size_t crow = e.combine_row_bytes();
+  RowMover& mover = *buf_.mover;
   std::vector<SlotView> owners;
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
-  std::vector<float> scratch(H);
+  RowSums sums;
   std::size_t send_at = 0;
   partial_blocks_.reset(e.topo.num_nodes());
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
-    for (int32_t i = 0; i < count; ++i) {
-      const std::size_t h = static_cast<std::size_t>(first + i);
-      float* acc = n == me ? buf_.own_partials.data() + static_cast<std::size_t>(i) * H : scratch.data();
-      std::fill(acc, acc + H, 0.0f);
-      int32_t token = -1;  // the source's token index, for error messages
-      for (int c = 0; c < buf_.route_count[h]; ++c) {
-        const int ld = buf_.route_local[h * R + c];
-        const SlotView& owner = owners[ld];
-        const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
-        for (int x = 0; x < L && rows[x] >= 0; ++x) {
-          e.dtype_codec.accumulate_row(owner.out_row(rows[x]), H, owner.weight[rows[x]], acc);
-          token = owner.src_token[rows[x]];
-          if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
+    // Own tokens' partials are kept whole; remote ones are summed a batch of
+    // partial_acc_rows at a time and encoded into the send buffer.
+    const int64_t batch = n == me ? std::max<int64_t>(count, 1) : buf_.partial_acc_rows;
+    for (int64_t b0 = 0; b0 < count; b0 += batch) {
+      const int64_t b1 = std::min<int64_t>(count, b0 + batch);
+      sums.clear();
+      for (int64_t i = b0; i < b1; ++i) {
+        const std::size_t h = static_cast<std::size_t>(first + i);
+        for (int c = 0; c < buf_.route_count[h]; ++c) {
+          const int ld = buf_.route_local[h * R + c];
+          const SlotView& owner = owners[ld];
+          const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
+          for (int x = 0; x < L && rows[x] >= 0; ++x) {
+            sums.add_source(owner.out_row(rows[x]), owner.weight[rows[x]]);
+            if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
+          }
         }
+        sums.end_destination();
       }
-      if (n != me) {
-        const int bad = e.combine_codec.encode_row(acc, DType::kF32, H, buf_.combine_send.data() + send_at + i * crow);
-        EPCOMM_REQUIRE(bad < 0, kInvalidArgument,
-                       "combine: the partial sum for token " << token << " of rank "
-                           << e.group.global_rank(n, e.group.local_rank) << " is " << acc[bad] << " at column " << bad
-                           << " (expert outputs hold a non-finite value), which combine_format "
-                           << to_string(e.config.combine_format) << " cannot encode");
+      if (n == me) {
+        mover.accumulate(out_format, sums, H, true, buf_.own_partials + b0 * H);
+      } else {
+        mover.accumulate(out_format, sums, H, true, buf_.partial_acc);
+        encode_remote_partials(n, first + b0, b1 - b0, buf_.combine_send.data() + send_at + b0 * crow);
       }
     }
     if (n == me || count == 0) continue;
     partial_blocks_.add(n, send_at, count * crow);
     send_at += count * crow;
   }
-  store_flag(route_->output().flags->outputs_read, seq_);
+}
+
+// Encodes `count` summed partials (partial_acc) of handled tokens [first, first +
+// count), bound for `node`, into dst; a value the combine format cannot encode is
+// an error naming the token.
+void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst) {
+  Engine& e = engine_;
+  const int H = e.config.hidden, R = e.topo.ranks_per_node, L = e.topo.max_rows_per_token_rank();
+  RowMover& mover = *buf_.mover;
+  mover.encode(e.config.combine_format, buf_.partial_acc, DType::kF32, count, H, dst);
+  if (logfmt_bits(e.config.combine_format) == 0) return;  // only LogFMT can fail
+  const int64_t bad = mover.first_bad();
+  if (bad < 0) return;
+  const std::size_t h = static_cast<std::size_t>(first + bad / H);
+  const SlotView owner = e.slot_view(buf_.route_local[h * R], route_->slot());
+  const int32_t token = owner.src_token[owner.token_rows[static_cast<std::size_t>(buf_.route_entry[h * R]) * L]];
+  float v;
+  mover.download(&v, buf_.partial_acc + bad, sizeof v);
+  EPCOMM_FAIL(kInvalidArgument, "combine: the partial sum for token " << token << " of rank "
+                                    << e.group.global_rank(node, e.group.local_rank) << " is " << v << " at column "
+                                    << bad % H << " (expert outputs hold a non-finite value), which combine_format "
+                                    << to_string(e.config.combine_format) << " cannot encode");
 }
 
 // Sends the blocks whose receivers are ready; true if any went.
 bool CombineOp::post_ready_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
+  if (!buf_.mover->idle()) return false;  // the encoded partials are still being written
   return partial_blocks_.send_cleared(
       {net, *sends_, RailBuffer::kCombine, route_->slot(), e.group.node, e.combine_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
@@ -111,37 +139,51 @@ void CombineOp::sum_node_partials() {
   const int H = e.config.hidden, me = e.group.node;
   const std::size_t crow = e.combine_row_bytes();
   const TokenRoutes& routes = buf_.routes;
-  const std::size_t elems = static_cast<std::size_t>(routes.num_tokens) * H;
-  float* acc = e.config.dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc.data();
-  std::fill(acc, acc + elems, 0.0f);
-  const kernels::Codec& f32 = kernels::codec_for(Format::kF32);
+  const int T = routes.num_tokens;
+  RowMover& mover = *buf_.mover;
+  float* acc = e.config.dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
+  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
+  // One pass per node, each adding that node's partial to its tokens' rows.
+  std::vector<const void*> partial(T);
+  RowSums sums;
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
+    if (routes.node_count(n) == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t region = block_offset(n, me, e.combine_block_bytes());
+    std::fill(partial.begin(), partial.end(), nullptr);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
-      float* dst = acc + static_cast<std::size_t>(tokens[i]) * H;
-      if (n == me) {
-        f32.accumulate_row(buf_.own_partials.data() + static_cast<std::size_t>(i) * H, H, 1.0f, dst);
-      } else {
-        e.combine_codec.accumulate_row(buf_.combine_recv.data() + region + i * crow, H, 1.0f, dst);
-      }
+      partial[tokens[i]] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
+                                   : buf_.combine_recv.data() + region + i * crow;
     }
-  }
-  if (e.config.dtype != DType::kF32) {
-    const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
-    for (int t = 0; t < routes.num_tokens; ++t) {
-      e.dtype_codec.encode_row(acc + static_cast<std::size_t>(t) * H, DType::kF32, H,
-                               static_cast<std::byte*>(out_) + t * out_row);
+    sums.clear();
+    for (int t = 0; t < T; ++t) {
+      if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f);
+      sums.end_destination();
     }
+    mover.accumulate(n == me ? Format::kF32 : e.config.combine_format, sums, H, false, acc);
   }
+  if (e.config.dtype != DType::kF32) mover.encode(kernels::plain_format(e.config.dtype), acc, DType::kF32, T, H, out_);
 }
 
 bool CombineOp::advance() {
   Engine& e = engine_;
   bool moved = false;
+  RowMover& mover = *buf_.mover;
+  if (state_ == State::kStage) {
+    if (!mover.idle()) return false;
+    store_flag(route_->output().flags->outputs_ready, seq_);
+    state_ = State::kPartials;
+    moved = true;
+  }
   if (state_ == State::kPartials) {
-    if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return false;
+    if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return moved;
     reduce_node_partials();
+    state_ = State::kReduced;
+    moved = true;
+  }
+  if (state_ == State::kReduced) {
+    if (!mover.idle()) return moved;
+    store_flag(route_->output().flags->outputs_read, seq_);
     state_ = State::kReturn;
     moved = true;
   }
@@ -153,6 +195,11 @@ bool CombineOp::advance() {
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
     sum_node_partials();
+    state_ = State::kSum;
+    moved = true;
+  }
+  if (state_ == State::kSum) {
+    if (!mover.idle()) return moved;
     state_ = State::kDone;
     route_->combine_in_flight = false;
     mark_done();
@@ -161,10 +208,20 @@ bool CombineOp::advance() {
   return moved;
 }
 
-std::string CombineOp::phase() const { return "combine"; }
+std::string CombineOp::phase() const {
+  switch (state_) {
+    case State::kStage: return "combine (staging expert outputs on the GPU)";
+    case State::kReduced: return "combine (node partials on the GPU)";
+    case State::kSum: return "combine (final sums on the GPU)";
+    default: return "combine";
+  }
+}
 
 std::string CombineOp::outstanding() const {
   const int slot = route_->slot();
+  if (state_ == State::kStage || state_ == State::kReduced || state_ == State::kSum) {
+    return "none (this rank's GPU work)";
+  }
   if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::outputs_ready, seq_);
   std::string s = recvs_->pending_peers();
   std::string sends = sends_->pending_peers();

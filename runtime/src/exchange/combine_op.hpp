@@ -11,7 +11,7 @@ namespace epcomm::detail {
 class CombineOp : public Op {
  public:
   CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
-            void* out);
+            void* out, void* stream);
   ~CombineOp() override;
 
   bool advance() override;
@@ -19,17 +19,21 @@ class CombineOp : public Op {
   std::string outstanding() const override;
 
  private:
-  enum class State { kPartials, kReturn, kDone };
+  // kStage: this rank's expert outputs are being staged; kReduced: the node
+  // partials are enqueued; kSum: the final sums are enqueued. Each waits for the
+  // slot's mover before publishing.
+  enum class State { kStage, kPartials, kReduced, kReturn, kSum, kDone };
 
   void stage_expert_outputs();
   void reduce_node_partials();
+  void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
 
   std::shared_ptr<DispatchOp> route_;
   const void* expert_out_;
   void* out_;
-  State state_ = State::kPartials;
+  State state_ = State::kStage;
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
   // Encoded partials per destination node in combine_send; a one-sided transport

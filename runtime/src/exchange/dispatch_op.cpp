@@ -36,9 +36,24 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   buf_.busy = true;
   rail_recvs_ = engine.internode->new_transfers();
   rail_sends_ = engine.internode->new_transfers();
-  if (input.x_encoded) token_rows_ = static_cast<const std::byte*>(input.x);
+  const bool as_given = input.x_encoded || engine.config.dispatch_format == kernels::plain_format(engine.config.dtype);
+  token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
+  rows_encoded_ = as_given;
   const Topology& topo = engine.topo;
-  build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
+  if (engine.device) {
+    // Engine::begin_dispatch brought the routing inputs to the host (the
+    // dispatch's one host synchronisation); they live on in the slot.
+    buf_.mover->after(input.stream);
+    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * topo.topk;
+    if (n > 0) {
+      std::memcpy(buf_.topk_idx_host, input.topk_idx, n * sizeof(int32_t));
+      std::memcpy(buf_.topk_weights_host, input.topk_weights, n * sizeof(float));
+    }
+    input_.topk_idx = buf_.topk_idx_host;
+    input_.topk_weights = buf_.topk_weights_host;
+  }
+  build_token_routes(topo, input_.topk_idx, input_.topk_weights, input.num_tokens, buf_.routes);
+  if (engine.device) engine.device->hold(input.stream, seq);
   post_layout();
 }
 
@@ -52,39 +67,39 @@ DispatchOp::~DispatchOp() {
 void DispatchOp::encode_routed_tokens() {
   const Engine& e = engine_;
   const TokenRoutes& routes = buf_.routes;
-  std::vector<bool> encoded(static_cast<std::size_t>(input_.num_tokens), false);
+  std::vector<bool> seen(static_cast<std::size_t>(input_.num_tokens), false);
+  std::vector<int32_t> tokens;
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
-    const int32_t* tokens = routes.node_begin(n);
+    const int32_t* node_tokens = routes.node_begin(n);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
-      const int32_t t = tokens[i];
-      if (encoded[t]) continue;
-      encode_token(t, buf_.encoded_tokens.data() + static_cast<std::size_t>(t) * e.slot_layout.row_bytes);
-      encoded[t] = true;
+      const int32_t t = node_tokens[i];
+      if (seen[t]) continue;
+      seen[t] = true;
+      tokens.push_back(t);
     }
   }
-  token_rows_ = buf_.encoded_tokens.data();
+  RowMover& mover = *buf_.mover;
+  const int H = e.config.hidden;
+  mover.encode_tokens(e.config.dispatch_format, input_.x, e.config.dtype, H, tokens, buf_.token_staging);
+  rows_encoded_ = true;
+  if (logfmt_bits(e.config.dispatch_format) == 0) return;  // only LogFMT can fail
+  const int64_t bad = mover.first_bad();
+  if (bad < 0) return;
+  const int32_t t = tokens[static_cast<std::size_t>(bad / H)];
+  const int col = static_cast<int>(bad % H);
+  const std::size_t elem = dtype_size(e.config.dtype);
+  std::byte raw[4];
+  mover.download(raw, static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(t) * H + col) * elem, elem);
+  float v;
+  e.dtype_codec.decode_row(raw, 1, &v, DType::kF32);
+  EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << col << " is " << v
+                                    << ", which dispatch_format " << to_string(e.config.dispatch_format)
+                                    << " cannot encode");
 }
 
-// Writes token t of the input, encoded in the dispatch format, to dst: a copy when
-// the rows exist encoded already.
-void DispatchOp::encode_token(int32_t t, std::byte* dst) const {
-  const Engine& e = engine_;
-  const int H = e.config.hidden;
-  if (token_rows_ != nullptr) {
-    const std::size_t row = e.slot_layout.row_bytes;
-    std::memcpy(dst, token_rows_ + static_cast<std::size_t>(t) * row, row);
-    return;
-  }
-  const std::size_t x_row = static_cast<std::size_t>(H) * dtype_size(e.config.dtype);
-  const std::byte* src = static_cast<const std::byte*>(input_.x) + static_cast<std::size_t>(t) * x_row;
-  const int bad = e.dispatch_codec.encode_row(src, e.config.dtype, H, dst);
-  if (bad >= 0) {
-    float v;
-    e.dtype_codec.decode_row(src + static_cast<std::size_t>(bad) * dtype_size(e.config.dtype), 1, &v, DType::kF32);
-    EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << bad << " is " << v
-                                      << ", which dispatch_format " << to_string(e.config.dispatch_format)
-                                      << " cannot encode");
-  }
+// Token t's row in the dispatch format.
+const std::byte* DispatchOp::token_row(int32_t t) const {
+  return token_rows_ + static_cast<std::size_t>(t) * engine_.slot_layout.row_bytes;
 }
 
 void DispatchOp::post_layout() {
@@ -130,6 +145,7 @@ void DispatchOp::pack_rail_sends() {
   const TokenRoutes& routes = buf_.routes;
   std::byte* cursor = buf_.rail_send.data();
   rail_blocks_.reset(topo.num_nodes());
+  copies_.clear(row_bytes);
   for (int n = 0; n < topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
@@ -141,12 +157,13 @@ void DispatchOp::pack_rail_sends() {
       meta[0] = t;
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
-      encode_token(t, rows + i * row_bytes);
+      copies_.add(token_row(t), rows + i * row_bytes);
     }
     const std::size_t bytes = count * (meta_bytes + row_bytes);
     rail_blocks_.add(n, static_cast<std::size_t>(cursor - buf_.rail_send.data()), bytes);
     cursor += bytes;
   }
+  buf_.mover->copy(copies_);
   rail_packed_ = true;
 }
 
@@ -156,6 +173,8 @@ void DispatchOp::pack_rail_sends() {
 bool DispatchOp::post_cleared_rail_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
+  // The packed rows are complete once the mover is idle.
+  if (rail_blocks_.all_sent() || !buf_.mover->idle()) return false;
   return rail_blocks_.send_cleared(
       {net, *rail_sends_, RailBuffer::kDispatch, slot_, e.group.node, e.rail_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
@@ -196,13 +215,14 @@ void DispatchOp::on_layout_complete() {
   // Padding rows are owned by this rank: mark them empty and zero their payload so
   // a grouped GEMM over whole segments reads finite values.
   for (int j = 0; j < J; ++j) {
-    for (int64_t r = layout.expert_offset[j] + layout.expert_count[j]; r < layout.expert_offset[j + 1]; ++r) {
+    const int64_t first_pad = layout.expert_offset[j] + layout.expert_count[j];
+    for (int64_t r = first_pad; r < layout.expert_offset[j + 1]; ++r) {
       mine_.src_rank[r] = -1;
       mine_.src_token[r] = -1;
       mine_.weight[r] = 0.0f;
       mine_.first_row[r] = -1;
-      std::memset(mine_.row(r), 0, mine_.row_bytes);
     }
+    buf_.mover->zero(mine_.row(first_pad), static_cast<std::size_t>(layout.expert_offset[j + 1] - first_pad) * mine_.row_bytes);
   }
 
   // Inter-node rows this rank forwards, and where its forwarding record starts per
@@ -252,6 +272,7 @@ void DispatchOp::write_source(const TokenSource& src) {
   std::vector<SlotView> owners;
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, slot_));
   int32_t handled = buf_.handled_offset[src.node];
+  copies_.clear(row_bytes);
 
   for (int32_t i = 0; i < src.count; ++i) {
     int32_t t;
@@ -301,12 +322,7 @@ void DispatchOp::write_source(const TokenSource& src) {
                                << " than its layout announced");
         if (first < 0) {
           first = static_cast<int32_t>(p);
-          std::byte* dst = d.row(p);
-          if (src.own_tokens) {
-            encode_token(t, dst);
-          } else {
-            std::memcpy(dst, src.message + src.count * meta_bytes + i * row_bytes, row_bytes);
-          }
+          copies_.add(src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes, d.row(p));
         }
         d.src_rank[p] = src.rank;
         d.src_token[p] = t;
@@ -326,16 +342,46 @@ void DispatchOp::write_source(const TokenSource& src) {
     buf_.route_count[handled] = route_n;
     ++handled;
   }
+  buf_.mover->copy(copies_);
 }
 
 void DispatchOp::finish() {
   // A token with several experts on this rank was received once; copy it into its
   // other experts' rows now, locally.
   const int64_t rows = mine_.layout.num_rows();
+  copies_.clear(mine_.row_bytes);
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t f = mine_.first_row[r];
-    if (f >= 0 && f != r) std::memcpy(mine_.row(r), mine_.row(f), mine_.row_bytes);
+    if (f >= 0 && f != r) copies_.add(mine_.row(f), mine_.row(r));
   }
+  RowMover& mover = *buf_.mover;
+  mover.copy(copies_);
+  // With device memory the caller reads the row metadata on the GPU.
+  if (engine_.device) {
+    mover.upload(buf_.out_weight, mine_.weight, rows * sizeof(float));
+    mover.upload(buf_.out_src_rank, mine_.src_rank, rows * sizeof(int32_t));
+    mover.upload(buf_.out_src_token, mine_.src_token, rows * sizeof(int32_t));
+  }
+}
+
+DispatchOp::RowMetadata DispatchOp::row_metadata() const {
+  if (engine_.device) return {buf_.out_weight, buf_.out_src_rank, buf_.out_src_token};
+  return {mine_.weight, mine_.src_rank, mine_.src_token};
+}
+
+void DispatchOp::decode_rows(void* out, DType dtype) const {
+  const Engine& e = engine_;
+  const int H = e.config.hidden;
+  const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(dtype);
+  const RecvLayoutView& layout = mine_.layout;
+  RowMover& mover = *buf_.mover;
+  // Each segment's real rows come first, its padding after.
+  for (int j = 0; j < layout.num_local_experts; ++j) {
+    const int64_t first = layout.expert_offset[j];
+    mover.decode(e.config.dispatch_format, mine_.row(first), layout.expert_count[j], H,
+                 static_cast<std::byte*>(out) + first * out_row, dtype);
+  }
+  mover.synchronize();
 }
 
 bool DispatchOp::advance() {
@@ -345,7 +391,7 @@ bool DispatchOp::advance() {
     // Packing copies every remote row: it runs on the first progress step (the
     // progress thread, when on) rather than in the caller's dispatch_begin.
     if (!rail_packed_) {
-      if (token_rows_ == nullptr && !buf_.encoded_tokens.empty()) encode_routed_tokens();
+      if (!rows_encoded_) encode_routed_tokens();
       pack_rail_sends();
       moved = true;
     }
@@ -355,7 +401,7 @@ bool DispatchOp::advance() {
       moved = true;
     }
     moved = post_cleared_rail_sends() || moved;
-    if (!layout_reqs_.all_done()) return moved;
+    if (!layout_reqs_.all_done() || !rail_blocks_.all_sent()) return moved;
     on_layout_complete();
     state_ = State::kNodeLayout;
     moved = true;
@@ -376,6 +422,12 @@ bool DispatchOp::advance() {
       moved = true;
     }
     if (forwards_left_ > 0) return moved;
+    state_ = State::kWritten;
+    moved = true;
+  }
+  if (state_ == State::kWritten) {
+    // Node peers read the rows once the flag says so: after they landed.
+    if (!buf_.mover->idle()) return moved;
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;
     moved = true;
@@ -385,6 +437,11 @@ bool DispatchOp::advance() {
     if (!rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
     finish();
+    state_ = State::kFinish;
+    moved = true;
+  }
+  if (state_ == State::kFinish) {
+    if (!buf_.mover->idle()) return moved;
     state_ = State::kDone;
     mark_done();
     moved = true;
@@ -397,7 +454,9 @@ std::string DispatchOp::phase() const {
     case State::kLayout:
     case State::kNodeLayout: return "layout";
     case State::kForward: return "dispatch";
+    case State::kWritten: return "dispatch (rows in flight on the GPU)";
     case State::kArrive: return "forward";
+    case State::kFinish: return "finish (local copies on the GPU)";
     case State::kDone: return "done";
   }
   return "?";
@@ -408,6 +467,8 @@ std::string DispatchOp::outstanding() const {
     case State::kLayout: return layout_reqs_.pending_peers();
     case State::kNodeLayout: return engine_.local_ranks_behind(slot_, &SlotFlags::layout_ready, seq_);
     case State::kForward: return rail_recvs_->pending_peers();
+    case State::kWritten:
+    case State::kFinish: return "none (this rank's GPU work)";
     case State::kArrive: {
       std::string s = engine_.local_ranks_behind(slot_, &SlotFlags::writes_done, seq_);
       std::string sends = rail_sends_->pending_peers();

@@ -22,10 +22,21 @@ class DispatchOp : public Op {
   int num_tokens() const { return input_.num_tokens; }
   // This rank's view of its own slot: the dispatch output.
   const SlotView& output() const { return mine_; }
+  // The output's row metadata in the exchange's memory space.
+  struct RowMetadata {
+    const float* weight;
+    const int32_t* src_rank;
+    const int32_t* src_token;
+  };
+  RowMetadata row_metadata() const;
+  // DispatchHandle::decode_rows.
+  void decode_rows(void* out, DType dtype) const;
   std::atomic<bool> combine_in_flight{false};
 
  private:
-  enum class State { kLayout, kNodeLayout, kForward, kArrive, kDone };
+  // kWritten: every row this rank writes is enqueued, waiting for the mover;
+  // kFinish: the local fan-out is enqueued, likewise.
+  enum class State { kLayout, kNodeLayout, kForward, kWritten, kArrive, kFinish, kDone };
   struct TokenSource;  // where the rows of one source come from (own input or rail)
 
   void post_layout();
@@ -33,7 +44,7 @@ class DispatchOp : public Op {
   bool post_cleared_rail_sends();
   void note_layout_arrivals(const std::vector<int>& completed);
   void encode_routed_tokens();
-  void encode_token(int32_t t, std::byte* dst) const;
+  const std::byte* token_row(int32_t t) const;
   void on_layout_complete();
   void write_source(const TokenSource& src);
   void finish();
@@ -55,10 +66,12 @@ class DispatchOp : public Op {
   // Per node: whether its rail peer's layout message arrived, which clears a
   // one-sided write to it.
   std::vector<char> layout_from_rail_peer_;
-  // Rows of the input already in the dispatch format, [num_tokens, row_bytes]: the
-  // caller's (x_encoded) or encode_routed_tokens()'s; null when rows are encoded
-  // (plain conversions) as they are written.
+  // Rows of the input in the dispatch format, [num_tokens, row_bytes]: the
+  // caller's x (x_encoded, or a dispatch format that is x's own dtype) or the
+  // slot's staging matrix, which encode_routed_tokens() fills.
   const std::byte* token_rows_ = nullptr;
+  bool rows_encoded_ = false;
+  RowCopies copies_;  // the batch being built
   // Per-source cursors while writing: next row per (local rank, local expert) and
   // next token entry per local rank.
   std::vector<int32_t> row_cursor_, token_cursor_;

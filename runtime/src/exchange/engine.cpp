@@ -43,14 +43,33 @@ void validate_local(const ExchangeConfig& c, const GroupState& g) {
                  "unknown dispatch_format value " << static_cast<int>(c.dispatch_format));
   EPCOMM_REQUIRE(is_known_format(c.combine_format), kInvalidArgument,
                  "unknown combine_format value " << static_cast<int>(c.combine_format));
+  EPCOMM_REQUIRE(c.memory == MemorySpace::kHost || c.memory == MemorySpace::kDevice, kInvalidArgument,
+                 "unknown memory space value " << static_cast<int>(c.memory));
 }
+
+// Carves consecutive, 256-byte aligned pieces out of one allocation.
+class Carver {
+ public:
+  explicit Carver(std::byte* base) : base_(base) {}
+  template <class T>
+  T* take(std::size_t count) {
+    const std::size_t at = (used_ + 255) / 256 * 256;
+    used_ = at + count * sizeof(T);
+    return base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + at);
+  }
+  std::size_t used() const { return used_; }
+
+ private:
+  std::byte* base_;
+  std::size_t used_ = 0;
+};
 
 // Every rank compares every rank's config, so a mismatch fails all of them at once.
 void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
-                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)"};
+                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)", "memory"};
   constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
   const int64_t mine[kFields] = {c.num_experts,
                                  c.topk,
@@ -62,7 +81,8 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  c.expert_alignment,
                                  c.max_recv_rows,
                                  c.max_inflight,
-                                 static_cast<int64_t>(g.transport)};
+                                 static_cast<int64_t>(g.transport),
+                                 static_cast<int64_t>(c.memory)};
   std::vector<int64_t> all(static_cast<std::size_t>(kFields) * g.size);
   MPI_Request req;
   EPCOMM_MPI(MPI_Iallgather(mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, g.comm, &req));
@@ -118,6 +138,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              ? config.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config.expert_alignment - 1));
   slot_layout.max_tokens = std::min<int64_t>(T * P, slot_layout.max_rows);
+  slot_layout.payload_in_shm = config.memory == MemorySpace::kHost;
   slot_layout.compute();
   rail_meta_bytes = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config.topk));
 
@@ -133,17 +154,78 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
+  const std::size_t H = static_cast<std::size_t>(config.hidden);
+  const std::size_t max_rows = static_cast<std::size_t>(slot_layout.max_rows);
+  // Rows are encoded once into a staging matrix unless the input already is rows.
+  const bool staged = config.dispatch_format != kernels::plain_format(config.dtype);
+  // The device encodes all of a node's remote partials at once, the host a few at
+  // a time (a cache-sized scratch).
+  const int64_t partial_rows = N == 1 ? 0 : config.memory == MemorySpace::kDevice ? T : std::min<int64_t>(T, 64);
+  // One slot's work buffers, carved from base (null: only measures).
+  const auto carve = [&](std::byte* base, SlotBuffers* s) {
+    Carver piece(base);
+    auto* staging = piece.take<std::byte>(staged ? T * slot_layout.row_bytes : 0);
+    auto* own = piece.take<float>(T * H);
+    auto* out_acc = piece.take<float>(config.dtype != DType::kF32 ? T * H : 0);
+    auto* partial = piece.take<float>(partial_rows * H);
+    auto* weight = piece.take<float>(max_rows);
+    auto* src_rank = piece.take<int32_t>(max_rows);
+    auto* src_token = piece.take<int32_t>(max_rows);
+    if (s != nullptr) {
+      s->token_staging = staging;
+      s->own_partials = own;
+      s->out_acc = out_acc;
+      s->partial_acc = partial;
+      s->out_weight = weight;
+      s->out_src_rank = src_rank;
+      s->out_src_token = src_token;
+    }
+    return piece.used();
+  };
+  const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config.topk * sizeof(int32_t) + 256;
+  if (config.memory == MemorySpace::kDevice) {
+    Carver shared(nullptr);
+    shared.take<std::byte>(max_rows * slot_layout.row_bytes);
+    shared.take<std::byte>(max_rows * slot_layout.out_row_bytes);
+    device_slot_bytes = (shared.used() + 255) / 256 * 256;
+    const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
+    device = make_device_resources(group, config.device, device_slot_bytes * config.max_inflight,
+                                   private_slot * config.max_inflight, pinned_slot * config.max_inflight);
+  }
+
   for (int i = 0; i < config.max_inflight; ++i) {
     SlotBuffers& s = slots.emplace_back();
     s.rail_send.resize(remote_nodes * rail_block_bytes());
     s.rail_recv.resize(remote_nodes * rail_block_bytes());
-    if (!is_plain_format(config.dispatch_format)) {
-      s.encoded_tokens.resize(static_cast<std::size_t>(T) * slot_layout.row_bytes);
-    }
     s.combine_send.resize(remote_nodes * combine_block_bytes());
     s.combine_recv.resize(remote_nodes * combine_block_bytes());
-    s.own_partials.resize(static_cast<std::size_t>(T) * config.hidden);
-    if (config.dtype != DType::kF32) s.out_acc.resize(static_cast<std::size_t>(T) * config.hidden);
+    s.partial_acc_rows = partial_rows;
+    if (device) {
+      const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
+      carve(device->private_base() + private_slot * i, &s);
+      Carver pinned(device->pinned_base() + pinned_slot * i);
+      s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config.topk);
+      s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config.topk);
+      for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
+        s.registrations.push_back(device->register_host(v->data(), v->size()));
+      }
+      // One operation's lists: row copies (16 bytes each) of the rail packing, of
+      // every source's writes and of the fan-out; sums (12 bytes a source, 4 a
+      // destination) of the node partials and of the final sums, per node.
+      const std::size_t TN = static_cast<std::size_t>(T) * N;
+      s.mover = device->make_mover(16 * (TN * (topo.ranks_per_node + 1) + max_rows) +
+                                   12 * TN * config.topk + 8 * TN * (N + 1) + (1 << 20));
+    } else {
+      s.host_staging.resize(staged ? static_cast<std::size_t>(T) * slot_layout.row_bytes : 0);
+      s.host_own_partials.resize(static_cast<std::size_t>(T) * H);
+      if (config.dtype != DType::kF32) s.host_out_acc.resize(static_cast<std::size_t>(T) * H);
+      s.host_partial_acc.resize(static_cast<std::size_t>(partial_rows) * H);
+      s.token_staging = s.host_staging.data();
+      s.own_partials = s.host_own_partials.data();
+      s.out_acc = s.host_out_acc.data();
+      s.partial_acc = s.host_partial_acc.data();
+      s.mover = make_host_row_mover();
+    }
     s.handled_offset.resize(N + 1);
     s.route_count.resize(handled);
     s.route_local.resize(handled * topo.ranks_per_node);
@@ -162,6 +244,11 @@ std::size_t Engine::rail_block_bytes() const {
 
 std::size_t Engine::combine_block_bytes() const {
   return static_cast<std::size_t>(config.max_tokens_per_rank) * combine_row_bytes();
+}
+
+void Op::mark_done() {
+  done_.store(true, std::memory_order_release);
+  if (engine_.device) engine_.device->release(seq_);
 }
 
 void Op::abandon_requests(std::initializer_list<Transfers*> sets) {
@@ -206,7 +293,13 @@ void Engine::abandon_all() {
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
-  return SlotView::at(shm->base(local_rank) + kHeaderBytes + slot_layout.bytes * slot, slot_layout);
+  SlotView v = SlotView::at(shm->base(local_rank) + kHeaderBytes + slot_layout.bytes * slot, slot_layout);
+  if (device) {
+    std::byte* base = device->shared_base(local_rank) + device_slot_bytes * slot;
+    v.rows = base;
+    v.expert_out = base + (static_cast<std::size_t>(slot_layout.max_rows) * slot_layout.row_bytes + 255) / 256 * 256;
+  }
+  return v;
 }
 
 int Engine::mpi_tag(uint64_t seq, int phase) const {
@@ -237,6 +330,13 @@ std::string Engine::local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint
 }
 
 void Engine::check_healthy() {
+  if (failure_.empty() && device && device->stream_wait_timed_out()) {
+    failure_ = "epcomm rank " + std::to_string(group.rank) + ": a caller's stream held for an exchange operation " +
+               "stopped waiting after " + std::to_string(group.timeout_s) +
+               " s and went on: work enqueued after that operation may have read unfinished results";
+    failure_code_ = ErrorCode::kTimeout;
+    failure_reported_ = false;
+  }
   if (failure_.empty()) return;
   // An error the progress thread met is reported once as itself, then the
   // exchange refuses work.
@@ -247,11 +347,34 @@ void Engine::check_healthy() {
   EPCOMM_FAIL(kGroupFailed, "the exchange is unusable after an earlier error: " << failure_);
 }
 
-std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
+std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
+  DispatchInput input = given;
+  // Device memory: the routing inputs come to the host first, once the caller's
+  // stream reached them. Without the lock: that stream may still wait for earlier
+  // operations, which the progress thread completes under it.
+  std::vector<int32_t> idx_host;
+  std::vector<float> weights_host;
+  if (device && input.memory == MemorySpace::kDevice && input.num_tokens > 0 &&
+      input.num_tokens <= config.max_tokens_per_rank && input.x && input.topk_idx && input.topk_weights) {
+    device->check_stream(input.stream);
+    device->check_pointer(input.x, true, "DispatchInput::x");
+    device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
+    device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
+    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config.topk;
+    idx_host.resize(n);
+    weights_host.resize(n);
+    device->read_after(input.stream, idx_host.data(), input.topk_idx, n * sizeof(int32_t));
+    device->read_after(input.stream, weights_host.data(), input.topk_weights, n * sizeof(float));
+    input.topk_idx = idx_host.data();
+    input.topk_weights = weights_host.data();
+  }
   std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
-  EPCOMM_REQUIRE(input.memory == MemorySpace::kHost && input.stream == nullptr, kUnsupported,
-                 "dispatch input in device memory or on a stream is not supported by this build");
+  EPCOMM_REQUIRE(input.memory == config.memory, kInvalidArgument,
+                 "DispatchInput::memory is " << to_string(input.memory) << " but the exchange was built for "
+                                             << to_string(config.memory) << " memory (ExchangeConfig::memory)");
+  EPCOMM_REQUIRE(device || input.stream == nullptr, kInvalidArgument,
+                 "DispatchInput::stream is set but the exchange's memory space is host");
   EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
                  "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
                                << config.max_tokens_per_rank);
@@ -270,7 +393,7 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
 }
 
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
-                                                 int64_t expert_out_rows, void* out, int out_tokens) {
+                                                 int64_t expert_out_rows, void* out, int out_tokens, void* stream) {
   std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
   EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
@@ -286,7 +409,14 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
                  "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
   EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
                  "combine got a null expert_out or out buffer");
-  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out);
+  EPCOMM_REQUIRE(device || stream == nullptr, kInvalidArgument,
+                 "combine got a stream but the exchange's memory space is host");
+  if (device) {
+    device->check_stream(stream);
+    if (rows > 0) device->check_pointer(expert_out, true, "combine's expert_out");
+    if (route->num_tokens() > 0) device->check_pointer(out, true, "combine's out");
+  }
+  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, stream);
   ++next_seq_;
   inflight_.push_back(op);
   return op;
@@ -352,7 +482,10 @@ void Engine::wait(Op& op) {
         check_healthy();
         if (op.done()) return;
         moved = progress_locked();
-        if (op.done()) return;
+        if (op.done()) {
+          check_healthy();  // a held stream that gave up is this wait's error too
+          return;
+        }
         const auto now = Clock::now();
         if (!moved && now - std::max(op.last_step, wait_start) > timeout) {
           std::ostringstream why;
@@ -377,6 +510,8 @@ void Engine::fail_op(Op& op, ErrorCode code, const std::string& why) {
   failure_code_ = code;
   failure_reported_ = true;
   store_flag(header_of(*shm, group.local_rank)->failed_seq, op.seq());
+  // Streams held for operations that will not complete go on; wait() reports why.
+  if (device) device->release_all();
   inflight_.clear();
 }
 

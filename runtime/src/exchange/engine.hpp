@@ -18,9 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "device/device_resources.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "exchange/internode.hpp"
 #include "exchange/peer_requests.hpp"
+#include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
 #include "node_shm.hpp"
@@ -42,14 +44,29 @@ struct CommFreer {
 struct SlotBuffers {
   std::atomic<bool> busy{false};  // a DispatchOp holds the slot
   TokenRoutes routes;
-  // Inter-node buffers. Send buffers are packed, one block per destination node;
-  // receive buffers hold a fixed block per source node (block_offset()), so a
-  // one-sided transport can write without asking where.
+  // Inter-node buffers (host memory; with device memory, registered so kernels
+  // read and write them in place). Send buffers are packed, one block per
+  // destination node; receive buffers hold a fixed block per source node
+  // (block_offset()), so a one-sided transport can write without asking where.
   std::vector<std::byte> rail_send, rail_recv;          // dispatch
-  std::vector<std::byte> encoded_tokens;  // dispatch: input rows in a quantised format
   std::vector<std::byte> combine_send, combine_recv;    // combine
-  std::vector<float> own_partials;  // combine: this node's partials of my own tokens
-  std::vector<float> out_acc;       // combine: FP32 accumulator when dtype is BF16
+  std::vector<std::shared_ptr<void>> registrations;    // of the four above; freed first
+
+  // Work buffers in the exchange's memory space (host storage below, or GPU).
+  std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
+  float* own_partials = nullptr;       // combine: this node's partials of my own tokens
+  float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16
+  float* partial_acc = nullptr;        // combine: remote partials before encoding,
+  int64_t partial_acc_rows = 0;        //   this many rows at a time
+  // Device memory: the dispatch output's row metadata on the GPU (its plan copy
+  // stays in shared memory), and pinned host copies of the routing inputs.
+  float* out_weight = nullptr;
+  int32_t* out_src_rank = nullptr;
+  int32_t* out_src_token = nullptr;
+  int32_t* topk_idx_host = nullptr;
+  float* topk_weights_host = nullptr;
+  std::unique_ptr<RowMover> mover;  // carries out this slot's batches, in order
+
   // Forwarding record of the last dispatch: the tokens this rank wrote to its node,
   // grouped by source node (own tokens at this node's index), and for each the
   // (local rank, token-list entry) pairs it reached, ranks_per_node slots apiece.
@@ -60,6 +77,10 @@ struct SlotBuffers {
 
   std::vector<std::byte>& send_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_send : combine_send; }
   std::vector<std::byte>& recv_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_recv : combine_recv; }
+
+  // Host memory space: storage behind the work buffers.
+  std::vector<std::byte> host_staging;
+  std::vector<float> host_own_partials, host_out_acc, host_partial_acc;
 };
 
 class Op {
@@ -86,7 +107,8 @@ class Op {
   std::shared_ptr<Engine> keep_alive_;
   uint64_t seq_;
   const char* kind_;
-  void mark_done() { done_.store(true, std::memory_order_release); }
+  // Publishes completion (and lets the caller's stream go, with device memory).
+  void mark_done();
   // For destructors of unfinished operations: abandons their requests. If MPI could
   // not cancel a receive, the engine (owner of the buffer it may still write) is
   // kept alive for the rest of the process instead of hanging in MPI_Wait.
@@ -106,7 +128,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
 
   std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input);
   std::shared_ptr<CombineOp> begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
-                                           int64_t expert_out_rows, void* out, int out_tokens);
+                                           int64_t expert_out_rows, void* out, int out_tokens, void* stream);
   bool progress();
   void wait(Op& op);
   bool background_progress(bool& busy) override;
@@ -131,6 +153,10 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;
+  // Device memory only (else null): GPU buffers, movers' streams, the stream gate.
+  // Before the slots: their movers and registrations go first.
+  std::unique_ptr<DeviceResources> device;
+  std::size_t device_slot_bytes = 0;  // one slot's rows + expert outputs in the shared region
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
@@ -144,6 +170,9 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::size_t rail_block_bytes() const;
   std::size_t combine_block_bytes() const;
 
+  bool on_device() const { return device != nullptr; }
+  // A slot as its users see it: control, layout and plan metadata in the node's
+  // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
   int mpi_tag(uint64_t seq, int phase) const;
   // First node peer whose flag is below `seq`, or -1. Throws if that peer marked

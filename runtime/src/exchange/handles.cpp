@@ -16,6 +16,13 @@ const detail::DispatchOp& finished(const std::shared_ptr<detail::DispatchOp>& op
   return *op;
 }
 
+// For the buffers' addresses, fixed from dispatch_begin on: with device memory the
+// caller's stream may read them before the host waits.
+const detail::DispatchOp& started(const std::shared_ptr<detail::DispatchOp>& op) {
+  EPCOMM_REQUIRE(op != nullptr, kInvalidArgument, "empty DispatchHandle");
+  return *op;
+}
+
 }  // namespace
 
 DispatchHandle::DispatchHandle() = default;
@@ -29,9 +36,9 @@ void DispatchHandle::wait() {
   EPCOMM_REQUIRE(op_ != nullptr, kInvalidArgument, "wait() on an empty DispatchHandle");
   op_->engine().wait(*op_);
 }
-const void* DispatchHandle::rows() const { return finished(op_).output().rows; }
+const void* DispatchHandle::rows() const { return started(op_).output().rows; }
 Format DispatchHandle::row_format() const { return finished(op_).engine().config.dispatch_format; }
-std::size_t DispatchHandle::row_bytes() const { return finished(op_).output().row_bytes; }
+std::size_t DispatchHandle::row_bytes() const { return started(op_).output().row_bytes; }
 int64_t DispatchHandle::num_rows() const { return finished(op_).output().layout.num_rows(); }
 int DispatchHandle::num_local_experts() const { return finished(op_).output().layout.num_local_experts; }
 int64_t DispatchHandle::expert_count(int j) const {
@@ -46,20 +53,11 @@ int64_t DispatchHandle::expert_offset(int j) const {
                  "local expert " << j << " outside [0, " << layout.num_local_experts << "]");
   return layout.expert_offset[j];
 }
-const float* DispatchHandle::row_weights() const { return finished(op_).output().weight; }
-const int32_t* DispatchHandle::row_src_rank() const { return finished(op_).output().src_rank; }
-const int32_t* DispatchHandle::row_src_token() const { return finished(op_).output().src_token; }
-void DispatchHandle::decode_rows(void* out, DType dtype) const {
-  const detail::DispatchOp& op = finished(op_);
-  const detail::SlotView& v = op.output();
-  const int H = op.engine().config.hidden;
-  const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(dtype);
-  for (int64_t r = 0; r < v.layout.num_rows(); ++r) {
-    if (v.src_rank[r] < 0) continue;  // padding
-    op.engine().dispatch_codec.decode_row(v.row(r), H, static_cast<std::byte*>(out) + r * out_row, dtype);
-  }
-}
-void* DispatchHandle::expert_out_buffer() const { return finished(op_).output().expert_out; }
+const float* DispatchHandle::row_weights() const { return started(op_).row_metadata().weight; }
+const int32_t* DispatchHandle::row_src_rank() const { return started(op_).row_metadata().src_rank; }
+const int32_t* DispatchHandle::row_src_token() const { return started(op_).row_metadata().src_token; }
+void DispatchHandle::decode_rows(void* out, DType dtype) const { finished(op_).decode_rows(out, dtype); }
+void* DispatchHandle::expert_out_buffer() const { return started(op_).output().expert_out; }
 int DispatchHandle::num_tokens() const { return finished(op_).num_tokens(); }
 ExchangeStats DispatchHandle::stats() const { return finished(op_).stats; }
 
@@ -103,15 +101,15 @@ DispatchHandle Exchange::dispatch(const DispatchInput& input) {
 }
 
 CombineHandle Exchange::combine_begin(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows,
-                                      void* out, int out_tokens) {
-  CombineHandle h(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens));
+                                      void* out, int out_tokens, void* stream) {
+  CombineHandle h(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens, stream));
   engine_->notify_progress_thread();
   return h;
 }
 
 void Exchange::combine(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows, void* out,
-                       int out_tokens) {
-  combine_begin(route, expert_out, expert_out_rows, out, out_tokens).wait();
+                       int out_tokens, void* stream) {
+  combine_begin(route, expert_out, expert_out_rows, out, out_tokens, stream).wait();
 }
 
 bool Exchange::progress() { return engine_->progress(); }

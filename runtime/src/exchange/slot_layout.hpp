@@ -38,6 +38,8 @@ struct SlotLayout {
   int64_t max_tokens = 0;
   std::size_t row_bytes = 0;      // dispatch format
   std::size_t out_row_bytes = 0;  // expert outputs, config dtype
+  // Rows and expert outputs live here, or (device memory) in GPU memory.
+  bool payload_in_shm = true;
 
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
   std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;

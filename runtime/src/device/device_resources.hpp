@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+// What an exchange over GPU memory holds beyond the host exchange's: its receive
+// buffers in GPU memory mapped by every node peer (CUDA IPC), private GPU buffers,
+// pinned host copies of the routing inputs, a row mover per slot and the gate that
+// orders the caller's stream. This header has no CUDA type: builds without CUDA
+// compile the exchange unchanged and refuse device memory at construction.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "exchange/row_mover.hpp"
+#include "group_state.hpp"
+
+namespace epcomm::detail {
+
+class DeviceResources {
+ public:
+  virtual ~DeviceResources() = default;
+  virtual int device() const = 0;
+  // A node peer's shared region (this rank's own at its local rank).
+  virtual std::byte* shared_base(int local_rank) const = 0;
+  // This rank's private GPU memory and its pinned host memory.
+  virtual std::byte* private_base() const = 0;
+  virtual std::byte* pinned_base() const = 0;
+  // list_bytes: room for one operation's batch lists (pointers, weights).
+  virtual std::unique_ptr<RowMover> make_mover(std::size_t list_bytes) = 0;
+  // Lets kernels read and write this host memory (inter-node buffers) in place
+  // while the returned token lives.
+  virtual std::shared_ptr<void> register_host(void* ptr, std::size_t bytes) = 0;
+  // Throws Error(kInvalidArgument) naming `what` unless ptr is memory of this
+  // exchange's GPU (device) or host memory (not device).
+  virtual void check_pointer(const void* ptr, bool device, const char* what) const = 0;
+  // Throws Error(kInvalidArgument) unless stream (a cudaStream_t, may be null)
+  // belongs to this exchange's GPU.
+  virtual void check_stream(void* stream) const = 0;
+  // Copies bytes of GPU memory to the host after the work enqueued on `stream`
+  // (a cudaStream_t) so far, waiting for all of it: call it without the engine's
+  // lock, since that work may wait for earlier operations the progress thread
+  // completes.
+  virtual void read_after(void* stream, void* dst, const void* src, std::size_t bytes) const = 0;
+  virtual void hold(void* stream, uint64_t seq) = 0;
+  virtual void release(uint64_t seq) = 0;
+  virtual void release_all() = 0;
+  // Whether a held stream gave up waiting (the group's timeout) and went on
+  // before its operation completed.
+  virtual bool stream_wait_timed_out() const = 0;
+};
+
+// Collective over the node. device < 0: the calling thread's current device.
+// Throws Error(kUnsupported) in a build without CUDA or where node peers' GPUs
+// cannot map each other's memory.
+std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, std::size_t shared_bytes,
+                                                       std::size_t private_bytes, std::size_t pinned_bytes);
+
+}  // namespace epcomm::detail

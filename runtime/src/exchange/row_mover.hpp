@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+// The row-mover seam: the operations (dispatch, combine) decide which rows go where
+// and in which order partial sums are formed; a mover carries the batches out.
+// The host mover runs them at once with the CPU codecs; the device mover enqueues
+// them on its CUDA stream (kernels/cuda), rows addressed by pointer, so one batch
+// may read and write this GPU's memory, node peers' (CUDA IPC) and pinned host
+// memory. Because both follow the same lists in the same order, the device path is
+// bit-identical to the host one: the host path is its test oracle.
+//
+// Work is ordered: a batch sees every earlier batch's results. idle() says whether
+// everything enqueued has completed; an operation publishes results to other
+// ranks (shared-memory flags, network sends) only once its mover is idle.
+#pragma once
+
+#include <epcomm/types.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace epcomm::detail {
+
+// dst[i] <- src[i], row_bytes bytes each.
+struct RowCopies {
+  std::size_t row_bytes = 0;
+  std::vector<const void*> src;
+  std::vector<void*> dst;
+
+  void clear(std::size_t bytes) {
+    row_bytes = bytes;
+    src.clear();
+    dst.clear();
+  }
+  void add(const void* s, void* d) {
+    src.push_back(s);
+    dst.push_back(d);
+  }
+  std::size_t size() const { return src.size(); }
+};
+
+// acc row d = sum, in list order, of weight[j] * decode(row[j]) for j in
+// [offsets[d], offsets[d + 1]): the fixed reduction order of a combine.
+struct RowSums {
+  std::vector<int32_t> offsets{0};
+  std::vector<const void*> rows;
+  std::vector<float> weights;
+
+  void clear() {
+    offsets.assign(1, 0);
+    rows.clear();
+    weights.clear();
+  }
+  void add_source(const void* row, float weight) {
+    rows.push_back(row);
+    weights.push_back(weight);
+  }
+  void end_destination() { offsets.push_back(static_cast<int32_t>(rows.size())); }
+  int64_t destinations() const { return static_cast<int64_t>(offsets.size()) - 1; }
+};
+
+class RowMover {
+ public:
+  virtual ~RowMover() = default;
+
+  // Later batches wait for the work the caller enqueued on `stream` (a
+  // cudaStream_t; null: none) so far: the caller's inputs are complete.
+  virtual void after(void* stream) = 0;
+  virtual void copy(const RowCopies& copies) = 0;
+  // bytes from src to dst (contiguous): staging a whole matrix.
+  virtual void copy_bytes(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void zero(void* dst, std::size_t bytes) = 0;
+  // acc ([destinations, hidden] FP32) = the sums (from_zero) or acc + the sums.
+  virtual void accumulate(Format format, const RowSums& sums, int hidden, bool from_zero, float* acc) = 0;
+  // dst row i = encode(format, src row i) for i < rows, rows back to back.
+  virtual void encode(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst) = 0;
+  // dst row i = decode(format, src row i) as dst_type, for i < rows.
+  virtual void decode(Format format, const void* src, int64_t rows, int hidden, void* dst, DType dst_type) = 0;
+  // dst row t = encode(format, x row t) for t in tokens (a staging matrix indexed
+  // by token).
+  virtual void encode_tokens(Format format, const void* x, DType x_type, int hidden, const std::vector<int32_t>& tokens,
+                             void* dst) = 0;
+  // The first element the last encode / encode_tokens could not represent, as
+  // (position in its list) * hidden + column, or -1. May wait for that work.
+  virtual int64_t first_bad() = 0;
+  // Copies bytes the host computed (row metadata) into memory the mover's work
+  // and the caller read; a plain copy on the host.
+  virtual void upload(void* dst, const void* src, std::size_t bytes) = 0;
+  // Reads bytes of mover memory on the host, after the work before it (error
+  // messages).
+  virtual void download(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual bool idle() = 0;
+  // Returns once everything enqueued has completed.
+  virtual void synchronize() = 0;
+};
+
+std::unique_ptr<RowMover> make_host_row_mover();
+
+}  // namespace epcomm::detail

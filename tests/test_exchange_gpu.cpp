@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: MIT
+// The exchange on GPU memory (ExchangeConfig::memory = kDevice) against the host
+// exchange on the same inputs, which is its oracle: received rows, row metadata,
+// segment counts and combine outputs must be identical bit for bit, for every wire
+// format. Results are read through the caller's stream without waiting on the
+// host first, so the stream ordering is what is tested. Skips, with a message,
+// where no CUDA device is present.
+#include <cuda_runtime_api.h>
+#include <epcomm/epcomm.hpp>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "support/cuda_presence.hpp"
+#include "support/mpi_test.hpp"
+#include "support/test_data.hpp"
+
+namespace epcomm_test {
+namespace {
+
+using epcomm::DType;
+using epcomm::Format;
+
+void cuda_ok(cudaError_t s, const char* what) {
+  if (s != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(s));
+}
+#define CUDA_OK(call) cuda_ok((call), #call)
+
+// GPU memory holding a copy of a host vector.
+class DeviceArray {
+ public:
+  DeviceArray(const void* host, std::size_t bytes) : bytes_(bytes) {
+    CUDA_OK(cudaMalloc(&ptr_, bytes > 0 ? bytes : 1));
+    if (bytes > 0) CUDA_OK(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
+  }
+  explicit DeviceArray(std::size_t bytes) : bytes_(bytes) {
+    CUDA_OK(cudaMalloc(&ptr_, bytes > 0 ? bytes : 1));
+    CUDA_OK(cudaMemset(ptr_, 0, bytes > 0 ? bytes : 1));
+  }
+  ~DeviceArray() { cudaFree(ptr_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_;
+};
+
+// Through pinned memory, as a training loop would read results back.
+std::vector<std::byte> to_host(const void* dev, std::size_t bytes, cudaStream_t stream) {
+  void* pinned = nullptr;
+  CUDA_OK(cudaMallocHost(&pinned, bytes > 0 ? bytes : 1));
+  if (bytes > 0) CUDA_OK(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDeviceToHost, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  const auto* p = static_cast<const std::byte*>(pinned);
+  std::vector<std::byte> out(p, p + bytes);
+  cudaFreeHost(pinned);
+  return out;
+}
+
+enum class Pattern { kRandom, kOneExpert, kEmptyRank, kRoutedNowhere };
+
+struct Case {
+  const char* name;
+  Format dispatch_format;
+  Format combine_format;
+  DType dtype;
+  int hidden;
+  int max_tokens;
+  int experts_per_rank;
+  int topk;
+  Pattern pattern;
+};
+
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+
+const Case kCases[] = {
+    {"bf16_h7168", Format::kBF16, Format::kBF16, DType::kBF16, 7168, 96, 8, 8, Pattern::kRandom},
+    {"fp8_bf16_h7168", Format::kFP8, Format::kBF16, DType::kBF16, 7168, 96, 8, 8, Pattern::kRandom},
+    {"ue8m0_logfmt10", Format::kFP8UE8M0, Format::kLogFMT10, DType::kBF16, 512, 64, 4, 4, Pattern::kRandom},
+    {"logfmt8_fp8", Format::kLogFMT8, Format::kFP8, DType::kBF16, 256, 64, 4, 3, Pattern::kRandom},
+    {"logfmt3_logfmt16", Format::kLogFMT3, Format::kLogFMT16, DType::kBF16, 384, 40, 3, 2, Pattern::kRandom},
+    {"f32_h1", Format::kF32, Format::kF32, DType::kF32, 1, 50, 4, 2, Pattern::kRandom},
+    {"bf16_from_f32_h129", Format::kBF16, Format::kBF16, DType::kF32, 129, 50, 4, 3, Pattern::kRandom},
+    {"fp8_h129", Format::kFP8, Format::kLogFMT8, DType::kBF16, 129, 50, 4, 3, Pattern::kRandom},
+    {"one_expert", Format::kFP8, Format::kBF16, DType::kBF16, 256, 80, 4, 1, Pattern::kOneExpert},
+    {"empty_rank", Format::kBF16, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kEmptyRank},
+    {"routed_nowhere", Format::kFP8, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kRoutedNowhere},
+};
+
+// x in the exchange dtype (exact: values are BF16-representable).
+std::vector<std::byte> to_dtype(const std::vector<float>& v, DType t) {
+  std::vector<std::byte> out(v.size() * epcomm::dtype_size(t));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::kF32) {
+      std::memcpy(out.data() + i * 4, &v[i], 4);
+    } else {
+      uint32_t u;
+      std::memcpy(&u, &v[i], 4);
+      const uint16_t b = static_cast<uint16_t>(u >> 16);
+      std::memcpy(out.data() + i * 2, &b, 2);
+    }
+  }
+  return out;
+}
+
+struct CaseInput {
+  epcomm::ExchangeConfig config;
+  RankInput input;
+  std::vector<std::byte> x;
+};
+
+CaseInput make_setup(const epcomm::Group& g, const Case& c, uint64_t seed) {
+  Shape s{g.size(), g.ranks_per_node(), c.experts_per_rank * g.size(), c.topk, c.hidden};
+  std::mt19937 rng(static_cast<unsigned>(seed) * 7919u + static_cast<unsigned>(g.rank()));
+  int tokens = std::uniform_int_distribution<int>(c.max_tokens / 2, c.max_tokens)(rng);
+  if (c.pattern == Pattern::kEmptyRank && g.rank() == g.size() - 1) tokens = 0;
+  RankInput in = make_rank_input(s, tokens, g.num_nodes(), 0.1, seed, g.rank());
+  if (c.pattern == Pattern::kOneExpert) {
+    for (int32_t& e : in.topk_idx) e = s.experts - 1;
+  }
+  if (c.pattern == Pattern::kRoutedNowhere) {
+    for (int t = 0; t < tokens; t += 2) {
+      for (int k = 0; k < c.topk; ++k) in.topk_idx[static_cast<std::size_t>(t) * c.topk + k] = -1;
+    }
+  }
+  epcomm::ExchangeConfig cfg;
+  cfg.num_experts = s.experts;
+  cfg.topk = c.topk;
+  cfg.hidden = c.hidden;
+  cfg.max_tokens_per_rank = c.max_tokens;
+  cfg.dtype = c.dtype;
+  cfg.dispatch_format = c.dispatch_format;
+  cfg.combine_format = c.combine_format;
+  cfg.expert_alignment = 4;
+  CaseInput su{cfg, std::move(in), {}};
+  su.x = to_dtype(su.input.x, c.dtype);
+  return su;
+}
+
+// Expert outputs for every real row, from the row's metadata alone (so host and
+// device runs get the same bytes): BF16-exact values that depend on source rank,
+// token, expert and column.
+std::vector<std::byte> expert_outputs(const epcomm::DispatchHandle& h, const std::vector<int32_t>& src_rank,
+                                      const std::vector<int32_t>& src_token, int hidden, DType dtype) {
+  std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * hidden, 0.0f);
+  for (int j = 0; j < h.num_local_experts(); ++j) {
+    for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
+      for (int c = 0; c < hidden; ++c) {
+        const int v = (src_rank[r] * 131 + src_token[r] * 31 + j * 17 + c * 7) % 61 - 30;
+        y[static_cast<std::size_t>(r) * hidden + c] = static_cast<float>(v) / 16.0f;
+      }
+    }
+  }
+  return to_dtype(y, dtype);
+}
+
+struct Result {
+  std::vector<int64_t> counts, offsets;
+  std::vector<std::byte> rows, weight, src_rank, src_token, out;
+};
+
+// The oracle: the host exchange.
+Result run_host(epcomm::Group& g, const CaseInput& su) {
+  epcomm::Exchange ex(g, su.config);
+  epcomm::DispatchInput d;
+  d.x = su.x.data();
+  d.topk_idx = su.input.topk_idx.data();
+  d.topk_weights = su.input.topk_weights.data();
+  d.num_tokens = su.input.num_tokens;
+  epcomm::DispatchHandle h = ex.dispatch(d);
+  Result r;
+  const int64_t n = h.num_rows();
+  for (int j = 0; j < h.num_local_experts(); ++j) {
+    r.counts.push_back(h.expert_count(j));
+    r.offsets.push_back(h.expert_offset(j));
+  }
+  const auto bytes = [](const void* p, std::size_t b) {
+    return std::vector<std::byte>(static_cast<const std::byte*>(p), static_cast<const std::byte*>(p) + b);
+  };
+  r.rows = bytes(h.rows(), static_cast<std::size_t>(n) * h.row_bytes());
+  r.weight = bytes(h.row_weights(), n * 4);
+  r.src_rank = bytes(h.row_src_rank(), n * 4);
+  r.src_token = bytes(h.row_src_token(), n * 4);
+  std::vector<int32_t> ranks(h.row_src_rank(), h.row_src_rank() + n), tokens(h.row_src_token(), h.row_src_token() + n);
+  const std::vector<std::byte> y = expert_outputs(h, ranks, tokens, su.config.hidden, su.config.dtype);
+  r.out.assign(static_cast<std::size_t>(su.input.num_tokens) * su.config.hidden * epcomm::dtype_size(su.config.dtype),
+               std::byte{0});
+  ex.combine(h, y.data(), n, r.out.data(), su.input.num_tokens);
+  return r;
+}
+
+// One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
+int my_device(const epcomm::Group&) {
+  MPI_Comm host;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
+  int host_rank = 0, count = 0;
+  MPI_Comm_rank(host, &host_rank);
+  MPI_Comm_free(&host);
+  CUDA_OK(cudaGetDeviceCount(&count));
+  return host_rank % count;
+}
+
+epcomm::ExchangeConfig on_device(epcomm::ExchangeConfig c, const epcomm::Group& g) {
+  c.memory = epcomm::MemorySpace::kDevice;
+  c.device = my_device(g);
+  return c;
+}
+
+// One dispatch + combine on the GPU through `stream`, results read on that stream
+// before any host wait. expert_out_in_place: the outputs are written into
+// expert_out_buffer() (combine skips its staging copy).
+Result run_device(epcomm::Exchange& ex, const CaseInput& su, cudaStream_t stream, const Result& ref,
+                  bool expert_out_in_place) {
+  const std::size_t TK = su.input.topk_idx.size();
+  DeviceArray x(su.x.data(), su.x.size());
+  DeviceArray idx(su.input.topk_idx.data(), TK * 4), w(su.input.topk_weights.data(), TK * 4);
+  epcomm::DispatchInput d;
+  d.x = x.get();
+  d.topk_idx = static_cast<const int32_t*>(idx.get());
+  d.topk_weights = static_cast<const float*>(w.get());
+  d.num_tokens = su.input.num_tokens;
+  d.memory = epcomm::MemorySpace::kDevice;
+  d.stream = stream;
+  epcomm::DispatchHandle h = ex.dispatch_begin(d);
+  Result r;
+  const int64_t n_ref = static_cast<int64_t>(ref.weight.size() / 4);
+  const std::size_t row_bytes = epcomm::row_layout(su.config.dispatch_format, su.config.hidden).row_bytes;
+  // Queued on the caller's stream right after begin: must see finished rows.
+  r.rows = to_host(h.rows(), static_cast<std::size_t>(n_ref) * row_bytes, stream);
+  h.wait();
+  EXPECT_EQ(h.num_rows(), n_ref);
+  for (int j = 0; j < h.num_local_experts(); ++j) {
+    r.counts.push_back(h.expert_count(j));
+    r.offsets.push_back(h.expert_offset(j));
+  }
+  const int64_t n = h.num_rows();
+  r.weight = to_host(h.row_weights(), n * 4, stream);
+  r.src_rank = to_host(h.row_src_rank(), n * 4, stream);
+  r.src_token = to_host(h.row_src_token(), n * 4, stream);
+  std::vector<int32_t> ranks(n), tokens(n);
+  std::memcpy(ranks.data(), r.src_rank.data(), n * 4);
+  std::memcpy(tokens.data(), r.src_token.data(), n * 4);
+  const std::vector<std::byte> y = expert_outputs(h, ranks, tokens, su.config.hidden, su.config.dtype);
+  DeviceArray y_dev(y.data(), y.size());
+  const void* expert_out = y_dev.get();
+  if (expert_out_in_place) {
+    CUDA_OK(cudaMemcpyAsync(h.expert_out_buffer(), y.data(), y.size(), cudaMemcpyHostToDevice, stream));
+    expert_out = h.expert_out_buffer();
+  }
+  const std::size_t out_bytes = static_cast<std::size_t>(su.input.num_tokens) * su.config.hidden *
+                                epcomm::dtype_size(su.config.dtype);
+  DeviceArray out(out_bytes);
+  epcomm::CombineHandle ch = ex.combine_begin(h, expert_out, n, out.get(), su.input.num_tokens, stream);
+  r.out = to_host(out.get(), out_bytes, stream);  // the stream waits for the combine
+  ch.wait();
+  return r;
+}
+
+void expect_identical(const Result& dev, const Result& ref) {
+  EXPECT_EQ(dev.counts, ref.counts);
+  EXPECT_EQ(dev.offsets, ref.offsets);
+  EXPECT_TRUE(dev.rows == ref.rows) << "received rows differ from the host exchange's";
+  EXPECT_TRUE(dev.weight == ref.weight) << "row weights differ";
+  EXPECT_TRUE(dev.src_rank == ref.src_rank) << "row source ranks differ";
+  EXPECT_TRUE(dev.src_token == ref.src_token) << "row source tokens differ";
+  ASSERT_EQ(dev.out.size(), ref.out.size());
+  std::size_t first = dev.out.size();
+  for (std::size_t i = 0; i < dev.out.size() && first == dev.out.size(); ++i) {
+    if (dev.out[i] != ref.out[i]) first = i;
+  }
+  EXPECT_EQ(first, dev.out.size()) << "combine output differs from the host exchange's first at byte " << first;
+}
+
+class GpuExchange : public MpiTest, public testing::WithParamInterface<Case> {};
+
+TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case& c = GetParam();
+  CUDA_OK(cudaSetDevice(my_device(g)));
+  epcomm::Exchange ex(g, on_device(make_setup(g, c, 1).config, g));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  // Three rounds on the same exchange: slots are reused, inputs change.
+  for (uint64_t round = 1; round <= 3; ++round) {
+    const CaseInput su = make_setup(g, c, round);
+    const Result ref = run_host(g, su);
+    const Result dev = run_device(ex, su, stream, ref, round == 2);
+    expect_identical(dev, ref);
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GpuExchange, testing::ValuesIn(kCases),
+                         [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+// Two micro-batches in flight on two streams at once.
+TEST_F(MpiTest, TwoMicroBatchesOnTwoStreams) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"two", Format::kFP8, Format::kBF16, DType::kBF16, 1024, 64, 4, 4, Pattern::kRandom};
+  const CaseInput a = make_setup(g, c, 11), b = make_setup(g, c, 12);
+  const Result ref_a = run_host(g, a), ref_b = run_host(g, b);
+  CUDA_OK(cudaSetDevice(my_device(g)));
+  epcomm::Exchange ex(g, on_device(a.config, g));
+  cudaStream_t sa, sb;
+  CUDA_OK(cudaStreamCreate(&sa));
+  CUDA_OK(cudaStreamCreate(&sb));
+  const auto inputs = [](const CaseInput& su, DeviceArray& x, DeviceArray& idx, DeviceArray& w, cudaStream_t s) {
+    epcomm::DispatchInput d;
+    d.x = x.get();
+    d.topk_idx = static_cast<const int32_t*>(idx.get());
+    d.topk_weights = static_cast<const float*>(w.get());
+    d.num_tokens = su.input.num_tokens;
+    d.memory = epcomm::MemorySpace::kDevice;
+    d.stream = s;
+    return d;
+  };
+  DeviceArray xa(a.x.data(), a.x.size()), ia(a.input.topk_idx.data(), a.input.topk_idx.size() * 4),
+      wa(a.input.topk_weights.data(), a.input.topk_weights.size() * 4);
+  DeviceArray xb(b.x.data(), b.x.size()), ib(b.input.topk_idx.data(), b.input.topk_idx.size() * 4),
+      wb(b.input.topk_weights.data(), b.input.topk_weights.size() * 4);
+  epcomm::DispatchHandle ha = ex.dispatch_begin(inputs(a, xa, ia, wa, sa));
+  epcomm::DispatchHandle hb = ex.dispatch_begin(inputs(b, xb, ib, wb, sb));
+  const std::vector<std::byte> rows_b = to_host(hb.rows(), ref_b.rows.size(), sb);
+  const std::vector<std::byte> rows_a = to_host(ha.rows(), ref_a.rows.size(), sa);
+  EXPECT_TRUE(rows_a == ref_a.rows);
+  EXPECT_TRUE(rows_b == ref_b.rows);
+  hb.wait();
+  ha.wait();
+  CUDA_OK(cudaStreamDestroy(sa));
+  CUDA_OK(cudaStreamDestroy(sb));
+}
+
+// Bad input: a clear error on every rank, nothing taken, the exchange usable after.
+TEST_F(MpiTest, HostPointersAndForeignStreamsAreRefused) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"bad", Format::kBF16, Format::kBF16, DType::kBF16, 256, 32, 4, 2, Pattern::kRandom};
+  const CaseInput su = make_setup(g, c, 5);
+  const Result ref = run_host(g, su);
+  CUDA_OK(cudaSetDevice(my_device(g)));
+  epcomm::Exchange ex(g, on_device(su.config, g));
+  epcomm::DispatchInput d;
+  d.x = su.x.data();  // host memory
+  d.topk_idx = su.input.topk_idx.data();
+  d.topk_weights = su.input.topk_weights.data();
+  d.num_tokens = su.input.num_tokens;
+  d.memory = epcomm::MemorySpace::kDevice;
+  if (d.num_tokens > 0) {
+    try {
+      ex.dispatch_begin(d);
+      ADD_FAILURE() << "host memory passed as device memory was accepted";
+    } catch (const epcomm::Error& e) {
+      EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find("DispatchInput::x"), std::string::npos) << e.what();
+    }
+  }
+  int count = 0;
+  CUDA_OK(cudaGetDeviceCount(&count));
+  if (count > 1 && d.num_tokens > 0) {
+    cudaStream_t other;
+    CUDA_OK(cudaSetDevice((my_device(g) + 1) % count));
+    CUDA_OK(cudaStreamCreate(&other));
+    CUDA_OK(cudaSetDevice(my_device(g)));
+    DeviceArray x(su.x.data(), su.x.size());
+    DeviceArray idx(su.input.topk_idx.data(), su.input.topk_idx.size() * 4);
+    DeviceArray w(su.input.topk_weights.data(), su.input.topk_weights.size() * 4);
+    epcomm::DispatchInput bad = d;
+    bad.x = x.get();
+    bad.topk_idx = static_cast<const int32_t*>(idx.get());
+    bad.topk_weights = static_cast<const float*>(w.get());
+    bad.stream = other;
+    try {
+      ex.dispatch_begin(bad);
+      ADD_FAILURE() << "a stream of another device was accepted";
+    } catch (const epcomm::Error& e) {
+      EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find("stream"), std::string::npos) << e.what();
+    }
+    CUDA_OK(cudaStreamDestroy(other));
+  }
+  // Nothing was taken: a correct dispatch + combine still matches the oracle.
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  expect_identical(run_device(ex, su, stream, ref, false), ref);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+}  // namespace
+}  // namespace epcomm_test
