@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: MIT
+// epcomm-gpu-bench: the exchange on GPU memory (ExchangeConfig::memory = kDevice),
+// one rank per GPU, against NCCL moving the same payload in the same run.
+//
+// Per rank: T tokens, each to top-k distinct experts drawn uniformly (seeded).
+// Timed: dispatch (begin + wait + stream synchronise) and combine likewise, each the
+// slowest rank's time per iteration (MPI_MAX), median / p10 / p90 over --iters after
+// --warmup. GB/s: the payload this rank's GPU sends to other GPUs (rows for owners
+// on other ranks, ExchangeStats::intranode_bytes + internode_bytes) over the time.
+// Baseline (when built with NCCL): ncclSend/ncclRecv groups moving, to every other
+// rank, its deduplicated token rows in the dispatch format (dispatch) and in the
+// output dtype (combine): the per-rank exchange a framework would write with NCCL.
+// Check: once per size, the same inputs through the host exchange; rows and combine
+// outputs must be identical bit for bit (check=true).
+//
+//   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
+//       [--topk 8] [--dispatch-format fp8] [--combine-format bf16] [--iters 50]
+//       [--warmup 5] [--json]
+#include <cuda_runtime_api.h>
+#include <epcomm/epcomm.hpp>
+#include <mpi.h>
+#ifdef EPCOMM_BENCH_NCCL
+#include <nccl.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+
+namespace {
+
+using epcomm::DType;
+using epcomm::Format;
+using Clock = std::chrono::steady_clock;
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+struct Options {
+  std::vector<int> tokens{128, 4096};
+  int hidden = 7168, experts = 256, topk = 8, iters = 50, warmup = 5;
+  Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
+  bool json = false, help = false;
+};
+
+Options parse(int argc, char** argv) {
+  using namespace epcomm_bench;
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      o.help = true;
+      continue;
+    }
+    if (flag == "--json") {
+      o.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw ArgsError(flag + ": needs a value");
+    const std::string v = argv[++i];
+    if (flag == "--tokens") o.tokens = parse_int_list("tokens", v, 1);
+    else if (flag == "--hidden") o.hidden = parse_number<int>("hidden", v, 1);
+    else if (flag == "--experts") o.experts = parse_number<int>("experts", v, 1);
+    else if (flag == "--topk") o.topk = parse_number<int>("topk", v, 1);
+    else if (flag == "--iters") o.iters = parse_number<int>("iters", v, 1);
+    else if (flag == "--warmup") o.warmup = parse_number<int>("warmup", v, 0);
+    else if (flag == "--dispatch-format") o.dispatch_format = epcomm::parse_format(v.c_str());
+    else if (flag == "--combine-format") o.combine_format = epcomm::parse_format(v.c_str());
+    else throw ArgsError("unknown flag " + flag);
+  }
+  return o;
+}
+
+struct Inputs {
+  std::vector<uint16_t> x;  // BF16
+  std::vector<int32_t> idx;
+  std::vector<float> w;
+};
+
+Inputs make_inputs(int tokens, const Options& o, int rank) {
+  std::mt19937 rng(1234u + 7919u * static_cast<unsigned>(rank));
+  Inputs in;
+  in.x.resize(static_cast<std::size_t>(tokens) * o.hidden);
+  std::uniform_int_distribution<int> val(-64, 64);
+  for (uint16_t& v : in.x) {
+    const float f = static_cast<float>(val(rng)) / 32.0f;
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    v = static_cast<uint16_t>(u >> 16);
+  }
+  std::vector<int32_t> all(o.experts);
+  for (int e = 0; e < o.experts; ++e) all[e] = e;
+  std::uniform_real_distribution<float> wd(0.05f, 1.0f);
+  for (int t = 0; t < tokens; ++t) {
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int k = 0; k < o.topk; ++k) {
+      in.idx.push_back(all[k]);
+      in.w.push_back(wd(rng));
+    }
+  }
+  return in;
+}
+
+struct Device {
+  void* p = nullptr;
+  explicit Device(std::size_t bytes) { cuda_ok(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
+  Device(const void* host, std::size_t bytes) : Device(bytes) {
+    cuda_ok(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  ~Device() { cudaFree(p); }
+};
+
+struct Stat {
+  double p10, median, p90;
+};
+Stat stat(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto at = [&](double q) { return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)]; };
+  return {at(0.1), at(0.5), at(0.9)};
+}
+
+double slowest(double us) {
+  double m = 0;
+  MPI_Allreduce(&us, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return m;
+}
+
+// Same inputs through the host exchange; true if rows and outputs are identical.
+bool check_against_host(const epcomm::Group& g, epcomm::ExchangeConfig cfg, const Inputs& in, int tokens,
+                        const std::vector<std::byte>& dev_rows, const std::vector<std::byte>& dev_out,
+                        const std::vector<std::byte>& expert_out) {
+  cfg.memory = epcomm::MemorySpace::kHost;
+  epcomm::Exchange ex(g, cfg);
+  epcomm::DispatchHandle h = ex.dispatch({in.x.data(), in.idx.data(), in.w.data(), tokens});
+  const auto* rows = static_cast<const std::byte*>(h.rows());
+  bool ok = dev_rows.size() == static_cast<std::size_t>(h.num_rows()) * h.row_bytes() &&
+            std::equal(dev_rows.begin(), dev_rows.end(), rows);
+  std::vector<std::byte> out(dev_out.size());
+  ex.combine(h, expert_out.data(), h.num_rows(), out.data(), tokens);
+  ok = ok && out == dev_out;
+  int all = 0, mine = ok ? 1 : 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+#ifdef EPCOMM_BENCH_NCCL
+void nccl_ok(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) throw std::runtime_error(std::string(what) + ": " + ncclGetErrorString(r));
+}
+
+// Median µs of the per-rank exchange of `bytes_to[d]` bytes to each rank d.
+double nccl_exchange_us(ncclComm_t comm, cudaStream_t s, const std::vector<std::size_t>& bytes_to, int iters,
+                        int warmup) {
+  int P = static_cast<int>(bytes_to.size()), me = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  std::vector<std::size_t> bytes_from(P);
+  MPI_Alltoall(bytes_to.data(), sizeof(std::size_t), MPI_BYTE, bytes_from.data(), sizeof(std::size_t), MPI_BYTE,
+               MPI_COMM_WORLD);
+  std::size_t send_total = 0, recv_total = 0;
+  for (int d = 0; d < P; ++d) {
+    send_total += bytes_to[d];
+    recv_total += bytes_from[d];
+  }
+  Device send(send_total), recv(recv_total);
+  cudaEvent_t a, b;
+  cuda_ok(cudaEventCreate(&a), "cudaEventCreate");
+  cuda_ok(cudaEventCreate(&b), "cudaEventCreate");
+  std::vector<double> times;
+  for (int i = 0; i < warmup + iters; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    cuda_ok(cudaEventRecord(a, s), "cudaEventRecord");
+    nccl_ok(ncclGroupStart(), "ncclGroupStart");
+    std::size_t so = 0, ro = 0;
+    for (int d = 0; d < P; ++d) {
+      if (d != me && bytes_to[d] > 0) {
+        nccl_ok(ncclSend(static_cast<char*>(send.p) + so, bytes_to[d], ncclUint8, d, comm, s), "ncclSend");
+      }
+      if (d != me && bytes_from[d] > 0) {
+        nccl_ok(ncclRecv(static_cast<char*>(recv.p) + ro, bytes_from[d], ncclUint8, d, comm, s), "ncclRecv");
+      }
+      so += bytes_to[d];
+      ro += bytes_from[d];
+    }
+    nccl_ok(ncclGroupEnd(), "ncclGroupEnd");
+    cuda_ok(cudaEventRecord(b, s), "cudaEventRecord");
+    cuda_ok(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float ms = 0;
+    cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+    if (i >= warmup) times.push_back(slowest(ms * 1000.0));
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return stat(times).median;
+}
+#endif
+
+int run(int argc, char** argv) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  Options o;
+  try {
+    o = parse(argc, argv);
+  } catch (const std::exception& e) {
+    if (rank == 0) std::fprintf(stderr, "epcomm-gpu-bench: %s (see --help)\n", e.what());
+    return 2;
+  }
+  if (o.help) {
+    if (rank == 0) std::printf("see the comment at the top of bench/gpu_exchange_bench.cpp\n");
+    return 0;
+  }
+  epcomm::Group g(MPI_COMM_WORLD);
+  // One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
+  MPI_Comm host;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
+  int host_rank = 0, count = 0;
+  MPI_Comm_rank(host, &host_rank);
+  MPI_Comm_free(&host);
+  cuda_ok(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  const int dev = host_rank % count;
+  cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
+  cudaStream_t stream;
+  cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+#ifdef EPCOMM_BENCH_NCCL
+  ncclUniqueId id;
+  if (rank == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+  ncclComm_t nccl;
+  nccl_ok(ncclCommInitRank(&nccl, size, id, rank), "ncclCommInitRank");
+#endif
+  int status = 0;
+  if (rank == 0 && !o.json) {
+    std::printf("%7s %6s %5s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s | %5s\n", "tokens", "hidden",
+                "ranks", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90", "comb_p50us", "comb_p10", "comb_p90",
+                "disp_GBs", "comb_GBs", "nccl_d_us", "nccl_c_us", "check");
+  }
+  for (const int T : o.tokens) {
+    epcomm::ExchangeConfig cfg;
+    cfg.num_experts = o.experts;
+    cfg.topk = o.topk;
+    cfg.hidden = o.hidden;
+    cfg.max_tokens_per_rank = T;
+    cfg.dispatch_format = o.dispatch_format;
+    cfg.combine_format = o.combine_format;
+    cfg.memory = epcomm::MemorySpace::kDevice;
+    cfg.device = dev;
+    const Inputs in = make_inputs(T, o, rank);
+    Device x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
+    Device out(static_cast<std::size_t>(T) * o.hidden * 2);
+    epcomm::Exchange ex(g, cfg);
+    epcomm::DispatchInput d;
+    d.x = x.p;
+    d.topk_idx = static_cast<const int32_t*>(idx.p);
+    d.topk_weights = static_cast<const float*>(w.p);
+    d.num_tokens = T;
+    d.memory = epcomm::MemorySpace::kDevice;
+    d.stream = stream;
+
+    // Check once, against the host exchange, with deterministic expert outputs.
+    bool check = false;
+    {
+      epcomm::DispatchHandle h = ex.dispatch(d);
+      const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
+      std::vector<std::byte> rows(rows_bytes);
+      cuda_ok(cudaMemcpy(rows.data(), h.rows(), rows_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+      std::vector<std::byte> y(static_cast<std::size_t>(h.num_rows()) * o.hidden * 2);
+      for (std::size_t i = 0; i < y.size() / 2; ++i) {
+        const float f = static_cast<float>(static_cast<int>(i % 37) - 18) / 8.0f;
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        const uint16_t b = static_cast<uint16_t>(u >> 16);
+        std::memcpy(y.data() + 2 * i, &b, 2);
+      }
+      Device y_dev(y.data(), y.size());
+      ex.combine(h, y_dev.p, h.num_rows(), out.p, T, stream);
+      std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
+      cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+      check = check_against_host(g, cfg, in, T, rows, outs, y);
+    }
+    std::vector<double> td, tc;
+    int64_t disp_bytes = 0, comb_bytes = 0;
+    for (int i = 0; i < o.warmup + o.iters; ++i) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      const auto t0 = Clock::now();
+      epcomm::DispatchHandle h = ex.dispatch(d);
+      cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+      const auto t1 = Clock::now();
+      MPI_Barrier(MPI_COMM_WORLD);
+      const auto t2 = Clock::now();
+      epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, stream);
+      c.wait();
+      cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+      const auto t3 = Clock::now();
+      const double us_d = std::chrono::duration<double, std::micro>(t1 - t0).count();
+      const double us_c = std::chrono::duration<double, std::micro>(t3 - t2).count();
+      if (i >= o.warmup) {
+        td.push_back(slowest(us_d));
+        tc.push_back(slowest(us_c));
+      } else {
+        slowest(us_d);
+        slowest(us_c);
+      }
+      disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
+      comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;
+    }
+    const Stat sd = stat(td), sc = stat(tc);
+    double nccl_d = -1, nccl_c = -1;
+#ifdef EPCOMM_BENCH_NCCL
+    {
+      // Distinct tokens per destination rank: the deduplicated per-rank exchange.
+      const int per_rank = o.experts / size;
+      std::vector<std::size_t> tok(size, 0);
+      for (int t = 0; t < T; ++t) {
+        std::vector<char> hit(size, 0);
+        for (int k = 0; k < o.topk; ++k) hit[in.idx[static_cast<std::size_t>(t) * o.topk + k] / per_rank] = 1;
+        for (int r = 0; r < size; ++r) tok[r] += hit[r];
+      }
+      std::vector<std::size_t> bd(size), bc(size);
+      const std::size_t drow = epcomm::row_layout(o.dispatch_format, o.hidden).row_bytes;
+      for (int r = 0; r < size; ++r) {
+        bd[r] = tok[r] * drow;
+        bc[r] = tok[r] * static_cast<std::size_t>(o.hidden) * 2;
+      }
+      nccl_d = nccl_exchange_us(nccl, stream, bd, o.iters, o.warmup);
+      nccl_c = nccl_exchange_us(nccl, stream, bc, o.iters, o.warmup);
+    }
+#endif
+    if (!check) status = 1;
+    const double gbd = static_cast<double>(disp_bytes) / (sd.median * 1e3);
+    const double gbc = static_cast<double>(comb_bytes) / (sc.median * 1e3);
+    if (rank == 0) {
+      if (o.json) {
+        std::printf(
+            "{\"bench\":\"epcomm-gpu-bench\",\"memory\":\"device\",\"tokens\":%d,\"hidden\":%d,\"experts\":%d,"
+            "\"topk\":%d,\"ranks\":%d,\"nodes\":%d,\"dispatch_format\":\"%s\",\"combine_format\":\"%s\","
+            "\"dispatch_us\":%.1f,\"dispatch_us_p10\":%.1f,\"dispatch_us_p90\":%.1f,\"combine_us\":%.1f,"
+            "\"combine_us_p10\":%.1f,\"combine_us_p90\":%.1f,\"dispatch_GBps\":%.1f,\"combine_GBps\":%.1f,"
+            "\"nccl_dispatch_us\":%.1f,\"nccl_combine_us\":%.1f,\"check\":%s}\n",
+            T, o.hidden, o.experts, o.topk, size, g.num_nodes(), epcomm::to_string(o.dispatch_format),
+            epcomm::to_string(o.combine_format), sd.median, sd.p10, sd.p90, sc.median, sc.p10, sc.p90, gbd, gbc,
+            nccl_d, nccl_c, check ? "true" : "false");
+      } else {
+        std::printf("%7d %6d %5d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | %10.1f %10.1f | %5s\n",
+                    T, o.hidden, size, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format),
+                    sd.median, sd.p10, sd.p90, sc.median, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c,
+                    check ? "true" : "false");
+      }
+      std::fflush(stdout);
+    }
+  }
+#ifdef EPCOMM_BENCH_NCCL
+  ncclCommDestroy(nccl);
+#endif
+  cudaStreamDestroy(stream);
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  int status = 0;
+  try {
+    status = run(argc, argv);
+  } catch (const std::exception& e) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "epcomm-gpu-bench rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return status;
+}

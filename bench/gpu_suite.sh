@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# On a host with CUDA GPUs (one rank per GPU): builds epcomm with CUDA, runs the GPU
+# tests (ctest -L gpu and the CUDA codec tests), compute-sanitizer over a subset of
+# the GPU exchange tests, and the GPU benchmarks; logs and JSON lines go to $1.
+#   bash bench/gpu_suite.sh OUT_DIR [quick]
+# Warnings are errors in the CI build (Debian 12), not here: newer compilers warn anew.
+# NCCL for the baseline: NCCL_ROOT, else the one pip's nvidia-nccl package installs.
+set -uo pipefail
+out=${1:?usage: gpu_suite.sh OUT_DIR [quick]}
+mode=${2:-full}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+build=${EPCOMM_GPU_BUILD:-/tmp/epcomm-gpu-build}
+if [[ -z ${NCCL_ROOT:-} ]]; then
+  NCCL_ROOT=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)
+fi
+nccl_lib=$(ls "${NCCL_ROOT:-/nonexistent}"/lib/libnccl.so* 2>/dev/null | head -1)
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nvidia-smi topo -m 2>/dev/null | head -5
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=OFF -DEPCOMM_WITH_CUDA=ON \
+    -DEPCOMM_WITH_VERBS=OFF -DNCCL_ROOT="${NCCL_ROOT:-}" ${nccl_lib:+-DNCCL_LIBRARY="$nccl_lib"} &&
+    cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_codec_cuda test_failures \
+      epcomm-gpu-bench epcomm-codec-gpu-bench
+} > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+echo "== build ok"
+mpirun=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+# Tests: one node (CUDA IPC) and 2 emulated nodes (pinned host staging + MPI).
+ctest --test-dir "$build" -L gpu --output-on-failure --timeout 150 > "$out/gpu-tests.log" 2>&1
+echo "== ctest -L gpu: rc $?"; grep -E "tests passed|Failed|FAILED|OK \]|Failure" "$out/gpu-tests.log" | head -60
+"$build/tests/test_codec_cuda" > "$out/codec-cuda.log" 2>&1
+echo "== test_codec_cuda: rc $?"; tail -3 "$out/codec-cuda.log"
+bench=("$build/bench/epcomm-gpu-bench")
+echo "== epcomm-gpu-bench, 2 ranks, one node"
+"${mpirun[@]}" -np 2 "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
+echo "== epcomm-gpu-bench, 2 ranks as 2 emulated nodes"
+"${mpirun[@]}" -np 2 -x EPCOMM_RANKS_PER_NODE=1 "${bench[@]}" --tokens 128,4096 --json | tee -a "$out/gpu-bench.jsonl"
+if [[ $mode == full ]]; then
+  echo "== epcomm-gpu-bench, BF16 dispatch"
+  "${mpirun[@]}" -np 2 "${bench[@]}" --tokens 4096 --dispatch-format bf16 --json | tee -a "$out/gpu-bench.jsonl"
+  echo "== compute-sanitizer memcheck / racecheck (subset)"
+  for tool in memcheck racecheck; do
+    timeout 100 "${mpirun[@]}" -np 2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$build/tests/test_exchange_gpu" --gtest_filter='Cases/GpuExchange.BitIdenticalToTheHostExchange/fp8_h129:*TwoMicro*' \
+      > "$out/sanitizer-$tool.log" 2>&1
+    echo "$tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-$tool.log" | head -6
+  done
+  echo "== epcomm-codec-gpu-bench"
+  "$build/bench/epcomm-codec-gpu-bench" --tokens 4096 > "$out/codec-gpu-bench.log" 2>&1; tail -12 "$out/codec-gpu-bench.log"
+fi
