@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Install rules: the shared library (with its SONAME links), the public headers,
 # a CMake package (find_package(epcomm) -> epcomm::epcomm, MPI found for the caller)
 # and a pkg-config file (epcomm.pc).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The raw verbs transport (runtime/src/transport/verbs): built into libepcomm when
 # libibverbs and hwloc (which adapter is near the rank's cores) are found (Debian:
 # libibverbs-dev, libhwloc-dev). -DEPCOMM_WITH_VERBS=OFF leaves it out; ON without

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Sourced by launch/quickstart.sh and launch/test.sh: how to start ranks on this one
 # machine. As root Open MPI refuses to run unless told; with more ranks than cores it

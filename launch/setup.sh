@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages epcomm needs (only those missing; apt-get runs only
 # then) and builds epcomm into build/ (RelWithDebInfo). Idempotent: safe to run on
 # every CI job and before every quickstart.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # README command 2 (and .ci/run): on a fresh Debian 12 machine, as root or with sudo.
 #   1. install missing packages (launch/setup.sh --no-build)
 #   2. build build/ with warnings as errors

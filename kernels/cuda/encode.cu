@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // encode_rows and pack_rows: one kernel per (format, source dtype), 16 lanes a tile;
 // pack_rows is encode_rows reading its rows through an index list.
 #include "cuda_check.hpp"

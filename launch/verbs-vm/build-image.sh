@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Makes (once) the kernel and initramfs of the verbs test VM in CACHE_DIR:
 #   vmlinuz     Debian's 6.1 kernel, from `apt-get download` of the image package
 #               that linux-image-amd64 currently depends on (the host's own kernel

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Fault tests on an emulated cluster (ctest label "cluster"):
 #   fault_test.sh stop|linkdown|kill|badlaunch DRIVER
 # DRIVER is build/tests/epcomm-cluster-driver. Each case starts a job with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — errors.
 //
 // Every failure the library reports is an epcomm::Error: a std::runtime_error that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — dispatch and combine.
 //
 // Dispatch sends every token to the ranks that own its chosen experts. A token

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — wire formats of token rows and their byte layout (docs/formats.md).
 //
 // A row of `hidden` elements is encoded as one contiguous byte string of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — a group of ranks that exchange tokens.
 //
 // A Group is built collectively from a caller's MPI communicator (never assumed to be

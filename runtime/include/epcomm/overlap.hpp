@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — two-micro-batch schedules that hide expert-parallel communication.
 //
 // DeepSeek-V3 splits each batch in two: while one micro-batch computes, the other's

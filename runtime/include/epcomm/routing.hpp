@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — node-limited top-k routing (DeepSeek-V3 style).
 //
 // Experts are laid out in contiguous blocks: expert e lives on epcomm rank

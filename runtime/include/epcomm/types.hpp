@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — element types, wire formats and memory spaces.
 #pragma once
 
