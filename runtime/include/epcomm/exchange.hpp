@@ -16,6 +16,7 @@
 // operations in the same order.
 #pragma once
 
+#include <epcomm/export.hpp>
 #include <epcomm/group.hpp>
 #include <epcomm/types.hpp>
 
@@ -66,7 +67,7 @@ class Engine;
 // The result and route of one dispatch. Move-only; holds its buffers (and one of
 // the exchange's in-flight slots) until destroyed. Accessors other than done() are
 // valid once wait() returned.
-class DispatchHandle {
+class EPCOMM_API DispatchHandle {
  public:
   DispatchHandle();
   ~DispatchHandle();
@@ -109,7 +110,7 @@ class DispatchHandle {
   std::shared_ptr<detail::DispatchOp> op_;
 };
 
-class CombineHandle {
+class EPCOMM_API CombineHandle {
  public:
   CombineHandle();
   ~CombineHandle();
@@ -127,7 +128,7 @@ class CombineHandle {
   std::shared_ptr<detail::CombineOp> op_;
 };
 
-class Exchange {
+class EPCOMM_API Exchange {
  public:
   // Collective over the group: checks that every rank passed the same config and
   // allocates all buffers for max_inflight operations up front.

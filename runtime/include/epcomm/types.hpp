@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <epcomm/export.hpp>
 #include <epcomm/formats.hpp>  // wire formats of rows
 
 namespace epcomm {
@@ -17,9 +18,9 @@ enum class DType : int { kF32 = 0, kBF16 = 1 };
 // GPU-resident exchanges and is rejected with ErrorCode::kUnsupported.
 enum class MemorySpace : int { kHost = 0, kDevice = 1 };
 
-std::size_t dtype_size(DType t) noexcept;
-const char* to_string(DType t) noexcept;
+EPCOMM_API std::size_t dtype_size(DType t) noexcept;
+EPCOMM_API const char* to_string(DType t) noexcept;
 // Parses "f32"/"fp32"/"bf16"; throws Error(kInvalidArgument) otherwise.
-DType parse_dtype(const char* name);
+EPCOMM_API DType parse_dtype(const char* name);
 
 }  // namespace epcomm
