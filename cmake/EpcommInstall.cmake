@@ -38,14 +38,14 @@ install(FILES ${PROJECT_BINARY_DIR}/runtime/include/epcomm/version.hpp
 if(TARGET epcomm_cuda_kernels)
   set_target_properties(epcomm_kernels PROPERTIES EXPORT_NAME kernels)
   set_target_properties(epcomm_cuda_kernels PROPERTIES EXPORT_NAME cuda_kernels)
-  install(TARGETS epcomm_cuda_kernels epcomm_kernels EXPORT epcommTargets
+  # An export set of its own, installed only: the build tree's package (export()
+  # below) cannot name the archives' build-only links (epcomm_warnings).
+  install(TARGETS epcomm_cuda_kernels epcomm_kernels EXPORT epcommCudaTargets
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
           INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
   install(FILES ${PROJECT_SOURCE_DIR}/kernels/include/epcomm_kernels/cuda_codec.hpp
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/epcomm_kernels)
-  set(EPCOMM_INSTALLED_CUDA ON)
-else()
-  set(EPCOMM_INSTALLED_CUDA OFF)
+  install(EXPORT epcommCudaTargets NAMESPACE epcomm:: DESTINATION ${EPCOMM_CMAKE_DIR})
 endif()
 
 # CMake package.
