@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# shellcheck (Debian package shellcheck) over every tracked shell script: *.sh and
+# Runs shellcheck (Debian package shellcheck) over every tracked shell script: *.sh and
 # the files whose #! line names a shell. Checked in CI (ctest -L lint); sourced
 # files are followed (-x) from the repository root.
 # Exit 77 (skipped) without shellcheck or outside a git checkout.
