@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Build, test and measure on a many-core host (used on the 16-core GPU machine
-# through the device tool; the GPU is not used). Writes logs and JSON lines to
+# Build, test and measure on a many-core host (used on the 16-core host of an H100
+# machine; the GPU is not used). Writes logs and JSON lines to
 # OUTDIR. Extra CMake arguments come from EPCOMM_CMAKE_ARGS (e.g. a prefix path
 # where Eigen lives).
 #   bench/manycore_sweep.sh OUTDIR

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# The overlap measurements of docs/overlap.md on a many-core host (the 16-core GPU
-# machine through the device tool; the GPU is not used). Builds epcomm-overlap-bench
+# The overlap measurements of docs/overlap.md on a many-core host (the 16-core host
+# of an H100 machine; the GPU is not used). Builds epcomm-overlap-bench
 # (Release), then, within BUDGET_S seconds in all (default 540; a stage that would
 # not fit is skipped and says so):
 #   throttled: 4 emulated hosts (launch/emulate-cluster, 1 rank each, links limited
