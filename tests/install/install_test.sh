@@ -6,7 +6,9 @@
 #      $ORIGIN/../lib) and runs there: a 2-rank run whose rows must say check=true
 #   3. examples/ builds against the prefix, through the CMake package and through
 #      pkg-config, and runs on 2 ranks (2 emulated nodes for the CMake build)
-#   4. the package's version rule: find_package(epcomm 0.x) accepts only its own 0.x
+#   4. where the CUDA codecs were built, a consumer of epcomm::cuda_kernels builds
+#      against the prefix and runs (host code only: no GPU needed)
+#   5. the package's version rule: find_package(epcomm 0.x) accepts only its own 0.x
 #   tests/install/install_test.sh BUILD_DIR     (ctest: install.prefix)
 # EPCOMM_INSTALL_TEST_PREFIX: install there instead (kept afterwards).
 set -euo pipefail
@@ -15,15 +17,9 @@ source_dir=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=launch/mpi_env.sh
 source "$source_dir/launch/mpi_env.sh"
 
-if [[ -n ${EPCOMM_INSTALL_TEST_PREFIX:-} ]]; then
-  prefix=$EPCOMM_INSTALL_TEST_PREFIX
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-else
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  prefix=$work/prefix
-fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prefix=${EPCOMM_INSTALL_TEST_PREFIX:-$work/prefix}
 echo "-- install to $prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 
@@ -62,6 +58,14 @@ echo "-- examples/ through pkg-config: mpicxx minimal_exchange.cpp $pc_flags"
 # shellcheck disable=SC2086  # pkg-config output is a word list
 mpicxx -O2 "$source_dir/examples/minimal_exchange.cpp" $pc_flags -o "$work/minimal_exchange_pc"
 "${EPCOMM_MPIRUN[@]}" -np 2 "$work/minimal_exchange_pc"
+
+if [[ -n $(find "$prefix" -name epcommCudaTargets.cmake -print -quit) ]]; then
+  echo "-- CUDA codecs (epcomm::cuda_kernels): tests/install/cuda_consumer"
+  cmake -S "$source_dir/tests/install/cuda_consumer" -B "$work/cuda_consumer" \
+    -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build "$work/cuda_consumer" >/dev/null
+  "$work/cuda_consumer/cuda_consumer"
+fi
 
 echo "-- version rule of epcommConfigVersion.cmake"
 version_file=$(find "$prefix" -name epcommConfigVersion.cmake -print -quit)
