@@ -42,6 +42,7 @@ DEV_PACKAGES=(
   python3-numpy python3-matplotlib       # bench plots
   iproute2 procps                        # emulated cluster: ip/tc, ps/pgrep (launch/emulate-cluster, tests/cluster)
   shellcheck                             # lint of the shell scripts (ctest -L lint)
+  slurmctld slurmd slurm-client          # a one-host Slurm for epcomm-run's srun path (ctest -L slurm)
 )
 ((dev)) && PACKAGES+=("${DEV_PACKAGES[@]}")
 
