@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Command line of epcomm-bench: flags, defaults, and the sweep they describe.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "baseline.hpp"
 
 #include "bf16.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The baseline epcomm is compared with: what common MoE frameworks do. One copy of
 // a token per (token, expert) pair goes to the rank owning the expert through
 // MPI_Alltoallv, and comes back the same way; the source sums weight * row in FP32.

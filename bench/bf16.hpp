@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // BF16 <-> FP32 conversion for the bench's own data and reference results.
 //
 // Deliberately not kernels/'s codec: the bench checks epcomm against a reference,

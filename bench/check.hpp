@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Correctness of epcomm against the baseline, for one configuration. Each local
 // check returns the first mismatch as a message, or "" when there is none.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Command-line pieces shared by the bench programs: numbers and comma lists, with
 // errors naming the flag and the text.
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sweeps max nodes M and wire formats on an emulated cluster with throttled links
 # (launch/emulate-cluster) and writes one JSON line per (M, format) that joins
 #   - epcomm-bench's line (times, epcomm and baseline inter-node bytes, speedup),

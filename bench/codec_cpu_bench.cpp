@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm-codec-bench: single-thread CPU cost of the row codecs, and the error each
 // wire format makes.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm-codec-gpu-bench: GB/s of the fused CUDA pack (gather + encode) and unpack
 // (decode + scatter) against a device-to-device cudaMemcpyAsync in the same
 // process, on BF16 token rows.

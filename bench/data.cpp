@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "data.hpp"
 
 #include "bf16.hpp"

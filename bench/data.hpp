@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One rank's input for a configuration: tokens, their routing, and the baseline's
 // BF16 copy of the tokens.
 #pragma once

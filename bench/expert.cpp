@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "expert.hpp"
 
 #include "bf16.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The stand-in expert both paths apply between dispatch and combine:
 // y = x * (1 + 0.01 * e) for global expert e. Cheap, but different per expert, so
 // a row combined with the wrong expert's output or weight shows up in the check.

@@ -9,15 +9,16 @@
 set -uo pipefail
 out=${1:?usage: gpu_suite.sh OUT_DIR [quick]}
 mode=${2:-full}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$out"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source launch/mpi_env.sh
+# Never NVLink multicast on a shared host.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 build=${EPCOMM_GPU_BUILD:-/tmp/epcomm-gpu-build}
 if [[ -z ${NCCL_ROOT:-} ]]; then
   NCCL_ROOT=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)
 fi
-nccl_lib=$(ls "${NCCL_ROOT:-/nonexistent}"/lib/libnccl.so* 2>/dev/null | head -1)
+nccl_lib=$(find "${NCCL_ROOT:-/nonexistent}/lib" -name 'libnccl.so*' -print -quit 2>/dev/null)
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   nvidia-smi topo -m 2>/dev/null | head -5
@@ -27,7 +28,7 @@ nccl_lib=$(ls "${NCCL_ROOT:-/nonexistent}"/lib/libnccl.so* 2>/dev/null | head -1
       epcomm-gpu-bench epcomm-codec-gpu-bench
 } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "== build ok"
-mpirun=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+mpirun=("${EPCOMM_MPIRUN[@]}")
 # Tests: one node (CUDA IPC) and 2 emulated nodes (pinned host staging + MPI).
 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 150 > "$out/gpu-tests.log" 2>&1
 echo "== ctest -L gpu: rc $?"; grep -E "tests passed|Failed|FAILED|OK \]|Failure" "$out/gpu-tests.log" | head -60

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm-bench: epcomm dispatch/combine against a per-(token, expert) BF16
 // MPI_Alltoallv baseline, over a sweep of shapes. See README.md.
 #include "args.hpp"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build, test and measure on a many-core host (used on the 16-core GPU machine
-# through the device tool; the GPU is not used). Writes logs and JSON lines to
+# SPDX-License-Identifier: MIT
+# Build, test and measure on a many-core host (used on the 16-core host of an H100
+# machine; the GPU is not used). Writes logs and JSON lines to
 # OUTDIR. Extra CMake arguments come from EPCOMM_CMAKE_ARGS (e.g. a prefix path
 # where Eigen lives).
 #   bench/manycore_sweep.sh OUTDIR
@@ -8,16 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bench/manycore_sweep.sh OUTDIR}
 mkdir -p "$out"
-[[ $(id -u) -ne 0 ]] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# shellcheck source=launch/mpi_env.sh
+source launch/mpi_env.sh
 build=${EPCOMM_BUILD_DIR:-/tmp/epcomm-manycore}
 { nproc; lscpu | grep -E 'Model name|^CPU\(s\)|NUMA node\(s\)'; mpirun --version | head -1; } | tee "$out/machine.txt"
 
+# shellcheck disable=SC2086  # EPCOMM_CMAKE_ARGS is a word list on purpose
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release ${EPCOMM_CMAKE_ARGS:-} > "$out/cmake.log" 2>&1
 cmake --build "$build" -j"$(nproc)" > "$out/build.log" 2>&1
 ctest --test-dir "$build" -j4 --output-on-failure > "$out/ctest.log" 2>&1 || { tail -40 "$out/ctest.log"; exit 1; }
 tail -3 "$out/ctest.log"
 
-run=(mpirun --oversubscribe --bind-to none)
+run=("${EPCOMM_MPIRUN[@]}")
 echo "== core: 8 ranks as 2 nodes"
 EPCOMM_RANKS_PER_NODE=4 "${run[@]}" -np 8 "$build/bench/epcomm-bench" --tokens 256,1024 --hidden 7168 \
   --experts 64 --topk 8 --max-nodes 1,2 --dtype bf16 --warmup 3 --iters 20 --json-out "$out/core-8r2n.jsonl"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Failed MPI calls become exceptions naming the call, so they reach main's
 // report-and-abort path instead of depending on the communicator's error handler.
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """What the two-micro-batch schedules could hide at best, from a bench row's own times.
 
 Reads epcomm-overlap-bench JSON lines (with attention_us, experts_us, shared_us) and

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The overlap measurements of docs/overlap.md on a many-core host (the 16-core GPU
-# machine through the device tool; the GPU is not used). Builds epcomm-overlap-bench
+# SPDX-License-Identifier: MIT
+# The overlap measurements of docs/overlap.md on a many-core host (the 16-core host
+# of an H100 machine; the GPU is not used). Builds epcomm-overlap-bench
 # (Release), then, within BUDGET_S seconds in all (default 540; a stage that would
 # not fit is skipped and says so):
 #   throttled: 4 emulated hosts (launch/emulate-cluster, 1 rank each, links limited
@@ -22,6 +23,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 root=$PWD
+# shellcheck source=launch/mpi_env.sh
+source launch/mpi_env.sh
 out=$(mkdir -p "${1:?usage: bench/overlap_sweep.sh OUTDIR [BUDGET_S]}" && cd "$1" && pwd)
 budget=${2:-540}
 start=$SECONDS
@@ -30,7 +33,6 @@ rate=${RATE:-2gbit}
 iters=${ITERS:-10}
 gemm=2
 exec > >(tee -a "$out/sweep.log") 2>&1
-[[ $(id -u) -ne 0 ]] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 left() { echo $((budget - (SECONDS - start))); }
 # run_stage NAME MIN_S CMD...: runs CMD under the time left, unless less than MIN_S is left.
@@ -121,7 +123,7 @@ throttled() {  # throttled SCHEDULE FFN ATTN_GEMMS
 }
 shm() {  # shm SCHEDULE
   run_stage "shm $1" 60 env EPCOMM_RANKS_PER_NODE=2 \
-    mpirun --oversubscribe --bind-to none -np 4 -x EPCOMM_RANKS_PER_NODE "$root/bench/pin_rank.sh" $gemm "$bench" \
+    "${EPCOMM_MPIRUN[@]}" -np 4 -x EPCOMM_RANKS_PER_NODE "$root/bench/pin_rank.sh" $gemm "$bench" \
     --schedule "$1" "${shm_shape[@]}" --experts 32 --topk 8 --gemm-threads $gemm \
     --warmup $warmup --iters "$iters" --json-out "$out/overlap-shm-$1.jsonl"
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One iteration of each exchange path, cut into the phases the bench times
 // (dispatch, combine) and those it does not (the expert, releasing buffers).
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Gives each MPI rank on this machine its own cores: GEMM_THREADS cores for the
 # OpenMP threads of the matrix multiplies (one thread per core, bound) and the next
 # core for epcomm's progress thread (EPCOMM_PROGRESS_CORE). Rank r takes cores

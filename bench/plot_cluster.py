@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Table and plot of an emulated-cluster sweep (bench/cluster_sweep.sh).
 
     /usr/bin/python3 bench/plot_cluster.py docs/results/cluster.jsonl [--png docs/cluster.png]

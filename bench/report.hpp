@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Output of epcomm-bench on rank 0: a fixed-width table on stdout (header once,
 // one row per configuration, flushed per row) and optional JSON lines with the
 // same numbers and a few more.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One configuration of the sweep, end to end: data, routing, the check pass, the
 // timed epcomm and baseline loops, and the reductions over ranks.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "timing.hpp"
 
 #include "mpi_check.hpp"

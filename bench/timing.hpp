@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Timing rules shared by the epcomm and baseline paths: every timed region starts
 // with a barrier so all ranks enter together, each rank measures its own elapsed
 // MPI_Wtime, and a phase's time is the median over iterations of the slowest rank

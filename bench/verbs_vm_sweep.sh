@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The verbs transport against MPI over TCP, in the soft-RoCE guest
 # (launch/verbs-vm): the same exchange, the same run, plus the ceilings of that
 # virtual link. Results go to OUTDIR (default docs/results):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Install rules: the shared library (with its SONAME links), the public headers,
 # a CMake package (find_package(epcomm) -> epcomm::epcomm, MPI found for the caller)
 # and a pkg-config file (epcomm.pc).
@@ -30,9 +31,21 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/epcomm/
 install(FILES ${PROJECT_BINARY_DIR}/runtime/include/epcomm/version.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/epcomm)
 
-# Installed programs (bench/ installs epcomm-bench) find libepcomm.so next door.
-if(TARGET epcomm-bench)
-  set_target_properties(epcomm-bench PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+# The CUDA codecs (kernels/cuda), when built: libepcomm_cuda_kernels.a and the CPU
+# codec archive it calls (libepcomm_kernels.a), as epcomm::cuda_kernels, with
+# epcomm_kernels/cuda_codec.hpp. Static, like in the build tree; the caller links
+# CUDA::cudart (epcommConfig.cmake finds the CUDA toolkit) and Highway (-lhwy).
+if(TARGET epcomm_cuda_kernels)
+  set_target_properties(epcomm_kernels PROPERTIES EXPORT_NAME kernels)
+  set_target_properties(epcomm_cuda_kernels PROPERTIES EXPORT_NAME cuda_kernels)
+  # An export set of its own, installed only: the build tree's package (export()
+  # below) cannot name the archives' build-only links (epcomm_warnings).
+  install(TARGETS epcomm_cuda_kernels epcomm_kernels EXPORT epcommCudaTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(FILES ${PROJECT_SOURCE_DIR}/kernels/include/epcomm_kernels/cuda_codec.hpp
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/epcomm_kernels)
+  install(EXPORT epcommCudaTargets NAMESPACE epcomm:: DESTINATION ${EPCOMM_CMAKE_DIR})
 endif()
 
 # CMake package.
@@ -40,8 +53,14 @@ install(EXPORT epcommTargets NAMESPACE epcomm:: DESTINATION ${EPCOMM_CMAKE_DIR})
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/epcommConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/epcommConfig.cmake
                               INSTALL_DESTINATION ${EPCOMM_CMAKE_DIR})
+# While at 0.x every minor release may break the API: 0.1 accepts 0.1.z only.
+if(PROJECT_VERSION_MAJOR EQUAL 0)
+  set(epcomm_compatibility SameMinorVersion)
+else()
+  set(epcomm_compatibility SameMajorVersion)
+endif()
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/epcommConfigVersion.cmake
-                                 VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
+                                 VERSION ${PROJECT_VERSION} COMPATIBILITY ${epcomm_compatibility})
 install(FILES ${PROJECT_BINARY_DIR}/epcommConfig.cmake
               ${PROJECT_BINARY_DIR}/epcommConfigVersion.cmake
         DESTINATION ${EPCOMM_CMAKE_DIR})

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The raw verbs transport (runtime/src/transport/verbs): built into libepcomm when
 # libibverbs and hwloc (which adapter is near the rank's cores) are found (Debian:
 # libibverbs-dev, libhwloc-dev). -DEPCOMM_WITH_VERBS=OFF leaves it out; ON without
@@ -20,7 +21,7 @@ if(EPCOMM_WITH_VERBS AND NOT epcomm_verbs_found)
 endif()
 
 if(EPCOMM_WITH_VERBS)
-  target_sources(epcomm PRIVATE
+  target_sources(epcomm_objects PRIVATE
     src/transport/verbs/gid_choice.cpp
     src/transport/verbs/immediate.cpp
     src/transport/verbs/write_plan.cpp
@@ -30,8 +31,8 @@ if(EPCOMM_WITH_VERBS)
     src/transport/verbs/rc_queue_pair.cpp
     src/transport/verbs/verbs_transport.cpp
     src/exchange/verbs_internode.cpp)
-  target_include_directories(epcomm PRIVATE ${EPCOMM_IBVERBS_INCLUDE_DIR})
-  target_link_libraries(epcomm PRIVATE ${EPCOMM_IBVERBS_LIBRARY} PkgConfig::HWLOC)
-  target_compile_definitions(epcomm PRIVATE EPCOMM_WITH_VERBS=1)
+  target_include_directories(epcomm_objects PRIVATE ${EPCOMM_IBVERBS_INCLUDE_DIR})
+  target_link_libraries(epcomm_objects PRIVATE ${EPCOMM_IBVERBS_LIBRARY} PkgConfig::HWLOC)
+  target_compile_definitions(epcomm_objects PRIVATE EPCOMM_WITH_VERBS=1)
 endif()
 message(STATUS "epcomm: verbs transport ${EPCOMM_WITH_VERBS}")

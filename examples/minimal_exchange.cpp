@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The whole epcomm round trip: route, dispatch, run the experts, combine.
 //
 //   cmake -S examples -B build/example -DCMAKE_PREFIX_PATH=<epcomm prefix>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "epcomm_kernels/codec.hpp"
 
 #include <epcomm/error.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Byte layout of encoded rows (the public half of the format spec; the element
 // encodings are in kernels/common/).
 #include <epcomm/formats.hpp>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # README command 1: install what is missing, build, and run a small dispatch/combine
 # sweep on 4 ranks split into 2 emulated nodes (EPCOMM_RANKS_PER_NODE=2), so the
 # inter-node path runs on one machine. Prints the bench's table and writes its JSON

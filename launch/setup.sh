@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages epcomm needs (only those missing; apt-get runs only
 # then) and builds epcomm into build/ (RelWithDebInfo). Idempotent: safe to run on
 # every CI job and before every quickstart.
-#   launch/setup.sh              install missing packages, configure, build
+#   launch/setup.sh              runtime and build packages; configure, build
+#   launch/setup.sh --dev        also the test tools (VM, fuzzing, plots, lint)
 #   launch/setup.sh --no-build   install missing packages only
 # Environment: EPCOMM_BUILD_DIR (default build), EPCOMM_CMAKE_ARGS (extra configure
 # arguments, word-split), EPCOMM_JOBS (default nproc).
@@ -10,29 +12,39 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
+dev=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --dev) dev=1 ;;
+    -h|--help) sed -n '3,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 
+# To build and run the library, its tests and bench programs.
 PACKAGES=(
   openmpi-bin libopenmpi-dev             # MPI (Open MPI 4.1)
   libhwloc-dev hwloc                     # topology
   libibverbs-dev rdma-core               # RDMA verbs
-  qemu-system-x86 busybox-static cpio    # verbs test VM (launch/verbs-vm)
-  ibverbs-providers ibverbs-utils        # soft-RoCE provider and ibv_* tools, used in the VM
+  ibverbs-providers                      # verbs drivers of the adapters (and soft-RoCE)
   libnuma-dev numactl                    # NUMA placement
-  libgtest-dev                           # tests
+  libgtest-dev                           # tests (built by default)
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
-  clang libclang-rt-dev                  # libFuzzer target (launch/test.sh stage 8)
   libhwy-dev                             # SIMD kernels (Highway)
   libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
+)
+# Only to test and develop it (launch/test.sh passes --dev).
+DEV_PACKAGES=(
+  qemu-system-x86 busybox-static cpio    # verbs test VM (launch/verbs-vm)
+  ibverbs-utils                          # ibv_* tools, used in the VM
+  clang libclang-rt-dev                  # libFuzzer target (cmake --workflow --preset fuzz)
   python3-numpy python3-matplotlib       # bench plots
   iproute2 procps                        # emulated cluster: ip/tc, ps/pgrep (launch/emulate-cluster, tests/cluster)
+  shellcheck                             # lint of the shell scripts (ctest -L lint)
+  slurmctld slurmd slurm-client          # a one-host Slurm for epcomm-run's srun path (ctest -L slurm)
 )
+((dev)) && PACKAGES+=("${DEV_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The codec seam with the plain formats: BF16 rounding against an independent
 // nearest-value search, and the table's encode/decode/accumulate contracts.
 #include <epcomm/error.hpp>

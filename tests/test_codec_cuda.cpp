@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The CUDA codecs against the CPU codec table (codec_for, run with
 // EPCOMM_KERNELS=scalar: the reference kernels): encoded bytes equal byte for byte,
 // decoded and accumulated floats bit for bit, for every format, both dtypes, odd

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The Highway tile kernels against the scalar reference, bit for bit, on every SIMD
 // target compiled into kernels/cpu/simd_kernels.cpp that this CPU runs (each test
 // runs once per target, selected with hwy::SetSupportedTargetsForTest): each tile

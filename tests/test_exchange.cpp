@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Multi-rank dispatch/combine against the independent reference of
 // support/test_data: run under mpiexec with 1..8 ranks and 1..4 emulated nodes.
 #include <epcomm/epcomm.hpp>

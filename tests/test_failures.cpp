@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Every error the exchange promises, on 4 ranks in 2 emulated nodes with a short
 // timeout (EPCOMM_TIMEOUT_S=3 from ctest): the error code, the rank and the bad
 // value in the message, and no hang.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // FP8 E4M3 and LogFMT-n against references computed here, in double precision and
 // from the formats' definitions (docs/formats.md), never from kernels/common.
 #include <epcomm/error.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The pure planning logic: token routes (dedup per node and rank, validation) and
 // the receive layout, against direct per-(token, expert) counting.
 #include <epcomm/error.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The two-micro-batch schedules: the documented stage order, and results identical
 // to the serial schedule bit for bit (the exchange is deterministic and the stages
 // are the same), with the progress thread on and off.

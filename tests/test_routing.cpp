@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // NodeLimitedRouter against a brute-force reference that shares no method with it:
 // scores come from other formulas in double (tanh for the sigmoid, 1 / sum exp(l_j -
 // l_e) for the softmax) and every choice is made by enumerating subsets instead of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The progress thread needs MPI_THREAD_MULTIPLE: under a lower thread level a Group
 // that asks for it fails with a clear error, and inline progress still works.
 // Its own main, since MPI must be initialised below MPI_THREAD_MULTIPLE.

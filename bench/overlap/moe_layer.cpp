@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "overlap/moe_layer.hpp"
 
 #include <random>

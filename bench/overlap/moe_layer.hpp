@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A synthetic MoE layer for one micro-batch on one rank, with real matrix multiplies
 // (Eigen): attention stand-in (attn_gemms [T,H]x[H,H] products), gate + node-limited
 // routing, routed experts (per local expert [n,H]x[H,F], ReLU, [n,F]x[F,H]) and a

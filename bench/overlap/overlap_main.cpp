@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm-overlap-bench: how much expert-parallel communication two micro-batches
 // hide behind compute. Per configuration, in one run, on a synthetic MoE stack:
 //   compute_us    time inside the compute stages (serial schedule)

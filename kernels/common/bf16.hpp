@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // BF16 <-> FP32 conversion: round to nearest even, NaN stays NaN (quietened).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // FP8 E4M3 (OCP "e4m3fn": bias 7, no infinities, S.1111.111 is NaN, subnormals kept)
 // and the per-tile scales of the FP8 row formats. docs/formats.md is the spec.
 #pragma once

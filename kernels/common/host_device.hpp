@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Element-level code shared verbatim by the CPU reference kernels and the CUDA
 // kernels, so both compute the same IEEE operations in the same order and agree bit
 // for bit. Only +, -, *, /, floor, rint, comparisons and bit moves are used: no

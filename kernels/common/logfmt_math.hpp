@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // LogFMT-nBit element math (docs/formats.md is the spec). A tile of up to 128
 // values keeps (min, max) of log2|x| as fixed-point numbers in 1/128 units; a code
 // has a sign bit and n-1 magnitude bits: magnitude 0 is zero, magnitude k in

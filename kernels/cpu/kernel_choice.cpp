@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which TileKernels the codecs run: the vectorised set unless EPCOMM_KERNELS=scalar.
 #include <cstdlib>
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Scalar reference kernels: the element math of kernels/common applied one element
 // at a time. The vectorised and CUDA kernels must reproduce these bits.
 #include <algorithm>

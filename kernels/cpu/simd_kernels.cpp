@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Vectorised tile kernels: the element math of kernels/common written once more in
 // Highway vector ops, compiled for every SIMD target Highway knows (foreach_target)
 // and dispatched at run time to the best one the CPU has. The results must equal

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The Highway-vectorised TileKernels (kernels/cpu/simd_kernels.cpp), bit-identical
 // to reference_kernels().
 #pragma once

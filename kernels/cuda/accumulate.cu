@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // accumulate_rows and accumulate_row_list (combine): 16 lanes own one tile of one
 // destination row and walk its sources in the order given, so every element's sum
 // is formed in a fixed order, the CPU's, with no atomics. The two differ only in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The CSR of sources per destination that accumulate_rows takes, built so each
 // destination sees its sources in increasing order: the order of the CPU combine
 // loop, which makes the GPU sums bit-identical to it.

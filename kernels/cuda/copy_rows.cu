@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Gather/scatter of whole rows as bytes, 16 bytes a thread where alignment allows.
 #include "cuda_check.hpp"
 #include "launch.hpp"

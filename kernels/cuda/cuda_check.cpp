@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cuda_check.hpp"
 
 #include <epcomm/error.hpp>

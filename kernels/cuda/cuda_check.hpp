@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CUDA runtime failures as epcomm::Error, so callers of the CUDA codecs handle one
 // exception type whatever backend ran.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // decode_rows and unpack_rows: one kernel per (format, destination dtype), 16 lanes
 // a tile; unpack_rows is decode_rows writing its rows through an index list.
 #include "cuda_check.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Whether CUDA work can run here at all: tests and benches skip, rather than fail,
 // on machines without a GPU or without a driver.
 #include <cuda_runtime_api.h>

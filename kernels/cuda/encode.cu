@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // encode_rows, pack_rows and encode_token_rows: one kernel per (format, source
 // dtype), 16 lanes a tile; pack_rows reads its rows through an index list, and
 // encode_token_rows writes them through the same list too.

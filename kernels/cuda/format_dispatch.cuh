@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Runs a generic callable with the tile format type of a runtime Format, so each
 // host entry point instantiates its kernel once per format.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // E4M3 conversions through the FP8 conversion instructions of sm_89+ GPUs: the
 // values of elem::f32_to_e4m3 and elem::e4m3_to_f32 in one instruction per two
 // elements instead of ~30 integer operations per element, which made FP8 pack

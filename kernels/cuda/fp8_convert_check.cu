@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "fp8_convert_check.hpp"
 
 #include "cuda_check.hpp"

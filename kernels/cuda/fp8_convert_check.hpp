@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A device-side proof for fp8_convert.cuh, for the tests: how many of the 2^32
 // floats and 256 codes the conversion instructions convert differently from the
 // reference element math (kernels/common/fp8_e4m3.hpp). Synchronous.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // How the CUDA codec kernels split rows among threads, and the memory accesses of
 // one thread. A 1x128 tile is handled by 16 consecutive lanes of a warp, 8 elements
 // each: a BF16 lane loads one 16-byte vector, an FP8 lane stores 8 code bytes, a

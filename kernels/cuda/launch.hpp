@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Argument checks and grid sizes shared by the host entry points of the CUDA codecs.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One lane's part of encoding and decoding a tile, per wire format: the device
 // counterpart of the per-format structs in kernels/codec.cpp, over the same element
 // math (kernels/common), so the bytes and floats agree with the CPU bit for bit.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // FP32 multiply, divide and add whose NaN results carry the bits x86 SSE gives,
 // which is what the CPU reference computes. Non-NaN results are the GPU's own
 // (IEEE round to nearest, subnormals kept), already identical; only NaN bits

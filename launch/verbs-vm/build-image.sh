@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Makes (once) the kernel and initramfs of the verbs test VM in CACHE_DIR:
 #   vmlinuz     Debian's 6.1 kernel, from `apt-get download` of the image package
 #               that linux-image-amd64 currently depends on (the host's own kernel
@@ -26,8 +27,9 @@ if [[ -f $cache/vmlinuz && -f $cache/initrd.gz && "$(cat "$cache/stamp" 2>/dev/n
   exit 0
 fi
 
-[[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 ||
+if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then
   skip "/bin/busybox is missing or not static; run launch/verbs-vm/setup.sh (busybox-static)"
+fi
 command -v cpio >/dev/null || skip "cpio is missing; run launch/verbs-vm/setup.sh"
 
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')

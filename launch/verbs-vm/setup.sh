@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what the verbs test VM needs on Debian 12 (only missing packages):
 # QEMU, a static busybox and cpio for the initramfs, and the host-side verbs tools
 # the guest uses through its view of the host's root (rdma from iproute2, the rxe

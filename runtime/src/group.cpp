@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include <epcomm/group.hpp>
 
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What a Group knows about its ranks; shared by everything built on the group.
 #pragma once
 

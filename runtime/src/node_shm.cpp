@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "node_shm.hpp"
 
 #include <fcntl.h>

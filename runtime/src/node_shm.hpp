@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Shared memory among the ranks of one node: every rank creates one POSIX shm
 // segment of the same size and maps its peers'. Names are unlinked as soon as all
 // ranks have mapped them, so the memory lives exactly as long as the mappings: a

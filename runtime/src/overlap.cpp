@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The two-micro-batch schedules. Each is a fixed order of begin / compute / wait
 // calls; comments name the overlap each step buys. Handles are dropped as soon as
 // their combine completed so that two exchange slots always suffice.

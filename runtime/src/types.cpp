@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include <epcomm/types.hpp>
 
 #include <string>

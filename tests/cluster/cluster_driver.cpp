@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm-cluster-driver: repeats BF16 dispatch + combine through the public API, for
 // the emulated-cluster fault tests and the link-traffic measurement
 // (launch/emulate-cluster, tests/cluster/, docs/cluster.md).

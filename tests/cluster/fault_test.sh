@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Fault tests on an emulated cluster (ctest label "cluster"):
 #   fault_test.sh stop|linkdown|kill|badlaunch DRIVER
 # DRIVER is build/tests/epcomm-cluster-driver. Each case starts a job with
@@ -157,8 +158,9 @@ case $case_name in
     grep -q 'exited on signal 9\|killed\|signal 9' "$log" || fail "mpirun did not report the killed rank"
     ;;
   badlaunch)
-    # shellcheck disable=SC2054  # "self,vader" is one word
-    mpirun=(mpirun --oversubscribe --bind-to none --mca btl self,vader)
+    # shellcheck source=launch/mpi_env.sh
+    source "$root/launch/mpi_env.sh"
+    mpirun=("${EPCOMM_MPIRUN[@]}")
     # expect_launch_error NEEDLE COMMAND...: the launch fails and prints NEEDLE.
     expect_launch_error() {
       local needle=$1 rc=0

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fuzz target: decode and accumulate arbitrary bytes as a row of any format and
 // width. The row lives in a heap block of exactly row_bytes(hidden) (and outputs of
 // exactly hidden elements), so AddressSanitizer sees any read or write past them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Multi-rank GoogleTest support (the gtest-mpi-listener pattern): MPI is
 // initialised once, only rank 0 prints, and MpiTest's TearDown gathers every
 // rank's failures so a test that failed anywhere fails on every rank, with the

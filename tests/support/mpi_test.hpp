@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Base fixture for multi-rank tests: see mpi_test_main.cpp.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The main of every test binary: MPI_THREAD_MULTIPLE, since epcomm's progress
 // thread calls MPI beside the test's thread. Single-process unit tests use it too.
 #include <mpi.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Random exchange inputs with fixed seeds, and the independent reference exchange
 // the multi-rank tests compare against: every rank gathers all ranks' inputs and
 // computes, with plain per-(token, expert) loops, what it should receive and what

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Drives a VerbsTransport until a condition holds, as the engine's wait() will: a
 // stretch of `timeout_s` without any completion is a timeout that names the peers
 // still outstanding.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The device-free parts of the verbs transport: GID choice, the immediate's bit
 // layout, and the offset math of a write (bounds, chunking).
 #include <gtest/gtest.h>

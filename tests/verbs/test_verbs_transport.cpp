@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The verbs transport between real queue pairs: random data written with
 // immediates arrives byte-exact and in order; a peer in error, a wrong remote key
 // and a silent peer each end in an error that names the peer, never in a hang.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One-way RDMA write bandwidth of the verbs transport between ranks 0 and 1: rank
 // 0 keeps `window` writes with immediate in flight to rank 1, which only polls;
 // the clock stops when the last write is acknowledged (its bytes are then in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The codec seam: how a row of `hidden` elements is encoded for the wire and for
 // the dispatch output, and how it is decoded or accumulated. The exchange moves
 // encoded rows as opaque bytes of row_bytes(hidden); a format is a Codec, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CUDA implementations of the row codecs (epcomm/formats.hpp): the same bytes and
 // the same floats as the CPU codec table (codec.hpp), bit for bit, computed on the
 // GPU over many rows at once. No CUDA type appears here, so any C++17 translation

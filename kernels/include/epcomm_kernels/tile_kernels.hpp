@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The per-tile kernels every quantised format is built from. Two implementations
 // fill this table: the scalar reference (kernels/cpu/reference.cpp, the spec in
 // code) and the vectorised one (Highway, runtime dispatch to the best SIMD target);

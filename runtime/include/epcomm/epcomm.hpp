@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — expert-parallel token exchange. Umbrella header.
 #pragma once
 

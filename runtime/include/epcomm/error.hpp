@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — errors.
 //
 // Every failure the library reports is an epcomm::Error: a std::runtime_error that
@@ -5,6 +6,8 @@
 // and name the offending value (and, for timeouts, the phase and the peers still
 // outstanding), so a log line from one rank of a large job is enough to act on.
 #pragma once
+
+#include <epcomm/export.hpp>
 
 #include <stdexcept>
 #include <string>
@@ -21,9 +24,9 @@ enum class ErrorCode : int {
   kGroupFailed = 7,      // the group saw an earlier error and can no longer be used
 };
 
-const char* to_string(ErrorCode code) noexcept;
+EPCOMM_API const char* to_string(ErrorCode code) noexcept;
 
-class Error : public std::runtime_error {
+class EPCOMM_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message)
       : std::runtime_error(message), code_(code) {}

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — dispatch and combine.
 //
 // Dispatch sends every token to the ranks that own its chosen experts. A token
@@ -15,6 +16,7 @@
 // operations in the same order.
 #pragma once
 
+#include <epcomm/export.hpp>
 #include <epcomm/group.hpp>
 #include <epcomm/types.hpp>
 
@@ -82,7 +84,7 @@ class Engine;
 // from dispatch_begin on, their contents valid once wait() returned or, with
 // device memory, for work the caller enqueues on its stream after dispatch_begin;
 // the other accessors are valid once wait() returned.
-class DispatchHandle {
+class EPCOMM_API DispatchHandle {
  public:
   DispatchHandle();
   ~DispatchHandle();
@@ -125,7 +127,7 @@ class DispatchHandle {
   std::shared_ptr<detail::DispatchOp> op_;
 };
 
-class CombineHandle {
+class EPCOMM_API CombineHandle {
  public:
   CombineHandle();
   ~CombineHandle();
@@ -143,7 +145,7 @@ class CombineHandle {
   std::shared_ptr<detail::CombineOp> op_;
 };
 
-class Exchange {
+class EPCOMM_API Exchange {
  public:
   // Collective over the group: checks that every rank passed the same config and
   // allocates all buffers for max_inflight operations up front.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — wire formats of token rows and their byte layout (docs/formats.md).
 //
 // A row of `hidden` elements is encoded as one contiguous byte string of
@@ -7,6 +8,8 @@
 // that wants FP8 rows for an FP8 grouped GEMM reads codes and scales at the offsets
 // given here.
 #pragma once
+
+#include <epcomm/export.hpp>
 
 #include <cstddef>
 
@@ -26,19 +29,19 @@ enum class Format : int {
 inline constexpr int kTileElems = 128;
 
 // LogFMT with n bits per element, n in [3, 16]; throws Error(kInvalidArgument).
-Format logfmt_format(int bits);
+EPCOMM_API Format logfmt_format(int bits);
 // n for a LogFMT format, 0 for any other.
-int logfmt_bits(Format f) noexcept;
+EPCOMM_API int logfmt_bits(Format f) noexcept;
 // True for the enumerators above and kLogFMT3..kLogFMT16.
-bool is_known_format(Format f) noexcept;
+EPCOMM_API bool is_known_format(Format f) noexcept;
 // kF32 and kBF16: rows are plain arrays, no per-tile metadata.
 inline bool is_plain_format(Format f) noexcept { return f == Format::kF32 || f == Format::kBF16; }
 
 // "f32", "bf16", "fp8", "fp8-ue8m0", "logfmt<n>" ("?" for unknown values).
-const char* to_string(Format f) noexcept;
+EPCOMM_API const char* to_string(Format f) noexcept;
 // Parses the names to_string gives ("fp32" also accepted); throws
 // Error(kInvalidArgument) naming the bad value.
-Format parse_format(const char* name);
+EPCOMM_API Format parse_format(const char* name);
 
 struct RowLayout {
   std::size_t row_bytes = 0;       // whole encoded row
@@ -52,7 +55,7 @@ struct RowLayout {
 // kFP8UE8M0: [hidden E4M3 bytes][tiles x UE8M0 byte]
 // LogFMT-n:  [tiles x (int16 min, int16 max) in 1/128 log2 units][hidden n-bit codes,
 //            packed little-endian, each tile starting on a byte boundary]
-RowLayout row_layout(Format f, int hidden);
-std::size_t encoded_row_bytes(Format f, int hidden);
+EPCOMM_API RowLayout row_layout(Format f, int hidden);
+EPCOMM_API std::size_t encoded_row_bytes(Format f, int hidden);
 
 }  // namespace epcomm

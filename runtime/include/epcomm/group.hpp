@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — a group of ranks that exchange tokens.
 //
 // A Group is built collectively from a caller's MPI communicator (never assumed to be
@@ -10,6 +11,7 @@
 // communicator's ranks.
 #pragma once
 
+#include <epcomm/export.hpp>
 #include <mpi.h>
 
 #include <memory>
@@ -44,7 +46,7 @@ namespace detail {
 struct GroupState;
 }
 
-class Group {
+class EPCOMM_API Group {
  public:
   // Collective over `comm`. Throws Error on inconsistent topology or options.
   explicit Group(MPI_Comm comm, const GroupOptions& options = {});

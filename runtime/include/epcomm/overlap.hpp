@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — two-micro-batch schedules that hide expert-parallel communication.
 //
 // DeepSeek-V3 splits each batch in two: while one micro-batch computes, the other's
@@ -11,6 +12,7 @@
 #pragma once
 
 #include <epcomm/exchange.hpp>
+#include <epcomm/export.hpp>
 
 #include <functional>
 
@@ -33,17 +35,17 @@ struct MicroBatchStages {
 
 // Prefill. Per layer, compute runs ATTN(1) SHARED(0) ATTN(0) MLP(1) MLP(0) SHARED(1)
 // while communication runs COMBINE(0) DISPATCH(1) DISPATCH(0) COMBINE(1).
-void run_prefill_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
+EPCOMM_API void run_prefill_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
                            int layers);
 
 // Decode: attention split in two (attention_prologue, attention); each micro-batch's
 // dispatch and combine run under the other's attention and experts.
-void run_decode_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
+EPCOMM_API void run_decode_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
                           int layers);
 
 // The same stages with no overlap: every exchange is waited for at once. The
 // reference the overlapped schedules are measured and checked against.
-void run_serial_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
+EPCOMM_API void run_serial_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const MicroBatchStages& mb1,
                           int layers);
 
 }  // namespace epcomm

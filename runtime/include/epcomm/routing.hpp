@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // epcomm — node-limited top-k routing (DeepSeek-V3 style).
 //
 // Experts are laid out in contiguous blocks: expert e lives on epcomm rank
@@ -11,6 +12,8 @@
 // Ties are broken towards the lower node / expert index, so routing is a pure
 // function of its inputs.
 #pragma once
+
+#include <epcomm/export.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -30,7 +33,7 @@ struct RouterConfig {
   float route_scale = 1.0f;
 };
 
-class NodeLimitedRouter {
+class EPCOMM_API NodeLimitedRouter {
  public:
   // Throws Error(kInvalidArgument) when the config is impossible: num_experts < 1,
   // num_nodes < 1, experts not divisible by nodes, topk outside [1, num_experts], a
@@ -66,7 +69,7 @@ class NodeLimitedRouter {
 // [0, num_experts), overwritten (not accumulated). Entries of -1 are ignored; other
 // out-of-range ids throw Error(kInvalidArgument) naming the token, k and the id, as
 // do negative sizes.
-void count_expert_load(const int32_t* topk_idx, int num_tokens, int topk,
+EPCOMM_API void count_expert_load(const int32_t* topk_idx, int num_tokens, int topk,
                        int num_experts, int64_t* load);
 
 // Auxiliary-loss-free balancing step: bias[e] -= gamma where load[e] is above the
@@ -74,7 +77,7 @@ void count_expert_load(const int32_t* topk_idx, int num_tokens, int topk,
 // equal. `load` is normally the global load (all-reduced by the caller over the
 // data-parallel group). A negative num_experts or non-finite gamma throws
 // Error(kInvalidArgument).
-void update_expert_bias(float* bias, const int64_t* load, int num_experts,
+EPCOMM_API void update_expert_bias(float* bias, const int64_t* load, int num_experts,
                         float gamma);
 
 }  // namespace epcomm

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/combine_op.hpp"
 
 #include <algorithm>

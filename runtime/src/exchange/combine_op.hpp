@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One combine along a dispatch's route: expert outputs staged in shared memory,
 // node pre-reduction by the forwarder, one partial per (token, node) back over the
 // network, and the source's sum in node order.

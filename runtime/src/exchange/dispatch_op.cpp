@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/dispatch_op.hpp"
 
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One dispatch: layout exchange, deduplicated inter-node send, intra-node forward
 // into each owner's expert-major slot, and the local fan-out of multi-expert rows.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/engine.hpp"
 
 #include <unistd.h>

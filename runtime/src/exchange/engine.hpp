@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The exchange engine: buffers of every slot, the operation sequence, and progress.
 //
 // Operations (dispatch, combine) are small state machines. begin posts what can be

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The public Exchange and handle classes: thin forwards to the engine and its ops.
 #include <epcomm/exchange.hpp>
 

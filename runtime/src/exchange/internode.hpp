@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The exchange's inter-node tier: how one contiguous block of a slot's send buffer
 // reaches the rail peer on another node (the rank with this rank's local index
 // there). Two implementations share the dispatch/combine protocol:

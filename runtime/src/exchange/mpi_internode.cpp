@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/mpi_internode.hpp"
 
 #include "exchange/engine.hpp"

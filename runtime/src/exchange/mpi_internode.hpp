@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The MPI inter-node tier: one MPI_Isend/MPI_Irecv pair per block, matched by a
 // tag made of the operation's sequence number and phase. Works on any cluster; the
 // MPI library picks the wire (TCP, UCX, ...).

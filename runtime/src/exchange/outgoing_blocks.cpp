@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/outgoing_blocks.hpp"
 
 namespace epcomm::detail {

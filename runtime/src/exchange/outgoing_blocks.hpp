@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The blocks one operation sends over the inter-node tier, at most one per
 // destination node, each sent once its receiver may take it (at once over MPI;
 // over verbs after the receiver's clear-to-send).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/peer_requests.hpp"
 
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A set of outstanding MPI requests, each remembered with the peer it talks to, so
 // a stalled exchange can name who has not answered: the layout exchange's, and the
 // MPI inter-node tier's Transfers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/slot_layout.hpp"
 
 namespace epcomm::detail {

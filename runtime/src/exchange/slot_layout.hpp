@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The shared-memory part of one exchange slot, as every rank of the node sees it in
 // the slot's owner's segment. A slot holds one dispatch result (and its combines)
 // from begin until its handle is dropped; max_inflight slots exist per rank.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "exchange/verbs_internode.hpp"
 
 #include "exchange/engine.hpp"

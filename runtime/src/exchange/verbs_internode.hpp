@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The verbs inter-node tier: one reliable-connected queue pair to each rail peer
 // (same local index, other nodes), every slot's inter-node buffers registered once,
 // blocks moved by RDMA write with immediate into the peer's receive buffer at the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "plan/node_layout.hpp"
 
 namespace epcomm::detail {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Receive side of a dispatch: where each source's rows land in a rank's
 // expert-major output, and where its tokens land in the rank's token list (used by
 // combine). Every writer on the node reads the result from the destination's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "plan/token_routes.hpp"
 
 #include <cmath>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Source side of a dispatch: from topk_idx, which tokens go to which node and rank,
 // and the per-destination counts every rank must learn in the layout exchange.
 // Pure logic, no I/O.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The shape of an exchange: ranks, nodes and expert ownership. Pure values.
 #pragma once
 

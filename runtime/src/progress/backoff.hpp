@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // How a waiting thread gives its core away when nothing moves: spin a little (low
 // latency while every rank has a core), then yield, then sleep. With more ranks
 // than cores on the host a spinning rank steals the core its peer needs, so there

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "progress/progress_thread.hpp"
 
 #include <pthread.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The background progress engine of a group: one thread that advances every
 // registered exchange, so communication that has begun moves while the caller
 // computes. It blocks on a condition variable while no operation is in flight and

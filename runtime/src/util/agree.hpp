@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Collective agreement on a local step: every rank says whether it succeeded and
 // all learn who did not, so they can fail (or fall back) together instead of some
 // waiting in a later collective for a rank that gave up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Error raising. fail() builds the "epcomm rank R: ..." message and throws
 // epcomm::Error; EPCOMM_REQUIRE checks a condition and streams a message naming the
 // bad value; EPCOMM_MPI checks an MPI return code and names the call.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "util/env.hpp"
 
 #include <cerrno>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Every EPCOMM_* environment knob, declared in one place with its default.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one logging facility. Level from EPCOMM_LOG_LEVEL (error, warn, info, debug,
 // trace; default warn). Lines go to stderr as "[epcomm rank R] LEVEL message".
 #pragma once

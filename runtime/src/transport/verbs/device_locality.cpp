@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/device_locality.hpp"
 
 #include <hwloc/openfabrics-verbs.h>

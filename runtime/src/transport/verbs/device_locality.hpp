@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which verbs devices are near this rank's cores: on a host with several adapters
 // (one per socket or per GPU), each rank should use the one attached to its own
 // socket, not the first in the list. Locality comes from hwloc (the device's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/gid_choice.hpp"
 
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which GID table entry a RoCE port addresses its peers with. Pure logic over a
 // snapshot of the table, so the rule is tested without a device.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/immediate.hpp"
 
 #include "util/check.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The 32-bit immediate carried by every RDMA write-with-immediate: what arrived,
 // told to the receiver in the same completion that says the bytes are in place.
 //

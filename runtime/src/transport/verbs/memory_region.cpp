@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/memory_region.hpp"
 
 #include <cerrno>

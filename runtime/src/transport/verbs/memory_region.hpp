@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Memory registered with a verbs protection domain, once, for the lifetime of the
 // buffers it covers: registration pins pages and is far too slow per message.
 // Access is local write + remote write (peers RDMA-write into receive buffers; no

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/rc_queue_pair.hpp"
 
 #include <algorithm>

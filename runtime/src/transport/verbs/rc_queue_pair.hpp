@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One reliable-connected queue pair to one peer, and its bring-up
 // RESET -> INIT -> RTR -> RTS from the peer's endpoint (IB: by LID; RoCE: by GID
 // with a global route header).

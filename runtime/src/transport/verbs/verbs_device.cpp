@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/verbs_device.hpp"
 
 #include <cerrno>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One opened verbs port: device context, protection domain, and the address peers
 // reach it by. Chosen from EPCOMM_IB_DEVICE / EPCOMM_IB_PORT, else the first ACTIVE
 // port of the devices nearest this rank's cores first (device_locality); on RoCE

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/verbs_transport.hpp"
 
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RDMA writes with immediate between the ranks of an MPI communicator, over one
 // reliable-connected queue pair per peer: the inter-node transport that replaces
 // MPI_Isend/MPI_Irecv of contiguous per-peer regions.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/verbs/write_plan.hpp"
 
 #include <algorithm>

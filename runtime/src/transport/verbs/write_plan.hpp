@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Offset math of one RDMA write: bounds checks on both sides and the split into
 // chunks no longer than the port's maximum message size (8 MiB on soft-RoCE, 2 GiB
 // on most HCAs). Pure, so it is tested without a device.
