@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "comm_pool.hpp"
 #include "progress/progress_thread.hpp"
 
 namespace epcomm::detail {
@@ -28,6 +29,8 @@ struct GroupState {
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
+  // Exchanges' communicators (dups of comm), reused rather than freed.
+  CommPool exchange_comms;
   // Null when progress is inline (driven by wait() and Exchange::progress()).
   std::unique_ptr<ProgressThread> progress;
 

@@ -37,8 +37,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   rail_recvs_ = engine.internode->new_transfers();
   rail_sends_ = engine.internode->new_transfers();
   if (input.x_encoded) token_rows_ = static_cast<const std::byte*>(input.x);
-  const Topology& topo = engine.topo;
-  build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
+  // buf_.routes: built by the engine's checks before the slot was taken.
   post_layout();
 }
 

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <climits>
+#include <random>
 #include <thread>
 
 #include "exchange/combine_op.hpp"
@@ -17,11 +19,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The rank-level header at the start of each segment, before the slots.
-struct RankHeader {
-  alignas(64) uint64_t failed_seq;  // an operation this rank abandoned (0: none)
-};
+// The rank-level header at the start of each segment, before the slots: the
+// rank's failure record.
 constexpr std::size_t kHeaderBytes = 4096;
+static_assert(sizeof(FailureRecord) <= kHeaderBytes);
+constexpr int kTagSpan = kTagFailure + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
 
 void validate_local(const ExchangeConfig& c, const GroupState& g) {
   EPCOMM_REQUIRE(c.num_experts > 0 && c.num_experts % g.size == 0, kInvalidArgument,
@@ -45,14 +47,24 @@ void validate_local(const ExchangeConfig& c, const GroupState& g) {
                  "unknown combine_format value " << static_cast<int>(c.combine_format));
 }
 
+// What the ranks agree on besides the config: the exchange's id (rank 0's random
+// number: tags and failure messages of this exchange differ from an earlier one's on
+// the same communicator) and which communicator of the group's pool it takes.
+struct Agreement {
+  uint64_t id;
+  int comm_index;
+};
+
 // Every rank compares every rank's config, so a mismatch fails all of them at once.
-void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
+Agreement check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
                                            "max_inflight",    "transport (EPCOMM_TRANSPORT)"};
   constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
-  const int64_t mine[kFields] = {c.num_experts,
+  const int64_t nonce = static_cast<int64_t>(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^
+                                             Clock::now().time_since_epoch().count());
+  const int64_t mine[kFields + 2] = {c.num_experts,
                                  c.topk,
                                  c.hidden,
                                  c.max_tokens_per_rank,
@@ -62,10 +74,13 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  c.expert_alignment,
                                  c.max_recv_rows,
                                  c.max_inflight,
-                                 static_cast<int64_t>(g.transport)};
-  std::vector<int64_t> all(static_cast<std::size_t>(kFields) * g.size);
+                                 static_cast<int64_t>(g.transport),
+                                 nonce,
+                                 static_cast<int64_t>(g.exchange_comms.free_mask())};
+  constexpr int kSent = kFields + 2;
+  std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
   MPI_Request req;
-  EPCOMM_MPI(MPI_Iallgather(mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, g.comm, &req));
+  EPCOMM_MPI(MPI_Iallgather(mine, kSent, MPI_INT64_T, all.data(), kSent, MPI_INT64_T, g.comm, &req));
   const auto deadline = Clock::now() + std::chrono::duration<double>(g.timeout_s);
   for (int flag = 0;;) {
     EPCOMM_MPI(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
@@ -78,16 +93,20 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
   }
   for (int r = 0; r < g.size; ++r) {
     for (int f = 0; f < kFields; ++f) {
-      const int64_t theirs = all[static_cast<std::size_t>(r) * kFields + f];
+      const int64_t theirs = all[static_cast<std::size_t>(r) * kSent + f];
       EPCOMM_REQUIRE(theirs == mine[f], kMismatch,
                      "ExchangeConfig differs across ranks: rank " << r << " has " << kNames[f] << "=" << theirs
                                                                   << " but this rank has " << mine[f]);
     }
   }
+  uint64_t free_everywhere = ~uint64_t{0};
+  for (int r = 0; r < g.size; ++r) free_everywhere &= static_cast<uint64_t>(all[static_cast<std::size_t>(r) * kSent + kFields + 1]);
+  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms.made();
+  return {static_cast<uint64_t>(all[kFields]), comm_index};
 }
 
-RankHeader* header_of(const NodeShm& shm, int local_rank) {
-  return reinterpret_cast<RankHeader*>(shm.base(local_rank));
+FailureRecord* header_of(const NodeShm& shm, int local_rank) {
+  return reinterpret_cast<FailureRecord*>(shm.base(local_rank));
 }
 
 }  // namespace
@@ -104,8 +123,10 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       dtype_codec(kernels::codec_for(kernels::plain_format(c.dtype))),
       group_owner_(std::move(g)) {
   validate_local(config, group);
-  check_config_agrees(config, group);
-  EPCOMM_MPI(MPI_Comm_dup(group.comm, &comm));
+  const Agreement agreed = check_config_agrees(config, group);
+  const uint64_t exchange_id = agreed.id;
+  comm = group.exchange_comms.take(agreed.comm_index, group.comm, group.timeout_s);
+  comm_lease.index = agreed.comm_index;
 
   const int P = topo.num_ranks, J = topo.experts_per_rank(), L = topo.max_rows_per_token_rank();
   const int64_t T = config.max_tokens_per_rank;
@@ -129,6 +150,15 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 
   shm = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
                                   "exchange slots");
+  std::vector<FailureRecord*> records;
+  for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm, ld));
+  void* tag_ub = nullptr;
+  int has_ub = 0;
+  EPCOMM_MPI(MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &has_ub));
+  const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / kTagSpan) : 1;
+  tag_base = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
+  failures = std::make_unique<FailureChannel>(comm, tag_base + kTagFailure, group.rank, group.size, exchange_id,
+                                              std::move(records), group.local_rank);
 
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
@@ -175,12 +205,6 @@ void Op::abandon_requests(std::initializer_list<Transfers*> sets) {
   }
 }
 
-CommFreer::~CommFreer() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
-}
-
 Engine::~Engine() {
   if (registered_) group.progress->remove(this);
   abandon_all();
@@ -210,7 +234,7 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
 }
 
 int Engine::mpi_tag(uint64_t seq, int phase) const {
-  return static_cast<int>(seq % 4096) * kTagPhases + phase;
+  return tag_base + static_cast<int>(seq % 4096) * kTagPhases + phase;
 }
 
 int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {
@@ -247,22 +271,66 @@ void Engine::check_healthy() {
   EPCOMM_FAIL(kGroupFailed, "the exchange is unusable after an earlier error: " << failure_);
 }
 
+void Engine::check_peers() {
+  std::optional<PeerFailure> f = failures->poll(position());
+  if (!f) return;
+  std::ostringstream why;
+  why << "epcomm rank " << group.rank << ": the group failed because of rank " << f->origin;
+  if (f->rejected_at) {
+    why << ", which rejected the begin call that this rank made as operation " << f->rejected_at->seq
+        << " (every rank must make the same begin calls; a begin rejected on one rank must be rejected on all)";
+  }
+  why << ": " << f->message;
+  failure_ = why.str();
+  failure_code_ = ErrorCode::kGroupFailed;
+  failure_reported_ = true;
+  // Whoever began the operation a peer rejected tells every rank, the rejecting
+  // one included: the operation cannot complete anywhere.
+  failures->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
+  inflight_.clear();
+  throw Error(ErrorCode::kGroupFailed, failure_);
+}
+
+// The checks take nothing: a rejected begin leaves no slot held and no sequence
+// number used, so the exchange stays usable if every rank rejected it too.
+template <class Checks>
+void Engine::checked_begin(Checks&& checks) {
+  check_healthy();
+  check_peers();
+  try {
+    checks();
+  } catch (const Error& e) {
+    failures->reject(position(), e.what());
+    ++rejections_;
+    throw;
+  }
+}
+
 std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
   std::lock_guard<std::mutex> lk(mu_);
-  check_healthy();
-  EPCOMM_REQUIRE(input.memory == MemorySpace::kHost && input.stream == nullptr, kUnsupported,
-                 "dispatch input in device memory or on a stream is not supported by this build");
-  EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
-                 "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
-                               << config.max_tokens_per_rank);
-  EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
-                 "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
   // Slots rotate in dispatch order, identically on every rank.
   const int slot = static_cast<int>(dispatch_count_ % slots.size());
-  EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
-                 "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
-                        << " is still in use); drop a handle or raise max_inflight");
-  auto op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+  checked_begin([&] {
+    EPCOMM_REQUIRE(input.memory == MemorySpace::kHost && input.stream == nullptr, kUnsupported,
+                   "dispatch input in device memory or on a stream is not supported by this build");
+    EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
+                   "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
+                                 << config.max_tokens_per_rank);
+    EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
+                   "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
+    EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
+                   "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
+                          << " is still in use); drop a handle or raise max_inflight");
+    // The routes of a free slot are scratch until the operation takes it.
+    build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+  });
+  std::shared_ptr<DispatchOp> op;
+  try {
+    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+  } catch (const Error& e) {
+    fail(next_seq_, e.code(), e.what());
+    throw;
+  }
   ++next_seq_;
   ++dispatch_count_;
   inflight_.push_back(op);
@@ -272,21 +340,28 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
                                                  int64_t expert_out_rows, void* out, int out_tokens) {
   std::lock_guard<std::mutex> lk(mu_);
-  check_healthy();
-  EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
-                 "combine needs a DispatchHandle from this Exchange");
-  EPCOMM_REQUIRE(route->done(), kInvalidArgument,
-                 "combine on dispatch operation " << route->seq() << " before its wait() completed");
-  EPCOMM_REQUIRE(!route->combine_in_flight, kInvalidArgument,
-                 "a combine on dispatch operation " << route->seq() << " is already in flight");
-  const int64_t rows = route->output().layout.num_rows();
-  EPCOMM_REQUIRE(expert_out_rows >= rows, kBufferTooSmall,
-                 "expert_out has " << expert_out_rows << " rows but the dispatch delivered " << rows);
-  EPCOMM_REQUIRE(out_tokens >= route->num_tokens(), kBufferTooSmall,
-                 "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
-  EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
-                 "combine got a null expert_out or out buffer");
-  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out);
+  checked_begin([&] {
+    EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
+                   "combine needs a DispatchHandle from this Exchange");
+    EPCOMM_REQUIRE(route->done(), kInvalidArgument,
+                   "combine on dispatch operation " << route->seq() << " before its wait() completed");
+    EPCOMM_REQUIRE(!route->combine_in_flight, kInvalidArgument,
+                   "a combine on dispatch operation " << route->seq() << " is already in flight");
+    const int64_t rows = route->output().layout.num_rows();
+    EPCOMM_REQUIRE(expert_out_rows >= rows, kBufferTooSmall,
+                   "expert_out has " << expert_out_rows << " rows but the dispatch delivered " << rows);
+    EPCOMM_REQUIRE(out_tokens >= route->num_tokens(), kBufferTooSmall,
+                   "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
+    EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
+                   "combine got a null expert_out or out buffer");
+  });
+  std::shared_ptr<CombineOp> op;
+  try {
+    op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out);
+  } catch (const Error& e) {
+    fail(next_seq_, e.code(), e.what());
+    throw;
+  }
   ++next_seq_;
   inflight_.push_back(op);
   return op;
@@ -314,6 +389,7 @@ bool Engine::background_progress(bool& busy) {
 
 bool Engine::progress_locked() {
   check_healthy();
+  check_peers();
   bool moved = false;
   if (!inflight_.empty()) {
     try {
@@ -372,11 +448,11 @@ void Engine::wait(Op& op) {
   }
 }
 
-void Engine::fail_op(Op& op, ErrorCode code, const std::string& why) {
+void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
   failure_reported_ = true;
-  store_flag(header_of(*shm, group.local_rank)->failed_seq, op.seq());
+  failures->raise(group.rank, seq, why, true);
   inflight_.clear();
 }
 
