@@ -434,7 +434,8 @@ TEST_F(Catalogue, NonFiniteInputWithLogFmtOnOneRank) {
 
 // A NaN in one expert output row of rank 1, for a token from the other node: the
 // rank that pre-reduces it for the source (rank 1's node peer with the source's
-// local index) cannot encode the partial; every other rank fails at once naming it.
+// local index) cannot encode the partial; every other rank fails at once naming it
+// (in this combine, or in its next call if its own partials had all arrived).
 TEST_F(Catalogue, NonFiniteExpertOutputWithLogFmtCombine) {
   epcomm::ExchangeConfig c = config();
   c.combine_format = epcomm::Format::kLogFMT8;
@@ -456,12 +457,42 @@ TEST_F(Catalogue, NonFiniteExpertOutputWithLogFmtCombine) {
   const int reducer = source % slow_group.ranks_per_node();  // its node-0 rail peer
   std::vector<float> out(static_cast<std::size_t>(in.num_tokens) * 40);
   begin_case();
-  const Outcome o = attempt([&] { ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens); });
+  Outcome o = attempt([&] { ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens); });
+  // A rank whose partials had all arrived may finish first: its next call fails.
+  if (!o.failed && slow_group.rank() != reducer) o = attempt([&] { ex.dispatch(as_dispatch(in)); });
   const std::string name = "NaN in an expert output, LogFMT-8 combine";
   if (slow_group.rank() == reducer) {
     expect(name, o, ErrorCode::kInvalidArgument, {rank_tag(reducer), "partial sum", "rank " + std::to_string(source)});
   } else {
     expect(name, o, ErrorCode::kGroupFailed, {"because of rank " + std::to_string(reducer), "partial sum"});
+  }
+}
+
+
+// Node 0 begins a combine where node 1 begins a dispatch: every rank fails at once,
+// the message naming both operations (kMismatch where the headers were compared,
+// kGroupFailed where the news came from a peer).
+TEST_F(Catalogue, OperationsBegunInDifferentOrders) {
+  epcomm::Exchange ex(slow_group, config());
+  RankInput in = good_input();
+  epcomm::DispatchHandle h = ex.dispatch(as_dispatch(in));
+  std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * 40, 0.5f), out(static_cast<std::size_t>(8) * 40);
+  const bool node0 = slow_group.node() == 0;
+  begin_case();
+  const Outcome o = attempt([&] {
+    if (node0) {
+      ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens);
+    } else {
+      ex.dispatch(as_dispatch(in));
+    }
+  });
+  const std::string name = "node 0 combines where node 1 dispatches";
+  const std::vector<std::string> needles{rank_tag(slow_group.rank()), "began combine 2 of dispatch 1",
+                                         "began dispatch 2"};
+  if (o.failed && o.code == ErrorCode::kGroupFailed) {
+    expect(name, o, ErrorCode::kGroupFailed, needles);
+  } else {
+    expect(name, o, ErrorCode::kMismatch, needles);
   }
 }
 

@@ -2,17 +2,33 @@
 #include "comm_pool.hpp"
 
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "util/check.hpp"
 
 namespace epcomm::detail {
 
-CommPool::~CommPool() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized) return;
-  for (MPI_Comm& c : comms_) MPI_Comm_free(&c);
+std::shared_ptr<CommPool> CommPool::of_members(MPI_Comm comm) {
+  int size = 0;
+  EPCOMM_MPI(MPI_Comm_size(comm, &size));
+  MPI_Group mine = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  EPCOMM_MPI(MPI_Comm_group(comm, &mine));
+  EPCOMM_MPI(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  std::vector<int> ranks(size), world_ranks(size);
+  for (int r = 0; r < size; ++r) ranks[r] = r;
+  const int rc = MPI_Group_translate_ranks(mine, size, ranks.data(), world, world_ranks.data());
+  MPI_Group_free(&mine);
+  MPI_Group_free(&world);
+  EPCOMM_MPI(rc);
+  // Never destroyed: the communicators must outlive every message sent to them.
+  static auto* pools = new std::map<std::vector<int>, std::shared_ptr<CommPool>>;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lk(mu);
+  std::shared_ptr<CommPool>& pool = (*pools)[world_ranks];
+  if (!pool) pool = std::make_shared<CommPool>();
+  return pool;
 }
 
 uint64_t CommPool::free_mask() const {
@@ -23,7 +39,7 @@ uint64_t CommPool::free_mask() const {
 MPI_Comm CommPool::take(int index, MPI_Comm parent, double timeout_s) {
   if (index == made()) {
     EPCOMM_REQUIRE(index < kMaxComms, kUnsupported,
-                   "more than " << kMaxComms << " Exchanges alive at once on one Group; drop some first");
+                   "more than " << kMaxComms << " Exchanges alive at once over the same ranks; drop some first");
     MPI_Comm dup = MPI_COMM_NULL;
     MPI_Request req;
     EPCOMM_MPI(MPI_Comm_idup(parent, &dup, &req));

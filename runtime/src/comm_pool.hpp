@@ -1,28 +1,36 @@
 // SPDX-License-Identifier: MIT
-// The communicators of a group's exchanges, kept for reuse instead of freed.
+// The communicators of exchanges, kept for reuse instead of freed.
 //
-// Open MPI delivers a message that arrives for a freed communicator to the next
-// communicator given the same context, and a peer may still be sending to an
-// exchange this rank dropped (a failure message, a layout for an operation this rank
-// never began). Exchanges therefore never free their communicator: they return it
-// here, and a later exchange takes it again with tags of its own (Engine::mpi_tag),
-// so a stale message stays unmatched. Which communicator an exchange takes is agreed
-// across ranks at construction from every rank's free_mask().
+// Open MPI hands a message that arrives for a freed communicator to the next
+// communicator given the same context id, in that communicator's per-peer message
+// order: a stale message then takes the place of a real one, which is never matched
+// (a hang), or the new communicator's setup crashes (mca_pml_ob1_add_comm). A peer
+// may well still send to an exchange this rank dropped (a failure message, a layout
+// for an operation this rank never began). So exchange communicators are never
+// freed: an exchange returns its communicator to the pool of its ranks, and a later
+// exchange over the same ranks (of this Group or a later one) takes it again, with
+// tags of its own (Engine::mpi_tag) that stale messages cannot match. Which
+// communicator an exchange takes is agreed across ranks at construction from every
+// rank's free_mask().
 #pragma once
 
 #include <mpi.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace epcomm::detail {
 
 class CommPool {
  public:
-  static constexpr int kMaxComms = 64;  // exchanges alive at once on one group
+  static constexpr int kMaxComms = 64;  // exchanges alive at once over one set of ranks
+
+  // The pool of the ranks of `comm` (in its order), made on first use; it lives as
+  // long as the process.
+  static std::shared_ptr<CommPool> of_members(MPI_Comm comm);
 
   CommPool() = default;
-  ~CommPool();  // frees them all, unless MPI is finalized
   CommPool(const CommPool&) = delete;
   CommPool& operator=(const CommPool&) = delete;
 

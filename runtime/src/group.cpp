@@ -128,6 +128,7 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.host_cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
 
   EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));
+  s.exchange_comms = detail::CommPool::of_members(s.comm);
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
   log::set_rank(s.rank);
 

@@ -29,8 +29,9 @@ struct GroupState {
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
-  // Exchanges' communicators (dups of comm), reused rather than freed.
-  CommPool exchange_comms;
+  // Exchanges' communicators (dups of comm), reused rather than freed; shared
+  // with every later group of the same ranks.
+  std::shared_ptr<CommPool> exchange_comms;
   // Null when progress is inline (driven by wait() and Exchange::progress()).
   std::unique_ptr<ProgressThread> progress;
 

@@ -23,7 +23,7 @@ using Clock = std::chrono::steady_clock;
 // rank's failure record.
 constexpr std::size_t kHeaderBytes = 4096;
 static_assert(sizeof(FailureRecord) <= kHeaderBytes);
-constexpr int kTagSpan = kTagFailure + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
+constexpr int kTagSpan = kTagHeader + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
 
 void validate_local(const ExchangeConfig& c, const GroupState& g) {
   EPCOMM_REQUIRE(c.num_experts > 0 && c.num_experts % g.size == 0, kInvalidArgument,
@@ -76,7 +76,7 @@ Agreement check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  c.max_inflight,
                                  static_cast<int64_t>(g.transport),
                                  nonce,
-                                 static_cast<int64_t>(g.exchange_comms.free_mask())};
+                                 static_cast<int64_t>(g.exchange_comms->free_mask())};
   constexpr int kSent = kFields + 2;
   std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
   MPI_Request req;
@@ -101,7 +101,7 @@ Agreement check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
   }
   uint64_t free_everywhere = ~uint64_t{0};
   for (int r = 0; r < g.size; ++r) free_everywhere &= static_cast<uint64_t>(all[static_cast<std::size_t>(r) * kSent + kFields + 1]);
-  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms.made();
+  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms->made();
   return {static_cast<uint64_t>(all[kFields]), comm_index};
 }
 
@@ -125,7 +125,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   validate_local(config, group);
   const Agreement agreed = check_config_agrees(config, group);
   const uint64_t exchange_id = agreed.id;
-  comm = group.exchange_comms.take(agreed.comm_index, group.comm, group.timeout_s);
+  comm = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
   comm_lease.index = agreed.comm_index;
 
   const int P = topo.num_ranks, J = topo.experts_per_rank(), L = topo.max_rows_per_token_rank();
@@ -154,11 +154,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm, ld));
   void* tag_ub = nullptr;
   int has_ub = 0;
-  EPCOMM_MPI(MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &has_ub));
+  EPCOMM_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_ub));  // set on the world only
   const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / kTagSpan) : 1;
   tag_base = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
   failures = std::make_unique<FailureChannel>(comm, tag_base + kTagFailure, group.rank, group.size, exchange_id,
                                               std::move(records), group.local_rank);
+  agreement = std::make_unique<OpAgreement>(comm, tag_base + kTagHeader, group.rank, group.size);
 
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
@@ -240,12 +241,9 @@ int Engine::mpi_tag(uint64_t seq, int phase) const {
 int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {
   for (int ld = 0; ld < topo.ranks_per_node; ++ld) {
     SlotView v = slot_view(ld, slot);
-    if (load_flag(v.flags->*flag) >= seq) continue;
-    const uint64_t failed = load_flag(header_of(*shm, ld)->failed_seq);
-    EPCOMM_REQUIRE(failed == 0, kGroupFailed,
-                   "rank " << group.global_rank(group.node, ld) << " abandoned operation " << failed
-                           << " after an error (see its log); operation " << seq << " cannot complete");
-    return ld;
+    // A peer that failed is behind for good: the next round's check_peers() reports
+    // its failure record, naming the origin.
+    if (load_flag(v.flags->*flag) < seq) return ld;
   }
   return -1;
 }
@@ -273,7 +271,14 @@ void Engine::check_healthy() {
 
 void Engine::check_peers() {
   std::optional<PeerFailure> f = failures->poll(position());
-  if (!f) return;
+  if (!f) {
+    if (std::optional<std::string> differ = agreement->poll()) {
+      const std::string why = "epcomm rank " + std::to_string(group.rank) + ": " + *differ;
+      fail(next_seq_ - 1, ErrorCode::kMismatch, why);
+      throw Error(ErrorCode::kMismatch, why);
+    }
+    return;
+  }
   std::ostringstream why;
   why << "epcomm rank " << group.rank << ": the group failed because of rank " << f->origin;
   if (f->rejected_at) {
@@ -327,6 +332,7 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
   std::shared_ptr<DispatchOp> op;
   try {
     op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+    agreement->announce({OpHeader::kDispatch, 0, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;
@@ -358,6 +364,7 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
   std::shared_ptr<CombineOp> op;
   try {
     op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out);
+    agreement->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;

@@ -21,6 +21,7 @@
 #include "epcomm_kernels/codec.hpp"
 #include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
+#include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
@@ -131,12 +132,13 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   const kernels::Codec& combine_codec;
   const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
   MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's, from its pool
-  CommLease comm_lease{group.exchange_comms};
+  CommLease comm_lease{*group.exchange_comms};
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures;
+  std::unique_ptr<OpAgreement> agreement;
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
@@ -156,8 +158,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // to the old one (a peer's sends to a rank that failed), which must not match.
   int mpi_tag(uint64_t seq, int phase) const;
   int tag_base = 0;
-  // First node peer whose flag is below `seq`, or -1. Throws if that peer marked
-  // `seq` failed.
+  // First node peer whose flag is below `seq`, or -1.
   int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
 
@@ -168,7 +169,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // every rank (which then fail with kGroupFailed naming this rank).
   void fail(uint64_t seq, ErrorCode code, const std::string& why);
   // Reads the failure channel; throws Error(kGroupFailed) naming the origin if a
-  // peer failed, or rejected a begin this rank made as an operation.
+  // peer failed, or rejected a begin this rank made as an operation. Then compares
+  // the peers' operation headers; throws Error(kMismatch) if one began another op.
   void check_peers();
   // Runs a begin's checks; if one throws, announces the rejection and rethrows.
   template <class Checks>
@@ -188,6 +190,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
 
 // Phases of MPI traffic, folded into message tags; failure messages take the tag
 // after every operation's.
-enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3, kTagFailure = 4096 * kTagPhases };
+enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3, kTagFailure = 4096 * kTagPhases,
+             kTagHeader = kTagFailure + 1 };
 
 }  // namespace epcomm::detail
