@@ -5,6 +5,7 @@
 // timeout; each also checks that /dev/shm holds no segment of this job afterwards.
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
@@ -494,6 +496,40 @@ TEST_F(Catalogue, OperationsBegunInDifferentOrders) {
   } else {
     expect(name, o, ErrorCode::kMismatch, needles);
   }
+}
+
+
+// Buffers that pass every check but cannot be allocated: an address-space limit
+// just above what the process uses makes the first 512 MiB buffer fail on every
+// rank, which names the bytes and the limit (not a bare std::bad_alloc).
+TEST_F(Catalogue, AllocationFailureNamesBytesAndLimit) {
+  epcomm::ExchangeConfig c = config();
+  c.hidden = 4096;
+  c.max_tokens_per_rank = 32768;  // dispatch send buffer: 32768 x (20 + 16384) bytes
+  c.max_recv_rows = 64;           // keeps the shared part small
+  c.max_inflight = 1;
+  unsigned long long vm_kib = 0;
+  {
+    std::ifstream status("/proc/self/status");
+    for (std::string key; status >> key;) {
+      if (key == "VmSize:") {
+        status >> vm_kib;
+        break;
+      }
+    }
+  }
+  ASSERT_GT(vm_kib, 0u);
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &before), 0);
+  rlimit tight = before;
+  tight.rlim_cur = static_cast<rlim_t>(vm_kib * 1024 + (256ull << 20));
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  begin_case();
+  const Outcome o = attempt([&] { epcomm::Exchange ex(slow_group, c); });
+  setrlimit(RLIMIT_AS, &before);
+  expect("buffers over the address-space limit", o, ErrorCode::kSystem,
+         {rank_tag(slow_group.rank()), "cannot allocate " + std::to_string(32768ull * (20 + 16384)) + " bytes",
+          "RLIMIT_AS) " + std::to_string(static_cast<unsigned long long>(tight.rlim_cur)) + " bytes"});
 }
 
 }  // namespace

@@ -11,8 +11,10 @@
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
 #include "progress/backoff.hpp"
+#include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
+#include "util/memory_limits.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -164,22 +166,36 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
+  // Every rank learns whether all could allocate, so none goes on to wait for a
+  // rank that gave up here.
+  std::string alloc_error;
+  try {
   for (int i = 0; i < config.max_inflight; ++i) {
     SlotBuffers& s = slots.emplace_back();
-    s.rail_send.resize(remote_nodes * rail_block_bytes());
-    s.rail_recv.resize(remote_nodes * rail_block_bytes());
+    resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
+    resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
     if (!is_plain_format(config.dispatch_format)) {
-      s.encoded_tokens.resize(static_cast<std::size_t>(T) * slot_layout.row_bytes);
+      resize_or_fail(s.encoded_tokens, static_cast<std::size_t>(T) * slot_layout.row_bytes,
+                     "the encoded input rows of a slot");
     }
-    s.combine_send.resize(remote_nodes * combine_block_bytes());
-    s.combine_recv.resize(remote_nodes * combine_block_bytes());
-    s.own_partials.resize(static_cast<std::size_t>(T) * config.hidden);
-    if (config.dtype != DType::kF32) s.out_acc.resize(static_cast<std::size_t>(T) * config.hidden);
+    resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
+    resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
+    resize_or_fail(s.own_partials, static_cast<std::size_t>(T) * config.hidden, "the combine partials of a slot");
+    if (config.dtype != DType::kF32) {
+      resize_or_fail(s.out_acc, static_cast<std::size_t>(T) * config.hidden, "the combine accumulator of a slot");
+    }
     s.handled_offset.resize(N + 1);
-    s.route_count.resize(handled);
-    s.route_local.resize(handled * topo.ranks_per_node);
-    s.route_entry.resize(handled * topo.ranks_per_node);
+    resize_or_fail(s.route_count, handled, "the routes of a slot");
+    resize_or_fail(s.route_local, handled * topo.ranks_per_node, "the routes of a slot");
+    resize_or_fail(s.route_entry, handled * topo.ranks_per_node, "the routes of a slot");
   }
+  } catch (const Error& e) {
+    alloc_error = e.what();
+  }
+  const std::string short_of_memory = ranks_that_failed(group.comm, alloc_error.empty());
+  if (!alloc_error.empty()) throw Error(ErrorCode::kSystem, alloc_error);
+  EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
+                 "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
   internode = make_internode(*this);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config.hidden << ", " << config.num_experts << " experts, top-"
                                         << config.topk << ", " << config.max_inflight << " slots of "
