@@ -204,6 +204,47 @@ TEST_F(Fixture, RankThatStopsAfterBeginIsNamedByItsRailPeer) {
   EXPECT_LT(took, inline_group.timeout_s() + 5.0);
 }
 
+// Rank 3 reaches Exchange construction after its peers' timeout. They fail naming
+// it; it fails too, bounded, naming the peers that gave up (instead of hanging in
+// a collective they left). A later construction on the same group works.
+TEST_F(Fixture, RankLateToExchangeConstruction) {
+  const double timeout = group.timeout_s();
+  const int me = group.rank();
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (me == 3) std::this_thread::sleep_for(std::chrono::duration<double>(timeout + 1.0));
+  const auto start = std::chrono::steady_clock::now();
+  if (me == 3) {
+    expect_error([&] { epcomm::Exchange ex(group, config()); }, ErrorCode::kTimeout,
+                 {rank_tag(3), "'setup' (Exchange construction)", "ranks 0, 1, 2 gave up"});
+  } else {
+    expect_error([&] { epcomm::Exchange ex(group, config()); }, ErrorCode::kTimeout,
+                 {rank_tag(me), "'setup' (Exchange construction)", "ranks 3 did not arrive"});
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(took, timeout - 0.1);
+  EXPECT_LT(took, timeout + 1.0);
+  MPI_Barrier(MPI_COMM_WORLD);
+  epcomm::Exchange ex(group, config());
+  RankInput in = input();
+  ex.dispatch(as_dispatch(in));
+}
+
+// A rank that never creates its Group: the others time out, bounded, instead of
+// hanging in the first collective (on a communicator used for nothing else, since
+// the duplication they began stays pending on it).
+TEST_F(Fixture, RankMissingFromGroupConstruction) {
+  MPI_Comm spare = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &spare);
+  if (group.rank() == 3) return;
+  epcomm::GroupOptions opt;
+  opt.timeout_s = 1;
+  const auto start = std::chrono::steady_clock::now();
+  expect_error([&] { epcomm::Group g(spare, opt); }, ErrorCode::kTimeout, {"'setup' (Group construction)"});
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(took, 0.9);
+  EXPECT_LT(took, 2.0);
+}
+
 TEST_F(Fixture, AllSlotsHeld) {
   epcomm::ExchangeConfig c = config();
   c.max_inflight = 1;

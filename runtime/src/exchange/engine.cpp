@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "util/check.hpp"
 #include "util/log.hpp"
 #include "util/memory_limits.hpp"
+#include "util/roll_call.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -58,7 +60,7 @@ struct Agreement {
 };
 
 // Every rank compares every rank's config, so a mismatch fails all of them at once.
-Agreement check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
+Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
@@ -80,19 +82,12 @@ Agreement check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  nonce,
                                  static_cast<int64_t>(g.exchange_comms->free_mask())};
   constexpr int kSent = kFields + 2;
+  // The group's private communicator carries only setup traffic: tags 1 and 2.
+  const std::vector<std::byte> records =
+      roll_call(g.comm, 1, mine, sizeof mine, ++g.setup_attempts, g.timeout_s, "Exchange construction",
+                &g.setup_left_messages);
   std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
-  MPI_Request req;
-  EPCOMM_MPI(MPI_Iallgather(mine, kSent, MPI_INT64_T, all.data(), kSent, MPI_INT64_T, g.comm, &req));
-  const auto deadline = Clock::now() + std::chrono::duration<double>(g.timeout_s);
-  for (int flag = 0;;) {
-    EPCOMM_MPI(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
-    if (flag) break;
-    if (Clock::now() > deadline) {
-      EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s
-                                              << " s in phase 'setup': not every rank created the Exchange");
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
+  std::memcpy(all.data(), records.data(), records.size());
   for (int r = 0; r < g.size; ++r) {
     for (int f = 0; f < kFields; ++f) {
       const int64_t theirs = all[static_cast<std::size_t>(r) * kSent + f];
