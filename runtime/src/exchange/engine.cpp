@@ -12,7 +12,6 @@
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
 #include "progress/backoff.hpp"
-#include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 #include "util/memory_limits.hpp"
@@ -82,7 +81,8 @@ Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
                                  nonce,
                                  static_cast<int64_t>(g.exchange_comms->free_mask())};
   constexpr int kSent = kFields + 2;
-  // The group's private communicator carries only setup traffic: tags 1 and 2.
+  // The group's private communicator carries only setup traffic: tags 1 and 2 here,
+  // 3 and 4 for the allocation check.
   const std::vector<std::byte> records =
       roll_call(g.comm, 1, mine, sizeof mine, ++g.setup_attempts, g.timeout_s, "Exchange construction",
                 &g.setup_left_messages);
@@ -165,30 +165,37 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // rank that gave up here.
   std::string alloc_error;
   try {
-  for (int i = 0; i < config.max_inflight; ++i) {
-    SlotBuffers& s = slots.emplace_back();
-    resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
-    resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
-    if (!is_plain_format(config.dispatch_format)) {
-      resize_or_fail(s.encoded_tokens, static_cast<std::size_t>(T) * slot_layout.row_bytes,
-                     "the encoded input rows of a slot");
+    for (int i = 0; i < config.max_inflight; ++i) {
+      SlotBuffers& s = slots.emplace_back();
+      resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
+      resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
+      if (!is_plain_format(config.dispatch_format)) {
+        resize_or_fail(s.encoded_tokens, static_cast<std::size_t>(T) * slot_layout.row_bytes,
+                       "the encoded input rows of a slot");
+      }
+      resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
+      resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
+      resize_or_fail(s.own_partials, static_cast<std::size_t>(T) * config.hidden, "the combine partials of a slot");
+      if (config.dtype != DType::kF32) {
+        resize_or_fail(s.out_acc, static_cast<std::size_t>(T) * config.hidden, "the combine accumulator of a slot");
+      }
+      s.handled_offset.resize(N + 1);
+      resize_or_fail(s.route_count, handled, "the routes of a slot");
+      resize_or_fail(s.route_local, handled * topo.ranks_per_node, "the routes of a slot");
+      resize_or_fail(s.route_entry, handled * topo.ranks_per_node, "the routes of a slot");
     }
-    resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
-    resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
-    resize_or_fail(s.own_partials, static_cast<std::size_t>(T) * config.hidden, "the combine partials of a slot");
-    if (config.dtype != DType::kF32) {
-      resize_or_fail(s.out_acc, static_cast<std::size_t>(T) * config.hidden, "the combine accumulator of a slot");
-    }
-    s.handled_offset.resize(N + 1);
-    resize_or_fail(s.route_count, handled, "the routes of a slot");
-    resize_or_fail(s.route_local, handled * topo.ranks_per_node, "the routes of a slot");
-    resize_or_fail(s.route_entry, handled * topo.ranks_per_node, "the routes of a slot");
-  }
   } catch (const Error& e) {
     alloc_error = e.what();
   }
-  const std::string short_of_memory = ranks_that_failed(group.comm, alloc_error.empty());
+  const char allocated = alloc_error.empty() ? 1 : 0;
+  const std::vector<std::byte> all_allocated =
+      roll_call(group.comm, 3, &allocated, 1, group.setup_attempts, group.timeout_s, "Exchange allocation",
+                &group.setup_left_messages);
   if (!alloc_error.empty()) throw Error(ErrorCode::kSystem, alloc_error);
+  std::string short_of_memory;
+  for (int r = 0; r < group.size; ++r) {
+    if (all_allocated[r] == std::byte{0}) short_of_memory += (short_of_memory.empty() ? "" : ", ") + std::to_string(r);
+  }
   EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
   internode = make_internode(*this);
