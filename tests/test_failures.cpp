@@ -576,5 +576,41 @@ TEST_F(Catalogue, AllocationFailureNamesBytesAndLimit) {
           "RLIMIT_AS) " + std::to_string(static_cast<unsigned long long>(tight.rlim_cur)) + " bytes"});
 }
 
+
+// ExchangeConfig::checksum: a correct round passes its checks; then rank 2's first
+// inter-node block gets one bit flipped after its CRC32C was taken (the transport's
+// fault-injection hook). Its receiver, rank 0, fails naming rank 2, the block and
+// the operation; the others fail at once naming rank 0.
+TEST_F(Catalogue, BitFlippedInFlightIsCaughtByTheChecksum) {
+#ifndef EPCOMM_FAULT_INJECTION
+  GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
+#endif
+  epcomm::GroupOptions o;
+  o.timeout_s = 30;
+  o.transport = epcomm::GroupOptions::Transport::kMpi;  // checksums are an MPI-tier feature
+  epcomm::Group mpi_group(MPI_COMM_WORLD, o);
+  epcomm::ExchangeConfig c = config();
+  c.checksum = true;
+  {
+    epcomm::Exchange clean(mpi_group, c);
+    correct_round(clean, "checksums on");
+  }
+  if (mpi_group.rank() == 2) setenv("EPCOMM_FAULT_FLIP_BIT", "1", 1);
+  epcomm::Exchange ex(mpi_group, c);
+  unsetenv("EPCOMM_FAULT_FLIP_BIT");
+  RankInput in = good_input();
+  begin_case();
+  Outcome out = attempt([&] { ex.dispatch(as_dispatch(in)); });
+  // A rank whose dispatch needed nothing from rank 0 may finish first: its next call fails.
+  if (!out.failed) out = attempt([&] { ex.dispatch(as_dispatch(in)); });
+  const std::string name = "one bit flipped in rank 2's dispatch block, checksums on";
+  if (mpi_group.rank() == 0) {
+    expect(name, out, ErrorCode::kDataCorrupted,
+           {rank_tag(0), "dispatch block of operation 1 from rank 2", "arrived corrupted"});
+  } else {
+    expect(name, out, ErrorCode::kGroupFailed, {"because of rank 0", "dispatch block of operation 1 from rank 2"});
+  }
+}
+
 }  // namespace
 }  // namespace epcomm_test

@@ -13,6 +13,7 @@
 #include "exchange/dispatch_op.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
+#include "util/env.hpp"
 #include "util/log.hpp"
 #include "util/memory_limits.hpp"
 #include "util/roll_call.hpp"
@@ -27,6 +28,12 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kHeaderBytes = 4096;
 static_assert(sizeof(FailureRecord) <= kHeaderBytes);
 constexpr int kTagSpan = kTagHeader + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
+
+// The config as the environment amends it (EPCOMM_CHECKSUM=1 turns checksums on).
+ExchangeConfig with_environment(ExchangeConfig c) {
+  c.checksum = c.checksum || env::checksum();
+  return c;
+}
 
 void validate_local(const ExchangeConfig& c, const GroupState& g) {
   EPCOMM_REQUIRE(c.num_experts > 0 && c.num_experts % g.size == 0, kInvalidArgument,
@@ -63,7 +70,8 @@ Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
-                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)"};
+                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)",
+                                           "checksum (EPCOMM_CHECKSUM)"};
   constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
   const int64_t nonce = static_cast<int64_t>(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^
                                              Clock::now().time_since_epoch().count());
@@ -78,6 +86,7 @@ Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
                                  c.max_recv_rows,
                                  c.max_inflight,
                                  static_cast<int64_t>(g.transport),
+                                 c.checksum ? 1 : 0,
                                  nonce,
                                  static_cast<int64_t>(g.exchange_comms->free_mask())};
   constexpr int kSent = kFields + 2;
@@ -113,7 +122,7 @@ Op::Op(Engine& engine, uint64_t seq, const char* kind)
 
 Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     : group(*g),
-      config(c),
+      config(with_environment(c)),
       topo{g->size, g->ranks_per_node, c.num_experts, c.topk},
       dispatch_codec(kernels::codec_for(c.dispatch_format)),
       combine_codec(kernels::codec_for(c.combine_format)),
