@@ -41,12 +41,33 @@ TEST(Crc32c, MatchesTheDefinitionOnRandomBlocks) {
   }
 }
 
+// The block checksum is the CRC32C of each part, the parts tiling the block.
+TEST(Crc32c, BlockChecksumIsTheCrcOfEachPart) {
+  std::mt19937_64 rng(11);
+  std::vector<unsigned char> buf(20000);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{23}, std::size_t{24}, std::size_t{25},
+                        std::size_t{4096}, std::size_t{19999}}) {
+    std::size_t part[3];
+    epcomm::detail::block_checksum_parts(n, part);
+    ASSERT_EQ(part[0] + part[1] + part[2], n);
+    const epcomm::detail::BlockChecksum sum = epcomm::detail::block_checksum(buf.data(), n);
+    std::size_t at = 0;
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_EQ(sum.part[k], crc32c_bitwise(buf.data() + at, part[k])) << "length " << n << " part " << k;
+      at += part[k];
+    }
+  }
+}
+
 TEST(Crc32c, EverySingleBitFlipChangesIt) {
   std::vector<unsigned char> block(257, 0x5a);
   const uint32_t clean = epcomm::detail::crc32c(block.data(), block.size());
+  const epcomm::detail::BlockChecksum clean_block = epcomm::detail::block_checksum(block.data(), block.size());
   for (std::size_t bit = 0; bit < block.size() * 8; ++bit) {
     block[bit / 8] ^= static_cast<unsigned char>(1u << (bit % 8));
     EXPECT_NE(epcomm::detail::crc32c(block.data(), block.size()), clean) << "bit " << bit;
+    EXPECT_FALSE(epcomm::detail::block_checksum(block.data(), block.size()) == clean_block) << "bit " << bit;
     block[bit / 8] ^= static_cast<unsigned char>(1u << (bit % 8));
   }
 }

@@ -8,23 +8,23 @@ namespace epcomm::detail {
 
 void ChecksummedTransfers::send(std::byte* data, std::size_t bytes, int peer, int tag, MPI_Comm comm, Block block,
                                 bool flip_one_bit) {
-  uint32_t& sum = checksums_.emplace_back(crc32c(data, bytes));
+  BlockChecksum& sum = checksums_.emplace_back(block_checksum(data, bytes));
   if (flip_one_bit && bytes > 0) data[bytes / 2] ^= std::byte{0x10};
   MPI_Request r;
   EPCOMM_MPI(MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm, &r));
   data_.add(r, peer, PeerRequests::Kind::kSend);
-  EPCOMM_MPI(MPI_Isend(&sum, 1, MPI_UINT32_T, peer, tag, comm, &r));
+  EPCOMM_MPI(MPI_Isend(sum.part, 3, MPI_UINT32_T, peer, tag, comm, &r));
   sums_.add(r, peer, PeerRequests::Kind::kSend);
   entries_.push_back({nullptr, bytes, block});
 }
 
 void ChecksummedTransfers::receive(std::byte* data, std::size_t bytes, int peer, int tag, MPI_Comm comm,
                                    Block block) {
-  uint32_t& sum = checksums_.emplace_back(0);
+  BlockChecksum& sum = checksums_.emplace_back();
   MPI_Request r;
   EPCOMM_MPI(MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm, &r));
   data_.add(r, peer, PeerRequests::Kind::kRecv);
-  EPCOMM_MPI(MPI_Irecv(&sum, 1, MPI_UINT32_T, peer, tag, comm, &r));
+  EPCOMM_MPI(MPI_Irecv(sum.part, 3, MPI_UINT32_T, peer, tag, comm, &r));
   sums_.add(r, peer, PeerRequests::Kind::kRecv);
   entries_.push_back({data, bytes, block});
 }
@@ -38,11 +38,15 @@ const std::vector<int>& ChecksummedTransfers::test_some() {
     if (!e.data_done || !e.sum_done) continue;
     e.data_done = false;  // reported once
     if (e.data != nullptr) {
-      const uint32_t sent = checksums_[i], got = crc32c(e.data, e.bytes);
-      EPCOMM_REQUIRE(got == sent, kDataCorrupted,
-                     "the " << e.block.what << " of operation " << e.block.seq << " from rank " << data_.peer(i)
-                            << " (" << e.bytes << " bytes) arrived corrupted: its CRC32C is " << std::hex << got
-                            << ", rank " << std::dec << data_.peer(i) << " sent " << std::hex << sent);
+      const BlockChecksum& sent = checksums_[i];
+      const BlockChecksum got = block_checksum(e.data, e.bytes);
+      for (int k = 0; k < 3; ++k) {
+        EPCOMM_REQUIRE(got.part[k] == sent.part[k], kDataCorrupted,
+                       "the " << e.block.what << " of operation " << e.block.seq << " from rank " << data_.peer(i)
+                              << " (" << e.bytes << " bytes) arrived corrupted: part " << k + 1
+                              << " of 3 has CRC32C " << std::hex << got.part[k] << ", rank " << std::dec
+                              << data_.peer(i) << " sent " << std::hex << sent.part[k]);
+      }
     }
     completed_.push_back(i);
   }

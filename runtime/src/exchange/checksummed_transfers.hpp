@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Inter-node blocks with a CRC32C (ExchangeConfig::checksum), for the MPI tier.
 //
-// Each block travels as two messages on the block's tag: the data, then its 4-byte
-// CRC32C, taken by the sender just before sending. MPI matches messages of one
+// Each block travels as two messages on the block's tag: the data, then its
+// checksum (three CRC32Cs, one per third: util/crc32c.hpp), taken by the sender just
+// before sending. MPI matches messages of one
 // sender and tag in order, so the receiver posts the data receive and then the
 // checksum receive. A transfer completes when both did; a receive whose data does
 // not hash to the checksum throws Error(kDataCorrupted) naming the sender, the block
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "exchange/peer_requests.hpp"
+#include "util/crc32c.hpp"
 
 namespace epcomm::detail {
 
@@ -48,7 +50,7 @@ class ChecksummedTransfers final : public Transfers {
     bool data_done = false, sum_done = false;
   };
   PeerRequests data_, sums_;        // index i of both: transfer i
-  std::deque<uint32_t> checksums_;  // stable addresses: MPI writes or reads them
+  std::deque<BlockChecksum> checksums_;  // stable addresses: MPI writes or reads them
   std::vector<Entry> entries_;
   std::vector<int> completed_;
 };

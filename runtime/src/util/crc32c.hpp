@@ -17,4 +17,16 @@ uint32_t crc32c_table(const void* data, std::size_t bytes);
 // Whether crc32c() uses the CPU's instruction.
 bool crc32c_in_hardware();
 
+// The checksum of an inter-node block: the CRC32C of each of its three parts (the
+// first two floor(bytes / 24) * 8 bytes long, the third the rest). Three independent
+// streams keep the instruction's pipeline full: about three times the throughput of
+// one CRC32C over the whole block, with the same detection per part.
+struct BlockChecksum {
+  uint32_t part[3];
+  bool operator==(const BlockChecksum&) const = default;
+};
+BlockChecksum block_checksum(const void* data, std::size_t bytes);
+// Bytes in each part of a block of `bytes`: {first, second, third}.
+void block_checksum_parts(std::size_t bytes, std::size_t part_bytes[3]);
+
 }  // namespace epcomm::detail
