@@ -91,12 +91,15 @@ std::optional<std::string> OpAgreement::poll() {
       if (auto bad = compare(p, theirs)) return bad;
     }
   }
-  for (int p = 0; p < size_; ++p) {
-    if (p == rank_) continue;
-    for (;;) {
-      int arrived = 0;
-      EPCOMM_MPI(MPI_Test(&receives_[p], &arrived, MPI_STATUS_IGNORE));
-      if (!arrived) break;
+  // One MPI_Testsome per round over every peer's receive, repeated while headers
+  // keep arriving (a peer may be several operations ahead).
+  for (;;) {
+    int count = 0;
+    arrived_.resize(size_);
+    EPCOMM_MPI(MPI_Testsome(size_, receives_.data(), &count, arrived_.data(), MPI_STATUSES_IGNORE));
+    if (count == MPI_UNDEFINED || count == 0) break;
+    for (int i = 0; i < count; ++i) {
+      const int p = arrived_[i];
       const OpHeader theirs = incoming_[p];
       EPCOMM_MPI(MPI_Irecv(&incoming_[p], sizeof(OpHeader), MPI_BYTE, p, tag_, comm_, &receives_[p]));
       if (auto bad = compare(p, theirs)) return bad;

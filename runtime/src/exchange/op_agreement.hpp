@@ -51,6 +51,7 @@ class OpAgreement {
   int tag_, rank_, size_;
   std::vector<OpHeader> incoming_;      // [size]: one posted receive per peer
   std::vector<MPI_Request> receives_;   // [size]
+  std::vector<int> arrived_;            // MPI_Testsome's indices
   std::map<uint64_t, OpHeader> mine_;   // this rank's operations not yet matched by every peer
   std::map<uint64_t, int> matched_;     // peers that agreed, per sequence number
   std::vector<std::map<uint64_t, OpHeader>> early_;  // [size]: peers' headers of operations not begun here yet
