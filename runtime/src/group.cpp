@@ -12,6 +12,7 @@
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
+#include "util/roll_call.hpp"
 
 namespace epcomm {
 namespace detail {
@@ -22,6 +23,7 @@ GroupState::~GroupState() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
+  if (setup_left_messages) return;  // MPI_Finalize frees them
   if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
   if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
 }
@@ -55,6 +57,24 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   int caller_rank = 0, caller_size = 0;
   EPCOMM_MPI(MPI_Comm_rank(comm, &caller_rank));
   EPCOMM_MPI(MPI_Comm_size(comm, &caller_size));
+  const double timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
+
+  // The first step is the only one that can wait for a rank that never comes: a
+  // non-blocking duplicate, bounded by the timeout (MPI cannot say who is missing).
+  // Once it completes every rank is here, and the blocking steps below proceed.
+  MPI_Comm setup = MPI_COMM_NULL;
+  MPI_Request arrived;
+  EPCOMM_MPI(MPI_Comm_idup(comm, &setup, &arrived));
+  EPCOMM_REQUIRE(detail::wait_within(arrived, timeout_s), kTimeout,
+                 "timed out after " << timeout_s << " s in phase 'setup' (Group construction): not every rank of "
+                                    << "the communicator's " << caller_size
+                                    << " created its Group (the communicator keeps a pending duplication; "
+                                       "do not reuse it)");
+  struct SetupFreer {
+    MPI_Comm& c;
+    ~SetupFreer() { MPI_Comm_free(&c); }
+  } setup_freer{setup};
+  comm = setup;
 
   MPI_Comm host_comm = MPI_COMM_NULL;
   EPCOMM_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, caller_rank, MPI_INFO_NULL, &host_comm));
@@ -115,7 +135,7 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.node = node_base + mine.host_rank / rpn;
   s.local_rank = mine.host_rank % rpn;
   s.rank = s.node * rpn + s.local_rank;
-  s.timeout_s = options.timeout_s > 0 ? options.timeout_s : env::timeout_s();
+  s.timeout_s = timeout_s;
   s.host_ranks = mine.host_size;
   s.transport = options.transport;
   if (s.transport == GroupOptions::Transport::kDefault) {
@@ -129,6 +149,7 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   s.host_cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
 
   EPCOMM_MPI(MPI_Comm_split(comm, 0, s.rank, &s.comm));
+  s.exchange_comms = detail::CommPool::of_members(s.comm);
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
   log::set_rank(s.rank);
 

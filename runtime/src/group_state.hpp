@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "comm_pool.hpp"
 #include "progress/progress_thread.hpp"
 
 namespace epcomm::detail {
@@ -29,6 +30,14 @@ struct GroupState {
   // Unique per group on this node; prefixes shared-memory segment names.
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
+  // Exchanges' communicators (dups of comm), reused rather than freed; shared
+  // with every later group of the same ranks.
+  std::shared_ptr<CommPool> exchange_comms;
+  // Setup steps over comm so far (roll_call's attempt numbers), and whether one
+  // timed out and may have left messages in flight to comm: then comm is not freed
+  // (see comm_pool.hpp for why a freed communicator must not receive).
+  uint64_t setup_attempts = 0;
+  bool setup_left_messages = false;
   // Null when progress is inline (driven by wait() and Exchange::progress()).
   std::unique_ptr<ProgressThread> progress;
 

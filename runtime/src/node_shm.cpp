@@ -12,6 +12,7 @@
 
 #include "util/check.hpp"
 #include "util/log.hpp"
+#include "util/roll_call.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -53,7 +54,15 @@ NodeShm::NodeShm(GroupState& g, std::size_t bytes_per_rank, const char* purpose)
   // Agree on success before anyone opens a peer's name, so a failure on one rank
   // fails the whole node instead of leaving the others waiting.
   int ok = (fd >= 0 && reserve_rc == 0) ? 1 : 0, all_ok = 0;
-  EPCOMM_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g.node_comm));
+  MPI_Request req;
+  EPCOMM_MPI(MPI_Iallreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g.node_comm, &req));
+  if (!wait_within(req, g.timeout_s)) {
+    g.setup_left_messages = true;  // the reduction stays pending on node_comm
+    if (fd >= 0) shm_unlink(my_name.c_str());
+    if (bases_[g.local_rank]) munmap(bases_[g.local_rank], bytes_);
+    EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s << " s in phase 'setup' reserving shared memory for "
+                                             << purpose << ": a rank of this node stopped");
+  }
   if (!all_ok) {
     if (fd >= 0) shm_unlink(my_name.c_str());
     if (bases_[g.local_rank]) munmap(bases_[g.local_rank], bytes_);
@@ -69,23 +78,45 @@ NodeShm::NodeShm(GroupState& g, std::size_t bytes_per_rank, const char* purpose)
                                                           << " bytes free; lower max_tokens_per_rank or max_recv_rows)");
   }
 
-  for (int peer = 0; peer < g.ranks_per_node; ++peer) {
-    if (peer == g.local_rank) continue;
-    const std::string name = segment_name(g, id, peer);
-    int pfd = shm_open(name.c_str(), O_RDWR, 0600);
-    EPCOMM_REQUIRE(pfd >= 0, kSystem, "cannot open peer segment " << name << ": " << std::strerror(errno));
-    bases_[peer] = map_segment(pfd, bytes_, name);
-    close(pfd);
+  // From here on, a failure (a peer killed, an open that fails) unlinks every name
+  // of the node: a dead peer cannot unlink its own, and the survivors' mappings
+  // keep the memory for as long as they need it.
+  auto unlink_all = [&] {
+    for (int peer = 0; peer < g.ranks_per_node; ++peer) shm_unlink(segment_name(g, id, peer).c_str());
+  };
+  try {
+    for (int peer = 0; peer < g.ranks_per_node; ++peer) {
+      if (peer == g.local_rank) continue;
+      const std::string name = segment_name(g, id, peer);
+      int pfd = shm_open(name.c_str(), O_RDWR, 0600);
+      EPCOMM_REQUIRE(pfd >= 0, kSystem, "cannot open peer segment " << name << ": " << std::strerror(errno));
+      bases_[peer] = map_segment(pfd, bytes_, name);
+      close(pfd);
+    }
+  } catch (const Error&) {
+    unlink_all();
+    unmap_all();
+    throw;
   }
-  EPCOMM_MPI(MPI_Barrier(g.node_comm));
-  shm_unlink(my_name.c_str());
+  EPCOMM_MPI(MPI_Ibarrier(g.node_comm, &req));
+  const bool all_mapped = wait_within(req, g.timeout_s);
+  unlink_all();
+  if (!all_mapped) {
+    g.setup_left_messages = true;
+    unmap_all();
+    EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s << " s in phase 'setup' mapping node peers' shared "
+                                             << "memory for " << purpose << ": a rank of this node stopped");
+  }
   EPCOMM_LOG(kDebug, "shared segment for " << purpose << ": " << bytes_ << " bytes per rank, "
                                             << g.ranks_per_node << " ranks");
 }
 
-NodeShm::~NodeShm() {
-  for (std::byte* b : bases_) {
+NodeShm::~NodeShm() { unmap_all(); }
+
+void NodeShm::unmap_all() {
+  for (std::byte*& b : bases_) {
     if (b) munmap(b, bytes_);
+    b = nullptr;
   }
 }
 

@@ -98,14 +98,15 @@ names_stalled() {
 # Every rank in $1 (a space-separated list) printed a timeout naming a phase and
 # either the stalled rank(s) $2 or a rank that itself waits for them (a rank hears
 # from one rail peer per remote node, so it names the peer that the stall holds
-# up), or it failed at once because a rank of its own node gave up first (the
-# node's shared-memory failure flag: "group failed: ... rank N abandoned operation").
+# up), or it failed at once because another rank gave up first and told every rank
+# (its abort message or its node's shared failure record: "group failed: ... the
+# group failed because of rank N: ...").
 expect_timeouts() {
   local r line peer
   for r in $1; do
     line=$(grep "^cluster_driver: rank $r .*FAILED" "$log" || true)
     [[ -n $line ]] || fail "rank $r reported no error"
-    if [[ $line =~ group\ failed:.*rank\ ([0-9]+)\ abandoned\ operation ]]; then
+    if [[ $line =~ group\ failed:.*because\ of\ rank\ ([0-9]+) ]]; then
       peer=${BASH_REMATCH[1]}
       grep -q "^cluster_driver: rank $peer .*FAILED.*: timeout: " "$log" ||
         fail "rank $r blames rank $peer, which did not time out: $line"

@@ -22,6 +22,7 @@ enum class ErrorCode : int {
   kUnsupported = 5,      // valid request this build or format cannot serve
   kSystem = 6,           // an OS or MPI call failed
   kGroupFailed = 7,      // the group saw an earlier error and can no longer be used
+  kDataCorrupted = 8,    // a block's checksum did not match (ExchangeConfig::checksum)
 };
 
 EPCOMM_API const char* to_string(ErrorCode code) noexcept;

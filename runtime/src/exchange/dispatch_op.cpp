@@ -53,7 +53,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
     input_.topk_idx = buf_.topk_idx_host;
     input_.topk_weights = buf_.topk_weights_host;
   }
-  build_token_routes(topo, input_.topk_idx, input_.topk_weights, input.num_tokens, buf_.routes);
+  // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) engine.device->hold(input.stream, seq);
   post_layout();
 }

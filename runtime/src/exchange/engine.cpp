@@ -4,25 +4,37 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <climits>
+#include <cstring>
+#include <random>
 #include <thread>
 
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
+#include "util/env.hpp"
 #include "util/log.hpp"
+#include "util/memory_limits.hpp"
+#include "util/roll_call.hpp"
 
 namespace epcomm::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The rank-level header at the start of each segment, before the slots.
-struct RankHeader {
-  alignas(64) uint64_t failed_seq;  // an operation this rank abandoned (0: none)
-};
+// The rank-level header at the start of each segment, before the slots: the
+// rank's failure record.
 constexpr std::size_t kHeaderBytes = 4096;
+static_assert(sizeof(FailureRecord) <= kHeaderBytes);
+constexpr int kTagSpan = kTagHeader + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
+
+// The config as the environment amends it (EPCOMM_CHECKSUM=1 turns checksums on).
+ExchangeConfig with_environment(ExchangeConfig c) {
+  c.checksum = c.checksum || env::checksum();
+  return c;
+}
 
 void validate_local(const ExchangeConfig& c, const GroupState& g) {
   EPCOMM_REQUIRE(c.num_experts > 0 && c.num_experts % g.size == 0, kInvalidArgument,
@@ -65,14 +77,25 @@ class Carver {
   std::size_t used_ = 0;
 };
 
+// What the ranks agree on besides the config: the exchange's id (rank 0's random
+// number: tags and failure messages of this exchange differ from an earlier one's on
+// the same communicator) and which communicator of the group's pool it takes.
+struct Agreement {
+  uint64_t id;
+  int comm_index;
+};
+
 // Every rank compares every rank's config, so a mismatch fails all of them at once.
-void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
+Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
   static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
                                            "max_tokens_per_rank", "dtype",      "dispatch_format",
                                            "combine_format",  "expert_alignment", "max_recv_rows",
-                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)", "memory"};
+                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)",
+                                           "checksum (EPCOMM_CHECKSUM)", "memory"};
   constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
-  const int64_t mine[kFields] = {c.num_experts,
+  const int64_t nonce = static_cast<int64_t>(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^
+                                             Clock::now().time_since_epoch().count());
+  const int64_t mine[kFields + 2] = {c.num_experts,
                                  c.topk,
                                  c.hidden,
                                  c.max_tokens_per_rank,
@@ -83,32 +106,34 @@ void check_config_agrees(const ExchangeConfig& c, const GroupState& g) {
                                  c.max_recv_rows,
                                  c.max_inflight,
                                  static_cast<int64_t>(g.transport),
-                                 static_cast<int64_t>(c.memory)};
-  std::vector<int64_t> all(static_cast<std::size_t>(kFields) * g.size);
-  MPI_Request req;
-  EPCOMM_MPI(MPI_Iallgather(mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, g.comm, &req));
-  const auto deadline = Clock::now() + std::chrono::duration<double>(g.timeout_s);
-  for (int flag = 0;;) {
-    EPCOMM_MPI(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
-    if (flag) break;
-    if (Clock::now() > deadline) {
-      EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s
-                                              << " s in phase 'setup': not every rank created the Exchange");
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
+                                 c.checksum ? 1 : 0,
+                                 static_cast<int64_t>(c.memory),
+                                 nonce,
+                                 static_cast<int64_t>(g.exchange_comms->free_mask())};
+  constexpr int kSent = kFields + 2;
+  // The group's private communicator carries only setup traffic: tags 1 and 2 here,
+  // 3 and 4 for the allocation check.
+  const std::vector<std::byte> records =
+      roll_call(g.comm, 1, mine, sizeof mine, ++g.setup_attempts, g.timeout_s, "Exchange construction",
+                &g.setup_left_messages);
+  std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
+  std::memcpy(all.data(), records.data(), records.size());
   for (int r = 0; r < g.size; ++r) {
     for (int f = 0; f < kFields; ++f) {
-      const int64_t theirs = all[static_cast<std::size_t>(r) * kFields + f];
+      const int64_t theirs = all[static_cast<std::size_t>(r) * kSent + f];
       EPCOMM_REQUIRE(theirs == mine[f], kMismatch,
                      "ExchangeConfig differs across ranks: rank " << r << " has " << kNames[f] << "=" << theirs
                                                                   << " but this rank has " << mine[f]);
     }
   }
+  uint64_t free_everywhere = ~uint64_t{0};
+  for (int r = 0; r < g.size; ++r) free_everywhere &= static_cast<uint64_t>(all[static_cast<std::size_t>(r) * kSent + kFields + 1]);
+  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms->made();
+  return {static_cast<uint64_t>(all[kFields]), comm_index};
 }
 
-RankHeader* header_of(const NodeShm& shm, int local_rank) {
-  return reinterpret_cast<RankHeader*>(shm.base(local_rank));
+FailureRecord* header_of(const NodeShm& shm, int local_rank) {
+  return reinterpret_cast<FailureRecord*>(shm.base(local_rank));
 }
 
 }  // namespace
@@ -118,15 +143,17 @@ Op::Op(Engine& engine, uint64_t seq, const char* kind)
 
 Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     : group(*g),
-      config(c),
+      config(with_environment(c)),
       topo{g->size, g->ranks_per_node, c.num_experts, c.topk},
       dispatch_codec(kernels::codec_for(c.dispatch_format)),
       combine_codec(kernels::codec_for(c.combine_format)),
       dtype_codec(kernels::codec_for(kernels::plain_format(c.dtype))),
       group_owner_(std::move(g)) {
   validate_local(config, group);
-  check_config_agrees(config, group);
-  EPCOMM_MPI(MPI_Comm_dup(group.comm, &comm));
+  const Agreement agreed = check_config_agrees(config, group);
+  const uint64_t exchange_id = agreed.id;
+  comm = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
+  comm_lease.index = agreed.comm_index;
 
   const int P = topo.num_ranks, J = topo.experts_per_rank(), L = topo.max_rows_per_token_rank();
   const int64_t T = config.max_tokens_per_rank;
@@ -151,6 +178,16 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 
   shm = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
                                   "exchange slots");
+  std::vector<FailureRecord*> records;
+  for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm, ld));
+  void* tag_ub = nullptr;
+  int has_ub = 0;
+  EPCOMM_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_ub));  // set on the world only
+  const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / kTagSpan) : 1;
+  tag_base = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
+  failures = std::make_unique<FailureChannel>(comm, tag_base + kTagFailure, group.rank, group.size, exchange_id,
+                                              std::move(records), group.local_rank);
+  agreement = std::make_unique<OpAgreement>(comm, tag_base + kTagHeader, group.rank, group.size);
 
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
@@ -184,54 +221,78 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     return piece.used();
   };
   const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config.topk * sizeof(int32_t) + 256;
-  if (config.memory == MemorySpace::kDevice) {
-    Carver shared(nullptr);
-    shared.take<std::byte>(max_rows * slot_layout.row_bytes);
-    shared.take<std::byte>(max_rows * slot_layout.out_row_bytes);
-    device_slot_bytes = (shared.used() + 255) / 256 * 256;
-    const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
-    device = make_device_resources(group, config.device, device_slot_bytes * config.max_inflight,
-                                   private_slot * config.max_inflight, pinned_slot * config.max_inflight);
-  }
-
-  for (int i = 0; i < config.max_inflight; ++i) {
-    SlotBuffers& s = slots.emplace_back();
-    s.rail_send.resize(remote_nodes * rail_block_bytes());
-    s.rail_recv.resize(remote_nodes * rail_block_bytes());
-    s.combine_send.resize(remote_nodes * combine_block_bytes());
-    s.combine_recv.resize(remote_nodes * combine_block_bytes());
-    s.partial_acc_rows = partial_rows;
-    if (device) {
+  // Every rank learns whether all could allocate, so none goes on to wait for a
+  // rank that gave up here.
+  std::string alloc_error;
+  ErrorCode alloc_code = ErrorCode::kSystem;
+  try {
+    if (config.memory == MemorySpace::kDevice) {
+      Carver shared(nullptr);
+      shared.take<std::byte>(max_rows * slot_layout.row_bytes);
+      shared.take<std::byte>(max_rows * slot_layout.out_row_bytes);
+      device_slot_bytes = (shared.used() + 255) / 256 * 256;
       const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
-      carve(device->private_base() + private_slot * i, &s);
-      Carver pinned(device->pinned_base() + pinned_slot * i);
-      s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config.topk);
-      s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config.topk);
-      for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
-        s.registrations.push_back(device->register_host(v->data(), v->size()));
-      }
-      // One operation's lists: row copies (16 bytes each) of the rail packing, of
-      // every source's writes and of the fan-out; sums (12 bytes a source, 4 a
-      // destination) of the node partials and of the final sums, per node.
-      const std::size_t TN = static_cast<std::size_t>(T) * N;
-      s.mover = device->make_mover(16 * (TN * (topo.ranks_per_node + 1) + max_rows) +
-                                   12 * TN * config.topk + 8 * TN * (N + 1) + (1 << 20));
-    } else {
-      s.host_staging.resize(staged ? static_cast<std::size_t>(T) * slot_layout.row_bytes : 0);
-      s.host_own_partials.resize(static_cast<std::size_t>(T) * H);
-      if (config.dtype != DType::kF32) s.host_out_acc.resize(static_cast<std::size_t>(T) * H);
-      s.host_partial_acc.resize(static_cast<std::size_t>(partial_rows) * H);
-      s.token_staging = s.host_staging.data();
-      s.own_partials = s.host_own_partials.data();
-      s.out_acc = s.host_out_acc.data();
-      s.partial_acc = s.host_partial_acc.data();
-      s.mover = make_host_row_mover();
+      device = make_device_resources(group, config.device, device_slot_bytes * config.max_inflight,
+                                     private_slot * config.max_inflight, pinned_slot * config.max_inflight);
     }
-    s.handled_offset.resize(N + 1);
-    s.route_count.resize(handled);
-    s.route_local.resize(handled * topo.ranks_per_node);
-    s.route_entry.resize(handled * topo.ranks_per_node);
+
+    for (int i = 0; i < config.max_inflight; ++i) {
+      SlotBuffers& s = slots.emplace_back();
+      resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
+      resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
+      resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
+      resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
+      s.partial_acc_rows = partial_rows;
+      if (device) {
+        const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
+        carve(device->private_base() + private_slot * i, &s);
+        Carver pinned(device->pinned_base() + pinned_slot * i);
+        s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config.topk);
+        s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config.topk);
+        for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
+          s.registrations.push_back(device->register_host(v->data(), v->size()));
+        }
+        // One operation's lists: row copies (16 bytes each) of the rail packing, of
+        // every source's writes and of the fan-out; sums (12 bytes a source, 4 a
+        // destination) of the node partials and of the final sums, per node.
+        const std::size_t TN = static_cast<std::size_t>(T) * N;
+        s.mover = device->make_mover(16 * (TN * (topo.ranks_per_node + 1) + max_rows) +
+                                     12 * TN * config.topk + 8 * TN * (N + 1) + (1 << 20));
+      } else {
+        resize_or_fail(s.host_staging, staged ? static_cast<std::size_t>(T) * slot_layout.row_bytes : 0,
+                       "the encoded input rows of a slot");
+        resize_or_fail(s.host_own_partials, static_cast<std::size_t>(T) * H, "the combine partials of a slot");
+        if (config.dtype != DType::kF32) {
+          resize_or_fail(s.host_out_acc, static_cast<std::size_t>(T) * H, "the combine accumulator of a slot");
+        }
+        resize_or_fail(s.host_partial_acc, static_cast<std::size_t>(partial_rows) * H,
+                       "the combine partial sums of a slot");
+        s.token_staging = s.host_staging.data();
+        s.own_partials = s.host_own_partials.data();
+        s.out_acc = s.host_out_acc.data();
+        s.partial_acc = s.host_partial_acc.data();
+        s.mover = make_host_row_mover();
+      }
+      s.handled_offset.resize(N + 1);
+      resize_or_fail(s.route_count, handled, "the routes of a slot");
+      resize_or_fail(s.route_local, handled * topo.ranks_per_node, "the routes of a slot");
+      resize_or_fail(s.route_entry, handled * topo.ranks_per_node, "the routes of a slot");
+    }
+  } catch (const Error& e) {
+    alloc_error = e.what();
+    alloc_code = e.code();
   }
+  const char allocated = alloc_error.empty() ? 1 : 0;
+  const std::vector<std::byte> all_allocated =
+      roll_call(group.comm, 3, &allocated, 1, group.setup_attempts, group.timeout_s, "Exchange allocation",
+                &group.setup_left_messages);
+  if (!alloc_error.empty()) throw Error(alloc_code, alloc_error);
+  std::string short_of_memory;
+  for (int r = 0; r < group.size; ++r) {
+    if (all_allocated[r] == std::byte{0}) short_of_memory += (short_of_memory.empty() ? "" : ", ") + std::to_string(r);
+  }
+  EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
+                 "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
   internode = make_internode(*this);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config.hidden << ", " << config.num_experts << " experts, top-"
                                         << config.topk << ", " << config.max_inflight << " slots of "
@@ -261,12 +322,6 @@ void Op::abandon_requests(std::initializer_list<Transfers*> sets) {
                                "its buffers stay allocated until the process exits");
     new std::shared_ptr<Engine>(keep_alive_);  // deliberately never freed
   }
-}
-
-CommFreer::~CommFreer() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
 }
 
 Engine::~Engine() {
@@ -304,18 +359,15 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
 }
 
 int Engine::mpi_tag(uint64_t seq, int phase) const {
-  return static_cast<int>(seq % 4096) * kTagPhases + phase;
+  return tag_base + static_cast<int>(seq % 4096) * kTagPhases + phase;
 }
 
 int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {
   for (int ld = 0; ld < topo.ranks_per_node; ++ld) {
     SlotView v = slot_view(ld, slot);
-    if (load_flag(v.flags->*flag) >= seq) continue;
-    const uint64_t failed = load_flag(header_of(*shm, ld)->failed_seq);
-    EPCOMM_REQUIRE(failed == 0, kGroupFailed,
-                   "rank " << group.global_rank(group.node, ld) << " abandoned operation " << failed
-                           << " after an error (see its log); operation " << seq << " cannot complete");
-    return ld;
+    // A peer that failed is behind for good: the next round's check_peers() reports
+    // its failure record, naming the origin.
+    if (load_flag(v.flags->*flag) < seq) return ld;
   }
   return -1;
 }
@@ -348,45 +400,104 @@ void Engine::check_healthy() {
   EPCOMM_FAIL(kGroupFailed, "the exchange is unusable after an earlier error: " << failure_);
 }
 
+void Engine::check_peers() {
+  std::optional<PeerFailure> f = failures->poll(position());
+  if (!f) {
+    if (std::optional<std::string> differ = agreement->poll()) {
+      const std::string why = "epcomm rank " + std::to_string(group.rank) + ": " + *differ;
+      fail(next_seq_ - 1, ErrorCode::kMismatch, why);
+      throw Error(ErrorCode::kMismatch, why);
+    }
+    return;
+  }
+  std::ostringstream why;
+  why << "epcomm rank " << group.rank << ": the group failed because of rank " << f->origin;
+  if (f->rejected_at) {
+    why << ", which rejected the begin call that this rank made as operation " << f->rejected_at->seq
+        << " (every rank must make the same begin calls; a begin rejected on one rank must be rejected on all)";
+  }
+  why << ": " << f->message;
+  failure_ = why.str();
+  failure_code_ = ErrorCode::kGroupFailed;
+  failure_reported_ = true;
+  // Whoever began the operation a peer rejected tells every rank, the rejecting
+  // one included: the operation cannot complete anywhere.
+  failures->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
+  inflight_.clear();
+  throw Error(ErrorCode::kGroupFailed, failure_);
+}
+
+// The checks take nothing: a rejected begin leaves no slot held and no sequence
+// number used, so the exchange stays usable if every rank rejected it too.
+template <class Checks>
+void Engine::checked_begin(Checks&& checks) {
+  check_healthy();
+  check_peers();
+  try {
+    checks();
+  } catch (const Error& e) {
+    failures->reject(position(), e.what());
+    ++rejections_;
+    throw;
+  }
+}
+
 std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
   DispatchInput input = given;
   // Device memory: the routing inputs come to the host first, once the caller's
   // stream reached them. Without the lock: that stream may still wait for earlier
-  // operations, which the progress thread completes under it.
+  // operations, which the progress thread completes under it. An error here is
+  // rejected below like any other check's.
   std::vector<int32_t> idx_host;
   std::vector<float> weights_host;
+  std::exception_ptr device_error;
   if (device && input.memory == MemorySpace::kDevice && input.num_tokens > 0 &&
       input.num_tokens <= config.max_tokens_per_rank && input.x && input.topk_idx && input.topk_weights) {
-    device->check_stream(input.stream);
-    device->check_pointer(input.x, true, "DispatchInput::x");
-    device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
-    device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
-    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config.topk;
-    idx_host.resize(n);
-    weights_host.resize(n);
-    device->read_after(input.stream, idx_host.data(), input.topk_idx, n * sizeof(int32_t));
-    device->read_after(input.stream, weights_host.data(), input.topk_weights, n * sizeof(float));
-    input.topk_idx = idx_host.data();
-    input.topk_weights = weights_host.data();
+    try {
+      device->check_stream(input.stream);
+      device->check_pointer(input.x, true, "DispatchInput::x");
+      device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
+      device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
+      const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config.topk;
+      idx_host.resize(n);
+      weights_host.resize(n);
+      device->read_after(input.stream, idx_host.data(), input.topk_idx, n * sizeof(int32_t));
+      device->read_after(input.stream, weights_host.data(), input.topk_weights, n * sizeof(float));
+      input.topk_idx = idx_host.data();
+      input.topk_weights = weights_host.data();
+    } catch (const Error&) {
+      device_error = std::current_exception();
+    }
   }
   std::lock_guard<std::mutex> lk(mu_);
-  check_healthy();
-  EPCOMM_REQUIRE(input.memory == config.memory, kInvalidArgument,
-                 "DispatchInput::memory is " << to_string(input.memory) << " but the exchange was built for "
-                                             << to_string(config.memory) << " memory (ExchangeConfig::memory)");
-  EPCOMM_REQUIRE(device || input.stream == nullptr, kInvalidArgument,
-                 "DispatchInput::stream is set but the exchange's memory space is host");
-  EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
-                 "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
-                               << config.max_tokens_per_rank);
-  EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
-                 "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
   // Slots rotate in dispatch order, identically on every rank.
   const int slot = static_cast<int>(dispatch_count_ % slots.size());
-  EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
-                 "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
-                        << " is still in use); drop a handle or raise max_inflight");
-  auto op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+  checked_begin([&] {
+    if (device_error) std::rethrow_exception(device_error);
+    EPCOMM_REQUIRE(input.memory == config.memory, kInvalidArgument,
+                   "DispatchInput::memory is " << to_string(input.memory) << " but the exchange was built for "
+                                               << to_string(config.memory) << " memory (ExchangeConfig::memory)");
+    EPCOMM_REQUIRE(device || input.stream == nullptr, kInvalidArgument,
+                   "DispatchInput::stream is set but the exchange's memory space is host");
+    EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
+                   "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
+                                 << config.max_tokens_per_rank);
+    EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
+                   "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
+    EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
+                   "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
+                          << " is still in use); drop a handle or raise max_inflight");
+    // The routes of a free slot are scratch until the operation takes it.
+    build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+  });
+  std::shared_ptr<DispatchOp> op;
+  try {
+    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+    agreement->announce({OpHeader::kDispatch, 0, next_seq_, slot});
+  } catch (const Error& e) {
+    fail(next_seq_, e.code(), e.what());
+    throw;
+  }
   ++next_seq_;
   ++dispatch_count_;
   inflight_.push_back(op);
@@ -396,28 +507,36 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
                                                  int64_t expert_out_rows, void* out, int out_tokens, void* stream) {
   std::lock_guard<std::mutex> lk(mu_);
-  check_healthy();
-  EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
-                 "combine needs a DispatchHandle from this Exchange");
-  EPCOMM_REQUIRE(route->done(), kInvalidArgument,
-                 "combine on dispatch operation " << route->seq() << " before its wait() completed");
-  EPCOMM_REQUIRE(!route->combine_in_flight, kInvalidArgument,
-                 "a combine on dispatch operation " << route->seq() << " is already in flight");
-  const int64_t rows = route->output().layout.num_rows();
-  EPCOMM_REQUIRE(expert_out_rows >= rows, kBufferTooSmall,
-                 "expert_out has " << expert_out_rows << " rows but the dispatch delivered " << rows);
-  EPCOMM_REQUIRE(out_tokens >= route->num_tokens(), kBufferTooSmall,
-                 "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
-  EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
-                 "combine got a null expert_out or out buffer");
-  EPCOMM_REQUIRE(device || stream == nullptr, kInvalidArgument,
-                 "combine got a stream but the exchange's memory space is host");
-  if (device) {
-    device->check_stream(stream);
-    if (rows > 0) device->check_pointer(expert_out, true, "combine's expert_out");
-    if (route->num_tokens() > 0) device->check_pointer(out, true, "combine's out");
+  checked_begin([&] {
+    EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
+                   "combine needs a DispatchHandle from this Exchange");
+    EPCOMM_REQUIRE(route->done(), kInvalidArgument,
+                   "combine on dispatch operation " << route->seq() << " before its wait() completed");
+    EPCOMM_REQUIRE(!route->combine_in_flight, kInvalidArgument,
+                   "a combine on dispatch operation " << route->seq() << " is already in flight");
+    const int64_t rows = route->output().layout.num_rows();
+    EPCOMM_REQUIRE(expert_out_rows >= rows, kBufferTooSmall,
+                   "expert_out has " << expert_out_rows << " rows but the dispatch delivered " << rows);
+    EPCOMM_REQUIRE(out_tokens >= route->num_tokens(), kBufferTooSmall,
+                   "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
+    EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
+                   "combine got a null expert_out or out buffer");
+    EPCOMM_REQUIRE(device || stream == nullptr, kInvalidArgument,
+                   "combine got a stream but the exchange's memory space is host");
+    if (device) {
+      device->check_stream(stream);
+      if (rows > 0) device->check_pointer(expert_out, true, "combine's expert_out");
+      if (route->num_tokens() > 0) device->check_pointer(out, true, "combine's out");
+    }
+  });
+  std::shared_ptr<CombineOp> op;
+  try {
+    op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, stream);
+    agreement->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
+  } catch (const Error& e) {
+    fail(next_seq_, e.code(), e.what());
+    throw;
   }
-  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, stream);
   ++next_seq_;
   inflight_.push_back(op);
   return op;
@@ -445,6 +564,7 @@ bool Engine::background_progress(bool& busy) {
 
 bool Engine::progress_locked() {
   check_healthy();
+  check_peers();
   bool moved = false;
   if (!inflight_.empty()) {
     try {
@@ -506,11 +626,11 @@ void Engine::wait(Op& op) {
   }
 }
 
-void Engine::fail_op(Op& op, ErrorCode code, const std::string& why) {
+void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
   failure_reported_ = true;
-  store_flag(header_of(*shm, group.local_rank)->failed_seq, op.seq());
+  failures->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
   inflight_.clear();

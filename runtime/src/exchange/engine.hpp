@@ -21,7 +21,9 @@
 
 #include "device/device_resources.hpp"
 #include "epcomm_kernels/codec.hpp"
+#include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
+#include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
@@ -34,11 +36,14 @@ namespace epcomm::detail {
 
 class Engine;
 
-// Frees a communicator on destruction unless MPI is finalized. As a member next to
-// the communicator it frees it also when the owner's constructor throws later on.
-struct CommFreer {
-  MPI_Comm& comm;
-  ~CommFreer();
+// Returns the engine's communicator to the group's pool on destruction (see
+// comm_pool.hpp), also when the owner's constructor throws later on.
+struct CommLease {
+  CommPool& pool;
+  int index = -1;
+  ~CommLease() {
+    if (index >= 0) pool.give_back(index);
+  }
 };
 
 // Private (per rank) buffers of one slot, sized from the declared maxima.
@@ -149,8 +154,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   const kernels::Codec& dispatch_codec;
   const kernels::Codec& combine_codec;
   const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
-  MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's
-  CommFreer comm_freer{comm};     // declared after comm, destroyed before it
+  MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's, from its pool
+  CommLease comm_lease{*group.exchange_comms};
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   std::unique_ptr<NodeShm> shm;
@@ -158,6 +163,9 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // Before the slots: their movers and registrations go first.
   std::unique_ptr<DeviceResources> device;
   std::size_t device_slot_bytes = 0;  // one slot's rows + expert outputs in the shared region
+  // After shm and comm: destroyed before both (it reads one and receives on the other).
+  std::unique_ptr<FailureChannel> failures;
+  std::unique_ptr<OpAgreement> agreement;
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
@@ -175,27 +183,44 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // A slot as its users see it: control, layout and plan metadata in the node's
   // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
+  // Tags start at a base drawn from the exchange's id: MPI reuses a freed
+  // communicator's context for a later one and delivers it messages still in flight
+  // to the old one (a peer's sends to a rank that failed), which must not match.
   int mpi_tag(uint64_t seq, int phase) const;
-  // First node peer whose flag is below `seq`, or -1. Throws if that peer marked
-  // `seq` failed.
+  int tag_base = 0;
+  // First node peer whose flag is below `seq`, or -1.
   int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
 
  private:
   bool progress_locked();
-  void fail_op(Op& op, ErrorCode code, const std::string& why);
+  void fail_op(Op& op, ErrorCode code, const std::string& why) { fail(op.seq(), code, why); }
+  // Records the failure of operation `seq`, publishes it in shared memory and tells
+  // every rank (which then fail with kGroupFailed naming this rank).
+  void fail(uint64_t seq, ErrorCode code, const std::string& why);
+  // Reads the failure channel; throws Error(kGroupFailed) naming the origin if a
+  // peer failed, or rejected a begin this rank made as an operation. Then compares
+  // the peers' operation headers; throws Error(kMismatch) if one began another op.
+  void check_peers();
+  // Runs a begin's checks; if one throws, announces the rejection and rethrows.
+  template <class Checks>
+  void checked_begin(Checks&& checks);
+  BeginPosition position() const { return {next_seq_, rejections_}; }
   std::shared_ptr<GroupState> group_owner_;
   std::mutex mu_;
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
   uint64_t next_seq_ = 1;
+  uint64_t rejections_ = 0;  // begins rejected by their checks (they take no sequence number)
   uint64_t dispatch_count_ = 0;
   std::string failure_;  // the first error's message; empty while healthy
   ErrorCode failure_code_ = ErrorCode::kGroupFailed;
   bool failure_reported_ = false;
 };
 
-// Phases of MPI traffic, folded into message tags.
-enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3 };
+// Phases of MPI traffic, folded into message tags; failure messages take the tag
+// after every operation's.
+enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3, kTagFailure = 4096 * kTagPhases,
+             kTagHeader = kTagFailure + 1 };
 
 }  // namespace epcomm::detail

@@ -61,6 +61,14 @@ std::unique_ptr<InterNode> open_verbs(Engine& e, Transport want) {
 
 std::unique_ptr<InterNode> make_internode(Engine& e) {
   const Transport want = e.group.transport;
+  // Checksums are checked where MPI delivers a block; RDMA writes have no such place
+  // yet.
+  if (e.config.checksum) {
+    EPCOMM_REQUIRE(want != Transport::kVerbs, kUnsupported,
+                   "ExchangeConfig::checksum (EPCOMM_CHECKSUM) is served by the MPI transport only, but verbs was "
+                   "requested (GroupOptions::transport or EPCOMM_TRANSPORT)");
+    return std::make_unique<MpiInterNode>(e);
+  }
   // One node, or no tokens: nothing ever crosses the inter-node tier.
   if (want != Transport::kMpi && e.topo.num_nodes() > 1 && e.config.max_tokens_per_rank > 0) {
 #ifdef EPCOMM_WITH_VERBS

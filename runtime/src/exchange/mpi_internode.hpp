@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The MPI inter-node tier: one MPI_Isend/MPI_Irecv pair per block, matched by a
 // tag made of the operation's sequence number and phase. Works on any cluster; the
-// MPI library picks the wire (TCP, UCX, ...).
+// MPI library picks the wire (TCP, UCX, ...). With ExchangeConfig::checksum every
+// block carries a CRC32C (checksummed_transfers.hpp).
 #pragma once
 
 #include "exchange/internode.hpp"
@@ -11,7 +12,7 @@ namespace epcomm::detail {
 
 class MpiInterNode final : public InterNode {
  public:
-  explicit MpiInterNode(Engine& engine) : engine_(engine) {}
+  explicit MpiInterNode(Engine& engine);
 
   const char* name() const override { return "mpi"; }
   std::unique_ptr<Transfers> new_transfers() override;
@@ -29,6 +30,9 @@ class MpiInterNode final : public InterNode {
   void post(Transfers& set, std::byte* data, std::size_t bytes, RailBuffer buffer, int node, uint64_t seq,
             PeerRequests::Kind kind);
   Engine& engine_;
+  const bool checksum_;  // ChecksummedTransfers: CRC32C over every block
+  int flip_at_ = 0;      // fault injection: corrupt the n-th block sent (0: none)
+  int blocks_sent_ = 0;
 };
 
 }  // namespace epcomm::detail

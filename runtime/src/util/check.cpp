@@ -16,6 +16,7 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::kUnsupported: return "unsupported";
     case ErrorCode::kSystem: return "system error";
     case ErrorCode::kGroupFailed: return "group failed";
+    case ErrorCode::kDataCorrupted: return "data corrupted";
   }
   return "unknown error";
 }
