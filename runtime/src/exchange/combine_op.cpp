@@ -8,11 +8,12 @@
 namespace epcomm::detail {
 
 CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
-                     void* out)
+                     void* out, const CombineOptions& options)
     : Op(engine, seq, "combine"),
       route_(std::move(route)),
       expert_out_(expert_out),
       out_(out),
+      options_(options),
       buf_(engine.slots[route_->slot()]) {
   route_->combine_in_flight = true;
   Engine& e = engine_;
@@ -74,7 +75,8 @@ void CombineOp::reduce_node_partials() {
         const SlotView& owner = owners[ld];
         const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
         for (int x = 0; x < L && rows[x] >= 0; ++x) {
-          e.dtype_codec.accumulate_row(owner.out_row(rows[x]), H, owner.weight[rows[x]], acc);
+          const float weight = options_.weighted ? owner.weight[rows[x]] : 1.0f;
+          e.dtype_codec.accumulate_row(owner.out_row(rows[x]), H, weight, acc);
           token = owner.src_token[rows[x]];
           if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
         }

@@ -27,18 +27,24 @@ struct DispatchOp::TokenSource {
   const std::byte* message;   // inter-node message, else null
 };
 
-DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input)
+DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
+                       const TokenRoutes* routes)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
-  buf_.busy = true;
   rail_recvs_ = engine.internode->new_transfers();
   rail_sends_ = engine.internode->new_transfers();
   if (input.x_encoded) token_rows_ = static_cast<const std::byte*>(input.x);
-  const Topology& topo = engine.topo;
-  build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
+  if (routes) {
+    buf_.routes = *routes;
+  } else {
+    build_token_routes(engine.topo, input.topk_idx, input.topk_weights, input.num_tokens, buf_.routes);
+  }
+  // Held from here on: a bad topk_idx above throws before the slot is taken, so the
+  // exchange stays usable.
+  buf_.busy = true;
   post_layout();
 }
 

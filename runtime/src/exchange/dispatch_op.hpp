@@ -11,7 +11,9 @@ namespace epcomm::detail {
 
 class DispatchOp : public Op {
  public:
-  DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input);
+  // routes: the routing of an earlier dispatch to reuse (copied), or null to build
+  // it from input.topk_idx.
+  DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input, const TokenRoutes* routes);
   ~DispatchOp() override;
 
   bool advance() override;

@@ -247,7 +247,7 @@ void Engine::check_healthy() {
   EPCOMM_FAIL(kGroupFailed, "the exchange is unusable after an earlier error: " << failure_);
 }
 
-std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
+std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input, const DispatchOp* route) {
   std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
   EPCOMM_REQUIRE(input.memory == MemorySpace::kHost && input.stream == nullptr, kUnsupported,
@@ -257,12 +257,20 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
                                << config.max_tokens_per_rank);
   EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
                  "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
+  if (route) {
+    EPCOMM_REQUIRE(&route->engine() == this, kInvalidArgument,
+                   "dispatch along a DispatchHandle of another Exchange");
+    EPCOMM_REQUIRE(input.num_tokens == route->num_tokens(), kInvalidArgument,
+                   "dispatch along operation " << route->seq() << " got num_tokens=" << input.num_tokens
+                                               << " but that dispatch had " << route->num_tokens());
+  }
   // Slots rotate in dispatch order, identically on every rank.
   const int slot = static_cast<int>(dispatch_count_ % slots.size());
   EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
                  "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
                         << " is still in use); drop a handle or raise max_inflight");
-  auto op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
+  auto op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input,
+                                         route ? &slots[route->slot()].routes : nullptr);
   ++next_seq_;
   ++dispatch_count_;
   inflight_.push_back(op);
@@ -270,7 +278,8 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& input) {
 }
 
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
-                                                 int64_t expert_out_rows, void* out, int out_tokens) {
+                                                 int64_t expert_out_rows, void* out, int out_tokens,
+                                                 const CombineOptions& options) {
   std::lock_guard<std::mutex> lk(mu_);
   check_healthy();
   EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
@@ -286,7 +295,7 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
                  "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
   EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
                  "combine got a null expert_out or out buffer");
-  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out);
+  auto op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, options);
   ++next_seq_;
   inflight_.push_back(op);
   return op;
