@@ -91,6 +91,15 @@ class MoEBlock(nn.Module):
         return list(self.gate.parameters()) + list(self.shared.parameters())
 
 
+def init_routed_experts(block: MoEBlock):
+    """Each routed expert's weights from a seed of its global id, so the expert-parallel
+    block and a block holding every expert start equal."""
+    for j, expert in enumerate(block.experts):
+        torch.manual_seed(1000 + block.first_expert + j)
+        for p in expert.parameters():
+            nn.init.normal_(p, std=p.shape[1] ** -0.5)
+
+
 def allreduce_grads(params, comm):
     """Sums the gradients of replicated parameters over comm."""
     from mpi4py import MPI
@@ -124,10 +133,7 @@ def main():
     torch.manual_seed(0)
     block = MoEBlock(args.hidden, args.ffn, num_experts, args.topk, buffer=buf, num_nodes=buf.group.num_nodes,
                      max_nodes=args.max_nodes)
-    for j, expert in enumerate(block.experts):
-        torch.manual_seed(1000 + block.first_expert + j)
-        for p in expert.parameters():
-            nn.init.normal_(p, std=p.shape[1] ** -0.5)
+    init_routed_experts(block)
     opt = torch.optim.SGD(block.parameters(), lr=args.lr)
     torch.manual_seed(100 + buf.rank)
     x = torch.randn(args.tokens, args.hidden)
