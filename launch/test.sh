@@ -4,7 +4,8 @@
 #   2. build build/ with warnings as errors
 #   3. run the whole ctest suite (unit + multi-rank tests)
 #   4. install to build/install and build + run examples/ against it, through the
-#      CMake package and through pkg-config
+#      CMake package and through pkg-config, and the Python example on the
+#      installed Python package
 #   5. build build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer and run
 #      the unit tests and the 2- and 4-rank exchange, overlap and failure tests
 #   6. build build-tsan/ with ThreadSanitizer and run the 2- and 4-rank exchange and
@@ -56,6 +57,12 @@ echo "-- pkg-config: mpicxx examples/minimal_exchange.cpp $pc_flags"
 # shellcheck disable=SC2086  # pkg-config output is a word list
 mpicxx -O2 examples/minimal_exchange.cpp $pc_flags -o build/example/minimal_exchange_pc
 "${EPCOMM_MPIRUN[@]}" -np 2 build/example/minimal_exchange_pc
+py_module=$(find "$prefix" -name '_epcomm*.so' -print -quit)
+if [[ -n $py_module ]]; then
+  echo "-- Python package: examples/torch_moe.py on the installed package, 4 ranks (2 emulated nodes)"
+  EPCOMM_RANKS_PER_NODE=2 PYTHONPATH=$(dirname "$(dirname "$py_module")") \
+    "${EPCOMM_MPIRUN[@]}" -np 4 -x EPCOMM_RANKS_PER_NODE -x PYTHONPATH /usr/bin/python3 examples/torch_moe.py --steps 3
+fi
 
 stage "5/8 sanitizers: build build-asan/ (Debug, ASan + UBSan) and test"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEPCOMM_SANITIZE=ON \
