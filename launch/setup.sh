@@ -32,6 +32,8 @@ PACKAGES=(
   libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
   python3-numpy python3-matplotlib       # bench plots
   iproute2 procps                        # emulated cluster: ip/tc, ps/pgrep (launch/emulate-cluster, tests/cluster)
+  python3-dev pybind11-dev libdlpack-dev # Python package (python/): module headers, bindings, DLPack
+  python3-torch python3-mpi4py python3-pytest  # Python package tests and examples/torch_moe.py
 )
 
 missing=()
