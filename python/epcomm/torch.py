@@ -463,7 +463,7 @@ def route(logits: torch.Tensor, bias: Optional[torch.Tensor] = None, *, topk: in
     if node_score not in _NODE_SCORES:
         raise Error(f"epcomm: route: node_score={node_score!r} is not one of {_NODE_SCORES}")
     c = _epcomm.RouterConfig()
-    c.num_experts = logits.shape[-1] if logits.dim() == 2 else 0
+    c.num_experts = logits.shape[-1]  # a logits tensor of another rank is refused by name below
     c.topk = topk
     c.num_nodes = num_nodes
     c.max_nodes = max_nodes

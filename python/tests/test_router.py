@@ -98,3 +98,19 @@ def test_update_expert_bias_uses_the_global_load(comm):
     mean = want.sum() / E
     expected = np.where(want > mean, -0.01, np.where(want < mean, 0.01, 0.0)).astype(np.float32)
     assert np.array_equal(bias.numpy(), expected)
+
+
+def test_module_takes_numpy_arrays_through_dlpack():
+    """The module sees DLPack only: numpy arrays work as torch tensors do."""
+    from epcomm import _epcomm
+
+    logits = np.random.default_rng(3).normal(size=(5, E)).astype(np.float32)
+    c = _epcomm.RouterConfig()
+    c.num_experts, c.topk = E, 2
+    idx = np.empty((5, 2), dtype=np.int32)
+    w = np.empty((5, 2), dtype=np.float32)
+    _epcomm.route(logits, None, idx, w, c)
+    want_idx, want_w = epcomm.route(torch.from_numpy(logits), None, topk=2)
+    assert np.array_equal(idx, want_idx.numpy()) and np.array_equal(w, want_w.numpy())
+    with pytest.raises(epcomm.Error, match=r"logits has shape \[16\] where \[\*, 16\] is needed"):
+        epcomm.route(torch.zeros(E), None, topk=2)
