@@ -256,6 +256,8 @@ int run(int argc, char** argv) {
     Device x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
     Device out(static_cast<std::size_t>(T) * o.hidden * 2);
     epcomm::Exchange ex(g, cfg);
+    epcomm::CombineOptions on_stream;
+    on_stream.stream = stream;
     epcomm::DispatchInput d;
     d.x = x.p;
     d.topk_idx = static_cast<const int32_t*>(idx.p);
@@ -280,7 +282,7 @@ int run(int argc, char** argv) {
         std::memcpy(y.data() + 2 * i, &b, 2);
       }
       Device y_dev(y.data(), y.size());
-      ex.combine(h, y_dev.p, h.num_rows(), out.p, T, stream);
+      ex.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
       std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
       cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
       check = check_against_host(g, cfg, in, T, rows, outs, y);
@@ -295,7 +297,7 @@ int run(int argc, char** argv) {
       const auto t1 = Clock::now();
       MPI_Barrier(MPI_COMM_WORLD);
       const auto t2 = Clock::now();
-      epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, stream);
+      epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, on_stream);
       c.wait();
       cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
       const auto t3 = Clock::now();

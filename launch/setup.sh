@@ -33,6 +33,8 @@ PACKAGES=(
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
   libhwy-dev                             # SIMD kernels (Highway)
   libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
+  python3-dev pybind11-dev libdlpack-dev # Python package (python/): module headers, bindings, DLPack
+  python3-mpi4py                         # Python package: the communicator comes from mpi4py
 )
 # Only to test and develop it (launch/test.sh passes --dev).
 DEV_PACKAGES=(
@@ -43,6 +45,7 @@ DEV_PACKAGES=(
   iproute2 procps                        # emulated cluster: ip/tc, ps/pgrep (launch/emulate-cluster, tests/cluster)
   shellcheck                             # lint of the shell scripts (ctest -L lint)
   slurmctld slurmd slurm-client          # a one-host Slurm for epcomm-run's srun path (ctest -L slurm)
+  python3-torch python3-pytest           # Python package tests and examples/torch_moe.py
 )
 ((dev)) && PACKAGES+=("${DEV_PACKAGES[@]}")
 

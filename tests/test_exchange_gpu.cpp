@@ -256,7 +256,9 @@ Result run_device(epcomm::Exchange& ex, const CaseInput& su, cudaStream_t stream
   const std::size_t out_bytes = static_cast<std::size_t>(su.input.num_tokens) * su.config.hidden *
                                 epcomm::dtype_size(su.config.dtype);
   DeviceArray out(out_bytes);
-  epcomm::CombineHandle ch = ex.combine_begin(h, expert_out, n, out.get(), su.input.num_tokens, stream);
+  epcomm::CombineOptions on_stream;
+  on_stream.stream = stream;
+  epcomm::CombineHandle ch = ex.combine_begin(h, expert_out, n, out.get(), su.input.num_tokens, on_stream);
   r.out = to_host(out.get(), out_bytes, stream);  // the stream waits for the combine
   ch.wait();
   return r;

@@ -90,7 +90,12 @@ Reference brute_force(const RouterConfig& c, const float* logits, const float* b
   }
   const double lowest = -std::numeric_limits<double>::infinity();
   std::vector<double> node_score(nodes, lowest);
+  const bool node_max = c.node_score == epcomm::NodeScore::kMaxWithoutBias && bias == nullptr;
   for (int n = 0; n < nodes; ++n) {
+    if (node_max) {
+      for (int i = 0; i < per_node; ++i) node_score[n] = std::max(node_score[n], ref.biased[n * per_node + i]);
+      continue;
+    }
     for_each_subset(per_node, node_topk, [&](const std::vector<int>& s) {
       double sum = 0.0;
       for (int i : s) sum += ref.biased[n * per_node + i];
@@ -131,6 +136,7 @@ void expect_matches(const RouterConfig& c, const Reference& ref, const int32_t* 
   ASSERT_EQ(got, ref.experts);
   double sum = 0.0;
   for (int e : ref.experts) sum += ref.score[e];
+  if (!c.normalize_weights) sum = 1.0;
   for (int k = 0; k < c.topk; ++k) {
     const double want = c.route_scale * ref.score[idx[k]] / sum;
     EXPECT_NEAR(w[k], want, 1e-6 * want) << "k=" << k << " expert " << idx[k];
@@ -190,6 +196,66 @@ TEST(NodeLimitedRouter, MatchesBruteForceReference) {
   EXPECT_GT(checked, 1000);
   // The sweep must exercise the node limit, not just plain top-k.
   EXPECT_GT(limit_binding, 100);
+}
+
+// The DeepSeek gate options: unnormalised weights, and the node score as the node's
+// max when there is no bias (with a bias the top-sum stays).
+TEST(NodeLimitedRouter, DeepSeekGateOptionsMatchBruteForceReference) {
+  std::mt19937 rng(77);
+  std::normal_distribution<float> logit_dist(0.0f, 2.0f);
+  std::uniform_real_distribution<float> bias_dist(-0.2f, 0.2f);
+  const int tokens = 8;
+  int checked = 0, max_differs = 0;
+  for (int nodes : {2, 4}) {
+    for (int K : {2, 4, 6}) {
+      for (bool with_bias : {false, true}) {
+        for (ScoreFunction f : {ScoreFunction::kSigmoid, ScoreFunction::kSoftmax}) {
+          RouterConfig c = make_config(16, K, nodes, 1 + nodes / 2, f, 2.5f);
+          c.normalize_weights = false;
+          c.node_score = epcomm::NodeScore::kMaxWithoutBias;
+          SCOPED_TRACE(describe(c) + (with_bias ? " bias" : " no bias"));
+          std::vector<float> logits(tokens * 16), bias(16);
+          for (float& v : logits) v = logit_dist(rng);
+          for (float& v : bias) v = bias_dist(rng);
+          const float* b = with_bias ? bias.data() : nullptr;
+          std::vector<int32_t> idx(tokens * K);
+          std::vector<float> w(tokens * K);
+          NodeLimitedRouter(c).route(logits.data(), tokens, b, idx.data(), w.data());
+          RouterConfig top_sum = c;
+          top_sum.node_score = epcomm::NodeScore::kTopSum;
+          std::vector<int32_t> idx_sum(tokens * K);
+          std::vector<float> w_sum(tokens * K);
+          NodeLimitedRouter(top_sum).route(logits.data(), tokens, b, idx_sum.data(), w_sum.data());
+          for (int t = 0; t < tokens; ++t) {
+            SCOPED_TRACE("token " + std::to_string(t));
+            expect_matches(c, brute_force(c, logits.data() + t * 16, b), idx.data() + t * K, w.data() + t * K);
+            if (::testing::Test::HasFailure()) return;
+            const bool same = std::equal(idx.begin() + t * K, idx.begin() + (t + 1) * K, idx_sum.begin() + t * K);
+            if (with_bias) {
+              EXPECT_TRUE(same) << "with a bias the node score must stay the top-sum";
+            }
+            max_differs += !same;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 2 * 3 * 2 * 2 * tokens);
+  // Without a bias the max must change some choices, or the sweep tests nothing.
+  EXPECT_GT(max_differs, 0);
+}
+
+TEST(NodeLimitedRouter, RejectsAnUnknownNodeScore) {
+  RouterConfig c = make_config(8, 2, 2, 1);
+  c.node_score = static_cast<epcomm::NodeScore>(7);
+  try {
+    NodeLimitedRouter r(c);
+    FAIL() << "no error";
+  } catch (const epcomm::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("node score 7"), std::string::npos) << e.what();
+  }
 }
 
 TEST(NodeLimitedRouter, DefaultsFollowTheEffectiveNodeLimit) {

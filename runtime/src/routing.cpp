@@ -34,6 +34,8 @@ NodeLimitedRouter::NodeLimitedRouter(const RouterConfig& c) : config_(c) {
   EPCOMM_REQUIRE(c.node_topk >= 0, kInvalidArgument, "node_topk=" << c.node_topk << " is negative");
   EPCOMM_REQUIRE(c.score == ScoreFunction::kSigmoid || c.score == ScoreFunction::kSoftmax, kInvalidArgument,
                  "score function " << static_cast<int>(c.score) << " is not sigmoid (0) or softmax (1)");
+  EPCOMM_REQUIRE(c.node_score == NodeScore::kTopSum || c.node_score == NodeScore::kMaxWithoutBias, kInvalidArgument,
+                 "node score " << static_cast<int>(c.node_score) << " is not top-sum (0) or max-without-bias (1)");
   EPCOMM_REQUIRE(std::isfinite(c.route_scale), kInvalidArgument, "route_scale=" << c.route_scale << " is not finite");
   experts_per_node_ = c.num_experts / c.num_nodes;
   max_nodes_ = (c.max_nodes == 0 || c.max_nodes >= c.num_nodes) ? c.num_nodes : c.max_nodes;
@@ -56,6 +58,8 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
   }
   // Without a node limit every expert is a candidate and node scores are never read.
   const bool limited = max_nodes_ < N;
+  // The max is the sum of the top 1.
+  const int node_topk = config_.node_score == NodeScore::kMaxWithoutBias && bias == nullptr ? 1 : node_topk_;
   std::vector<float> score(E), biased(E), node_score(limited ? N : 0), node_top(limited ? per_node : 0);
   std::vector<double> exp_shift(config_.score == ScoreFunction::kSoftmax ? E : 0);
   std::vector<int> nodes(limited ? N : 0), candidates(E);
@@ -86,8 +90,8 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
         const auto first = biased.begin() + static_cast<std::ptrdiff_t>(n) * per_node;
         std::copy(first, first + per_node, node_top.begin());
         // Summed largest first so a node's score does not depend on where its experts sit.
-        std::partial_sort(node_top.begin(), node_top.begin() + node_topk_, node_top.end(), std::greater<float>());
-        node_score[n] = std::accumulate(node_top.begin(), node_top.begin() + node_topk_, 0.0f);
+        std::partial_sort(node_top.begin(), node_top.begin() + node_topk, node_top.end(), std::greater<float>());
+        node_score[n] = std::accumulate(node_top.begin(), node_top.begin() + node_topk, 0.0f);
       }
       // Only which nodes are kept matters, not their order: their experts are ranked next.
       std::iota(nodes.begin(), nodes.end(), 0);
@@ -116,7 +120,11 @@ void NodeLimitedRouter::route(const float* logits, int num_tokens, const float* 
     // very negative logit); equal weights keep the output finite and still sum to
     // route_scale.
     for (int k = 0; k < K; ++k) {
-      w[k] = sum > 0.0 ? static_cast<float>(config_.route_scale * (score[idx[k]] / sum)) : config_.route_scale / K;
+      if (!config_.normalize_weights) {
+        w[k] = config_.route_scale * score[idx[k]];
+      } else {
+        w[k] = sum > 0.0 ? static_cast<float>(config_.route_scale * (score[idx[k]] / sum)) : config_.route_scale / K;
+      }
     }
   }
 }

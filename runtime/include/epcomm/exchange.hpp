@@ -76,6 +76,18 @@ struct DispatchInput {
   void* stream = nullptr;
 };
 
+// Options of one combine.
+struct CombineOptions {
+  // true: out[t] = sum over the token's rows of weight * expert output. false: every
+  // weight is 1, so out[t] is the plain sum of the token's rows — the backward of
+  // dispatch, where the gradients of a token's copies add up.
+  bool weighted = true;
+  // With device memory: a cudaStream_t (null: the legacy default stream). The
+  // combine reads expert_out once the work enqueued on it so far is done, and the
+  // stream's next work sees `out`, as DispatchInput::stream orders a dispatch.
+  void* stream = nullptr;
+};
+
 namespace detail {
 struct DispatchOp;
 struct CombineOp;
@@ -166,18 +178,27 @@ class EPCOMM_API Exchange {
   DispatchHandle dispatch_begin(const DispatchInput& input);
   DispatchHandle dispatch(const DispatchInput& input);  // begin + wait
 
+  // Dispatches new rows x along the route of an earlier dispatch of this exchange,
+  // whose handle `route` is still alive: input.topk_idx and input.topk_weights must
+  // hold the values that dispatch was given (they are not validated again and the
+  // routing work is skipped), input.num_tokens must equal its num_tokens. Rows land
+  // where that dispatch put them. This is the backward of combine: the output
+  // gradient goes to the expert rows the outputs came from. It takes a slot of its
+  // own (max_inflight counts it).
+  DispatchHandle dispatch_begin(const DispatchInput& input, const DispatchHandle& route);
+  DispatchHandle dispatch(const DispatchInput& input, const DispatchHandle& route);
+
   // expert_out: [expert_out_rows, hidden] of config.dtype, in the row layout of
   // `route` (padding rows are ignored). out: [out_tokens, hidden] of config.dtype
   // receives, for each token the source passed to dispatch, the sum over its
-  // experts of weight * expert output (0 for tokens routed nowhere).
-  // With device memory, `stream` (a cudaStream_t) orders the combine as
-  // DispatchInput::stream orders a dispatch: it reads expert_out once the work
-  // enqueued on stream so far is done, and the stream's next work sees `out`.
+  // experts of weight * expert output (0 for tokens routed nowhere); see
+  // CombineOptions for the unweighted sum and, with device memory, the stream.
   CombineHandle combine_begin(const DispatchHandle& route, const void* expert_out,
                               int64_t expert_out_rows, void* out, int out_tokens,
-                              void* stream = nullptr);
+                              const CombineOptions& options = {});
   void combine(const DispatchHandle& route, const void* expert_out,
-               int64_t expert_out_rows, void* out, int out_tokens, void* stream = nullptr);
+               int64_t expert_out_rows, void* out, int out_tokens,
+               const CombineOptions& options = {});
 
   // Advances every in-flight operation without blocking; true if any moved.
   bool progress();

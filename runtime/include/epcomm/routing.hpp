@@ -7,8 +7,10 @@
 //   score[e]  = sigmoid(logit[e])  or  softmax(logits)[e]
 //   biased[e] = score[e] + bias[e]                  (bias only steers selection)
 //   node score = sum of the top-`node_topk` biased scores among the node's experts
+//                (or their max, see NodeScore)
 //   keep the top-`max_nodes` nodes, then the top-`topk` experts among them by
-//   biased score; weight[k] = route_scale * score[e_k] / sum_j score[e_j].
+//   biased score; weight[k] = route_scale * score[e_k] / sum_j score[e_j]
+//   (route_scale * score[e_k] without normalize_weights).
 // Ties are broken towards the lower node / expert index, so routing is a pure
 // function of its inputs.
 #pragma once
@@ -22,6 +24,14 @@ namespace epcomm {
 
 enum class ScoreFunction : int { kSigmoid = 0, kSoftmax = 1 };
 
+// How a node's score is formed from its experts' biased scores.
+enum class NodeScore : int {
+  kTopSum = 0,          // sum of the top node_topk (DeepSeek-V3 with a bias)
+  // The max of the node's scores when route() gets no bias, else kTopSum: what the
+  // public DeepSeek gate code does (group_scores = amax without a bias).
+  kMaxWithoutBias = 1,
+};
+
 struct RouterConfig {
   int num_experts = 0;
   int topk = 0;
@@ -31,6 +41,10 @@ struct RouterConfig {
                             // M after the rule above; must not exceed experts per node
   ScoreFunction score = ScoreFunction::kSigmoid;
   float route_scale = 1.0f;
+  // false: weight[k] = route_scale * score[e_k], not divided by the sum over the
+  // chosen experts (DeepSeek-V2-style softmax gating keeps them so).
+  bool normalize_weights = true;
+  NodeScore node_score = NodeScore::kTopSum;
 };
 
 class EPCOMM_API NodeLimitedRouter {
@@ -38,8 +52,8 @@ class EPCOMM_API NodeLimitedRouter {
   // Throws Error(kInvalidArgument) when the config is impossible: num_experts < 1,
   // num_nodes < 1, experts not divisible by nodes, topk outside [1, num_experts], a
   // topk that max_nodes nodes cannot hold, a negative max_nodes or node_topk, a
-  // node_topk above experts per node, an unknown score function or a non-finite
-  // route_scale.
+  // node_topk above experts per node, an unknown score function or node score, or a
+  // non-finite route_scale.
   explicit NodeLimitedRouter(const RouterConfig& config);
 
   const RouterConfig& config() const { return config_; }
@@ -50,9 +64,9 @@ class EPCOMM_API NodeLimitedRouter {
   // logits: [num_tokens, num_experts] row-major. bias: [num_experts] or nullptr
   // (all zero). Outputs topk_idx [num_tokens, topk] (int32 expert ids, sorted by
   // descending biased score, ties lower id first) and topk_weights [num_tokens,
-  // topk], summing to route_scale (up to rounding). If every chosen score underflows
-  // to 0 (softmax far below the token's max, sigmoid of a very negative logit) each
-  // weight is route_scale / topk. A non-finite logit throws Error(kInvalidArgument)
+  // topk], summing to route_scale (up to rounding) with normalize_weights. If every
+  // chosen score underflows to 0 (softmax far below the token's max, sigmoid of a
+  // very negative logit) each normalised weight is route_scale / topk. A non-finite logit throws Error(kInvalidArgument)
   // naming the token, expert and value; so do a non-finite bias (naming the expert)
   // and a negative num_tokens. After a throw the outputs are unspecified.
   void route(const float* logits, int num_tokens, const float* bias,

@@ -9,11 +9,12 @@
 namespace epcomm::detail {
 
 CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
-                     void* out, void* stream)
+                     void* out, const CombineOptions& options)
     : Op(engine, seq, "combine"),
       route_(std::move(route)),
       expert_out_(expert_out),
       out_(out),
+      options_(options),
       buf_(engine.slots[route_->slot()]) {
   route_->combine_in_flight = true;
   Engine& e = engine_;
@@ -31,8 +32,8 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
                 count * crow, seq_);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
-  buf_.mover->after(stream);
-  if (e.device) e.device->hold(stream, seq);
+  buf_.mover->after(options.stream);
+  if (e.device) e.device->hold(options.stream, seq);
   stage_expert_outputs();
 }
 
@@ -82,7 +83,7 @@ void CombineOp::reduce_node_partials() {
           const SlotView& owner = owners[ld];
           const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
           for (int x = 0; x < L && rows[x] >= 0; ++x) {
-            sums.add_source(owner.out_row(rows[x]), owner.weight[rows[x]]);
+            sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f);
             if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
           }
         }

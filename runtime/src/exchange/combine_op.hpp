@@ -12,7 +12,7 @@ namespace epcomm::detail {
 class CombineOp : public Op {
  public:
   CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> route, const void* expert_out,
-            void* out, void* stream);
+            void* out, const CombineOptions& options);
   ~CombineOp() override;
 
   bool advance() override;
@@ -34,6 +34,7 @@ class CombineOp : public Op {
   std::shared_ptr<DispatchOp> route_;
   const void* expert_out_;
   void* out_;
+  CombineOptions options_;
   State state_ = State::kStage;
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;

@@ -34,9 +34,9 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
       input_(input),
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
-  buf_.busy = true;
   rail_recvs_ = engine.internode->new_transfers();
   rail_sends_ = engine.internode->new_transfers();
+  buf_.busy = true;
   const bool as_given = input.x_encoded || engine.config.dispatch_format == kernels::plain_format(engine.config.dtype);
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;

@@ -12,6 +12,8 @@ namespace epcomm::detail {
 
 class DispatchOp : public Op {
  public:
+  // The slot's routes were built (or copied from an earlier dispatch) by the
+  // engine's checks before it took the slot.
   DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input);
   ~DispatchOp() override;
 

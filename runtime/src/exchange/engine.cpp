@@ -442,7 +442,7 @@ void Engine::checked_begin(Checks&& checks) {
   }
 }
 
-std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
+std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, const DispatchOp* route) {
   DispatchInput input = given;
   // Device memory: the routing inputs come to the host first, once the caller's
   // stream reached them. Without the lock: that stream may still wait for earlier
@@ -484,11 +484,23 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
                                  << config.max_tokens_per_rank);
     EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
                    "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
+    if (route) {
+      EPCOMM_REQUIRE(&route->engine() == this, kInvalidArgument,
+                     "dispatch along a DispatchHandle of another Exchange");
+      EPCOMM_REQUIRE(input.num_tokens == route->num_tokens(), kInvalidArgument,
+                     "dispatch along operation " << route->seq() << " got num_tokens=" << input.num_tokens
+                                                 << " but that dispatch had " << route->num_tokens());
+    }
     EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
                    "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
                           << " is still in use); drop a handle or raise max_inflight");
-    // The routes of a free slot are scratch until the operation takes it.
-    build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+    // The routes of a free slot are scratch until the operation takes it; a
+    // dispatch along an earlier route copies that route instead of building one.
+    if (route) {
+      slots[slot].routes = slots[route->slot()].routes;
+    } else {
+      build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+    }
   });
   std::shared_ptr<DispatchOp> op;
   try {
@@ -505,7 +517,8 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given) {
 }
 
 std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
-                                                 int64_t expert_out_rows, void* out, int out_tokens, void* stream) {
+                                                 int64_t expert_out_rows, void* out, int out_tokens,
+                                                 const CombineOptions& options) {
   std::lock_guard<std::mutex> lk(mu_);
   checked_begin([&] {
     EPCOMM_REQUIRE(route && &route->engine() == this, kInvalidArgument,
@@ -521,17 +534,17 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
                    "combine output holds " << out_tokens << " tokens but the dispatch sent " << route->num_tokens());
     EPCOMM_REQUIRE((rows == 0 || expert_out) && (route->num_tokens() == 0 || out), kInvalidArgument,
                    "combine got a null expert_out or out buffer");
-    EPCOMM_REQUIRE(device || stream == nullptr, kInvalidArgument,
+    EPCOMM_REQUIRE(device || options.stream == nullptr, kInvalidArgument,
                    "combine got a stream but the exchange's memory space is host");
     if (device) {
-      device->check_stream(stream);
+      device->check_stream(options.stream);
       if (rows > 0) device->check_pointer(expert_out, true, "combine's expert_out");
       if (route->num_tokens() > 0) device->check_pointer(out, true, "combine's out");
     }
   });
   std::shared_ptr<CombineOp> op;
   try {
-    op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, stream);
+    op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, options);
     agreement->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());

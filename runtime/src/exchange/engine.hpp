@@ -132,9 +132,11 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   Engine(std::shared_ptr<GroupState> group, const ExchangeConfig& config);
   ~Engine();
 
-  std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input);
+  // route: an earlier dispatch whose routing this one reuses, or null.
+  std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input, const DispatchOp* route = nullptr);
   std::shared_ptr<CombineOp> begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
-                                           int64_t expert_out_rows, void* out, int out_tokens, void* stream);
+                                           int64_t expert_out_rows, void* out, int out_tokens,
+                                           const CombineOptions& options);
   bool progress();
   void wait(Op& op);
   bool background_progress(bool& busy) override;

@@ -101,16 +101,29 @@ DispatchHandle Exchange::dispatch(const DispatchInput& input) {
   return h;
 }
 
+DispatchHandle Exchange::dispatch_begin(const DispatchInput& input, const DispatchHandle& route) {
+  EPCOMM_REQUIRE(route.op_ != nullptr, kInvalidArgument, "dispatch along an empty DispatchHandle");
+  DispatchHandle h(engine_->begin_dispatch(input, route.op_.get()));
+  engine_->notify_progress_thread();
+  return h;
+}
+
+DispatchHandle Exchange::dispatch(const DispatchInput& input, const DispatchHandle& route) {
+  DispatchHandle h = dispatch_begin(input, route);
+  h.wait();
+  return h;
+}
+
 CombineHandle Exchange::combine_begin(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows,
-                                      void* out, int out_tokens, void* stream) {
-  CombineHandle h(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens, stream));
+                                      void* out, int out_tokens, const CombineOptions& options) {
+  CombineHandle h(engine_->begin_combine(route.op_, expert_out, expert_out_rows, out, out_tokens, options));
   engine_->notify_progress_thread();
   return h;
 }
 
 void Exchange::combine(const DispatchHandle& route, const void* expert_out, int64_t expert_out_rows, void* out,
-                       int out_tokens, void* stream) {
-  combine_begin(route, expert_out, expert_out_rows, out, out_tokens, stream).wait();
+                       int out_tokens, const CombineOptions& options) {
+  combine_begin(route, expert_out, expert_out_rows, out, out_tokens, options).wait();
 }
 
 bool Exchange::progress() { return engine_->progress(); }

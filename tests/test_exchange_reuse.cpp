@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: MIT
+// What training needs from the exchange, against the independent reference of
+// support/test_data: a dispatch along an earlier dispatch's route (the backward of
+// combine) and the unweighted combine (the backward of dispatch). Run under mpiexec
+// with 2 and 4 ranks, 4 as 2 emulated nodes.
+#include <epcomm/epcomm.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "support/mpi_test.hpp"
+#include "support/test_data.hpp"
+
+namespace epcomm_test {
+namespace {
+
+using epcomm::DType;
+using epcomm::Format;
+
+struct ReuseSetup {
+  Shape shape;
+  epcomm::ExchangeConfig config;
+  RankInput input;
+  std::vector<RankInput> all;
+};
+
+// Random routing on every rank (one rank sends nothing), F32 tokens and wire, so
+// every value arrives exactly.
+ReuseSetup make_setup(const epcomm::Group& g, uint64_t seed, int alignment) {
+  Shape s{g.size(), g.ranks_per_node(), 3 * g.size(), 4, 70};
+  std::mt19937 rng(static_cast<unsigned>(seed) * 7919u + static_cast<unsigned>(g.rank()));
+  const int max_tokens = 24;
+  const int tokens = g.size() > 1 && g.rank() == 1 ? 0 : std::uniform_int_distribution<int>(1, max_tokens)(rng);
+  epcomm::ExchangeConfig cfg;
+  cfg.num_experts = s.experts;
+  cfg.topk = s.topk;
+  cfg.hidden = s.hidden;
+  cfg.max_tokens_per_rank = max_tokens;
+  cfg.dtype = DType::kF32;
+  cfg.dispatch_format = Format::kF32;
+  cfg.combine_format = Format::kF32;
+  cfg.expert_alignment = alignment;
+  cfg.max_inflight = 2;
+  RankInput in = make_rank_input(s, tokens, 99, 0.15, seed, g.rank());
+  std::vector<RankInput> all = allgather_inputs(in, s, g.comm());
+  return ReuseSetup{s, cfg, std::move(in), std::move(all)};
+}
+
+epcomm::DispatchInput input_of(const RankInput& in) {
+  epcomm::DispatchInput d;
+  d.x = in.x.data();
+  d.topk_idx = in.topk_idx.data();
+  d.topk_weights = in.topk_weights.data();
+  d.num_tokens = in.num_tokens;
+  return d;
+}
+
+// The same routing with other token values: what a gradient looks like.
+RankInput with_new_x(RankInput in, uint64_t seed) {
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::uniform_int_distribution<int> v(-512, 512);
+  for (float& x : in.x) x = static_cast<float>(v(rng)) / 64.0f;
+  return in;
+}
+
+// Rows of `h` against the reference layout of `all`: per local expert, rows in
+// (source rank, token) order with the source's values, then padding.
+void expect_rows_match_reference(const epcomm::DispatchHandle& h, const std::vector<RankInput>& all,
+                                 const ReuseSetup& su, int rank) {
+  const auto expected = expected_dispatch(all, su.shape, rank);
+  const int H = su.shape.hidden;
+  const auto* rows = static_cast<const float*>(h.rows());
+  int64_t offset = 0;
+  for (int j = 0; j < su.shape.experts_per_rank(); ++j) {
+    ASSERT_EQ(h.expert_offset(j), offset) << "local expert " << j;
+    ASSERT_EQ(h.expert_count(j), static_cast<int64_t>(expected[j].size())) << "local expert " << j;
+    for (std::size_t i = 0; i < expected[j].size(); ++i) {
+      const int64_t r = offset + static_cast<int64_t>(i);
+      ASSERT_EQ(h.row_src_rank()[r], expected[j][i].src_rank) << "row " << r;
+      ASSERT_EQ(h.row_src_token()[r], expected[j][i].src_token) << "row " << r;
+      ASSERT_EQ(h.row_weights()[r], expected[j][i].weight) << "row " << r;
+      for (int x = 0; x < H; ++x) ASSERT_EQ(rows[r * H + x], expected[j][i].x[x]) << "row " << r << " column " << x;
+    }
+    const int64_t a = su.config.expert_alignment;
+    offset += (static_cast<int64_t>(expected[j].size()) + a - 1) / a * a;
+  }
+  ASSERT_EQ(h.num_rows(), offset);
+}
+
+// Expert outputs: expert_fn of each real row, zero for padding.
+std::vector<float> expert_outputs(const epcomm::DispatchHandle& h, const ReuseSetup& su, int rank) {
+  const int H = su.shape.hidden, J = su.shape.experts_per_rank();
+  const auto* rows = static_cast<const float*>(h.rows());
+  std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * H, 0.0f);
+  for (int j = 0; j < J; ++j) {
+    for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
+      for (int x = 0; x < H; ++x) y[r * H + x] = expert_fn(rank * J + j, x, rows[r * H + x]);
+    }
+  }
+  return y;
+}
+
+TEST_F(MpiTest, DispatchAlongAHandleDeliversNewRowsInTheSameLayout) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  for (int alignment : {1, 4}) {
+    SCOPED_TRACE("expert_alignment " + std::to_string(alignment));
+    const ReuseSetup su = make_setup(g, 31 + alignment, alignment);
+    epcomm::Exchange ex(g, su.config);
+    for (int round = 0; round < 3; ++round) {  // slots rotate; the route may sit in either
+      epcomm::DispatchHandle first = ex.dispatch(input_of(su.input));
+      expect_rows_match_reference(first, su.all, su, g.rank());
+      ASSERT_FALSE(HasFailure());
+
+      // New values, same topk_idx and weights: the reference is computed from the
+      // gathered new inputs, as for any dispatch.
+      const RankInput grad = with_new_x(su.input, 1000 + 10 * round + g.rank());
+      std::vector<RankInput> all_grad;
+      for (int r = 0; r < g.size(); ++r) all_grad.push_back(with_new_x(su.all[r], 1000 + 10 * round + r));
+      epcomm::DispatchHandle second = ex.dispatch(input_of(grad), first);
+      expect_rows_match_reference(second, all_grad, su, g.rank());
+      ASSERT_FALSE(HasFailure());
+      // Expert outputs of the second dispatch combine back like any other.
+      const std::vector<float> y = expert_outputs(second, su, g.rank());
+      std::vector<float> out(static_cast<std::size_t>(grad.num_tokens) * su.shape.hidden);
+      ex.combine(second, y.data(), second.num_rows(), out.data(), grad.num_tokens);
+      std::vector<double> ref, mag;
+      expected_combine(grad, su.shape, ref, mag);
+      for (std::size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_LE(std::fabs(out[i] - ref[i]), 1e-6 * mag[i] + 1e-6) << "element " << i;
+      }
+    }
+  }
+}
+
+TEST_F(MpiTest, DispatchAlongAHandleChecksTokensAndLeavesTheExchangeUsable) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 41, 1);
+  epcomm::Exchange ex(g, su.config);
+  epcomm::DispatchHandle first = ex.dispatch(input_of(su.input));
+  RankInput shorter = su.input;
+  ++shorter.num_tokens;
+  shorter.x.resize(shorter.x.size() + su.shape.hidden);
+  shorter.topk_idx.resize(shorter.topk_idx.size() + su.shape.topk, -1);
+  shorter.topk_weights.resize(shorter.topk_weights.size() + su.shape.topk, 0.0f);
+  try {
+    ex.dispatch(input_of(shorter), first);
+    FAIL() << "a dispatch along a handle with another token count must throw";
+  } catch (const epcomm::Error& e) {
+    EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("num_tokens=" + std::to_string(shorter.num_tokens)), std::string::npos)
+        << e.what();
+  }
+  // Both slots were free again (the failed dispatch took none): a second route
+  // dispatch and a combine still work.
+  epcomm::DispatchHandle second = ex.dispatch(input_of(su.input), first);
+  expect_rows_match_reference(second, su.all, su, g.rank());
+}
+
+// A bad expert id throws before the dispatch takes its slot: every slot stays usable.
+TEST_F(MpiTest, RejectedDispatchTakesNoSlot) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 43, 1);
+  epcomm::Exchange ex(g, su.config);
+  RankInput bad = su.input;
+  bad.num_tokens = std::max(bad.num_tokens, 1);
+  bad.x.resize(static_cast<std::size_t>(bad.num_tokens) * su.shape.hidden, 0.0f);
+  bad.topk_idx.resize(static_cast<std::size_t>(bad.num_tokens) * su.shape.topk, -1);
+  bad.topk_weights.resize(bad.topk_idx.size(), 0.0f);
+  bad.topk_idx[0] = su.shape.experts;
+  for (int attempt = 0; attempt < su.config.max_inflight + 1; ++attempt) {
+    EXPECT_THROW(ex.dispatch(input_of(bad)), epcomm::Error);
+  }
+  epcomm::DispatchHandle h = ex.dispatch(input_of(su.input));
+  expect_rows_match_reference(h, su.all, su, g.rank());
+}
+
+TEST_F(MpiTest, UnweightedCombineSumsEachTokensRows) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(epcomm::to_string(dtype));
+    ReuseSetup su = make_setup(g, 51, 2);
+    su.config.dtype = dtype;
+    su.config.combine_format = dtype == DType::kF32 ? Format::kF32 : Format::kBF16;
+    epcomm::Exchange ex(g, su.config);
+    std::vector<std::byte> x(su.input.x.size() * epcomm::dtype_size(dtype));
+    for (std::size_t i = 0; i < su.input.x.size(); ++i) {
+      if (dtype == DType::kF32) {
+        std::memcpy(x.data() + i * 4, &su.input.x[i], 4);
+      } else {  // the inputs are BF16-exact: the top half is the value
+        uint32_t u;
+        std::memcpy(&u, &su.input.x[i], 4);
+        const auto b = static_cast<uint16_t>(u >> 16);
+        std::memcpy(x.data() + i * 2, &b, 2);
+      }
+    }
+    epcomm::DispatchInput in = input_of(su.input);
+    in.x = x.data();
+    epcomm::DispatchHandle h = ex.dispatch(in);
+    const int H = su.shape.hidden;
+    std::vector<float> rows(static_cast<std::size_t>(h.num_rows()) * H, 0.0f);
+    h.decode_rows(rows.data(), DType::kF32);
+    const int J = su.shape.experts_per_rank();
+    // Outputs in the exchange dtype (BF16: rounded, which the tolerance covers).
+    std::vector<std::byte> y(static_cast<std::size_t>(h.num_rows()) * H * epcomm::dtype_size(dtype));
+    for (int j = 0; j < J; ++j) {
+      for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
+        for (int c = 0; c < H; ++c) {
+          const float v = expert_fn(g.rank() * J + j, c, rows[r * H + c]);
+          const std::size_t at = static_cast<std::size_t>(r) * H + c;
+          if (dtype == DType::kF32) {
+            std::memcpy(y.data() + at * 4, &v, 4);
+          } else {
+            uint32_t u;
+            std::memcpy(&u, &v, 4);
+            u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+            const auto b = static_cast<uint16_t>(u >> 16);
+            std::memcpy(y.data() + at * 2, &b, 2);
+          }
+        }
+      }
+    }
+    std::vector<std::byte> out(static_cast<std::size_t>(su.input.num_tokens) * H * epcomm::dtype_size(dtype));
+    epcomm::CombineOptions unweighted;
+    unweighted.weighted = false;
+    ex.combine(h, y.data(), h.num_rows(), out.data(), su.input.num_tokens, unweighted);
+
+    // Reference: per token, the plain sum over its chosen experts of expert_fn,
+    // computed from this rank's input with every weight set to 1.
+    RankInput ones = su.input;
+    for (std::size_t i = 0; i < ones.topk_weights.size(); ++i) ones.topk_weights[i] = 1.0f;
+    std::vector<double> ref, mag;
+    expected_combine(ones, su.shape, ref, mag);
+    // Rounding of the expert output to BF16 (2^-8 relative), the BF16 partial on the
+    // wire and the BF16 result: 3 units.
+    const double rel = dtype == DType::kF32 ? 1e-6 : 3 * std::ldexp(1.0, -8);
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      float got;
+      if (dtype == DType::kF32) {
+        std::memcpy(&got, out.data() + i * 4, 4);
+      } else {
+        uint16_t b;
+        std::memcpy(&b, out.data() + i * 2, 2);
+        const uint32_t u = static_cast<uint32_t>(b) << 16;
+        std::memcpy(&got, &u, 4);
+      }
+      ASSERT_LE(std::fabs(got - ref[i]), rel * mag[i] + 1e-6)
+          << "token " << i / H << " column " << i % H << ": got " << got << " want " << ref[i];
+    }
+    // The weighted combine along the same dispatch still applies the weights.
+    std::vector<std::byte> weighted(out.size());
+    ex.combine(h, y.data(), h.num_rows(), weighted.data(), su.input.num_tokens);
+    expected_combine(su.input, su.shape, ref, mag);
+    for (std::size_t i = 0; i < ref.size() && dtype == DType::kF32; ++i) {
+      float got;
+      std::memcpy(&got, weighted.data() + i * 4, 4);
+      ASSERT_LE(std::fabs(got - ref[i]), 1e-6 * mag[i] + 1e-6) << "weighted element " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace epcomm_test
