@@ -83,22 +83,6 @@ CaseSetup make_setup(epcomm::Group& g, const Case& c, uint64_t seed_offset = 0) 
   return CaseSetup{g, s, cfg, std::move(in), std::move(all)};
 }
 
-// x in the exchange dtype (exact: values are BF16-representable).
-std::vector<std::byte> to_dtype(const std::vector<float>& v, DType t) {
-  std::vector<std::byte> out(v.size() * epcomm::dtype_size(t));
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (t == DType::kF32) {
-      std::memcpy(out.data() + i * 4, &v[i], 4);
-    } else {
-      uint32_t u;
-      std::memcpy(&u, &v[i], 4);
-      const uint16_t b = static_cast<uint16_t>(u >> 16);
-      std::memcpy(out.data() + i * 2, &b, 2);
-    }
-  }
-  return out;
-}
-
 float element(const void* row, Format f, int h) {
   if (f == Format::kF32) return static_cast<const float*>(row)[h];
   const uint32_t u = static_cast<uint32_t>(static_cast<const uint16_t*>(row)[h]) << 16;

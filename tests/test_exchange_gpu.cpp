@@ -52,6 +52,25 @@ class DeviceArray {
 };
 
 // Through pinned memory, as a training loop would read results back.
+// A case's inputs copied to the GPU, and the DispatchInput over them.
+struct DeviceInputs {
+  DeviceArray x, idx, weights;
+  explicit DeviceInputs(const RankInput& in, const std::vector<std::byte>& x_dtype)
+      : x(x_dtype.data(), x_dtype.size()),
+        idx(in.topk_idx.data(), in.topk_idx.size() * 4),
+        weights(in.topk_weights.data(), in.topk_weights.size() * 4) {}
+  epcomm::DispatchInput dispatch(int num_tokens, cudaStream_t stream) const {
+    epcomm::DispatchInput d;
+    d.x = x.get();
+    d.topk_idx = static_cast<const int32_t*>(idx.get());
+    d.topk_weights = static_cast<const float*>(weights.get());
+    d.num_tokens = num_tokens;
+    d.memory = epcomm::MemorySpace::kDevice;
+    d.stream = stream;
+    return d;
+  }
+};
+
 std::vector<std::byte> to_host(const void* dev, std::size_t bytes, cudaStream_t stream) {
   void* pinned = nullptr;
   CUDA_OK(cudaMallocHost(&pinned, bytes > 0 ? bytes : 1));
@@ -92,22 +111,6 @@ const Case kCases[] = {
     {"empty_rank", Format::kBF16, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kEmptyRank},
     {"routed_nowhere", Format::kFP8, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kRoutedNowhere},
 };
-
-// x in the exchange dtype (exact: values are BF16-representable).
-std::vector<std::byte> to_dtype(const std::vector<float>& v, DType t) {
-  std::vector<std::byte> out(v.size() * epcomm::dtype_size(t));
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (t == DType::kF32) {
-      std::memcpy(out.data() + i * 4, &v[i], 4);
-    } else {
-      uint32_t u;
-      std::memcpy(&u, &v[i], 4);
-      const uint16_t b = static_cast<uint16_t>(u >> 16);
-      std::memcpy(out.data() + i * 2, &b, 2);
-    }
-  }
-  return out;
-}
 
 struct CaseInput {
   epcomm::ExchangeConfig config;
@@ -217,17 +220,8 @@ epcomm::ExchangeConfig on_device(epcomm::ExchangeConfig c, const epcomm::Group& 
 // expert_out_buffer() (combine skips its staging copy).
 Result run_device(epcomm::Exchange& ex, const CaseInput& su, cudaStream_t stream, const Result& ref,
                   bool expert_out_in_place) {
-  const std::size_t TK = su.input.topk_idx.size();
-  DeviceArray x(su.x.data(), su.x.size());
-  DeviceArray idx(su.input.topk_idx.data(), TK * 4), w(su.input.topk_weights.data(), TK * 4);
-  epcomm::DispatchInput d;
-  d.x = x.get();
-  d.topk_idx = static_cast<const int32_t*>(idx.get());
-  d.topk_weights = static_cast<const float*>(w.get());
-  d.num_tokens = su.input.num_tokens;
-  d.memory = epcomm::MemorySpace::kDevice;
-  d.stream = stream;
-  epcomm::DispatchHandle h = ex.dispatch_begin(d);
+  const DeviceInputs inputs(su.input, su.x);
+  epcomm::DispatchHandle h = ex.dispatch_begin(inputs.dispatch(su.input.num_tokens, stream));
   Result r;
   const int64_t n_ref = static_cast<int64_t>(ref.weight.size() / 4);
   const std::size_t row_bytes = epcomm::row_layout(su.config.dispatch_format, su.config.hidden).row_bytes;
@@ -314,22 +308,9 @@ TEST_F(MpiTest, TwoMicroBatchesOnTwoStreams) {
   cudaStream_t sa, sb;
   CUDA_OK(cudaStreamCreate(&sa));
   CUDA_OK(cudaStreamCreate(&sb));
-  const auto inputs = [](const CaseInput& su, DeviceArray& x, DeviceArray& idx, DeviceArray& w, cudaStream_t s) {
-    epcomm::DispatchInput d;
-    d.x = x.get();
-    d.topk_idx = static_cast<const int32_t*>(idx.get());
-    d.topk_weights = static_cast<const float*>(w.get());
-    d.num_tokens = su.input.num_tokens;
-    d.memory = epcomm::MemorySpace::kDevice;
-    d.stream = s;
-    return d;
-  };
-  DeviceArray xa(a.x.data(), a.x.size()), ia(a.input.topk_idx.data(), a.input.topk_idx.size() * 4),
-      wa(a.input.topk_weights.data(), a.input.topk_weights.size() * 4);
-  DeviceArray xb(b.x.data(), b.x.size()), ib(b.input.topk_idx.data(), b.input.topk_idx.size() * 4),
-      wb(b.input.topk_weights.data(), b.input.topk_weights.size() * 4);
-  epcomm::DispatchHandle ha = ex.dispatch_begin(inputs(a, xa, ia, wa, sa));
-  epcomm::DispatchHandle hb = ex.dispatch_begin(inputs(b, xb, ib, wb, sb));
+  const DeviceInputs da(a.input, a.x), db(b.input, b.x);
+  epcomm::DispatchHandle ha = ex.dispatch_begin(da.dispatch(a.input.num_tokens, sa));
+  epcomm::DispatchHandle hb = ex.dispatch_begin(db.dispatch(b.input.num_tokens, sb));
   const std::vector<std::byte> rows_b = to_host(hb.rows(), ref_b.rows.size(), sb);
   const std::vector<std::byte> rows_a = to_host(ha.rows(), ref_a.rows.size(), sa);
   EXPECT_TRUE(rows_a == ref_a.rows);
@@ -371,14 +352,8 @@ TEST_F(MpiTest, HostPointersAndForeignStreamsAreRefused) {
     CUDA_OK(cudaSetDevice((my_device(g) + 1) % count));
     CUDA_OK(cudaStreamCreate(&other));
     CUDA_OK(cudaSetDevice(my_device(g)));
-    DeviceArray x(su.x.data(), su.x.size());
-    DeviceArray idx(su.input.topk_idx.data(), su.input.topk_idx.size() * 4);
-    DeviceArray w(su.input.topk_weights.data(), su.input.topk_weights.size() * 4);
-    epcomm::DispatchInput bad = d;
-    bad.x = x.get();
-    bad.topk_idx = static_cast<const int32_t*>(idx.get());
-    bad.topk_weights = static_cast<const float*>(w.get());
-    bad.stream = other;
+    const DeviceInputs on_gpu(su.input, su.x);
+    const epcomm::DispatchInput bad = on_gpu.dispatch(su.input.num_tokens, other);
     try {
       ex.dispatch_begin(bad);
       ADD_FAILURE() << "a stream of another device was accepted";

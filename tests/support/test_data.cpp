@@ -10,6 +10,21 @@
 
 namespace epcomm_test {
 
+std::vector<std::byte> to_dtype(const std::vector<float>& v, epcomm::DType t) {
+  std::vector<std::byte> out(v.size() * epcomm::dtype_size(t));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (t == epcomm::DType::kF32) {
+      std::memcpy(out.data() + i * 4, &v[i], 4);
+    } else {
+      uint32_t u;
+      std::memcpy(&u, &v[i], 4);
+      const uint16_t b = static_cast<uint16_t>(u >> 16);
+      std::memcpy(out.data() + i * 2, &b, 2);
+    }
+  }
+  return out;
+}
+
 RankInput make_rank_input(const Shape& s, int num_tokens, int max_nodes, double drop_prob, uint64_t seed, int rank) {
   std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(rank));
   std::uniform_real_distribution<float> value(-4.0f, 4.0f), weight(0.05f, 1.0f), unit(0.0f, 1.0f);

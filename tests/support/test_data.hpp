@@ -5,6 +5,7 @@
 // combine should return. Nothing here calls epcomm's exchange code.
 #pragma once
 
+#include <epcomm/types.hpp>
 #include <mpi.h>
 
 #include <cstdint>
@@ -36,6 +37,10 @@ struct RankInput {
 // `max_nodes` random nodes), then each slot becomes -1 with probability
 // `drop_prob`.
 RankInput make_rank_input(const Shape& shape, int num_tokens, int max_nodes, double drop_prob, uint64_t seed, int rank);
+
+// Values in the exchange dtype `t`; exact for BF16-representable values such as
+// make_rank_input's.
+std::vector<std::byte> to_dtype(const std::vector<float>& v, epcomm::DType t);
 
 std::vector<RankInput> allgather_inputs(const RankInput& mine, const Shape& shape, MPI_Comm comm);
 
