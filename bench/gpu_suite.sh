@@ -14,7 +14,7 @@ mkdir -p "$out"
 source launch/mpi_env.sh
 # Never NVLink multicast on a shared host.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-build=${EPCOMM_GPU_BUILD:-/tmp/epcomm-gpu-build}
+build=${EPCOMM_GPU_BUILD:-build-gpu}
 if [[ -z ${NCCL_ROOT:-} ]]; then
   NCCL_ROOT=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)
 fi
