@@ -30,20 +30,21 @@ class PinnedLists {
   PinnedLists(const PinnedLists&) = delete;
   PinnedLists& operator=(const PinnedLists&) = delete;
 
-  // Copies v into the block; `drain` waits for the stream when it must be reused.
-  template <class T, class Drain>
-  const T* put(const std::vector<T>& v, Drain&& drain) {
-    const std::size_t bytes = (v.size() * sizeof(T) + 63) / 64 * 64;
-    EPCOMM_REQUIRE(bytes <= bytes_, kBufferTooSmall,
-                   "a row batch needs " << bytes << " bytes of lists, more than the mover's " << bytes_);
-    if (used_ + bytes > bytes_) {
+  // Copies `bytes` from data (null: leaves them unset) into the block; `drain`
+  // waits for the stream when the block must be reused.
+  template <class Drain>
+  std::byte* put(const void* data, std::size_t bytes, Drain&& drain) {
+    const std::size_t room = (bytes + 63) / 64 * 64;
+    EPCOMM_REQUIRE(room <= bytes_, kBufferTooSmall,
+                   "a row batch needs " << room << " bytes of lists, more than the mover's " << bytes_);
+    if (used_ + room > bytes_) {
       drain();
       used_ = 0;
     }
     std::byte* at = base_ + used_;
-    used_ += bytes;
-    if (!v.empty()) std::memcpy(at, v.data(), v.size() * sizeof(T));
-    return reinterpret_cast<const T*>(at);
+    used_ += room;
+    if (data != nullptr && bytes > 0) std::memcpy(at, data, bytes);
+    return at;
   }
   void reset() { used_ = 0; }
 
@@ -128,14 +129,13 @@ class DeviceRowMover final : public RowMover {
   void upload(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0) return;
     prepare();
-    const auto* b = static_cast<const std::byte*>(src);
-    const std::byte* pinned = put(std::vector<std::byte>(b, b + bytes));
+    const std::byte* pinned = put_bytes(src, bytes);
     EPCOMM_CUDA(cudaMemcpyAsync(dst, pinned, bytes, cudaMemcpyDefault, stream_));
   }
   void download(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0) return;
     prepare();
-    auto* pinned = const_cast<std::byte*>(put(std::vector<std::byte>(bytes)));
+    std::byte* pinned = put_bytes(nullptr, bytes);
     EPCOMM_CUDA(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDefault, stream_));
     EPCOMM_CUDA(cudaStreamSynchronize(stream_));
     std::memcpy(dst, pinned, bytes);
@@ -159,9 +159,12 @@ class DeviceRowMover final : public RowMover {
     if (idle()) lists_.reset();
   }
 
+  std::byte* put_bytes(const void* data, std::size_t bytes) {
+    return lists_.put(data, bytes, [this] { EPCOMM_CUDA(cudaStreamSynchronize(stream_)); });
+  }
   template <class T>
   const T* put(const std::vector<T>& v) {
-    return lists_.put(v, [this] { EPCOMM_CUDA(cudaStreamSynchronize(stream_)); });
+    return reinterpret_cast<const T*>(put_bytes(v.data(), v.size() * sizeof(T)));
   }
 
   int device_;
