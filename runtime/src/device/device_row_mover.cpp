@@ -30,19 +30,23 @@ class PinnedLists {
   PinnedLists(const PinnedLists&) = delete;
   PinnedLists& operator=(const PinnedLists&) = delete;
 
-  // Copies `bytes` from data (null: leaves them unset) into the block; `drain`
-  // waits for the stream when the block must be reused.
+  static std::size_t room(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+  // Makes room for the lists of one batch (the sum of room() of each), so that
+  // its puts never wrap over each other; `drain` waits for the stream when the
+  // block must be reused.
   template <class Drain>
-  std::byte* put(const void* data, std::size_t bytes, Drain&& drain) {
-    const std::size_t room = (bytes + 63) / 64 * 64;
-    EPCOMM_REQUIRE(room <= bytes_, kBufferTooSmall,
-                   "a row batch needs " << room << " bytes of lists, more than the mover's " << bytes_);
-    if (used_ + room > bytes_) {
+  void reserve(std::size_t batch_room, Drain&& drain) {
+    EPCOMM_REQUIRE(batch_room <= bytes_, kBufferTooSmall,
+                   "a row batch needs " << batch_room << " bytes of lists, more than the mover's " << bytes_);
+    if (used_ + batch_room > bytes_) {
       drain();
       used_ = 0;
     }
+  }
+  // Copies `bytes` from data (null: leaves them unset) into room reserved before.
+  std::byte* put(const void* data, std::size_t bytes) {
     std::byte* at = base_ + used_;
-    used_ += room;
+    used_ += room(bytes);
     if (data != nullptr && bytes > 0) std::memcpy(at, data, bytes);
     return at;
   }
@@ -84,6 +88,7 @@ class DeviceRowMover final : public RowMover {
     for (std::size_t i = 0; aligned && i < c.size(); ++i) {
       aligned = (reinterpret_cast<uintptr_t>(c.src[i]) | reinterpret_cast<uintptr_t>(c.dst[i])) % 16 == 0;
     }
+    reserve({bytes_of(c.src), bytes_of(c.dst)});
     kernels::cuda::copy_row_list(put(c.src), put(c.dst), static_cast<int64_t>(c.size()),
                                  static_cast<int64_t>(c.row_bytes), aligned, stream_);
   }
@@ -100,6 +105,7 @@ class DeviceRowMover final : public RowMover {
   void accumulate(Format format, const RowSums& sums, int hidden, bool from_zero, float* acc) override {
     if (sums.destinations() == 0) return;
     prepare();
+    reserve({bytes_of(sums.rows), bytes_of(sums.weights), bytes_of(sums.offsets)});
     kernels::cuda::accumulate_row_list(format, put(sums.rows), put(sums.weights), hidden,
                                        put(sums.offsets), sums.destinations(), from_zero, acc, stream_);
   }
@@ -115,6 +121,7 @@ class DeviceRowMover final : public RowMover {
   void encode_tokens(Format format, const void* x, DType x_type, int hidden, const std::vector<int32_t>& tokens,
                      void* dst) override {
     prepare();
+    reserve({bytes_of(tokens)});
     kernels::cuda::encode_token_rows(format, x, x_type, hidden, put(tokens),
                                      static_cast<int64_t>(tokens.size()), dst, bad_, stream_);
   }
@@ -129,12 +136,14 @@ class DeviceRowMover final : public RowMover {
   void upload(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0) return;
     prepare();
+    reserve({bytes});
     const std::byte* pinned = put_bytes(src, bytes);
     EPCOMM_CUDA(cudaMemcpyAsync(dst, pinned, bytes, cudaMemcpyDefault, stream_));
   }
   void download(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0) return;
     prepare();
+    reserve({bytes});
     std::byte* pinned = put_bytes(nullptr, bytes);
     EPCOMM_CUDA(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDefault, stream_));
     EPCOMM_CUDA(cudaStreamSynchronize(stream_));
@@ -159,12 +168,20 @@ class DeviceRowMover final : public RowMover {
     if (idle()) lists_.reset();
   }
 
-  std::byte* put_bytes(const void* data, std::size_t bytes) {
-    return lists_.put(data, bytes, [this] { EPCOMM_CUDA(cudaStreamSynchronize(stream_)); });
+  // Room for a batch whose lists are these byte counts.
+  void reserve(std::initializer_list<std::size_t> list_bytes) {
+    std::size_t total = 0;
+    for (std::size_t b : list_bytes) total += PinnedLists::room(b);
+    lists_.reserve(total, [this] { EPCOMM_CUDA(cudaStreamSynchronize(stream_)); });
   }
+  std::byte* put_bytes(const void* data, std::size_t bytes) { return lists_.put(data, bytes); }
   template <class T>
   const T* put(const std::vector<T>& v) {
     return reinterpret_cast<const T*>(put_bytes(v.data(), v.size() * sizeof(T)));
+  }
+  template <class T>
+  static std::size_t bytes_of(const std::vector<T>& v) {
+    return v.size() * sizeof(T);
   }
 
   int device_;
