@@ -161,19 +161,11 @@ void Report::row(const Result& r) {
   j["iters"] = o.iters;
   j["seed"] = o.seed;
   j["max_recv_rows"] = r.max_recv_rows;
-  // <name> is the median, <name>_min ... _max the rest of the spread.
-  const auto add_spread = [&j](const std::string& name, const Spread& t) {
-    j[name] = rounded(t.p50, 3);
-    j[name + "_min"] = rounded(t.min, 3);
-    j[name + "_p10"] = rounded(t.p10, 3);
-    j[name + "_p90"] = rounded(t.p90, 3);
-    j[name + "_max"] = rounded(t.max, 3);
-  };
-  add_spread("dispatch_us", r.dispatch);
-  add_spread("combine_us", r.combine);
+  add_spread(j, "dispatch_us", r.dispatch, 3);
+  add_spread(j, "combine_us", r.combine, 3);
   j["total_us"] = rounded(r.total_us(), 3);
-  add_spread("baseline_dispatch_us", r.baseline_dispatch);
-  add_spread("baseline_combine_us", r.baseline_combine);
+  add_spread(j, "baseline_dispatch_us", r.baseline_dispatch, 3);
+  add_spread(j, "baseline_combine_us", r.baseline_combine, 3);
   j["baseline_us"] = rounded(r.baseline_us(), 3);
   j["speedup_vs_baseline"] = rounded(r.speedup(), 4);
   j["internode_bytes"] = r.internode_bytes;

@@ -5,6 +5,8 @@
 // order they were added in.
 #pragma once
 
+#include "common/stats.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
@@ -23,6 +25,15 @@ using Json = nlohmann::ordered_json;
 inline double rounded(double value, int decimals) {
   const double scale = std::pow(10.0, decimals);
   return std::round(value * scale) / scale;
+}
+
+// j[name] = the median of t, j[name + "_min" | "_p10" | "_p90" | "_max"] the rest.
+inline void add_spread(Json& j, const std::string& name, const Spread& t, int decimals) {
+  j[name] = rounded(t.p50, decimals);
+  j[name + "_min"] = rounded(t.min, decimals);
+  j[name + "_p10"] = rounded(t.p10, decimals);
+  j[name + "_p90"] = rounded(t.p90, decimals);
+  j[name + "_max"] = rounded(t.max, decimals);
 }
 
 class JsonLines {
