@@ -5,10 +5,8 @@
 #include <epcomm/group.hpp>
 #include <epcomm/types.hpp>
 
-#include "cli.hpp"
-
 #include <cstdint>
-#include <stdexcept>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,15 +44,15 @@ struct Options {
   uint64_t seed = 1;
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
-  bool help = false;
 };
 
-Options parse_args(int argc, char** argv);
+// Fills o from argv (bench/common/cli.hpp). Returns the exit status when the program
+// should stop: 0 after --help, 2 after a bad argument; only `print` writes them.
+std::optional<int> parse_args(int argc, char** argv, bool print, Options& o);
 // The --dtype spelling of t, as the report prints it.
 const char* dtype_name(epcomm::DType t);
 // "tokens=256 hidden=7168 ..." for messages about one configuration.
 std::string describe(const BenchConfig& config);
-std::string usage(const char* prog);
 // Cartesian product, tokens varying fastest (like a size sweep in nccl-tests).
 std::vector<BenchConfig> expand(const Options& options);
 

@@ -23,13 +23,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
+#include "common/json_lines.hpp"
+#include "common/run_header.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/tile_kernels.hpp"
 
@@ -46,34 +49,24 @@ struct Options {
   double min_time_s = 0.25;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "epcomm-codec-bench: %s\nusage: epcomm-codec-bench [--accuracy] [--json] [--hidden H] [--min-time S]\n",
-               why);
-  std::exit(2);
+// Fills o from argv; returns the exit status when the program should stop (0 after
+// --help, 2 after a bad argument).
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  CLI::App app("Single-thread CPU throughput of the row codecs (default) or their error (--accuracy).",
+               "epcomm-codec-bench");
+  app.add_flag("--accuracy", o.accuracy, "relative RMS error and bias instead of throughput");
+  app.add_flag("--json", o.json, "one JSON object per result line instead of the table");
+  epcomm_bench::add_number(app, "--hidden", o.hidden, 1, "elements per row");
+  epcomm_bench::add_number(app, "--min-time", o.min_time_s, 0.0, "seconds each measurement repeats for at least");
+  return epcomm_bench::parse_command_line(app, argc, argv, true);
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) usage((a + " needs a value").c_str());
-      return argv[++i];
-    };
-    if (a == "--json") {
-      o.json = true;
-    } else if (a == "--accuracy") {
-      o.accuracy = true;
-    } else if (a == "--hidden") {
-      o.hidden = std::atoi(value());
-      if (o.hidden <= 0) usage("--hidden must be positive");
-    } else if (a == "--min-time") {
-      o.min_time_s = std::atof(value());
-    } else {
-      usage(("unknown argument " + a).c_str());
-    }
-  }
-  return o;
+// A JSON line: the run header of a one-process run, then the result's keys.
+epcomm_bench::Json json_line() {
+  epcomm_bench::RunHeader header;
+  header.bench = "epcomm-codec-bench";
+  header.transport = "none";
+  return epcomm_bench::run_header_json(header);
 }
 
 Format logfmt(int bits) { return static_cast<Format>(static_cast<int>(Format::kLogFMT3) + bits - 3); }
@@ -213,12 +206,19 @@ void run_throughput(const Options& o) {
   }
 
   if (o.json) {
+    epcomm_bench::JsonLines out(true, "");
     for (const Result& r : results) {
-      std::printf(
-          "{\"format\":\"%s\",\"op\":\"%s\",\"impl\":\"%s\",\"input_dtype\":\"%s\",\"rows\":%d,\"hidden\":%d,"
-          "\"gbps\":%.3f,\"memcpy_gbps\":%.3f,\"ratio_to_memcpy\":%.4f}\n",
-          r.format.c_str(), r.op.c_str(), r.impl.c_str(), r.dtype.c_str(), r.rows, hidden, r.gbps, r.memcpy_gbps,
-          r.gbps / r.memcpy_gbps);
+      epcomm_bench::Json j = json_line();
+      j["format"] = r.format;
+      j["op"] = r.op;
+      j["impl"] = r.impl;
+      j["input_dtype"] = r.dtype;
+      j["rows"] = r.rows;
+      j["hidden"] = hidden;
+      j["gbps"] = epcomm_bench::rounded(r.gbps, 3);
+      j["memcpy_gbps"] = epcomm_bench::rounded(r.memcpy_gbps, 3);
+      j["ratio_to_memcpy"] = epcomm_bench::rounded(r.gbps / r.memcpy_gbps, 4);
+      out.write(j);
     }
     return;
   }
@@ -284,10 +284,16 @@ void run_accuracy(const Options& o) {
     std::printf("%d rows x %d, encode from FP32 then decode to FP32; bias = sum(|dec|-|x|)/sum|x|\n\n", rows, hidden);
     std::printf("| data | format | rounding | rel. RMS error | bias |\n|---|---|---|---:|---:|\n");
   }
+  epcomm_bench::JsonLines out(o.json, "");
   auto report = [&](Dist d, Format f, const char* rounding, const ErrorStats& e) {
     if (o.json) {
-      std::printf("{\"data\":\"%s\",\"format\":\"%s\",\"rounding\":\"%s\",\"rel_rms\":%.6e,\"bias\":%.6e}\n", dist_name(d),
-                  epcomm::to_string(f), rounding, e.rel_rms(), e.bias());
+      epcomm_bench::Json j = json_line();
+      j["data"] = dist_name(d);
+      j["format"] = epcomm::to_string(f);
+      j["rounding"] = rounding;
+      j["rel_rms"] = e.rel_rms();
+      j["bias"] = e.bias();
+      out.write(j);
     } else {
       std::printf("| %s | %s | %s | %.3e | %+.3e |\n", dist_name(d), epcomm::to_string(f), rounding, e.rel_rms(), e.bias());
     }
@@ -325,7 +331,8 @@ void run_accuracy(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  if (const std::optional<int> status = parse(argc, argv, o)) return *status;
   if (o.accuracy) {
     run_accuracy(o);
   } else {

@@ -20,12 +20,15 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "cli.hpp"
+#include "common/cli.hpp"
+#include "common/json_lines.hpp"
+#include "common/run_header.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
 
 namespace {
@@ -47,34 +50,23 @@ struct Options {
   bool json = false;
 };
 
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) throw epcomm_bench::ArgsError(flag + ": missing value");
-      return argv[++i];
-    };
-    if (flag == "--json") {
-      o.json = true;
-    } else if (flag == "--tokens") {
-      o.tokens = epcomm_bench::parse_int_list("tokens", value(), 1);
-    } else if (flag == "--hidden") {
-      o.hidden = epcomm_bench::parse_number<int>("hidden", value(), 1);
-    } else if (flag == "--iters") {
-      o.iters = epcomm_bench::parse_number<int>("iters", value(), 1);
-    } else if (flag == "--warmup") {
-      o.warmup = epcomm_bench::parse_number<int>("warmup", value(), 0);
-    } else if (flag == "--formats") {
-      o.formats.clear();
-      for (std::string_view name : epcomm_bench::split_commas(value())) {
-        o.formats.push_back(epcomm::parse_format(std::string(name).c_str()));
-      }
-    } else {
-      throw epcomm_bench::ArgsError("unknown flag " + flag);
-    }
-  }
-  return o;
+// Fills o from argv; returns the exit status when the program should stop (0 after
+// --help, 2 after a bad argument).
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  using namespace epcomm_bench;
+  CLI::App app("GB/s of the fused CUDA pack and unpack against a device-to-device copy, on BF16 token rows.",
+               "epcomm-codec-gpu-bench");
+  add_int_list(app, "--tokens", o.tokens, 1, "rows per measurement");
+  add_number(app, "--hidden", o.hidden, 1, "elements per row");
+  add_number(app, "--iters", o.iters, 1, "timed calls");
+  add_number(app, "--warmup", o.warmup, 0, "untimed calls");
+  std::vector<std::string> formats;
+  for (Format f : o.formats) formats.push_back(epcomm::to_string(f));
+  add_word_list(app, "--formats", formats, wire_format(), "wire formats to measure");
+  app.add_flag("--json", o.json, "one JSON object per result line instead of the table");
+  if (const std::optional<int> status = parse_command_line(app, argc, argv, true)) return status;
+  o.formats = to_formats(formats);
+  return std::nullopt;
 }
 
 struct DeviceMemory {
@@ -124,14 +116,25 @@ std::vector<uint16_t> make_bf16(std::size_t n) {
   return out;
 }
 
-void report(const Options& o, const char* format, int tokens, const char* op, double ms, double bytes,
-            double copy_gbps) {
+void report(const Options& o, const char* gpu_name, const char* format, int tokens, const char* op, double ms,
+            double bytes, double copy_gbps) {
   const double gbps = bytes / (ms * 1e-3) / 1e9;
   if (o.json) {
-    std::printf(
-        "{\"format\":\"%s\",\"tokens\":%d,\"hidden\":%d,\"op\":\"%s\",\"median_us\":%.2f,\"bytes\":%.0f,"
-        "\"gbps\":%.1f,\"copy_gbps\":%.1f,\"fraction_of_copy\":%.3f}\n",
-        format, tokens, o.hidden, op, ms * 1e3, bytes, gbps, copy_gbps, gbps / copy_gbps);
+    epcomm_bench::RunHeader header;
+    header.bench = "epcomm-codec-gpu-bench";
+    header.transport = "none";
+    epcomm_bench::Json j = epcomm_bench::run_header_json(header);
+    j["gpu"] = gpu_name;
+    j["format"] = format;
+    j["tokens"] = tokens;
+    j["hidden"] = o.hidden;
+    j["op"] = op;
+    j["median_us"] = epcomm_bench::rounded(ms * 1e3, 2);
+    j["bytes"] = bytes;
+    j["gbps"] = epcomm_bench::rounded(gbps, 1);
+    j["copy_gbps"] = epcomm_bench::rounded(copy_gbps, 1);
+    j["fraction_of_copy"] = epcomm_bench::rounded(gbps / copy_gbps, 3);
+    epcomm_bench::JsonLines(true, "").write(j);
   } else {
     std::printf("%-10s %7d %7d %-7s %10.1f %9.1f %9.1f %7.1f%%\n", format, tokens, o.hidden, op, ms * 1e3, gbps,
                 copy_gbps, 100.0 * gbps / copy_gbps);
@@ -176,7 +179,7 @@ int run(const Options& o) {
         [&] { check(cudaMemcpyAsync(out.p, src.p, tokens * in_row, cudaMemcpyDeviceToDevice, stream), "copy"); },
         stream, o);
     const double copy_gbps = copy_bytes / (copy_ms * 1e-3) / 1e9;
-    report(o, "d2d-copy", tokens, "copy", copy_ms, copy_bytes, copy_gbps);
+    report(o, prop.name, "d2d-copy", tokens, "copy", copy_ms, copy_bytes, copy_gbps);
 
     for (Format f : o.formats) {
       const std::size_t row = epcomm::encoded_row_bytes(f, o.hidden);
@@ -186,10 +189,10 @@ int run(const Options& o) {
       const double pack_ms = median_ms(
           [&] { gpu::pack_rows(f, src.p, DType::kBF16, o.hidden, index, tokens, enc.p, bad_index, stream); }, stream,
           o);
-      report(o, epcomm::to_string(f), tokens, "pack", pack_ms, bytes, copy_gbps);
+      report(o, prop.name, epcomm::to_string(f), tokens, "pack", pack_ms, bytes, copy_gbps);
       const double unpack_ms = median_ms(
           [&] { gpu::unpack_rows(f, enc.p, tokens, o.hidden, index, out.p, DType::kBF16, stream); }, stream, o);
-      report(o, epcomm::to_string(f), tokens, "unpack", unpack_ms, bytes, copy_gbps);
+      report(o, prop.name, epcomm::to_string(f), tokens, "unpack", unpack_ms, bytes, copy_gbps);
     }
   }
   check(cudaStreamDestroy(stream), "cudaStreamDestroy");
@@ -199,8 +202,10 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Options o;
+  if (const std::optional<int> status = parse(argc, argv, o)) return *status;
   try {
-    return run(parse(argc, argv));
+    return run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "epcomm-codec-gpu-bench: %s\n", e.what());
     return 1;

@@ -4,9 +4,10 @@
 //
 // Per rank: T tokens, each to top-k distinct experts drawn uniformly (seeded).
 // Timed: dispatch (begin + wait + stream synchronise) and combine likewise, each the
-// slowest rank's time per iteration (MPI_MAX), median / p10 / p90 over --iters after
-// --warmup. GB/s: the payload this rank's GPU sends to other GPUs (rows for owners
-// on other ranks, ExchangeStats::intranode_bytes + internode_bytes) over the time.
+// slowest rank's time per iteration (MPI_MAX), min / p10 / median / p90 / max over
+// --iters after --warmup. GB/s: the payload this rank's GPU sends to other GPUs (rows
+// for owners on other ranks, ExchangeStats::intranode_bytes + internode_bytes) over
+// the median time; inter-node GB/s the same for internode_bytes alone.
 // Baseline (when built with NCCL): ncclSend/ncclRecv groups moving, to every other
 // rank, its deduplicated token rows in the dispatch format (dispatch) and in the
 // output dtype (combine): the per-rank exchange a framework would write with NCCL.
@@ -27,12 +28,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "cli.hpp"
+#include "common/cli.hpp"
+#include "common/json_lines.hpp"
+#include "common/run_header.hpp"
+#include "common/stats.hpp"
 
 namespace {
 
@@ -48,35 +53,33 @@ struct Options {
   std::vector<int> tokens{128, 4096};
   int hidden = 7168, experts = 256, topk = 8, iters = 50, warmup = 5;
   Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
-  bool json = false, help = false;
+  bool json = false;
 };
 
-Options parse(int argc, char** argv) {
+// Fills o from argv; returns the exit status when the program should stop (0 after
+// --help, 2 after a bad argument), printed by rank 0 only.
+std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   using namespace epcomm_bench;
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      o.help = true;
-      continue;
-    }
-    if (flag == "--json") {
-      o.json = true;
-      continue;
-    }
-    if (i + 1 >= argc) throw ArgsError(flag + ": needs a value");
-    const std::string v = argv[++i];
-    if (flag == "--tokens") o.tokens = parse_int_list("tokens", v, 1);
-    else if (flag == "--hidden") o.hidden = parse_number<int>("hidden", v, 1);
-    else if (flag == "--experts") o.experts = parse_number<int>("experts", v, 1);
-    else if (flag == "--topk") o.topk = parse_number<int>("topk", v, 1);
-    else if (flag == "--iters") o.iters = parse_number<int>("iters", v, 1);
-    else if (flag == "--warmup") o.warmup = parse_number<int>("warmup", v, 0);
-    else if (flag == "--dispatch-format") o.dispatch_format = epcomm::parse_format(v.c_str());
-    else if (flag == "--combine-format") o.combine_format = epcomm::parse_format(v.c_str());
-    else throw ArgsError("unknown flag " + flag);
-  }
-  return o;
+  CLI::App app("The exchange on GPU memory, one rank per GPU, against NCCL moving the same payload\n"
+               "(usage: mpirun -np P epcomm-gpu-bench [flags]).",
+               "epcomm-gpu-bench");
+  add_int_list(app, "--tokens", o.tokens, 1, "tokens per rank");
+  add_number(app, "--hidden", o.hidden, 1, "elements per token row");
+  add_number(app, "--experts", o.experts, 1, "routed experts, divisible by P");
+  add_number(app, "--topk", o.topk, 1, "experts per token");
+  add_number(app, "--iters", o.iters, 1, "timed iterations");
+  add_number(app, "--warmup", o.warmup, 0, "untimed iterations");
+  std::string dispatch_format = epcomm::to_string(o.dispatch_format);
+  std::string combine_format = epcomm::to_string(o.combine_format);
+  app.add_option("--dispatch-format", dispatch_format, "rows on the wire")->check(wire_format())->capture_default_str();
+  app.add_option("--combine-format", combine_format, "node partials on the wire")
+      ->check(wire_format())
+      ->capture_default_str();
+  app.add_flag("--json", o.json, "one JSON object per size instead of the table");
+  if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;
+  o.dispatch_format = epcomm::parse_format(dispatch_format.c_str());
+  o.combine_format = epcomm::parse_format(combine_format.c_str());
+  return std::nullopt;
 }
 
 struct Inputs {
@@ -117,15 +120,6 @@ struct Device {
   }
   ~Device() { cudaFree(p); }
 };
-
-struct Stat {
-  double p10, median, p90;
-};
-Stat stat(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const auto at = [&](double q) { return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)]; };
-  return {at(0.1), at(0.5), at(0.9)};
-}
 
 double slowest(double us) {
   double m = 0;
@@ -198,7 +192,7 @@ double nccl_exchange_us(ncclComm_t comm, cudaStream_t s, const std::vector<std::
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  return stat(times).median;
+  return epcomm_bench::spread_of(times).p50;
 }
 #endif
 
@@ -207,16 +201,7 @@ int run(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   Options o;
-  try {
-    o = parse(argc, argv);
-  } catch (const std::exception& e) {
-    if (rank == 0) std::fprintf(stderr, "epcomm-gpu-bench: %s (see --help)\n", e.what());
-    return 2;
-  }
-  if (o.help) {
-    if (rank == 0) std::printf("see the comment at the top of bench/gpu_exchange_bench.cpp\n");
-    return 0;
-  }
+  if (const std::optional<int> status = parse(argc, argv, rank == 0, o)) return *status;
   epcomm::Group g(MPI_COMM_WORLD);
   // One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
   MPI_Comm host;
@@ -288,7 +273,7 @@ int run(int argc, char** argv) {
       check = check_against_host(g, cfg, in, T, rows, outs, y);
     }
     std::vector<double> td, tc;
-    int64_t disp_bytes = 0, comb_bytes = 0;
+    int64_t disp_bytes = 0, comb_bytes = 0, disp_inter_bytes = 0, comb_inter_bytes = 0;
     for (int i = 0; i < o.warmup + o.iters; ++i) {
       MPI_Barrier(MPI_COMM_WORLD);
       const auto t0 = Clock::now();
@@ -312,8 +297,10 @@ int run(int argc, char** argv) {
       }
       disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
       comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;
+      disp_inter_bytes = h.stats().internode_bytes;
+      comb_inter_bytes = c.stats().internode_bytes;
     }
-    const Stat sd = stat(td), sc = stat(tc);
+    const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
     double nccl_d = -1, nccl_c = -1;
 #ifdef EPCOMM_BENCH_NCCL
     {
@@ -336,23 +323,38 @@ int run(int argc, char** argv) {
     }
 #endif
     if (!check) status = 1;
-    const double gbd = static_cast<double>(disp_bytes) / (sd.median * 1e3);
-    const double gbc = static_cast<double>(comb_bytes) / (sc.median * 1e3);
+    const double gbd = static_cast<double>(disp_bytes) / (sd.p50 * 1e3);
+    const double gbc = static_cast<double>(comb_bytes) / (sc.p50 * 1e3);
     if (rank == 0) {
       if (o.json) {
-        std::printf(
-            "{\"bench\":\"epcomm-gpu-bench\",\"memory\":\"device\",\"tokens\":%d,\"hidden\":%d,\"experts\":%d,"
-            "\"topk\":%d,\"ranks\":%d,\"nodes\":%d,\"dispatch_format\":\"%s\",\"combine_format\":\"%s\","
-            "\"dispatch_us\":%.1f,\"dispatch_us_p10\":%.1f,\"dispatch_us_p90\":%.1f,\"combine_us\":%.1f,"
-            "\"combine_us_p10\":%.1f,\"combine_us_p90\":%.1f,\"dispatch_GBps\":%.1f,\"combine_GBps\":%.1f,"
-            "\"nccl_dispatch_us\":%.1f,\"nccl_combine_us\":%.1f,\"check\":%s}\n",
-            T, o.hidden, o.experts, o.topk, size, g.num_nodes(), epcomm::to_string(o.dispatch_format),
-            epcomm::to_string(o.combine_format), sd.median, sd.p10, sd.p90, sc.median, sc.p10, sc.p90, gbd, gbc,
-            nccl_d, nccl_c, check ? "true" : "false");
+        epcomm_bench::RunHeader header;
+        header.bench = "epcomm-gpu-bench";
+        header.ranks = size;
+        header.nodes = g.num_nodes();
+        header.transport = ex.transport();
+        header.progress_thread = g.progress_thread();
+        epcomm_bench::Json j = epcomm_bench::run_header_json(header);
+        j["memory"] = "device";
+        j["tokens"] = T;
+        j["hidden"] = o.hidden;
+        j["experts"] = o.experts;
+        j["topk"] = o.topk;
+        j["dispatch_format"] = epcomm::to_string(o.dispatch_format);
+        j["combine_format"] = epcomm::to_string(o.combine_format);
+        epcomm_bench::add_spread(j, "dispatch_us", sd, 1);
+        epcomm_bench::add_spread(j, "combine_us", sc, 1);
+        j["dispatch_GBps"] = epcomm_bench::rounded(gbd, 1);
+        j["combine_GBps"] = epcomm_bench::rounded(gbc, 1);
+        j["dispatch_internode_GBps"] = epcomm_bench::rounded(static_cast<double>(disp_inter_bytes) / (sd.p50 * 1e3), 1);
+        j["combine_internode_GBps"] = epcomm_bench::rounded(static_cast<double>(comb_inter_bytes) / (sc.p50 * 1e3), 1);
+        j["nccl_dispatch_us"] = epcomm_bench::rounded(nccl_d, 1);
+        j["nccl_combine_us"] = epcomm_bench::rounded(nccl_c, 1);
+        j["check"] = check;
+        epcomm_bench::JsonLines(true, "").write(j);
       } else {
         std::printf("%7d %6d %5d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | %10.1f %10.1f | %5s\n",
                     T, o.hidden, size, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format),
-                    sd.median, sd.p10, sd.p90, sc.median, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c,
+                    sd.p50, sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c,
                     check ? "true" : "false");
       }
       std::fflush(stdout);

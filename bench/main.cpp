@@ -23,18 +23,9 @@ int run_sweep(const epcomm::Group& group, const epcomm_bench::Options& options,
 // Returns the exit status: 0, 1 when a check failed, 2 for a bad command line.
 int run(int argc, char** argv, int world_rank) {
   using namespace epcomm_bench;
+  // Every rank parses the same argv and stops the same way: no abort needed.
   Options options;
-  try {
-    options = parse_args(argc, argv);
-  } catch (const ArgsError& e) {
-    // Every rank parsed the same argv and failed the same way: no abort needed.
-    if (world_rank == 0) std::fprintf(stderr, "epcomm-bench: %s (see --help)\n", e.what());
-    return 2;
-  }
-  if (options.help) {
-    if (world_rank == 0) std::printf("%s", usage(argv[0]).c_str());
-    return 0;
-  }
+  if (const std::optional<int> status = parse_args(argc, argv, world_rank == 0, options)) return *status;
 
   std::optional<Report> report;
   int status = 0;
@@ -52,7 +43,8 @@ int run_sweep(const epcomm::Group& group, const epcomm_bench::Options& options,
   using namespace epcomm_bench;
   const bool root = group.rank() == 0;
   if (root && !report) {
-    report.emplace(RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), &options});
+    report.emplace(
+        RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), group.progress_thread(), &options});
   }
   int status = 0;
   for (const BenchConfig& config : expand(options)) {

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "report.hpp"
 
+#include "common/run_header.hpp"
+
 #include <epcomm/types.hpp>
 
-#include <cerrno>
-#include <cstring>
-#include <stdexcept>
+#include <cstdio>
 
 namespace epcomm_bench {
 namespace {
@@ -19,9 +19,10 @@ struct Column {
 constexpr Column kColumns[] = {
     {"ranks", 6},   {"nodes", 6},        {"tokens", 7},   {"hidden", 7},   {"experts", 8},
     {"topk", 5},    {"maxn", 5},         {"net", 6},      {"dtype", 6},    {"dfmt", 10},    {"cfmt", 10},
-    {"disp_us", 10}, {"comb_us", 10},
+    {"disp_min", 10}, {"disp_p10", 10}, {"disp_us", 10}, {"disp_p90", 10}, {"disp_max", 10},
+    {"comb_min", 10}, {"comb_p10", 10}, {"comb_us", 10}, {"comb_p90", 10}, {"comb_max", 10},
     {"total_us", 10}, {"base_us", 10},   {"speedup", 8},  {"inter_MB", 10}, {"intra_MB", 10},
-    {"base_inter_MB", 14}, {"algbw_GB/s", 11}, {"check", 6},
+    {"base_inter_MB", 14}, {"inter_GB/s", 11}, {"algbw_GB/s", 11}, {"check", 6},
 };
 constexpr std::size_t kNumColumns = sizeof kColumns / sizeof kColumns[0];
 
@@ -46,29 +47,6 @@ void print_line(const std::string (&cells)[kNumColumns]) {
   std::fflush(stdout);
 }
 
-// Builds one JSON object; keys are fixed identifiers and the only string value is
-// a dtype name, so nothing needs escaping.
-class JsonLine {
- public:
-  JsonLine& add(const char* key, int64_t value) { return raw(key, std::to_string(value)); }
-  JsonLine& add(const char* key, int value) { return raw(key, std::to_string(value)); }
-  JsonLine& add(const char* key, uint64_t value) { return raw(key, std::to_string(value)); }
-  JsonLine& add(const char* key, double value, int decimals) { return raw(key, fixed(value, decimals)); }
-  JsonLine& add(const char* key, bool value) { return raw(key, value ? "true" : "false"); }
-  JsonLine& add(const char* key, const char* value) {
-    return raw(key, std::string("\"") + value + "\"");
-  }
-  std::string str() const { return text_ + "}"; }
-
- private:
-  JsonLine& raw(const char* key, const std::string& value) {
-    text_ += text_.empty() ? "{" : ",";
-    text_ += std::string("\"") + key + "\":" + value;
-    return *this;
-  }
-  std::string text_;
-};
-
 }  // namespace
 
 int64_t Result::bytes_per_rank() const {
@@ -91,34 +69,31 @@ int64_t Result::combine_internode_bytes_bf16() const {
   return combine_internode_bytes / row * bf16;
 }
 
-double Result::algbw_gbps() const {
-  // bytes / us = MB/s; / 1e3 = GB/s.
-  return 2.0 * static_cast<double>(bytes_per_rank()) / total_us() / 1e3;
-}
+namespace {
+// bytes / us = MB/s; / 1e3 = GB/s.
+double gbps(int64_t bytes, double us) { return static_cast<double>(bytes) / us / 1e3; }
+}  // namespace
 
-Report::Report(const RunInfo& info) : info_(info) {
+double Result::algbw_gbps() const { return gbps(2 * bytes_per_rank(), total_us()); }
+double Result::internode_gbps() const { return gbps(internode_bytes, total_us()); }
+double Result::dispatch_internode_gbps() const { return gbps(dispatch_internode_bytes, dispatch.p50); }
+double Result::combine_internode_gbps() const { return gbps(combine_internode_bytes, combine.p50); }
+double Result::baseline_internode_gbps() const { return gbps(baseline_internode_bytes, baseline_us()); }
+
+Report::Report(const RunInfo& info)
+    : info_(info), json_(info.options->json, info.options->json_out) {
   const Options& o = *info_.options;
-  if (!o.json_out.empty()) {
-    json_file_ = std::fopen(o.json_out.c_str(), "w");
-    if (json_file_ == nullptr) {
-      throw std::runtime_error("cannot open --json-out " + o.json_out + ": " +
-                               std::strerror(errno));
-    }
-  }
   std::printf("# epcomm-bench: %d ranks, %d nodes x %d ranks, warmup %d, iters %d, seed %llu, "
               "alignment %d\n",
               info_.ranks, info_.nodes, info_.ranks_per_node, o.warmup, o.iters,
               static_cast<unsigned long long>(o.seed), o.alignment);
-  std::printf("# times: median over iterations of the slowest rank (us); bytes: one dispatch + "
-              "combine, summed over ranks (MB = 1e6 B)\n");
+  std::printf("# times: min, p10, median (_us), p90, max over iterations of the slowest rank (us); bytes: "
+              "one dispatch + combine, summed over ranks (MB = 1e6 B); inter_GB/s: inter-node bytes / median "
+              "total time\n");
   std::string cells[kNumColumns];
   for (std::size_t c = 0; c < kNumColumns; ++c) cells[c] = kColumns[c].name;
   cells[0] = std::string("#") + kColumns[0].name;  // header lines start with '#', like the notes
   print_line(cells);
-}
-
-Report::~Report() {
-  if (json_file_ != nullptr) std::fclose(json_file_);
 }
 
 void Report::note(const std::string& text) {
@@ -140,67 +115,76 @@ void Report::row(const Result& r) {
       dtype_name(c.dtype),
       epcomm::to_string(c.dispatch_format),
       epcomm::to_string(c.combine_format),
-      fixed(r.dispatch_us, 1),
-      fixed(r.combine_us, 1),
+      fixed(r.dispatch.min, 1),
+      fixed(r.dispatch.p10, 1),
+      fixed(r.dispatch.p50, 1),
+      fixed(r.dispatch.p90, 1),
+      fixed(r.dispatch.max, 1),
+      fixed(r.combine.min, 1),
+      fixed(r.combine.p10, 1),
+      fixed(r.combine.p50, 1),
+      fixed(r.combine.p90, 1),
+      fixed(r.combine.max, 1),
       fixed(r.total_us(), 1),
       fixed(r.baseline_us(), 1),
       fixed(r.speedup(), 2),
       megabytes(r.internode_bytes),
       megabytes(r.intranode_bytes),
       megabytes(r.baseline_internode_bytes),
+      fixed(r.internode_gbps(), 3),
       fixed(r.algbw_gbps(), 3),
       r.check ? "true" : "false",
   };
   print_line(cells);
 
+  if (!json_.enabled()) return;
   const Options& o = *info_.options;
-  JsonLine j;
-  j.add("ranks", r.ranks)
-      .add("nodes", r.nodes)
-      .add("ranks_per_node", info_.ranks_per_node)
-      .add("tokens", c.tokens)
-      .add("hidden", c.hidden)
-      .add("experts", c.experts)
-      .add("topk", c.topk)
-      .add("max_nodes", c.max_nodes)
-      .add("effective_max_nodes", r.effective_max_nodes)
-      .add("transport", r.transport.c_str())
-      .add("dtype", dtype_name(c.dtype))
-      .add("dispatch_format", epcomm::to_string(c.dispatch_format))
-      .add("combine_format", epcomm::to_string(c.combine_format))
-      .add("alignment", o.alignment)
-      .add("warmup", o.warmup)
-      .add("iters", o.iters)
-      .add("seed", o.seed)
-      .add("max_recv_rows", r.max_recv_rows)
-      .add("dispatch_us", r.dispatch_us, 3)
-      .add("combine_us", r.combine_us, 3)
-      .add("total_us", r.total_us(), 3)
-      .add("baseline_dispatch_us", r.baseline_dispatch_us, 3)
-      .add("baseline_combine_us", r.baseline_combine_us, 3)
-      .add("baseline_us", r.baseline_us(), 3)
-      .add("speedup_vs_baseline", r.speedup(), 4)
-      .add("internode_bytes", r.internode_bytes)
-      .add("dispatch_internode_bytes", r.dispatch_internode_bytes)
-      .add("combine_internode_bytes", r.combine_internode_bytes)
-      .add("dispatch_internode_bytes_bf16", r.dispatch_internode_bytes_bf16())
-      .add("combine_internode_bytes_bf16", r.combine_internode_bytes_bf16())
-      .add("intranode_bytes", r.intranode_bytes)
-      .add("layout_bytes", r.layout_bytes)
-      .add("baseline_internode_bytes", r.baseline_internode_bytes)
-      .add("baseline_intranode_bytes", r.baseline_intranode_bytes)
-      .add("bytes_per_rank", r.bytes_per_rank())
-      .add("algbw_gbps", r.algbw_gbps(), 4)
-      .add("check", r.check);
-  const std::string line = j.str();
-  if (o.json) {
-    std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
-  }
-  if (json_file_ != nullptr) {
-    std::fprintf(json_file_, "%s\n", line.c_str());
-    std::fflush(json_file_);
-  }
+  RunHeader header;
+  header.bench = "epcomm-bench";
+  header.ranks = r.ranks;
+  header.nodes = r.nodes;
+  header.transport = r.transport;
+  header.progress_thread = info_.progress_thread;
+  Json j = run_header_json(header);
+  j["ranks_per_node"] = info_.ranks_per_node;
+  j["tokens"] = c.tokens;
+  j["hidden"] = c.hidden;
+  j["experts"] = c.experts;
+  j["topk"] = c.topk;
+  j["max_nodes"] = c.max_nodes;
+  j["effective_max_nodes"] = r.effective_max_nodes;
+  j["dtype"] = dtype_name(c.dtype);
+  j["dispatch_format"] = epcomm::to_string(c.dispatch_format);
+  j["combine_format"] = epcomm::to_string(c.combine_format);
+  j["alignment"] = o.alignment;
+  j["warmup"] = o.warmup;
+  j["iters"] = o.iters;
+  j["seed"] = o.seed;
+  j["max_recv_rows"] = r.max_recv_rows;
+  add_spread(j, "dispatch_us", r.dispatch, 3);
+  add_spread(j, "combine_us", r.combine, 3);
+  j["total_us"] = rounded(r.total_us(), 3);
+  add_spread(j, "baseline_dispatch_us", r.baseline_dispatch, 3);
+  add_spread(j, "baseline_combine_us", r.baseline_combine, 3);
+  j["baseline_us"] = rounded(r.baseline_us(), 3);
+  j["speedup_vs_baseline"] = rounded(r.speedup(), 4);
+  j["internode_bytes"] = r.internode_bytes;
+  j["dispatch_internode_bytes"] = r.dispatch_internode_bytes;
+  j["combine_internode_bytes"] = r.combine_internode_bytes;
+  j["dispatch_internode_bytes_bf16"] = r.dispatch_internode_bytes_bf16();
+  j["combine_internode_bytes_bf16"] = r.combine_internode_bytes_bf16();
+  j["intranode_bytes"] = r.intranode_bytes;
+  j["layout_bytes"] = r.layout_bytes;
+  j["baseline_internode_bytes"] = r.baseline_internode_bytes;
+  j["baseline_intranode_bytes"] = r.baseline_intranode_bytes;
+  j["bytes_per_rank"] = r.bytes_per_rank();
+  j["algbw_gbps"] = rounded(r.algbw_gbps(), 4);
+  j["internode_gbps"] = rounded(r.internode_gbps(), 4);
+  j["dispatch_internode_gbps"] = rounded(r.dispatch_internode_gbps(), 4);
+  j["combine_internode_gbps"] = rounded(r.combine_internode_gbps(), 4);
+  j["baseline_internode_gbps"] = rounded(r.baseline_internode_gbps(), 4);
+  j["check"] = r.check;
+  json_.write(j);
 }
 
 }  // namespace epcomm_bench

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Output of epcomm-bench on rank 0: a fixed-width table on stdout (header once,
 // one row per configuration, flushed per row) and optional JSON lines with the
-// same numbers and a few more.
+// same numbers and a few more, each led by the run header (common/run_header.hpp).
 #pragma once
 
 #include "args.hpp"
+#include "common/json_lines.hpp"
+#include "common/stats.hpp"
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 namespace epcomm_bench {
@@ -21,11 +22,12 @@ struct Result {
   std::string transport;         // Exchange::transport(): mpi | verbs
   int64_t max_recv_rows = 0;     // ExchangeConfig::max_recv_rows used; 0 = worst case
 
-  // Medians over iterations of the slowest rank, microseconds.
-  double dispatch_us = 0;
-  double combine_us = 0;
-  double baseline_dispatch_us = 0;
-  double baseline_combine_us = 0;
+  // Order statistics over iterations of the slowest rank's time, microseconds; the
+  // medians (p50) are the headline numbers.
+  Spread dispatch;
+  Spread combine;
+  Spread baseline_dispatch;
+  Spread baseline_combine;
 
   // Bytes of one dispatch + combine, summed over ranks.
   int64_t internode_bytes = 0;       // epcomm's ExchangeStats
@@ -38,14 +40,20 @@ struct Result {
 
   bool check = false;
 
-  double total_us() const { return dispatch_us + combine_us; }
-  double baseline_us() const { return baseline_dispatch_us + baseline_combine_us; }
+  double total_us() const { return dispatch.p50 + combine.p50; }
+  double baseline_us() const { return baseline_dispatch.p50 + baseline_combine.p50; }
   double speedup() const { return baseline_us() / total_us(); }
   // (token, expert) payload one rank dispatches and gets back combined:
   // tokens * topk * hidden * dtype size. The logical size, whatever moved.
   int64_t bytes_per_rank() const;
   // Algorithm bandwidth: 2 * bytes_per_rank (there and back) / total time, GB/s.
   double algbw_gbps() const;
+  // Inter-node bytes of all ranks per second of the median phase times, GB/s: what
+  // the job as a whole pushes between nodes (0 on one node).
+  double internode_gbps() const;
+  double dispatch_internode_gbps() const;
+  double combine_internode_gbps() const;
+  double baseline_internode_gbps() const;
   // The inter-node bytes the same exchange would move with BF16 rows (dispatch) and
   // BF16 partials (combine): what the formats are measured against.
   int64_t dispatch_internode_bytes_bf16() const;
@@ -57,6 +65,7 @@ struct RunInfo {
   int ranks = 0;
   int nodes = 0;
   int ranks_per_node = 0;
+  bool progress_thread = false;  // Group::progress_thread()
   const Options* options = nullptr;
 };
 
@@ -66,9 +75,6 @@ class Report {
   // Opens --json-out (truncating it; throws if it cannot) and prints the preamble
   // and the column header.
   explicit Report(const RunInfo& info);
-  ~Report();
-  Report(const Report&) = delete;
-  Report& operator=(const Report&) = delete;
 
   void row(const Result& result);
   // A '#' line in the table, e.g. a configuration the router rejects.
@@ -76,7 +82,7 @@ class Report {
 
  private:
   RunInfo info_;
-  std::FILE* json_file_ = nullptr;
+  JsonLines json_;
 };
 
 }  // namespace epcomm_bench

@@ -168,10 +168,10 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.transport = exchange.transport();
   result.effective_max_nodes = router->effective_max_nodes();
   result.max_recv_rows = exchange_config.max_recv_rows;
-  result.dispatch_us = epcomm_times.dispatch_us;
-  result.combine_us = epcomm_times.combine_us;
-  result.baseline_dispatch_us = baseline_times.dispatch_us;
-  result.baseline_combine_us = baseline_times.combine_us;
+  result.dispatch = epcomm_times.dispatch_us;
+  result.combine = epcomm_times.combine_us;
+  result.baseline_dispatch = baseline_times.dispatch_us;
+  result.baseline_combine = baseline_times.combine_us;
   result.internode_bytes = bytes[0];
   result.intranode_bytes = bytes[1];
   result.layout_bytes = bytes[2];

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Timing rules shared by the epcomm and baseline paths: every timed region starts
 // with a barrier so all ranks enter together, each rank measures its own elapsed
-// MPI_Wtime, and a phase's time is the median over iterations of the slowest rank
-// (an exchange is done only when its last rank is).
+// MPI_Wtime, and a phase's time per iteration is that of the slowest rank (an
+// exchange is done only when its last rank is); reports give the order statistics
+// of those times over iterations.
 #pragma once
 
+#include "common/stats.hpp"
 #include "mpi_check.hpp"
 
 #include <mpi.h>
@@ -28,24 +30,24 @@ class PhaseSamples {
  public:
   void add(double seconds) { local_.push_back(seconds); }
   // Collective: one MPI_Allreduce(MAX) over all iterations at once (none inside the
-  // timed loop), then the median across iterations, in microseconds.
-  double median_of_max_us(MPI_Comm comm) const;
+  // timed loop), then min, p10, median, p90 and max across iterations, in microseconds.
+  Spread spread_of_max_us(MPI_Comm comm) const;
 
  private:
   std::vector<double> local_;
 };
 
 struct PhaseTimes {
-  double dispatch_us = 0;
-  double combine_us = 0;
+  Spread dispatch_us;
+  Spread combine_us;
 };
 
 // Samples of one path's dispatch and combine.
 struct PathSamples {
   PhaseSamples dispatch;
   PhaseSamples combine;
-  PhaseTimes medians(MPI_Comm comm) const {
-    return {dispatch.median_of_max_us(comm), combine.median_of_max_us(comm)};
+  PhaseTimes spreads(MPI_Comm comm) const {
+    return {dispatch.spread_of_max_us(comm), combine.spread_of_max_us(comm)};
   }
 };
 
@@ -74,7 +76,7 @@ std::pair<PhaseTimes, PhaseTimes> time_paths_interleaved(MPI_Comm comm, PathA& a
     time_iteration(comm, a, i >= warmup, sa);
     time_iteration(comm, b, i >= warmup, sb);
   }
-  return {sa.medians(comm), sb.medians(comm)};
+  return {sa.spreads(comm), sb.spreads(comm)};
 }
 
 }  // namespace epcomm_bench

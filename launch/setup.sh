@@ -33,6 +33,7 @@ PACKAGES=(
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
   libhwy-dev                             # SIMD kernels (Highway)
   libeigen3-dev                          # matrix multiplies of epcomm-overlap-bench
+  libcli11-dev nlohmann-json3-dev        # command lines and JSON output of bench/ and the test drivers
   python3-dev pybind11-dev libdlpack-dev # Python package (python/): module headers, bindings, DLPack
   python3-mpi4py                         # Python package: the communicator comes from mpi4py
 )

@@ -20,12 +20,14 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "cli.hpp"
+#include "common/cli.hpp"
+#include "common/json_lines.hpp"
+#include "common/run_header.hpp"
+#include "common/stats.hpp"
 #include "overlap/moe_layer.hpp"
 
 namespace epcomm_bench {
@@ -39,50 +41,30 @@ struct Options {
   std::string json_out;
 };
 
-const char* kUsage =
-    "usage: mpirun -np P epcomm-overlap-bench [flags]\n"
-    "  --tokens N,...      tokens per micro-batch per rank (default 512)\n"
-    "  --hidden N,...      hidden size (default 1024)\n"
-    "  --ffn N,...         routed expert intermediate size (default 2048)\n"
-    "  --experts N,...     routed experts (default 16)\n"
-    "  --topk N,...        experts per token (default 4)\n"
-    "  --max-nodes N,...   node limit, 0 = none (default 0)\n"
-    "  --attn-gemms N,...  [T,H]x[H,H] products in the attention stand-in (default 2)\n"
-    "  --layers N          MoE layers per run (default 4)\n"
-    "  --schedule S        prefill | decode (default prefill)\n"
-    "  --gemm-threads N    threads per rank for matrix multiplies (default 1)\n"
-    "  --warmup N --iters N  (default 2, 6)\n"
-    "  --json              print one JSON object per configuration\n"
-    "  --json-out FILE     also write the JSON lines to FILE\n";
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view flag = argv[i];
-    if (flag == "--help") throw ArgsError(kUsage);
-    if (flag == "--json") {
-      o.json = true;
-      continue;
-    }
-    if (i + 1 >= argc) throw ArgsError(std::string(flag) + " needs a value");
-    const std::string_view v = argv[++i];
-    const std::string_view name = flag.substr(2);
-    if (flag == "--tokens") o.tokens = parse_int_list(name, v, 1);
-    else if (flag == "--hidden") o.hidden = parse_int_list(name, v, 1);
-    else if (flag == "--ffn") o.ffn = parse_int_list(name, v, 1);
-    else if (flag == "--experts") o.experts = parse_int_list(name, v, 1);
-    else if (flag == "--topk") o.topk = parse_int_list(name, v, 1);
-    else if (flag == "--max-nodes") o.max_nodes = parse_int_list(name, v, 0);
-    else if (flag == "--attn-gemms") o.attn_gemms = parse_int_list(name, v, 0);
-    else if (flag == "--layers") o.layers = parse_number<int>(name, v, 1);
-    else if (flag == "--warmup") o.warmup = parse_number<int>(name, v, 0);
-    else if (flag == "--iters") o.iters = parse_number<int>(name, v, 1);
-    else if (flag == "--gemm-threads") o.gemm_threads = parse_number<int>(name, v, 1);
-    else if (flag == "--json-out") o.json_out = v;
-    else if (flag == "--schedule" && (v == "prefill" || v == "decode")) o.schedule = v;
-    else throw ArgsError("unknown flag or value: " + std::string(flag) + " " + std::string(v) + "\n" + kUsage);
-  }
-  return o;
+// Fills o from argv; returns the exit status when the program should stop (0 after
+// --help, 2 after a bad argument), printed by rank 0 only.
+std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
+  CLI::App app("Two-micro-batch overlap of expert-parallel communication with compute on a synthetic MoE\n"
+               "stack (usage: mpirun -np P epcomm-overlap-bench [flags]). List flags take comma lists;\n"
+               "the cartesian product is run.",
+               "epcomm-overlap-bench");
+  add_int_list(app, "--tokens", o.tokens, 1, "tokens per micro-batch per rank");
+  add_int_list(app, "--hidden", o.hidden, 1, "hidden size");
+  add_int_list(app, "--ffn", o.ffn, 1, "routed expert intermediate size");
+  add_int_list(app, "--experts", o.experts, 1, "routed experts");
+  add_int_list(app, "--topk", o.topk, 1, "experts per token");
+  add_int_list(app, "--max-nodes", o.max_nodes, 0, "node limit, 0 = none");
+  add_int_list(app, "--attn-gemms", o.attn_gemms, 0, "[T,H]x[H,H] products in the attention stand-in");
+  add_number(app, "--layers", o.layers, 1, "MoE layers per run");
+  app.add_option("--schedule", o.schedule, "two-micro-batch schedule")
+      ->check(CLI::IsMember({"prefill", "decode"}))
+      ->capture_default_str();
+  add_number(app, "--gemm-threads", o.gemm_threads, 1, "threads per rank for matrix multiplies");
+  add_number(app, "--warmup", o.warmup, 0, "untimed iterations");
+  add_number(app, "--iters", o.iters, 1, "timed iterations");
+  app.add_flag("--json", o.json, "print one JSON object per configuration");
+  app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
+  return parse_command_line(app, argc, argv, print);
 }
 
 // Per iteration, the slowest rank's value (every rank gets the same vector).
@@ -91,19 +73,17 @@ std::vector<double> max_over_ranks(std::vector<double> local, MPI_Comm comm) {
   return local;
 }
 
-// Quantile q of v in microseconds (linear interpolation between order statistics).
+// Quantile q of v in microseconds.
 double quantile_us(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
-  const double at = q * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(at);
-  const std::size_t hi = std::min(lo + 1, v.size() - 1);
-  return (v[lo] + (at - static_cast<double>(lo)) * (v[hi] - v[lo])) * 1e6;
+  return sorted_quantile(v, q) * 1e6;
 }
 double median_us(const std::vector<double>& v) { return quantile_us(v, 0.5); }
 double iqr_us(const std::vector<double>& v) { return quantile_us(v, 0.75) - quantile_us(v, 0.25); }
 
 struct Row {
   LayerShape shape;
+  std::string transport;  // Exchange::transport()
   double compute_us, comm_us, serial_us, overlapped_us;
   double attention_us, experts_us, shared_us, overlapped_compute_us, serial_iqr_us, overlapped_iqr_us, paired_saved_us;
   bool check;
@@ -170,6 +150,7 @@ Row run_one(const epcomm::Group& group, const LayerShape& s, const Options& o) {
   std::vector<double> saved(serial.size());
   for (std::size_t i = 0; i < saved.size(); ++i) saved[i] = serial[i] - over[i];
   return Row{s,
+             ex.transport(),
              median_us(max_over_ranks(compute, c)),
              median_us(max_over_ranks(comm, c)),
              median_us(serial),
@@ -184,34 +165,54 @@ Row run_one(const epcomm::Group& group, const LayerShape& s, const Options& o) {
              ok == 1};
 }
 
-std::string json_of(const Row& r, const epcomm::Group& g, const Options& o) {
-  char buf[1024];
-  std::snprintf(buf, sizeof buf,
-                "{\"ranks\": %d, \"nodes\": %d, \"schedule\": \"%s\", \"tokens\": %d, \"hidden\": %d, \"ffn\": %d, "
-                "\"experts\": %d, \"topk\": %d, \"max_nodes\": %d, \"attn_gemms\": %d, \"layers\": %d, "
-                "\"gemm_threads\": %d, \"progress_thread\": %s, \"warmup\": %d, \"iters\": %d, "
-                "\"compute_us\": %.1f, \"comm_us\": %.1f, "
-                "\"serial_us\": %.1f, \"overlapped_us\": %.1f, \"overlap_efficiency\": %.3f, "
-                "\"attention_us\": %.1f, \"experts_us\": %.1f, \"shared_us\": %.1f, \"overlapped_compute_us\": %.1f, "
-                "\"serial_iqr_us\": %.1f, "
-                "\"overlapped_iqr_us\": %.1f, \"paired_efficiency\": %.3f, \"check\": %s}",
-                g.size(), g.num_nodes(), o.schedule.c_str(), r.shape.tokens, r.shape.hidden, r.shape.ffn,
-                r.shape.experts, r.shape.topk, r.shape.max_nodes, r.shape.attn_gemms, r.shape.layers, o.gemm_threads,
-                g.progress_thread() ? "true" : "false", o.warmup, o.iters, r.compute_us, r.comm_us, r.serial_us,
-                r.overlapped_us, r.efficiency(), r.attention_us, r.experts_us, r.shared_us, r.overlapped_compute_us,
-                r.serial_iqr_us,
-                r.overlapped_iqr_us, r.paired_efficiency(), r.check ? "true" : "false");
-  return buf;
+Json json_of(const Row& r, const epcomm::Group& g, const Options& o) {
+  RunHeader header;
+  header.bench = "epcomm-overlap-bench";
+  header.ranks = g.size();
+  header.nodes = g.num_nodes();
+  header.transport = r.transport;
+  header.progress_thread = g.progress_thread();
+  header.threads = o.gemm_threads;
+  Json j = run_header_json(header);
+  j["schedule"] = o.schedule;
+  j["tokens"] = r.shape.tokens;
+  j["hidden"] = r.shape.hidden;
+  j["ffn"] = r.shape.ffn;
+  j["experts"] = r.shape.experts;
+  j["topk"] = r.shape.topk;
+  j["max_nodes"] = r.shape.max_nodes;
+  j["attn_gemms"] = r.shape.attn_gemms;
+  j["layers"] = r.shape.layers;
+  j["gemm_threads"] = o.gemm_threads;
+  j["warmup"] = o.warmup;
+  j["iters"] = o.iters;
+  j["compute_us"] = rounded(r.compute_us, 1);
+  j["comm_us"] = rounded(r.comm_us, 1);
+  j["serial_us"] = rounded(r.serial_us, 1);
+  j["overlapped_us"] = rounded(r.overlapped_us, 1);
+  j["overlap_efficiency"] = rounded(r.efficiency(), 3);
+  j["attention_us"] = rounded(r.attention_us, 1);
+  j["experts_us"] = rounded(r.experts_us, 1);
+  j["shared_us"] = rounded(r.shared_us, 1);
+  j["overlapped_compute_us"] = rounded(r.overlapped_compute_us, 1);
+  j["serial_iqr_us"] = rounded(r.serial_iqr_us, 1);
+  j["overlapped_iqr_us"] = rounded(r.overlapped_iqr_us, 1);
+  j["paired_efficiency"] = rounded(r.paired_efficiency(), 3);
+  j["check"] = r.check;
+  return j;
 }
 
 int run(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  Options o;
+  if (const std::optional<int> status = parse(argc, argv, world_rank == 0, o)) return *status;
   Eigen::setNbThreads(o.gemm_threads);
   omp_set_num_threads(o.gemm_threads);
   epcomm::Group group(MPI_COMM_WORLD);
   const bool root = group.rank() == 0;
-  std::ofstream json_file;
-  if (root && !o.json_out.empty()) json_file.open(o.json_out);
+  std::optional<JsonLines> json;
+  if (root) json.emplace(o.json, o.json_out);
   if (root) {
     std::printf("# epcomm-overlap-bench: %d ranks, %d nodes, schedule %s, progress %s, %d GEMM thread(s)/rank\n",
                 group.size(), group.num_nodes(), o.schedule.c_str(), group.progress_thread() ? "thread" : "inline",
@@ -235,10 +236,8 @@ int run(int argc, char** argv) {
                 std::printf("%7d %6d %5d %7d %4d %5d %4d %6d %11.1f %11.1f %11.1f %13.1f %10.3f %6.3f %5s\n", t, h, f,
                             e, k, m, a, o.layers, r.compute_us, r.comm_us, r.serial_us, r.overlapped_us,
                             r.efficiency(), r.paired_efficiency(), r.check ? "true" : "false");
-                const std::string js = json_of(r, group, o);
-                if (o.json) std::printf("%s\n", js.c_str());
-                if (json_file) json_file << js << "\n" << std::flush;
                 std::fflush(stdout);
+                if (json->enabled()) json->write(json_of(r, group, o));
               }
   return all_ok ? 0 : 1;
 }
@@ -252,11 +251,6 @@ int main(int argc, char** argv) {
   int status = 0;
   try {
     status = epcomm_bench::run(argc, argv);
-  } catch (const epcomm_bench::ArgsError& e) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank == 0) std::fprintf(stderr, "%s\n", e.what());
-    status = 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "epcomm-overlap-bench: %s\n", e.what());
     MPI_Abort(MPI_COMM_WORLD, 1);

@@ -49,6 +49,7 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_REQUIRE(initialized, kInvalidArgument,
                  "MPI is not initialised: call MPI_Init or MPI_Init_thread before creating a Group");
   EPCOMM_REQUIRE(comm != MPI_COMM_NULL, kInvalidArgument, "Group needs a communicator, got MPI_COMM_NULL");
+  log::threshold();  // a bad EPCOMM_LOG_LEVEL fails here, on every rank
   EPCOMM_REQUIRE(options.ranks_per_node >= 0, kInvalidArgument,
                  "GroupOptions::ranks_per_node=" << options.ranks_per_node << " is negative");
   EPCOMM_REQUIRE(options.timeout_s >= 0, kInvalidArgument,

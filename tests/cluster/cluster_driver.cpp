@@ -7,10 +7,11 @@
 //                         [--max-nodes M] (--iters N | --seconds S)
 //                         [--iface NAME] [--exit-grace-s S]
 //
-// --iters N: N timed iterations, then rank 0 prints one JSON line: epcomm's
-//   inter-node bytes per iteration (summed over ranks), the bytes the hosts' network
-//   interfaces (--iface, default eth0, read in each host's network namespace) sent
-//   during the timed loop, and the median dispatch and combine times.
+// --iters N: N timed iterations, then rank 0 prints one JSON line, led by the bench
+//   run header (bench/common/run_header.hpp): epcomm's inter-node bytes per iteration
+//   (summed over ranks), the bytes the hosts' network interfaces (--iface, default
+//   eth0, read in each host's network namespace) sent during the timed loop, and the
+//   dispatch and combine times (median, and min / p10 / p90 / max).
 // --seconds S: iterate for about S seconds (fault tests; the count is set from the
 //   first iteration's time). Then rank 0 prints "cluster_driver: exchanging", the
 //   cue to inject a fault.
@@ -30,10 +31,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "common/cli.hpp"
+#include "common/json_lines.hpp"
+#include "common/run_header.hpp"
+#include "common/stats.hpp"
 
 namespace {
 
@@ -49,32 +56,25 @@ struct Options {
   std::string iface = "eth0";
 };
 
-[[noreturn]] void usage_error(const std::string& why) {
-  std::fprintf(stderr, "epcomm-cluster-driver: %s (see the comment at the top of tests/cluster/cluster_driver.cpp)\n",
-               why.c_str());
-  std::exit(2);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (i + 1 >= argc) usage_error("flag " + a + " needs a value");
-    const char* v = argv[++i];
-    if (a == "--tokens") o.tokens = std::atoi(v);
-    else if (a == "--hidden") o.hidden = std::atoi(v);
-    else if (a == "--experts") o.experts = std::atoi(v);
-    else if (a == "--topk") o.topk = std::atoi(v);
-    else if (a == "--max-nodes") o.max_nodes = std::atoi(v);
-    else if (a == "--iters") o.iters = std::atoi(v);
-    else if (a == "--seconds") o.seconds = std::atof(v);
-    else if (a == "--exit-grace-s") o.exit_grace_s = std::atof(v);
-    else if (a == "--iface") o.iface = v;
-    else usage_error("unknown flag " + a);
-  }
-  if ((o.iters > 0) == (o.seconds > 0)) usage_error("give exactly one of --iters N and --seconds S");
-  if (o.tokens < 1 || o.hidden < 1 || o.experts < 1 || o.topk < 1) usage_error("sizes must be positive");
-  return o;
+// Fills o from argv; returns the exit status when the program should stop (0 after
+// --help, 2 after a bad argument), printed by rank 0 only.
+std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
+  using namespace epcomm_bench;
+  CLI::App app("Repeats BF16 dispatch + combine through the public API (see the comment at the top of\n"
+               "tests/cluster/cluster_driver.cpp).",
+               "epcomm-cluster-driver");
+  add_number(app, "--tokens", o.tokens, 1, "tokens per rank");
+  add_number(app, "--hidden", o.hidden, 1, "elements per token row");
+  add_number(app, "--experts", o.experts, 1, "routed experts");
+  add_number(app, "--topk", o.topk, 1, "experts per token");
+  add_number(app, "--max-nodes", o.max_nodes, 0, "node limit, 0 = none");
+  CLI::App* duration = app.add_option_group("duration", "exactly one of --iters and --seconds");
+  add_number(*duration, "--iters", o.iters, 1, "timed iterations, then one JSON line");
+  add_number(*duration, "--seconds", o.seconds, 1e-3, "exchange for about this long (fault tests)");
+  duration->require_option(1);
+  app.add_option("--iface", o.iface, "network interface whose sent bytes are counted")->capture_default_str();
+  add_number(app, "--exit-grace-s", o.exit_grace_s, 0.0, "seconds a failed rank waits before it exits");
+  return parse_command_line(app, argc, argv, print);
 }
 
 // Bytes this network namespace's interface has sent so far; -1 when it has none
@@ -87,11 +87,6 @@ int64_t iface_tx_bytes(const std::string& iface) {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 struct Run {
@@ -203,15 +198,25 @@ int run(const Options& o) {
   int64_t sum[3];
   MPI_Allreduce(mine, sum, 3, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
   if (group.rank() == 0) {
-    std::printf(
-        "{\"ranks\": %d, \"nodes\": %d, \"tokens\": %d, \"hidden\": %d, \"experts\": %d, \"topk\": %d, "
-        "\"max_nodes\": %d, \"iters\": %d, \"dispatch_us\": %.1f, \"combine_us\": %.1f, "
-        "\"epcomm_dispatch_internode_bytes\": %lld, \"epcomm_combine_internode_bytes\": %lld, "
-        "\"iface_tx_bytes_per_iter\": %.1f}\n",
-        group.size(), group.num_nodes(), o.tokens, o.hidden, o.experts, o.topk, o.max_nodes, o.iters,
-        median(disp) * 1e6, median(comb) * 1e6, static_cast<long long>(sum[0]), static_cast<long long>(sum[1]),
-        any_missing ? -1.0 : static_cast<double>(sum[2]) / o.iters);
-    std::fflush(stdout);
+    epcomm_bench::RunHeader header;
+    header.bench = "epcomm-cluster-driver";
+    header.ranks = group.size();
+    header.nodes = group.num_nodes();
+    header.transport = ex.transport();
+    header.progress_thread = group.progress_thread();
+    epcomm_bench::Json j = epcomm_bench::run_header_json(header);
+    j["tokens"] = o.tokens;
+    j["hidden"] = o.hidden;
+    j["experts"] = o.experts;
+    j["topk"] = o.topk;
+    j["max_nodes"] = o.max_nodes;
+    j["iters"] = o.iters;
+    epcomm_bench::add_spread(j, "dispatch_us", epcomm_bench::spread_of(disp, 1e6), 1);
+    epcomm_bench::add_spread(j, "combine_us", epcomm_bench::spread_of(comb, 1e6), 1);
+    j["epcomm_dispatch_internode_bytes"] = sum[0];
+    j["epcomm_combine_internode_bytes"] = sum[1];
+    j["iface_tx_bytes_per_iter"] = any_missing ? -1.0 : static_cast<double>(sum[2]) / o.iters;
+    epcomm_bench::JsonLines(true, "").write(j);
   }
   return 0;
 }
@@ -219,12 +224,17 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   const double start = now_s();
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  Options o;
+  // Every rank parses the same argv and stops the same way.
+  if (const std::optional<int> status = parse(argc, argv, rank == 0, o)) {
+    MPI_Finalize();
+    return *status;
+  }
   try {
     run(o);
   } catch (const epcomm::Error& e) {

@@ -11,9 +11,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
+#include <optional>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "transport/verbs/immediate.hpp"
 #include "transport/verbs/verbs_transport.hpp"
 #include "verbs/poll_until.hpp"
@@ -67,9 +68,15 @@ int main(int argc, char** argv) {
   int rank = 0, size = 0, rc = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  std::vector<std::size_t> sizes;
-  for (int i = 1; i < argc; ++i) sizes.push_back(std::strtoull(argv[i], nullptr, 10));
-  if (sizes.empty()) sizes = {4096, 65536, 1 << 20, 8 << 20, 32 << 20};
+  std::vector<std::size_t> sizes{4096, 65536, 1 << 20, 8 << 20, 32 << 20};
+  CLI::App app("One-way RDMA write bandwidth of the verbs transport, rank 0 to rank 1.", "verbs_write_bw");
+  app.add_option("size_bytes", sizes, "bytes per write, one measurement each")
+      ->check(epcomm_bench::at_least<std::size_t>(1))
+      ->capture_default_str();
+  if (const std::optional<int> status = epcomm_bench::parse_command_line(app, argc, argv, rank == 0)) {
+    MPI_Finalize();
+    return *status;
+  }
   try {
     if (size < 2) throw epcomm::Error(epcomm::ErrorCode::kInvalidArgument, "verbs_write_bw needs 2 ranks");
     if (rank == 0) std::printf("%10s %6s %10s %9s %10s\n", "bytes", "iters", "MB/s", "Gbit/s", "us/write");

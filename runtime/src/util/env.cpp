@@ -41,7 +41,10 @@ int fault_flip_bit() { return get_int("EPCOMM_FAULT_FLIP_BIT", 0, 0); }
 
 std::string log_level() {
   const char* v = std::getenv("EPCOMM_LOG_LEVEL");
-  return v ? std::string(v) : std::string("warn");
+  const std::string s = v && *v ? v : "warn";
+  EPCOMM_REQUIRE(s == "error" || s == "warn" || s == "info" || s == "debug" || s == "trace", kInvalidArgument,
+                 "EPCOMM_LOG_LEVEL='" << s << "' is not one of error, warn, info, debug, trace");
+  return s;
 }
 
 std::string transport() {

@@ -14,7 +14,7 @@ double timeout_s();
 bool progress_thread();
 // EPCOMM_PROGRESS_CORE: core to pin the progress thread to; -1 when unset.
 int progress_core();
-// EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn).
+// EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn); anything else throws.
 std::string log_level();
 // EPCOMM_TRANSPORT: inter-node transport, "mpi", "verbs" or "auto" (default auto).
 std::string transport();

@@ -13,6 +13,7 @@ namespace {
 
 std::atomic<int> g_rank{-2};  // -2: not set by a Group yet
 
+// s is one of env::log_level()'s validated names.
 Level parse_level(const std::string& s) {
   if (s == "error") return Level::kError;
   if (s == "info") return Level::kInfo;
@@ -32,10 +33,24 @@ const char* level_name(Level level) {
   return "?";
 }
 
+// -1 until EPCOMM_LOG_LEVEL has been read successfully.
+std::atomic<int> g_threshold{-1};
+// Set while this thread reads EPCOMM_LOG_LEVEL: the Error for a bad value logs
+// itself (at kDebug) on the way out, which must not read the variable again.
+thread_local bool t_reading_level = false;
+
 }  // namespace
 
 Level threshold() {
-  static const Level level = parse_level(env::log_level());
+  const int cached = g_threshold.load(std::memory_order_relaxed);
+  if (cached >= 0) return static_cast<Level>(cached);
+  if (t_reading_level) return Level::kWarn;
+  t_reading_level = true;
+  struct Done {
+    ~Done() { t_reading_level = false; }
+  } done;
+  const Level level = parse_level(env::log_level());
+  g_threshold.store(static_cast<int>(level), std::memory_order_relaxed);
   return level;
 }
 

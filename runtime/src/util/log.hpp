@@ -10,6 +10,9 @@ namespace epcomm::log {
 
 enum class Level : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3, kTrace = 4 };
 
+// Throws Error(kInvalidArgument) for an unknown EPCOMM_LOG_LEVEL (until it is fixed:
+// a failed first read is retried). Group's constructor reads it first, so a bad
+// value surfaces there rather than inside some later log statement.
 Level threshold();
 bool enabled(Level level);
 void write(Level level, const std::string& message);

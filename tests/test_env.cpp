@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+// EPCOMM_LOG_LEVEL is validated like every other EPCOMM_* variable: a value outside
+// error|warn|info|debug|trace is an Error naming it, from the env reader and from
+// the log threshold that reads it (which must not recurse while the Error logs
+// itself), and a good value is taken once the bad one is gone.
+#include <epcomm/error.hpp>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "util/env.hpp"
+#include "util/log.hpp"
+
+namespace {
+
+using epcomm::Error;
+using epcomm::ErrorCode;
+
+// Runs f, which must throw Error(kInvalidArgument) whose message names EPCOMM_LOG_LEVEL='value'.
+template <class F>
+void expect_bad_level(F&& f, const std::string& value) {
+  try {
+    f();
+    ADD_FAILURE() << "no error for EPCOMM_LOG_LEVEL=" << value;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("EPCOMM_LOG_LEVEL='" + value + "'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(EnvLogLevel, UnknownValuesAreErrors) {
+  for (const char* bad : {"bogus", "WARN", "warning", "3", "info "}) {
+    ASSERT_EQ(setenv("EPCOMM_LOG_LEVEL", bad, 1), 0);
+    expect_bad_level([] { epcomm::env::log_level(); }, bad);
+    expect_bad_level([] { epcomm::log::threshold(); }, bad);
+  }
+}
+
+TEST(EnvLogLevel, KnownValuesAndDefault) {
+  for (const char* good : {"error", "warn", "info", "debug", "trace"}) {
+    ASSERT_EQ(setenv("EPCOMM_LOG_LEVEL", good, 1), 0);
+    EXPECT_EQ(epcomm::env::log_level(), good);
+  }
+  ASSERT_EQ(unsetenv("EPCOMM_LOG_LEVEL"), 0);
+  EXPECT_EQ(epcomm::env::log_level(), "warn");
+  ASSERT_EQ(setenv("EPCOMM_LOG_LEVEL", "", 1), 0);
+  EXPECT_EQ(epcomm::env::log_level(), "warn");
+}
+
+// After the failed reads above, the threshold is read again and kept.
+TEST(EnvLogLevel, ThresholdTakesAGoodValueAfterABadOne) {
+  ASSERT_EQ(setenv("EPCOMM_LOG_LEVEL", "bogus", 1), 0);
+  expect_bad_level([] { epcomm::log::threshold(); }, "bogus");
+  ASSERT_EQ(setenv("EPCOMM_LOG_LEVEL", "debug", 1), 0);
+  EXPECT_EQ(epcomm::log::threshold(), epcomm::log::Level::kDebug);
+  EXPECT_TRUE(epcomm::log::enabled(epcomm::log::Level::kDebug));
+  EXPECT_FALSE(epcomm::log::enabled(epcomm::log::Level::kTrace));
+}
+
+}  // namespace
