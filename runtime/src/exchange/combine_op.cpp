@@ -28,8 +28,8 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   for (int n = 0; n < e.topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
-    net.receive(*recvs_, RailBuffer::kCombine, route_->slot(), n, block_offset(n, e.group.node, e.combine_block_bytes()),
-                count * crow, seq_);
+    net.receive(*recvs_, BlockKind::kCombine, buf_.combine_recv_region,
+                block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
   buf_.mover->after(options.stream);
@@ -130,7 +130,8 @@ bool CombineOp::post_ready_sends() {
   InterNode& net = *e.internode;
   if (!buf_.mover->idle()) return false;  // the encoded partials are still being written
   return partial_blocks_.send_cleared(
-      {net, *sends_, RailBuffer::kCombine, route_->slot(), e.group.node, e.combine_block_bytes(), seq_},
+      {net, *sends_, BlockKind::kCombine, buf_.combine_send_region, buf_.combine_recv_region, e.group.node,
+       e.combine_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
 }
 

@@ -177,7 +177,8 @@ bool DispatchOp::post_cleared_rail_sends() {
   // The packed rows are complete once the mover is idle.
   if (rail_blocks_.all_sent() || !buf_.mover->idle()) return false;
   return rail_blocks_.send_cleared(
-      {net, *rail_sends_, RailBuffer::kDispatch, slot_, e.group.node, e.rail_block_bytes(), seq_},
+      {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
+       e.rail_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
 }
 
@@ -243,8 +244,9 @@ void DispatchOp::on_layout_complete() {
     EPCOMM_REQUIRE(rail_rows_[n] <= e.config.max_tokens_per_rank, kMismatch,
                    "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
                            << e.config.max_tokens_per_rank);
-    e.internode->receive(*rail_recvs_, RailBuffer::kDispatch, slot_, n, block_offset(n, e.group.node, e.rail_block_bytes()),
-                         rail_rows_[n] * e.rail_row_bytes(), seq_);
+    e.internode->receive(*rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
+                         block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(),
+                         seq_);
     rail_req_node_.push_back(n);
     ++forwards_left_;
   }

@@ -12,6 +12,7 @@
 
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
+#include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
@@ -293,7 +294,18 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   }
   EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
-  internode = make_internode(*this);
+  const InterNodeSetup setup{group, comm, tag_base, config.checksum, config.max_inflight, N > 1 && T > 0};
+  internode = make_internode(setup, [this](InterNode& net) {
+    const auto region = [&net](std::vector<std::byte>& v) {
+      return net.register_region(v.data(), v.size(), MemorySpace::kHost);
+    };
+    for (SlotBuffers& s : slots) {
+      s.rail_send_region = region(s.rail_send);
+      s.rail_recv_region = region(s.rail_recv);
+      s.combine_send_region = region(s.combine_send);
+      s.combine_recv_region = region(s.combine_recv);
+    }
+  });
   EPCOMM_LOG(kInfo, "exchange: hidden " << config.hidden << ", " << config.num_experts << " experts, top-"
                                         << config.topk << ", " << config.max_inflight << " slots of "
                                         << slot_layout.bytes << " shared bytes (" << slot_layout.max_rows
@@ -356,10 +368,6 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
     v.expert_out = base + (static_cast<std::size_t>(slot_layout.max_rows) * slot_layout.row_bytes + 255) / 256 * 256;
   }
   return v;
-}
-
-int Engine::mpi_tag(uint64_t seq, int phase) const {
-  return tag_base + static_cast<int>(seq % 4096) * kTagPhases + phase;
 }
 
 int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {

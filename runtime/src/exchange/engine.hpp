@@ -23,6 +23,7 @@
 #include "epcomm_kernels/codec.hpp"
 #include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
+#include "exchange/mpi_tags.hpp"
 #include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/row_mover.hpp"
@@ -57,6 +58,8 @@ struct SlotBuffers {
   std::vector<std::byte> rail_send, rail_recv;          // dispatch
   std::vector<std::byte> combine_send, combine_recv;    // combine
   std::vector<std::shared_ptr<void>> registrations;    // of the four above; freed first
+  // The four above as regions of the inter-node tier (the same ids on every rank).
+  RegionId rail_send_region = -1, rail_recv_region = -1, combine_send_region = -1, combine_recv_region = -1;
 
   // Work buffers in the exchange's memory space (host storage below, or GPU).
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
@@ -80,9 +83,6 @@ struct SlotBuffers {
   std::vector<int32_t> route_count;     // [handled]
   std::vector<int32_t> route_local;     // [handled * ranks_per_node]
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
-
-  std::vector<std::byte>& send_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_send : combine_send; }
-  std::vector<std::byte>& recv_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_recv : combine_recv; }
 
   // Host memory space: storage behind the work buffers.
   std::vector<std::byte> host_staging;
@@ -185,10 +185,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // A slot as its users see it: control, layout and plan metadata in the node's
   // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
-  // Tags start at a base drawn from the exchange's id: MPI reuses a freed
-  // communicator's context for a later one and delivers it messages still in flight
-  // to the old one (a peer's sends to a rank that failed), which must not match.
-  int mpi_tag(uint64_t seq, int phase) const;
+  // The tag of an operation's phase (mpi_tags.hpp).
+  int mpi_tag(uint64_t seq, int phase) const { return exchange_tag(tag_base, seq, phase); }
   int tag_base = 0;
   // First node peer whose flag is below `seq`, or -1.
   int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
@@ -219,10 +217,5 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   ErrorCode failure_code_ = ErrorCode::kGroupFailed;
   bool failure_reported_ = false;
 };
-
-// Phases of MPI traffic, folded into message tags; failure messages take the tag
-// after every operation's.
-enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3, kTagFailure = 4096 * kTagPhases,
-             kTagHeader = kTagFailure + 1 };
 
 }  // namespace epcomm::detail
