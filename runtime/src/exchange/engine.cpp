@@ -146,22 +146,22 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     : group(*g),
       config(with_environment(c)),
       topo{g->size, g->ranks_per_node, c.num_experts, c.topk},
-      dispatch_codec(kernels::codec_for(c.dispatch_format)),
-      combine_codec(kernels::codec_for(c.combine_format)),
       dtype_codec(kernels::codec_for(kernels::plain_format(c.dtype))),
+      dispatch_codec_(kernels::codec_for(c.dispatch_format)),
+      combine_codec_(kernels::codec_for(c.combine_format)),
       group_owner_(std::move(g)) {
   validate_local(config, group);
   const Agreement agreed = check_config_agrees(config, group);
   const uint64_t exchange_id = agreed.id;
   comm = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
-  comm_lease.index = agreed.comm_index;
+  comm_lease_.index = agreed.comm_index;
 
   const int P = topo.num_ranks, J = topo.experts_per_rank(), L = topo.max_rows_per_token_rank();
   const int64_t T = config.max_tokens_per_rank;
   slot_layout.num_sources = P;
   slot_layout.num_local_experts = J;
   slot_layout.max_rows_per_token = L;
-  slot_layout.row_bytes = dispatch_codec.row_bytes(config.hidden);
+  slot_layout.row_bytes = dispatch_codec_.row_bytes(config.hidden);
   slot_layout.out_row_bytes = dtype_codec.row_bytes(config.hidden);
   slot_layout.max_rows = config.max_recv_rows > 0
                              ? config.max_recv_rows
@@ -177,18 +177,18 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                  "max_tokens_per_rank=" << T << " x " << widest_row
                                         << " bytes per row exceeds one MPI message (2 GiB); lower it");
 
-  shm = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
+  shm_ = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
                                   "exchange slots");
   std::vector<FailureRecord*> records;
-  for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm, ld));
+  for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm_, ld));
   void* tag_ub = nullptr;
   int has_ub = 0;
   EPCOMM_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_ub));  // set on the world only
   const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / kTagSpan) : 1;
-  tag_base = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
-  failures = std::make_unique<FailureChannel>(comm, tag_base + kTagFailure, group.rank, group.size, exchange_id,
+  tag_base_ = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
+  failures_ = std::make_unique<FailureChannel>(comm, tag_base_ + kTagFailure, group.rank, group.size, exchange_id,
                                               std::move(records), group.local_rank);
-  agreement = std::make_unique<OpAgreement>(comm, tag_base + kTagHeader, group.rank, group.size);
+  agreement_ = std::make_unique<OpAgreement>(comm, tag_base_ + kTagHeader, group.rank, group.size);
 
   const int N = topo.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
@@ -231,9 +231,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       Carver shared(nullptr);
       shared.take<std::byte>(max_rows * slot_layout.row_bytes);
       shared.take<std::byte>(max_rows * slot_layout.out_row_bytes);
-      device_slot_bytes = (shared.used() + 255) / 256 * 256;
+      device_slot_bytes_ = (shared.used() + 255) / 256 * 256;
       const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
-      device = make_device_resources(group, config.device, device_slot_bytes * config.max_inflight,
+      device = make_device_resources(group, config.device, device_slot_bytes_ * config.max_inflight,
                                      private_slot * config.max_inflight, pinned_slot * config.max_inflight);
     }
 
@@ -294,7 +294,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   }
   EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
-  const InterNodeSetup setup{group, comm, tag_base, config.checksum, config.max_inflight, N > 1 && T > 0};
+  const InterNodeSetup setup{group, comm, tag_base_, config.checksum, config.max_inflight, N > 1 && T > 0};
   internode = make_internode(setup, [this](InterNode& net) {
     const auto region = [&net](std::vector<std::byte>& v) {
       return net.register_region(v.data(), v.size(), MemorySpace::kHost);
@@ -361,9 +361,9 @@ void Engine::abandon_all() {
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
-  SlotView v = SlotView::at(shm->base(local_rank) + kHeaderBytes + slot_layout.bytes * slot, slot_layout);
+  SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout.bytes * slot, slot_layout);
   if (device) {
-    std::byte* base = device->shared_base(local_rank) + device_slot_bytes * slot;
+    std::byte* base = device->shared_base(local_rank) + device_slot_bytes_ * slot;
     v.rows = base;
     v.expert_out = base + (static_cast<std::size_t>(slot_layout.max_rows) * slot_layout.row_bytes + 255) / 256 * 256;
   }
@@ -409,9 +409,9 @@ void Engine::check_healthy() {
 }
 
 void Engine::check_peers() {
-  std::optional<PeerFailure> f = failures->poll(position());
+  std::optional<PeerFailure> f = failures_->poll(position());
   if (!f) {
-    if (std::optional<std::string> differ = agreement->poll()) {
+    if (std::optional<std::string> differ = agreement_->poll()) {
       const std::string why = "epcomm rank " + std::to_string(group.rank) + ": " + *differ;
       fail(next_seq_ - 1, ErrorCode::kMismatch, why);
       throw Error(ErrorCode::kMismatch, why);
@@ -430,7 +430,7 @@ void Engine::check_peers() {
   failure_reported_ = true;
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
-  failures->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
+  failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
   inflight_.clear();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
@@ -444,7 +444,7 @@ void Engine::checked_begin(Checks&& checks) {
   try {
     checks();
   } catch (const Error& e) {
-    failures->reject(position(), e.what());
+    failures_->reject(position(), e.what());
     ++rejections_;
     throw;
   }
@@ -513,7 +513,7 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   std::shared_ptr<DispatchOp> op;
   try {
     op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
-    agreement->announce({OpHeader::kDispatch, 0, next_seq_, slot});
+    agreement_->announce({OpHeader::kDispatch, 0, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;
@@ -553,7 +553,7 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
   std::shared_ptr<CombineOp> op;
   try {
     op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, options);
-    agreement->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
+    agreement_->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;
@@ -651,7 +651,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
   failure_reported_ = true;
-  failures->raise(group.rank, seq, why, true);
+  failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
   inflight_.clear();

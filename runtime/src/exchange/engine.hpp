@@ -150,24 +150,36 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   void check_healthy();
   void notify_progress_thread() const;
 
+  // Data members in construction order (destruction runs backwards, which the
+  // comments rely on): the operations read the public ones, the rest is the
+  // engine's own.
   GroupState& group;
   const ExchangeConfig config;
   const Topology topo;
-  const kernels::Codec& dispatch_codec;
-  const kernels::Codec& combine_codec;
   const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
+
+ private:
+  const kernels::Codec& dispatch_codec_;
+  const kernels::Codec& combine_codec_;
+  CommLease comm_lease_{*group.exchange_comms};
+  std::unique_ptr<NodeShm> shm_;
+
+ public:
   MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's, from its pool
-  CommLease comm_lease{*group.exchange_comms};
   SlotLayout slot_layout;
   std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
-  std::unique_ptr<NodeShm> shm;
   // Device memory only (else null): GPU buffers, movers' streams, the stream gate.
   // Before the slots: their movers and registrations go first.
   std::unique_ptr<DeviceResources> device;
-  std::size_t device_slot_bytes = 0;  // one slot's rows + expert outputs in the shared region
+
+ private:
+  std::size_t device_slot_bytes_ = 0;  // one slot's rows + expert outputs in the shared region
+  int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
-  std::unique_ptr<FailureChannel> failures;
-  std::unique_ptr<OpAgreement> agreement;
+  std::unique_ptr<FailureChannel> failures_;
+  std::unique_ptr<OpAgreement> agreement_;
+
+ public:
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
@@ -175,7 +187,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
   // metadata; a combine partial.
   std::size_t rail_row_bytes() const { return rail_meta_bytes + slot_layout.row_bytes; }
-  std::size_t combine_row_bytes() const { return combine_codec.row_bytes(config.hidden); }
+  std::size_t combine_row_bytes() const { return combine_codec_.row_bytes(config.hidden); }
   // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank rows.
   // Every inter-node buffer holds num_nodes - 1 of them.
   std::size_t rail_block_bytes() const;
@@ -186,8 +198,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
   // The tag of an operation's phase (mpi_tags.hpp).
-  int mpi_tag(uint64_t seq, int phase) const { return exchange_tag(tag_base, seq, phase); }
-  int tag_base = 0;
+  int mpi_tag(uint64_t seq, int phase) const { return exchange_tag(tag_base_, seq, phase); }
   // First node peer whose flag is below `seq`, or -1.
   int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
