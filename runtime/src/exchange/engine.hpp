@@ -150,24 +150,32 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   void check_healthy();
   void notify_progress_thread() const;
 
+  // What the operations read of the engine's setup.
+  const ExchangeConfig& config() const { return config_; }
+  const Topology& topo() const { return topo_; }
+  const kernels::Codec& dtype_codec() const { return dtype_codec_; }  // rows of config().dtype
+  MPI_Comm comm() const { return comm_; }  // the engine's own duplicate of the group's
+  const SlotLayout& slot_layout() const { return slot_layout_; }
+  std::size_t rail_meta_bytes() const { return rail_meta_bytes_; }  // per token on the wire
+
   // Data members in construction order (destruction runs backwards, which the
-  // comments rely on): the operations read the public ones, the rest is the
-  // engine's own.
+  // comments rely on): the operations use the public ones, the rest is the
+  // engine's own or read through the accessors above.
   GroupState& group;
-  const ExchangeConfig config;
-  const Topology topo;
-  const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
 
  private:
+  const ExchangeConfig config_;
+  const Topology topo_;
+  const kernels::Codec& dtype_codec_;
   const kernels::Codec& dispatch_codec_;
   const kernels::Codec& combine_codec_;
   CommLease comm_lease_{*group.exchange_comms};
   std::unique_ptr<NodeShm> shm_;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // from the group's pool
+  SlotLayout slot_layout_;
+  std::size_t rail_meta_bytes_ = 0;  // index, ids, weights
 
  public:
-  MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's, from its pool
-  SlotLayout slot_layout;
-  std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
   // Device memory only (else null): GPU buffers, movers' streams, the stream gate.
   // Before the slots: their movers and registrations go first.
   std::unique_ptr<DeviceResources> device;
@@ -186,8 +194,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
   // metadata; a combine partial.
-  std::size_t rail_row_bytes() const { return rail_meta_bytes + slot_layout.row_bytes; }
-  std::size_t combine_row_bytes() const { return combine_codec_.row_bytes(config.hidden); }
+  std::size_t rail_row_bytes() const { return rail_meta_bytes_ + slot_layout_.row_bytes; }
+  std::size_t combine_row_bytes() const { return combine_codec_.row_bytes(config_.hidden); }
   // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank rows.
   // Every inter-node buffer holds num_nodes - 1 of them.
   std::size_t rail_block_bytes() const;
