@@ -7,8 +7,8 @@
 #   cmake -S app -B app/build -DCMAKE_PREFIX_PATH=/opt/epcomm    # find_package(epcomm)
 #   PKG_CONFIG_PATH=/opt/epcomm/lib/pkgconfig pkg-config --cflags --libs epcomm
 #
-# epcomm is a SHARED library: its PRIVATE links (the static epcomm_kernels, the
-# epcomm_warnings flags, Threads, rt) are linked into libepcomm.so and do not appear
+# epcomm is a SHARED library: its PRIVATE links (the static epcomm_kernels and
+# epcomm_core, the epcomm_warnings flags, Threads, rt) are linked into libepcomm.so and do not appear
 # in the exported interface, so they need no export set. Only MPI::MPI_CXX (PUBLIC)
 # does, and epcommConfig.cmake finds MPI before it loads the targets.
 include(CMakePackageConfigHelpers)
@@ -32,15 +32,17 @@ install(FILES ${PROJECT_BINARY_DIR}/runtime/include/epcomm/version.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/epcomm)
 
 # The CUDA codecs (kernels/cuda), when built: libepcomm_cuda_kernels.a and the CPU
-# codec archive it calls (libepcomm_kernels.a), as epcomm::cuda_kernels, with
+# codec archive it calls (libepcomm_kernels.a, with libepcomm_core.a under it:
+# formats, types, error names), as epcomm::cuda_kernels, with
 # epcomm_kernels/cuda_codec.hpp. Static, like in the build tree; the caller links
 # CUDA::cudart (epcommConfig.cmake finds the CUDA toolkit) and Highway (-lhwy).
 if(TARGET epcomm_cuda_kernels)
   set_target_properties(epcomm_kernels PROPERTIES EXPORT_NAME kernels)
   set_target_properties(epcomm_cuda_kernels PROPERTIES EXPORT_NAME cuda_kernels)
+  set_target_properties(epcomm_core PROPERTIES EXPORT_NAME core)
   # An export set of its own, installed only: the build tree's package (export()
   # below) cannot name the archives' build-only links (epcomm_warnings).
-  install(TARGETS epcomm_cuda_kernels epcomm_kernels EXPORT epcommCudaTargets
+  install(TARGETS epcomm_cuda_kernels epcomm_kernels epcomm_core EXPORT epcommCudaTargets
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
           INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
   install(FILES ${PROJECT_SOURCE_DIR}/kernels/include/epcomm_kernels/cuda_codec.hpp

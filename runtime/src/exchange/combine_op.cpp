@@ -25,11 +25,11 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   const TokenRoutes& routes = buf_.routes;
   // This rank's combine_recv is free: the previous combine on this slot finished
   // before this one could begin.
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
-    net.receive(*recvs_, RailBuffer::kCombine, route_->slot(), n, block_offset(n, e.group.node, e.combine_block_bytes()),
-                count * crow, seq_);
+    net.receive(*recvs_, BlockKind::kCombine, buf_.combine_recv_region,
+                block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
   buf_.mover->after(options.stream);
@@ -58,17 +58,17 @@ void CombineOp::stage_expert_outputs() {
 // tokens, encode it for remote ones, to be sent back once their source is ready.
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
-  const int H = e.config.hidden, R = e.topo.ranks_per_node, me = e.group.node;
-  const int L = e.topo.max_rows_per_token_rank();
-  const Format out_format = kernels::plain_format(e.config.dtype);
+  const int H = e.config().hidden, R = e.topo().ranks_per_node, me = e.group.node;
+  const int L = e.topo().max_rows_per_token_rank();
+  const Format out_format = kernels::plain_format(e.config().dtype);
   const std::size_t crow = e.combine_row_bytes();
   RowMover& mover = *buf_.mover;
   std::vector<SlotView> owners;
   for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
   RowSums sums;
   std::size_t send_at = 0;
-  partial_blocks_.reset(e.topo.num_nodes());
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+  partial_blocks_.reset(e.topo().num_nodes());
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     // Own tokens' partials are kept whole; remote ones are summed a batch of
     // partial_acc_rows at a time and encoded into the send buffer.
@@ -107,10 +107,10 @@ void CombineOp::reduce_node_partials() {
 // an error naming the token.
 void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst) {
   Engine& e = engine_;
-  const int H = e.config.hidden, R = e.topo.ranks_per_node, L = e.topo.max_rows_per_token_rank();
+  const int H = e.config().hidden, R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
   RowMover& mover = *buf_.mover;
-  mover.encode(e.config.combine_format, buf_.partial_acc, DType::kF32, count, H, dst);
-  if (logfmt_bits(e.config.combine_format) == 0) return;  // only LogFMT can fail
+  mover.encode(e.config().combine_format, buf_.partial_acc, DType::kF32, count, H, dst);
+  if (logfmt_bits(e.config().combine_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
   const std::size_t h = static_cast<std::size_t>(first + bad / H);
@@ -121,7 +121,7 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   EPCOMM_FAIL(kInvalidArgument, "combine: the partial sum for token " << token << " of rank "
                                     << e.group.global_rank(node, e.group.local_rank) << " is " << v << " at column "
                                     << bad % H << " (expert outputs hold a non-finite value), which combine_format "
-                                    << to_string(e.config.combine_format) << " cannot encode");
+                                    << to_string(e.config().combine_format) << " cannot encode");
 }
 
 // Sends the blocks whose receivers are ready; true if any went.
@@ -130,7 +130,8 @@ bool CombineOp::post_ready_sends() {
   InterNode& net = *e.internode;
   if (!buf_.mover->idle()) return false;  // the encoded partials are still being written
   return partial_blocks_.send_cleared(
-      {net, *sends_, RailBuffer::kCombine, route_->slot(), e.group.node, e.combine_block_bytes(), seq_},
+      {net, *sends_, BlockKind::kCombine, buf_.combine_send_region, buf_.combine_recv_region, e.group.node,
+       e.combine_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
 }
 
@@ -138,17 +139,17 @@ bool CombineOp::post_ready_sends() {
 // order is fixed, so the result is bit-identical whatever order messages arrived in.
 void CombineOp::sum_node_partials() {
   const Engine& e = engine_;
-  const int H = e.config.hidden, me = e.group.node;
+  const int H = e.config().hidden, me = e.group.node;
   const std::size_t crow = e.combine_row_bytes();
   const TokenRoutes& routes = buf_.routes;
   const int T = routes.num_tokens;
   RowMover& mover = *buf_.mover;
-  float* acc = e.config.dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
+  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
   mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
   // One pass per node, each adding that node's partial to its tokens' rows.
   std::vector<const void*> partial(T);
   RowSums sums;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
     if (routes.node_count(n) == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t region = block_offset(n, me, e.combine_block_bytes());
@@ -162,9 +163,10 @@ void CombineOp::sum_node_partials() {
       if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f);
       sums.end_destination();
     }
-    mover.accumulate(n == me ? Format::kF32 : e.config.combine_format, sums, H, false, acc);
+    mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
-  if (e.config.dtype != DType::kF32) mover.encode(kernels::plain_format(e.config.dtype), acc, DType::kF32, T, H, out_);
+  const DType dtype = e.config().dtype;
+  if (dtype != DType::kF32) mover.encode(kernels::plain_format(dtype), acc, DType::kF32, T, H, out_);
 }
 
 bool CombineOp::advance() {

@@ -37,10 +37,11 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   rail_recvs_ = engine.internode->new_transfers();
   rail_sends_ = engine.internode->new_transfers();
   buf_.busy = true;
-  const bool as_given = input.x_encoded || engine.config.dispatch_format == kernels::plain_format(engine.config.dtype);
+  const ExchangeConfig& config = engine.config();
+  const bool as_given = input.x_encoded || config.dispatch_format == kernels::plain_format(config.dtype);
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;
-  const Topology& topo = engine.topo;
+  const Topology& topo = engine.topo();
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
     // dispatch's one host synchronisation); they live on in the slot.
@@ -70,7 +71,7 @@ void DispatchOp::encode_routed_tokens() {
   const TokenRoutes& routes = buf_.routes;
   std::vector<bool> seen(static_cast<std::size_t>(input_.num_tokens), false);
   std::vector<int32_t> tokens;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) {
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t* node_tokens = routes.node_begin(n);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
       const int32_t t = node_tokens[i];
@@ -80,32 +81,32 @@ void DispatchOp::encode_routed_tokens() {
     }
   }
   RowMover& mover = *buf_.mover;
-  const int H = e.config.hidden;
-  mover.encode_tokens(e.config.dispatch_format, input_.x, e.config.dtype, H, tokens, buf_.token_staging);
+  const int H = e.config().hidden;
+  mover.encode_tokens(e.config().dispatch_format, input_.x, e.config().dtype, H, tokens, buf_.token_staging);
   rows_encoded_ = true;
-  if (logfmt_bits(e.config.dispatch_format) == 0) return;  // only LogFMT can fail
+  if (logfmt_bits(e.config().dispatch_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
   const int32_t t = tokens[static_cast<std::size_t>(bad / H)];
   const int col = static_cast<int>(bad % H);
-  const std::size_t elem = dtype_size(e.config.dtype);
+  const std::size_t elem = dtype_size(e.config().dtype);
   std::byte raw[4];
   mover.download(raw, static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(t) * H + col) * elem, elem);
   float v;
-  e.dtype_codec.decode_row(raw, 1, &v, DType::kF32);
+  e.dtype_codec().decode_row(raw, 1, &v, DType::kF32);
   EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << col << " is " << v
-                                    << ", which dispatch_format " << to_string(e.config.dispatch_format)
+                                    << ", which dispatch_format " << to_string(e.config().dispatch_format)
                                     << " cannot encode");
 }
 
 // Token t's row in the dispatch format.
 const std::byte* DispatchOp::token_row(int32_t t) const {
-  return token_rows_ + static_cast<std::size_t>(t) * engine_.slot_layout.row_bytes;
+  return token_rows_ + static_cast<std::size_t>(t) * engine_.slot_layout().row_bytes;
 }
 
 void DispatchOp::post_layout() {
   const Engine& e = engine_;
-  const Topology& topo = e.topo;
+  const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
   const TokenRoutes& routes = buf_.routes;
   msg_ints_ = kMsgExperts + J + 2;
@@ -128,9 +129,9 @@ void DispatchOp::post_layout() {
     }
     MPI_Request r;
     EPCOMM_MPI(MPI_Irecv(layout_in_.data() + static_cast<std::size_t>(d) * msg_ints_, msg_ints_, MPI_INT32_T, d,
-                         tag, e.comm, &r));
+                         tag, e.comm(), &r));
     layout_reqs_.add(r, d, PeerRequests::Kind::kRecv);
-    EPCOMM_MPI(MPI_Isend(msg, msg_ints_, MPI_INT32_T, d, tag, e.comm, &r));
+    EPCOMM_MPI(MPI_Isend(msg, msg_ints_, MPI_INT32_T, d, tag, e.comm(), &r));
     layout_reqs_.add(r, d, PeerRequests::Kind::kSend);
     stats.layout_bytes += static_cast<int64_t>(msg_ints_) * 4;
   }
@@ -140,9 +141,9 @@ void DispatchOp::post_layout() {
 // rank with this rank's local index on that node.
 void DispatchOp::pack_rail_sends() {
   const Engine& e = engine_;
-  const Topology& topo = e.topo;
+  const Topology& topo = e.topo();
   const int K = topo.topk;
-  const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
+  const std::size_t row_bytes = e.slot_layout().row_bytes, meta_bytes = e.rail_meta_bytes();
   const TokenRoutes& routes = buf_.routes;
   std::byte* cursor = buf_.rail_send.data();
   rail_blocks_.reset(topo.num_nodes());
@@ -177,7 +178,8 @@ bool DispatchOp::post_cleared_rail_sends() {
   // The packed rows are complete once the mover is idle.
   if (rail_blocks_.all_sent() || !buf_.mover->idle()) return false;
   return rail_blocks_.send_cleared(
-      {net, *rail_sends_, RailBuffer::kDispatch, slot_, e.group.node, e.rail_block_bytes(), seq_},
+      {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
+       e.rail_block_bytes(), seq_},
       [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
 }
 
@@ -187,13 +189,13 @@ void DispatchOp::note_layout_arrivals(const std::vector<int>& completed) {
   for (int i : completed) {
     if (layout_reqs_.kind(i) != PeerRequests::Kind::kRecv) continue;
     const int peer = layout_reqs_.peer(i);
-    if (peer % e.topo.ranks_per_node == e.group.local_rank) layout_from_rail_peer_[e.topo.node_of_rank(peer)] = 1;
+    if (peer % e.topo().ranks_per_node == e.group.local_rank) layout_from_rail_peer_[e.topo().node_of_rank(peer)] = 1;
   }
 }
 
 void DispatchOp::on_layout_complete() {
   const Engine& e = engine_;
-  const Topology& topo = e.topo;
+  const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), N = topo.num_nodes();
   std::vector<int32_t> expert_tokens(static_cast<std::size_t>(P) * J), rank_tokens(P);
   for (int s = 0; s < P; ++s) {
@@ -206,13 +208,13 @@ void DispatchOp::on_layout_complete() {
     rank_tokens[s] = msg[kMsgExperts + J];
   }
   RecvLayoutView& layout = mine_.layout;
-  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config.expert_alignment, layout);
-  EPCOMM_REQUIRE(layout.num_rows() <= e.slot_layout.max_rows, kBufferTooSmall,
+  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config().expert_alignment, layout);
+  EPCOMM_REQUIRE(layout.num_rows() <= e.slot_layout().max_rows, kBufferTooSmall,
                  "this dispatch delivers " << layout.num_rows() << " rows (with padding) to this rank but max_recv_rows is "
-                                           << e.slot_layout.max_rows);
-  EPCOMM_REQUIRE(layout.num_tokens() <= e.slot_layout.max_tokens, kBufferTooSmall,
+                                           << e.slot_layout().max_rows);
+  EPCOMM_REQUIRE(layout.num_tokens() <= e.slot_layout().max_tokens, kBufferTooSmall,
                  "this dispatch delivers " << layout.num_tokens() << " tokens to this rank but the slot holds "
-                                           << e.slot_layout.max_tokens);
+                                           << e.slot_layout().max_tokens);
   // Padding rows are owned by this rank: mark them empty and zero their payload so
   // a grouped GEMM over whole segments reads finite values.
   for (int j = 0; j < J; ++j) {
@@ -240,11 +242,12 @@ void DispatchOp::on_layout_complete() {
     rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
     buf_.handled_offset[n + 1] = buf_.handled_offset[n] + rail_rows_[n];
     if (rail_rows_[n] == 0) continue;
-    EPCOMM_REQUIRE(rail_rows_[n] <= e.config.max_tokens_per_rank, kMismatch,
+    EPCOMM_REQUIRE(rail_rows_[n] <= e.config().max_tokens_per_rank, kMismatch,
                    "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
-                           << e.config.max_tokens_per_rank);
-    e.internode->receive(*rail_recvs_, RailBuffer::kDispatch, slot_, n, block_offset(n, e.group.node, e.rail_block_bytes()),
-                         rail_rows_[n] * e.rail_row_bytes(), seq_);
+                           << e.config().max_tokens_per_rank);
+    e.internode->receive(*rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
+                         block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(),
+                         seq_);
     rail_req_node_.push_back(n);
     ++forwards_left_;
   }
@@ -257,11 +260,11 @@ void DispatchOp::on_layout_complete() {
 // for combine.
 void DispatchOp::write_source(const TokenSource& src) {
   Engine& e = engine_;
-  const Topology& topo = e.topo;
+  const Topology& topo = e.topo();
   const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
   const int L = topo.max_rows_per_token_rank();
   const int first_expert = e.group.node * R * J;
-  const std::size_t row_bytes = e.slot_layout.row_bytes, meta_bytes = e.rail_meta_bytes;
+  const std::size_t row_bytes = e.slot_layout().row_bytes, meta_bytes = e.rail_meta_bytes();
 
   row_cursor_.assign(static_cast<std::size_t>(R) * J, 0);
   token_cursor_.assign(R, 0);
@@ -372,14 +375,14 @@ DispatchOp::RowMetadata DispatchOp::row_metadata() const {
 
 void DispatchOp::decode_rows(void* out, DType dtype) const {
   const Engine& e = engine_;
-  const int H = e.config.hidden;
+  const int H = e.config().hidden;
   const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(dtype);
   const RecvLayoutView& layout = mine_.layout;
   RowMover& mover = *buf_.mover;
   // Each segment's real rows come first, its padding after.
   for (int j = 0; j < layout.num_local_experts; ++j) {
     const int64_t first = layout.expert_offset[j];
-    mover.decode(e.config.dispatch_format, mine_.row(first), layout.expert_count[j], H,
+    mover.decode(e.config().dispatch_format, mine_.row(first), layout.expert_count[j], H,
                  static_cast<std::byte*>(out) + first * out_row, dtype);
   }
   mover.synchronize();

@@ -12,6 +12,7 @@
 
 #include "exchange/combine_op.hpp"
 #include "exchange/dispatch_op.hpp"
+#include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
@@ -143,32 +144,32 @@ Op::Op(Engine& engine, uint64_t seq, const char* kind)
 
 Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     : group(*g),
-      config(with_environment(c)),
-      topo{g->size, g->ranks_per_node, c.num_experts, c.topk},
-      dispatch_codec(kernels::codec_for(c.dispatch_format)),
-      combine_codec(kernels::codec_for(c.combine_format)),
-      dtype_codec(kernels::codec_for(kernels::plain_format(c.dtype))),
+      config_(with_environment(c)),
+      topo_{g->size, g->ranks_per_node, c.num_experts, c.topk},
+      dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
+      dispatch_codec_(kernels::codec_for(c.dispatch_format)),
+      combine_codec_(kernels::codec_for(c.combine_format)),
       group_owner_(std::move(g)) {
-  validate_local(config, group);
-  const Agreement agreed = check_config_agrees(config, group);
+  validate_local(config_, group);
+  const Agreement agreed = check_config_agrees(config_, group);
   const uint64_t exchange_id = agreed.id;
-  comm = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
-  comm_lease.index = agreed.comm_index;
+  comm_ = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
+  comm_lease_.index = agreed.comm_index;
 
-  const int P = topo.num_ranks, J = topo.experts_per_rank(), L = topo.max_rows_per_token_rank();
-  const int64_t T = config.max_tokens_per_rank;
-  slot_layout.num_sources = P;
-  slot_layout.num_local_experts = J;
-  slot_layout.max_rows_per_token = L;
-  slot_layout.row_bytes = dispatch_codec.row_bytes(config.hidden);
-  slot_layout.out_row_bytes = dtype_codec.row_bytes(config.hidden);
-  slot_layout.max_rows = config.max_recv_rows > 0
-                             ? config.max_recv_rows
-                             : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config.expert_alignment - 1));
-  slot_layout.max_tokens = std::min<int64_t>(T * P, slot_layout.max_rows);
-  slot_layout.payload_in_shm = config.memory == MemorySpace::kHost;
-  slot_layout.compute();
-  rail_meta_bytes = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config.topk));
+  const int P = topo_.num_ranks, J = topo_.experts_per_rank(), L = topo_.max_rows_per_token_rank();
+  const int64_t T = config_.max_tokens_per_rank;
+  slot_layout_.num_sources = P;
+  slot_layout_.num_local_experts = J;
+  slot_layout_.max_rows_per_token = L;
+  slot_layout_.row_bytes = dispatch_codec_.row_bytes(config_.hidden);
+  slot_layout_.out_row_bytes = dtype_codec_.row_bytes(config_.hidden);
+  slot_layout_.max_rows = config_.max_recv_rows > 0
+                             ? config_.max_recv_rows
+                             : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
+  slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
+  slot_layout_.payload_in_shm = config_.memory == MemorySpace::kHost;
+  slot_layout_.compute();
+  rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
   const std::size_t widest_row = std::max(rail_row_bytes(), combine_row_bytes());
@@ -176,35 +177,35 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                  "max_tokens_per_rank=" << T << " x " << widest_row
                                         << " bytes per row exceeds one MPI message (2 GiB); lower it");
 
-  shm = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout.bytes * config.max_inflight,
+  shm_ = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout_.bytes * config_.max_inflight,
                                   "exchange slots");
   std::vector<FailureRecord*> records;
-  for (int ld = 0; ld < topo.ranks_per_node; ++ld) records.push_back(header_of(*shm, ld));
+  for (int ld = 0; ld < topo_.ranks_per_node; ++ld) records.push_back(header_of(*shm_, ld));
   void* tag_ub = nullptr;
   int has_ub = 0;
   EPCOMM_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_ub));  // set on the world only
   const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / kTagSpan) : 1;
-  tag_base = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
-  failures = std::make_unique<FailureChannel>(comm, tag_base + kTagFailure, group.rank, group.size, exchange_id,
+  tag_base_ = static_cast<int>(exchange_id % static_cast<uint64_t>(bases)) * kTagSpan;
+  failures_ = std::make_unique<FailureChannel>(comm_, tag_base_ + kTagFailure, group.rank, group.size, exchange_id,
                                               std::move(records), group.local_rank);
-  agreement = std::make_unique<OpAgreement>(comm, tag_base + kTagHeader, group.rank, group.size);
+  agreement_ = std::make_unique<OpAgreement>(comm_, tag_base_ + kTagHeader, group.rank, group.size);
 
-  const int N = topo.num_nodes();
+  const int N = topo_.num_nodes();
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
-  const std::size_t H = static_cast<std::size_t>(config.hidden);
-  const std::size_t max_rows = static_cast<std::size_t>(slot_layout.max_rows);
+  const std::size_t H = static_cast<std::size_t>(config_.hidden);
+  const std::size_t max_rows = static_cast<std::size_t>(slot_layout_.max_rows);
   // Rows are encoded once into a staging matrix unless the input already is rows.
-  const bool staged = config.dispatch_format != kernels::plain_format(config.dtype);
+  const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
   // a time (a cache-sized scratch).
-  const int64_t partial_rows = N == 1 ? 0 : config.memory == MemorySpace::kDevice ? T : std::min<int64_t>(T, 64);
+  const int64_t partial_rows = N == 1 ? 0 : config_.memory == MemorySpace::kDevice ? T : std::min<int64_t>(T, 64);
   // One slot's work buffers, carved from base (null: only measures).
   const auto carve = [&](std::byte* base, SlotBuffers* s) {
     Carver piece(base);
-    auto* staging = piece.take<std::byte>(staged ? T * slot_layout.row_bytes : 0);
+    auto* staging = piece.take<std::byte>(staged ? T * slot_layout_.row_bytes : 0);
     auto* own = piece.take<float>(T * H);
-    auto* out_acc = piece.take<float>(config.dtype != DType::kF32 ? T * H : 0);
+    auto* out_acc = piece.take<float>(config_.dtype != DType::kF32 ? T * H : 0);
     auto* partial = piece.take<float>(partial_rows * H);
     auto* weight = piece.take<float>(max_rows);
     auto* src_rank = piece.take<int32_t>(max_rows);
@@ -220,23 +221,23 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     }
     return piece.used();
   };
-  const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config.topk * sizeof(int32_t) + 256;
+  const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config_.topk * sizeof(int32_t) + 256;
   // Every rank learns whether all could allocate, so none goes on to wait for a
   // rank that gave up here.
   std::string alloc_error;
   ErrorCode alloc_code = ErrorCode::kSystem;
   try {
-    if (config.memory == MemorySpace::kDevice) {
+    if (config_.memory == MemorySpace::kDevice) {
       Carver shared(nullptr);
-      shared.take<std::byte>(max_rows * slot_layout.row_bytes);
-      shared.take<std::byte>(max_rows * slot_layout.out_row_bytes);
-      device_slot_bytes = (shared.used() + 255) / 256 * 256;
+      shared.take<std::byte>(max_rows * slot_layout_.row_bytes);
+      shared.take<std::byte>(max_rows * slot_layout_.out_row_bytes);
+      device_slot_bytes_ = (shared.used() + 255) / 256 * 256;
       const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
-      device = make_device_resources(group, config.device, device_slot_bytes * config.max_inflight,
-                                     private_slot * config.max_inflight, pinned_slot * config.max_inflight);
+      device = make_device_resources(group, config_.device, device_slot_bytes_ * config_.max_inflight,
+                                     private_slot * config_.max_inflight, pinned_slot * config_.max_inflight);
     }
 
-    for (int i = 0; i < config.max_inflight; ++i) {
+    for (int i = 0; i < config_.max_inflight; ++i) {
       SlotBuffers& s = slots.emplace_back();
       resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
       resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
@@ -247,8 +248,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
         carve(device->private_base() + private_slot * i, &s);
         Carver pinned(device->pinned_base() + pinned_slot * i);
-        s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config.topk);
-        s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config.topk);
+        s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
+        s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config_.topk);
         for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
           s.registrations.push_back(device->register_host(v->data(), v->size()));
         }
@@ -256,13 +257,13 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         // every source's writes and of the fan-out; sums (12 bytes a source, 4 a
         // destination) of the node partials and of the final sums, per node.
         const std::size_t TN = static_cast<std::size_t>(T) * N;
-        s.mover = device->make_mover(16 * (TN * (topo.ranks_per_node + 1) + max_rows) +
-                                     12 * TN * config.topk + 8 * TN * (N + 1) + (1 << 20));
+        s.mover = device->make_mover(16 * (TN * (topo_.ranks_per_node + 1) + max_rows) +
+                                     12 * TN * config_.topk + 8 * TN * (N + 1) + (1 << 20));
       } else {
-        resize_or_fail(s.host_staging, staged ? static_cast<std::size_t>(T) * slot_layout.row_bytes : 0,
+        resize_or_fail(s.host_staging, staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0,
                        "the encoded input rows of a slot");
         resize_or_fail(s.host_own_partials, static_cast<std::size_t>(T) * H, "the combine partials of a slot");
-        if (config.dtype != DType::kF32) {
+        if (config_.dtype != DType::kF32) {
           resize_or_fail(s.host_out_acc, static_cast<std::size_t>(T) * H, "the combine accumulator of a slot");
         }
         resize_or_fail(s.host_partial_acc, static_cast<std::size_t>(partial_rows) * H,
@@ -275,8 +276,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       }
       s.handled_offset.resize(N + 1);
       resize_or_fail(s.route_count, handled, "the routes of a slot");
-      resize_or_fail(s.route_local, handled * topo.ranks_per_node, "the routes of a slot");
-      resize_or_fail(s.route_entry, handled * topo.ranks_per_node, "the routes of a slot");
+      resize_or_fail(s.route_local, handled * topo_.ranks_per_node, "the routes of a slot");
+      resize_or_fail(s.route_entry, handled * topo_.ranks_per_node, "the routes of a slot");
     }
   } catch (const Error& e) {
     alloc_error = e.what();
@@ -293,19 +294,30 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   }
   EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
-  internode = make_internode(*this);
-  EPCOMM_LOG(kInfo, "exchange: hidden " << config.hidden << ", " << config.num_experts << " experts, top-"
-                                        << config.topk << ", " << config.max_inflight << " slots of "
-                                        << slot_layout.bytes << " shared bytes (" << slot_layout.max_rows
+  const InterNodeSetup setup{group, comm_, tag_base_, config_.checksum, config_.max_inflight, N > 1 && T > 0};
+  internode = make_internode(setup, [this](InterNode& net) {
+    const auto region = [&net](std::vector<std::byte>& v) {
+      return net.register_region(v.data(), v.size(), MemorySpace::kHost);
+    };
+    for (SlotBuffers& s : slots) {
+      s.rail_send_region = region(s.rail_send);
+      s.rail_recv_region = region(s.rail_recv);
+      s.combine_send_region = region(s.combine_send);
+      s.combine_recv_region = region(s.combine_recv);
+    }
+  });
+  EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
+                                        << config_.topk << ", " << config_.max_inflight << " slots of "
+                                        << slot_layout_.bytes << " shared bytes (" << slot_layout_.max_rows
                                         << " rows), inter-node transport " << internode->name());
 }
 
 std::size_t Engine::rail_block_bytes() const {
-  return static_cast<std::size_t>(config.max_tokens_per_rank) * rail_row_bytes();
+  return static_cast<std::size_t>(config_.max_tokens_per_rank) * rail_row_bytes();
 }
 
 std::size_t Engine::combine_block_bytes() const {
-  return static_cast<std::size_t>(config.max_tokens_per_rank) * combine_row_bytes();
+  return static_cast<std::size_t>(config_.max_tokens_per_rank) * combine_row_bytes();
 }
 
 void Op::mark_done() {
@@ -349,21 +361,17 @@ void Engine::abandon_all() {
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
-  SlotView v = SlotView::at(shm->base(local_rank) + kHeaderBytes + slot_layout.bytes * slot, slot_layout);
+  SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout_.bytes * slot, slot_layout_);
   if (device) {
-    std::byte* base = device->shared_base(local_rank) + device_slot_bytes * slot;
+    std::byte* base = device->shared_base(local_rank) + device_slot_bytes_ * slot;
     v.rows = base;
-    v.expert_out = base + (static_cast<std::size_t>(slot_layout.max_rows) * slot_layout.row_bytes + 255) / 256 * 256;
+    v.expert_out = base + (static_cast<std::size_t>(slot_layout_.max_rows) * slot_layout_.row_bytes + 255) / 256 * 256;
   }
   return v;
 }
 
-int Engine::mpi_tag(uint64_t seq, int phase) const {
-  return tag_base + static_cast<int>(seq % 4096) * kTagPhases + phase;
-}
-
 int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {
-  for (int ld = 0; ld < topo.ranks_per_node; ++ld) {
+  for (int ld = 0; ld < topo_.ranks_per_node; ++ld) {
     SlotView v = slot_view(ld, slot);
     // A peer that failed is behind for good: the next round's check_peers() reports
     // its failure record, naming the origin.
@@ -374,7 +382,7 @@ int Engine::first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq
 
 std::string Engine::local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const {
   std::string out;
-  for (int ld = 0; ld < topo.ranks_per_node; ++ld) {
+  for (int ld = 0; ld < topo_.ranks_per_node; ++ld) {
     if (load_flag(slot_view(ld, slot).flags->*flag) < seq) {
       out += (out.empty() ? "" : ", ") + std::to_string(group.global_rank(group.node, ld)) + " (shared memory)";
     }
@@ -401,9 +409,9 @@ void Engine::check_healthy() {
 }
 
 void Engine::check_peers() {
-  std::optional<PeerFailure> f = failures->poll(position());
+  std::optional<PeerFailure> f = failures_->poll(position());
   if (!f) {
-    if (std::optional<std::string> differ = agreement->poll()) {
+    if (std::optional<std::string> differ = agreement_->poll()) {
       const std::string why = "epcomm rank " + std::to_string(group.rank) + ": " + *differ;
       fail(next_seq_ - 1, ErrorCode::kMismatch, why);
       throw Error(ErrorCode::kMismatch, why);
@@ -422,7 +430,7 @@ void Engine::check_peers() {
   failure_reported_ = true;
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
-  failures->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
+  failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
   inflight_.clear();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
@@ -436,7 +444,7 @@ void Engine::checked_begin(Checks&& checks) {
   try {
     checks();
   } catch (const Error& e) {
-    failures->reject(position(), e.what());
+    failures_->reject(position(), e.what());
     ++rejections_;
     throw;
   }
@@ -452,13 +460,13 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   std::vector<float> weights_host;
   std::exception_ptr device_error;
   if (device && input.memory == MemorySpace::kDevice && input.num_tokens > 0 &&
-      input.num_tokens <= config.max_tokens_per_rank && input.x && input.topk_idx && input.topk_weights) {
+      input.num_tokens <= config_.max_tokens_per_rank && input.x && input.topk_idx && input.topk_weights) {
     try {
       device->check_stream(input.stream);
       device->check_pointer(input.x, true, "DispatchInput::x");
       device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
       device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
-      const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config.topk;
+      const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config_.topk;
       idx_host.resize(n);
       weights_host.resize(n);
       device->read_after(input.stream, idx_host.data(), input.topk_idx, n * sizeof(int32_t));
@@ -474,14 +482,14 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   const int slot = static_cast<int>(dispatch_count_ % slots.size());
   checked_begin([&] {
     if (device_error) std::rethrow_exception(device_error);
-    EPCOMM_REQUIRE(input.memory == config.memory, kInvalidArgument,
+    EPCOMM_REQUIRE(input.memory == config_.memory, kInvalidArgument,
                    "DispatchInput::memory is " << to_string(input.memory) << " but the exchange was built for "
-                                               << to_string(config.memory) << " memory (ExchangeConfig::memory)");
+                                               << to_string(config_.memory) << " memory (ExchangeConfig::memory)");
     EPCOMM_REQUIRE(device || input.stream == nullptr, kInvalidArgument,
                    "DispatchInput::stream is set but the exchange's memory space is host");
-    EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config.max_tokens_per_rank, kBufferTooSmall,
+    EPCOMM_REQUIRE(input.num_tokens >= 0 && input.num_tokens <= config_.max_tokens_per_rank, kBufferTooSmall,
                    "num_tokens=" << input.num_tokens << " exceeds the declared max_tokens_per_rank="
-                                 << config.max_tokens_per_rank);
+                                 << config_.max_tokens_per_rank);
     EPCOMM_REQUIRE(input.num_tokens == 0 || (input.x && input.topk_idx && input.topk_weights), kInvalidArgument,
                    "dispatch input has a null x, topk_idx or topk_weights with num_tokens=" << input.num_tokens);
     if (route) {
@@ -499,13 +507,13 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
     if (route) {
       slots[slot].routes = slots[route->slot()].routes;
     } else {
-      build_token_routes(topo, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+      build_token_routes(topo_, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
     }
   });
   std::shared_ptr<DispatchOp> op;
   try {
     op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
-    agreement->announce({OpHeader::kDispatch, 0, next_seq_, slot});
+    agreement_->announce({OpHeader::kDispatch, 0, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;
@@ -545,7 +553,7 @@ std::shared_ptr<CombineOp> Engine::begin_combine(const std::shared_ptr<DispatchO
   std::shared_ptr<CombineOp> op;
   try {
     op = std::make_shared<CombineOp>(*this, next_seq_, route, expert_out, out, options);
-    agreement->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
+    agreement_->announce({OpHeader::kCombine, 0, next_seq_, static_cast<int64_t>(route->seq())});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;
@@ -643,7 +651,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
   failure_reported_ = true;
-  failures->raise(group.rank, seq, why, true);
+  failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
   inflight_.clear();

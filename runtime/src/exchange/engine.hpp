@@ -23,6 +23,7 @@
 #include "epcomm_kernels/codec.hpp"
 #include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
+#include "exchange/mpi_tags.hpp"
 #include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/row_mover.hpp"
@@ -57,6 +58,8 @@ struct SlotBuffers {
   std::vector<std::byte> rail_send, rail_recv;          // dispatch
   std::vector<std::byte> combine_send, combine_recv;    // combine
   std::vector<std::shared_ptr<void>> registrations;    // of the four above; freed first
+  // The four above as regions of the inter-node tier (the same ids on every rank).
+  RegionId rail_send_region = -1, rail_recv_region = -1, combine_send_region = -1, combine_recv_region = -1;
 
   // Work buffers in the exchange's memory space (host storage below, or GPU).
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
@@ -80,9 +83,6 @@ struct SlotBuffers {
   std::vector<int32_t> route_count;     // [handled]
   std::vector<int32_t> route_local;     // [handled * ranks_per_node]
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
-
-  std::vector<std::byte>& send_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_send : combine_send; }
-  std::vector<std::byte>& recv_buffer(RailBuffer b) { return b == RailBuffer::kDispatch ? rail_recv : combine_recv; }
 
   // Host memory space: storage behind the work buffers.
   std::vector<std::byte> host_staging;
@@ -150,32 +150,52 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   void check_healthy();
   void notify_progress_thread() const;
 
+  // What the operations read of the engine's setup.
+  const ExchangeConfig& config() const { return config_; }
+  const Topology& topo() const { return topo_; }
+  const kernels::Codec& dtype_codec() const { return dtype_codec_; }  // rows of config().dtype
+  MPI_Comm comm() const { return comm_; }  // the engine's own duplicate of the group's
+  const SlotLayout& slot_layout() const { return slot_layout_; }
+  std::size_t rail_meta_bytes() const { return rail_meta_bytes_; }  // per token on the wire
+
+  // Data members in construction order (destruction runs backwards, which the
+  // comments rely on): the operations use the public ones, the rest is the
+  // engine's own or read through the accessors above.
   GroupState& group;
-  const ExchangeConfig config;
-  const Topology topo;
-  const kernels::Codec& dispatch_codec;
-  const kernels::Codec& combine_codec;
-  const kernels::Codec& dtype_codec;  // rows of config.dtype (inputs, outputs)
-  MPI_Comm comm = MPI_COMM_NULL;  // the engine's own duplicate of the group's, from its pool
-  CommLease comm_lease{*group.exchange_comms};
-  SlotLayout slot_layout;
-  std::size_t rail_meta_bytes = 0;  // per token on the wire: index, ids, weights
-  std::unique_ptr<NodeShm> shm;
+
+ private:
+  const ExchangeConfig config_;
+  const Topology topo_;
+  const kernels::Codec& dtype_codec_;
+  const kernels::Codec& dispatch_codec_;
+  const kernels::Codec& combine_codec_;
+  CommLease comm_lease_{*group.exchange_comms};
+  std::unique_ptr<NodeShm> shm_;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // from the group's pool
+  SlotLayout slot_layout_;
+  std::size_t rail_meta_bytes_ = 0;  // index, ids, weights
+
+ public:
   // Device memory only (else null): GPU buffers, movers' streams, the stream gate.
   // Before the slots: their movers and registrations go first.
   std::unique_ptr<DeviceResources> device;
-  std::size_t device_slot_bytes = 0;  // one slot's rows + expert outputs in the shared region
+
+ private:
+  std::size_t device_slot_bytes_ = 0;  // one slot's rows + expert outputs in the shared region
+  int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
-  std::unique_ptr<FailureChannel> failures;
-  std::unique_ptr<OpAgreement> agreement;
+  std::unique_ptr<FailureChannel> failures_;
+  std::unique_ptr<OpAgreement> agreement_;
+
+ public:
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
   // metadata; a combine partial.
-  std::size_t rail_row_bytes() const { return rail_meta_bytes + slot_layout.row_bytes; }
-  std::size_t combine_row_bytes() const { return combine_codec.row_bytes(config.hidden); }
+  std::size_t rail_row_bytes() const { return rail_meta_bytes_ + slot_layout_.row_bytes; }
+  std::size_t combine_row_bytes() const { return combine_codec_.row_bytes(config_.hidden); }
   // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank rows.
   // Every inter-node buffer holds num_nodes - 1 of them.
   std::size_t rail_block_bytes() const;
@@ -185,11 +205,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // A slot as its users see it: control, layout and plan metadata in the node's
   // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
-  // Tags start at a base drawn from the exchange's id: MPI reuses a freed
-  // communicator's context for a later one and delivers it messages still in flight
-  // to the old one (a peer's sends to a rank that failed), which must not match.
-  int mpi_tag(uint64_t seq, int phase) const;
-  int tag_base = 0;
+  // The tag of an operation's phase (mpi_tags.hpp).
+  int mpi_tag(uint64_t seq, int phase) const { return exchange_tag(tag_base_, seq, phase); }
   // First node peer whose flag is below `seq`, or -1.
   int first_local_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
@@ -219,10 +236,5 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   ErrorCode failure_code_ = ErrorCode::kGroupFailed;
   bool failure_reported_ = false;
 };
-
-// Phases of MPI traffic, folded into message tags; failure messages take the tag
-// after every operation's.
-enum : int { kTagLayout = 0, kTagDispatch = 1, kTagCombine = 2, kTagPhases = 3, kTagFailure = 4096 * kTagPhases,
-             kTagHeader = kTagFailure + 1 };
 
 }  // namespace epcomm::detail

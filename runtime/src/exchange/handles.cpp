@@ -38,7 +38,7 @@ void DispatchHandle::wait() {
   op_->engine().wait(*op_);
 }
 const void* DispatchHandle::rows() const { return started(op_).output().rows; }
-Format DispatchHandle::row_format() const { return finished(op_).engine().config.dispatch_format; }
+Format DispatchHandle::row_format() const { return finished(op_).engine().config().dispatch_format; }
 std::size_t DispatchHandle::row_bytes() const { return started(op_).output().row_bytes; }
 int64_t DispatchHandle::num_rows() const { return finished(op_).output().layout.num_rows(); }
 int DispatchHandle::num_local_experts() const { return finished(op_).output().layout.num_local_experts; }
@@ -85,7 +85,7 @@ Exchange::Exchange(const Group& group, const ExchangeConfig& config)
 
 Exchange::~Exchange() { engine_->abandon_all(); }
 
-const ExchangeConfig& Exchange::config() const { return engine_->config; }
+const ExchangeConfig& Exchange::config() const { return engine_->config(); }
 
 const char* Exchange::transport() const { return engine_->internode->name(); }
 

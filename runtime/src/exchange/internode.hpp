@@ -1,20 +1,27 @@
 // SPDX-License-Identifier: MIT
-// The exchange's inter-node tier: how one contiguous block of a slot's send buffer
-// reaches the rail peer on another node (the rank with this rank's local index
-// there). Two implementations share the dispatch/combine protocol:
+// The exchange's inter-node tier: moves bytes between registered memory regions of
+// this rank and of its rail peers (the ranks with this rank's local index on the
+// other nodes, named by node). Two implementations share the dispatch/combine
+// protocol:
 //
 //   MPI    matched MPI_Isend/MPI_Irecv; the receiver posts where a block lands.
-//   verbs  RDMA write with immediate straight into the peer's receive buffer at an
+//   verbs  RDMA write with immediate straight into the peer's receive region at an
 //          offset both sides compute (fixed per source node: no rings, no
 //          matching), the immediate telling the receiver which operation arrived.
 //
-// Receive buffers sit at fixed offsets for both (block_offset()), so the ops do not
-// care which one runs. What differs is when a sender may write: with MPI the data
-// waits in the library until the receive is posted; a one-sided write lands at once,
-// so it must wait until the receiver's block is free (needs_clear_to_send()):
-// dispatch waits for the rail peer's layout message, combine for a "ready" signal
-// the receiver sends when the combine begins (announce_ready / take_ready).
+// The tier knows regions, not the engine: the engine registers each slot's
+// inter-node buffers once, and every rank registers the same regions in the same
+// order, so a region's id on this rank also names the matching region of a peer.
+// Receive regions hold blocks at fixed offsets for both (block_offset()), so the
+// ops do not care which implementation runs. What differs is when a sender may
+// write: with MPI the data waits in the library until the receive is posted; a
+// one-sided write lands at once, so it must wait until the receiver's block is free
+// (needs_clear_to_send()): dispatch waits for the rail peer's layout message,
+// combine for a "ready" signal the receiver sends when the combine begins
+// (announce_ready / take_ready).
 #pragma once
+
+#include <epcomm/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -24,12 +31,13 @@
 
 namespace epcomm::detail {
 
-class Engine;
+// A registered region: its index in registration order (the same on every rank).
+using RegionId = int;
 
-// Which pair of slot buffers a transfer uses.
-enum class RailBuffer {
-  kDispatch,  // rail_send -> rail_recv: packed tokens (metadata + rows)
-  kCombine,   // combine_send -> combine_recv: encoded node partial sums
+// Which protocol message a block is: the MPI tag's phase, the verbs immediate's kind.
+enum class BlockKind {
+  kDispatch,  // packed tokens (metadata + rows)
+  kCombine,   // encoded node partial sums
 };
 
 // The outstanding transfers of one operation phase, each remembered with its peer
@@ -55,14 +63,19 @@ class InterNode {
   virtual const char* name() const = 0;
   virtual std::unique_ptr<Transfers> new_transfers() = 0;
 
-  // Sends `bytes` at `offset` of this rank's send buffer of `buffer` in `slot` to the
-  // rail peer on `node`, landing at `remote_offset` of that peer's receive buffer.
-  virtual void send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
+  // Registers [ptr, ptr + bytes) in `space` for sends, receives and peers' writes;
+  // before the tier is connected (see make_internode). Throws Error when the
+  // tier cannot reach memory of that space.
+  virtual RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) = 0;
+
+  // Sends `bytes` at `offset` of region `from` to the rail peer on `node`, landing
+  // at `remote_offset` of that peer's region `to`.
+  virtual void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
                     std::size_t remote_offset, std::size_t bytes, uint64_t seq) = 0;
-  // Expects `bytes` at `offset` of this rank's receive buffer from the rail peer on
-  // `node` (both sides of a transfer must agree on seq, size and place).
-  virtual void receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t bytes,
-                       uint64_t seq) = 0;
+  // Expects `bytes` at `offset` of region `into` from the rail peer on `node` (both
+  // sides of a transfer must agree on kind, seq, size and place).
+  virtual void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
+                       std::size_t bytes, uint64_t seq) = 0;
 
   // One-sided transports: senders must know the receiver's block is free first.
   virtual bool needs_clear_to_send() const = 0;
@@ -81,9 +94,5 @@ class InterNode {
 inline std::size_t block_offset(int from, int to, std::size_t block_bytes) {
   return static_cast<std::size_t>(from < to ? from : from - 1) * block_bytes;
 }
-
-// The inter-node tier for an engine whose buffers are allocated, chosen by the
-// group's transport setting (mpi, verbs, auto): collective over the group.
-std::unique_ptr<InterNode> make_internode(Engine& engine);
 
 }  // namespace epcomm::detail

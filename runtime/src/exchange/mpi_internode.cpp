@@ -2,13 +2,14 @@
 #include "exchange/mpi_internode.hpp"
 
 #include "exchange/checksummed_transfers.hpp"
-#include "exchange/engine.hpp"
+#include "exchange/mpi_tags.hpp"
 #include "util/env.hpp"
 #include "util/check.hpp"
 
 namespace epcomm::detail {
 
-MpiInterNode::MpiInterNode(Engine& engine) : engine_(engine), checksum_(engine.config.checksum) {
+MpiInterNode::MpiInterNode(const InterNodeSetup& setup)
+    : group_(setup.group), comm_(setup.comm), tag_base_(setup.tag_base), checksum_(setup.checksum) {
 #ifdef EPCOMM_FAULT_INJECTION
   flip_at_ = env::fault_flip_bit();
 #endif
@@ -19,41 +20,46 @@ std::unique_ptr<Transfers> MpiInterNode::new_transfers() {
   return std::make_unique<PeerRequests>();
 }
 
-void MpiInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t,
-                        std::size_t bytes, uint64_t seq) {
-  post(set, engine_.slots[slot].send_buffer(buffer).data() + offset, bytes, buffer, node, seq,
-       PeerRequests::Kind::kSend);
+RegionId MpiInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace space) {
+  EPCOMM_REQUIRE(space == MemorySpace::kHost, kUnsupported,
+                 "the MPI inter-node transport moves host memory only, but rank "
+                     << group_.rank << " registered " << bytes << " bytes of " << to_string(space) << " memory");
+  regions_.push_back(static_cast<std::byte*>(ptr));
+  return static_cast<RegionId>(regions_.size() - 1);
 }
 
-void MpiInterNode::receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
+void MpiInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId,
+                        std::size_t, std::size_t bytes, uint64_t seq) {
+  post(set, regions_[from] + offset, bytes, kind, node, seq, PeerRequests::Kind::kSend);
+}
+
+void MpiInterNode::receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
                            std::size_t bytes, uint64_t seq) {
-  post(set, engine_.slots[slot].recv_buffer(buffer).data() + offset, bytes, buffer, node, seq,
-       PeerRequests::Kind::kRecv);
+  post(set, regions_[into] + offset, bytes, kind, node, seq, PeerRequests::Kind::kRecv);
 }
 
-void MpiInterNode::post(Transfers& set, std::byte* data, std::size_t bytes, RailBuffer buffer, int node, uint64_t seq,
-                        PeerRequests::Kind kind) {
-  const Engine& e = engine_;
-  const int peer = e.group.global_rank(node, e.group.local_rank);
-  const int tag = e.mpi_tag(seq, buffer == RailBuffer::kDispatch ? kTagDispatch : kTagCombine);
+void MpiInterNode::post(Transfers& set, std::byte* data, std::size_t bytes, BlockKind kind, int node, uint64_t seq,
+                        PeerRequests::Kind direction) {
+  const int peer = group_.global_rank(node, group_.local_rank);
+  const int tag = exchange_tag(tag_base_, seq, kind == BlockKind::kDispatch ? kTagDispatch : kTagCombine);
   if (checksum_) {
     auto& checked = static_cast<ChecksummedTransfers&>(set);
-    const ChecksummedTransfers::Block block{buffer == RailBuffer::kDispatch ? "dispatch block" : "combine block", seq};
-    if (kind == PeerRequests::Kind::kSend) {
-      checked.send(data, bytes, peer, tag, e.comm, block, ++blocks_sent_ == flip_at_);
+    const ChecksummedTransfers::Block block{kind == BlockKind::kDispatch ? "dispatch block" : "combine block", seq};
+    if (direction == PeerRequests::Kind::kSend) {
+      checked.send(data, bytes, peer, tag, comm_, block, ++blocks_sent_ == flip_at_);
     } else {
-      checked.receive(data, bytes, peer, tag, e.comm, block);
+      checked.receive(data, bytes, peer, tag, comm_, block);
     }
     return;
   }
   const int count = static_cast<int>(bytes);
   MPI_Request r;
-  if (kind == PeerRequests::Kind::kSend) {
-    EPCOMM_MPI(MPI_Isend(data, count, MPI_BYTE, peer, tag, e.comm, &r));
+  if (direction == PeerRequests::Kind::kSend) {
+    EPCOMM_MPI(MPI_Isend(data, count, MPI_BYTE, peer, tag, comm_, &r));
   } else {
-    EPCOMM_MPI(MPI_Irecv(data, count, MPI_BYTE, peer, tag, e.comm, &r));
+    EPCOMM_MPI(MPI_Irecv(data, count, MPI_BYTE, peer, tag, comm_, &r));
   }
-  static_cast<PeerRequests&>(set).add(r, peer, kind);
+  static_cast<PeerRequests&>(set).add(r, peer, direction);
 }
 
 }  // namespace epcomm::detail

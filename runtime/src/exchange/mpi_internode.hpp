@@ -5,20 +5,26 @@
 // block carries a CRC32C (checksummed_transfers.hpp).
 #pragma once
 
-#include "exchange/internode.hpp"
+#include <mpi.h>
+
+#include <vector>
+
+#include "exchange/internode_factory.hpp"
 #include "exchange/peer_requests.hpp"
 
 namespace epcomm::detail {
 
 class MpiInterNode final : public InterNode {
  public:
-  explicit MpiInterNode(Engine& engine);
+  explicit MpiInterNode(const InterNodeSetup& setup);
 
   const char* name() const override { return "mpi"; }
   std::unique_ptr<Transfers> new_transfers() override;
-  void send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t remote_offset,
-            std::size_t bytes, uint64_t seq) override;
-  void receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t bytes,
+  // Host memory only: MPI libraries without CUDA support cannot read device memory.
+  RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
+  void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
+            std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
+  void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
                uint64_t seq) override;
   // The receive is posted where the data lands; MPI holds early data until then.
   bool needs_clear_to_send() const override { return false; }
@@ -27,9 +33,12 @@ class MpiInterNode final : public InterNode {
   bool poll() override { return false; }
 
  private:
-  void post(Transfers& set, std::byte* data, std::size_t bytes, RailBuffer buffer, int node, uint64_t seq,
-            PeerRequests::Kind kind);
-  Engine& engine_;
+  void post(Transfers& set, std::byte* data, std::size_t bytes, BlockKind kind, int node, uint64_t seq,
+            PeerRequests::Kind direction);
+  const GroupState& group_;
+  MPI_Comm comm_;
+  int tag_base_;
+  std::vector<std::byte*> regions_;  // by RegionId
   const bool checksum_;  // ChecksummedTransfers: CRC32C over every block
   int flip_at_ = 0;      // fault injection: corrupt the n-th block sent (0: none)
   int blocks_sent_ = 0;

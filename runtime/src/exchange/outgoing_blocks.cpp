@@ -20,7 +20,7 @@ bool OutgoingBlocks::send_cleared(const Target& to, const std::function<bool(int
   const int before = unsent_;
   for (int n = 0; n < static_cast<int>(bytes_.size()) && unsent_ > 0; ++n) {
     if (sent_[n] || bytes_[n] == 0 || !cleared(n)) continue;
-    to.net.send(to.transfers, to.buffer, to.slot, n, offset_[n], block_offset(to.my_node, n, to.block_bytes),
+    to.net.send(to.transfers, to.kind, to.from, offset_[n], n, to.to, block_offset(to.my_node, n, to.block_bytes),
                 bytes_[n], to.seq);
     sent_[n] = 1;
     --unsent_;

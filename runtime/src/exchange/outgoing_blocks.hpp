@@ -17,14 +17,15 @@ namespace epcomm::detail {
 class OutgoingBlocks {
  public:
   void reset(int num_nodes);
-  // The block for `node`: `bytes` (> 0) at `offset` of the slot's send buffer.
+  // The block for `node`: `bytes` (> 0) at `offset` of the send region.
   void add(int node, std::size_t offset, std::size_t bytes);
 
   struct Target {
     InterNode& net;
     Transfers& transfers;
-    RailBuffer buffer;
-    int slot;
+    BlockKind kind;
+    RegionId from;  // the packed blocks, one per destination node
+    RegionId to;    // the receivers' region: a block per source node (block_offset)
     int my_node;
     std::size_t block_bytes;  // of a receive block (see block_offset)
     uint64_t seq;

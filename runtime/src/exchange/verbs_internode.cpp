@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "exchange/verbs_internode.hpp"
 
-#include "exchange/engine.hpp"
 #include "transport/verbs/immediate.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
@@ -12,7 +11,7 @@ namespace {
 // Immediate kinds of the exchange protocol.
 enum : uint32_t { kImmDispatchRows = 1, kImmCombinePartials = 2, kImmCombineReady = 3 };
 
-uint32_t data_kind(RailBuffer b) { return b == RailBuffer::kDispatch ? kImmDispatchRows : kImmCombinePartials; }
+uint32_t data_kind(BlockKind k) { return k == BlockKind::kDispatch ? kImmDispatchRows : kImmCombinePartials; }
 
 // The transfers of one phase: writes waiting for their acknowledgement, receives
 // waiting for the immediate that says their block is complete.
@@ -70,29 +69,24 @@ class VerbsTransfers final : public Transfers {
   int pending_ = 0;
 };
 
-VerbsTransport::Options transport_options(const Engine& e) {
+VerbsTransport::Options transport_options(const InterNodeSetup& setup) {
+  const GroupState& g = setup.group;
   VerbsTransport::Options o;
-  for (int n = 0; n < e.topo.num_nodes(); ++n) o.peer_labels.push_back(e.group.global_rank(n, e.group.local_rank));
+  for (int n = 0; n < g.num_nodes; ++n) o.peer_labels.push_back(g.global_rank(n, g.local_rank));
   // Per peer and direction, live writes are bounded by the operations in flight:
   // one data block per dispatch, one data block and one ready signal per combine,
   // max_inflight dispatches each with at most one combine, plus slack for a peer
   // that is a few operations ahead.
-  o.recv_depth = o.send_depth = static_cast<uint32_t>(8 * e.config.max_inflight + 16);
+  o.recv_depth = o.send_depth = static_cast<uint32_t>(8 * setup.max_inflight + 16);
   return o;
 }
 
 }  // namespace
 
-VerbsInterNode::VerbsInterNode(Engine& engine, MPI_Comm rail_comm)
-    : engine_(engine), rail_comm_(rail_comm), transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(engine))) {
-  // In region() order, identically on every rank.
-  for (SlotBuffers& b : engine.slots) {
-    for (RailBuffer buffer : {RailBuffer::kDispatch, RailBuffer::kCombine}) {
-      transport_->register_region(b.send_buffer(buffer).data(), b.send_buffer(buffer).size());
-      transport_->register_region(b.recv_buffer(buffer).data(), b.recv_buffer(buffer).size());
-    }
-  }
-}
+VerbsInterNode::VerbsInterNode(const InterNodeSetup& setup, MPI_Comm rail_comm)
+    : group_(setup.group),
+      rail_comm_(rail_comm),
+      transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(setup))) {}
 
 VerbsInterNode::~VerbsInterNode() {
   transport_.reset();
@@ -101,31 +95,29 @@ VerbsInterNode::~VerbsInterNode() {
   if (!finalized) MPI_Comm_free(&rail_comm_);
 }
 
-int VerbsInterNode::region(RailBuffer buffer, int slot, bool receive) const {
-  return slot * 4 + (buffer == RailBuffer::kCombine ? 2 : 0) + (receive ? 1 : 0);
+RegionId VerbsInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace space) {
+  return transport_->register_region(ptr, bytes, space);
 }
 
 void VerbsInterNode::connect() {
-  transport_->connect(engine_.group.timeout_s);
+  transport_->connect(group_.timeout_s);
   EPCOMM_LOG(kInfo, "exchange: inter-node transport verbs over " << transport_->device().name() << ", "
                                                                   << transport_->size() - 1 << " rail peers");
 }
 
 std::unique_ptr<Transfers> VerbsInterNode::new_transfers() { return std::make_unique<VerbsTransfers>(*this); }
 
-void VerbsInterNode::send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset,
+void VerbsInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
                           std::size_t remote_offset, std::size_t bytes, uint64_t seq) {
   const uint64_t id = next_write_id_++;
-  transport_->write(node, region(buffer, slot, false), offset, region(buffer, slot, true), remote_offset, bytes,
-                    encode_immediate(seq, data_kind(buffer), 0), id);
-  static_cast<VerbsTransfers&>(set).add(
-      {engine_.group.global_rank(node, engine_.group.local_rank), node, false, id});
+  transport_->write(node, from, offset, to, remote_offset, bytes, encode_immediate(seq, data_kind(kind), 0), id);
+  static_cast<VerbsTransfers&>(set).add({rank_of(node), node, false, id});
 }
 
-void VerbsInterNode::receive(Transfers& set, RailBuffer buffer, int, int node, std::size_t, std::size_t,
+// The data arrives by the peer's write; its immediate says the block is complete.
+void VerbsInterNode::receive(Transfers& set, BlockKind kind, RegionId, std::size_t, int node, std::size_t,
                              uint64_t seq) {
-  static_cast<VerbsTransfers&>(set).add({engine_.group.global_rank(node, engine_.group.local_rank), node, true,
-                                         encode_immediate(seq, data_kind(buffer), 0)});
+  static_cast<VerbsTransfers&>(set).add({rank_of(node), node, true, encode_immediate(seq, data_kind(kind), 0)});
 }
 
 // A write of zero bytes: only its immediate matters (region 0 exists on every rank

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The verbs inter-node tier: one reliable-connected queue pair to each rail peer
-// (same local index, other nodes), every slot's inter-node buffers registered once,
-// blocks moved by RDMA write with immediate into the peer's receive buffer at the
+// (same local index, other nodes), every region registered with the adapter (a
+// region id is the transport's region index), blocks moved by RDMA write with immediate into the peer's receive buffer at the
 // block's fixed offset. The immediate (operation seq, kind) is all the receiver
 // needs: the completion says which peer, and RC ordering says every byte of the
 // write is in place.
@@ -13,27 +13,29 @@
 #include <unordered_set>
 #include <vector>
 
-#include "exchange/internode.hpp"
+#include "exchange/internode_factory.hpp"
 #include "transport/verbs/verbs_transport.hpp"
 
 namespace epcomm::detail {
 
 class VerbsInterNode final : public InterNode {
  public:
-  // Opens the port, makes the queue pairs and registers the engine's slot buffers
-  // (not collective; throws Error when there is no usable port). Once constructed
-  // it owns rail_comm (the ranks with this rank's local index, ranked by node); if
-  // the constructor throws, the caller still does.
-  VerbsInterNode(Engine& engine, MPI_Comm rail_comm);
+  // Opens the port and makes the queue pairs (not collective; throws Error when
+  // there is no usable port). Once constructed it owns rail_comm (the ranks with
+  // this rank's local index, ranked by node); if the constructor throws, the caller
+  // still does.
+  VerbsInterNode(const InterNodeSetup& setup, MPI_Comm rail_comm);
   ~VerbsInterNode() override;
-  // Collective over the rail communicator: queue pairs up, regions exchanged.
+  // Collective over the rail communicator, after every region is registered: queue
+  // pairs up, regions exchanged.
   void connect();
 
   const char* name() const override { return "verbs"; }
   std::unique_ptr<Transfers> new_transfers() override;
-  void send(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t remote_offset,
-            std::size_t bytes, uint64_t seq) override;
-  void receive(Transfers& set, RailBuffer buffer, int slot, int node, std::size_t offset, std::size_t bytes,
+  RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
+  void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
+            std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
+  void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
                uint64_t seq) override;
   bool needs_clear_to_send() const override { return true; }
   void announce_ready(int node, uint64_t seq) override;
@@ -46,9 +48,9 @@ class VerbsInterNode final : public InterNode {
 
  private:
   static uint64_t arrival_key(int node, uint32_t imm) { return (static_cast<uint64_t>(node) << 32) | imm; }
-  int region(RailBuffer buffer, int slot, bool receive) const;
+  int rank_of(int node) const { return group_.global_rank(node, group_.local_rank); }
 
-  Engine& engine_;
+  const GroupState& group_;
   MPI_Comm rail_comm_;
   std::unique_ptr<VerbsTransport> transport_;
   std::vector<Completion> completions_;

@@ -5,23 +5,7 @@
 
 #include "util/log.hpp"
 
-namespace epcomm {
-
-const char* to_string(ErrorCode code) noexcept {
-  switch (code) {
-    case ErrorCode::kInvalidArgument: return "invalid argument";
-    case ErrorCode::kMismatch: return "mismatch across ranks";
-    case ErrorCode::kBufferTooSmall: return "buffer too small";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kUnsupported: return "unsupported";
-    case ErrorCode::kSystem: return "system error";
-    case ErrorCode::kGroupFailed: return "group failed";
-    case ErrorCode::kDataCorrupted: return "data corrupted";
-  }
-  return "unknown error";
-}
-
-namespace detail {
+namespace epcomm::detail {
 
 void fail(ErrorCode code, const std::string& what) {
   std::string message = "epcomm rank " + std::to_string(log::rank()) + ": " + what;
@@ -36,5 +20,4 @@ void fail_mpi(int mpi_rc, const char* call) {
   fail(ErrorCode::kSystem, std::string(call) + " failed: " + std::string(text, len));
 }
 
-}  // namespace detail
-}  // namespace epcomm
+}  // namespace epcomm::detail

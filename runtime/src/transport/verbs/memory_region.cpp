@@ -10,6 +10,9 @@ namespace epcomm::detail {
 
 Region::Region(ibv_pd* pd, void* addr, std::size_t length, MemorySpace space)
     : addr_(addr), length_(length), space_(space) {
+  EPCOMM_REQUIRE(space == MemorySpace::kHost, kUnsupported,
+                 "cannot register " << length << " bytes of " << to_string(space)
+                                    << " memory for RDMA: the verbs transport registers host memory only");
   // Providers disagree on empty registrations; refuse them alike everywhere.
   EPCOMM_REQUIRE(addr != nullptr && length > 0, kInvalidArgument,
                  "cannot register " << length << " bytes at " << addr << " for RDMA");

@@ -5,6 +5,7 @@
 // reads or atomics are used).
 #pragma once
 
+#include <epcomm/types.hpp>
 #include <infiniband/verbs.h>
 
 #include <cstddef>
@@ -12,13 +13,11 @@
 
 namespace epcomm::detail {
 
-// Where the registered bytes live. Only host memory today; device memory (a
-// dma-buf fd from CUDA) becomes another tag and another constructor, and nothing
-// that posts writes needs to change.
-enum class MemorySpace { kHost };
-
 class Region {
  public:
+  // Host memory only today (else Error kUnsupported); device memory (a dma-buf fd
+  // from CUDA) becomes another constructor, and nothing that posts writes needs to
+  // change.
   Region(ibv_pd* pd, void* addr, std::size_t length, MemorySpace space = MemorySpace::kHost);
   ~Region();
   Region(Region&& other) noexcept;
