@@ -41,21 +41,20 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   const bool as_given = input.x_encoded || config.dispatch_format == kernels::plain_format(config.dtype);
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;
-  const Topology& topo = engine.topo();
+  // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
     // dispatch's one host synchronisation); they live on in the slot.
     buf_.mover->after(input.stream);
-    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * topo.topk;
+    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * engine.topo().topk;
     if (n > 0) {
       std::memcpy(buf_.topk_idx_host, input.topk_idx, n * sizeof(int32_t));
       std::memcpy(buf_.topk_weights_host, input.topk_weights, n * sizeof(float));
     }
     input_.topk_idx = buf_.topk_idx_host;
     input_.topk_weights = buf_.topk_weights_host;
+    engine.device->hold(input.stream, seq);
   }
-  // buf_.routes: built by the engine's checks before the slot was taken.
-  if (engine.device) engine.device->hold(input.stream, seq);
   post_layout();
 }
 

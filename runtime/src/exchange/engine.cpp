@@ -61,17 +61,20 @@ void validate_local(const ExchangeConfig& c, const GroupState& g) {
                  "unknown memory space value " << static_cast<int>(c.memory));
 }
 
-// Carves consecutive, 256-byte aligned pieces out of one allocation.
+// Carves consecutive, 256-byte aligned pieces out of one allocation (null base:
+// only measures).
 class Carver {
  public:
   explicit Carver(std::byte* base) : base_(base) {}
   template <class T>
   T* take(std::size_t count) {
-    const std::size_t at = (used_ + 255) / 256 * 256;
+    const std::size_t at = aligned(used_);
     used_ = at + count * sizeof(T);
     return base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + at);
   }
-  std::size_t used() const { return used_; }
+  // Bytes taken, rounded so that the next allocation carved after it is aligned.
+  std::size_t bytes() const { return aligned(used_); }
+  static std::size_t aligned(std::size_t n) { return (n + 255) / 256 * 256; }
 
  private:
   std::byte* base_;
@@ -219,20 +222,22 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       s->out_src_rank = src_rank;
       s->out_src_token = src_token;
     }
-    return piece.used();
+    return piece.bytes();
   };
   const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config_.topk * sizeof(int32_t) + 256;
+  const std::size_t private_slot = carve(nullptr, nullptr);
   // Every rank learns whether all could allocate, so none goes on to wait for a
   // rank that gave up here.
   std::string alloc_error;
   ErrorCode alloc_code = ErrorCode::kSystem;
   try {
     if (config_.memory == MemorySpace::kDevice) {
+      // One slot of the shared region: rows, then expert outputs.
       Carver shared(nullptr);
       shared.take<std::byte>(max_rows * slot_layout_.row_bytes);
+      device_expert_out_offset_ = shared.bytes();
       shared.take<std::byte>(max_rows * slot_layout_.out_row_bytes);
-      device_slot_bytes_ = (shared.used() + 255) / 256 * 256;
-      const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
+      device_slot_bytes_ = shared.bytes();
       device = make_device_resources(group, config_.device, device_slot_bytes_ * config_.max_inflight,
                                      private_slot * config_.max_inflight, pinned_slot * config_.max_inflight);
     }
@@ -245,7 +250,6 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
       s.partial_acc_rows = partial_rows;
       if (device) {
-        const std::size_t private_slot = (carve(nullptr, nullptr) + 255) / 256 * 256;
         carve(device->private_base() + private_slot * i, &s);
         Carver pinned(device->pinned_base() + pinned_slot * i);
         s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
@@ -365,7 +369,7 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
   if (device) {
     std::byte* base = device->shared_base(local_rank) + device_slot_bytes_ * slot;
     v.rows = base;
-    v.expert_out = base + (static_cast<std::size_t>(slot_layout_.max_rows) * slot_layout_.row_bytes + 255) / 256 * 256;
+    v.expert_out = base + device_expert_out_offset_;
   }
   return v;
 }

@@ -182,6 +182,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
 
  private:
   std::size_t device_slot_bytes_ = 0;  // one slot's rows + expert outputs in the shared region
+  std::size_t device_expert_out_offset_ = 0;  // where a slot's expert outputs start in it
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures_;
