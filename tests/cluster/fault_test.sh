@@ -90,9 +90,21 @@ finish_job() {
   ! pgrep -f -- "^$driver " >/dev/null || fail "a driver process outlived the job: $(pgrep -af -- "^$driver ")"
 }
 
+# True if error line $1 ("... waiting for ranks 0 (receive), 2 (receive)") lists
+# a rank matching the pattern $2 anywhere in its list, not only first.
+waits_for() {
+  local rank
+  for rank in $(grep -oE '[0-9]+ \(' <<<"${1##*waiting for ranks }" | tr -d ' ('); do
+    [[ $rank =~ ^$2$ ]] && return 0
+  done
+  return 1
+}
+
 # True if driver rank $1 reported a timeout waiting for rank(s) $2.
 names_stalled() {
-  grep -q "^cluster_driver: rank $1 .*FAILED.*: timeout: .*waiting for ranks [^(]*$2" "$log"
+  local line
+  line=$(grep "^cluster_driver: rank $1 .*FAILED.*: timeout: .*waiting for ranks " "$log") || return 1
+  waits_for "$line" "$2"
 }
 
 # Every rank in $1 (a space-separated list) printed a timeout naming a phase and
@@ -115,7 +127,7 @@ expect_timeouts() {
     fi
     [[ $line == *": timeout: "* ]] || fail "rank $r failed, but not with a timeout: $line"
     [[ $line == *"in phase '"* ]] || fail "rank $r's error names no phase: $line"
-    if [[ ! $line =~ waiting\ for\ ranks\ [^\(]*$2 ]]; then
+    if ! waits_for "$line" "$2"; then
       [[ $line =~ waiting\ for\ ranks\ ([0-9]+) ]] || fail "rank $r's error names no rank: $line"
       peer=${BASH_REMATCH[1]}
       names_stalled "$peer" "$2" ||
