@@ -28,6 +28,14 @@ nccl_lib=$(find "${NCCL_ROOT:-/nonexistent}/lib" -name 'libnccl.so*' -print -qui
       epcomm-gpu-bench epcomm-codec-gpu-bench
 } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "== build ok"
+# The Python package (its CUDA tests are in ctest -L gpu) where the host has Python
+# headers, pybind11 and DLPack; without them those tests are not defined.
+if grep -q '^EPCOMM_BUILD_PYTHON:BOOL=ON' "$build/CMakeCache.txt"; then
+  cmake --build "$build" -j"$(nproc)" --target _epcomm >> "$out/build.log" 2>&1
+  echo "== python package: rc $?"
+else
+  echo "== python package not configured (see $out/build.log)"
+fi
 mpirun=("${EPCOMM_MPIRUN[@]}")
 # Tests: one node (CUDA IPC) and 2 emulated nodes (pinned host staging + MPI).
 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 150 > "$out/gpu-tests.log" 2>&1

@@ -3,8 +3,8 @@
 the expert-bias helpers.
 
 Tensors reach the C++ library through DLPack, so this works with any torch that
-has ``Tensor.__dlpack__``. Only CPU tensors are exchanged today; ``device`` and the
-``stream`` seam are in place for GPU-resident exchanges.
+has ``Tensor.__dlpack__``. A buffer exchanges CPU tensors or the CUDA tensors of one
+device (``device=``); CUDA work is ordered on ``torch.cuda.current_stream()``.
 """
 
 import atexit
@@ -12,6 +12,8 @@ import weakref
 from typing import Optional, Tuple
 
 import torch
+
+from torch.utils.dlpack import from_dlpack
 
 from epcomm import _epcomm
 from epcomm._epcomm import Error
@@ -58,10 +60,11 @@ class Handle:
         self.expert_counts = op.expert_counts()    # list: real rows per local expert
 
     def row_experts(self) -> torch.Tensor:
-        """Global expert id of every row (int64, [num_rows]); -1 for padding."""
+        """Global expert id of every row (int64, [num_rows], on the buffer's device);
+        -1 for padding."""
         b = self.buffer
         j0 = b.rank * b.num_local_experts
-        ids = torch.full((self.num_rows,), -1, dtype=torch.int64)
+        ids = torch.full((self.num_rows,), -1, dtype=torch.int64, device=b.device)
         for j, (off, cnt) in enumerate(zip(self.expert_offsets, self.expert_counts)):
             ids[off:off + cnt] = j0 + j
         return ids
@@ -143,9 +146,13 @@ class Buffer:
             scales) or ``"logfmt<n>"``, n in 3..16 (docs/formats.md).
         combine_format: wire format of the partial sums combine sends back (same
             choices).
-        device: where the tensors live. ``None`` or ``"cpu"``: host tensors (the only
-            kind this build exchanges); a CUDA device is refused until GPU-resident
-            exchanges exist.
+        device: where the tensors live. ``None`` or ``"cpu"``: host tensors. A CUDA
+            device (``"cuda"`` is the current one): every tensor passed and returned
+            is CUDA memory of that device; each call's work is ordered after what
+            ``torch.cuda.current_stream()`` holds, and its results are ready for the
+            work queued on that stream after it (docs/gpu.md). Needs a build with
+            CUDA (else ``Error`` with code ``unsupported``). ``route`` and the bias
+            helpers take CPU tensors.
         dtype: ``torch.bfloat16`` (default) or ``torch.float32``: tokens, expert
             outputs and combined outputs.
         expert_alignment: pad each expert's segment of rows to a multiple of this
@@ -177,15 +184,20 @@ class Buffer:
         self.comm = comm
         rank = comm.Get_rank()
         self.device = torch.device("cpu") if device is None else torch.device(device)
-        if self.device.type != "cpu":
-            _fail(rank, "Buffer", "unsupported",
-                  f"device {self.device} is not supported by this build: only CPU tensors are exchanged today")
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                _fail(rank, "Buffer", "unsupported", f"device {self.device}: torch sees no CUDA device")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+        elif self.device.type != "cpu":
+            _fail(rank, "Buffer", "invalid argument", f"device {self.device} is neither cpu nor cuda")
         if dtype not in _DTYPE_NAMES:
             _fail(rank, "Buffer", "invalid argument", f"dtype {dtype} is not torch.bfloat16 or torch.float32")
         self.dtype = dtype
         self.group = _epcomm.Group(MPI._addressof(comm), ranks_per_node, timeout_s, _GROUP_PROGRESS[progress_thread])
         self._ex = _epcomm.Exchange(self.group, num_experts, topk, hidden, max_tokens_per_rank, _DTYPE_NAMES[dtype],
-                                    dispatch_format, combine_format, expert_alignment, max_recv_rows, max_inflight)
+                                    dispatch_format, combine_format, expert_alignment, max_recv_rows, max_inflight,
+                                    self.device.index if self.device.type == "cuda" else -1)
         self.num_experts = num_experts
         self.hidden = hidden
         self.topk = topk
@@ -202,6 +214,18 @@ class Buffer:
         if self._ex is not None:
             self._ex.close()
             self._ex = None
+
+    def _stream(self) -> int:
+        """The cudaStream_t that orders this call (0 on CPU buffers)."""
+        if self.device.type != "cuda":
+            return 0
+        return torch.cuda.current_stream(self.device).cuda_stream
+
+    def _sync_stream(self):
+        """Waits for the current stream: before the exchange writes, on its own
+        stream, into memory torch just allocated or filled on the current one."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
 
     # -- checks the C++ side cannot make (torch-level properties) --
     def _check_device(self, op: str, **tensors):
@@ -255,28 +279,38 @@ class Buffer:
         ex = self._exchange("dispatch")
         if handle is not None and not isinstance(handle, Handle):
             _fail(self.rank, "dispatch", "invalid argument", f"handle is a {type(handle).__name__}, not an epcomm Handle")
-        op = ex.dispatch_begin(x, topk_idx, topk_weights, handle._op if handle is not None else None)
+        ids = topk_idx
+        if self.device.type == "cuda" and topk_idx.dtype != torch.int32:
+            # Narrowed on the GPU (the binding runs no kernels); ids beyond int32
+            # become its limits, which the exchange reports as out of range.
+            ids = topk_idx.clamp(-2**31, 2**31 - 1).to(torch.int32)
+        op = ex.dispatch_begin(x, ids, topk_weights, handle._op if handle is not None else None, self._stream())
         if decode is None:
             decode = self.dispatch_format not in _FP8_FORMATS
         return Work(op, lambda: self._dispatch_result(op, topk_idx, topk_weights, decode),
-                    (x, topk_idx, topk_weights))
+                    (x, ids, topk_weights))
 
     def _dispatch_result(self, op, topk_idx, topk_weights, decode) -> DispatchResult:
         handle = Handle(self, op, topk_idx, topk_weights)
         R = handle.num_rows
         x = codes = scales = None
         if decode:
-            x = torch.zeros((R, self.hidden), dtype=self.dtype)
+            x = torch.zeros((R, self.hidden), dtype=self.dtype, device=self.device)
+            self._sync_stream()  # the zeros are written before the decode
             op.copy_rows(x)
+        # The rest are copies of views of the handle's buffers, made on the current
+        # stream (which the dispatch already ordered after itself).
         if self.dispatch_format in _FP8_FORMATS:
-            tiles = (self.hidden + 127) // 128
-            codes = torch.empty((R, self.hidden), dtype=torch.uint8)
-            scales = torch.empty((R, tiles), dtype=torch.float32 if self.dispatch_format == "fp8" else torch.uint8)
-            op.copy_fp8(codes, scales)
-        weights = torch.empty(R, dtype=torch.float32)
-        src_rank = torch.empty(R, dtype=torch.int64)
-        src_token = torch.empty(R, dtype=torch.int64)
-        op.copy_row_info(weights, src_rank, src_token)
+            L = _epcomm.row_layout(self.dispatch_format, self.hidden)
+            rows = from_dlpack(op.view("rows"))
+            codes = rows[:, L["payload_offset"]:L["payload_offset"] + self.hidden].clone()
+            scales = rows[:, L["meta_offset"]:L["meta_offset"] + L["meta_bytes"]].clone()
+            if self.dispatch_format == "fp8":
+                scales = scales.view(torch.float32)
+            del rows
+        weights = from_dlpack(op.view("weights")).clone()
+        src_rank = from_dlpack(op.view("src_rank")).to(torch.int64)
+        src_token = from_dlpack(op.view("src_token")).to(torch.int64)
         return DispatchResult(x, codes, scales, torch.tensor(handle.expert_counts, dtype=torch.int64),
                               torch.tensor(handle.expert_offsets, dtype=torch.int64), weights, src_rank, src_token,
                               handle)
@@ -321,10 +355,10 @@ class Buffer:
     def _combine_begin(self, expert_out, handle, out, weighted):
         ex = self._exchange("combine")
         if out is None:
-            out = torch.empty((handle.num_tokens, self.hidden), dtype=self.dtype)
+            out = torch.empty((handle.num_tokens, self.hidden), dtype=self.dtype, device=self.device)
         else:
             self._check_device("combine", out=out)
-        op = ex.combine_begin(handle._op, expert_out, out, weighted)
+        op = ex.combine_begin(handle._op, expert_out, out, weighted, self._stream())
         return Work(op, lambda: out, (expert_out, out))
 
     def _combine_now(self, expert_out, handle, weighted):
@@ -365,11 +399,11 @@ def _weight_grad(handle: Handle, grad_rows: torch.Tensor, expert_out: torch.Tens
     dots = (grad_rows.float() * expert_out.float()).sum(dim=1)
     experts = handle.row_experts()
     idx = handle.topk_idx.to(torch.int64)
-    grad_w = torch.zeros(idx.shape, dtype=torch.float32)
-    rows = torch.arange(handle.num_rows)
+    grad_w = torch.zeros(idx.shape, dtype=torch.float32, device=b.device)
+    rows = torch.arange(handle.num_rows, device=b.device)
     for base in range(0, b.num_experts, b.hidden):
         in_round = (experts >= base) & (experts < base + b.hidden)
-        carrier = torch.zeros((handle.num_rows, b.hidden), dtype=b.dtype)
+        carrier = torch.zeros((handle.num_rows, b.hidden), dtype=b.dtype, device=b.device)
         carrier[rows[in_round], experts[in_round] - base] = dots[in_round].to(b.dtype)
         back = b._combine_now(carrier, handle, weighted=False).float()
         mine = (idx >= base) & (idx < base + b.hidden)

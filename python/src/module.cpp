@@ -8,7 +8,6 @@
 #include <pybind11/stl.h>
 
 #include <climits>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -37,7 +36,7 @@ using Inputs = std::vector<std::unique_ptr<TensorArg>>;
 class PyExchange {
  public:
   PyExchange(const std::shared_ptr<epcomm::Group>& group, const epcomm::ExchangeConfig& config)
-      : group_(group), rank_(group->rank()) {
+      : group_(group), rank_(group->rank()), space_{config.memory, config.device} {
     py::gil_scoped_release nogil;  // collective: peers may need time to arrive
     ex_ = std::make_shared<epcomm::Exchange>(*group, config);
   }
@@ -52,11 +51,13 @@ class PyExchange {
   void close() { ex_.reset(); }
   Site site(const char* op) const { return Site{rank_, op}; }
   int rank() const { return rank_; }
+  const epcomm_py::Space& space() const { return space_; }
 
  private:
   std::shared_ptr<epcomm::Group> group_;
   std::shared_ptr<epcomm::Exchange> ex_;
   int rank_;
+  epcomm_py::Space space_;
 };
 
 // One dispatch: its handle and, until wait() returned, the inputs it reads.
@@ -66,6 +67,7 @@ struct PyDispatch {
   Inputs inputs;
   std::vector<int32_t> idx32;  // topk_idx converted from int64
   int rank = 0;
+  epcomm_py::Space space;
 
   Site site(const char* op) const { return Site{rank, op}; }
   const epcomm::ExchangeConfig& config() const { return ex->config(); }
@@ -91,14 +93,17 @@ struct PyCombine {
 };
 
 std::shared_ptr<PyDispatch> dispatch_begin(PyExchange& self, const py::handle& x, const py::handle& topk_idx,
-                                           const py::handle& topk_weights, const std::shared_ptr<PyDispatch>& route) {
+                                           const py::handle& topk_weights, const std::shared_ptr<PyDispatch>& route,
+                                           uintptr_t stream) {
   const Site site = self.site("dispatch");
+  const epcomm_py::Space& space = self.space();
   auto d = std::make_shared<PyDispatch>();
   d->ex = self.shared("dispatch");
   d->rank = self.rank();
+  d->space = space;
   const epcomm::ExchangeConfig& c = d->ex->config();
   auto& xa = *d->inputs.emplace_back(std::make_unique<TensorArg>(site, "x", x));
-  xa.on_host().of({elem_of(c.dtype)}).shaped({-1, c.hidden}).contiguous();
+  xa.in(space).of({elem_of(c.dtype)}).shaped({-1, c.hidden}).contiguous();
   const int64_t T = xa.dim(0);
   if (T > c.max_tokens_per_rank) {
     epcomm_py::fail(site, epcomm::ErrorCode::kBufferTooSmall,
@@ -106,9 +111,16 @@ std::shared_ptr<PyDispatch> dispatch_begin(PyExchange& self, const py::handle& x
                         std::to_string(c.max_tokens_per_rank));
   }
   auto& ia = *d->inputs.emplace_back(std::make_unique<TensorArg>(site, "topk_idx", topk_idx));
-  ia.on_host().of({Elem::kI32, Elem::kI64}).shaped({T, c.topk}).contiguous();
+  // int64 ids are narrowed here for host tensors; device ids must come as int32
+  // (epcomm.torch narrows them on the GPU), since this module runs no kernels.
+  if (space.memory == epcomm::MemorySpace::kDevice) {
+    ia.in(space).of({Elem::kI32});
+  } else {
+    ia.in(space).of({Elem::kI32, Elem::kI64});
+  }
+  ia.shaped({T, c.topk}).contiguous();
   auto& wa = *d->inputs.emplace_back(std::make_unique<TensorArg>(site, "topk_weights", topk_weights));
-  wa.on_host().of({Elem::kF32}).shaped({T, c.topk}).contiguous();
+  wa.in(space).of({Elem::kF32}).shaped({T, c.topk}).contiguous();
 
   const int32_t* idx = nullptr;
   if (ia.elem() == Elem::kI32) {
@@ -133,6 +145,8 @@ std::shared_ptr<PyDispatch> dispatch_begin(PyExchange& self, const py::handle& x
   in.topk_idx = idx;
   in.topk_weights = wa.as<float>();
   in.num_tokens = static_cast<int>(T);
+  in.memory = space.memory;
+  in.stream = reinterpret_cast<void*>(stream);
   if (route) {
     if (route->ex != d->ex) {
       epcomm_py::fail(site, epcomm::ErrorCode::kInvalidArgument, "handle comes from another buffer");
@@ -145,7 +159,7 @@ std::shared_ptr<PyDispatch> dispatch_begin(PyExchange& self, const py::handle& x
 }
 
 std::shared_ptr<PyCombine> combine_begin(PyExchange& self, PyDispatch& route, const py::handle& expert_out,
-                                         const py::handle& out, bool weighted) {
+                                         const py::handle& out, bool weighted, uintptr_t stream) {
   const Site site = self.site("combine");
   epcomm::Exchange& ex = self.get("combine");
   if (route.ex.get() != &ex) {
@@ -157,69 +171,88 @@ std::shared_ptr<PyCombine> combine_begin(PyExchange& self, PyDispatch& route, co
   const epcomm::ExchangeConfig& c = ex.config();
   auto op = std::make_shared<PyCombine>();
   auto& ya = *op->inputs.emplace_back(std::make_unique<TensorArg>(site, "expert_out", expert_out));
-  ya.on_host().of({elem_of(c.dtype)}).shaped({route.handle.num_rows(), c.hidden}).contiguous();
+  ya.in(self.space()).of({elem_of(c.dtype)}).shaped({route.handle.num_rows(), c.hidden}).contiguous();
   auto& oa = *op->inputs.emplace_back(std::make_unique<TensorArg>(site, "out", out));
-  oa.on_host().of({elem_of(c.dtype)}).shaped({route.handle.num_tokens(), c.hidden}).contiguous();
+  oa.in(self.space()).of({elem_of(c.dtype)}).shaped({route.handle.num_tokens(), c.hidden}).contiguous();
   epcomm::CombineOptions options;
   options.weighted = weighted;
+  options.stream = reinterpret_cast<void*>(stream);
   op->handle = ex.combine_begin(route.handle, ya.data(), ya.dim(0), oa.data(), static_cast<int>(oa.dim(0)), options);
   return op;
 }
 
 // Decoded rows into out [num_rows, hidden] of float32 or bfloat16 (padding rows
-// untouched: the caller passes zeros).
+// untouched: the caller passes zeros). With device memory the decode runs on the
+// exchange's stream and is finished when this returns.
 void copy_rows(const PyDispatch& d, const py::handle& out) {
   const Site site = d.site("dispatch");
   TensorArg o(site, "out", out);
-  o.on_host().of({Elem::kF32, Elem::kBF16}).shaped({d.handle.num_rows(), d.config().hidden}).contiguous();
+  o.in(d.space).of({Elem::kF32, Elem::kBF16}).shaped({d.handle.num_rows(), d.config().hidden}).contiguous();
   d.handle.decode_rows(o.data(), o.elem() == Elem::kF32 ? epcomm::DType::kF32 : epcomm::DType::kBF16);
 }
 
-// FP8 rows split into codes [num_rows, hidden] uint8 (E4M3 bits) and scales
-// [num_rows, tiles]: float32 for fp8, uint8 UE8M0 exponents for fp8-ue8m0.
-void copy_fp8(const PyDispatch& d, const py::handle& codes, const py::handle& scales) {
-  const Site site = d.site("dispatch");
-  const epcomm::Format f = d.handle.row_format();
-  if (f != epcomm::Format::kFP8 && f != epcomm::Format::kFP8UE8M0) {
-    epcomm_py::fail(site, epcomm::ErrorCode::kInvalidArgument,
-                    std::string("rows are in ") + epcomm::to_string(f) + ", not fp8 or fp8-ue8m0");
-  }
-  const int H = d.config().hidden;
-  const int64_t R = d.handle.num_rows();
-  const epcomm::RowLayout L = epcomm::row_layout(f, H);
-  const int64_t tiles = static_cast<int64_t>(L.meta_bytes / L.meta_bytes_per_tile);
-  TensorArg c(site, "codes", codes);
-  c.on_host().of({Elem::kU8}).shaped({R, H}).contiguous();
-  TensorArg s(site, "scales", scales);
-  s.on_host().of({f == epcomm::Format::kFP8 ? Elem::kF32 : Elem::kU8}).shaped({R, tiles}).contiguous();
-  const auto* rows = static_cast<const std::byte*>(d.handle.rows());
-  for (int64_t r = 0; r < R; ++r) {
-    const std::byte* row = rows + r * d.handle.row_bytes();
-    std::memcpy(c.as<std::byte>() + r * H, row + L.payload_offset, static_cast<std::size_t>(H));
-    std::memcpy(s.as<std::byte>() + r * L.meta_bytes, row + L.meta_offset, L.meta_bytes);
-  }
+// A DLPack view of one of the handle's buffers, in the exchange's memory space: the
+// caller copies what it keeps (epcomm.torch clones at once), so rows and row
+// metadata reach torch without a detour through host memory on device exchanges.
+// The view keeps the dispatch (and so its slot) alive until the consumer drops it.
+struct View {
+  std::shared_ptr<PyDispatch> owner;
+  int64_t shape[2] = {0, 0};
+  DLManagedTensor managed{};
+};
+
+void delete_view(DLManagedTensor* m) {
+  // The last reference to a PyDispatch may go here, and it holds Python objects;
+  // consumers may call deleters without the GIL (torch frees storage anywhere).
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  delete static_cast<View*>(m->manager_ctx);
+  PyGILState_Release(gil);
 }
 
-// Per row: gating weight (float32), source rank and source token (int32 or int64;
-// -1 for padding).
-void copy_row_info(const PyDispatch& d, const py::handle& weights, const py::handle& src_rank,
-                   const py::handle& src_token) {
-  const Site site = d.site("dispatch");
-  const int64_t R = d.handle.num_rows();
-  TensorArg w(site, "weights", weights);
-  w.on_host().of({Elem::kF32}).shaped({R}).contiguous();
-  std::memcpy(w.data(), d.handle.row_weights(), static_cast<std::size_t>(R) * sizeof(float));
-  const std::pair<const char*, const py::handle*> ints[] = {{"src_rank", &src_rank}, {"src_token", &src_token}};
-  const int32_t* from[] = {d.handle.row_src_rank(), d.handle.row_src_token()};
-  for (int i = 0; i < 2; ++i) {
-    TensorArg a(site, ints[i].first, *ints[i].second);
-    a.on_host().of({Elem::kI32, Elem::kI64}).shaped({R}).contiguous();
-    if (a.elem() == Elem::kI32) {
-      std::memcpy(a.data(), from[i], static_cast<std::size_t>(R) * sizeof(int32_t));
-    } else {
-      for (int64_t r = 0; r < R; ++r) a.as<int64_t>()[r] = from[i][r];
-    }
+py::capsule view_of(const std::shared_ptr<PyDispatch>& d, const std::string& what) {
+  const Site site = d->site("view");
+  const int64_t R = d->handle.num_rows();
+  auto v = std::make_unique<View>();
+  v->owner = d;
+  const void* data = nullptr;
+  DLDataType type{kDLInt, 32, 1};
+  int ndim = 1;
+  v->shape[0] = R;
+  if (what == "rows") {
+    data = d->handle.rows();
+    type = DLDataType{kDLUInt, 8, 1};
+    ndim = 2;
+    v->shape[1] = static_cast<int64_t>(d->handle.row_bytes());
+  } else if (what == "weights") {
+    data = d->handle.row_weights();
+    type = DLDataType{kDLFloat, 32, 1};
+  } else if (what == "src_rank") {
+    data = d->handle.row_src_rank();
+  } else if (what == "src_token") {
+    data = d->handle.row_src_token();
+  } else {
+    epcomm_py::fail(site, epcomm::ErrorCode::kInvalidArgument,
+                    "no view named '" + what + "' (rows, weights, src_rank, src_token)");
   }
+  DLTensor& t = v->managed.dl_tensor;
+  t.data = const_cast<void*>(data);
+  t.device = d->space.memory == epcomm::MemorySpace::kDevice ? DLDevice{kDLCUDA, d->space.device}
+                                                              : DLDevice{kDLCPU, 0};
+  t.ndim = ndim;
+  t.dtype = type;
+  t.shape = v->shape;
+  t.strides = nullptr;  // compact, row-major
+  t.byte_offset = 0;
+  v->managed.manager_ctx = v.get();
+  v->managed.deleter = delete_view;
+  DLManagedTensor* managed = &v.release()->managed;
+  // A capsule that no consumer took (still named "dltensor") frees its view itself.
+  return py::capsule(managed, "dltensor", [](PyObject* capsule) {
+    if (PyCapsule_IsValid(capsule, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule, "dltensor"));
+      m->deleter(m);
+    }
+  });
 }
 
 void route(const py::handle& logits, const py::object& bias, const py::handle& topk_idx,
@@ -303,7 +336,7 @@ PYBIND11_MODULE(_epcomm, m) {
       .def(py::init([](const std::shared_ptr<epcomm::Group>& g, int num_experts, int topk, int hidden,
                        int max_tokens_per_rank, const std::string& dtype, const std::string& dispatch_format,
                        const std::string& combine_format, int expert_alignment, int64_t max_recv_rows,
-                       int max_inflight) {
+                       int max_inflight, int device) {
              epcomm::ExchangeConfig c;
              c.num_experts = num_experts;
              c.topk = topk;
@@ -315,15 +348,23 @@ PYBIND11_MODULE(_epcomm, m) {
              c.expert_alignment = expert_alignment;
              c.max_recv_rows = max_recv_rows;
              c.max_inflight = max_inflight;
+             // device: a CUDA ordinal (epcomm.torch resolves "cuda" to one), or -1
+             // for host tensors.
+             if (device >= 0) {
+               c.memory = epcomm::MemorySpace::kDevice;
+               c.device = device;
+             }
              return std::make_unique<PyExchange>(g, c);
            }),
            py::arg("group"), py::arg("num_experts"), py::arg("topk"), py::arg("hidden"),
            py::arg("max_tokens_per_rank"), py::arg("dtype"), py::arg("dispatch_format"), py::arg("combine_format"),
-           py::arg("expert_alignment"), py::arg("max_recv_rows"), py::arg("max_inflight"))
+           py::arg("expert_alignment"), py::arg("max_recv_rows"), py::arg("max_inflight"), py::arg("device") = -1)
+      // stream: a cudaStream_t as an integer (torch's Stream.cuda_stream), 0 for
+      // the legacy default stream; ignored by host exchanges.
       .def("dispatch_begin", &dispatch_begin, py::arg("x"), py::arg("topk_idx"), py::arg("topk_weights"),
-           py::arg("route") = nullptr)
+           py::arg("route") = nullptr, py::arg("stream") = 0)
       .def("combine_begin", &combine_begin, py::arg("route"), py::arg("expert_out"), py::arg("out"),
-           py::arg("weighted") = true)
+           py::arg("weighted") = true, py::arg("stream") = 0)
       .def("close", &PyExchange::close)
       .def_property_readonly("transport", [](const PyExchange& e) { return e.get("transport").transport(); });
 
@@ -346,8 +387,7 @@ PYBIND11_MODULE(_epcomm, m) {
              return v;
            })
       .def("copy_rows", &copy_rows, py::arg("out"))
-      .def("copy_fp8", &copy_fp8, py::arg("codes"), py::arg("scales"))
-      .def("copy_row_info", &copy_row_info, py::arg("weights"), py::arg("src_rank"), py::arg("src_token"))
+      .def("view", &view_of, py::arg("what"))
       .def("stats", [](const PyDispatch& d) {
         const epcomm::ExchangeStats s = d.handle.stats();
         return py::dict(py::arg("internode_bytes") = s.internode_bytes, py::arg("intranode_bytes") = s.intranode_bytes,

@@ -72,12 +72,36 @@ TensorArg::TensorArg(const Site& site, const char* name, const py::handle& obj) 
   t_ = &managed->dl_tensor;
 }
 
+namespace {
+
+std::string device_name(const DLDevice& d) {
+  switch (d.device_type) {
+    case kDLCPU: return "cpu";
+    case kDLCUDAHost: return "cpu (CUDA-pinned)";
+    case kDLCUDA: return "cuda:" + std::to_string(d.device_id);
+    default: return "DLPack device type " + std::to_string(static_cast<int>(d.device_type)) + " id " +
+                    std::to_string(d.device_id);
+  }
+}
+
+}  // namespace
+
 TensorArg& TensorArg::on_host() {
   if (t_->device.device_type == kDLCPU || t_->device.device_type == kDLCUDAHost) return *this;
-  std::ostringstream os;
-  os << name_ << " lives on a device (DLPack device type " << static_cast<int>(t_->device.device_type) << ", id "
-     << t_->device.device_id << "); this build exchanges host (CPU) tensors only";
-  fail(site_, epcomm::ErrorCode::kUnsupported, os.str());
+  fail(site_, epcomm::ErrorCode::kInvalidArgument,
+       name_ + " lives on " + device_name(t_->device) + "; this function takes CPU tensors");
+}
+
+TensorArg& TensorArg::in(const Space& space) {
+  if (space.memory == epcomm::MemorySpace::kHost) {
+    if (t_->device.device_type == kDLCPU || t_->device.device_type == kDLCUDAHost) return *this;
+    fail(site_, epcomm::ErrorCode::kInvalidArgument,
+         name_ + " lives on " + device_name(t_->device) + " but the buffer exchanges CPU tensors");
+  }
+  if (t_->device.device_type == kDLCUDA && t_->device.device_id == space.device) return *this;
+  fail(site_, epcomm::ErrorCode::kInvalidArgument,
+       name_ + " lives on " + device_name(t_->device) + " but the buffer exchanges tensors on cuda:" +
+           std::to_string(space.device));
 }
 
 TensorArg& TensorArg::contiguous() {

@@ -7,6 +7,7 @@
 
 #include <dlpack/dlpack.h>
 #include <epcomm/error.hpp>
+#include <epcomm/types.hpp>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -25,6 +26,13 @@ struct Site {
 
 [[noreturn]] void fail(const Site& site, epcomm::ErrorCode code, const std::string& what);
 
+// Where an exchange's tensors live: host memory, or CUDA memory of one device
+// (ExchangeConfig::memory and ::device, the ordinal resolved).
+struct Space {
+  epcomm::MemorySpace memory = epcomm::MemorySpace::kHost;
+  int device = -1;
+};
+
 // Element types the binding accepts, by name in messages.
 enum class Elem { kF32, kBF16, kI32, kI64, kU8 };
 const char* elem_name(Elem e);
@@ -35,9 +43,11 @@ class TensorArg {
   TensorArg(const Site& site, const char* name, const py::handle& obj);
 
   // Checks; each throws epcomm::Error naming the argument and the bad value.
-  // Host memory only today: device tensors throw kUnsupported until device
-  // exchanges exist.
+  // on_host: CPU (or CUDA-pinned host) memory, for the host-only helpers (router,
+  // expert load). in: the exchange's memory space; a device exchange takes CUDA
+  // memory of its own device only (pinned host memory would be read over PCIe).
   TensorArg& on_host();
+  TensorArg& in(const Space& space);
   TensorArg& contiguous();
   TensorArg& of(std::initializer_list<Elem> allowed);
   // dims: the expected sizes, -1 for any.

@@ -83,8 +83,8 @@ class Buffer:
         per_rank = num_experts // ranks
         idx = topk_idx.to(torch.int64)
         valid = idx >= 0
-        is_token_in_rank = torch.zeros((idx.shape[0], ranks), dtype=torch.bool)
-        rows = torch.arange(idx.shape[0]).unsqueeze(1).expand_as(idx)
+        is_token_in_rank = torch.zeros((idx.shape[0], ranks), dtype=torch.bool, device=idx.device)
+        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1).expand_as(idx)
         is_token_in_rank[rows[valid], idx[valid] // per_rank] = True
         num_tokens_per_rank = is_token_in_rank.sum(dim=0).to(torch.int32)
         num_tokens_per_expert = torch.bincount(idx[valid], minlength=num_experts).to(torch.int32)
@@ -127,20 +127,21 @@ class Buffer:
         key = torch.where(real, res.src_rank * (b.max_tokens_per_rank + 1) + res.src_token,
                           torch.full_like(res.src_rank, -1))
         tokens, inverse = torch.unique(key[real], sorted=True, return_inverse=True)
-        row_token = torch.full((num_rows,), -1, dtype=torch.int64)
+        dev = b.device
+        row_token = torch.full((num_rows,), -1, dtype=torch.int64, device=dev)
         row_token[real] = inverse
         n = tokens.numel()
-        recv_topk_idx = torch.full((n, b.topk), -1, dtype=torch.int64)
-        recv_topk_weights = torch.zeros((n, b.topk), dtype=torch.float32)
-        first_row = torch.empty(n, dtype=torch.int64)
-        used = torch.zeros(n, dtype=torch.int64)
+        recv_topk_idx = torch.full((n, b.topk), -1, dtype=torch.int64, device=dev)
+        recv_topk_weights = torch.zeros((n, b.topk), dtype=torch.float32, device=dev)
+        first_row = torch.empty(n, dtype=torch.int64, device=dev)
+        used = torch.zeros(n, dtype=torch.int64, device=dev)
         counts = res.handle.expert_counts
         for j in reversed(range(b.num_local_experts)):
-            seg = torch.arange(res.handle.expert_offsets[j], res.handle.expert_offsets[j] + counts[j])
+            seg = torch.arange(res.handle.expert_offsets[j], res.handle.expert_offsets[j] + counts[j], device=dev)
             toks = row_token[seg]
             first_row[toks] = seg
         for j in range(b.num_local_experts):
-            seg = torch.arange(res.handle.expert_offsets[j], res.handle.expert_offsets[j] + counts[j])
+            seg = torch.arange(res.handle.expert_offsets[j], res.handle.expert_offsets[j] + counts[j], device=dev)
             toks = row_token[seg]
             recv_topk_idx[toks, used[toks]] = j
             recv_topk_weights[toks, used[toks]] = res.weights[seg]
@@ -162,7 +163,7 @@ class Buffer:
         ``topk_weights`` of that dispatch (what DeepEP's reduction reconstructs)."""
         b = self.buffer
         route = handle.route
-        rows = torch.zeros((route.num_rows, b.hidden), dtype=x.dtype)
+        rows = torch.zeros((route.num_rows, b.hidden), dtype=x.dtype, device=b.device)
         # One row per (token, rank) carries the token's output, the others zero: the
         # unweighted sum over rows is then DeepEP's sum over ranks.
         rows[handle.first_row] = x
