@@ -276,7 +276,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         s.own_partials = s.host_own_partials.data();
         s.out_acc = s.host_out_acc.data();
         s.partial_acc = s.host_partial_acc.data();
-        s.mover = make_host_row_mover();
+        s.mover = make_host_row_mover(*group.movers);
       }
       s.handled_offset.resize(N + 1);
       resize_or_fail(s.route_count, handled, "the routes of a slot");
@@ -361,7 +361,7 @@ void Engine::abandon_all() {
   if (!inflight_.empty()) {
     EPCOMM_LOG(kWarn, "dropping " << inflight_.size() << " unfinished exchange operation(s)");
   }
-  inflight_.clear();
+  drop_inflight();
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
@@ -435,7 +435,7 @@ void Engine::check_peers() {
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
   failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
-  inflight_.clear();
+  drop_inflight();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
 
@@ -611,6 +611,16 @@ bool Engine::progress_locked() {
       throw;
     }
   }
+  // One round of each slot's queued row work (host movers): a long copy or sum
+  // advances by a bounded share per pass, between the other operations' polls,
+  // and the lock is free between passes. Work that ran is a step of the
+  // operations waiting for it.
+  bool rows_moved = false;
+  for (SlotBuffers& s : slots) rows_moved = s.mover->step() || rows_moved;
+  if (rows_moved) {
+    moved = true;
+    for (const std::shared_ptr<Op>& op : inflight_) op->last_step = Clock::now();
+  }
   std::erase_if(inflight_, [](const std::shared_ptr<Op>& op) { return op->done(); });
   return moved;
 }
@@ -651,6 +661,11 @@ void Engine::wait(Op& op) {
   }
 }
 
+void Engine::drop_inflight() {
+  for (SlotBuffers& s : slots) s.mover->forget_queued();
+  inflight_.clear();
+}
+
 void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
@@ -658,7 +673,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
-  inflight_.clear();
+  drop_inflight();
 }
 
 }  // namespace epcomm::detail

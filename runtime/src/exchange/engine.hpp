@@ -222,6 +222,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // peer failed, or rejected a begin this rank made as an operation. Then compares
   // the peers' operation headers; throws Error(kMismatch) if one began another op.
   void check_peers();
+  // Drops every in-flight operation and the row work its movers still queue.
+  void drop_inflight();
   // Runs a begin's checks; if one throws, announces the rejection and rethrows.
   template <class Checks>
   void checked_begin(Checks&& checks);
