@@ -244,17 +244,19 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 
     for (int i = 0; i < config_.max_inflight; ++i) {
       SlotBuffers& s = slots.emplace_back();
-      resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
-      resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
-      resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
-      resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
+      // Private buffers are placed (NUMA) and first-touched by the group's movers.
+      WorkerPool& movers = *group.movers;
+      s.rail_send.allocate(remote_nodes * rail_block_bytes(), movers, "the dispatch send buffer of a slot");
+      s.rail_recv.allocate(remote_nodes * rail_block_bytes(), movers, "the dispatch receive buffer of a slot");
+      s.combine_send.allocate(remote_nodes * combine_block_bytes(), movers, "the combine send buffer of a slot");
+      s.combine_recv.allocate(remote_nodes * combine_block_bytes(), movers, "the combine receive buffer of a slot");
       s.partial_acc_rows = partial_rows;
       if (device) {
         carve(device->private_base() + private_slot * i, &s);
         Carver pinned(device->pinned_base() + pinned_slot * i);
         s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
         s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config_.topk);
-        for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
+        for (HostBuffer* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
           s.registrations.push_back(device->register_host(v->data(), v->size()));
         }
         // One operation's lists: row copies (16 bytes each) of the rail packing, of
@@ -264,19 +266,21 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         s.mover = device->make_mover(16 * (TN * (topo_.ranks_per_node + 1) + max_rows) +
                                      12 * TN * config_.topk + 8 * TN * (N + 1) + (1 << 20));
       } else {
-        resize_or_fail(s.host_staging, staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0,
-                       "the encoded input rows of a slot");
-        resize_or_fail(s.host_own_partials, static_cast<std::size_t>(T) * H, "the combine partials of a slot");
+        s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
+                                "the encoded input rows of a slot");
+        s.host_own_partials.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
+                                     "the combine partials of a slot");
         if (config_.dtype != DType::kF32) {
-          resize_or_fail(s.host_out_acc, static_cast<std::size_t>(T) * H, "the combine accumulator of a slot");
+          s.host_out_acc.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
+                                  "the combine accumulator of a slot");
         }
-        resize_or_fail(s.host_partial_acc, static_cast<std::size_t>(partial_rows) * H,
-                       "the combine partial sums of a slot");
+        s.host_partial_acc.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
+                                    "the combine partial sums of a slot");
         s.token_staging = s.host_staging.data();
-        s.own_partials = s.host_own_partials.data();
-        s.out_acc = s.host_out_acc.data();
-        s.partial_acc = s.host_partial_acc.data();
-        s.mover = make_host_row_mover(*group.movers);
+        s.own_partials = s.host_own_partials.as<float>();
+        s.out_acc = s.host_out_acc.as<float>();
+        s.partial_acc = s.host_partial_acc.as<float>();
+        s.mover = make_host_row_mover(movers);
       }
       s.handled_offset.resize(N + 1);
       resize_or_fail(s.route_count, handled, "the routes of a slot");
@@ -300,7 +304,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
   const InterNodeSetup setup{group, comm_, tag_base_, config_.checksum, config_.max_inflight, N > 1 && T > 0};
   internode = make_internode(setup, [this](InterNode& net) {
-    const auto region = [&net](std::vector<std::byte>& v) {
+    const auto region = [&net](HostBuffer& v) {
       return net.register_region(v.data(), v.size(), MemorySpace::kHost);
     };
     for (SlotBuffers& s : slots) {
