@@ -603,27 +603,39 @@ bool Engine::progress_locked() {
       throw;
     }
   }
-  for (std::size_t i = 0; i < inflight_.size(); ++i) {
-    Op& op = *inflight_[i];
-    try {
-      if (op.advance()) {
-        moved = true;
-        op.last_step = Clock::now();
+  const auto advance_all = [this, &moved] {
+    for (std::size_t i = 0; i < inflight_.size(); ++i) {
+      Op& op = *inflight_[i];
+      try {
+        if (op.advance()) {
+          moved = true;
+          op.last_step = Clock::now();
+        }
+      } catch (const Error& e) {
+        fail_op(op, e.code(), e.what());
+        throw;
       }
-    } catch (const Error& e) {
-      fail_op(op, e.code(), e.what());
-      throw;
+    }
+  };
+  advance_all();
+  // The slots' queued row work (host movers). With other operations in flight, one
+  // bounded round per slot and pass: a long copy or sum advances a share at a time
+  // between the other operations' polls, and the lock is free between passes.
+  // Alone, an operation has no one to interleave with, and every extra pass costs
+  // MPI polls (which yield the core on an oversubscribed host): its work runs whole.
+  bool rows_moved = false;
+  for (SlotBuffers& s : slots) {
+    while (s.mover->step()) {
+      rows_moved = true;
+      if (inflight_.size() > 1) break;
     }
   }
-  // One round of each slot's queued row work (host movers): a long copy or sum
-  // advances by a bounded share per pass, between the other operations' polls,
-  // and the lock is free between passes. Work that ran is a step of the
-  // operations waiting for it.
-  bool rows_moved = false;
-  for (SlotBuffers& s : slots) rows_moved = s.mover->step() || rows_moved;
   if (rows_moved) {
+    // Work that ran is a step of the operations waiting for it; those whose work is
+    // complete publish now rather than a pass later.
     moved = true;
     for (const std::shared_ptr<Op>& op : inflight_) op->last_step = Clock::now();
+    advance_all();
   }
   std::erase_if(inflight_, [](const std::shared_ptr<Op>& op) { return op->done(); });
   return moved;
