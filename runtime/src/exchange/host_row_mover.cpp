@@ -2,15 +2,15 @@
 // The host row mover: the CPU codecs (SIMD, epcomm_kernels) on the group's worker
 // pool.
 //
-// Batches are queued, not run where they are enqueued: the engine calls step() once
-// per progress pass, and each step runs one round of at most kRoundBytes per pool
+// Batches are queued, not run where they are enqueued: the engine calls step() in
+// its progress passes, and each step runs one round of at most kRoundBytes per pool
 // thread from the front of the queue, split across the pool by rows (or by whole
-// destination rows of a sum, or by 64 KiB pieces of a contiguous range). Between
-// rounds the engine's lock is free and the pass goes on to the other in-flight
-// operations, so a long copy or reduction of one micro-batch no longer holds back
-// the other's transfers. Rounds run in queue order and every round ends with all
-// of its threads done, so a batch sees every earlier batch's results, as the seam
-// promises. A destination row of a sum is always summed by one thread in list
+// destination rows of a sum, or by 64 KiB pieces of a contiguous range). With other
+// operations in flight the engine runs one round per pass, so between rounds the
+// pass goes on to them and a long copy or reduction of one micro-batch no longer
+// holds back the other's transfers. Rounds run in queue order and every round
+// ends with all of its threads done, so a batch sees every earlier batch's
+// results, as the seam promises. A destination row of a sum is always summed by one thread in list
 // order: splitting changes which thread computes a row, never how, so the results
 // are bit-identical whatever the thread count.
 #include <algorithm>

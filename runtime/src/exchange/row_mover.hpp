@@ -11,7 +11,7 @@
 // Work is ordered: a batch sees every earlier batch's results. idle() says whether
 // everything enqueued has completed; an operation publishes results to other
 // ranks (shared-memory flags, network sends) only once its mover is idle. The
-// engine calls step() on every mover once per progress pass, under its lock.
+// engine steps every mover in each progress pass, under its lock.
 #pragma once
 
 #include <epcomm/types.hpp>
