@@ -4,10 +4,11 @@
 // Pages are faulted in by the group's worker pool, each thread zeroing the part of
 // the buffer that its share of a batch will mostly touch (first touch: the kernel
 // puts a page on the NUMA node of the thread that touches it first). Where libnuma
-// reports several nodes and the rank's cores all lie on one of them, the buffer is
-// also bound to that node (numa_alloc_onnode), so a helper thread that the
-// scheduler moved cannot pull pages elsewhere. On a host with one node, or without
-// NUMA support, it is plain anonymous memory, first-touched the same way.
+// reports several nodes and the rank's cores all lie on one of them, the buffer
+// also prefers that node (mbind MPOL_PREFERRED), so a helper thread that the
+// scheduler moved cannot pull pages elsewhere, while a full node still falls back
+// to another rather than failing. On a host with one node, or without NUMA
+// support, it is plain anonymous memory, first-touched the same way.
 #pragma once
 
 #include <cstddef>
@@ -39,7 +40,6 @@ class HostBuffer {
 
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  bool from_numa_ = false;  // numa_alloc_onnode (numa_free) rather than mmap (munmap)
 };
 
 // The NUMA node all of this thread's allowed cores lie on, or -1 (one node only,
