@@ -59,3 +59,28 @@ TEST(EnvLogLevel, ThresholdTakesAGoodValueAfterABadOne) {
 }
 
 }  // namespace
+
+namespace {
+
+// EPCOMM_MOVER_THREADS: a count >= 1, 0 (the default from the cores) when unset;
+// anything else is an Error naming the variable.
+TEST(EnvMoverThreads, ParsedAndChecked) {
+  ASSERT_EQ(unsetenv("EPCOMM_MOVER_THREADS"), 0);
+  EXPECT_EQ(epcomm::env::mover_threads(), 0);
+  ASSERT_EQ(setenv("EPCOMM_MOVER_THREADS", "4", 1), 0);
+  EXPECT_EQ(epcomm::env::mover_threads(), 4);
+  for (const char* bad : {"0", "-1", "two", "3x"}) {
+    ASSERT_EQ(setenv("EPCOMM_MOVER_THREADS", bad, 1), 0);
+    try {
+      epcomm::env::mover_threads();
+      ADD_FAILURE() << "no error for EPCOMM_MOVER_THREADS=" << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("EPCOMM_MOVER_THREADS='" + std::string(bad) + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+  ASSERT_EQ(unsetenv("EPCOMM_MOVER_THREADS"), 0);
+}
+
+}  // namespace

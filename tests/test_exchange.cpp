@@ -426,6 +426,35 @@ TEST_F(MpiTest, ProgressThreadAndInlineGiveIdenticalResults) {
   }
 }
 
+// Rows are split across the row-moving threads, never a row's sum: one thread and
+// three give the same bits, for every case (formats, padding, node limits), and a
+// bad thread count is an error naming it.
+TEST_F(MpiTest, MoverThreadCountsGiveIdenticalResults) {
+  epcomm::GroupOptions one, three;
+  one.mover_threads = 1;
+  three.mover_threads = 3;
+  epcomm::Group g1(MPI_COMM_WORLD, one), g3(MPI_COMM_WORLD, three);
+  ASSERT_EQ(g1.mover_threads(), 1);
+  ASSERT_EQ(g3.mover_threads(), 3);
+  for (const Case& c : kCases) {
+    CaseSetup a = make_setup(g1, c), b = make_setup(g3, c);
+    epcomm::Exchange ea(g1, a.config), eb(g3, b.config);
+    RunResult ra = run_exchange(ea, a, false), rb = run_exchange(eb, b, true);
+    EXPECT_EQ(ra.rows, rb.rows) << c.name;
+    EXPECT_EQ(ra.out, rb.out) << c.name;
+    if (HasFailure()) break;
+  }
+  epcomm::GroupOptions bad;
+  bad.mover_threads = -2;
+  try {
+    epcomm::Group g(MPI_COMM_WORLD, bad);
+    ADD_FAILURE() << "no error for mover_threads=-2";
+  } catch (const epcomm::Error& e) {
+    EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("mover_threads=-2"), std::string::npos) << e.what();
+  }
+}
+
 // With the thread on, an exchange completes while the caller only sleeps; with it
 // off, nothing moves until the caller waits.
 TEST_F(MpiTest, ThreadProgressesWithoutWaitInlineDoesNot) {

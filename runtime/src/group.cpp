@@ -32,6 +32,9 @@ GroupState::~GroupState() {
 
 namespace {
 
+// More row-moving threads than this is a typo, not a machine.
+constexpr int kMaxMoverThreads = 1024;
+
 // One record per rank of the caller's communicator, gathered to place every rank.
 struct Placement {
   int host_key;        // lowest caller rank on the same host: names the host
@@ -54,6 +57,12 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
                  "GroupOptions::ranks_per_node=" << options.ranks_per_node << " is negative");
   EPCOMM_REQUIRE(options.timeout_s >= 0, kInvalidArgument,
                  "GroupOptions::timeout_s=" << options.timeout_s << " is negative");
+  EPCOMM_REQUIRE(options.mover_threads >= 0 && options.mover_threads <= kMaxMoverThreads, kInvalidArgument,
+                 "GroupOptions::mover_threads=" << options.mover_threads << " is not in [0, " << kMaxMoverThreads
+                                                << "]");
+  const int asked_movers = options.mover_threads > 0 ? options.mover_threads : env::mover_threads();
+  EPCOMM_REQUIRE(asked_movers <= kMaxMoverThreads, kInvalidArgument,
+                 "EPCOMM_MOVER_THREADS=" << asked_movers << " is more than " << kMaxMoverThreads);
 
   int caller_rank = 0, caller_size = 0;
   EPCOMM_MPI(MPI_Comm_rank(comm, &caller_rank));
@@ -165,6 +174,9 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_MPI(MPI_Bcast(prefix, sizeof prefix, MPI_CHAR, 0, s.node_comm));
   s.shm_prefix = prefix;
 
+  s.movers = std::make_unique<detail::WorkerPool>(asked_movers > 0 ? asked_movers
+                                                                   : detail::default_mover_threads(s.host_ranks));
+
   const bool want_thread = options.progress == GroupOptions::Progress::kDefault
                                ? env::progress_thread()
                                : options.progress == GroupOptions::Progress::kThread;
@@ -181,7 +193,8 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_LOG(kInfo, "group: " << s.size << " ranks, " << s.num_nodes << " nodes x " << rpn
                               << " ranks, node " << s.node << " local " << s.local_rank
                               << ", timeout " << s.timeout_s << " s, progress "
-                              << (s.progress ? "thread" : "inline"));
+                              << (s.progress ? "thread" : "inline") << ", " << s.movers->threads()
+                              << " mover thread(s)");
 }
 
 Group::~Group() = default;
@@ -195,5 +208,6 @@ int Group::ranks_per_node() const { return state_->ranks_per_node; }
 double Group::timeout_s() const { return state_->timeout_s; }
 MPI_Comm Group::comm() const { return state_->comm; }
 bool Group::progress_thread() const { return state_->progress != nullptr; }
+int Group::mover_threads() const { return state_->movers->threads(); }
 
 }  // namespace epcomm

@@ -11,6 +11,7 @@
 
 #include "comm_pool.hpp"
 #include "progress/progress_thread.hpp"
+#include "util/worker_pool.hpp"
 
 namespace epcomm::detail {
 
@@ -38,6 +39,9 @@ struct GroupState {
   // (see comm_pool.hpp for why a freed communicator must not receive).
   uint64_t setup_attempts = 0;
   bool setup_left_messages = false;
+  // The row movers' threads (GroupOptions::mover_threads), shared by every
+  // exchange of the group; the thread driving progress is one of them.
+  std::unique_ptr<WorkerPool> movers;
   // Null when progress is inline (driven by wait() and Exchange::progress()).
   std::unique_ptr<ProgressThread> progress;
 

@@ -40,6 +40,15 @@ struct GroupOptions {
   // EPCOMM_IB_DEVICE / EPCOMM_IB_PORT / EPCOMM_IB_GID_INDEX (docs/transports.md).
   enum class Transport : int { kDefault = 0, kMpi = 1, kVerbs = 2, kAuto = 3 };
   Transport transport = Transport::kDefault;
+  // Threads per rank that move rows on the host (copies, encode/decode, combine's
+  // weighted sums), one pool per group shared by its exchanges. The count includes
+  // the thread that drives progress (the progress thread, or the caller inside
+  // wait()), which works as one of them: a rank never runs more than this many
+  // threads while it moves rows. 0: take EPCOMM_MOVER_THREADS, else the cores this
+  // rank may run on (sched_getaffinity) shared fairly with the other ranks of its
+  // host: a rank bound to its own cores uses them all, an unbound rank gets
+  // cores / ranks on the host, at least 1. Results do not depend on it.
+  int mover_threads = 0;
 };
 
 namespace detail {
@@ -62,6 +71,7 @@ class EPCOMM_API Group {
   int ranks_per_node() const;
   double timeout_s() const;
   bool progress_thread() const;  // whether a background thread drives progress
+  int mover_threads() const;     // row-moving threads of this rank (GroupOptions)
   // The group's private communicator (a reordered duplicate of the caller's).
   MPI_Comm comm() const;
 

@@ -153,6 +153,8 @@ class DeviceRowMover final : public RowMover {
     EPCOMM_CUDA(cudaSetDevice(device_));
     EPCOMM_CUDA(cudaStreamSynchronize(stream_));
   }
+  bool step() override { return false; }  // the stream runs the work by itself
+  void forget_queued() override {}        // nothing waits outside the stream
   bool idle() override {
     const cudaError_t s = cudaStreamQuery(stream_);
     if (s == cudaErrorNotReady) return false;

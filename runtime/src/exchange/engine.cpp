@@ -244,17 +244,19 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
 
     for (int i = 0; i < config_.max_inflight; ++i) {
       SlotBuffers& s = slots.emplace_back();
-      resize_or_fail(s.rail_send, remote_nodes * rail_block_bytes(), "the dispatch send buffer of a slot");
-      resize_or_fail(s.rail_recv, remote_nodes * rail_block_bytes(), "the dispatch receive buffer of a slot");
-      resize_or_fail(s.combine_send, remote_nodes * combine_block_bytes(), "the combine send buffer of a slot");
-      resize_or_fail(s.combine_recv, remote_nodes * combine_block_bytes(), "the combine receive buffer of a slot");
+      // Private buffers are placed (NUMA) and first-touched by the group's movers.
+      WorkerPool& movers = *group.movers;
+      s.rail_send.allocate(remote_nodes * rail_block_bytes(), movers, "the dispatch send buffer of a slot");
+      s.rail_recv.allocate(remote_nodes * rail_block_bytes(), movers, "the dispatch receive buffer of a slot");
+      s.combine_send.allocate(remote_nodes * combine_block_bytes(), movers, "the combine send buffer of a slot");
+      s.combine_recv.allocate(remote_nodes * combine_block_bytes(), movers, "the combine receive buffer of a slot");
       s.partial_acc_rows = partial_rows;
       if (device) {
         carve(device->private_base() + private_slot * i, &s);
         Carver pinned(device->pinned_base() + pinned_slot * i);
         s.topk_idx_host = pinned.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
         s.topk_weights_host = pinned.take<float>(static_cast<std::size_t>(T) * config_.topk);
-        for (auto* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
+        for (HostBuffer* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
           s.registrations.push_back(device->register_host(v->data(), v->size()));
         }
         // One operation's lists: row copies (16 bytes each) of the rail packing, of
@@ -264,19 +266,21 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         s.mover = device->make_mover(16 * (TN * (topo_.ranks_per_node + 1) + max_rows) +
                                      12 * TN * config_.topk + 8 * TN * (N + 1) + (1 << 20));
       } else {
-        resize_or_fail(s.host_staging, staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0,
-                       "the encoded input rows of a slot");
-        resize_or_fail(s.host_own_partials, static_cast<std::size_t>(T) * H, "the combine partials of a slot");
+        s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
+                                "the encoded input rows of a slot");
+        s.host_own_partials.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
+                                     "the combine partials of a slot");
         if (config_.dtype != DType::kF32) {
-          resize_or_fail(s.host_out_acc, static_cast<std::size_t>(T) * H, "the combine accumulator of a slot");
+          s.host_out_acc.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
+                                  "the combine accumulator of a slot");
         }
-        resize_or_fail(s.host_partial_acc, static_cast<std::size_t>(partial_rows) * H,
-                       "the combine partial sums of a slot");
+        s.host_partial_acc.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
+                                    "the combine partial sums of a slot");
         s.token_staging = s.host_staging.data();
-        s.own_partials = s.host_own_partials.data();
-        s.out_acc = s.host_out_acc.data();
-        s.partial_acc = s.host_partial_acc.data();
-        s.mover = make_host_row_mover();
+        s.own_partials = s.host_own_partials.as<float>();
+        s.out_acc = s.host_out_acc.as<float>();
+        s.partial_acc = s.host_partial_acc.as<float>();
+        s.mover = make_host_row_mover(movers);
       }
       s.handled_offset.resize(N + 1);
       resize_or_fail(s.route_count, handled, "the routes of a slot");
@@ -300,7 +304,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
   const InterNodeSetup setup{group, comm_, tag_base_, config_.checksum, config_.max_inflight, N > 1 && T > 0};
   internode = make_internode(setup, [this](InterNode& net) {
-    const auto region = [&net](std::vector<std::byte>& v) {
+    const auto region = [&net](HostBuffer& v) {
       return net.register_region(v.data(), v.size(), MemorySpace::kHost);
     };
     for (SlotBuffers& s : slots) {
@@ -361,7 +365,7 @@ void Engine::abandon_all() {
   if (!inflight_.empty()) {
     EPCOMM_LOG(kWarn, "dropping " << inflight_.size() << " unfinished exchange operation(s)");
   }
-  inflight_.clear();
+  drop_inflight();
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
@@ -435,7 +439,7 @@ void Engine::check_peers() {
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
   failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
-  inflight_.clear();
+  drop_inflight();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
 
@@ -599,17 +603,39 @@ bool Engine::progress_locked() {
       throw;
     }
   }
-  for (std::size_t i = 0; i < inflight_.size(); ++i) {
-    Op& op = *inflight_[i];
-    try {
-      if (op.advance()) {
-        moved = true;
-        op.last_step = Clock::now();
+  const auto advance_all = [this, &moved] {
+    for (std::size_t i = 0; i < inflight_.size(); ++i) {
+      Op& op = *inflight_[i];
+      try {
+        if (op.advance()) {
+          moved = true;
+          op.last_step = Clock::now();
+        }
+      } catch (const Error& e) {
+        fail_op(op, e.code(), e.what());
+        throw;
       }
-    } catch (const Error& e) {
-      fail_op(op, e.code(), e.what());
-      throw;
     }
+  };
+  advance_all();
+  // The slots' queued row work (host movers). With other operations in flight, one
+  // bounded round per slot and pass: a long copy or sum advances a share at a time
+  // between the other operations' polls, and the lock is free between passes.
+  // Alone, an operation has no one to interleave with, and every extra pass costs
+  // MPI polls (which yield the core on an oversubscribed host): its work runs whole.
+  bool rows_moved = false;
+  for (SlotBuffers& s : slots) {
+    while (s.mover->step()) {
+      rows_moved = true;
+      if (inflight_.size() > 1) break;
+    }
+  }
+  if (rows_moved) {
+    // Work that ran is a step of the operations waiting for it; those whose work is
+    // complete publish now rather than a pass later.
+    moved = true;
+    for (const std::shared_ptr<Op>& op : inflight_) op->last_step = Clock::now();
+    advance_all();
   }
   std::erase_if(inflight_, [](const std::shared_ptr<Op>& op) { return op->done(); });
   return moved;
@@ -651,6 +677,11 @@ void Engine::wait(Op& op) {
   }
 }
 
+void Engine::drop_inflight() {
+  for (SlotBuffers& s : slots) s.mover->forget_queued();
+  inflight_.clear();
+}
+
 void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
@@ -658,7 +689,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
-  inflight_.clear();
+  drop_inflight();
 }
 
 }  // namespace epcomm::detail

@@ -32,6 +32,7 @@
 #include "node_shm.hpp"
 #include "plan/token_routes.hpp"
 #include "plan/topology.hpp"
+#include "util/host_buffer.hpp"
 
 namespace epcomm::detail {
 
@@ -55,8 +56,8 @@ struct SlotBuffers {
   // read and write them in place). Send buffers are packed, one block per
   // destination node; receive buffers hold a fixed block per source node
   // (block_offset()), so a one-sided transport can write without asking where.
-  std::vector<std::byte> rail_send, rail_recv;          // dispatch
-  std::vector<std::byte> combine_send, combine_recv;    // combine
+  HostBuffer rail_send, rail_recv;          // dispatch
+  HostBuffer combine_send, combine_recv;    // combine
   std::vector<std::shared_ptr<void>> registrations;    // of the four above; freed first
   // The four above as regions of the inter-node tier (the same ids on every rank).
   RegionId rail_send_region = -1, rail_recv_region = -1, combine_send_region = -1, combine_recv_region = -1;
@@ -85,8 +86,7 @@ struct SlotBuffers {
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
 
   // Host memory space: storage behind the work buffers.
-  std::vector<std::byte> host_staging;
-  std::vector<float> host_own_partials, host_out_acc, host_partial_acc;
+  HostBuffer host_staging, host_own_partials, host_out_acc, host_partial_acc;
 };
 
 class Op {
@@ -222,6 +222,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // peer failed, or rejected a begin this rank made as an operation. Then compares
   // the peers' operation headers; throws Error(kMismatch) if one began another op.
   void check_peers();
+  // Drops every in-flight operation and the row work its movers still queue.
+  void drop_inflight();
   // Runs a begin's checks; if one throws, announces the rejection and rethrows.
   template <class Checks>
   void checked_begin(Checks&& checks);

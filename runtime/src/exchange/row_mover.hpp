@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: MIT
 // The row-mover seam: the operations (dispatch, combine) decide which rows go where
 // and in which order partial sums are formed; a mover carries the batches out.
-// The host mover runs them at once with the CPU codecs; the device mover enqueues
-// them on its CUDA stream (kernels/cuda), rows addressed by pointer, so one batch
+// The host mover queues them and runs them a round at a time on the group's worker
+// pool with the CPU codecs (step()); the device mover enqueues them on its CUDA
+// stream (kernels/cuda), rows addressed by pointer, so one batch
 // may read and write this GPU's memory, node peers' (CUDA IPC) and pinned host
 // memory. Because both follow the same lists in the same order, the device path is
 // bit-identical to the host one: the host path is its test oracle.
 //
 // Work is ordered: a batch sees every earlier batch's results. idle() says whether
 // everything enqueued has completed; an operation publishes results to other
-// ranks (shared-memory flags, network sends) only once its mover is idle.
+// ranks (shared-memory flags, network sends) only once its mover is idle. The
+// engine steps every mover in each progress pass, under its lock.
 #pragma once
 
 #include <epcomm/types.hpp>
@@ -89,11 +91,22 @@ class RowMover {
   // Reads bytes of mover memory on the host, after the work before it (error
   // messages).
   virtual void download(void* dst, const void* src, std::size_t bytes) = 0;
+  // Runs a bounded share of the enqueued work on the calling thread and the
+  // group's worker pool, then returns so the engine's lock can go to the other
+  // operations; true if any work ran. A mover whose work runs by itself (the
+  // device's stream) returns false.
+  virtual bool step() = 0;
   virtual bool idle() = 0;
+  // Forgets enqueued work that has not run: the operations it belonged to were
+  // dropped (a failure, the exchange's teardown) and their buffers may be freed
+  // before a later call would run it. Work a device stream already holds runs on.
+  virtual void forget_queued() = 0;
   // Returns once everything enqueued has completed.
   virtual void synchronize() = 0;
 };
 
-std::unique_ptr<RowMover> make_host_row_mover();
+class WorkerPool;
+// `pool` (the group's) outlives the mover.
+std::unique_ptr<RowMover> make_host_row_mover(WorkerPool& pool);
 
 }  // namespace epcomm::detail

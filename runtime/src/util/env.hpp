@@ -14,6 +14,9 @@ double timeout_s();
 bool progress_thread();
 // EPCOMM_PROGRESS_CORE: core to pin the progress thread to; -1 when unset.
 int progress_core();
+// EPCOMM_MOVER_THREADS: row-moving threads per rank (GroupOptions::mover_threads);
+// 0 when unset (the default from the rank's cores).
+int mover_threads();
 // EPCOMM_LOG_LEVEL: error|warn|info|debug|trace (default warn); anything else throws.
 std::string log_level();
 // EPCOMM_TRANSPORT: inter-node transport, "mpi", "verbs" or "auto" (default auto).
