@@ -155,6 +155,18 @@ HWY_INLINE VF F32FromE4m3(VU q) {
   return FromBits(r);
 }
 
+// fp8_decode's value of `count` codes: elem::e4m3_to_f32, times the tile's scale.
+HWY_INLINE VF Fp8Value(const uint8_t* codes, size_t count, VF scale) {
+  return hn::Mul(F32FromE4m3(hn::PromoteTo(DU(), LoadPart(DU8(), codes, count))), scale);
+}
+
+// ---------------------------------------------------------------- bf16.hpp
+
+// elem::bf16_to_f32 of `count` values.
+HWY_INLINE VF Bf16Value(const uint16_t* x, size_t count) {
+  return FromBits(hn::ShiftLeft<16>(hn::PromoteTo(DU(), LoadPart(DU16(), x, count))));
+}
+
 // ---------------------------------------------------------------- logfmt_math.hpp
 
 // elem::log2_poly (x positive; other lanes compute garbage that callers discard).
@@ -306,12 +318,8 @@ void Fp8Encode(const float* x, int n, float scale, uint8_t* codes) {
 }
 
 void Fp8Decode(const uint8_t* codes, int n, float scale, float* out) {
-  const DF df;
-  const VF s = hn::Set(df, scale);
-  ForEachVector(n, [&](size_t i, size_t count) {
-    const VU q = hn::PromoteTo(DU(), LoadPart(DU8(), codes + i, count));
-    StorePart(hn::Mul(F32FromE4m3(q), s), df, out + i, count);
-  });
+  const VF s = hn::Set(DF(), scale);
+  ForEachVector(n, [&](size_t i, size_t count) { StorePart(Fp8Value(codes + i, count, s), DF(), out + i, count); });
 }
 
 int LogfmtEncode(const float* x, int n, int bits, uint8_t* codes, int16_t* min_q, int16_t* max_q) {
@@ -356,11 +364,12 @@ int LogfmtEncode(const float* x, int n, int bits, uint8_t* codes, int16_t* min_q
   return -1;
 }
 
-void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, float* out) {
-  const DF df;
+// Calls value(i, count, v) with each vector of logfmt_decode's values of one tile.
+template <class Value>
+HWY_INLINE void ForEachLogValue(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, Value value) {
   const elem::LogTile t = elem::log_tile_from_stored(min_q, max_q, bits);
   auto decode_with = [&](auto code_at) {
-    ForEachVector(n, [&](size_t i, size_t count) { StorePart(LogDecode(code_at(i, count), t, bits), df, out + i, count); });
+    ForEachVector(n, [&](size_t i, size_t count) { value(i, count, LogDecode(code_at(i, count), t, bits)); });
   };
   if (bits == 8) {
     decode_with([&](size_t i, size_t count) { return hn::PromoteTo(DU(), LoadPart(DU8(), codes + i, count)); });
@@ -373,11 +382,53 @@ void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t 
   }
 }
 
-void Axpy(const float* x, int n, float w, float* acc) {
+void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, float* out) {
+  ForEachLogValue(codes, n, bits, min_q, max_q,
+                  [&](size_t i, size_t count, VF v) { StorePart(v, DF(), out + i, count); });
+}
+
+// acc = acc + w * x on `count` lanes: multiply, then add, as the reference axpy.
+HWY_INLINE void AddWeighted(VF vw, VF x, float* acc, size_t count) {
   const DF df;
-  const VF vw = hn::Set(df, w);
-  ForEachVector(n, [&](size_t i, size_t count) {
-    StorePart(hn::Add(LoadPart(df, acc + i, count), hn::Mul(vw, LoadPart(df, x + i, count))), df, acc + i, count);
+  StorePart(hn::Add(LoadPart(df, acc, count), hn::Mul(vw, x)), df, acc, count);
+}
+
+void Axpy(const float* x, int n, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachVector(n, [&](size_t i, size_t count) { AddWeighted(vw, LoadPart(DF(), x + i, count), acc + i, count); });
+}
+
+// ---------------------------------------------------------------- fused accumulate
+// Each decoded vector goes straight into the weighted add while it is in registers:
+// no decoded tile is stored and reloaded, and one dispatched call covers the row.
+
+// Calls body(tile, i0, len) for each tile of [0, n).
+template <class Body>
+HWY_INLINE void ForEachTile(int n, Body body) {
+  for (int t = 0, i0 = 0; i0 < n; ++t, i0 += kTileElems) body(t, i0, std::min(kTileElems, n - i0));
+}
+
+void Bf16Axpy(const uint16_t* x, int n, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachVector(n, [&](size_t i, size_t count) { AddWeighted(vw, Bf16Value(x + i, count), acc + i, count); });
+}
+
+void Fp8Axpy(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachTile(n, [&](int t, int i0, int len) {
+    const VF s = hn::Set(DF(), tile_scales[t]);
+    ForEachVector(len, [&](size_t i, size_t count) {
+      AddWeighted(vw, Fp8Value(codes + i0 + i, count, s), acc + i0 + i, count);
+    });
+  });
+}
+
+void LogfmtAxpy(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachTile(n, [&](int t, int i0, int len) {
+    const uint8_t* tile_codes = codes + static_cast<std::ptrdiff_t>(t) * kTileElems * bits / 8;
+    ForEachLogValue(tile_codes, len, bits, tile_min_max[2 * t], tile_min_max[2 * t + 1],
+                    [&](size_t i, size_t count, VF v) { AddWeighted(vw, v, acc + i0 + i, count); });
   });
 }
 
@@ -395,12 +446,8 @@ void F32ToBf16(const float* x, int n, uint16_t* out) {
   });
 }
 
-// elem::bf16_to_f32.
 void Bf16ToF32(const uint16_t* x, int n, float* out) {
-  ForEachVector(n, [&](size_t i, size_t count) {
-    const VU u = hn::ShiftLeft<16>(hn::PromoteTo(DU(), LoadPart(DU16(), x + i, count)));
-    StorePart(FromBits(u), DF(), out + i, count);
-  });
+  ForEachVector(n, [&](size_t i, size_t count) { StorePart(Bf16Value(x + i, count), DF(), out + i, count); });
 }
 
 }  // namespace epcomm::kernels::HWY_NAMESPACE
@@ -418,6 +465,9 @@ HWY_EXPORT(LogfmtDecode);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(F32ToBf16);
 HWY_EXPORT(Bf16ToF32);
+HWY_EXPORT(Bf16Axpy);
+HWY_EXPORT(Fp8Axpy);
+HWY_EXPORT(LogfmtAxpy);
 
 float amax_finite(const float* x, int n) { return HWY_DYNAMIC_DISPATCH(AmaxFinite)(x, n); }
 void fp8_encode(const float* x, int n, float scale, uint8_t* codes) { HWY_DYNAMIC_DISPATCH(Fp8Encode)(x, n, scale, codes); }
@@ -431,6 +481,13 @@ void logfmt_decode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t
 void axpy(const float* x, int n, float w, float* acc) { HWY_DYNAMIC_DISPATCH(Axpy)(x, n, w, acc); }
 void f32_to_bf16(const float* x, int n, uint16_t* out) { HWY_DYNAMIC_DISPATCH(F32ToBf16)(x, n, out); }
 void bf16_to_f32(const uint16_t* x, int n, float* out) { HWY_DYNAMIC_DISPATCH(Bf16ToF32)(x, n, out); }
+void bf16_axpy(const uint16_t* x, int n, float w, float* acc) { HWY_DYNAMIC_DISPATCH(Bf16Axpy)(x, n, w, acc); }
+void fp8_axpy(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc) {
+  HWY_DYNAMIC_DISPATCH(Fp8Axpy)(codes, n, tile_scales, w, acc);
+}
+void logfmt_axpy(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc) {
+  HWY_DYNAMIC_DISPATCH(LogfmtAxpy)(codes, n, bits, tile_min_max, w, acc);
+}
 
 // The target HWY_DYNAMIC_DISPATCH picks: the best (lowest bit) of those compiled
 // here that the CPU supports.
@@ -443,7 +500,8 @@ const char* dispatched_target_name() {
 
 const TileKernels& simd_kernels() {
   static const TileKernels k{dispatched_target_name(), &amax_finite, &fp8_encode, &fp8_decode, &logfmt_encode,
-                             &logfmt_decode,           &axpy,        &f32_to_bf16, &bf16_to_f32};
+                             &logfmt_decode,           &axpy,        &f32_to_bf16, &bf16_to_f32,
+                             &bf16_axpy,               &fp8_axpy,    &logfmt_axpy};
   return k;
 }
 
