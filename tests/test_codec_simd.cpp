@@ -226,6 +226,17 @@ TEST_P(SimdTarget, Fp8Encode) {
 }
 
 TEST_P(SimdTarget, Fp8Decode) {
+  // Every code once, in two tiles, with the scales below.
+  std::vector<uint8_t> all(256);
+  for (int c = 0; c < 256; ++c) all[static_cast<std::size_t>(c)] = static_cast<uint8_t>(c);
+  for (float scale : {1.0f, 0x1p-10f, 3.0f}) {
+    for (int half = 0; half < 2; ++half) {
+      auto want = sentinel_buffer<float>(kTileElems), got = sentinel_buffer<float>(kTileElems);
+      ref.fp8_decode(all.data() + half * kTileElems, kTileElems, scale, want.data());
+      simd.fp8_decode(all.data() + half * kTileElems, kTileElems, scale, got.data());
+      ASSERT_TRUE(same_bits(want, got)) << "codes from " << half * kTileElems << " scale=" << scale;
+    }
+  }
   const std::vector<uint8_t> codes = random_bytes(kDataLen, 21);
   const std::vector<float>& g = data_sets()[0].values;
   for (int n = 1; n <= kTileElems; ++n) {

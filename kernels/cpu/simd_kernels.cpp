@@ -138,21 +138,22 @@ HWY_INLINE VU E4m3FromF32(VF f) {
   return hn::Or(sign, code);
 }
 
-// elem::e4m3_to_f32 of the byte in each lane.
+// elem::e4m3_to_f32 of the byte in each lane. The 7 magnitude bits moved to FP32's
+// exponent and mantissa fields, exponent rebiased by +120, are the value of every
+// normal code. A subnormal code (exponent field 0) is built as the normal number
+// 2^-6 * (1 + man/8), from which 2^-6 is subtracted: both lie in [2^-6, 2^-5), so the
+// difference man * 2^-9 is exact, and no FP32 subnormal is involved (nothing depends
+// on a denormals-are-zero mode).
 HWY_INLINE VF F32FromE4m3(VU q) {
   const DU du;
+  const VU mag = hn::And(q, hn::Set(du, 0x7fu));
   const VU sign = hn::ShiftLeft<24>(hn::And(q, hn::Set(du, 0x80u)));
-  const VU exp = hn::And(hn::ShiftRight<3>(q), hn::Set(du, 15u));
-  const VU man = hn::And(q, hn::Set(du, 7u));
-  const VF man_f = hn::ConvertTo(DF(), hn::BitCast(DI(), man));
-  const VU subnormal = hn::Or(Bits(hn::Mul(man_f, hn::Set(DF(), 0x1p-9f))), sign);
-  const VU normal =
-      hn::Or(hn::Or(sign, hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 120u)))), hn::ShiftLeft<20>(man));
-  VU r = hn::IfThenElse(hn::Eq(exp, hn::Zero(du)), subnormal, normal);
-  // exp == 15 && man == 7: NaN.
-  r = hn::IfThenElse(hn::Eq(hn::And(q, hn::Set(du, 0x7fu)), hn::Set(du, 0x7fu)), hn::Or(sign, hn::Set(du, 0x7fc00000u)),
-                     r);
-  return FromBits(r);
+  const VU normal = hn::Add(hn::ShiftLeft<20>(mag), hn::Set(du, 120u << 23));
+  const VF subnormal = hn::Sub(FromBits(hn::Add(normal, hn::Set(du, 1u << 23))), hn::Set(DF(), 0x1p-6f));
+  VU r = hn::IfThenElse(hn::Eq(hn::And(mag, hn::Set(du, 0x78u)), hn::Zero(du)), Bits(subnormal), normal);
+  // S.1111.111: NaN.
+  r = hn::IfThenElse(hn::Eq(mag, hn::Set(du, 0x7fu)), hn::Set(du, 0x7fc00000u), r);
+  return FromBits(hn::Or(r, sign));
 }
 
 // fp8_decode's value of `count` codes: elem::e4m3_to_f32, times the tile's scale.
