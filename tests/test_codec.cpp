@@ -103,7 +103,7 @@ TEST(CodecTable, AccumulateIsDecodeThenWeightedAdd) {
   std::normal_distribution<float> dist;
   for (Format f : formats) {
     for (const epcomm::kernels::Codec* codec : {&epcomm::kernels::reference_codec_for(f), &epcomm::kernels::codec_for(f)}) {
-      for (int hidden : {1, 129, 7168}) {
+      for (int hidden : {1, 129, 7168, 65 * 128 + 1}) {  // the last: more tiles than one kernel call takes
         std::vector<float> x(static_cast<std::size_t>(hidden));
         for (float& v : x) v = dist(rng) * ((rng() & 1u) ? 1.0f : 0x1p-20f);
         std::vector<uint8_t> encoded(codec->row_bytes(hidden)), arbitrary(encoded.size());
