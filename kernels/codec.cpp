@@ -41,12 +41,11 @@ void for_each_tile_chunk(int hidden, Body body) {
   }
 }
 
-// `hidden` elements of type `from` as type `to`, over the whole row in one kernel
-// call.
-void convert_row(const TileKernels& k, const void* src, DType from, int hidden, void* dst, DType to) {
-  if (from == to) {
-    std::memcpy(dst, src, static_cast<std::size_t>(hidden) * dtype_size(from));
-  } else if (from == DType::kF32) {
+// `hidden` elements of dtype `from` as the other dtype (FP32 <-> BF16), over the
+// whole row in one kernel call. Rows already of the wanted dtype are copied by the
+// callers.
+void convert_row(const TileKernels& k, const void* src, DType from, int hidden, void* dst) {
+  if (from == DType::kF32) {
     k.f32_to_bf16(static_cast<const float*>(src), hidden, static_cast<uint16_t*>(dst));
   } else {
     k.bf16_to_f32(static_cast<const uint16_t*>(src), hidden, static_cast<float*>(dst));
@@ -163,7 +162,7 @@ struct RowCodec {
       return -1;
     }
     if constexpr (F::kPlain) {
-      convert_row(k, src, src_type, hidden, dst, F::kDType);
+      convert_row(k, src, src_type, hidden, dst);
     } else {
       const RowLayout layout = row_layout(F::kFormat, hidden);
       float scratch[kTileElems];
@@ -184,7 +183,7 @@ struct RowCodec {
       return;
     }
     if constexpr (F::kPlain) {
-      convert_row(k, src, F::kDType, hidden, dst, dst_type);
+      convert_row(k, src, F::kDType, hidden, dst);
     } else {
       // FP32 rows are decoded in place; BF16 ones through one tile of FP32.
       const RowLayout layout = row_layout(F::kFormat, hidden);
