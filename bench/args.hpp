@@ -42,6 +42,7 @@ struct Options {
   int iters = 20;
   int alignment = 1;
   uint64_t seed = 1;
+  int mover_threads = 1;   // threads per rank of the memcpy floor (EPCOMM_MOVER_THREADS)
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

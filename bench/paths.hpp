@@ -4,6 +4,8 @@
 #pragma once
 
 #include "baseline.hpp"
+#include "common/memcpy_floor.hpp"
+#include "common/parallel_copy.hpp"
 #include "data.hpp"
 
 #include <epcomm/exchange.hpp>
@@ -65,6 +67,25 @@ class BaselinePath {
   int first_expert_;
   std::vector<std::byte> expert_out_;
   std::vector<float> out_;
+};
+
+// The memcpy floor (README.md): in the dispatch phase a copy of the bytes dispatch
+// must write on this rank, in the combine phase one of the bytes combine must read,
+// each split over `threads` threads, between two buffers of this rank.
+class MemcpyFloorPath {
+ public:
+  MemcpyFloorPath(const FloorBytes& bytes, int threads);
+
+  void dispatch() { copy_(dst_.data(), src_.data(), static_cast<std::size_t>(bytes_.dispatch)); }
+  void run_experts() {}
+  void combine() { copy_(dst_.data(), src_.data(), static_cast<std::size_t>(bytes_.combine)); }
+  void end_iteration() {}
+
+ private:
+  FloorBytes bytes_;
+  ParallelCopy copy_;
+  std::vector<std::byte> src_;
+  std::vector<std::byte> dst_;
 };
 
 }  // namespace epcomm_bench

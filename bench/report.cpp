@@ -21,7 +21,7 @@ constexpr Column kColumns[] = {
     {"topk", 5},    {"maxn", 5},         {"net", 6},      {"dtype", 6},    {"dfmt", 10},    {"cfmt", 10},
     {"disp_min", 10}, {"disp_p10", 10}, {"disp_us", 10}, {"disp_p90", 10}, {"disp_max", 10},
     {"comb_min", 10}, {"comb_p10", 10}, {"comb_us", 10}, {"comb_p90", 10}, {"comb_max", 10},
-    {"total_us", 10}, {"base_us", 10},   {"speedup", 8},  {"inter_MB", 10}, {"intra_MB", 10},
+    {"total_us", 10}, {"base_us", 10},   {"speedup", 8},  {"floor_us", 10}, {"eff", 6},  {"inter_MB", 10}, {"intra_MB", 10},
     {"base_inter_MB", 14}, {"inter_GB/s", 11}, {"algbw_GB/s", 11}, {"check", 6},
 };
 constexpr std::size_t kNumColumns = sizeof kColumns / sizeof kColumns[0];
@@ -84,12 +84,12 @@ Report::Report(const RunInfo& info)
     : info_(info), json_(info.options->json, info.options->json_out) {
   const Options& o = *info_.options;
   std::printf("# epcomm-bench: %d ranks, %d nodes x %d ranks, warmup %d, iters %d, seed %llu, "
-              "alignment %d\n",
+              "alignment %d, mover threads %d\n",
               info_.ranks, info_.nodes, info_.ranks_per_node, o.warmup, o.iters,
-              static_cast<unsigned long long>(o.seed), o.alignment);
+              static_cast<unsigned long long>(o.seed), o.alignment, o.mover_threads);
   std::printf("# times: min, p10, median (_us), p90, max over iterations of the slowest rank (us); bytes: "
               "one dispatch + combine, summed over ranks (MB = 1e6 B); inter_GB/s: inter-node bytes / median "
-              "total time\n");
+              "total time; floor_us: memcpy of the bytes each rank must move, eff = floor_us / total_us\n");
   std::string cells[kNumColumns];
   for (std::size_t c = 0; c < kNumColumns; ++c) cells[c] = kColumns[c].name;
   cells[0] = std::string("#") + kColumns[0].name;  // header lines start with '#', like the notes
@@ -128,6 +128,8 @@ void Report::row(const Result& r) {
       fixed(r.total_us(), 1),
       fixed(r.baseline_us(), 1),
       fixed(r.speedup(), 2),
+      fixed(r.memcpy_floor_us(), 1),
+      fixed(r.efficiency_vs_memcpy(), 2),
       megabytes(r.internode_bytes),
       megabytes(r.intranode_bytes),
       megabytes(r.baseline_internode_bytes),
@@ -168,6 +170,12 @@ void Report::row(const Result& r) {
   add_spread(j, "baseline_combine_us", r.baseline_combine, 3);
   j["baseline_us"] = rounded(r.baseline_us(), 3);
   j["speedup_vs_baseline"] = rounded(r.speedup(), 4);
+  j["mover_threads"] = r.mover_threads;
+  add_spread(j, "memcpy_floor_dispatch_us", r.memcpy_floor_dispatch, 3);
+  add_spread(j, "memcpy_floor_combine_us", r.memcpy_floor_combine, 3);
+  j["memcpy_floor_us"] = rounded(r.memcpy_floor_us(), 3);
+  j["memcpy_floor_bytes"] = r.memcpy_floor_bytes;
+  j["efficiency_vs_memcpy"] = rounded(r.efficiency_vs_memcpy(), 4);
   j["internode_bytes"] = r.internode_bytes;
   j["dispatch_internode_bytes"] = r.dispatch_internode_bytes;
   j["combine_internode_bytes"] = r.combine_internode_bytes;

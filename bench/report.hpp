@@ -38,9 +38,19 @@ struct Result {
   int64_t baseline_internode_bytes = 0;  // rows the baseline sent to another node
   int64_t baseline_intranode_bytes = 0;  // ... to another rank of the same node
 
+  // The memcpy floor (README.md): copies of the bytes dispatch must write and
+  // combine must read on each rank, timed like the phases, with mover_threads threads.
+  Spread memcpy_floor_dispatch;
+  Spread memcpy_floor_combine;
+  int64_t memcpy_floor_bytes = 0;  // summed over ranks
+  int mover_threads = 1;
+
   bool check = false;
 
   double total_us() const { return dispatch.p50 + combine.p50; }
+  double memcpy_floor_us() const { return memcpy_floor_dispatch.p50 + memcpy_floor_combine.p50; }
+  // How close the exchange comes to the copy alone: memcpy_floor_us / total_us.
+  double efficiency_vs_memcpy() const { return memcpy_floor_us() / total_us(); }
   double baseline_us() const { return baseline_dispatch.p50 + baseline_combine.p50; }
   double speedup() const { return baseline_us() / total_us(); }
   // (token, expert) payload one rank dispatches and gets back combined:

@@ -24,14 +24,18 @@ constexpr double kMemoryBudgetBytes = 2.0 * 1024 * 1024 * 1024;
 
 int64_t round_up(int64_t n, int multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// Rows the busiest rank receives with this routing, padded as epcomm pads them:
-// each (token, local expert) pair is one row.
-int64_t routed_max_recv_rows(MPI_Comm comm, const RankData& data, int experts, int ranks,
-                             int alignment) {
+// Pairs routed to each expert by all ranks.
+std::vector<int64_t> global_expert_load(MPI_Comm comm, const RankData& data, int experts) {
   std::vector<int64_t> load(experts);
   epcomm::count_expert_load(data.topk_idx.data(), data.tokens, data.topk, experts, load.data());
   mpi_check(MPI_Allreduce(MPI_IN_PLACE, load.data(), experts, MPI_INT64_T, MPI_SUM, comm),
             "MPI_Allreduce(expert load)");
+  return load;
+}
+
+// Rows the busiest rank receives with this routing, padded as epcomm pads them:
+// each (token, local expert) pair is one row.
+int64_t routed_max_recv_rows(const std::vector<int64_t>& load, int experts, int ranks, int alignment) {
   const int per_rank = experts / ranks;
   int64_t most = 0;
   for (int r = 0; r < ranks; ++r) {
@@ -72,6 +76,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   }
 
   const RankData data = make_rank_data(config, *router, options.seed, group.rank());
+  const std::vector<int64_t> load = global_expert_load(comm, data, config.experts);
   const int experts_per_rank = config.experts / ranks;
   const int first_expert = group.rank() * experts_per_rank;
 
@@ -98,7 +103,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
                              static_cast<double>(epcomm::encoded_row_bytes(format, config.hidden));
   if (worst_bytes > kMemoryBudgetBytes) {
     exchange_config.max_recv_rows =
-        routed_max_recv_rows(comm, data, config.experts, ranks, options.alignment);
+        routed_max_recv_rows(load, config.experts, ranks, options.alignment);
     char gib[32];
     std::snprintf(gib, sizeof gib, "%.1f", worst_bytes / (1 << 30));
     outcome.note = "max_recv_rows = " + std::to_string(exchange_config.max_recv_rows) +
@@ -109,6 +114,10 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   epcomm::Exchange exchange(group, exchange_config);
   EpcommPath epcomm_path(exchange, data, first_expert);
   BaselinePath baseline_path(comm, data, config.experts, first_expert);
+  const FloorBytes floor_bytes =
+      memcpy_floor_bytes(load, ranks, group.rank(), epcomm::encoded_row_bytes(format, config.hidden),
+                         static_cast<std::size_t>(config.hidden) * epcomm::dtype_size(config.dtype));
+  MemcpyFloorPath floor_path(floor_bytes, options.mover_threads);
 
   // Check pass: one untimed iteration of each path, compared before anything is
   // timed (and doubling as a first warmup). Dispatch is compared before combine
@@ -154,13 +163,13 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   int64_t bytes[] = {stats.internode_bytes,     stats.intranode_bytes,
                      stats.layout_bytes,        traffic.internode_bytes,
                      traffic.intranode_bytes,   epcomm_path.dispatch_stats().internode_bytes,
-                     epcomm_path.combine_stats().internode_bytes};
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 7, MPI_INT64_T, MPI_SUM, comm),
+                     epcomm_path.combine_stats().internode_bytes, floor_bytes.total()};
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 8, MPI_INT64_T, MPI_SUM, comm),
             "MPI_Allreduce(bytes)");
   epcomm_path.end_iteration();
 
-  const auto [epcomm_times, baseline_times] =
-      time_paths_interleaved(comm, epcomm_path, baseline_path, options.warmup, options.iters);
+  const auto [epcomm_times, baseline_times, floor_times] =
+      time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path);
 
   result.config = config;
   result.ranks = ranks;
@@ -179,6 +188,10 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.baseline_intranode_bytes = bytes[4];
   result.dispatch_internode_bytes = bytes[5];
   result.combine_internode_bytes = bytes[6];
+  result.memcpy_floor_bytes = bytes[7];
+  result.memcpy_floor_dispatch = floor_times.dispatch_us;
+  result.memcpy_floor_combine = floor_times.combine_us;
+  result.mover_threads = options.mover_threads;
   return outcome;
 }
 

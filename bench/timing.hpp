@@ -11,7 +11,8 @@
 
 #include <mpi.h>
 
-#include <utility>
+#include <array>
+#include <cstddef>
 #include <vector>
 
 namespace epcomm_bench {
@@ -65,18 +66,20 @@ void time_iteration(MPI_Comm comm, Path& path, bool record, PathSamples& samples
   }
 }
 
-// Collective: warmup + iters iterations of two paths, alternating every iteration,
-// so that a slow spell of a shared machine slows both sides of the comparison
-// instead of one.
-template <class PathA, class PathB>
-std::pair<PhaseTimes, PhaseTimes> time_paths_interleaved(MPI_Comm comm, PathA& a, PathB& b, int warmup,
-                                                         int iters) {
-  PathSamples sa, sb;
+// Collective: warmup + iters iterations of every path, alternating path by path
+// within each iteration, so that a slow spell of a shared machine slows every side
+// of the comparison instead of one. Returns the paths' times in argument order.
+template <class... Paths>
+std::array<PhaseTimes, sizeof...(Paths)> time_paths_interleaved(MPI_Comm comm, int warmup, int iters,
+                                                                 Paths&... paths) {
+  std::array<PathSamples, sizeof...(Paths)> samples;
   for (int i = 0; i < warmup + iters; ++i) {
-    time_iteration(comm, a, i >= warmup, sa);
-    time_iteration(comm, b, i >= warmup, sb);
+    std::size_t k = 0;
+    (time_iteration(comm, paths, i >= warmup, samples[k++]), ...);
   }
-  return {sa.spreads(comm), sb.spreads(comm)};
+  std::array<PhaseTimes, sizeof...(Paths)> times;
+  for (std::size_t k = 0; k < times.size(); ++k) times[k] = samples[k].spreads(comm);
+  return times;
 }
 
 }  // namespace epcomm_bench

@@ -15,7 +15,7 @@
 namespace epcomm::kernels {
 namespace {
 
-// A row is processed tile by tile: tile t covers elements [t*128, min(H, t*128+128)).
+// A quantised row is processed tile by tile: tile t covers elements [t*128, min(H, t*128+128)).
 int tile_len(int hidden, int tile) { return std::min(kTileElems, hidden - tile * kTileElems); }
 int num_tiles(int hidden) { return (hidden + kTileElems - 1) / kTileElems; }
 
@@ -26,27 +26,45 @@ const float* load_tile(const TileKernels& k, const void* row, DType type, int i0
   return scratch;
 }
 
-void store_tile(const TileKernels& k, const float* v, int i0, int n, void* row, DType type) {
-  if (type == DType::kF32) {
-    std::memcpy(static_cast<float*>(row) + i0, v, static_cast<std::size_t>(n) * sizeof(float));
-  } else {
-    k.f32_to_bf16(v, n, static_cast<uint16_t*>(row) + i0);
+// Rows of at most kChunkTiles tiles have their per-tile metadata gathered into one
+// stack array, so a fused accumulate covers them in one kernel call.
+constexpr int kChunkTiles = 64;
+
+// Calls body(first_tile, tiles, i0, n) for runs of up to kChunkTiles whole tiles
+// covering [0, hidden): elements [i0, i0 + n).
+template <class Body>
+void for_each_tile_chunk(int hidden, Body body) {
+  const int tiles = num_tiles(hidden);
+  for (int t0 = 0; t0 < tiles; t0 += kChunkTiles) {
+    const int i0 = t0 * kTileElems;
+    body(t0, std::min(kChunkTiles, tiles - t0), i0, std::min(kChunkTiles * kTileElems, hidden - i0));
   }
 }
 
-// Plain formats: the row is an array of kType.
+// `hidden` elements of dtype `from` as the other dtype (FP32 <-> BF16), over the
+// whole row in one kernel call. Rows already of the wanted dtype are copied by the
+// callers.
+void convert_row(const TileKernels& k, const void* src, DType from, int hidden, void* dst) {
+  if (from == DType::kF32) {
+    k.f32_to_bf16(static_cast<const float*>(src), hidden, static_cast<uint16_t*>(dst));
+  } else {
+    k.bf16_to_f32(static_cast<const uint16_t*>(src), hidden, static_cast<float*>(dst));
+  }
+}
+
+// Plain formats: the row is an array of kType, converted whole rather than tile by
+// tile.
 template <DType kType>
 struct Plain {
   static constexpr Format kFormat = kType == DType::kF32 ? Format::kF32 : Format::kBF16;
-  static int encode(const TileKernels& k, const float* x, int, int n, int i0, std::byte* row, const RowLayout&) {
-    store_tile(k, x, i0, n, row, kType);
-    return -1;
-  }
-  static void decode(const TileKernels& k, const std::byte* row, int, const RowLayout&, int i0, int n, float* out) {
+  static constexpr bool kPlain = true;
+  static constexpr DType kDType = kType;
+  static void accumulate(const TileKernels& k, const std::byte* row, int hidden, const RowLayout&, float w,
+                         float* acc) {
     if constexpr (kType == DType::kF32) {
-      std::memcpy(out, reinterpret_cast<const float*>(row) + i0, static_cast<std::size_t>(n) * sizeof(float));
+      k.axpy(reinterpret_cast<const float*>(row), hidden, w, acc);
     } else {
-      k.bf16_to_f32(reinterpret_cast<const uint16_t*>(row) + i0, n, out);
+      k.bf16_axpy(reinterpret_cast<const uint16_t*>(row), hidden, w, acc);
     }
   }
 };
@@ -55,7 +73,19 @@ struct Plain {
 template <Format kF>
 struct Fp8 {
   static constexpr Format kFormat = kF;
+  static constexpr bool kPlain = false;
   static constexpr bool kPow2 = kF == Format::kFP8UE8M0;
+  static float scale(const std::byte* row, int tile, const RowLayout& l) {
+    if constexpr (kPow2) {
+      uint8_t e;
+      std::memcpy(&e, row + l.meta_offset + tile, 1);
+      return elem::ue8m0_value(e);
+    } else {
+      float scale;
+      std::memcpy(&scale, row + l.meta_offset + static_cast<std::size_t>(tile) * 4, 4);
+      return scale;
+    }
+  }
   static int encode(const TileKernels& k, const float* x, int tile, int n, int i0, std::byte* row,
                     const RowLayout& l) {
     const float amax = k.amax_finite(x, n);
@@ -73,15 +103,16 @@ struct Fp8 {
   }
   static void decode(const TileKernels& k, const std::byte* row, int tile, const RowLayout& l, int i0, int n,
                      float* out) {
-    float scale;
-    if constexpr (kPow2) {
-      uint8_t e;
-      std::memcpy(&e, row + l.meta_offset + tile, 1);
-      scale = elem::ue8m0_value(e);
-    } else {
-      std::memcpy(&scale, row + l.meta_offset + static_cast<std::size_t>(tile) * 4, 4);
-    }
-    k.fp8_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + i0, n, scale, out);
+    k.fp8_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + i0, n, scale(row, tile, l), out);
+  }
+  static void accumulate(const TileKernels& k, const std::byte* row, int hidden, const RowLayout& l, float w,
+                         float* acc) {
+    const auto* codes = reinterpret_cast<const uint8_t*>(row + l.payload_offset);
+    for_each_tile_chunk(hidden, [&](int t0, int tiles, int i0, int n) {
+      float scales[kChunkTiles];
+      for (int t = 0; t < tiles; ++t) scales[t] = scale(row, t0 + t, l);
+      k.fp8_axpy(codes + i0, n, scales, w, acc + i0);
+    });
   }
 };
 
@@ -89,6 +120,7 @@ struct Fp8 {
 template <Format kF>
 struct LogFmt {
   static constexpr Format kFormat = kF;
+  static constexpr bool kPlain = false;
   static constexpr int kBits = static_cast<int>(kF) - static_cast<int>(Format::kLogFMT3) + 3;
   static constexpr std::size_t kTileCodeBytes = kTileElems * kBits / 8;
   static int encode(const TileKernels& k, const float* x, int tile, int n, int, std::byte* row, const RowLayout& l) {
@@ -105,6 +137,16 @@ struct LogFmt {
     k.logfmt_decode(reinterpret_cast<const uint8_t*>(row + l.payload_offset) + tile * kTileCodeBytes, n, kBits, mm[0],
                     mm[1], out);
   }
+  static void accumulate(const TileKernels& k, const std::byte* row, int hidden, const RowLayout& l, float w,
+                         float* acc) {
+    const auto* codes = reinterpret_cast<const uint8_t*>(row + l.payload_offset);
+    for_each_tile_chunk(hidden, [&](int t0, int tiles, int i0, int n) {
+      int16_t min_max[2 * kChunkTiles];  // the stored pairs are contiguous
+      std::memcpy(min_max, row + l.meta_offset + static_cast<std::size_t>(t0) * sizeof(int16_t) * 2,
+                  static_cast<std::size_t>(tiles) * sizeof(int16_t) * 2);
+      k.logfmt_axpy(codes + static_cast<std::size_t>(t0) * kTileCodeBytes, n, kBits, min_max, w, acc + i0);
+    });
+  }
 };
 
 // The row loops every format shares, over its per-tile encode/decode, running the
@@ -119,13 +161,17 @@ struct RowCodec {
       std::memcpy(dst, src, row_bytes(hidden));
       return -1;
     }
-    const RowLayout layout = row_layout(F::kFormat, hidden);
-    float scratch[kTileElems];
-    for (int t = 0; t < num_tiles(hidden); ++t) {
-      const int i0 = t * kTileElems, n = tile_len(hidden, t);
-      const float* x = load_tile(k, src, src_type, i0, n, scratch);
-      const int bad = F::encode(k, x, t, n, i0, static_cast<std::byte*>(dst), layout);
-      if (bad >= 0) return i0 + bad;
+    if constexpr (F::kPlain) {
+      convert_row(k, src, src_type, hidden, dst);
+    } else {
+      const RowLayout layout = row_layout(F::kFormat, hidden);
+      float scratch[kTileElems];
+      for (int t = 0; t < num_tiles(hidden); ++t) {
+        const int i0 = t * kTileElems, n = tile_len(hidden, t);
+        const float* x = load_tile(k, src, src_type, i0, n, scratch);
+        const int bad = F::encode(k, x, t, n, i0, static_cast<std::byte*>(dst), layout);
+        if (bad >= 0) return i0 + bad;
+      }
     }
     return -1;
   }
@@ -136,28 +182,27 @@ struct RowCodec {
       std::memcpy(dst, src, row_bytes(hidden));
       return;
     }
-    const RowLayout layout = row_layout(F::kFormat, hidden);
-    float v[kTileElems];
-    for (int t = 0; t < num_tiles(hidden); ++t) {
-      const int i0 = t * kTileElems, n = tile_len(hidden, t);
-      F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, v);
-      store_tile(k, v, i0, n, dst, dst_type);
-    }
-  }
-
-  static void accumulate(const void* src, int hidden, float weight, float* acc) {
-    const TileKernels& k = kKernels();
-    if constexpr (F::kFormat == Format::kF32) {
-      k.axpy(static_cast<const float*>(src), hidden, weight, acc);
+    if constexpr (F::kPlain) {
+      convert_row(k, src, F::kDType, hidden, dst);
     } else {
+      // FP32 rows are decoded in place; BF16 ones through one tile of FP32.
       const RowLayout layout = row_layout(F::kFormat, hidden);
       float v[kTileElems];
       for (int t = 0; t < num_tiles(hidden); ++t) {
         const int i0 = t * kTileElems, n = tile_len(hidden, t);
-        F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, v);
-        k.axpy(v, n, weight, acc + i0);
+        if (dst_type == DType::kF32) {
+          F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, static_cast<float*>(dst) + i0);
+        } else {
+          F::decode(k, static_cast<const std::byte*>(src), t, layout, i0, n, v);
+          k.f32_to_bf16(v, n, static_cast<uint16_t*>(dst) + i0);
+        }
       }
     }
+  }
+
+  // Decode, weight and add in one pass (F::accumulate's fused kernels).
+  static void accumulate(const void* src, int hidden, float weight, float* acc) {
+    F::accumulate(kKernels(), static_cast<const std::byte*>(src), hidden, row_layout(F::kFormat, hidden), weight, acc);
   }
 
   static constexpr Codec table() { return Codec{F::kFormat, &row_bytes, &encode, &decode, &accumulate}; }

@@ -1,16 +1,24 @@
 // SPDX-License-Identifier: MIT
 // bench/common: the order statistics against values worked out by hand (numpy's
 // default linear interpolation), the command-line helpers against the exit statuses
-// and values the bench programs promise, and a JSON line read back by the parser.
+// and values the bench programs promise, a JSON line read back by the parser, the
+// memcpy floor's byte count against hand-counted rows and its threaded copy against
+// the source bytes.
 #include <gtest/gtest.h>
 
 #include <epcomm/version.hpp>
 
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "common/cli.hpp"
 #include "common/json_lines.hpp"
+#include "common/memcpy_floor.hpp"
+#include "common/parallel_copy.hpp"
 #include "common/run_header.hpp"
 #include "common/stats.hpp"
 
@@ -114,6 +122,58 @@ TEST(BenchJson, RunHeaderLeadsAndStringsAreEscaped) {
   EXPECT_EQ(back["t_us_max"], 5);
   EXPECT_EQ(j.begin().key(), "bench");
   EXPECT_EQ(j.dump().find('\n'), std::string::npos);  // one object, one line
+}
+
+TEST(BenchMemcpyFloor, CountsTheRowsRoutedToTheRanksExperts) {
+  // 8 experts over 4 ranks: rank r holds experts 2r and 2r + 1.
+  const std::vector<int64_t> load{3, 0, 5, 2, 1, 4, 0, 7};
+  const int64_t want_rows[] = {3, 7, 5, 7};
+  // Hidden 7168: an FP8 row is 7168 codes + 56 FP32 scales = 7392 bytes, a BF16
+  // expert output 14336.
+  for (int rank = 0; rank < 4; ++rank) {
+    const epcomm_bench::FloorBytes b = epcomm_bench::memcpy_floor_bytes(load, 4, rank, 7392, 14336);
+    EXPECT_EQ(b.rows, want_rows[rank]) << "rank " << rank;
+    EXPECT_EQ(b.dispatch, want_rows[rank] * 7392) << "rank " << rank;
+    EXPECT_EQ(b.combine, want_rows[rank] * 14336) << "rank " << rank;
+    EXPECT_EQ(b.total(), want_rows[rank] * (7392 + 14336)) << "rank " << rank;
+  }
+  // One rank holds every expert: every pair is its row.
+  EXPECT_EQ(epcomm_bench::memcpy_floor_bytes(load, 1, 0, 2, 4).total(), 22 * 6);
+  EXPECT_THROW(epcomm_bench::memcpy_floor_bytes(load, 3, 0, 2, 4), std::invalid_argument);  // 8 % 3
+  EXPECT_THROW(epcomm_bench::memcpy_floor_bytes(load, 4, 4, 2, 4), std::invalid_argument);
+  EXPECT_THROW(epcomm_bench::memcpy_floor_bytes(load, 0, 0, 2, 4), std::invalid_argument);
+}
+
+TEST(BenchParallelCopy, PartsTileTheRangeInWholeCacheLines) {
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{65}, std::size_t{1000003}}) {
+    for (int n = 1; n <= 7; ++n) {
+      std::size_t next = 0;
+      for (int i = 0; i < n; ++i) {
+        const auto [begin, end] = epcomm_bench::ParallelCopy::part(bytes, i, n);
+        EXPECT_EQ(begin, next) << bytes << " bytes, part " << i << " of " << n;
+        EXPECT_LE(begin, end);
+        EXPECT_TRUE(begin % 64 == 0 || begin == bytes) << bytes << " bytes, part " << i << " of " << n;
+        next = end;
+      }
+      EXPECT_EQ(next, bytes) << bytes << " bytes in " << n << " parts";
+    }
+  }
+}
+
+TEST(BenchParallelCopy, CopiesEveryByteAndNothingElse) {
+  std::mt19937 rng(5);
+  for (int threads : {1, 2, 3, 5}) {
+    epcomm_bench::ParallelCopy copy(threads);
+    EXPECT_EQ(copy.threads(), threads);
+    for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{129}, std::size_t{1000003}}) {
+      std::vector<uint8_t> src(bytes), dst(bytes + 64, 0xa5);
+      for (uint8_t& b : src) b = static_cast<uint8_t>(rng());
+      copy(dst.data(), src.data(), bytes);
+      ASSERT_EQ(std::memcmp(dst.data(), src.data(), bytes), 0) << threads << " threads, " << bytes << " bytes";
+      for (std::size_t i = bytes; i < dst.size(); ++i) ASSERT_EQ(dst[i], 0xa5) << "written past the end at " << i;
+    }
+  }
+  EXPECT_THROW(epcomm_bench::ParallelCopy(0), std::invalid_argument);
 }
 
 }  // namespace

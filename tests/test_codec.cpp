@@ -2,6 +2,7 @@
 // The codec seam with the plain formats: BF16 rounding against an independent
 // nearest-value search, and the table's encode/decode/accumulate contracts.
 #include <epcomm/error.hpp>
+#include <epcomm/formats.hpp>
 #include <epcomm/types.hpp>
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "common/bf16.hpp"
 #include "epcomm_kernels/codec.hpp"
@@ -85,6 +87,51 @@ TEST(CodecTable, EncodeDecodeAccumulate) {
       std::vector<uint16_t> as_bf16(hidden);
       codec.decode_row(enc.data(), hidden, as_bf16.data(), DType::kBF16);
       for (int h = 0; h < hidden; ++h) ASSERT_EQ(as_bf16[h], reference_bf16(back[h]));
+    }
+  }
+}
+
+// accumulate_row against decode_row to FP32 followed by the weighted sum done here
+// in double and rounded to float after each operation (for + and * on floats that
+// is exactly FP32 arithmetic, whatever this file is compiled with), for every
+// format, through both the reference and the active kernels; NaN results must be
+// NaN, every other result the same bits.
+TEST(CodecTable, AccumulateIsDecodeThenWeightedAdd) {
+  std::vector<Format> formats{Format::kF32, Format::kBF16, Format::kFP8, Format::kFP8UE8M0};
+  for (int bits = 3; bits <= 16; ++bits) formats.push_back(epcomm::logfmt_format(bits));
+  std::mt19937 rng(81);
+  std::normal_distribution<float> dist;
+  for (Format f : formats) {
+    for (const epcomm::kernels::Codec* codec : {&epcomm::kernels::reference_codec_for(f), &epcomm::kernels::codec_for(f)}) {
+      for (int hidden : {1, 129, 7168, 65 * 128 + 1}) {  // the last: more tiles than one kernel call takes
+        std::vector<float> x(static_cast<std::size_t>(hidden));
+        for (float& v : x) v = dist(rng) * ((rng() & 1u) ? 1.0f : 0x1p-20f);
+        std::vector<uint8_t> encoded(codec->row_bytes(hidden)), arbitrary(encoded.size());
+        x[static_cast<std::size_t>(hidden) / 2] = 0.0f;  // a zero code
+        codec->encode_row(x.data(), DType::kF32, hidden, encoded.data());
+        for (uint8_t& b : arbitrary) b = static_cast<uint8_t>(rng());  // NaN and infinite values too
+        for (const std::vector<uint8_t>* row : {&encoded, &arbitrary}) {
+          std::vector<float> decoded(static_cast<std::size_t>(hidden));
+          codec->decode_row(row->data(), hidden, decoded.data(), DType::kF32);
+          for (float w : {0.37f, -2.5f, 0.0f, INFINITY}) {
+            std::vector<float> acc(static_cast<std::size_t>(hidden));
+            for (float& a : acc) a = dist(rng);
+            acc[0] = rng() % 2 ? -INFINITY : NAN;
+            std::vector<float> got = acc;
+            codec->accumulate_row(row->data(), hidden, w, got.data());
+            for (int h = 0; h < hidden; ++h) {
+              const float product = static_cast<float>(static_cast<double>(w) * static_cast<double>(decoded[h]));
+              const float want = static_cast<float>(static_cast<double>(acc[h]) + static_cast<double>(product));
+              if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(got[h])) << epcomm::to_string(f) << " hidden " << hidden << " h " << h;
+              } else {
+                ASSERT_EQ(epcomm::kernels::elem::to_bits(want), epcomm::kernels::elem::to_bits(got[h]))
+                    << epcomm::to_string(f) << " hidden " << hidden << " h " << h << " w " << w;
+              }
+            }
+          }
+        }
+      }
     }
   }
 }

@@ -3,8 +3,8 @@
 // target compiled into kernels/cpu/simd_kernels.cpp that this CPU runs (each test
 // runs once per target, selected with hwy::SetSupportedTargetsForTest): each tile
 // function on fixed-seed data of several shapes, every tile length 1..128 and every
-// LogFMT width, then whole rows through the codec table against rows the reference
-// kernels encode.
+// LogFMT width, the fused accumulate kernels over runs of several tiles, then whole
+// rows through the codec table against rows the reference kernels encode.
 #include <epcomm/formats.hpp>
 #include <epcomm/types.hpp>
 #include <gtest/gtest.h>
@@ -226,6 +226,17 @@ TEST_P(SimdTarget, Fp8Encode) {
 }
 
 TEST_P(SimdTarget, Fp8Decode) {
+  // Every code once, in two tiles, with the scales below.
+  std::vector<uint8_t> all(256);
+  for (int c = 0; c < 256; ++c) all[static_cast<std::size_t>(c)] = static_cast<uint8_t>(c);
+  for (float scale : {1.0f, 0x1p-10f, 3.0f}) {
+    for (int half = 0; half < 2; ++half) {
+      auto want = sentinel_buffer<float>(kTileElems), got = sentinel_buffer<float>(kTileElems);
+      ref.fp8_decode(all.data() + half * kTileElems, kTileElems, scale, want.data());
+      simd.fp8_decode(all.data() + half * kTileElems, kTileElems, scale, got.data());
+      ASSERT_TRUE(same_bits(want, got)) << "codes from " << half * kTileElems << " scale=" << scale;
+    }
+  }
   const std::vector<uint8_t> codes = random_bytes(kDataLen, 21);
   const std::vector<float>& g = data_sets()[0].values;
   for (int n = 1; n <= kTileElems; ++n) {
@@ -321,6 +332,117 @@ TEST_P(SimdTarget, Bf16Conversions) {
   }
 }
 
+// The fused decode+weight+accumulate kernels over runs of one to several tiles:
+// every tile length, partial last tiles, per-tile scales and (min, max) pairs that
+// differ, weights and accumulators with infinities and NaNs.
+std::vector<int> fused_lengths() {
+  std::vector<int> n;
+  for (int i = 1; i <= kTileElems + 1; ++i) n.push_back(i);
+  for (int i : {255, 256, 257, 383, 640, 1000, 1024, 1025}) n.push_back(i);
+  return n;
+}
+
+const std::vector<float>& fused_weights() {
+  static const std::vector<float> w{1.0f, 0.37f, -2.5f, 0.0f, -0.0f, 0x1p-100f, 1e30f, INFINITY, NAN};
+  return w;
+}
+
+// The same bits, except that where both sides hold a NaN its payload may differ:
+// where two NaN operands meet (a NaN weight or accumulator and a NaN partial, a NaN
+// scale and a NaN code in arbitrary bytes), x86 returns one of them, and which one
+// follows the operand order the compiler picks for a commutative multiply or add, in
+// either kernel. Elements are T; is_nan says which are NaN.
+template <class T, class IsNan>
+testing::AssertionResult same_bits_up_to_nan_payload(std::vector<T> want, std::vector<T> got, IsNan is_nan) {
+  if (want.size() != got.size()) return testing::AssertionFailure() << "sizes differ";
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (is_nan(want[i]) && is_nan(got[i])) want[i] = got[i] = T{};
+  }
+  return same_bits(want, got);
+}
+
+testing::AssertionResult same_accumulator(const std::vector<float>& want, const std::vector<float>& got) {
+  return same_bits_up_to_nan_payload(want, got, [](float x) { return std::isnan(x); });
+}
+
+// Decoded rows of `type` in byte buffers, compared as above.
+testing::AssertionResult same_decoded(DType type, const std::vector<uint8_t>& want, const std::vector<uint8_t>& got) {
+  auto as = [](const std::vector<uint8_t>& bytes, auto element) {
+    std::vector<decltype(element)> v(bytes.size() / sizeof element);
+    std::memcpy(v.data(), bytes.data(), v.size() * sizeof element);
+    return v;
+  };
+  if (type == DType::kF32) {
+    return same_bits_up_to_nan_payload(as(want, 0.0f), as(got, 0.0f), [](float x) { return std::isnan(x); });
+  }
+  return same_bits_up_to_nan_payload(as(want, uint16_t{}), as(got, uint16_t{}),
+                                     [](uint16_t b) { return (b & 0x7fffu) > 0x7f80u; });
+}
+
+// A starting accumulator of n values (and kTileElems of slack, which must survive):
+// random bit patterns, so NaNs, infinities and subnormals are in it.
+std::vector<float> fused_acc(int n) {
+  const std::vector<float>& bits = data_sets()[3].values;
+  std::vector<float> acc(static_cast<std::size_t>(n) + kTileElems);
+  for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = bits[(i * 7 + static_cast<std::size_t>(n)) % bits.size()];
+  return acc;
+}
+
+TEST_P(SimdTarget, Bf16Axpy) {
+  const std::vector<uint8_t> bytes = random_bytes(kDataLen * 2, 71);  // 2048 BF16 values
+  for (int n : fused_lengths()) {
+    std::vector<uint16_t> x(static_cast<std::size_t>(n));
+    std::memcpy(x.data(), bytes.data() + 2 * (n % 64), 2 * x.size());  // every alignment
+    for (float w : fused_weights()) {
+      std::vector<float> want = fused_acc(n), got = want;
+      ref.bf16_axpy(x.data(), n, w, want.data());
+      simd.bf16_axpy(x.data(), n, w, got.data());
+      ASSERT_TRUE(same_accumulator(want, got)) << "n=" << n << " w=" << w;
+    }
+  }
+}
+
+TEST_P(SimdTarget, Fp8Axpy) {
+  const std::vector<uint8_t> codes = random_bytes(kDataLen, 72);
+  std::mt19937 rng(73);
+  for (int n : fused_lengths()) {
+    // Tile t's scale cycles through the scale list, from an offset that changes with n.
+    const std::vector<float> choices = fp8_scales(ref, data_sets()[0].values.data(), n % kTileElems + 1);
+    std::vector<float> scales((static_cast<std::size_t>(n) + kTileElems - 1) / kTileElems);
+    for (float& sc : scales) sc = choices[rng() % choices.size()];
+    for (float w : fused_weights()) {
+      std::vector<float> want = fused_acc(n), got = want;
+      ref.fp8_axpy(codes.data(), n, scales.data(), w, want.data());
+      simd.fp8_axpy(codes.data(), n, scales.data(), w, got.data());
+      ASSERT_TRUE(same_accumulator(want, got)) << "n=" << n << " w=" << w;
+    }
+  }
+}
+
+TEST_P(SimdTarget, LogFmtAxpy) {
+  const std::vector<uint8_t> codes = random_bytes(kDataLen * 2, 74);
+  std::mt19937 rng(75);
+  for (int bits = 3; bits <= 16; ++bits) {
+    for (int n : fused_lengths()) {
+      // Per tile a random, an extreme or a degenerate (equal or reversed) pair.
+      std::vector<int16_t> min_max(2 * ((static_cast<std::size_t>(n) + kTileElems - 1) / kTileElems));
+      for (std::size_t t = 0; t < min_max.size(); t += 2) {
+        const int16_t r0 = static_cast<int16_t>(rng()), r1 = static_cast<int16_t>(rng());
+        const int16_t pairs[][2] = {{r0, r1}, {-32768, 32767}, {32767, -32768}, {r0, r0}, {-1280, 640}, {0, 0}};
+        const auto& pick = pairs[rng() % 6];
+        min_max[t] = pick[0];
+        min_max[t + 1] = pick[1];
+      }
+      for (float w : {0.37f, -0.0f, NAN}) {
+        std::vector<float> want = fused_acc(n), got = want;
+        ref.logfmt_axpy(codes.data(), n, bits, min_max.data(), w, want.data());
+        simd.logfmt_axpy(codes.data(), n, bits, min_max.data(), w, got.data());
+        ASSERT_TRUE(same_accumulator(want, got)) << "bits=" << bits << " n=" << n << " w=" << w;
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ whole rows
 
 std::vector<Format> all_formats() {
@@ -355,7 +477,7 @@ TEST_P(SimdTarget, CodecRowsMatchTheReferenceRows) {
   for (Format f : all_formats()) {
     const epcomm::kernels::Codec& simd_codec = epcomm::kernels::codec_for(f);
     const epcomm::kernels::Codec& ref_codec = epcomm::kernels::reference_codec_for(f);
-    for (int hidden : {1, 127, 128, 129, 7168}) {
+    for (int hidden : {1, 127, 128, 129, 7168, 65 * 128 + 1}) {
       const std::size_t bytes = ref_codec.row_bytes(hidden);
       const std::string what = std::string(epcomm::to_string(f)) + " hidden=" + std::to_string(hidden);
       for (DType type : {DType::kF32, DType::kBF16}) {
@@ -376,12 +498,14 @@ TEST_P(SimdTarget, CodecRowsMatchTheReferenceRows) {
           std::vector<uint8_t> want(static_cast<std::size_t>(hidden) * 4 + 64, kSentinel), got = want;
           ref_codec.decode_row(row.data(), hidden, want.data(), type);
           simd_codec.decode_row(row.data(), hidden, got.data(), type);
-          ASSERT_TRUE(same_bits(want, got)) << what << " decode to " << (type == DType::kF32 ? "f32" : "bf16");
+          ASSERT_TRUE(same_decoded(type, want, got)) << what << " decode to " << (type == DType::kF32 ? "f32" : "bf16");
         }
-        std::vector<float> want(static_cast<std::size_t>(hidden), 0.25f), got = want;
-        ref_codec.accumulate_row(row.data(), hidden, 0.37f, want.data());
-        simd_codec.accumulate_row(row.data(), hidden, 0.37f, got.data());
-        ASSERT_TRUE(same_bits(want, got)) << what << " accumulate";
+        for (float w : {0.37f, -2.5f, INFINITY}) {
+          std::vector<float> want = fused_acc(hidden), got = want;
+          ref_codec.accumulate_row(row.data(), hidden, w, want.data());
+          simd_codec.accumulate_row(row.data(), hidden, w, got.data());
+          ASSERT_TRUE(same_accumulator(want, got)) << what << " accumulate w=" << w;
+        }
       }
     }
   }

@@ -2,6 +2,7 @@
 // Scalar reference kernels: the element math of kernels/common applied one element
 // at a time. The vectorised and CUDA kernels must reproduce these bits.
 #include <algorithm>
+#include <cstddef>
 
 #include "common/fp8_e4m3.hpp"
 #include "common/logfmt_math.hpp"
@@ -90,11 +91,39 @@ void bf16_to_f32_tile(const uint16_t* x, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = elem::bf16_to_f32(x[i]);
 }
 
+// The fused kernels' spec is the staged computation itself: each tile decoded into
+// a buffer by the kernels above, then axpy.
+template <class DecodeTile>
+void staged_axpy(int n, float w, float* acc, DecodeTile decode_tile) {
+  float v[kTileElems];
+  for (int t = 0, i0 = 0; i0 < n; ++t, i0 += kTileElems) {
+    const int len = std::min(kTileElems, n - i0);
+    decode_tile(t, i0, len, v);
+    axpy(v, len, w, acc + i0);
+  }
+}
+
+void bf16_axpy(const uint16_t* x, int n, float w, float* acc) {
+  staged_axpy(n, w, acc, [&](int, int i0, int len, float* v) { bf16_to_f32_tile(x + i0, len, v); });
+}
+
+void fp8_axpy(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc) {
+  staged_axpy(n, w, acc, [&](int t, int i0, int len, float* v) { fp8_decode(codes + i0, len, tile_scales[t], v); });
+}
+
+void logfmt_axpy(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc) {
+  staged_axpy(n, w, acc, [&](int t, int, int len, float* v) {
+    logfmt_decode(codes + static_cast<std::ptrdiff_t>(t) * kTileElems * bits / 8, len, bits, tile_min_max[2 * t],
+                  tile_min_max[2 * t + 1], v);
+  });
+}
+
 }  // namespace
 
 const TileKernels& reference_kernels() {
-  static constexpr TileKernels k{"scalar",     &amax_finite, &fp8_encode, &fp8_decode, &logfmt_encode,
-                                 &logfmt_decode, &axpy,      &f32_to_bf16_tile, &bf16_to_f32_tile};
+  static constexpr TileKernels k{"scalar",         &amax_finite, &fp8_encode,       &fp8_decode,
+                                 &logfmt_encode,   &logfmt_decode, &axpy,           &f32_to_bf16_tile,
+                                 &bf16_to_f32_tile, &bf16_axpy,  &fp8_axpy,         &logfmt_axpy};
   return k;
 }
 

@@ -138,21 +138,34 @@ HWY_INLINE VU E4m3FromF32(VF f) {
   return hn::Or(sign, code);
 }
 
-// elem::e4m3_to_f32 of the byte in each lane.
+// elem::e4m3_to_f32 of the byte in each lane. The 7 magnitude bits moved to FP32's
+// exponent and mantissa fields, exponent rebiased by +120, are the value of every
+// normal code. A subnormal code (exponent field 0) is built as the normal number
+// 2^-6 * (1 + man/8), from which 2^-6 is subtracted: both lie in [2^-6, 2^-5), so the
+// difference man * 2^-9 is exact, and no FP32 subnormal is involved (nothing depends
+// on a denormals-are-zero mode).
 HWY_INLINE VF F32FromE4m3(VU q) {
   const DU du;
+  const VU mag = hn::And(q, hn::Set(du, 0x7fu));
   const VU sign = hn::ShiftLeft<24>(hn::And(q, hn::Set(du, 0x80u)));
-  const VU exp = hn::And(hn::ShiftRight<3>(q), hn::Set(du, 15u));
-  const VU man = hn::And(q, hn::Set(du, 7u));
-  const VF man_f = hn::ConvertTo(DF(), hn::BitCast(DI(), man));
-  const VU subnormal = hn::Or(Bits(hn::Mul(man_f, hn::Set(DF(), 0x1p-9f))), sign);
-  const VU normal =
-      hn::Or(hn::Or(sign, hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 120u)))), hn::ShiftLeft<20>(man));
-  VU r = hn::IfThenElse(hn::Eq(exp, hn::Zero(du)), subnormal, normal);
-  // exp == 15 && man == 7: NaN.
-  r = hn::IfThenElse(hn::Eq(hn::And(q, hn::Set(du, 0x7fu)), hn::Set(du, 0x7fu)), hn::Or(sign, hn::Set(du, 0x7fc00000u)),
-                     r);
-  return FromBits(r);
+  const VU normal = hn::Add(hn::ShiftLeft<20>(mag), hn::Set(du, 120u << 23));
+  const VF subnormal = hn::Sub(FromBits(hn::Add(normal, hn::Set(du, 1u << 23))), hn::Set(DF(), 0x1p-6f));
+  VU r = hn::IfThenElse(hn::Eq(hn::And(mag, hn::Set(du, 0x78u)), hn::Zero(du)), Bits(subnormal), normal);
+  // S.1111.111: NaN.
+  r = hn::IfThenElse(hn::Eq(mag, hn::Set(du, 0x7fu)), hn::Set(du, 0x7fc00000u), r);
+  return FromBits(hn::Or(r, sign));
+}
+
+// fp8_decode's value of `count` codes: elem::e4m3_to_f32, times the tile's scale.
+HWY_INLINE VF Fp8Value(const uint8_t* codes, size_t count, VF scale) {
+  return hn::Mul(F32FromE4m3(hn::PromoteTo(DU(), LoadPart(DU8(), codes, count))), scale);
+}
+
+// ---------------------------------------------------------------- bf16.hpp
+
+// elem::bf16_to_f32 of `count` values.
+HWY_INLINE VF Bf16Value(const uint16_t* x, size_t count) {
+  return FromBits(hn::ShiftLeft<16>(hn::PromoteTo(DU(), LoadPart(DU16(), x, count))));
 }
 
 // ---------------------------------------------------------------- logfmt_math.hpp
@@ -306,12 +319,8 @@ void Fp8Encode(const float* x, int n, float scale, uint8_t* codes) {
 }
 
 void Fp8Decode(const uint8_t* codes, int n, float scale, float* out) {
-  const DF df;
-  const VF s = hn::Set(df, scale);
-  ForEachVector(n, [&](size_t i, size_t count) {
-    const VU q = hn::PromoteTo(DU(), LoadPart(DU8(), codes + i, count));
-    StorePart(hn::Mul(F32FromE4m3(q), s), df, out + i, count);
-  });
+  const VF s = hn::Set(DF(), scale);
+  ForEachVector(n, [&](size_t i, size_t count) { StorePart(Fp8Value(codes + i, count, s), DF(), out + i, count); });
 }
 
 int LogfmtEncode(const float* x, int n, int bits, uint8_t* codes, int16_t* min_q, int16_t* max_q) {
@@ -356,11 +365,12 @@ int LogfmtEncode(const float* x, int n, int bits, uint8_t* codes, int16_t* min_q
   return -1;
 }
 
-void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, float* out) {
-  const DF df;
+// Calls value(i, count, v) with each vector of logfmt_decode's values of one tile.
+template <class Value>
+HWY_INLINE void ForEachLogValue(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, Value value) {
   const elem::LogTile t = elem::log_tile_from_stored(min_q, max_q, bits);
   auto decode_with = [&](auto code_at) {
-    ForEachVector(n, [&](size_t i, size_t count) { StorePart(LogDecode(code_at(i, count), t, bits), df, out + i, count); });
+    ForEachVector(n, [&](size_t i, size_t count) { value(i, count, LogDecode(code_at(i, count), t, bits)); });
   };
   if (bits == 8) {
     decode_with([&](size_t i, size_t count) { return hn::PromoteTo(DU(), LoadPart(DU8(), codes + i, count)); });
@@ -373,11 +383,53 @@ void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t 
   }
 }
 
-void Axpy(const float* x, int n, float w, float* acc) {
+void LogfmtDecode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t max_q, float* out) {
+  ForEachLogValue(codes, n, bits, min_q, max_q,
+                  [&](size_t i, size_t count, VF v) { StorePart(v, DF(), out + i, count); });
+}
+
+// acc = acc + w * x on `count` lanes: multiply, then add, as the reference axpy.
+HWY_INLINE void AddWeighted(VF vw, VF x, float* acc, size_t count) {
   const DF df;
-  const VF vw = hn::Set(df, w);
-  ForEachVector(n, [&](size_t i, size_t count) {
-    StorePart(hn::Add(LoadPart(df, acc + i, count), hn::Mul(vw, LoadPart(df, x + i, count))), df, acc + i, count);
+  StorePart(hn::Add(LoadPart(df, acc, count), hn::Mul(vw, x)), df, acc, count);
+}
+
+void Axpy(const float* x, int n, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachVector(n, [&](size_t i, size_t count) { AddWeighted(vw, LoadPart(DF(), x + i, count), acc + i, count); });
+}
+
+// ---------------------------------------------------------------- fused accumulate
+// Each decoded vector goes straight into the weighted add while it is in registers:
+// no decoded tile is stored and reloaded, and one dispatched call covers the row.
+
+// Calls body(tile, i0, len) for each tile of [0, n).
+template <class Body>
+HWY_INLINE void ForEachTile(int n, Body body) {
+  for (int t = 0, i0 = 0; i0 < n; ++t, i0 += kTileElems) body(t, i0, std::min(kTileElems, n - i0));
+}
+
+void Bf16Axpy(const uint16_t* x, int n, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachVector(n, [&](size_t i, size_t count) { AddWeighted(vw, Bf16Value(x + i, count), acc + i, count); });
+}
+
+void Fp8Axpy(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachTile(n, [&](int t, int i0, int len) {
+    const VF s = hn::Set(DF(), tile_scales[t]);
+    ForEachVector(len, [&](size_t i, size_t count) {
+      AddWeighted(vw, Fp8Value(codes + i0 + i, count, s), acc + i0 + i, count);
+    });
+  });
+}
+
+void LogfmtAxpy(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc) {
+  const VF vw = hn::Set(DF(), w);
+  ForEachTile(n, [&](int t, int i0, int len) {
+    const uint8_t* tile_codes = codes + static_cast<std::ptrdiff_t>(t) * kTileElems * bits / 8;
+    ForEachLogValue(tile_codes, len, bits, tile_min_max[2 * t], tile_min_max[2 * t + 1],
+                    [&](size_t i, size_t count, VF v) { AddWeighted(vw, v, acc + i0 + i, count); });
   });
 }
 
@@ -395,12 +447,8 @@ void F32ToBf16(const float* x, int n, uint16_t* out) {
   });
 }
 
-// elem::bf16_to_f32.
 void Bf16ToF32(const uint16_t* x, int n, float* out) {
-  ForEachVector(n, [&](size_t i, size_t count) {
-    const VU u = hn::ShiftLeft<16>(hn::PromoteTo(DU(), LoadPart(DU16(), x + i, count)));
-    StorePart(FromBits(u), DF(), out + i, count);
-  });
+  ForEachVector(n, [&](size_t i, size_t count) { StorePart(Bf16Value(x + i, count), DF(), out + i, count); });
 }
 
 }  // namespace epcomm::kernels::HWY_NAMESPACE
@@ -418,6 +466,9 @@ HWY_EXPORT(LogfmtDecode);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(F32ToBf16);
 HWY_EXPORT(Bf16ToF32);
+HWY_EXPORT(Bf16Axpy);
+HWY_EXPORT(Fp8Axpy);
+HWY_EXPORT(LogfmtAxpy);
 
 float amax_finite(const float* x, int n) { return HWY_DYNAMIC_DISPATCH(AmaxFinite)(x, n); }
 void fp8_encode(const float* x, int n, float scale, uint8_t* codes) { HWY_DYNAMIC_DISPATCH(Fp8Encode)(x, n, scale, codes); }
@@ -431,6 +482,13 @@ void logfmt_decode(const uint8_t* codes, int n, int bits, int16_t min_q, int16_t
 void axpy(const float* x, int n, float w, float* acc) { HWY_DYNAMIC_DISPATCH(Axpy)(x, n, w, acc); }
 void f32_to_bf16(const float* x, int n, uint16_t* out) { HWY_DYNAMIC_DISPATCH(F32ToBf16)(x, n, out); }
 void bf16_to_f32(const uint16_t* x, int n, float* out) { HWY_DYNAMIC_DISPATCH(Bf16ToF32)(x, n, out); }
+void bf16_axpy(const uint16_t* x, int n, float w, float* acc) { HWY_DYNAMIC_DISPATCH(Bf16Axpy)(x, n, w, acc); }
+void fp8_axpy(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc) {
+  HWY_DYNAMIC_DISPATCH(Fp8Axpy)(codes, n, tile_scales, w, acc);
+}
+void logfmt_axpy(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc) {
+  HWY_DYNAMIC_DISPATCH(LogfmtAxpy)(codes, n, bits, tile_min_max, w, acc);
+}
 
 // The target HWY_DYNAMIC_DISPATCH picks: the best (lowest bit) of those compiled
 // here that the CPU supports.
@@ -443,7 +501,8 @@ const char* dispatched_target_name() {
 
 const TileKernels& simd_kernels() {
   static const TileKernels k{dispatched_target_name(), &amax_finite, &fp8_encode, &fp8_decode, &logfmt_encode,
-                             &logfmt_decode,           &axpy,        &f32_to_bf16, &bf16_to_f32};
+                             &logfmt_decode,           &axpy,        &f32_to_bf16, &bf16_to_f32,
+                             &bf16_axpy,               &fp8_axpy,    &logfmt_axpy};
   return k;
 }
 

@@ -3,10 +3,12 @@
 // fill this table: the scalar reference (kernels/cpu/reference.cpp, the spec in
 // code) and the vectorised one (Highway, runtime dispatch to the best SIMD target);
 // they agree bit for bit, which tests/test_codec_simd.cpp checks. A tile is at most
-// kTileElems elements.
+// kTileElems elements; the *_axpy kernels run over any number of tiles at once.
 #pragma once
 
 #include <cstdint>
+
+#include <epcomm/formats.hpp>  // kTileElems
 
 namespace epcomm::kernels {
 
@@ -29,6 +31,19 @@ struct TileKernels {
   // BF16 <-> FP32 (round to nearest even; NaN stays NaN).
   void (*f32_to_bf16)(const float* x, int n, uint16_t* out);
   void (*bf16_to_f32)(const uint16_t* x, int n, float* out);
+
+  // Decode, weight and accumulate in one pass over a run of whole tiles (n any
+  // length, element i in tile i / kTileElems), with no decoded FP32 copy in between.
+  // Per element the same operations in the same order as decoding into a buffer
+  // and calling axpy on it: acc[i] = acc[i] + w * decoded[i].
+  // decoded[i] = bf16_to_f32(x[i]).
+  void (*bf16_axpy)(const uint16_t* x, int n, float w, float* acc);
+  // decoded[i] = value(codes[i]) * tile_scales[i / kTileElems], as fp8_decode.
+  void (*fp8_axpy)(const uint8_t* codes, int n, const float* tile_scales, float w, float* acc);
+  // decoded[i] as logfmt_decode of tile i / kTileElems, whose codes start at byte
+  // (i / kTileElems) * kTileElems * bits / 8 of `codes` and whose stored pair is
+  // (tile_min_max[2 * tile], tile_min_max[2 * tile + 1]).
+  void (*logfmt_axpy)(const uint8_t* codes, int n, int bits, const int16_t* tile_min_max, float w, float* acc);
 };
 
 const TileKernels& reference_kernels();
