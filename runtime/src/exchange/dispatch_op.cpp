@@ -253,94 +253,64 @@ void DispatchOp::on_layout_complete() {
   store_flag(mine_.flags->layout_ready, seq_);
 }
 
-// Writes one source's rows into the slots of their owners on this node: the
-// payload once per owner rank (at the row of its lowest local expert), metadata for
-// every (token, expert) row, and the owner's token-list entry; records the route
-// for combine.
+// Writes one source's rows into the slots of their owners on this node, where the
+// plan placed them: the payload once per owner rank (at the row of its lowest local
+// expert), metadata for every (token, expert) row, and the owner's token-list
+// entry; records the route for combine.
 void DispatchOp::write_source(const TokenSource& src) {
   Engine& e = engine_;
   const Topology& topo = e.topo();
-  const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
+  const int R = topo.ranks_per_node;
   const int L = topo.max_rows_per_token_rank();
-  const int first_expert = e.group.node * R * J;
   const std::size_t row_bytes = e.slot_layout().row_bytes, meta_bytes = e.rail_meta_bytes();
 
-  row_cursor_.assign(static_cast<std::size_t>(R) * J, 0);
-  token_cursor_.assign(R, 0);
-  struct Pick {
-    int local_rank, expert;
-    float weight;
-  };
-  std::vector<Pick> picks(K);
   std::vector<SlotView> owners;
-  for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, slot_));
+  std::vector<RecvLayoutView> layouts;
+  for (int ld = 0; ld < R; ++ld) {
+    owners.push_back(e.slot_view(ld, slot_));
+    layouts.push_back(owners.back().layout);
+  }
+  SourceTokens tokens;
+  tokens.count = src.count;
+  if (src.own_tokens) {
+    tokens.tokens = src.own_tokens;
+    tokens.topk_idx = input_.topk_idx;
+    tokens.topk_weights = input_.topk_weights;
+  } else {
+    tokens.records = src.message;
+    tokens.record_bytes = meta_bytes;
+  }
+  place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
+
+  const RowPlacement& pl = placement_;
   int32_t handled = buf_.handled_offset[src.node];
   copies_.clear(row_bytes);
-
-  for (int32_t i = 0; i < src.count; ++i) {
-    int32_t t;
-    const int32_t* idx;
-    const float* w;
-    if (src.own_tokens) {
-      t = src.own_tokens[i];
-      idx = input_.topk_idx + static_cast<std::size_t>(t) * K;
-      w = input_.topk_weights + static_cast<std::size_t>(t) * K;
-    } else {
-      const auto* meta = reinterpret_cast<const int32_t*>(src.message + i * meta_bytes);
-      t = meta[0];
-      idx = meta + 1;
-      w = reinterpret_cast<const float*>(meta + 1 + K);
-    }
-    int n_picks = 0;
-    for (int k = 0; k < K; ++k) {
-      const int rel = idx[k] - first_expert;
-      if (idx[k] < 0 || rel < 0 || rel >= R * J) continue;
-      // Insertion keeps picks sorted by (local rank, expert): rows of one token are
-      // written in expert order, which fixes the combine summation order.
-      int at = n_picks++;
-      while (at > 0 && picks[at - 1].local_rank * J + picks[at - 1].expert > rel) {
-        picks[at] = picks[at - 1];
-        --at;
-      }
-      picks[at] = Pick{rel / J, rel % J, w[k]};
-    }
-
+  for (int32_t i = 0; i < pl.num_tokens(); ++i) {
+    const int32_t t = pl.token[i];
+    const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
     int route_n = 0;
-    for (int a = 0; a < n_picks;) {
-      const int ld = picks[a].local_rank;
-      int b = a;
-      while (b < n_picks && picks[b].local_rank == ld) ++b;
+    for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
+      const int ld = pl.visit_rank[v];
       const SlotView& d = owners[ld];
-      const int32_t q = d.layout.token_base[src.rank] + token_cursor_[ld]++;
-      EPCOMM_REQUIRE(q < d.layout.token_base[src.rank + 1], kMismatch,
-                     "rank " << src.rank << " sent more tokens to rank " << e.group.global_rank(e.group.node, ld)
-                             << " than its layout announced");
-      int32_t* token_rows = d.token_rows + static_cast<std::size_t>(q) * L;
-      int32_t first = -1;
-      for (int c = a; c < b; ++c) {
-        const int j = picks[c].expert;
-        const int64_t p = d.layout.row_base[src.rank * J + j] + row_cursor_[ld * J + j]++;
-        EPCOMM_REQUIRE(p < d.layout.expert_offset[j] + d.layout.expert_count[j], kMismatch,
-                       "rank " << src.rank << " sent more rows for expert " << first_expert + ld * J + j
-                               << " than its layout announced");
-        if (first < 0) {
-          first = static_cast<int32_t>(p);
-          copies_.add(src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes, d.row(p));
-        }
+      int32_t* token_rows = d.token_rows + static_cast<std::size_t>(pl.visit_entry[v]) * L;
+      const int32_t first = pl.row[pl.row_begin[v]];
+      copies_.add(payload, d.row(first));
+      const int32_t rows = pl.row_begin[v + 1] - pl.row_begin[v];
+      for (int32_t c = 0; c < rows; ++c) {
+        const int32_t p = pl.row[pl.row_begin[v] + c];
         d.src_rank[p] = src.rank;
         d.src_token[p] = t;
-        d.weight[p] = picks[c].weight;
+        d.weight[p] = pl.weight[pl.row_begin[v] + c];
         d.first_row[p] = first;
-        token_rows[c - a] = static_cast<int32_t>(p);
+        token_rows[c] = p;
       }
-      for (int c = b - a; c < L; ++c) token_rows[c] = -1;
+      for (int32_t c = rows; c < L; ++c) token_rows[c] = -1;
       buf_.route_local[static_cast<std::size_t>(handled) * R + route_n] = ld;
-      buf_.route_entry[static_cast<std::size_t>(handled) * R + route_n] = q;
+      buf_.route_entry[static_cast<std::size_t>(handled) * R + route_n] = pl.visit_entry[v];
       ++route_n;
       if (ld != e.group.local_rank) {
-        stats.intranode_bytes += static_cast<int64_t>(row_bytes + (b - a) * 16 + L * 4);
+        stats.intranode_bytes += static_cast<int64_t>(row_bytes + rows * 16 + L * 4);
       }
-      a = b;
     }
     buf_.route_count[handled] = route_n;
     ++handled;

@@ -7,6 +7,7 @@
 
 #include "exchange/engine.hpp"
 #include "exchange/outgoing_blocks.hpp"
+#include "plan/row_placement.hpp"
 
 namespace epcomm::detail {
 
@@ -75,9 +76,7 @@ class DispatchOp : public Op {
   const std::byte* token_rows_ = nullptr;
   bool rows_encoded_ = false;
   RowCopies copies_;  // the batch being built
-  // Per-source cursors while writing: next row per (local rank, local expert) and
-  // next token entry per local rank.
-  std::vector<int32_t> row_cursor_, token_cursor_;
+  RowPlacement placement_;  // of the source being written
 };
 
 }  // namespace epcomm::detail
