@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The pure planning logic: token routes (dedup per node and rank, validation), the
-// receive layout and the placement of a source's rows on a node, against direct
-// per-(token, expert) counting.
+// receive layout, the placement of a source's rows on a node and the saved layout
+// a later dispatch reuses, against direct per-(token, expert) counting.
 #include <epcomm/error.hpp>
 #include <gtest/gtest.h>
 
@@ -15,14 +15,19 @@
 
 #include "plan/node_layout.hpp"
 #include "plan/row_placement.hpp"
+#include "plan/saved_layout.hpp"
 #include "plan/token_routes.hpp"
 
 namespace {
 
 using epcomm::detail::build_recv_layout;
 using epcomm::detail::build_token_routes;
+using epcomm::detail::first_count_difference;
 using epcomm::detail::place_source_rows;
+using epcomm::detail::restore_layout;
 using epcomm::detail::RowPlacement;
+using epcomm::detail::save_layout;
+using epcomm::detail::SavedLayout;
 using epcomm::detail::SourceTokens;
 using epcomm::detail::RecvLayoutView;
 using epcomm::detail::Topology;
@@ -289,6 +294,63 @@ TEST(RowPlacement, MoreRowsThanTheLayoutAnnouncedIsAMismatchNamingTheSource) {
     EXPECT_EQ(e.code(), epcomm::ErrorCode::kMismatch);
     EXPECT_NE(std::string(e.what()).find("rank 0 sent more tokens to rank 0"), std::string::npos) << e.what();
   }
+}
+
+// A saved layout restores the receive layout it was saved from, and accepts a
+// routing exactly when its counts per expert, rank and node are the same.
+TEST(SavedLayout, RestoresTheLayoutAndNamesTheFirstCountThatDiffers) {
+  Topology topo{4, 2, 8, 3};
+  std::mt19937 rng(11);
+  const int T = 12;
+  std::vector<int32_t> idx = random_topk(rng, topo, T);
+  std::vector<float> w(idx.size(), 0.25f);
+  TokenRoutes routes;
+  build_token_routes(topo, idx.data(), w.data(), T, routes);
+  const int32_t expert_tokens[4 * 2] = {1, 2, 0, 3, 4, 0, 1, 1};
+  const int32_t rank_tokens[4] = {2, 3, 4, 1};
+  OwnedLayout layout(4, 2), restored(4, 2);
+  build_recv_layout(expert_tokens, rank_tokens, 2, layout.view);
+  const SavedLayout saved = save_layout(routes, layout.view, {0, 5});
+  restore_layout(saved, restored.view);
+  EXPECT_EQ(restored.row_base, layout.row_base);
+  EXPECT_EQ(restored.token_base, layout.token_base);
+  EXPECT_EQ(restored.offset, layout.offset);
+  EXPECT_EQ(restored.count, layout.count);
+  EXPECT_EQ(saved.rail_rows, (std::vector<int32_t>{0, 5}));
+
+  // The same routing, and the tokens in another order: same counts.
+  EXPECT_EQ(first_count_difference(saved, routes), "");
+  std::vector<int32_t> rev(idx.size());
+  for (int t = 0; t < T; ++t) std::copy_n(idx.begin() + t * 3, 3, rev.begin() + (T - 1 - t) * 3);
+  TokenRoutes other;
+  build_token_routes(topo, rev.data(), w.data(), T, other);
+  EXPECT_EQ(first_count_difference(saved, other), "");
+
+  // One expert fewer for one token: named by its expert.
+  std::vector<int32_t> fewer = idx;
+  auto chosen = std::find_if(fewer.begin(), fewer.end(), [](int32_t e) { return e >= 0; });
+  ASSERT_NE(chosen, fewer.end());
+  const int32_t e = *chosen;
+  *chosen = -1;
+  build_token_routes(topo, fewer.data(), w.data(), T, other);
+  EXPECT_EQ(first_count_difference(saved, other),
+            "this rank's topk_idx sends " + std::to_string(routes.expert_tokens[e] - 1) + " tokens to expert " +
+                std::to_string(e) + ", the layout was made for " + std::to_string(routes.expert_tokens[e]));
+
+  // Same counts per expert, but a token's two experts on one rank moved to two
+  // tokens: more distinct tokens reach that rank.
+  Topology small{2, 1, 4, 2};
+  const int32_t together[4] = {0, 1, 2, -1};  // token 0: experts 0, 1 (rank 0); token 1: expert 2
+  const int32_t apart[4] = {0, 2, 1, -1};     // token 0: experts 0, 2; token 1: expert 1
+  const float ws[4] = {1, 1, 1, 1};
+  TokenRoutes a, b;
+  build_token_routes(small, together, ws, 2, a);
+  build_token_routes(small, apart, ws, 2, b);
+  OwnedLayout l(2, 2);
+  const int32_t et[4] = {0, 0, 0, 0}, rt[2] = {0, 0};
+  build_recv_layout(et, rt, 1, l.view);
+  EXPECT_EQ(first_count_difference(save_layout(a, l.view, {0, 0}), b),
+            "this rank's topk_idx sends 2 tokens to rank 0, the layout was made for 1");
 }
 
 }  // namespace

@@ -28,10 +28,12 @@ struct DispatchOp::TokenSource {
   const std::byte* message;   // inter-node message, else null
 };
 
-DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input)
+DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
+                       std::shared_ptr<const ReusableLayout> layout)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
+      reused_(std::move(layout)),
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
   rail_recvs_ = engine.internode->new_transfers();
@@ -104,12 +106,22 @@ const std::byte* DispatchOp::token_row(int32_t t) const {
 }
 
 void DispatchOp::post_layout() {
-  const Engine& e = engine_;
+  Engine& e = engine_;
   const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
   const TokenRoutes& routes = buf_.routes;
   msg_ints_ = kMsgExperts + J + 2;
   layout_from_rail_peer_.assign(topo.num_nodes(), 0);
+  if (reused_) {
+    // No counts to exchange. A one-sided transport still needs this rank's word
+    // that the slot's receive blocks are free, which the layout message gives
+    // otherwise.
+    if (!e.internode->needs_clear_to_send()) return;
+    for (int n = 0; n < topo.num_nodes(); ++n) {
+      if (n != e.group.node && reused_->saved.rail_rows[n] > 0) e.internode->announce_ready(n, seq_);
+    }
+    return;
+  }
   layout_out_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   layout_in_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   const int tag = e.mpi_tag(seq_, kTagLayout);
@@ -179,7 +191,11 @@ bool DispatchOp::post_cleared_rail_sends() {
   return rail_blocks_.send_cleared(
       {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
        e.rail_block_bytes(), seq_},
-      [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
+      [&](int n) {
+        if (!net.needs_clear_to_send()) return true;
+        return reused_ ? net.take_ready(n, seq_) : layout_from_rail_peer_[n] != 0;
+      },
+      &stats.internode_bytes);
 }
 
 // A layout receive that completed from a rail peer clears the way to its node.
@@ -192,7 +208,9 @@ void DispatchOp::note_layout_arrivals(const std::vector<int>& completed) {
   }
 }
 
-void DispatchOp::on_layout_complete() {
+// This rank's receive layout from every source's layout message, and the rows
+// each rail peer announced.
+void DispatchOp::build_layout_from_messages() {
   const Engine& e = engine_;
   const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), N = topo.num_nodes();
@@ -206,8 +224,28 @@ void DispatchOp::on_layout_complete() {
     std::memcpy(expert_tokens.data() + static_cast<std::size_t>(s) * J, msg + kMsgExperts, J * sizeof(int32_t));
     rank_tokens[s] = msg[kMsgExperts + J];
   }
+  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config().expert_alignment, mine_.layout);
+  rail_rows_.assign(N, 0);
+  for (int n = 0; n < N; ++n) {
+    if (n == e.group.node) continue;
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
+  }
+}
+
+// Builds this rank's receive layout from every source's counts, or restores the
+// reused one.
+void DispatchOp::on_layout_complete() {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo();
+  const int J = topo.experts_per_rank(), N = topo.num_nodes();
   RecvLayoutView& layout = mine_.layout;
-  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config().expert_alignment, layout);
+  if (reused_) {
+    restore_layout(reused_->saved, layout);
+    rail_rows_ = reused_->saved.rail_rows;
+  } else {
+    build_layout_from_messages();
+  }
   EPCOMM_REQUIRE(layout.num_rows() <= e.slot_layout().max_rows, kBufferTooSmall,
                  "this dispatch delivers " << layout.num_rows() << " rows (with padding) to this rank but max_recv_rows is "
                                            << e.slot_layout().max_rows);
@@ -229,7 +267,6 @@ void DispatchOp::on_layout_complete() {
 
   // Inter-node rows this rank forwards, and where its forwarding record starts per
   // source node.
-  rail_rows_.assign(N, 0);
   buf_.handled_offset[0] = 0;
   forwards_left_ = 0;
   for (int n = 0; n < N; ++n) {
@@ -238,7 +275,6 @@ void DispatchOp::on_layout_complete() {
       continue;
     }
     const int peer = e.group.global_rank(n, e.group.local_rank);
-    rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
     buf_.handled_offset[n + 1] = buf_.handled_offset[n] + rail_rows_[n];
     if (rail_rows_[n] == 0) continue;
     EPCOMM_REQUIRE(rail_rows_[n] <= e.config().max_tokens_per_rank, kMismatch,
@@ -335,6 +371,15 @@ void DispatchOp::finish() {
     mover.upload(buf_.out_src_rank, mine_.src_rank, rows * sizeof(int32_t));
     mover.upload(buf_.out_src_token, mine_.src_token, rows * sizeof(int32_t));
   }
+}
+
+std::shared_ptr<const ReusableLayout> DispatchOp::reusable_layout() const {
+  if (reused_) return reused_;
+  auto layout = std::make_shared<ReusableLayout>();
+  layout->exchange = std::shared_ptr<const void>(engine_.shared_from_this());
+  layout->origin = seq_;
+  layout->saved = save_layout(buf_.routes, mine_.layout, rail_rows_);
+  return layout;
 }
 
 DispatchOp::RowMetadata DispatchOp::row_metadata() const {
