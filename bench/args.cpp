@@ -50,6 +50,9 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--iters", o.iters, 1, "timed iterations");
   add_number(app, "--alignment", o.alignment, 1, "ExchangeConfig::expert_alignment");
   add_number<uint64_t>(app, "--seed", o.seed, 0, "data and routing seed");
+  app.add_flag("--reuse-layout", o.reuse_layout,
+               "also time dispatches on the first dispatch's layout (DispatchLayout: same routing, no layout "
+               "exchange), interleaved with the others");
   app.add_flag("--json", o.json, "also print one JSON object per configuration");
   app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;

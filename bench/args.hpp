@@ -42,6 +42,9 @@ struct Options {
   int iters = 20;
   int alignment = 1;
   uint64_t seed = 1;
+  // Also time a dispatch on the layout of an earlier one (same routing, no layout
+  // exchange), interleaved with the other paths.
+  bool reuse_layout = false;
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

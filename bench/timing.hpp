@@ -11,7 +11,9 @@
 
 #include <mpi.h>
 
-#include <utility>
+#include <array>
+#include <cstddef>
+#include <functional>
 #include <vector>
 
 namespace epcomm_bench {
@@ -65,18 +67,28 @@ void time_iteration(MPI_Comm comm, Path& path, bool record, PathSamples& samples
   }
 }
 
-// Collective: warmup + iters iterations of two paths, alternating every iteration,
-// so that a slow spell of a shared machine slows both sides of the comparison
-// instead of one.
-template <class PathA, class PathB>
-std::pair<PhaseTimes, PhaseTimes> time_paths_interleaved(MPI_Comm comm, PathA& a, PathB& b, int warmup,
-                                                         int iters) {
-  PathSamples sa, sb;
+// Collective: warmup + iters iterations of every path, alternating every
+// iteration, so that a slow spell of a shared machine slows every side of the
+// comparison instead of one. The order rotates from one iteration to the next, so
+// each path follows each other path equally often (what ran just before a path --
+// the baseline's large buffers, say -- changes its time). Times in the order of
+// the paths.
+template <class... Paths>
+std::array<PhaseTimes, sizeof...(Paths)> time_paths_interleaved(MPI_Comm comm, int warmup, int iters,
+                                                                 Paths&... paths) {
+  constexpr std::size_t n = sizeof...(Paths);
+  std::array<PathSamples, n> samples;
+  const std::array<std::function<void(bool, PathSamples&)>, n> run{
+      [&comm, &paths](bool record, PathSamples& s) { time_iteration(comm, paths, record, s); }...};
   for (int i = 0; i < warmup + iters; ++i) {
-    time_iteration(comm, a, i >= warmup, sa);
-    time_iteration(comm, b, i >= warmup, sb);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t p = (static_cast<std::size_t>(i) + k) % n;
+      run[p](i >= warmup, samples[p]);
+    }
   }
-  return {sa.spreads(comm), sb.spreads(comm)};
+  std::array<PhaseTimes, n> times;
+  for (std::size_t p = 0; p < n; ++p) times[p] = samples[p].spreads(comm);
+  return times;
 }
 
 }  // namespace epcomm_bench
