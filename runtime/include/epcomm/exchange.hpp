@@ -218,8 +218,9 @@ class EPCOMM_API Exchange {
 
   // Dispatches `input` into a layout an earlier dispatch of this exchange made,
   // without the layout exchange. Every rank must pass the layout of the same
-  // dispatch (a rank that passes another one, or none, fails the operation on
-  // every rank with kMismatch naming both ranks). Each rank checks that its
+  // dispatch: a rank that passes another one, or none, fails every rank with
+  // kMismatch naming both ranks (at the latest in the next call: the operation
+  // headers are compared as they arrive, docs/design.md). Each rank checks that its
   // input.topk_idx gives the counts the layout was made from; if not, the begin is
   // rejected with kInvalidArgument naming the first count that differs — on every
   // rank that differs, and like any begin rejected on some ranks only, it fails the
