@@ -53,6 +53,9 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--mover-threads", o.mover_threads, 1,
              "threads per rank that copy the memcpy floor's bytes (default: EPCOMM_MOVER_THREADS, else 1)")
       ->envname("EPCOMM_MOVER_THREADS");
+  app.add_flag("--reuse-layout", o.reuse_layout,
+               "also time dispatches on the first dispatch's layout (DispatchLayout: same routing, no layout "
+               "exchange), interleaved with the others");
   app.add_flag("--json", o.json, "also print one JSON object per configuration");
   app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;

@@ -43,6 +43,9 @@ struct Options {
   int alignment = 1;
   uint64_t seed = 1;
   int mover_threads = 1;   // threads per rank of the memcpy floor (EPCOMM_MOVER_THREADS)
+  // Also time a dispatch on the layout of an earlier one (same routing, no layout
+  // exchange), interleaved with the other paths.
+  bool reuse_layout = false;
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

@@ -18,7 +18,9 @@ EpcommPath::EpcommPath(epcomm::Exchange& exchange, const RankData& data, int fir
   out_.resize(data.x.size());
 }
 
-void EpcommPath::dispatch() { route_ = exchange_.dispatch(input_); }
+void EpcommPath::dispatch() {
+  route_ = layout_.valid() ? exchange_.dispatch(input_, layout_) : exchange_.dispatch(input_);
+}
 
 void EpcommPath::run_experts() {
   // The outputs go where combine reads them, as an expert kernel would write them:

@@ -20,6 +20,8 @@ namespace epcomm_bench {
 class EpcommPath {
  public:
   EpcommPath(epcomm::Exchange& exchange, const RankData& data, int first_expert);
+  // Every later dispatch goes on `layout` (an earlier dispatch's, same routing).
+  void use_layout(const epcomm::DispatchLayout& layout) { layout_ = layout; }
 
   void dispatch();
   // Copies the dispatched rows into the handle's expert_out_buffer() and applies
@@ -43,6 +45,7 @@ class EpcommPath {
   const RankData& data_;
   int first_expert_;
   epcomm::DispatchInput input_;
+  epcomm::DispatchLayout layout_;
   epcomm::DispatchHandle route_;
   epcomm::ExchangeStats combine_stats_;
   std::vector<std::byte> out_;

@@ -138,9 +138,15 @@ void Report::row(const Result& r) {
       r.check ? "true" : "false",
   };
   print_line(cells);
+  const Options& o = *info_.options;
+  if (o.reuse_layout) {
+    note("dispatch on a reused layout (DispatchLayout): min " + fixed(r.reuse_dispatch.min, 1) + ", p10 " +
+         fixed(r.reuse_dispatch.p10, 1) + ", median " + fixed(r.reuse_dispatch.p50, 1) + ", p90 " +
+         fixed(r.reuse_dispatch.p90, 1) + ", max " + fixed(r.reuse_dispatch.max, 1) + " us: " +
+         fixed(r.reuse_dispatch.p50 / r.dispatch.p50, 3) + " x the dispatch that exchanges its layout");
+  }
 
   if (!json_.enabled()) return;
-  const Options& o = *info_.options;
   RunHeader header;
   header.bench = "epcomm-bench";
   header.ranks = r.ranks;
@@ -169,6 +175,10 @@ void Report::row(const Result& r) {
   add_spread(j, "baseline_dispatch_us", r.baseline_dispatch, 3);
   add_spread(j, "baseline_combine_us", r.baseline_combine, 3);
   j["baseline_us"] = rounded(r.baseline_us(), 3);
+  if (o.reuse_layout) {
+    add_spread(j, "reuse_dispatch_us", r.reuse_dispatch, 3);
+    j["reuse_dispatch_ratio"] = rounded(r.reuse_dispatch.p50 / r.dispatch.p50, 4);
+  }
   j["speedup_vs_baseline"] = rounded(r.speedup(), 4);
   j["mover_threads"] = r.mover_threads;
   add_spread(j, "memcpy_floor_dispatch_us", r.memcpy_floor_dispatch, 3);

@@ -28,6 +28,7 @@ struct Result {
   Spread combine;
   Spread baseline_dispatch;
   Spread baseline_combine;
+  Spread reuse_dispatch;  // --reuse-layout: dispatch on an earlier dispatch's layout
 
   // Bytes of one dispatch + combine, summed over ranks.
   int64_t internode_bytes = 0;       // epcomm's ExchangeStats

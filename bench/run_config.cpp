@@ -12,6 +12,7 @@
 #include <epcomm/routing.hpp>
 
 #include <algorithm>
+#include <tuple>
 #include <cstdio>
 #include <optional>
 #include <vector>
@@ -124,26 +125,56 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   // runs, so nothing is assumed about the rows once combine has used them.
   epcomm_path.dispatch();
   baseline_path.dispatch();
-  std::string dispatch_failure;
-  if (config.dtype == epcomm::DType::kBF16) {
-    dispatch_failure = check_dispatch(epcomm_path.route(), baseline_path.exchange(),
-                             baseline_path.exchange().exchange_sources(data.topk_weights.data()),
-                             options.alignment, format);
-  } else {
-    // The timed baseline carries BF16, which cannot vouch for every bit of an f32
-    // row. One extra, untimed baseline dispatch of the f32 tokens can.
-    BaselineExchange f32_reference(comm, config.experts, config.hidden, epcomm::DType::kF32);
-    f32_reference.dispatch(data.x.data(), data.topk_idx.data(), data.tokens, data.topk);
-    dispatch_failure = check_dispatch(epcomm_path.route(), f32_reference,
-                             f32_reference.exchange_sources(data.topk_weights.data()),
-                             options.alignment, format);
+  // The reference for every epcomm dispatch of this configuration: the timed
+  // baseline's rows, or, for f32 (which the BF16 baseline cannot vouch for bit by
+  // bit), one extra untimed baseline dispatch of the f32 tokens.
+  std::optional<BaselineExchange> f32_reference;
+  if (config.dtype != epcomm::DType::kBF16) {
+    f32_reference.emplace(comm, config.experts, config.hidden, epcomm::DType::kF32);
+    f32_reference->dispatch(data.x.data(), data.topk_idx.data(), data.tokens, data.topk);
   }
+  const BaselineExchange& reference = f32_reference ? *f32_reference : baseline_path.exchange();
+  const std::vector<RowSource> reference_sources = reference.exchange_sources(data.topk_weights.data());
+  std::string dispatch_failure =
+      check_dispatch(epcomm_path.route(), reference, reference_sources, options.alignment, format);
+  const epcomm::DispatchLayout layout = epcomm_path.route().layout();
   epcomm_path.run_experts();
   epcomm_path.combine();
   baseline_path.run_experts();
   baseline_path.combine();
-  const std::string combine_failure =
+  std::string combine_failure =
       check_combine(epcomm_path.out(), baseline_path.out(), data, config.dispatch_format, config.combine_format);
+
+  // Traffic is the same every iteration (same data, same routing): read it once.
+  const epcomm::ExchangeStats stats = epcomm_path.stats();
+  const BaselineTraffic traffic = baseline_path.exchange().traffic(group.ranks_per_node());
+  int64_t bytes[] = {stats.internode_bytes,     stats.intranode_bytes,
+                     stats.layout_bytes,        traffic.internode_bytes,
+                     traffic.intranode_bytes,   epcomm_path.dispatch_stats().internode_bytes,
+                     epcomm_path.combine_stats().internode_bytes, floor_bytes.total()};
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 8, MPI_INT64_T, MPI_SUM, comm),
+            "MPI_Allreduce(bytes)");
+  epcomm_path.end_iteration();
+
+  // Dispatches on the first one's layout, checked against the same reference.
+  std::optional<EpcommPath> reuse_path;
+  if (options.reuse_layout) {
+    reuse_path.emplace(exchange, data, first_expert);
+    reuse_path->use_layout(layout);
+    reuse_path->dispatch();
+    if (dispatch_failure.empty()) {
+      dispatch_failure = check_dispatch(reuse_path->route(), reference, reference_sources, options.alignment, format);
+      if (!dispatch_failure.empty()) dispatch_failure = "on the reused layout: " + dispatch_failure;
+    }
+    reuse_path->run_experts();
+    reuse_path->combine();
+    if (combine_failure.empty()) {
+      combine_failure =
+          check_combine(reuse_path->out(), baseline_path.out(), data, config.dispatch_format, config.combine_format);
+      if (!combine_failure.empty()) combine_failure = "on the reused layout: " + combine_failure;
+    }
+    reuse_path->end_iteration();
+  }
   // Agreed separately so a dispatch mismatch is reported rather than the combine
   // mismatch it causes on the token's source rank.
   std::string dispatch_message;
@@ -157,19 +188,22 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
     outcome.check_failure = "combine: " + combine_message;
   }
 
-  // Traffic is the same every iteration (same data, same routing): read it once.
-  const epcomm::ExchangeStats stats = epcomm_path.stats();
-  const BaselineTraffic traffic = baseline_path.exchange().traffic(group.ranks_per_node());
-  int64_t bytes[] = {stats.internode_bytes,     stats.intranode_bytes,
-                     stats.layout_bytes,        traffic.internode_bytes,
-                     traffic.intranode_bytes,   epcomm_path.dispatch_stats().internode_bytes,
-                     epcomm_path.combine_stats().internode_bytes, floor_bytes.total()};
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, bytes, 8, MPI_INT64_T, MPI_SUM, comm),
-            "MPI_Allreduce(bytes)");
-  epcomm_path.end_iteration();
-
-  const auto [epcomm_times, baseline_times, floor_times] =
-      time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path);
+  PhaseTimes epcomm_times;
+  PhaseTimes baseline_times;
+  PhaseTimes floor_times;
+  if (options.reuse_layout) {
+    PhaseTimes reuse_times;
+    std::tie(epcomm_times, baseline_times, floor_times, reuse_times) = time_paths_interleaved(
+        comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path, *reuse_path);
+    result.reuse_dispatch = reuse_times.dispatch_us;
+  } else {
+    std::tie(epcomm_times, baseline_times, floor_times) =
+        time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path);
+  }
+  result.dispatch = epcomm_times.dispatch_us;
+  result.combine = epcomm_times.combine_us;
+  result.baseline_dispatch = baseline_times.dispatch_us;
+  result.baseline_combine = baseline_times.combine_us;
 
   result.config = config;
   result.ranks = ranks;
@@ -177,10 +211,6 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.transport = exchange.transport();
   result.effective_max_nodes = router->effective_max_nodes();
   result.max_recv_rows = exchange_config.max_recv_rows;
-  result.dispatch = epcomm_times.dispatch_us;
-  result.combine = epcomm_times.combine_us;
-  result.baseline_dispatch = baseline_times.dispatch_us;
-  result.baseline_combine = baseline_times.combine_us;
   result.internode_bytes = bytes[0];
   result.intranode_bytes = bytes[1];
   result.layout_bytes = bytes[2];

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 namespace epcomm_bench {
@@ -66,19 +67,27 @@ void time_iteration(MPI_Comm comm, Path& path, bool record, PathSamples& samples
   }
 }
 
-// Collective: warmup + iters iterations of every path, alternating path by path
-// within each iteration, so that a slow spell of a shared machine slows every side
-// of the comparison instead of one. Returns the paths' times in argument order.
+// Collective: warmup + iters iterations of every path, alternating every
+// iteration, so that a slow spell of a shared machine slows every side of the
+// comparison instead of one. The order rotates from one iteration to the next, so
+// each path follows each other path equally often (what ran just before a path --
+// the baseline's large buffers, say -- changes its time). Times in the order of
+// the paths.
 template <class... Paths>
 std::array<PhaseTimes, sizeof...(Paths)> time_paths_interleaved(MPI_Comm comm, int warmup, int iters,
                                                                  Paths&... paths) {
-  std::array<PathSamples, sizeof...(Paths)> samples;
+  constexpr std::size_t n = sizeof...(Paths);
+  std::array<PathSamples, n> samples;
+  const std::array<std::function<void(bool, PathSamples&)>, n> run{
+      [&comm, &paths](bool record, PathSamples& s) { time_iteration(comm, paths, record, s); }...};
   for (int i = 0; i < warmup + iters; ++i) {
-    std::size_t k = 0;
-    (time_iteration(comm, paths, i >= warmup, samples[k++]), ...);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t p = (static_cast<std::size_t>(i) + k) % n;
+      run[p](i >= warmup, samples[p]);
+    }
   }
-  std::array<PhaseTimes, sizeof...(Paths)> times;
-  for (std::size_t k = 0; k < times.size(); ++k) times[k] = samples[k].spreads(comm);
+  std::array<PhaseTimes, n> times;
+  for (std::size_t p = 0; p < n; ++p) times[p] = samples[p].spreads(comm);
   return times;
 }
 

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
-// What training needs from the exchange, against the independent reference of
-// support/test_data: a dispatch along an earlier dispatch's route (the backward of
-// combine) and the unweighted combine (the backward of dispatch). Run under mpiexec
-// with 2 and 4 ranks, 4 as 2 emulated nodes.
+// What training and cached routing need from the exchange, against the independent
+// reference of support/test_data: a dispatch along an earlier dispatch's route (the
+// backward of combine), a dispatch on an earlier dispatch's layout (no layout
+// exchange) and its misuse, and the unweighted combine (the backward of dispatch).
+// Run under mpiexec with 2 and 4 ranks, 4 as 2 emulated nodes.
 #include <epcomm/epcomm.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
@@ -258,6 +261,216 @@ TEST_F(MpiTest, UnweightedCombineSumsEachTokensRows) {
       ASSERT_LE(std::fabs(got - ref[i]), 1e-6 * mag[i] + 1e-6) << "weighted element " << i;
     }
   }
+}
+
+// Expects `body` to throw on this rank with `code` and every needle in its message.
+template <class Body>
+void expect_error(Body&& body, epcomm::ErrorCode code, const std::vector<std::string>& needles) {
+  try {
+    body();
+    ADD_FAILURE() << "no error";
+  } catch (const epcomm::Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const std::string& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+// The tokens of `in` in reverse order: another topk_idx with the same counts per
+// expert, rank and node.
+RankInput reversed(const RankInput& in, const Shape& s) {
+  RankInput r = in;
+  for (int t = 0; t < in.num_tokens; ++t) {
+    const int u = in.num_tokens - 1 - t;
+    std::copy_n(in.x.begin() + static_cast<std::ptrdiff_t>(u) * s.hidden, s.hidden,
+                r.x.begin() + static_cast<std::ptrdiff_t>(t) * s.hidden);
+    std::copy_n(in.topk_idx.begin() + static_cast<std::ptrdiff_t>(u) * s.topk, s.topk,
+                r.topk_idx.begin() + static_cast<std::ptrdiff_t>(t) * s.topk);
+    std::copy_n(in.topk_weights.begin() + static_cast<std::ptrdiff_t>(u) * s.topk, s.topk,
+                r.topk_weights.begin() + static_cast<std::ptrdiff_t>(t) * s.topk);
+  }
+  return r;
+}
+
+// Other counts: the first expert any token chose, dropped.
+void drop_first_expert(RankInput& in) {
+  auto chosen = std::find_if(in.topk_idx.begin(), in.topk_idx.end(), [](int32_t e) { return e >= 0; });
+  ASSERT_NE(chosen, in.topk_idx.end()) << "an input whose tokens chose no expert";
+  *chosen = -1;
+}
+
+// Combines `h` (expert_fn outputs) and compares with the reference for `in`.
+void expect_combine_matches_reference(epcomm::Exchange& ex, const epcomm::DispatchHandle& h, const RankInput& in,
+                                      const ReuseSetup& su, int rank) {
+  const std::vector<float> y = expert_outputs(h, su, rank);
+  std::vector<float> out(static_cast<std::size_t>(in.num_tokens) * su.shape.hidden);
+  ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens);
+  std::vector<double> ref, mag;
+  expected_combine(in, su.shape, ref, mag);
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_LE(std::fabs(out[i] - ref[i]), 1e-6 * mag[i] + 1e-6) << "element " << i;
+  }
+}
+
+TEST_F(MpiTest, DispatchOnASavedLayoutDeliversRowsWithoutTheLayoutExchange) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  for (int alignment : {1, 4}) {
+    SCOPED_TRACE("expert_alignment " + std::to_string(alignment));
+    const ReuseSetup su = make_setup(g, 61 + alignment, alignment);
+    epcomm::Exchange ex(g, su.config);
+    epcomm::DispatchLayout layout;
+    {
+      // The layout outlives its handle: the handle's slot is free again.
+      epcomm::DispatchHandle first = ex.dispatch(input_of(su.input));
+      layout = first.layout();
+      ASSERT_GT(first.stats().layout_bytes, 0);
+    }
+    for (int round = 0; round < 3; ++round) {
+      // New values (gradients, the next layer's activations) on the same routing.
+      const RankInput next = with_new_x(su.input, 2000 + 10 * round + g.rank());
+      std::vector<RankInput> all_next;
+      for (int r = 0; r < g.size(); ++r) all_next.push_back(with_new_x(su.all[r], 2000 + 10 * round + r));
+      epcomm::DispatchHandle h = ex.dispatch(input_of(next), layout);
+      expect_rows_match_reference(h, all_next, su, g.rank());
+      ASSERT_FALSE(HasFailure());
+      EXPECT_EQ(h.stats().layout_bytes, 0);
+      expect_combine_matches_reference(ex, h, next, su, g.rank());
+      ASSERT_FALSE(HasFailure());
+      // The handle of a dispatch on a layout gives that layout again.
+      layout = h.layout();
+    }
+    // Another topk_idx with the same counts (the tokens reversed) fits the layout;
+    // its rows are placed by its own topk_idx.
+    const RankInput rev = reversed(su.input, su.shape);
+    std::vector<RankInput> all_rev;
+    for (int r = 0; r < g.size(); ++r) all_rev.push_back(reversed(su.all[r], su.shape));
+    epcomm::DispatchHandle h = ex.dispatch(input_of(rev), layout);
+    expect_rows_match_reference(h, all_rev, su, g.rank());
+    ASSERT_FALSE(HasFailure());
+    expect_combine_matches_reference(ex, h, rev, su, g.rank());
+  }
+}
+
+// Two dispatches on one layout in flight at once, in both slots, with a dispatch
+// that exchanges its layout between them.
+TEST_F(MpiTest, DispatchesOnASavedLayoutOverlap) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 71, 2);
+  epcomm::Exchange ex(g, su.config);
+  const epcomm::DispatchLayout layout = ex.dispatch(input_of(su.input)).layout();
+  for (int round = 0; round < 2; ++round) {
+    const RankInput a = with_new_x(su.input, 3000 + 10 * round + g.rank());
+    const RankInput b = with_new_x(su.input, 4000 + 10 * round + g.rank());
+    std::vector<RankInput> all_a, all_b;
+    for (int r = 0; r < g.size(); ++r) {
+      all_a.push_back(with_new_x(su.all[r], 3000 + 10 * round + r));
+      all_b.push_back(with_new_x(su.all[r], 4000 + 10 * round + r));
+    }
+    epcomm::DispatchHandle ha = ex.dispatch_begin(input_of(a), layout);
+    epcomm::DispatchHandle hb = round == 0 ? ex.dispatch_begin(input_of(b), layout) : ex.dispatch_begin(input_of(b));
+    hb.wait();
+    ha.wait();
+    expect_rows_match_reference(ha, all_a, su, g.rank());
+    expect_rows_match_reference(hb, all_b, su, g.rank());
+    ASSERT_FALSE(HasFailure());
+  }
+}
+
+// Every rank passes a topk_idx with other counts: each rejects it naming itself and
+// the first count that differs; the exchange and the layout stay usable.
+TEST_F(MpiTest, DispatchOnALayoutWithOtherCountsIsRejectedOnEveryRank) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 81, 1);
+  epcomm::Exchange ex(g, su.config);
+  const epcomm::DispatchLayout layout = ex.dispatch(input_of(su.input)).layout();
+  RankInput other = su.input;
+  if (other.num_tokens == 0) {  // one more token, to expert 0
+    other.num_tokens = 1;
+    other.x.assign(su.shape.hidden, 1.0f);
+    other.topk_idx.assign(su.shape.topk, -1);
+    other.topk_weights.assign(su.shape.topk, 0.5f);
+    other.topk_idx[0] = 0;
+  } else {
+    drop_first_expert(other);
+  }
+  expect_error([&] { ex.dispatch_begin(input_of(other), layout); }, epcomm::ErrorCode::kInvalidArgument,
+               {"epcomm rank " + std::to_string(g.rank()) + ":", "on the layout of dispatch 1", "tokens to expert"});
+  ASSERT_FALSE(HasFailure());
+  epcomm::DispatchHandle h = ex.dispatch(input_of(su.input), layout);
+  expect_rows_match_reference(h, su.all, su, g.rank());
+  ASSERT_FALSE(HasFailure());
+  expect_combine_matches_reference(ex, h, su.input, su, g.rank());
+}
+
+// Rank 0 alone passes other counts: it rejects the begin, every other rank fails
+// naming it (in the first dispatch, if still waiting for it when the news comes);
+// a new Exchange on the group works.
+TEST_F(MpiTest, DispatchOnALayoutWithOtherCountsOnOneRankFailsTheGroup) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 83, 1);
+  {
+    epcomm::Exchange ex(g, su.config);
+    auto dispatch_twice = [&] {
+      const epcomm::DispatchLayout layout = ex.dispatch(input_of(su.input)).layout();
+      RankInput other = su.input;
+      if (g.rank() == 0) drop_first_expert(other);  // rank 0 always has tokens
+      ex.dispatch(input_of(other), layout);
+    };
+    if (g.rank() == 0) {
+      expect_error(dispatch_twice, epcomm::ErrorCode::kInvalidArgument,
+                   {"epcomm rank 0:", "on the layout of dispatch 1"});
+    } else {
+      expect_error(dispatch_twice, epcomm::ErrorCode::kGroupFailed,
+                   {"epcomm rank " + std::to_string(g.rank()) + ":", "because of rank 0",
+                    "on the layout of dispatch 1"});
+    }
+  }
+  ASSERT_FALSE(HasFailure());
+  epcomm::Exchange fresh(g, su.config);
+  epcomm::DispatchHandle h = fresh.dispatch(input_of(su.input));
+  expect_rows_match_reference(h, su.all, su, g.rank());
+}
+
+// Rank 0 dispatches on a layout where the others exchange theirs: every rank fails,
+// naming both operations (kMismatch where it compared the headers, kGroupFailed
+// where the news came from a peer). A rank still waiting for the first dispatch
+// when the news comes fails there.
+TEST_F(MpiTest, RanksThatDisagreeOnReusingALayoutFail) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 87, 1);
+  epcomm::Exchange ex(g, su.config);
+  try {
+    const epcomm::DispatchLayout layout = ex.dispatch(input_of(su.input)).layout();
+    if (g.rank() == 0) {
+      ex.dispatch(input_of(su.input), layout);
+    } else {
+      ex.dispatch(input_of(su.input));
+    }
+    ADD_FAILURE() << "rank " << g.rank() << " did not fail";
+  } catch (const epcomm::Error& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(e.code() == epcomm::ErrorCode::kMismatch || e.code() == epcomm::ErrorCode::kGroupFailed) << what;
+    EXPECT_NE(what.find("began dispatch 2 on the layout of dispatch 1"), std::string::npos) << what;
+    // ... and the other rank's own dispatch, followed by "while" or ":".
+    EXPECT_TRUE(what.find("began dispatch 2 while") != std::string::npos ||
+                what.find("began dispatch 2:") != std::string::npos)
+        << what;
+  }
+}
+
+// A layout is for the exchange that made it; an empty one is no layout.
+TEST_F(MpiTest, ForeignOrEmptyLayoutIsRejected) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  const ReuseSetup su = make_setup(g, 89, 1);
+  epcomm::Exchange a(g, su.config);
+  epcomm::Exchange b(g, su.config);
+  const epcomm::DispatchLayout from_a = a.dispatch(input_of(su.input)).layout();
+  expect_error([&] { b.dispatch_begin(input_of(su.input), from_a); }, epcomm::ErrorCode::kInvalidArgument,
+               {"epcomm rank " + std::to_string(g.rank()) + ":", "another Exchange"});
+  expect_error([&] { b.dispatch_begin(input_of(su.input), epcomm::DispatchLayout()); },
+               epcomm::ErrorCode::kInvalidArgument, {"empty DispatchLayout"});
+  ASSERT_FALSE(HasFailure());
+  epcomm::DispatchHandle h = b.dispatch(input_of(su.input));
+  expect_rows_match_reference(h, su.all, su, g.rank());
 }
 
 }  // namespace

@@ -92,7 +92,32 @@ namespace detail {
 struct DispatchOp;
 struct CombineOp;
 class Engine;
+struct ReusableLayout;
 }  // namespace detail
+
+// The receive layout of a finished dispatch (DispatchHandle::layout()), kept for
+// later dispatches of the same Exchange whose routing gives the same counts: how
+// many of each rank's tokens go to each expert, to each rank and to each node —
+// for example the same topk_idx, when routing is cached across layers or reused
+// by a backward pass. A dispatch given it skips the layout exchange (every rank
+// sending every rank its counts, and waiting for all of them) and places its rows
+// by its own topk_idx in that layout. Cheap to copy; holds no exchange slot, so it
+// may outlive its handle.
+class EPCOMM_API DispatchLayout {
+ public:
+  DispatchLayout();
+  ~DispatchLayout();
+  DispatchLayout(const DispatchLayout&);
+  DispatchLayout& operator=(const DispatchLayout&);
+
+  bool valid() const { return state_ != nullptr; }
+
+ private:
+  friend class DispatchHandle;
+  friend class Exchange;
+  explicit DispatchLayout(std::shared_ptr<const detail::ReusableLayout> state);
+  std::shared_ptr<const detail::ReusableLayout> state_;
+};
 
 // The result and route of one dispatch. Move-only; holds its buffers (and one of
 // the exchange's in-flight slots) until destroyed. The buffer addresses (rows(),
@@ -136,6 +161,9 @@ class EPCOMM_API DispatchHandle {
   // pointer to combine saves combine one copy. Valid while the handle lives.
   void* expert_out_buffer() const;
   ExchangeStats stats() const;
+  // This dispatch's layout, for dispatches that reuse it (see DispatchLayout); a
+  // dispatch that reused a layout returns that layout.
+  DispatchLayout layout() const;
 
  private:
   friend class Exchange;
@@ -187,6 +215,18 @@ class EPCOMM_API Exchange {
   // own (max_inflight counts it).
   DispatchHandle dispatch_begin(const DispatchInput& input, const DispatchHandle& route);
   DispatchHandle dispatch(const DispatchInput& input, const DispatchHandle& route);
+
+  // Dispatches `input` into a layout an earlier dispatch of this exchange made,
+  // without the layout exchange. Every rank must pass the layout of the same
+  // dispatch: a rank that passes another one, or none, fails every rank with
+  // kMismatch naming both ranks (at the latest in the next call: the operation
+  // headers are compared as they arrive, docs/design.md). Each rank checks that its
+  // input.topk_idx gives the counts the layout was made from; if not, the begin is
+  // rejected with kInvalidArgument naming the first count that differs — on every
+  // rank that differs, and like any begin rejected on some ranks only, it fails the
+  // group on the others (docs/design.md, Errors).
+  DispatchHandle dispatch_begin(const DispatchInput& input, const DispatchLayout& layout);
+  DispatchHandle dispatch(const DispatchInput& input, const DispatchLayout& layout);
 
   // expert_out: [expert_out_rows, hidden] of config.dtype, in the row layout of
   // `route` (padding rows are ignored). out: [out_tokens, hidden] of config.dtype

@@ -28,10 +28,12 @@ struct DispatchOp::TokenSource {
   const std::byte* message;   // inter-node message, else null
 };
 
-DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input)
+DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
+                       std::shared_ptr<const ReusableLayout> layout)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
+      reused_(std::move(layout)),
       buf_(engine.slots[slot]),
       mine_(engine.slot_view(engine.group.local_rank, slot)) {
   rail_recvs_ = engine.internode->new_transfers();
@@ -104,12 +106,22 @@ const std::byte* DispatchOp::token_row(int32_t t) const {
 }
 
 void DispatchOp::post_layout() {
-  const Engine& e = engine_;
+  Engine& e = engine_;
   const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), me = e.group.rank;
   const TokenRoutes& routes = buf_.routes;
   msg_ints_ = kMsgExperts + J + 2;
   layout_from_rail_peer_.assign(topo.num_nodes(), 0);
+  if (reused_) {
+    // No counts to exchange. A one-sided transport still needs this rank's word
+    // that the slot's receive blocks are free, which the layout message gives
+    // otherwise.
+    if (!e.internode->needs_clear_to_send()) return;
+    for (int n = 0; n < topo.num_nodes(); ++n) {
+      if (n != e.group.node && reused_->saved.rail_rows[n] > 0) e.internode->announce_ready(n, seq_);
+    }
+    return;
+  }
   layout_out_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   layout_in_.assign(static_cast<std::size_t>(P) * msg_ints_, 0);
   const int tag = e.mpi_tag(seq_, kTagLayout);
@@ -179,7 +191,11 @@ bool DispatchOp::post_cleared_rail_sends() {
   return rail_blocks_.send_cleared(
       {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
        e.rail_block_bytes(), seq_},
-      [&](int n) { return !net.needs_clear_to_send() || layout_from_rail_peer_[n]; }, &stats.internode_bytes);
+      [&](int n) {
+        if (!net.needs_clear_to_send()) return true;
+        return reused_ ? net.take_ready(n, seq_) : layout_from_rail_peer_[n] != 0;
+      },
+      &stats.internode_bytes);
 }
 
 // A layout receive that completed from a rail peer clears the way to its node.
@@ -192,7 +208,9 @@ void DispatchOp::note_layout_arrivals(const std::vector<int>& completed) {
   }
 }
 
-void DispatchOp::on_layout_complete() {
+// This rank's receive layout from every source's layout message, and the rows
+// each rail peer announced.
+void DispatchOp::build_layout_from_messages() {
   const Engine& e = engine_;
   const Topology& topo = e.topo();
   const int P = topo.num_ranks, J = topo.experts_per_rank(), N = topo.num_nodes();
@@ -206,8 +224,28 @@ void DispatchOp::on_layout_complete() {
     std::memcpy(expert_tokens.data() + static_cast<std::size_t>(s) * J, msg + kMsgExperts, J * sizeof(int32_t));
     rank_tokens[s] = msg[kMsgExperts + J];
   }
+  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config().expert_alignment, mine_.layout);
+  rail_rows_.assign(N, 0);
+  for (int n = 0; n < N; ++n) {
+    if (n == e.group.node) continue;
+    const int peer = e.group.global_rank(n, e.group.local_rank);
+    rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
+  }
+}
+
+// Builds this rank's receive layout from every source's counts, or restores the
+// reused one.
+void DispatchOp::on_layout_complete() {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo();
+  const int J = topo.experts_per_rank(), N = topo.num_nodes();
   RecvLayoutView& layout = mine_.layout;
-  build_recv_layout(expert_tokens.data(), rank_tokens.data(), e.config().expert_alignment, layout);
+  if (reused_) {
+    restore_layout(reused_->saved, layout);
+    rail_rows_ = reused_->saved.rail_rows;
+  } else {
+    build_layout_from_messages();
+  }
   EPCOMM_REQUIRE(layout.num_rows() <= e.slot_layout().max_rows, kBufferTooSmall,
                  "this dispatch delivers " << layout.num_rows() << " rows (with padding) to this rank but max_recv_rows is "
                                            << e.slot_layout().max_rows);
@@ -229,7 +267,6 @@ void DispatchOp::on_layout_complete() {
 
   // Inter-node rows this rank forwards, and where its forwarding record starts per
   // source node.
-  rail_rows_.assign(N, 0);
   buf_.handled_offset[0] = 0;
   forwards_left_ = 0;
   for (int n = 0; n < N; ++n) {
@@ -238,7 +275,6 @@ void DispatchOp::on_layout_complete() {
       continue;
     }
     const int peer = e.group.global_rank(n, e.group.local_rank);
-    rail_rows_[n] = layout_in_[static_cast<std::size_t>(peer) * msg_ints_ + kMsgExperts + J + 1];
     buf_.handled_offset[n + 1] = buf_.handled_offset[n] + rail_rows_[n];
     if (rail_rows_[n] == 0) continue;
     EPCOMM_REQUIRE(rail_rows_[n] <= e.config().max_tokens_per_rank, kMismatch,
@@ -253,94 +289,64 @@ void DispatchOp::on_layout_complete() {
   store_flag(mine_.flags->layout_ready, seq_);
 }
 
-// Writes one source's rows into the slots of their owners on this node: the
-// payload once per owner rank (at the row of its lowest local expert), metadata for
-// every (token, expert) row, and the owner's token-list entry; records the route
-// for combine.
+// Writes one source's rows into the slots of their owners on this node, where the
+// plan placed them: the payload once per owner rank (at the row of its lowest local
+// expert), metadata for every (token, expert) row, and the owner's token-list
+// entry; records the route for combine.
 void DispatchOp::write_source(const TokenSource& src) {
   Engine& e = engine_;
   const Topology& topo = e.topo();
-  const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
+  const int R = topo.ranks_per_node;
   const int L = topo.max_rows_per_token_rank();
-  const int first_expert = e.group.node * R * J;
   const std::size_t row_bytes = e.slot_layout().row_bytes, meta_bytes = e.rail_meta_bytes();
 
-  row_cursor_.assign(static_cast<std::size_t>(R) * J, 0);
-  token_cursor_.assign(R, 0);
-  struct Pick {
-    int local_rank, expert;
-    float weight;
-  };
-  std::vector<Pick> picks(K);
   std::vector<SlotView> owners;
-  for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, slot_));
+  std::vector<RecvLayoutView> layouts;
+  for (int ld = 0; ld < R; ++ld) {
+    owners.push_back(e.slot_view(ld, slot_));
+    layouts.push_back(owners.back().layout);
+  }
+  SourceTokens tokens;
+  tokens.count = src.count;
+  if (src.own_tokens) {
+    tokens.tokens = src.own_tokens;
+    tokens.topk_idx = input_.topk_idx;
+    tokens.topk_weights = input_.topk_weights;
+  } else {
+    tokens.records = src.message;
+    tokens.record_bytes = meta_bytes;
+  }
+  place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
+
+  const RowPlacement& pl = placement_;
   int32_t handled = buf_.handled_offset[src.node];
   copies_.clear(row_bytes);
-
-  for (int32_t i = 0; i < src.count; ++i) {
-    int32_t t;
-    const int32_t* idx;
-    const float* w;
-    if (src.own_tokens) {
-      t = src.own_tokens[i];
-      idx = input_.topk_idx + static_cast<std::size_t>(t) * K;
-      w = input_.topk_weights + static_cast<std::size_t>(t) * K;
-    } else {
-      const auto* meta = reinterpret_cast<const int32_t*>(src.message + i * meta_bytes);
-      t = meta[0];
-      idx = meta + 1;
-      w = reinterpret_cast<const float*>(meta + 1 + K);
-    }
-    int n_picks = 0;
-    for (int k = 0; k < K; ++k) {
-      const int rel = idx[k] - first_expert;
-      if (idx[k] < 0 || rel < 0 || rel >= R * J) continue;
-      // Insertion keeps picks sorted by (local rank, expert): rows of one token are
-      // written in expert order, which fixes the combine summation order.
-      int at = n_picks++;
-      while (at > 0 && picks[at - 1].local_rank * J + picks[at - 1].expert > rel) {
-        picks[at] = picks[at - 1];
-        --at;
-      }
-      picks[at] = Pick{rel / J, rel % J, w[k]};
-    }
-
+  for (int32_t i = 0; i < pl.num_tokens(); ++i) {
+    const int32_t t = pl.token[i];
+    const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
     int route_n = 0;
-    for (int a = 0; a < n_picks;) {
-      const int ld = picks[a].local_rank;
-      int b = a;
-      while (b < n_picks && picks[b].local_rank == ld) ++b;
+    for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
+      const int ld = pl.visit_rank[v];
       const SlotView& d = owners[ld];
-      const int32_t q = d.layout.token_base[src.rank] + token_cursor_[ld]++;
-      EPCOMM_REQUIRE(q < d.layout.token_base[src.rank + 1], kMismatch,
-                     "rank " << src.rank << " sent more tokens to rank " << e.group.global_rank(e.group.node, ld)
-                             << " than its layout announced");
-      int32_t* token_rows = d.token_rows + static_cast<std::size_t>(q) * L;
-      int32_t first = -1;
-      for (int c = a; c < b; ++c) {
-        const int j = picks[c].expert;
-        const int64_t p = d.layout.row_base[src.rank * J + j] + row_cursor_[ld * J + j]++;
-        EPCOMM_REQUIRE(p < d.layout.expert_offset[j] + d.layout.expert_count[j], kMismatch,
-                       "rank " << src.rank << " sent more rows for expert " << first_expert + ld * J + j
-                               << " than its layout announced");
-        if (first < 0) {
-          first = static_cast<int32_t>(p);
-          copies_.add(src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes, d.row(p));
-        }
+      int32_t* token_rows = d.token_rows + static_cast<std::size_t>(pl.visit_entry[v]) * L;
+      const int32_t first = pl.row[pl.row_begin[v]];
+      copies_.add(payload, d.row(first));
+      const int32_t rows = pl.row_begin[v + 1] - pl.row_begin[v];
+      for (int32_t c = 0; c < rows; ++c) {
+        const int32_t p = pl.row[pl.row_begin[v] + c];
         d.src_rank[p] = src.rank;
         d.src_token[p] = t;
-        d.weight[p] = picks[c].weight;
+        d.weight[p] = pl.weight[pl.row_begin[v] + c];
         d.first_row[p] = first;
-        token_rows[c - a] = static_cast<int32_t>(p);
+        token_rows[c] = p;
       }
-      for (int c = b - a; c < L; ++c) token_rows[c] = -1;
+      for (int32_t c = rows; c < L; ++c) token_rows[c] = -1;
       buf_.route_local[static_cast<std::size_t>(handled) * R + route_n] = ld;
-      buf_.route_entry[static_cast<std::size_t>(handled) * R + route_n] = q;
+      buf_.route_entry[static_cast<std::size_t>(handled) * R + route_n] = pl.visit_entry[v];
       ++route_n;
       if (ld != e.group.local_rank) {
-        stats.intranode_bytes += static_cast<int64_t>(row_bytes + (b - a) * 16 + L * 4);
+        stats.intranode_bytes += static_cast<int64_t>(row_bytes + rows * 16 + L * 4);
       }
-      a = b;
     }
     buf_.route_count[handled] = route_n;
     ++handled;
@@ -365,6 +371,15 @@ void DispatchOp::finish() {
     mover.upload(buf_.out_src_rank, mine_.src_rank, rows * sizeof(int32_t));
     mover.upload(buf_.out_src_token, mine_.src_token, rows * sizeof(int32_t));
   }
+}
+
+std::shared_ptr<const ReusableLayout> DispatchOp::reusable_layout() const {
+  if (reused_) return reused_;
+  auto layout = std::make_shared<ReusableLayout>();
+  layout->exchange = std::shared_ptr<const void>(engine_.shared_from_this());
+  layout->origin = seq_;
+  layout->saved = save_layout(buf_.routes, mine_.layout, rail_rows_);
+  return layout;
 }
 
 DispatchOp::RowMetadata DispatchOp::row_metadata() const {

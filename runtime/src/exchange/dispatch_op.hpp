@@ -3,18 +3,33 @@
 // into each owner's expert-major slot, and the local fan-out of multi-expert rows.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "exchange/engine.hpp"
 #include "exchange/outgoing_blocks.hpp"
+#include "plan/row_placement.hpp"
+#include "plan/saved_layout.hpp"
 
 namespace epcomm::detail {
+
+// What DispatchLayout holds: a finished dispatch's layout, the exchange it belongs
+// to and which dispatch made it (the operation header names it, so ranks that reuse
+// different layouts fail with kMismatch).
+struct ReusableLayout {
+  std::weak_ptr<const void> exchange;  // the Engine
+  uint64_t origin = 0;                 // sequence number of the dispatch that exchanged it
+  SavedLayout saved;
+};
 
 class DispatchOp : public Op {
  public:
   // The slot's routes were built (or copied from an earlier dispatch) by the
-  // engine's checks before it took the slot.
-  DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input);
+  // engine's checks before it took the slot. With `layout` (checked against the
+  // routes by the engine), the dispatch takes its layout from there instead of
+  // exchanging counts.
+  DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
+             std::shared_ptr<const ReusableLayout> layout = nullptr);
   ~DispatchOp() override;
 
   bool advance() override;
@@ -34,6 +49,8 @@ class DispatchOp : public Op {
   RowMetadata row_metadata() const;
   // DispatchHandle::decode_rows.
   void decode_rows(void* out, DType dtype) const;
+  // DispatchHandle::layout(), once done.
+  std::shared_ptr<const ReusableLayout> reusable_layout() const;
   std::atomic<bool> combine_in_flight{false};
 
  private:
@@ -48,12 +65,14 @@ class DispatchOp : public Op {
   void note_layout_arrivals(const std::vector<int>& completed);
   void encode_routed_tokens();
   const std::byte* token_row(int32_t t) const;
+  void build_layout_from_messages();
   void on_layout_complete();
   void write_source(const TokenSource& src);
   void finish();
 
   int slot_;
   DispatchInput input_;
+  std::shared_ptr<const ReusableLayout> reused_;  // the layout taken instead of exchanged, or null
   State state_ = State::kLayout;
   SlotBuffers& buf_;
   SlotView mine_;
@@ -75,9 +94,7 @@ class DispatchOp : public Op {
   const std::byte* token_rows_ = nullptr;
   bool rows_encoded_ = false;
   RowCopies copies_;  // the batch being built
-  // Per-source cursors while writing: next row per (local rank, local expert) and
-  // next token entry per local rank.
-  std::vector<int32_t> row_cursor_, token_cursor_;
+  RowPlacement placement_;  // of the source being written
 };
 
 }  // namespace epcomm::detail

@@ -458,7 +458,8 @@ void Engine::checked_begin(Checks&& checks) {
   }
 }
 
-std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, const DispatchOp* route) {
+std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, const DispatchOp* route,
+                                                   std::shared_ptr<const ReusableLayout> layout) {
   DispatchInput input = given;
   // Device memory: the routing inputs come to the host first, once the caller's
   // stream reached them. Without the lock: that stream may still wait for earlier
@@ -507,6 +508,10 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
                      "dispatch along operation " << route->seq() << " got num_tokens=" << input.num_tokens
                                                  << " but that dispatch had " << route->num_tokens());
     }
+    if (layout) {
+      EPCOMM_REQUIRE(layout->exchange.lock().get() == static_cast<const void*>(this), kInvalidArgument,
+                     "dispatch on a DispatchLayout of another Exchange");
+    }
     EPCOMM_REQUIRE(!slots[slot].busy, kInvalidArgument,
                    "all " << slots.size() << " exchange slots are held by live DispatchHandles (slot " << slot
                           << " is still in use); drop a handle or raise max_inflight");
@@ -517,11 +522,18 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
     } else {
       build_token_routes(topo_, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
     }
+    if (layout) {
+      const std::string differs = first_count_difference(layout->saved, slots[slot].routes);
+      EPCOMM_REQUIRE(differs.empty(), kInvalidArgument,
+                     "dispatch on the layout of dispatch " << layout->origin << ": " << differs
+                                                           << " (a reused layout needs the counts it was made from)");
+    }
   });
   std::shared_ptr<DispatchOp> op;
   try {
-    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input);
-    agreement_->announce({OpHeader::kDispatch, 0, next_seq_, slot});
+    const auto layout_of = static_cast<int32_t>(layout ? layout->origin & 0x7fffffff : 0);
+    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input, std::move(layout));
+    agreement_->announce({OpHeader::kDispatch, layout_of, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());
     throw;

@@ -37,6 +37,7 @@
 namespace epcomm::detail {
 
 class Engine;
+struct ReusableLayout;
 
 // Returns the engine's communicator to the group's pool on destruction (see
 // comm_pool.hpp), also when the owner's constructor throws later on.
@@ -132,8 +133,10 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   Engine(std::shared_ptr<GroupState> group, const ExchangeConfig& config);
   ~Engine();
 
-  // route: an earlier dispatch whose routing this one reuses, or null.
-  std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input, const DispatchOp* route = nullptr);
+  // route: an earlier dispatch whose routing this one reuses, or null; layout: an
+  // earlier dispatch's layout this one reuses instead of exchanging its own, or null.
+  std::shared_ptr<DispatchOp> begin_dispatch(const DispatchInput& input, const DispatchOp* route = nullptr,
+                                             std::shared_ptr<const ReusableLayout> layout = nullptr);
   std::shared_ptr<CombineOp> begin_combine(const std::shared_ptr<DispatchOp>& route, const void* expert_out,
                                            int64_t expert_out_rows, void* out, int out_tokens,
                                            const CombineOptions& options);

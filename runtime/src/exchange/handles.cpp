@@ -61,6 +61,13 @@ void DispatchHandle::decode_rows(void* out, DType dtype) const { finished(op_).d
 void* DispatchHandle::expert_out_buffer() const { return started(op_).output().expert_out; }
 int DispatchHandle::num_tokens() const { return finished(op_).num_tokens(); }
 ExchangeStats DispatchHandle::stats() const { return finished(op_).stats; }
+DispatchLayout DispatchHandle::layout() const { return DispatchLayout(finished(op_).reusable_layout()); }
+
+DispatchLayout::DispatchLayout() = default;
+DispatchLayout::~DispatchLayout() = default;
+DispatchLayout::DispatchLayout(const DispatchLayout&) = default;
+DispatchLayout& DispatchLayout::operator=(const DispatchLayout&) = default;
+DispatchLayout::DispatchLayout(std::shared_ptr<const detail::ReusableLayout> state) : state_(std::move(state)) {}
 
 CombineHandle::CombineHandle() = default;
 CombineHandle::~CombineHandle() = default;
@@ -110,6 +117,19 @@ DispatchHandle Exchange::dispatch_begin(const DispatchInput& input, const Dispat
 
 DispatchHandle Exchange::dispatch(const DispatchInput& input, const DispatchHandle& route) {
   DispatchHandle h = dispatch_begin(input, route);
+  h.wait();
+  return h;
+}
+
+DispatchHandle Exchange::dispatch_begin(const DispatchInput& input, const DispatchLayout& layout) {
+  EPCOMM_REQUIRE(layout.valid(), kInvalidArgument, "dispatch on an empty DispatchLayout");
+  DispatchHandle h(engine_->begin_dispatch(input, nullptr, layout.state_));
+  engine_->notify_progress_thread();
+  return h;
+}
+
+DispatchHandle Exchange::dispatch(const DispatchInput& input, const DispatchLayout& layout) {
+  DispatchHandle h = dispatch_begin(input, layout);
   h.wait();
   return h;
 }

@@ -17,8 +17,9 @@
 // write: with MPI the data waits in the library until the receive is posted; a
 // one-sided write lands at once, so it must wait until the receiver's block is free
 // (needs_clear_to_send()): dispatch waits for the rail peer's layout message,
-// combine for a "ready" signal the receiver sends when the combine begins
-// (announce_ready / take_ready).
+// combine (and a dispatch on a reused layout, which exchanges none) for a "ready"
+// signal the receiver sends when the operation begins (announce_ready /
+// take_ready).
 #pragma once
 
 #include <epcomm/types.hpp>

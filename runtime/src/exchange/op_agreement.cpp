@@ -12,6 +12,7 @@ std::string OpHeader::describe() const {
   std::ostringstream os;
   if (kind == kDispatch) {
     os << "dispatch " << seq;
+    if (layout_of != 0) os << " on the layout of dispatch " << layout_of;
   } else if (kind == kCombine) {
     os << "combine " << seq << " of dispatch " << shape;
   } else {

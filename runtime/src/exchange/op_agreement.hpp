@@ -23,12 +23,14 @@ namespace epcomm::detail {
 struct OpHeader {
   enum Kind : int32_t { kDispatch = 1, kCombine = 2 };
   int32_t kind = 0;
-  int32_t pad = 0;
+  // dispatch: the dispatch whose layout it reuses (low 31 bits of its sequence
+  // number; DispatchLayout), 0 when it exchanges its own
+  int32_t layout_of = 0;
   uint64_t seq = 0;
   int64_t shape = 0;  // dispatch: the slot; combine: the dispatch it combines
 
   bool operator==(const OpHeader&) const = default;
-  std::string describe() const;  // "dispatch 3", "combine 4 of dispatch 3"
+  std::string describe() const;  // "dispatch 3", "dispatch 5 on the layout of dispatch 3", "combine 4 of dispatch 3"
 };
 
 class OpAgreement {

@@ -74,9 +74,9 @@ VerbsTransport::Options transport_options(const InterNodeSetup& setup) {
   VerbsTransport::Options o;
   for (int n = 0; n < g.num_nodes; ++n) o.peer_labels.push_back(g.global_rank(n, g.local_rank));
   // Per peer and direction, live writes are bounded by the operations in flight:
-  // one data block per dispatch, one data block and one ready signal per combine,
-  // max_inflight dispatches each with at most one combine, plus slack for a peer
-  // that is a few operations ahead.
+  // one data block per dispatch (and a ready signal when it reuses a layout), one
+  // data block and one ready signal per combine, max_inflight dispatches each with
+  // at most one combine, plus slack for a peer that is a few operations ahead.
   o.recv_depth = o.send_depth = static_cast<uint32_t>(8 * setup.max_inflight + 16);
   return o;
 }
