@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+// The command ring between a sender and the proxy: the sender (the caller's thread
+// on the host path; a GPU kernel on the device path, with the ring in pinned host
+// memory) pushes "message for rank r of round n is ready, b bytes"; the proxy pops
+// commands and moves the messages with MPI. One producer, one consumer; head and
+// tail are 64-bit words on their own cache lines, published with release.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace epcomm::detail {
+
+enum class ProxyKind : uint32_t { kDispatch = 0, kCombine = 1 };
+
+struct ProxyCommand {
+  ProxyKind kind;
+  int32_t peer;    // epcomm rank the message goes to
+  uint64_t seq;    // round
+  uint64_t bytes;  // of the staging message
+};
+static_assert(sizeof(ProxyCommand) == 24);
+
+class ProxyRing {
+ public:
+  // capacity: a power of two. memory: bytes(capacity), zeroed, owned by the caller.
+  ProxyRing(void* memory, uint32_t capacity)
+      : head_(static_cast<uint64_t*>(memory)),
+        tail_(static_cast<uint64_t*>(memory) + 8),
+        commands_(reinterpret_cast<ProxyCommand*>(static_cast<std::byte*>(memory) + 128)),
+        capacity_(capacity) {}
+  static std::size_t bytes(uint32_t capacity) { return 128 + sizeof(ProxyCommand) * capacity; }
+
+  // Producer side; false when the ring is full (the proxy has not caught up).
+  bool push(const ProxyCommand& c) {
+    const uint64_t head = std::atomic_ref<uint64_t>(*head_).load(std::memory_order_relaxed);
+    if (head - std::atomic_ref<uint64_t>(*tail_).load(std::memory_order_acquire) == capacity_) return false;
+    commands_[head & (capacity_ - 1)] = c;
+    std::atomic_ref<uint64_t>(*head_).store(head + 1, std::memory_order_release);
+    return true;
+  }
+  // Consumer side; false when empty.
+  bool pop(ProxyCommand& c) {
+    const uint64_t tail = std::atomic_ref<uint64_t>(*tail_).load(std::memory_order_relaxed);
+    if (tail == std::atomic_ref<uint64_t>(*head_).load(std::memory_order_acquire)) return false;
+    c = commands_[tail & (capacity_ - 1)];
+    std::atomic_ref<uint64_t>(*tail_).store(tail + 1, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  uint64_t* head_;
+  uint64_t* tail_;
+  ProxyCommand* commands_;
+  uint32_t capacity_;
+};
+
+}  // namespace epcomm::detail
