@@ -4,11 +4,13 @@
 // how many rows it wrote. A reader that sees the word for its sequence number with
 // acquire ordering sees every row stored before it with release ordering; words of
 // earlier rounds carry an older number, so a slot is never mistaken as filled.
-// The layout is shared with the CUDA kernels (kernels/cuda/low_latency.cu).
+// The packing is shared with the CUDA kernels (epcomm_kernels/low_latency_wire.hpp).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+
+#include "epcomm_kernels/low_latency_wire.hpp"
 
 namespace epcomm::detail {
 
@@ -18,10 +20,11 @@ struct ArrivalWord {
   uint32_t count = 0;  // < 2^31
 
   static uint64_t pack(uint64_t seq, bool rejected, uint32_t count) {
-    return (seq << 32) | (rejected ? uint64_t{1} << 31 : 0) | (count & 0x7fffffffu);
+    return kernels::low_latency::pack_word(seq, rejected, count);
   }
   static ArrivalWord unpack(uint64_t w) {
-    return {static_cast<uint32_t>(w >> 32), ((w >> 31) & 1u) != 0, static_cast<uint32_t>(w & 0x7fffffffu)};
+    using namespace kernels::low_latency;
+    return {word_round(w), word_rejected(w), word_count(w)};
   }
   bool is_for(uint64_t round) const { return seq == static_cast<uint32_t>(round); }
 };

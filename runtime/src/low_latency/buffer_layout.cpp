@@ -66,15 +66,13 @@ LowLatencyShape LowLatencyShape::of(const LowLatencyConfig& c, int ranks, int ra
 }
 
 std::size_t LowLatencyShape::dispatch_message_bytes() const {
-  // Header, a count per local expert, then (token, k) and the row of each row.
-  const std::size_t counts = (sizeof(int32_t) * static_cast<std::size_t>(local_experts) + 7) / 8 * 8;
-  return sizeof(ProxyMessageHeader) + counts +
+  return kernels::low_latency::dispatch_meta_offset(local_experts) +
          static_cast<std::size_t>(max_rows_to_rank()) * (2 * sizeof(int32_t) + dispatch_row);
 }
 
 std::size_t LowLatencyShape::combine_message_bytes() const {
-  return sizeof(ProxyMessageHeader) +
-         static_cast<std::size_t>(max_rows_to_rank()) * (2 * sizeof(int32_t) + combine_row);
+  return kernels::low_latency::combine_rows_offset(max_rows_to_rank()) +
+         static_cast<std::size_t>(max_rows_to_rank()) * combine_row;
 }
 
 SharedLayout::SharedLayout(const LowLatencyShape& s) {

@@ -23,16 +23,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "epcomm_kernels/low_latency_wire.hpp"
+
 namespace epcomm::detail {
 
 // The message header of the proxy's transfers (and of a rejection's reason).
-struct ProxyMessageHeader {
-  uint64_t seq;
-  uint32_t rejected;
-  uint32_t rows;
-  char reason[240];
-};
-static_assert(sizeof(ProxyMessageHeader) == 256);
+using ProxyMessageHeader = kernels::low_latency::MessageHeader;
 
 // Why a rank rejected its last dispatch or combine, in its shared segment.
 struct RejectRecord {

@@ -147,6 +147,14 @@ LowLatencyEngine::~LowLatencyEngine() {
   if (registered_) group_.progress->remove(this);
   bool leak = false;
   if (proxy_) {
+    // A send whose receive was matched completes at the next poll; give peers a
+    // moment, not the whole timeout (a dead peer would hold the destructor).
+    const auto until = Clock::now() + std::chrono::milliseconds(500);
+    try {
+      while (proxy_->sends_pending() && Clock::now() < until) proxy_->poll();
+    } catch (const Error&) {
+      // MPI failed: keep the buffers below.
+    }
     leak = proxy_->sends_pending();
     proxy_.reset();
   }
@@ -331,8 +339,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
 
   // Each remote message: header, counts, then (token, k) and the row of each row,
   // expert by expert; first_row[r * J + j] is where expert j's rows start.
-  const std::size_t counts_bytes = (sizeof(int32_t) * J + 7) / 8 * 8;
-  const std::size_t meta_at = sizeof(ProxyMessageHeader) + counts_bytes;
+  const std::size_t meta_at = kernels::low_latency::dispatch_meta_offset(J);
   std::vector<int32_t> first_row(static_cast<std::size_t>(P) * J, 0);
   for (int r = 0; r < P; ++r) {
     rows_to_[r] = 0;
@@ -482,10 +489,10 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
   }
   wait_staging_free(ProxyKind::kCombine, round, "combine_send");
   std::fill(rows_to_.begin(), rows_to_.end(), 0);
-  // Remote messages: header, (token, k) of every row, then the rows; the rows
-  // start after the largest meta array so they can be written in one pass.
+  // Remote messages: header, (token, k) of every row, then the rows, which start
+  // after room for the most rows so both are written in one pass.
   const std::size_t C = shape_.combine_row;
-  const std::size_t rows_at = sizeof(ProxyMessageHeader) + static_cast<std::size_t>(shape_.max_rows_to_rank()) * 8;
+  const std::size_t rows_at = kernels::low_latency::combine_rows_offset(shape_.max_rows_to_rank());
   const auto* y = static_cast<const std::byte*>(expert_out);
   for (int j = 0; j < J; ++j) {
     for (int32_t q = 0; q < counts[j]; ++q) {
@@ -523,10 +530,7 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
     h->seq = round;
     h->rejected = 0;
     h->rows = static_cast<uint32_t>(rows_to_[s]);
-    // Close the gap between the meta array and the rows: the message is compact.
-    const std::size_t meta_end = sizeof(ProxyMessageHeader) + static_cast<std::size_t>(rows_to_[s]) * 8;
-    std::memmove(msg + meta_end, msg + rows_at, static_cast<std::size_t>(rows_to_[s]) * C);
-    push_command({ProxyKind::kCombine, s, round, meta_end + static_cast<std::size_t>(rows_to_[s]) * C},
+    push_command({ProxyKind::kCombine, s, round, rows_at + static_cast<std::size_t>(rows_to_[s]) * C},
                  "combine_send");
   }
   set_stage(Stage::kCombineSent);
@@ -587,8 +591,7 @@ void LowLatencyEngine::arrived(ProxyKind kind, int peer, const std::byte* msg, s
   }
   if (kind == ProxyKind::kDispatch) {
     const std::size_t D = shape_.dispatch_row;
-    const std::size_t meta_at = sizeof(ProxyMessageHeader) + (sizeof(int32_t) * J + 7) / 8 * 8;
-    const std::byte* meta = msg + meta_at;
+    const std::byte* meta = msg + kernels::low_latency::dispatch_meta_offset(J);
     const std::byte* rows = meta + static_cast<std::size_t>(h.rows) * 8;
     std::vector<uint32_t> counts(static_cast<std::size_t>(J), 0);
     if (!h.rejected) std::memcpy(counts.data(), msg + sizeof(ProxyMessageHeader), sizeof(int32_t) * J);
@@ -606,7 +609,7 @@ void LowLatencyEngine::arrived(ProxyKind kind, int peer, const std::byte* msg, s
   }
   const std::size_t C = shape_.combine_row;
   const std::byte* meta = msg + sizeof(ProxyMessageHeader);
-  const std::byte* rows = meta + static_cast<std::size_t>(h.rows) * 8;
+  const std::byte* rows = msg + kernels::low_latency::combine_rows_offset(shape_.max_rows_to_rank());
   for (uint32_t q = 0; q < (h.rejected ? 0 : h.rows); ++q) {
     int32_t token_k[2];
     std::memcpy(token_k, meta + q * 8, 8);

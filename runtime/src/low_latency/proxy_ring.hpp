@@ -10,27 +10,25 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "epcomm_kernels/low_latency_wire.hpp"
+
 namespace epcomm::detail {
 
-enum class ProxyKind : uint32_t { kDispatch = 0, kCombine = 1 };
-
-struct ProxyCommand {
-  ProxyKind kind;
-  int32_t peer;    // epcomm rank the message goes to
-  uint64_t seq;    // round
-  uint64_t bytes;  // of the staging message
-};
-static_assert(sizeof(ProxyCommand) == 24);
+using kernels::low_latency::ProxyCommand;
+using kernels::low_latency::ProxyKind;
 
 class ProxyRing {
  public:
   // capacity: a power of two. memory: bytes(capacity), zeroed, owned by the caller.
   ProxyRing(void* memory, uint32_t capacity)
-      : head_(static_cast<uint64_t*>(memory)),
-        tail_(static_cast<uint64_t*>(memory) + 8),
-        commands_(reinterpret_cast<ProxyCommand*>(static_cast<std::byte*>(memory) + 128)),
+      : head_(reinterpret_cast<uint64_t*>(static_cast<std::byte*>(memory) + kernels::low_latency::kRingHeadOffset)),
+        tail_(reinterpret_cast<uint64_t*>(static_cast<std::byte*>(memory) + kernels::low_latency::kRingTailOffset)),
+        commands_(reinterpret_cast<ProxyCommand*>(static_cast<std::byte*>(memory) +
+                                                  kernels::low_latency::kRingCommandsOffset)),
         capacity_(capacity) {}
-  static std::size_t bytes(uint32_t capacity) { return 128 + sizeof(ProxyCommand) * capacity; }
+  static std::size_t bytes(uint32_t capacity) {
+    return kernels::low_latency::kRingCommandsOffset + sizeof(ProxyCommand) * capacity;
+  }
 
   // Producer side; false when the ring is full (the proxy has not caught up).
   bool push(const ProxyCommand& c) {
