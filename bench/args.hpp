@@ -42,6 +42,10 @@ struct Options {
   int iters = 20;
   int alignment = 1;
   uint64_t seed = 1;
+  // "normal": Exchange against the MPI_Alltoallv baseline; "low-latency":
+  // LowLatencyExchange against Exchange (low_latency_mode.hpp).
+  std::string mode = "normal";
+  bool print_memory = false;  // low-latency: print the bytes per rank and stop
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };
