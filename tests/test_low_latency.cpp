@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "epcomm_kernels/codec.hpp"
+#include "support/low_latency_reference.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
 
@@ -78,27 +79,7 @@ epcomm::LowLatencyDispatchInput input_of(const RoundSetup& su) {
 }
 
 const epcomm::kernels::Codec& ref(Format f) { return epcomm::kernels::reference_codec_for(f); }
-
-// A row of `v` (FP32) rounded to dtype and back, as an expert kernel's output is.
-std::vector<float> round_to(const std::vector<float>& v, DType t) {
-  std::vector<float> out(v.size());
-  const std::vector<std::byte> b = to_dtype(v, DType::kF32);
-  std::vector<std::byte> in_t(v.size() * epcomm::dtype_size(t));
-  ref(epcomm::kernels::plain_format(t)).encode_row(b.data(), DType::kF32, static_cast<int>(v.size()), in_t.data());
-  ref(epcomm::kernels::plain_format(t)).decode_row(in_t.data(), static_cast<int>(v.size()), out.data(), DType::kF32);
-  return out;
-}
-
-// The row of token t of `in` as the exchange must deliver it: the reference
-// codec's encoding of the caller's dtype bytes.
-std::vector<std::byte> encoded_source_row(const RankInput& in, int t, const epcomm::LowLatencyConfig& c) {
-  std::vector<float> row(in.x.begin() + static_cast<std::ptrdiff_t>(t) * c.hidden,
-                         in.x.begin() + static_cast<std::ptrdiff_t>(t + 1) * c.hidden);
-  const std::vector<std::byte> as_dtype = to_dtype(row, c.dtype);
-  std::vector<std::byte> enc(epcomm::encoded_row_bytes(c.dispatch_format, c.hidden));
-  EXPECT_EQ(ref(c.dispatch_format).encode_row(as_dtype.data(), c.dtype, c.hidden, enc.data()), -1);
-  return enc;
-}
+const epcomm::kernels::Codec& plain(DType t) { return ref(epcomm::kernels::plain_format(t)); }
 
 void check_dispatch(const epcomm::Group& g, const RoundSetup& su, const epcomm::LowLatencyRecv& r) {
   const Shape& s = su.shape;
@@ -127,24 +108,9 @@ void check_dispatch(const epcomm::Group& g, const RoundSetup& su, const epcomm::
   }
 }
 
-// Expert outputs for the received rows, [J, rows_per_expert, hidden] of dtype:
-// expert_fn of the decoded row, rounded to dtype.
 std::vector<std::byte> expert_outputs(const epcomm::Group& g, const RoundSetup& su, const epcomm::LowLatencyRecv& r) {
-  const int H = su.shape.hidden, J = r.num_local_experts;
-  const std::size_t out_row = static_cast<std::size_t>(H) * epcomm::dtype_size(su.config.dtype);
-  std::vector<std::byte> y(static_cast<std::size_t>(J * r.rows_per_expert) * out_row);
-  std::vector<float> x(static_cast<std::size_t>(H)), f(static_cast<std::size_t>(H));
-  for (int j = 0; j < J; ++j) {
-    for (int32_t q = 0; q < r.counts[j]; ++q) {
-      const int64_t at = j * r.rows_per_expert + q;
-      ref(r.format).decode_row(static_cast<const std::byte*>(r.rows) + at * static_cast<int64_t>(r.row_bytes), H,
-                               x.data(), DType::kF32);
-      for (int h = 0; h < H; ++h) f[h] = expert_fn(g.rank() * J + j, h, x[h]);
-      const std::vector<std::byte> b = to_dtype(round_to(f, su.config.dtype), su.config.dtype);
-      std::memcpy(y.data() + static_cast<std::size_t>(at) * out_row, b.data(), out_row);
-    }
-  }
-  return y;
+  return epcomm_test::expert_outputs(su.config, g.rank() * r.num_local_experts, r.num_local_experts, r.rows_per_expert,
+                                     r.rows, r.row_bytes, r.counts);
 }
 
 // Per-term bound of the combine: each (token, k) output rounded to dtype, then to
@@ -159,50 +125,25 @@ double term_tolerance(const epcomm::LowLatencyConfig& c) {
 }
 
 void check_combine(const RoundSetup& su, const std::vector<std::byte>& out) {
-  const Shape& s = su.shape;
   const epcomm::LowLatencyConfig& c = su.config;
-  const int H = s.hidden, K = s.topk;
-  // The quantised input, as the experts saw it.
-  RankInput seen = su.input;
-  std::vector<float> xq(static_cast<std::size_t>(H)), y(static_cast<std::size_t>(H)), v(static_cast<std::size_t>(H));
-  std::vector<std::byte> wire(epcomm::encoded_row_bytes(c.combine_format, H));
-  std::vector<float> acc(static_cast<std::size_t>(H));
-  std::vector<float> got(static_cast<std::size_t>(H));
-  const std::size_t out_row = static_cast<std::size_t>(H) * epcomm::dtype_size(c.dtype);
-  for (int t = 0; t < su.input.num_tokens; ++t) {
-    const std::vector<std::byte> enc = encoded_source_row(su.input, t, c);
-    ref(c.dispatch_format).decode_row(enc.data(), H, xq.data(), DType::kF32);
-    std::memcpy(seen.x.data() + static_cast<std::size_t>(t) * H, xq.data(), sizeof(float) * H);
-    // Bit-exact: the same terms summed in the documented order.
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int k = 0; k < K; ++k) {
-      const int e = su.input.topk_idx[static_cast<std::size_t>(t) * K + k];
-      if (e < 0) continue;
-      for (int h = 0; h < H; ++h) y[h] = expert_fn(e, h, xq[h]);
-      const std::vector<std::byte> yb = to_dtype(round_to(y, c.dtype), c.dtype);
-      ASSERT_EQ(ref(c.combine_format).encode_row(yb.data(), c.dtype, H, wire.data()), -1);
-      ref(c.combine_format).decode_row(wire.data(), H, v.data(), DType::kF32);
-      const float w = su.input.topk_weights[static_cast<std::size_t>(t) * K + k];
-      for (int h = 0; h < H; ++h) {
-        const float term = w * v[h];
-        acc[h] = acc[h] + term;
-      }
-    }
-    const std::vector<float> want = round_to(acc, c.dtype);
-    ref(epcomm::kernels::plain_format(c.dtype)).decode_row(out.data() + t * out_row, H, got.data(), DType::kF32);
-    for (int h = 0; h < H; ++h) {
-      ASSERT_EQ(got[h], want[h]) << "token " << t << " element " << h << ": not the k-ordered sum";
-    }
+  const int H = su.shape.hidden;
+  RankInput seen;
+  const std::vector<std::byte> want = expected_low_latency_combine(su.input, c, &seen);
+  ASSERT_EQ(out.size(), want.size());
+  std::vector<float> got(out.size() / epcomm::dtype_size(c.dtype)), w(got.size());
+  plain(c.dtype).decode_row(out.data(), static_cast<int>(got.size()), got.data(), DType::kF32);
+  plain(c.dtype).decode_row(want.data(), static_cast<int>(w.size()), w.data(), DType::kF32);
+  // Bit-exact: the same terms summed in the documented order.
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i], w[i]) << "token " << i / H << " element " << i % H << ": not the k-ordered sum";
   }
+  // Within the formats' bound of the exact sum.
   std::vector<double> exact, mag;
-  expected_combine(seen, s, exact, mag);
+  expected_combine(seen, su.shape, exact, mag);
   const double tol = term_tolerance(c);
   for (std::size_t i = 0; i < exact.size(); ++i) {
-    float g;
-    ref(epcomm::kernels::plain_format(c.dtype)).decode_row(out.data() + i * epcomm::dtype_size(c.dtype), 1, &g,
-                                                            DType::kF32);
-    ASSERT_LE(std::fabs(g - exact[i]), tol * mag[i] + 1e-6)
-        << "token " << i / H << " element " << i % H << ": got " << g << " want " << exact[i];
+    ASSERT_LE(std::fabs(got[i] - exact[i]), tol * mag[i] + 1e-6)
+        << "token " << i / H << " element " << i % H << ": got " << got[i] << " want " << exact[i];
   }
 }
 
