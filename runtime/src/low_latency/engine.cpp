@@ -96,11 +96,11 @@ LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLaten
       dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
       dispatch_codec_(kernels::codec_for(c.dispatch_format)),
       combine_codec_(kernels::codec_for(c.combine_format)) {
-  // Every rank refuses device memory alike, before any collective step.
+  const Agreement agreed = agree_on_config(config_, group_);
+  // After the agreement, so every rank refuses device memory alike.
   EPCOMM_REQUIRE(c.memory == MemorySpace::kHost, kUnsupported,
                  "LowLatencyExchange on device memory is not available: its CUDA kernels are built but have "
                  "not run on a GPU yet (docs/low_latency.md)");
-  const Agreement agreed = agree_on_config(config_, group_);
   comm_ = group_.exchange_comms->take(agreed.comm_index, group_.comm, group_.timeout_s);
   comm_index_ = agreed.comm_index;
   try {
