@@ -209,7 +209,11 @@ void LowLatencyEngine::notify() {
 bool LowLatencyEngine::progress() { return poll_proxy(); }
 
 bool LowLatencyEngine::background_progress(bool& busy) {
+  // Between rounds nothing of this exchange is in flight (what a peer sent early
+  // waits in MPI for this rank's next call); the thread then leaves MPI alone.
+  std::lock_guard<std::mutex> lk(background_mu_);
   busy = proxy_ && in_flight_.load(std::memory_order_relaxed);
+  if (!busy) return false;
   try {
     return poll_proxy();
   } catch (const Error&) {
@@ -241,6 +245,7 @@ void LowLatencyEngine::wait_for(const char* call, uint64_t round, Missing missin
         std::lock_guard<std::mutex> lk(failure_mu_);
         if (failure_.empty()) failure_ = os.str();
       }
+      set_stage(Stage::kIdle);  // failed: the progress thread stops polling
       throw Error(ErrorCode::kTimeout, os.str());
     }
     backoff.pause();
@@ -259,6 +264,11 @@ void LowLatencyEngine::wait_staging_free(ProxyKind kind, uint64_t round, const c
     }
     return who;
   });
+}
+
+void LowLatencyEngine::drain_sends(const char* call, uint64_t round) {
+  if (!proxy_) return;
+  wait_for(call, round, [&] { return proxy_->pending_sends(); });
 }
 
 void LowLatencyEngine::push_command(const ProxyCommand& c, const char* call) {
@@ -421,6 +431,7 @@ LowLatencyRecv LowLatencyEngine::dispatch_recv() {
     }
     return who;
   });
+  drain_sends("dispatch_recv", round);
   std::vector<int> rejected;
   for (int s = 0; s < P; ++s) {
     if (read_word(dispatch_word(me, round, s, 0)).rejected) rejected.push_back(s);
@@ -550,6 +561,7 @@ void LowLatencyEngine::combine_recv(void* out) {
     }
     return who;
   });
+  drain_sends("combine_recv", round);
   std::vector<int> rejected;
   for (int o = 0; o < P; ++o) {
     const ArrivalWord w = read_word(combine_flag(me, o));

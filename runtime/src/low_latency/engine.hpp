@@ -54,10 +54,17 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
   std::size_t slot_index(int local_expert, int source, int i) const;
   uint64_t* combine_flag(int source, int owner) const;
 
+  // Leaving a round waits for a background poll under way, so no MPI call of
+  // this exchange runs on the progress thread once the caller's call returned.
   void set_stage(Stage s) {
     stage_ = s;
-    in_flight_.store(s != Stage::kIdle, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lk(background_mu_);
+    in_flight_.store(s == Stage::kDispatchSent || s == Stage::kCombineSent, std::memory_order_relaxed);
   }
+  // Polls until this rank's own proxy sends completed (bounded by the timeout):
+  // once a round's words all arrived, every peer has received or is receiving
+  // them, so this takes at most the last fragments.
+  void drain_sends(const char* call, uint64_t round);
   void check_usable(const char* call) const;
   // Runs the proxy until `kind`'s staging message for every rank on another
   // node may be written again.
@@ -95,8 +102,10 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
 
   // The caller's round (one caller thread at a time, as for Exchange).
   Stage stage_ = Stage::kIdle;
-  // Whether a round is in flight, for the progress thread (which keeps polling then).
+  // Whether this rank waits for peers (after a send, before its receive), for the
+  // progress thread, which polls the proxy only then.
   std::atomic<bool> in_flight_{false};
+  std::mutex background_mu_;  // held by background_progress while it polls
   uint64_t round_ = 0;
   SendPlan plan_;
   std::vector<float> weights_;  // the round's topk_weights, for combine
