@@ -58,6 +58,29 @@ __device__ bool push_command(const B& b, const wire::ProxyCommand& c, long long 
   return true;
 }
 
+// Encoding to the plain format of the source's own type is a copy, as on the CPU
+// (a BF16 round trip through FP32 would change NaN payloads).
+template <class F, class Src>
+struct IsCopy : std::false_type {};
+template <>
+struct IsCopy<Plain<DType::kBF16>, uint16_t> : std::true_type {};
+template <>
+struct IsCopy<Plain<DType::kF32>, float> : std::true_type {};
+
+// The lane's part of a row: encoded, or copied element by element.
+template <class F, class Src>
+__device__ inline void put_lane(const Src* src, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
+                                int hidden, unsigned long long* bad) {
+  if constexpr (IsCopy<F, Src>::value) {
+    Src* dst = reinterpret_cast<Src*>(row) + l.col0;
+    for (int i = 0; i < l.valid; ++i) dst[i] = src[l.col0 + i];
+  } else {
+    Elems v;
+    load8(src + l.col0, l.valid, v);
+    F::encode(v, l, layout, row, pos, hidden, bad);
+  }
+}
+
 __device__ void diagnose(const B& b, LowLatencyDiagnosis d) {
   *b.diagnosis = d;
   __threadfence_system();
@@ -121,8 +144,6 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int e = idx[pair];
   if (e < 0) return;
   const int t = static_cast<int>(pair / K), k = static_cast<int>(pair % K), r = e / J, j = e % J, i = b.slot[pair];
-  Elems v;
-  load8(x + static_cast<int64_t>(t) * g.hidden + l.col0, l.valid, v);
   uint8_t* row;
   int32_t* meta;
   if (on_my_node(g, r)) {
@@ -136,7 +157,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     meta = reinterpret_cast<int32_t*>(m) + 2 * q;
     row = m + static_cast<int64_t>(b.rows_to[r]) * 8 + q * layout.row_bytes;
   }
-  F::encode(v, l, layout, row, pair, g.hidden, nullptr);
+  put_lane<F>(x + static_cast<int64_t>(t) * g.hidden, l, layout, row, pair, g.hidden, nullptr);
   if (l.tile == 0 && l.sub == 0) {
     meta[0] = t;
     meta[1] = k;
@@ -284,8 +305,6 @@ __global__ void __launch_bounds__(kBlockThreads) combine_send_kernel(G g, B b, L
   const int j = static_cast<int>(l.row / per_expert);
   if (l.row % per_expert >= b.out_counts[j]) return;
   const int s = b.out_src_rank[l.row], t = b.out_src_token[l.row], k = b.out_k[l.row];
-  Elems v;
-  load8(y + l.row * g.hidden + l.col0, l.valid, v);
   uint8_t* dst;
   if (on_my_node(g, s)) {
     dst = b.shared[s % g.ranks_per_node] + g.combine_rows + (static_cast<int64_t>(t) * g.topk + k) * layout.row_bytes;
@@ -299,7 +318,7 @@ __global__ void __launch_bounds__(kBlockThreads) combine_send_kernel(G g, B b, L
       meta[1] = k;
     }
   }
-  F::encode(v, l, layout, dst, l.row, g.hidden, b.bad_output);
+  put_lane<F>(y + l.row * g.hidden, l, layout, dst, l.row, g.hidden, b.bad_output);
 }
 
 // One block: the combine's words for node peers, headers and commands for others.
