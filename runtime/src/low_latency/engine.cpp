@@ -191,10 +191,10 @@ void LowLatencyEngine::check_usable(const char* call) const {
                  call << " on a failed low-latency exchange (make a new one): " << failure_);
 }
 
-bool LowLatencyEngine::poll_proxy() {
+bool LowLatencyEngine::poll_proxy(bool wait_for_lock) {
   if (!proxy_) return false;
   try {
-    return proxy_->poll();
+    return wait_for_lock ? proxy_->poll() : proxy_->try_poll();
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lk(failure_mu_);
     if (failure_.empty()) failure_ = e.what();
@@ -206,16 +206,16 @@ void LowLatencyEngine::notify() {
   if (group_.progress) group_.progress->notify();
 }
 
-bool LowLatencyEngine::progress() { return poll_proxy(); }
+bool LowLatencyEngine::progress() { return poll_proxy(false); }
 
 bool LowLatencyEngine::background_progress(bool& busy) {
   // Between rounds nothing of this exchange is in flight (what a peer sent early
   // waits in MPI for this rank's next call); the thread then leaves MPI alone.
   std::lock_guard<std::mutex> lk(background_mu_);
   busy = proxy_ && in_flight_.load(std::memory_order_relaxed);
-  if (!busy) return false;
+  if (!busy || caller_waiting_.load(std::memory_order_relaxed)) return false;
   try {
-    return poll_proxy();
+    return poll_proxy(false);
   } catch (const Error&) {
     return false;  // recorded; the caller's next call reports it
   }
@@ -226,10 +226,15 @@ void LowLatencyEngine::wait_for(const char* call, uint64_t round, Missing missin
   const auto start = Clock::now();
   const auto timeout = std::chrono::duration<double>(group_.timeout_s);
   Backoff backoff(group_.host_ranks > group_.host_cores, 64, 4096, std::chrono::microseconds(20));
+  struct Waiting {
+    std::atomic<bool>& flag;
+    explicit Waiting(std::atomic<bool>& f) : flag(f) { flag.store(true, std::memory_order_relaxed); }
+    ~Waiting() { flag.store(false, std::memory_order_relaxed); }
+  } waiting(caller_waiting_);
   for (;;) {
     std::string who = missing();
     if (who.empty()) return;
-    if (poll_proxy()) {
+    if (poll_proxy(false)) {
       backoff.reset();
       continue;
     }
@@ -254,7 +259,7 @@ void LowLatencyEngine::wait_for(const char* call, uint64_t round, Missing missin
 
 void LowLatencyEngine::wait_staging_free(ProxyKind kind, uint64_t round, const char* call) {
   if (!proxy_) return;
-  poll_proxy();  // pops every command pushed so far: their sends are then posted
+  poll_proxy(true);  // pops every command pushed so far: their sends are then posted
   wait_for(call, round, [&] {
     std::string who;
     for (int r = 0; r < shape_.ranks; ++r) {
@@ -299,7 +304,7 @@ void LowLatencyEngine::reject(ProxyKind kind, uint64_t round, const std::string&
     copy_reason(h->reason, reason);
     push_command({kind, r, round, sizeof(ProxyMessageHeader)}, "reject");
   }
-  poll_proxy();
+  poll_proxy(false);
   notify();
 }
 
@@ -411,7 +416,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
     push_command({ProxyKind::kDispatch, r, round, bytes}, "dispatch_send");
   }
   set_stage(Stage::kDispatchSent);
-  poll_proxy();
+  poll_proxy(false);
   notify();
 }
 
@@ -545,7 +550,7 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
                  "combine_send");
   }
   set_stage(Stage::kCombineSent);
-  poll_proxy();
+  poll_proxy(false);
   notify();
 }
 

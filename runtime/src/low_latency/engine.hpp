@@ -74,7 +74,9 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
   // Error(kTimeout) naming the ranks it returned.
   template <class Missing>
   void wait_for(const char* call, uint64_t round, Missing missing);
-  bool poll_proxy();
+  // wait_for_lock: poll even if the progress thread is polling (then after it),
+  // so every command pushed before is posted; else skip if it is.
+  bool poll_proxy(bool wait_for_lock);
   void notify();
   // Tells every rank this rank rejected `kind` of `round` and why.
   void reject(ProxyKind kind, uint64_t round, const std::string& reason);
@@ -106,6 +108,8 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
   // progress thread, which polls the proxy only then.
   std::atomic<bool> in_flight_{false};
   std::mutex background_mu_;  // held by background_progress while it polls
+  // The caller polls itself inside a wait: the progress thread stands aside.
+  std::atomic<bool> caller_waiting_{false};
   uint64_t round_ = 0;
   SendPlan plan_;
   std::vector<float> weights_;  // the round's topk_weights, for combine

@@ -47,6 +47,15 @@ std::byte* MpiProxy::staging(ProxyKind kind, int index) const {
 
 bool MpiProxy::poll() {
   std::lock_guard<std::mutex> lk(mu_);
+  return poll_locked();
+}
+
+bool MpiProxy::try_poll() {
+  std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
+  return lk.owns_lock() && poll_locked();
+}
+
+bool MpiProxy::poll_locked() {
   const int n = static_cast<int>(remote_.size());
   bool moved = false;
   ProxyCommand c;

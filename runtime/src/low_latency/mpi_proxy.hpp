@@ -51,6 +51,9 @@ class MpiProxy {
   // Posts what the ring holds, completes sends, hands arrivals to the sink.
   // Thread-safe; true if anything moved. Throws Error(kSystem) on an MPI error.
   bool poll();
+  // poll() unless another thread is polling (then false at once): a waiting
+  // caller never waits for a progress thread the scheduler took off its core.
+  bool try_poll();
   // Whether `kind`'s staging message of remote index i may be written again.
   bool staging_free(ProxyKind kind, int index);
   bool sends_pending();
@@ -60,6 +63,7 @@ class MpiProxy {
 
  private:
   void post_receive(int slot);  // slot = kind * remote + index
+  bool poll_locked();
   const Buffers& buffers(int kind) const { return kind == 0 ? dispatch_ : combine_; }
 
   std::mutex mu_;
