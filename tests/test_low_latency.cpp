@@ -130,6 +130,7 @@ void check_combine(const RoundSetup& su, const std::vector<std::byte>& out) {
   RankInput seen;
   const std::vector<std::byte> want = expected_low_latency_combine(su.input, c, &seen);
   ASSERT_EQ(out.size(), want.size());
+  if (out.empty()) return;  // a rank without tokens
   std::vector<float> got(out.size() / epcomm::dtype_size(c.dtype)), w(got.size());
   plain(c.dtype).decode_row(out.data(), static_cast<int>(got.size()), got.data(), DType::kF32);
   plain(c.dtype).decode_row(want.data(), static_cast<int>(w.size()), w.data(), DType::kF32);

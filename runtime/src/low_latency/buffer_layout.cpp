@@ -8,13 +8,15 @@
 namespace epcomm::detail {
 namespace {
 
+std::size_t round_up(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 // Consecutive regions, each starting on a 256-byte boundary (a cache line for the
 // host, a full-width line of GPU stores).
 class Offsets {
  public:
   std::size_t take(std::size_t bytes) {
     const std::size_t at = end_;
-    end_ = (end_ + bytes + 255) / 256 * 256;
+    end_ = round_up(end_ + bytes);
     return at;
   }
   std::size_t end() const { return end_; }
@@ -65,14 +67,16 @@ LowLatencyShape LowLatencyShape::of(const LowLatencyConfig& c, int ranks, int ra
   return s;
 }
 
+// Messages lie back to back, one per remote rank: each starts 256-byte aligned
+// so its header and (token, k) pairs are aligned too.
 std::size_t LowLatencyShape::dispatch_message_bytes() const {
-  return kernels::low_latency::dispatch_meta_offset(local_experts) +
-         static_cast<std::size_t>(max_rows_to_rank()) * (2 * sizeof(int32_t) + dispatch_row);
+  return round_up(kernels::low_latency::dispatch_meta_offset(local_experts) +
+                  static_cast<std::size_t>(max_rows_to_rank()) * (2 * sizeof(int32_t) + dispatch_row));
 }
 
 std::size_t LowLatencyShape::combine_message_bytes() const {
-  return kernels::low_latency::combine_rows_offset(max_rows_to_rank()) +
-         static_cast<std::size_t>(max_rows_to_rank()) * combine_row;
+  return round_up(kernels::low_latency::combine_rows_offset(max_rows_to_rank()) +
+                  static_cast<std::size_t>(max_rows_to_rank()) * combine_row);
 }
 
 SharedLayout::SharedLayout(const LowLatencyShape& s) {
