@@ -339,6 +339,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
                  "dispatch_send while round " << round_ << " is in flight: finish it with dispatch_recv (and "
                                               << "combine_recv after a combine_send) first");
   const uint64_t round = ++round_;
+  set_stage(Stage::kIdle);  // the previous round's output is gone, even if this one is rejected
   const int P = shape_.ranks, J = shape_.local_experts, K = shape_.topk, me = group_.rank;
   try {
     EPCOMM_REQUIRE(in.num_tokens <= 0 || in.x != nullptr, kInvalidArgument,
