@@ -342,6 +342,30 @@ TEST_F(MpiTest, BadInputFailsEveryRankAndExchangeStaysUsable) {
                  {"rejected by rank " + std::to_string(first_with_rows), "column 3"});
   }
   run_round(g, ex, su, false);
+  // A dispatch without combine, then a rejected one: the rejected round has no
+  // rows to combine, on any rank.
+  ex.dispatch_send(input_of(su));
+  // A slow owner: the rank that rejects next must not run two rounds ahead of it.
+  if (g.rank() == (bad_rank == 0 ? 1 : 0)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  check_dispatch(g, su, ex.dispatch_recv());
+  if (g.rank() == bad_rank) {
+    RoundSetup bad = su;
+    bad.input.topk_weights.assign(bad.input.topk_weights.size(), std::nanf(""));
+    bad.input.num_tokens = std::max(bad.input.num_tokens, 1);
+    bad.input.topk_idx.assign(static_cast<std::size_t>(bad.input.num_tokens) * su.shape.topk, -1);
+    bad.input.topk_idx[0] = 0;
+    bad.input.topk_weights.resize(bad.input.topk_idx.size(), std::nanf(""));
+    bad.input.x.resize(static_cast<std::size_t>(bad.input.num_tokens) * c.hidden, 1.0f);
+    bad.x = to_dtype(bad.input.x, DType::kBF16);
+    expect_error([&] { ex.dispatch_send(input_of(bad)); }, epcomm::ErrorCode::kInvalidArgument, {"nan"});
+  } else {
+    ex.dispatch_send(input_of(su));
+    expect_error([&] { ex.dispatch_recv(); }, epcomm::ErrorCode::kInvalidArgument,
+                 {"rejected by rank " + std::to_string(bad_rank)});
+  }
+  expect_error([&] { ex.combine_send(y.data()); }, epcomm::ErrorCode::kInvalidArgument,
+               {"without a dispatch_recv"});
+  run_round(g, ex, su, false);
   // Calls out of order are refused on the calling rank alone, taking nothing.
   expect_error([&] { ex.dispatch_recv(); }, epcomm::ErrorCode::kInvalidArgument, {"without a dispatch_send"});
   expect_error([&] { ex.combine_recv(out.data()); }, epcomm::ErrorCode::kInvalidArgument, {"without a combine_send"});

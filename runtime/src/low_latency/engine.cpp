@@ -338,6 +338,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   EPCOMM_REQUIRE(stage_ == Stage::kIdle || stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "dispatch_send while round " << round_ << " is in flight: finish it with dispatch_recv (and "
                                               << "combine_recv after a combine_send) first");
+  finish_rejected_dispatch();
   const uint64_t round = ++round_;
   set_stage(Stage::kIdle);  // the previous round's output is gone, even if this one is rejected
   const int P = shape_.ranks, J = shape_.local_experts, K = shape_.topk, me = group_.rank;
@@ -347,6 +348,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
     plan_dispatch(in.topk_idx, in.topk_weights, in.num_tokens, shape_.max_tokens, config_.num_experts, K, P, plan_);
   } catch (const Error& e) {
     reject(ProxyKind::kDispatch, round, e.what());
+    rejected_dispatch_ = round;
     throw;
   }
   num_tokens_ = in.num_tokens;
@@ -419,6 +421,24 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   set_stage(Stage::kDispatchSent);
   poll_proxy(false);
   notify();
+}
+
+void LowLatencyEngine::finish_rejected_dispatch() {
+  const uint64_t round = rejected_dispatch_;
+  if (round == 0) return;
+  // Without this wait a rank that rejected round n could write round n + 1 into
+  // the parity of round n - 1 while a slow owner still reads round n - 1 there.
+  wait_for("dispatch_send (arrivals of the rejected round)", round, [&] {
+    std::string who;
+    for (int s = 0; s < shape_.ranks; ++s) {
+      if (!read_word(dispatch_word(group_.rank, round, s, 0)).is_for(round)) {
+        who += (who.empty() ? "" : ", ") + std::to_string(s);
+      }
+    }
+    return who;
+  });
+  drain_sends("dispatch_send", round);
+  rejected_dispatch_ = 0;
 }
 
 LowLatencyRecv LowLatencyEngine::dispatch_recv() {
