@@ -338,7 +338,7 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   EPCOMM_REQUIRE(stage_ == Stage::kIdle || stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "dispatch_send while round " << round_ << " is in flight: finish it with dispatch_recv (and "
                                               << "combine_recv after a combine_send) first");
-  finish_rejected_dispatch();
+  finish_rejected_round();
   const uint64_t round = ++round_;
   set_stage(Stage::kIdle);  // the previous round's output is gone, even if this one is rejected
   const int P = shape_.ranks, J = shape_.local_experts, K = shape_.topk, me = group_.rank;
@@ -423,22 +423,28 @@ void LowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   notify();
 }
 
-void LowLatencyEngine::finish_rejected_dispatch() {
-  const uint64_t round = rejected_dispatch_;
-  if (round == 0) return;
-  // Without this wait a rank that rejected round n could write round n + 1 into
-  // the parity of round n - 1 while a slow owner still reads round n - 1 there.
-  wait_for("dispatch_send (arrivals of the rejected round)", round, [&] {
-    std::string who;
-    for (int s = 0; s < shape_.ranks; ++s) {
-      if (!read_word(dispatch_word(group_.rank, round, s, 0)).is_for(round)) {
-        who += (who.empty() ? "" : ", ") + std::to_string(s);
+void LowLatencyEngine::finish_rejected_round() {
+  // Without these waits a rank that rejected round n could write round n + 1
+  // into the parity of round n - 1 while a slow owner still reads it there, or
+  // receive a late round-n combine row over a round-n + 1 row.
+  auto wait_all = [&](uint64_t round, auto word_of) {
+    wait_for("dispatch_send (arrivals of the rejected round)", round, [&] {
+      std::string who;
+      for (int s = 0; s < shape_.ranks; ++s) {
+        if (!read_word(word_of(s)).is_for(round)) who += (who.empty() ? "" : ", ") + std::to_string(s);
       }
-    }
-    return who;
-  });
-  drain_sends("dispatch_send", round);
-  rejected_dispatch_ = 0;
+      return who;
+    });
+    drain_sends("dispatch_send", round);
+  };
+  if (const uint64_t round = rejected_dispatch_) {
+    wait_all(round, [&](int s) { return dispatch_word(group_.rank, round, s, 0); });
+    rejected_dispatch_ = 0;
+  }
+  if (const uint64_t round = rejected_combine_) {
+    wait_all(round, [&](int o) { return combine_flag(group_.rank, o); });
+    rejected_combine_ = 0;
+  }
 }
 
 LowLatencyRecv LowLatencyEngine::dispatch_recv() {
@@ -522,6 +528,7 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
     os << "epcomm rank " << me << ": combine_send got expert_out=null with " << real_rows << " rows received";
     set_stage(Stage::kIdle);
     reject(ProxyKind::kCombine, round, os.str());
+    rejected_combine_ = round;
     throw Error(ErrorCode::kInvalidArgument, os.str());
   }
   wait_staging_free(ProxyKind::kCombine, round, "combine_send");
@@ -552,6 +559,7 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
            << to_string(config_.combine_format) << " cannot encode (NaN or infinity)";
         set_stage(Stage::kIdle);
         reject(ProxyKind::kCombine, round, os.str());
+        rejected_combine_ = round;
         throw Error(ErrorCode::kInvalidArgument, os.str());
       }
       ++rows_to_[s];

@@ -81,9 +81,11 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
   // Tells every rank this rank rejected `kind` of `round` and why.
   void reject(ProxyKind kind, uint64_t round, const std::string& reason);
   std::string reason_of(ProxyKind kind, int rank, uint64_t round) const;
-  // Waits for every word of the dispatch this rank rejected: its peers wrote
-  // them after finishing the round before, whose parity the next round reuses.
-  void finish_rejected_dispatch();
+  // Waits for every word of a dispatch or combine this rank rejected, as its
+  // receive would have: peers write a dispatch's words after finishing the round
+  // before (whose parity the next round reuses), and a combine's rows from other
+  // nodes must land before the next round's rows for the same (token, k).
+  void finish_rejected_round();
   [[noreturn]] void throw_rejected(ProxyKind kind, uint64_t round, const std::vector<int>& ranks);
 
   std::shared_ptr<GroupState> group_owner_;
@@ -114,7 +116,8 @@ class LowLatencyEngine final : public Progressable, public ProxyArrivals {
   // The caller polls itself inside a wait: the progress thread stands aside.
   std::atomic<bool> caller_waiting_{false};
   uint64_t round_ = 0;
-  uint64_t rejected_dispatch_ = 0;  // a round this rank rejected and did not receive
+  uint64_t rejected_dispatch_ = 0;  // rounds this rank rejected and did not receive
+  uint64_t rejected_combine_ = 0;
   SendPlan plan_;
   std::vector<float> weights_;  // the round's topk_weights, for combine
   int num_tokens_ = 0;
