@@ -56,6 +56,10 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   app.add_flag("--reuse-layout", o.reuse_layout,
                "also time dispatches on the first dispatch's layout (DispatchLayout: same routing, no layout "
                "exchange), interleaved with the others");
+  app.add_option("--mode", o.mode, "normal: Exchange vs MPI_Alltoallv; low-latency: LowLatencyExchange vs Exchange")
+      ->check(CLI::IsMember({"normal", "low-latency"}))
+      ->capture_default_str();
+  app.add_flag("--print-memory", o.print_memory, "with --mode low-latency: print the bytes per rank and stop");
   app.add_flag("--json", o.json, "also print one JSON object per configuration");
   app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;

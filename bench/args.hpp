@@ -46,6 +46,10 @@ struct Options {
   // Also time a dispatch on the layout of an earlier one (same routing, no layout
   // exchange), interleaved with the other paths.
   bool reuse_layout = false;
+  // "normal": Exchange against the MPI_Alltoallv baseline; "low-latency":
+  // LowLatencyExchange against Exchange (low_latency_mode.hpp).
+  std::string mode = "normal";
+  bool print_memory = false;  // low-latency: print the bytes per rank and stop
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

@@ -2,6 +2,7 @@
 // epcomm-bench: epcomm dispatch/combine against a per-(token, expert) BF16
 // MPI_Alltoallv baseline, over a sweep of shapes. See README.md.
 #include "args.hpp"
+#include "low_latency_mode.hpp"
 #include "report.hpp"
 #include "run_config.hpp"
 
@@ -27,6 +28,10 @@ int run(int argc, char** argv, int world_rank) {
   Options options;
   if (const std::optional<int> status = parse_args(argc, argv, world_rank == 0, options)) return *status;
 
+  if (options.mode == "low-latency") {
+    const epcomm::Group group(MPI_COMM_WORLD);  // EPCOMM_RANKS_PER_NODE emulates nodes
+    return run_low_latency(group, options);
+  }
   std::optional<Report> report;
   int status = 0;
   for (const epcomm::GroupOptions::Transport transport : options.transports) {

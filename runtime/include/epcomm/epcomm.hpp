@@ -5,6 +5,7 @@
 #include <epcomm/error.hpp>
 #include <epcomm/exchange.hpp>
 #include <epcomm/group.hpp>
+#include <epcomm/low_latency.hpp>
 #include <epcomm/overlap.hpp>
 #include <epcomm/routing.hpp>
 #include <epcomm/types.hpp>
