@@ -50,9 +50,9 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--iters", o.iters, 1, "timed iterations");
   add_number(app, "--alignment", o.alignment, 1, "ExchangeConfig::expert_alignment");
   add_number<uint64_t>(app, "--seed", o.seed, 0, "data and routing seed");
-  add_number(app, "--mover-threads", o.mover_threads, 1,
-             "threads per rank that copy the memcpy floor's bytes (default: EPCOMM_MOVER_THREADS, else 1)")
-      ->envname("EPCOMM_MOVER_THREADS");
+  add_number(app, "--mover-threads", o.mover_threads, 0,
+             "row-moving threads per rank (GroupOptions::mover_threads), also the memcpy floor's; 0: the "
+             "group's default (EPCOMM_MOVER_THREADS, else the rank's share of its cores)");
   app.add_flag("--reuse-layout", o.reuse_layout,
                "also time dispatches on the first dispatch's layout (DispatchLayout: same routing, no layout "
                "exchange), interleaved with the others");

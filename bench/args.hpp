@@ -42,7 +42,9 @@ struct Options {
   int iters = 20;
   int alignment = 1;
   uint64_t seed = 1;
-  int mover_threads = 1;   // threads per rank of the memcpy floor (EPCOMM_MOVER_THREADS)
+  // GroupOptions::mover_threads (0: the group's default, EPCOMM_MOVER_THREADS or the
+  // rank's share of its cores); the memcpy floor copies with as many threads.
+  int mover_threads = 0;
   // Also time a dispatch on the layout of an earlier one (same routing, no layout
   // exchange), interleaved with the other paths.
   bool reuse_layout = false;

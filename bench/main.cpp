@@ -37,6 +37,7 @@ int run(int argc, char** argv, int world_rank) {
   for (const epcomm::GroupOptions::Transport transport : options.transports) {
     epcomm::GroupOptions group_options;
     group_options.transport = transport;
+    group_options.mover_threads = options.mover_threads;
     const epcomm::Group group(MPI_COMM_WORLD, group_options);  // EPCOMM_RANKS_PER_NODE emulates nodes
     status = std::max(status, run_sweep(group, options, report));
   }
@@ -49,7 +50,8 @@ int run_sweep(const epcomm::Group& group, const epcomm_bench::Options& options,
   const bool root = group.rank() == 0;
   if (root && !report) {
     report.emplace(
-        RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), group.progress_thread(), &options});
+        RunInfo{group.size(), group.num_nodes(), group.ranks_per_node(), group.progress_thread(),
+                group.mover_threads(), &options});
   }
   int status = 0;
   for (const BenchConfig& config : expand(options)) {

@@ -86,7 +86,7 @@ Report::Report(const RunInfo& info)
   std::printf("# epcomm-bench: %d ranks, %d nodes x %d ranks, warmup %d, iters %d, seed %llu, "
               "alignment %d, mover threads %d\n",
               info_.ranks, info_.nodes, info_.ranks_per_node, o.warmup, o.iters,
-              static_cast<unsigned long long>(o.seed), o.alignment, o.mover_threads);
+              static_cast<unsigned long long>(o.seed), o.alignment, info_.mover_threads);
   std::printf("# times: min, p10, median (_us), p90, max over iterations of the slowest rank (us); bytes: "
               "one dispatch + combine, summed over ranks (MB = 1e6 B); inter_GB/s: inter-node bytes / median "
               "total time; floor_us: memcpy of the bytes each rank must move, eff = floor_us / total_us\n");

@@ -77,6 +77,7 @@ struct RunInfo {
   int nodes = 0;
   int ranks_per_node = 0;
   bool progress_thread = false;  // Group::progress_thread()
+  int mover_threads = 1;         // Group::mover_threads()
   const Options* options = nullptr;
 };
 

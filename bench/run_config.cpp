@@ -12,7 +12,7 @@
 #include <epcomm/routing.hpp>
 
 #include <algorithm>
-#include <tuple>
+#include <array>
 #include <cstdio>
 #include <optional>
 #include <vector>
@@ -118,7 +118,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   const FloorBytes floor_bytes =
       memcpy_floor_bytes(load, ranks, group.rank(), epcomm::encoded_row_bytes(format, config.hidden),
                          static_cast<std::size_t>(config.hidden) * epcomm::dtype_size(config.dtype));
-  MemcpyFloorPath floor_path(floor_bytes, options.mover_threads);
+  MemcpyFloorPath floor_path(floor_bytes, group.mover_threads());
 
   // Check pass: one untimed iteration of each path, compared before anything is
   // timed (and doubling as a first warmup). Dispatch is compared before combine
@@ -188,18 +188,20 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
     outcome.check_failure = "combine: " + combine_message;
   }
 
-  PhaseTimes epcomm_times;
-  PhaseTimes baseline_times;
-  PhaseTimes floor_times;
+  // Paths in order: epcomm, baseline, memcpy floor, then the reused layout's.
+  std::array<PhaseTimes, 4> times;
   if (options.reuse_layout) {
-    PhaseTimes reuse_times;
-    std::tie(epcomm_times, baseline_times, floor_times, reuse_times) = time_paths_interleaved(
-        comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path, *reuse_path);
-    result.reuse_dispatch = reuse_times.dispatch_us;
+    times = time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path,
+                                   *reuse_path);
+    result.reuse_dispatch = times[3].dispatch_us;
   } else {
-    std::tie(epcomm_times, baseline_times, floor_times) =
+    const auto three =
         time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path);
+    std::copy(three.begin(), three.end(), times.begin());
   }
+  const PhaseTimes& epcomm_times = times[0];
+  const PhaseTimes& baseline_times = times[1];
+  const PhaseTimes& floor_times = times[2];
   result.dispatch = epcomm_times.dispatch_us;
   result.combine = epcomm_times.combine_us;
   result.baseline_dispatch = baseline_times.dispatch_us;
@@ -221,7 +223,7 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
   result.memcpy_floor_bytes = bytes[7];
   result.memcpy_floor_dispatch = floor_times.dispatch_us;
   result.memcpy_floor_combine = floor_times.combine_us;
-  result.mover_threads = options.mover_threads;
+  result.mover_threads = group.mover_threads();
   return outcome;
 }
 
