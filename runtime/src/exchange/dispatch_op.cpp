@@ -41,6 +41,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   const bool as_given = input.x_encoded || config.dispatch_format == kernels::plain_format(config.dtype);
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;
+  if (engine.node_checksums) peer_rows_.emplace(*engine.node_checksums, "dispatch row", seq);
   // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
@@ -325,7 +326,9 @@ void DispatchOp::write_source(const TokenSource& src) {
                                << " than its layout announced");
         if (first < 0) {
           first = static_cast<int32_t>(p);
-          copies_.add(src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes, d.row(p));
+          const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
+          copies_.add(payload, d.row(p));
+          if (peer_rows_ && ld != e.group.local_rank) peer_rows_->sign(d.row_sum, p, d.row(p), payload, row_bytes);
         }
         d.src_rank[p] = src.rank;
         d.src_token[p] = t;
@@ -431,6 +434,7 @@ bool DispatchOp::advance() {
   if (state_ == State::kWritten) {
     // Node peers read the rows once the flag says so: after they landed.
     if (!buf_.mover->idle()) return moved;
+    if (peer_rows_) peer_rows_->publish();
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;
     moved = true;
@@ -439,6 +443,7 @@ bool DispatchOp::advance() {
     if (!rail_sends_->test_some().empty()) moved = true;
     if (!rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
+    if (peer_rows_) peer_rows_->verify_dispatch_rows(mine_);
     finish();
     state_ = State::kFinish;
     moved = true;

@@ -3,6 +3,7 @@
 // into each owner's expert-major slot, and the local fan-out of multi-expert rows.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "exchange/engine.hpp"
@@ -78,6 +79,8 @@ class DispatchOp : public Op {
   // Per-source cursors while writing: next row per (local rank, local expert) and
   // next token entry per local rank.
   std::vector<int32_t> row_cursor_, token_cursor_;
+  // ExchangeConfig::checksum: the rows this rank writes into node peers' slots.
+  std::optional<NodePeerChecksums::Rows> peer_rows_;
 };
 
 }  // namespace epcomm::detail

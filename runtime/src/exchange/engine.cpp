@@ -310,6 +310,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       s.combine_recv_region = region(s.combine_recv);
     }
   });
+  // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
+  if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
                                         << slot_layout_.bytes << " shared bytes (" << slot_layout_.max_rows

@@ -24,6 +24,7 @@
 #include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
 #include "exchange/mpi_tags.hpp"
+#include "exchange/node_peer_checksums.hpp"
 #include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/row_mover.hpp"
@@ -192,6 +193,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
+  // ExchangeConfig::checksum with rows in host memory, else null.
+  std::unique_ptr<NodePeerChecksums> node_checksums;
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
   // metadata; a combine partial.
