@@ -16,7 +16,9 @@
 //   first iteration's time). Then rank 0 prints "cluster_driver: exchanging", the
 //   cue to inject a fault.
 // Any epcomm::Error: the rank prints "cluster_driver: rank R (host H, pid P) FAILED
-//   after T s: <code>: <message>" and exits with status 3. It first waits
+//   at U after T s: <code>: <message>" and exits with status 3. U is the Unix time
+//   of the catch, to the microsecond (the emulated hosts share one clock: the fault
+//   tests compare the ranks' U to bound how fast a failure spreads). It first waits
 //   --exit-grace-s seconds (default 2): the other ranks, stalled on the same peer,
 //   time out within about one iteration of each other, and mpirun ends the whole job
 //   at the first rank that exits.
@@ -238,10 +240,11 @@ int main(int argc, char** argv) {
   try {
     run(o);
   } catch (const epcomm::Error& e) {
+    const double failed_at = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    std::fprintf(stderr, "cluster_driver: rank %d (host %s, pid %d) FAILED after %.1f s: %s: %s\n", rank, host,
-                 static_cast<int>(getpid()), now_s() - start, epcomm::to_string(e.code()), e.what());
+    std::fprintf(stderr, "cluster_driver: rank %d (host %s, pid %d) FAILED at %.6f after %.1f s: %s: %s\n", rank,
+                 host, static_cast<int>(getpid()), failed_at, now_s() - start, epcomm::to_string(e.code()), e.what());
     std::fflush(stderr);
     std::this_thread::sleep_for(std::chrono::duration<double>(o.exit_grace_s));
     // Not MPI_Finalize: it would wait for the peer that stopped answering.

@@ -6,10 +6,12 @@
 # launch/emulate-cluster, injects its fault from outside and checks what the
 # issue promises:
 #   stop      a rank gets SIGSTOP mid-exchange: every other rank fails within
-#             EPCOMM_TIMEOUT_S with a timeout naming the stalled rank and the phase
+#             EPCOMM_TIMEOUT_S with a timeout naming the stalled rank and the phase,
+#             all within 100 ms of the first (the first tells the others)
 #   linkdown  host 1's link goes down mid-exchange: host 0's ranks fail within
 #             EPCOMM_TIMEOUT_S with a timeout naming a rank across the cut and the
-#             phase; then the link comes back (see below) and the job must end
+#             phase, within 100 ms of each other; then the link comes back (see
+#             below) and the job must end
 #   kill      a rank gets SIGKILL mid-exchange: the job ends promptly
 #   badlaunch mismatched configs, more ranks per node than a host has, a node split
 #             that does not divide the host, and no mpirun on PATH: clear errors
@@ -24,6 +26,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cluster=$root/launch/emulate-cluster
 timeout_s=5        # EPCOMM_TIMEOUT_S given to the ranks
 grace_s=2          # the driver's --exit-grace-s
+spread_bound_ms=100  # the first rank's failure reaches the others within this
 work=$(mktemp -d /tmp/epcomm-fault.XXXXXX)
 log=$work/job.log
 job_pid=""
@@ -137,6 +140,24 @@ expect_timeouts() {
   done
 }
 
+# The failure reaches every rank in $1 within $2 ms of the first of them: each
+# rank's "FAILED at U" (Unix time of its catch; the emulated hosts share one clock)
+# is at most $2 ms after the earliest. Prints the spread.
+expect_spread_within() {
+  local r line at first="" last=""
+  for r in $1; do
+    line=$(grep -m1 "^cluster_driver: rank $r .*FAILED at " "$log") || fail "rank $r printed no failure time"
+    at=$(sed -E 's/.* FAILED at ([0-9.]+) .*/\1/' <<<"$line")
+    first=$(awk -v a="$at" -v f="$first" 'BEGIN { print (f == "" || a < f) ? a : f }')
+    last=$(awk -v a="$at" -v l="$last" 'BEGIN { print (l == "" || a > l) ? a : l }')
+  done
+  local spread_ms
+  spread_ms=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%.1f", (l - f) * 1000 }')
+  echo "spread: ranks $1 failed within $spread_ms ms of the first (bound $2 ms)"
+  awk -v s="$spread_ms" -v b="$2" 'BEGIN { exit !(s <= b) }' ||
+    fail "ranks $1 failed $spread_ms ms apart, over the $2 ms bound"
+}
+
 case $case_name in
   stop)
     start_job
@@ -144,6 +165,7 @@ case $case_name in
     kill -STOP "$victim"
     finish_job $((timeout_s + grace_s + 20))
     expect_timeouts "0 1 3" 2
+    expect_spread_within "0 1 3" "$spread_bound_ms"
     ;;
   linkdown)
     start_job
@@ -162,6 +184,8 @@ case $case_name in
     ip -n epcn1 link set eth0 up
     finish_job 60
     expect_timeouts "0 1" "[23]"
+    # Host 1's ranks hear of it only when the link is back: host 0 alone.
+    expect_spread_within "0 1" "$spread_bound_ms"
     ;;
   kill)
     start_job
