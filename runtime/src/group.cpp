@@ -154,8 +154,9 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
   log::set_rank(s.rank);
 
-  // Segment names must not collide between jobs or groups sharing /dev/shm: the
-  // node's first rank picks a prefix from its pid and the clock and shares it.
+  // Labels of the node's shared memory (seen in /proc/<pid>/maps) tell jobs and
+  // groups apart: the node's first rank picks a prefix from its pid and the clock
+  // and shares it.
   char prefix[64] = {};
   if (s.local_rank == 0) {
     auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();

@@ -27,7 +27,7 @@ struct GroupState {
   int host_cores = 1;        // cores online on this host
   double timeout_s = 60;
   GroupOptions::Transport transport = GroupOptions::Transport::kAuto;  // never kDefault
-  // Unique per group on this node; prefixes shared-memory segment names.
+  // Unique per group on this node; labels its shared memory (node_shm.hpp).
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
   // Exchanges' communicators (dups of comm), reused rather than freed; shared

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Fault tests on an emulated cluster (ctest label "cluster"):
-#   fault_test.sh stop|linkdown|kill|badlaunch DRIVER
+#   fault_test.sh stop|linkdown|kill|setupkill|badlaunch DRIVER
 # DRIVER is build/tests/epcomm-cluster-driver. Each case starts a job with
 # launch/emulate-cluster, injects its fault from outside and checks what the
 # issue promises:
@@ -13,14 +13,16 @@
 #             phase, within 100 ms of each other; then the link comes back (see
 #             below) and the job must end
 #   kill      a rank gets SIGKILL mid-exchange: the job ends promptly
+#   setupkill a rank gets SIGKILL while Exchange construction holds its new
+#             shared memory: the job ends promptly
 #   badlaunch mismatched configs, more ranks per node than a host has, a node split
 #             that does not divide the host, and no mpirun on PATH: clear errors
-# For the first three: the job exits non-zero, and no process, namespace or
+# For the first four: the job exits non-zero, and no process, namespace or
 # /dev/shm/epcomm* segment is left behind. Exit 77 (ctest: skipped) where network
 # namespaces cannot be created.
 set -euo pipefail
 
-case_name=${1:?usage: fault_test.sh stop|linkdown|kill|badlaunch DRIVER}
+case_name=${1:?usage: fault_test.sh stop|linkdown|kill|setupkill|badlaunch DRIVER}
 driver=${2:?usage: fault_test.sh CASE DRIVER}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cluster=$root/launch/emulate-cluster
@@ -50,12 +52,16 @@ if [[ $(id -u) -eq 0 ]]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 
-# Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background and waits
-# until it exchanges.
-start_job() {
+# Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background.
+launch_job() {
   EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts 2 --ranks-per-host 2 -- \
     "$driver" --seconds 60 --tokens 64 --hidden 1024 --exit-grace-s "$grace_s" >"$log" 2>&1 &
   job_pid=$!
+}
+
+# launch_job, then wait until it exchanges.
+start_job() {
+  launch_job
   local i
   for ((i = 0; i < 120; ++i)); do
     grep -q '^cluster_driver: exchanging' "$log" && return 0
@@ -194,6 +200,25 @@ case $case_name in
     finish_job $((timeout_s + grace_s + 20))
     grep -q 'exited on signal 9\|killed\|signal 9' "$log" || fail "mpirun did not report the killed rank"
     ;;
+  setupkill)
+    # Every rank holds its new shared memory, not yet shown to its node peers, for
+    # 20 s inside Exchange construction (a fault-injection build's
+    # EPCOMM_FAULT_SETUP_STALL_S); rank 2 is killed in that window. The job must end
+    # at once and leave nothing behind (finish_job: no /dev/shm segment, no process).
+    EPCOMM_FAULT_SETUP_STALL_S=20 launch_job
+    t0=$SECONDS
+    until [[ $(ip netns pids epcn0 2>/dev/null | xargs -r -I{} cat /proc/{}/comm 2>/dev/null |
+               grep -c '^epcomm-cluster-$') -eq 2 && -n $(ip netns pids epcn1 2>/dev/null) ]]; do
+      ((SECONDS - t0 <= 30)) || fail "the ranks did not start within 30 s"
+      sleep 0.2
+    done
+    sleep 3   # Group construction done, every rank in the stall
+    ! grep -q '^cluster_driver: exchanging' "$log" || fail "the job got past construction: no stall (fault injection off?)"
+    victim=$(rank_pid 1)
+    kill -KILL "$victim"
+    finish_job $((grace_s + 10))
+    grep -q 'signal 9\|killed' "$log" || fail "mpirun did not report the killed rank"
+    ;;
   badlaunch)
     # shellcheck source=launch/mpi_env.sh
     source "$root/launch/mpi_env.sh"
@@ -220,6 +245,6 @@ case $case_name in
     done
     expect_launch_error "mpirun not found" env PATH="$work/bin" "$root/launch/epcomm-run" -n 2 -- "$driver" --iters 1
     ;;
-  *) fail "unknown case (stop|linkdown|kill|badlaunch)" ;;
+  *) fail "unknown case (stop|linkdown|kill|setupkill|badlaunch)" ;;
 esac
 echo "PASS ($case_name)"

@@ -38,6 +38,10 @@ int fault_flip_bit();
 // shows its node peers in the n-th operation that shows them any, after its
 // checksum was taken; 0 (default) = never.
 int fault_flip_node_bit();
+// EPCOMM_FAULT_SETUP_STALL_S (likewise): seconds each rank sleeps holding its new
+// node-shared memory before showing it to its node peers, so a test can kill a
+// rank in that window; 0 (default) = none.
+double fault_setup_stall_s();
 
 // Parsing helpers, throwing Error(kInvalidArgument) naming the variable and value.
 int get_int(const char* name, int fallback, int min_value);
