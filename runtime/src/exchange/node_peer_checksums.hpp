@@ -36,8 +36,8 @@ class NodePeerChecksums {
     // what: "dispatch row", "expert output row".
     Rows(NodePeerChecksums& checksums, const char* what, uint64_t seq) : sums_(checksums), what_(what), seq_(seq) {}
 
-    // `dst` (row `row` of a node peer's slot, whose checksums are `table`) gets a
-    // copy of `src`, `bytes` long.
+    // Row `row` of a slot whose checksum table is `table`, at `dst`, holds (or is
+    // about to hold) a copy of the `bytes` at `src`: records their checksum.
     void sign(BlockChecksum* table, int64_t row, std::byte* dst, const std::byte* src, std::size_t bytes);
     // Once the signed rows landed, before the flag that shows them to the peers.
     // Fault injection (EPCOMM_FAULT_FLIP_NODE_BIT=n): the n-th operation of this
@@ -66,7 +66,6 @@ class NodePeerChecksums {
     std::byte* first_dst_ = nullptr;  // first row signed (fault injection)
     std::size_t first_bytes_ = 0;
   };
-
 
  private:
   const GroupState& group_;
