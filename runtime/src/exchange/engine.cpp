@@ -364,6 +364,7 @@ void Engine::abandon_all() {
     EPCOMM_LOG(kWarn, "dropping " << inflight_.size() << " unfinished exchange operation(s)");
   }
   inflight_.clear();
+  abandoned_.clear();
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
@@ -437,7 +438,7 @@ void Engine::check_peers() {
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
   failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
-  inflight_.clear();
+  set_inflight_aside();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
 
@@ -653,6 +654,11 @@ void Engine::wait(Op& op) {
   }
 }
 
+void Engine::set_inflight_aside() {
+  abandoned_.insert(abandoned_.end(), inflight_.begin(), inflight_.end());
+  inflight_.clear();
+}
+
 void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_ = why;
   failure_code_ = code;
@@ -660,7 +666,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
-  inflight_.clear();
+  set_inflight_aside();
 }
 
 }  // namespace epcomm::detail

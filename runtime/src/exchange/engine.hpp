@@ -233,6 +233,11 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::mutex mu_;
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
+  // Operations a failure cut short, dropped at teardown (abandon_all) rather than in
+  // fail(): cancelling a receive whose sender died takes a grace period, which must
+  // not delay this rank's report of the failure.
+  std::vector<std::shared_ptr<Op>> abandoned_;
+  void set_inflight_aside();  // a failure's: inflight_ into abandoned_
   uint64_t next_seq_ = 1;
   uint64_t rejections_ = 0;  // begins rejected by their checks (they take no sequence number)
   uint64_t dispatch_count_ = 0;
