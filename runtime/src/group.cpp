@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "group_state.hpp"
+#include "node_peer_liveness.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
@@ -165,6 +166,11 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   }
   EPCOMM_MPI(MPI_Bcast(prefix, sizeof prefix, MPI_CHAR, 0, s.node_comm));
   s.shm_prefix = prefix;
+  // Node peers' pids, kept only if every one is visible here (one PID namespace).
+  const int pid = static_cast<int>(getpid());
+  s.node_pids.resize(s.ranks_per_node);
+  EPCOMM_MPI(MPI_Allgather(&pid, 1, MPI_INT, s.node_pids.data(), 1, MPI_INT, s.node_comm));
+  if (std::any_of(s.node_pids.begin(), s.node_pids.end(), detail::process_gone)) s.node_pids.clear();
 
   const bool want_thread = options.progress == GroupOptions::Progress::kDefault
                                ? env::progress_thread()

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <thread>
 
+#include "node_peer_liveness.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
@@ -73,9 +74,22 @@ NodeShm::NodeShm(GroupState& g, std::size_t bytes_per_rank, const char* purpose)
   // peer's, so a failure on one rank fails the whole node at once.
   const Published mine{error == 0 ? 1 : 0, static_cast<int32_t>(getpid()), fd};
   std::vector<Published> all(g.ranks_per_node);
+  // A node peer that died on the way fails the wait at once, naming it.
+  NodePeerWatch watch(g);
+  const std::string step = std::string("while this node reserved shared memory for ") + purpose;
+  const auto wait_for_peers = [&](MPI_Request& req) {
+    try {
+      return wait_within(req, g.timeout_s, [&] { watch.check([&] { return step; }); });
+    } catch (const Error&) {
+      g.setup_left_messages = true;  // the collective stays pending on node_comm
+      close_mine();
+      unmap_all();
+      throw;
+    }
+  };
   MPI_Request req;
   EPCOMM_MPI(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, g.node_comm, &req));
-  if (!wait_within(req, g.timeout_s)) {
+  if (!wait_for_peers(req)) {
     g.setup_left_messages = true;  // the gather stays pending on node_comm
     close_mine();
     unmap_all();
@@ -125,7 +139,7 @@ NodeShm::NodeShm(GroupState& g, std::size_t bytes_per_rank, const char* purpose)
   // Every peer holds a mapping once this completes; until then this rank's
   // descriptor must stay open for them to find it.
   EPCOMM_MPI(MPI_Ibarrier(g.node_comm, &req));
-  const bool all_mapped = wait_within(req, g.timeout_s);
+  const bool all_mapped = wait_for_peers(req);
   close_mine();
   if (!all_mapped) {
     g.setup_left_messages = true;

@@ -597,6 +597,9 @@ bool Engine::progress_locked() {
   if (!inflight_.empty()) {
     try {
       moved = internode->poll();
+      const Op& first = *inflight_.front();
+      peer_watch_.check(
+          [&] { return "during " + std::string(first.kind()) + " operation " + std::to_string(first.seq()); });
     } catch (const Error& e) {
       fail_op(*inflight_.front(), e.code(), e.what());
       throw;

@@ -30,6 +30,7 @@
 #include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
+#include "node_peer_liveness.hpp"
 #include "node_shm.hpp"
 #include "plan/token_routes.hpp"
 #include "plan/topology.hpp"
@@ -231,6 +232,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   BeginPosition position() const { return {next_seq_, rejections_}; }
   std::shared_ptr<GroupState> group_owner_;
   std::mutex mu_;
+  NodePeerWatch peer_watch_{group};  // node peers killed while operations wait
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
   // Operations a failure cut short, dropped at teardown (abandon_all) rather than in
