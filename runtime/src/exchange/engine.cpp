@@ -597,9 +597,6 @@ bool Engine::progress_locked() {
   if (!inflight_.empty()) {
     try {
       moved = internode->poll();
-      const Op& first = *inflight_.front();
-      peer_watch_.check(
-          [&] { return "during " + std::string(first.kind()) + " operation " + std::to_string(first.seq()); });
     } catch (const Error& e) {
       fail_op(*inflight_.front(), e.code(), e.what());
       throw;
@@ -618,6 +615,18 @@ bool Engine::progress_locked() {
     }
   }
   std::erase_if(inflight_, [](const std::shared_ptr<Op>& op) { return op->done(); });
+  // A node peer's process gone stalls the operations for good; looked for only in
+  // a round where nothing moved, when an operation may be waiting for it.
+  if (!moved && !inflight_.empty()) {
+    Op& first = *inflight_.front();
+    try {
+      peer_watch_.check(
+          [&] { return "during " + std::string(first.kind()) + " operation " + std::to_string(first.seq()); });
+    } catch (const Error& e) {
+      fail_op(first, e.code(), e.what());
+      throw;
+    }
+  }
   return moved;
 }
 
