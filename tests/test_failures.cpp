@@ -599,26 +599,23 @@ TEST_F(Catalogue, AllocationFailureNamesBytesAndLimit) {
 }
 
 
-// ExchangeConfig::checksum: a correct round passes its checks; then rank 2's first
-// inter-node block gets one bit flipped after its CRC32C was taken (the transport's
-// fault-injection hook). Its receiver, rank 0, fails naming rank 2, the block and
-// the operation; the others fail at once naming rank 0.
+// ExchangeConfig::checksum: a correct round passes its checks (between nodes and
+// inside them); then rank 2's first inter-node block gets one bit flipped after its
+// CRC32C was taken (the inter-node tier's fault-injection hook: MPI here, verbs in
+// the verbs guest). Its receiver, rank 0, fails naming rank 2, the block and the
+// operation; the others fail at once naming rank 0.
 TEST_F(Catalogue, BitFlippedInFlightIsCaughtByTheChecksum) {
 #ifndef EPCOMM_FAULT_INJECTION
   GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
 #endif
-  epcomm::GroupOptions o;
-  o.timeout_s = 30;
-  o.transport = epcomm::GroupOptions::Transport::kMpi;  // checksums are an MPI-tier feature
-  epcomm::Group mpi_group(MPI_COMM_WORLD, o);
   epcomm::ExchangeConfig c = config();
   c.checksum = true;
   {
-    epcomm::Exchange clean(mpi_group, c);
+    epcomm::Exchange clean(slow_group, c);
     correct_round(clean, "checksums on");
   }
-  if (mpi_group.rank() == 2) setenv("EPCOMM_FAULT_FLIP_BIT", "1", 1);
-  epcomm::Exchange ex(mpi_group, c);
+  if (slow_group.rank() == 2) setenv("EPCOMM_FAULT_FLIP_BIT", "1", 1);
+  epcomm::Exchange ex(slow_group, c);
   unsetenv("EPCOMM_FAULT_FLIP_BIT");
   RankInput in = good_input();
   begin_case();
@@ -626,11 +623,71 @@ TEST_F(Catalogue, BitFlippedInFlightIsCaughtByTheChecksum) {
   // A rank whose dispatch needed nothing from rank 0 may finish first: its next call fails.
   if (!out.failed) out = attempt([&] { ex.dispatch(as_dispatch(in)); });
   const std::string name = "one bit flipped in rank 2's dispatch block, checksums on";
-  if (mpi_group.rank() == 0) {
+  if (slow_group.rank() == 0) {
     expect(name, out, ErrorCode::kDataCorrupted,
            {rank_tag(0), "dispatch block of operation 1 from rank 2", "arrived corrupted"});
   } else {
     expect(name, out, ErrorCode::kGroupFailed, {"because of rank 0", "dispatch block of operation 1 from rank 2"});
+  }
+}
+
+// ExchangeConfig::checksum inside a node: rank 1 flips one bit of the first row it
+// shows its node peer, rank 0, after signing it (EPCOMM_FAULT_FLIP_NODE_BIT=n: the
+// n-th operation that shows rows; the dispatch is the first, the combine the
+// second). Rank 0 checks the row before it uses it and fails naming the row, rank
+// 1 and the operation; the others fail at once naming rank 0.
+struct NodePeerBitFlip : Catalogue {
+  // Runs a dispatch and, when `in_combine`, a combine, on an Exchange made while
+  // rank 1 has EPCOMM_FAULT_FLIP_NODE_BIT set to flip_at.
+  Outcome run(int flip_at, bool in_combine) {
+    epcomm::ExchangeConfig c = config();
+    c.checksum = true;
+    if (slow_group.rank() == 1) setenv("EPCOMM_FAULT_FLIP_NODE_BIT", std::to_string(flip_at).c_str(), 1);
+    epcomm::Exchange ex(slow_group, c);
+    unsetenv("EPCOMM_FAULT_FLIP_NODE_BIT");
+    RankInput in = good_input();
+    if (!in_combine) {
+      begin_case();
+      Outcome out = attempt([&] { ex.dispatch(as_dispatch(in)); });
+      // A rank that needed no row of rank 0 may finish first: its next call fails.
+      if (!out.failed) out = attempt([&] { ex.dispatch(as_dispatch(in)); });
+      return out;
+    }
+    epcomm::DispatchHandle h = ex.dispatch(as_dispatch(in));
+    std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * 40, 0.5f), out(static_cast<std::size_t>(8) * 40);
+    begin_case();
+    Outcome o = attempt([&] { ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens); });
+    if (!o.failed) o = attempt([&] { ex.dispatch(as_dispatch(in)); });
+    return o;
+  }
+};
+
+TEST_F(NodePeerBitFlip, InADispatchRowIsCaughtByItsOwner) {
+#ifndef EPCOMM_FAULT_INJECTION
+  GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
+#endif
+  const Outcome o = run(1, false);
+  const std::string name = "one bit flipped in a dispatch row rank 1 wrote into rank 0's memory, checksums on";
+  if (slow_group.rank() == 0) {
+    expect(name, o, ErrorCode::kDataCorrupted,
+           {rank_tag(0), "dispatch row", "of operation 1 in rank 0's shared memory", "written by rank 1, is corrupted"});
+  } else {
+    expect(name, o, ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});
+  }
+}
+
+TEST_F(NodePeerBitFlip, InAnExpertOutputRowIsCaughtByItsReader) {
+#ifndef EPCOMM_FAULT_INJECTION
+  GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
+#endif
+  const Outcome o = run(2, true);
+  const std::string name = "one bit flipped in an expert output row of rank 1 that rank 0 reads, checksums on";
+  if (slow_group.rank() == 0) {
+    expect(name, o, ErrorCode::kDataCorrupted,
+           {rank_tag(0), "expert output row", "of operation 2 in rank 1's shared memory",
+            "written by rank 1, is corrupted"});
+  } else {
+    expect(name, o, ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});
   }
 }
 

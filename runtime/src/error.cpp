@@ -15,6 +15,7 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::kSystem: return "system error";
     case ErrorCode::kGroupFailed: return "group failed";
     case ErrorCode::kDataCorrupted: return "data corrupted";
+    case ErrorCode::kPeerLost: return "peer lost";
   }
   return "unknown error";
 }

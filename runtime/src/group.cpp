@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "group_state.hpp"
+#include "node_peer_liveness.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
@@ -163,8 +164,9 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   EPCOMM_MPI(MPI_Comm_split(s.comm, s.node, s.local_rank, &s.node_comm));
   log::set_rank(s.rank);
 
-  // Segment names must not collide between jobs or groups sharing /dev/shm: the
-  // node's first rank picks a prefix from its pid and the clock and shares it.
+  // Labels of the node's shared memory (seen in /proc/<pid>/maps) tell jobs and
+  // groups apart: the node's first rank picks a prefix from its pid and the clock
+  // and shares it.
   char prefix[64] = {};
   if (s.local_rank == 0) {
     auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -173,6 +175,11 @@ Group::Group(MPI_Comm comm, const GroupOptions& options)
   }
   EPCOMM_MPI(MPI_Bcast(prefix, sizeof prefix, MPI_CHAR, 0, s.node_comm));
   s.shm_prefix = prefix;
+  // Node peers' pids, kept only if every one is visible here (one PID namespace).
+  const int pid = static_cast<int>(getpid());
+  s.node_pids.resize(s.ranks_per_node);
+  EPCOMM_MPI(MPI_Allgather(&pid, 1, MPI_INT, s.node_pids.data(), 1, MPI_INT, s.node_comm));
+  if (std::any_of(s.node_pids.begin(), s.node_pids.end(), detail::process_gone)) s.node_pids.clear();
 
   s.movers = std::make_unique<detail::WorkerPool>(asked_movers > 0 ? asked_movers
                                                                    : detail::default_mover_threads(s.host_ranks));

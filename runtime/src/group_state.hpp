@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm_pool.hpp"
 #include "progress/progress_thread.hpp"
@@ -28,9 +29,12 @@ struct GroupState {
   int host_cores = 1;        // cores online on this host
   double timeout_s = 60;
   GroupOptions::Transport transport = GroupOptions::Transport::kAuto;  // never kDefault
-  // Unique per group on this node; prefixes shared-memory segment names.
+  // Unique per group on this node; labels its shared memory (node_shm.hpp).
   std::string shm_prefix;
   uint64_t next_resource_id = 0;
+  // Pids of the node's ranks by local rank, for node_peer_liveness.hpp; empty when
+  // this rank cannot see its node peers' processes (another PID namespace).
+  std::vector<int> node_pids;
   // Exchanges' communicators (dups of comm), reused rather than freed; shared
   // with every later group of the same ranks.
   std::shared_ptr<CommPool> exchange_comms;

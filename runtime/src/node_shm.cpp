@@ -3,112 +3,152 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
+#include "node_peer_liveness.hpp"
 #include "util/check.hpp"
+#include "util/env.hpp"
 #include "util/log.hpp"
 #include "util/roll_call.hpp"
 
 namespace epcomm::detail {
 namespace {
 
-std::string segment_name(const GroupState& g, uint64_t id, int local_rank) {
-  return g.shm_prefix + "-" + std::to_string(id) + "-" + std::to_string(local_rank);
-}
-
-std::byte* map_segment(int fd, std::size_t bytes, const std::string& name) {
+std::byte* map_memory(int fd, std::size_t bytes, const std::string& what) {
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
-    EPCOMM_FAIL(kSystem, "mmap of shared segment " << name << " (" << bytes
-                                                     << " bytes) failed: " << std::strerror(errno));
+    EPCOMM_FAIL(kSystem, "mmap of " << what << " (" << bytes << " bytes) failed: " << std::strerror(errno));
   }
   return static_cast<std::byte*>(p);
 }
+
+// What each rank tells its node peers: whether it reserved its memory, and where
+// they find it (/proc/<pid>/fd/<fd>).
+struct Published {
+  int32_t ok;
+  int32_t pid;
+  int32_t fd;
+};
 
 }  // namespace
 
 NodeShm::NodeShm(GroupState& g, std::size_t bytes_per_rank, const char* purpose)
     : bases_(g.ranks_per_node, nullptr), bytes_(bytes_per_rank), local_rank_(g.local_rank) {
-  // Page-round so every rank's segment starts and ends on a page.
+  // Page-round so every rank's memory starts and ends on a page.
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   bytes_ = (bytes_ + page - 1) / page * page;
-  const uint64_t id = g.next_resource_id++;
-  const std::string my_name = segment_name(g, id, g.local_rank);
+  // The label shows in /proc/<pid>/maps ("/memfd:epcomm-...") for diagnosis only.
+  const std::string label = g.shm_prefix.substr(1) + "-" + std::to_string(g.next_resource_id++) + "-" +
+                            std::to_string(g.local_rank);
 
-  // Create and reserve my segment. posix_fallocate makes a full /dev/shm a clear
-  // error now instead of a SIGBUS on first touch later.
-  int fd = shm_open(my_name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  int create_errno = fd < 0 ? errno : 0;
-  int reserve_rc = 0;
+  // Create and reserve. posix_fallocate makes a shortage of memory a clear error
+  // now instead of a SIGBUS on first touch later.
+  int fd = memfd_create(label.c_str(), MFD_CLOEXEC);
+  int error = fd < 0 ? errno : 0;
   if (fd >= 0) {
-    reserve_rc = ftruncate(fd, static_cast<off_t>(bytes_)) == 0 ? 0 : errno;
-    if (reserve_rc == 0) reserve_rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes_));
-    if (reserve_rc == 0) bases_[g.local_rank] = map_segment(fd, bytes_, my_name);
-    close(fd);
+    error = ftruncate(fd, static_cast<off_t>(bytes_)) == 0 ? 0 : errno;
+    if (error == 0) error = posix_fallocate(fd, 0, static_cast<off_t>(bytes_));
+    if (error == 0) {
+      void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) error = errno;
+      else bases_[g.local_rank] = static_cast<std::byte*>(p);
+    }
   }
-  // Agree on success before anyone opens a peer's name, so a failure on one rank
-  // fails the whole node instead of leaving the others waiting.
-  int ok = (fd >= 0 && reserve_rc == 0) ? 1 : 0, all_ok = 0;
+  const auto close_mine = [&] {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  };
+#ifdef EPCOMM_FAULT_INJECTION
+  // EPCOMM_FAULT_SETUP_STALL_S: hold the memory here, unshown, for the fault tests.
+  if (const double stall = env::fault_setup_stall_s(); stall > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(stall));
+  }
+#endif
+
+  // Agree on success and publish where the memory is, before anyone opens a
+  // peer's, so a failure on one rank fails the whole node at once.
+  const Published mine{error == 0 ? 1 : 0, static_cast<int32_t>(getpid()), fd};
+  std::vector<Published> all(g.ranks_per_node);
+  // A node peer that died on the way fails the wait at once, naming it.
+  NodePeerWatch watch(g);
+  const std::string step = std::string("while this node reserved shared memory for ") + purpose;
+  const auto wait_for_peers = [&](MPI_Request& req) {
+    try {
+      return wait_within(req, g.timeout_s, [&] { watch.check([&] { return step; }); });
+    } catch (const Error&) {
+      g.setup_left_messages = true;  // the collective stays pending on node_comm
+      close_mine();
+      unmap_all();
+      throw;
+    }
+  };
   MPI_Request req;
-  EPCOMM_MPI(MPI_Iallreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g.node_comm, &req));
-  if (!wait_within(req, g.timeout_s)) {
-    g.setup_left_messages = true;  // the reduction stays pending on node_comm
-    if (fd >= 0) shm_unlink(my_name.c_str());
-    if (bases_[g.local_rank]) munmap(bases_[g.local_rank], bytes_);
+  EPCOMM_MPI(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, g.node_comm, &req));
+  if (!wait_for_peers(req)) {
+    g.setup_left_messages = true;  // the gather stays pending on node_comm
+    close_mine();
+    unmap_all();
     EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s << " s in phase 'setup' reserving shared memory for "
                                              << purpose << ": a rank of this node stopped");
   }
-  if (!all_ok) {
-    if (fd >= 0) shm_unlink(my_name.c_str());
-    if (bases_[g.local_rank]) munmap(bases_[g.local_rank], bytes_);
-    if (ok) EPCOMM_FAIL(kSystem, "a peer on this node could not create its shared segment for " << purpose);
-    struct statvfs vfs {};
-    unsigned long long free_bytes = statvfs("/dev/shm", &vfs) == 0
-                                        ? static_cast<unsigned long long>(vfs.f_bavail) * vfs.f_frsize
-                                        : 0ull;
-    EPCOMM_FAIL(kSystem, "cannot create shared segment " << my_name << " of " << bytes_
-                                                          << " bytes for " << purpose << ": "
-                                                          << std::strerror(fd < 0 ? create_errno : reserve_rc)
-                                                          << " (/dev/shm has " << free_bytes
-                                                          << " bytes free; lower max_tokens_per_rank or max_recv_rows)");
+  std::string failed;
+  for (int peer = 0; peer < g.ranks_per_node; ++peer) {
+    if (!all[peer].ok) failed += (failed.empty() ? "" : ", ") + std::to_string(g.global_rank(g.node, peer));
+  }
+  if (!failed.empty()) {
+    close_mine();
+    unmap_all();
+    if (error == 0) EPCOMM_FAIL(kSystem, "ranks " << failed << " of this node could not reserve their shared memory for "
+                                                  << purpose << " (see their errors)");
+    EPCOMM_FAIL(kSystem, "cannot reserve " << bytes_ << " bytes of shared memory for " << purpose << ": "
+                                           << std::strerror(error)
+                                           << " (lower max_tokens_per_rank or max_recv_rows, or raise the memory limit)");
   }
 
-  // From here on, a failure (a peer killed, an open that fails) unlinks every name
-  // of the node: a dead peer cannot unlink its own, and the survivors' mappings
-  // keep the memory for as long as they need it.
-  auto unlink_all = [&] {
-    for (int peer = 0; peer < g.ranks_per_node; ++peer) shm_unlink(segment_name(g, id, peer).c_str());
-  };
+  // Map every peer's memory through its descriptor. Nothing has a name: the memory
+  // lives exactly as long as a descriptor or a mapping of it, so a rank killed at
+  // any point leaves nothing behind.
   try {
     for (int peer = 0; peer < g.ranks_per_node; ++peer) {
       if (peer == g.local_rank) continue;
-      const std::string name = segment_name(g, id, peer);
-      int pfd = shm_open(name.c_str(), O_RDWR, 0600);
-      EPCOMM_REQUIRE(pfd >= 0, kSystem, "cannot open peer segment " << name << ": " << std::strerror(errno));
-      bases_[peer] = map_segment(pfd, bytes_, name);
+      const std::string path = "/proc/" + std::to_string(all[peer].pid) + "/fd/" + std::to_string(all[peer].fd);
+      const int pfd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      EPCOMM_REQUIRE(pfd >= 0, kSystem,
+                     "cannot open rank " << g.global_rank(g.node, peer) << "'s shared memory for " << purpose << " ("
+                                         << path << "): " << std::strerror(errno)
+                                         << " (node peers must run as one user and see each other's processes)");
+      try {
+        bases_[peer] = map_memory(pfd, bytes_, "rank " + std::to_string(g.global_rank(g.node, peer)) + "'s shared memory");
+      } catch (const Error&) {
+        close(pfd);
+        throw;
+      }
       close(pfd);
     }
   } catch (const Error&) {
-    unlink_all();
+    // The peers still wait for this rank below: they time out, naming the step.
+    close_mine();
     unmap_all();
     throw;
   }
+  // Every peer holds a mapping once this completes; until then this rank's
+  // descriptor must stay open for them to find it.
   EPCOMM_MPI(MPI_Ibarrier(g.node_comm, &req));
-  const bool all_mapped = wait_within(req, g.timeout_s);
-  unlink_all();
+  const bool all_mapped = wait_for_peers(req);
+  close_mine();
   if (!all_mapped) {
     g.setup_left_messages = true;
     unmap_all();
     EPCOMM_FAIL(kTimeout, "timed out after " << g.timeout_s << " s in phase 'setup' mapping node peers' shared "
                                              << "memory for " << purpose << ": a rank of this node stopped");
   }
-  EPCOMM_LOG(kDebug, "shared segment for " << purpose << ": " << bytes_ << " bytes per rank, "
-                                            << g.ranks_per_node << " ranks");
+  EPCOMM_LOG(kDebug, "shared memory for " << purpose << ": " << bytes_ << " bytes per rank, " << g.ranks_per_node
+                                          << " ranks");
 }
 
 NodeShm::~NodeShm() { unmap_all(); }

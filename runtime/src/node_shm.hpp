@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-// Shared memory among the ranks of one node: every rank creates one POSIX shm
-// segment of the same size and maps its peers'. Names are unlinked as soon as all
-// ranks have mapped them, so the memory lives exactly as long as the mappings: a
-// rank that exits or is killed afterwards leaves nothing behind in /dev/shm. A rank
-// killed while the node maps its segments leaves its name until the survivors time
-// out (bounded by the group's timeout), when they unlink every name of the node.
+// Shared memory among the ranks of one node: every rank creates an anonymous
+// memory file (memfd_create) of the same size and its node peers map it through
+// /proc/<pid>/fd/<fd>, which the node's ranks publish to each other. Nothing is
+// ever named (in /dev/shm or elsewhere): the memory lives exactly as long as a
+// descriptor or mapping of it, so a rank that exits or is killed at any point,
+// construction included, leaves nothing behind. Node peers must run as one user
+// and see each other's processes (one PID namespace), as MPI's launchers start them.
 #pragma once
 
 #include <cstddef>
@@ -18,8 +19,9 @@ namespace epcomm::detail {
 class NodeShm {
  public:
   // Collective over the node, each step bounded by the group's timeout. Throws
-  // Error(kSystem) naming the segment and size when /dev/shm cannot hold it, and
-  // Error(kTimeout) when a node peer stops on the way.
+  // Error(kSystem) naming the size when the memory cannot be reserved (on every
+  // rank of the node: the others name the rank), and Error(kTimeout) when a node
+  // peer stops on the way.
   NodeShm(GroupState& group, std::size_t bytes_per_rank, const char* purpose);
   ~NodeShm();
   NodeShm(const NodeShm&) = delete;

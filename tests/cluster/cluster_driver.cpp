@@ -16,7 +16,10 @@
 //   first iteration's time). Then rank 0 prints "cluster_driver: exchanging", the
 //   cue to inject a fault.
 // Any epcomm::Error: the rank prints "cluster_driver: rank R (host H, pid P) FAILED
-//   after T s: <code>: <message>" and exits with status 3. It first waits
+//   at U after T s: <code>: <message>" and exits with status 3. U is the Unix time
+//   at which the exchange call threw, to the microsecond (the emulated hosts share
+//   one clock: the fault tests compare the ranks' U to bound how fast a failure
+//   spreads). It first waits
 //   --exit-grace-s seconds (default 2): the other ranks, stalled on the same peer,
 //   time out within about one iteration of each other, and mpirun ends the whole job
 //   at the first rank that exits.
@@ -89,6 +92,14 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+double unix_now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// When an exchange call threw (Unix time), before unwinding dropped the exchange:
+// dropping it may wait out the cancellation of a receive from a dead peer.
+double failed_at = 0;
+
 struct Run {
   const Options& o;
   epcomm::Group& group;
@@ -107,6 +118,15 @@ struct Run {
     in.topk_idx = topk_idx.data();
     in.topk_weights = topk_weights.data();
     in.num_tokens = o.tokens;
+    try {
+      return exchange(in);
+    } catch (const epcomm::Error&) {
+      if (failed_at == 0) failed_at = unix_now_s();
+      throw;
+    }
+  }
+  // step() without the failure stamp.
+  std::pair<double, double> exchange(const epcomm::DispatchInput& in) {
     const double t0 = now_s();
     epcomm::DispatchHandle h = ex.dispatch(in);
     const double t1 = now_s();
@@ -238,10 +258,11 @@ int main(int argc, char** argv) {
   try {
     run(o);
   } catch (const epcomm::Error& e) {
+    if (failed_at == 0) failed_at = unix_now_s();
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    std::fprintf(stderr, "cluster_driver: rank %d (host %s, pid %d) FAILED after %.1f s: %s: %s\n", rank, host,
-                 static_cast<int>(getpid()), now_s() - start, epcomm::to_string(e.code()), e.what());
+    std::fprintf(stderr, "cluster_driver: rank %d (host %s, pid %d) FAILED at %.6f after %.1f s: %s: %s\n", rank,
+                 host, static_cast<int>(getpid()), failed_at, now_s() - start, epcomm::to_string(e.code()), e.what());
     std::fflush(stderr);
     std::this_thread::sleep_for(std::chrono::duration<double>(o.exit_grace_s));
     // Not MPI_Finalize: it would wait for the peer that stopped answering.

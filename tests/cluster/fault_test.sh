@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Fault tests on an emulated cluster (ctest label "cluster"):
-#   fault_test.sh stop|linkdown|kill|badlaunch DRIVER
+#   fault_test.sh stop|linkdown|kill|peerdeath|setupkill|badlaunch DRIVER
 # DRIVER is build/tests/epcomm-cluster-driver. Each case starts a job with
 # launch/emulate-cluster, injects its fault from outside and checks what the
 # issue promises:
 #   stop      a rank gets SIGSTOP mid-exchange: every other rank fails within
-#             EPCOMM_TIMEOUT_S with a timeout naming the stalled rank and the phase
+#             EPCOMM_TIMEOUT_S with a timeout naming the stalled rank and the phase,
+#             all within 100 ms of the first (the first tells the others)
 #   linkdown  host 1's link goes down mid-exchange: host 0's ranks fail within
 #             EPCOMM_TIMEOUT_S with a timeout naming a rank across the cut and the
-#             phase; then the link comes back (see below) and the job must end
+#             phase, within 100 ms of each other; then the link comes back (see
+#             below) and the job must end
 #   kill      a rank gets SIGKILL mid-exchange: the job ends promptly
+#   peerdeath a rank gets SIGKILL mid-exchange with the survivors kept alive
+#             (orte_enable_recovery): its node peer fails naming it, the others
+#             naming that peer, all within 100 ms of each other
+#   setupkill a rank gets SIGKILL while Exchange construction holds its new
+#             shared memory: the job ends promptly
 #   badlaunch mismatched configs, more ranks per node than a host has, a node split
 #             that does not divide the host, and no mpirun on PATH: clear errors
-# For the first three: the job exits non-zero, and no process, namespace or
+# For the first five: the job exits non-zero (peerdeath: the test ends mpirun,
+# which outlives its ranks with recovery on), and no process, namespace or
 # /dev/shm/epcomm* segment is left behind. Exit 77 (ctest: skipped) where network
 # namespaces cannot be created.
 set -euo pipefail
 
-case_name=${1:?usage: fault_test.sh stop|linkdown|kill|badlaunch DRIVER}
+case_name=${1:?usage: fault_test.sh stop|linkdown|kill|peerdeath|setupkill|badlaunch DRIVER}
 driver=${2:?usage: fault_test.sh CASE DRIVER}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cluster=$root/launch/emulate-cluster
 timeout_s=5        # EPCOMM_TIMEOUT_S given to the ranks
 grace_s=2          # the driver's --exit-grace-s
+spread_bound_ms=100  # the first rank's failure reaches the others within this
 work=$(mktemp -d /tmp/epcomm-fault.XXXXXX)
 log=$work/job.log
 job_pid=""
+cluster_args=()    # extra emulate-cluster arguments of a case
 
 fail() { echo "FAIL ($case_name): $*" >&2; [[ -f $log ]] && sed 's/^/  | /' "$log" >&2; exit 1; }
 cleanup() {
@@ -47,12 +57,16 @@ if [[ $(id -u) -eq 0 ]]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 
-# Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background and waits
-# until it exchanges.
-start_job() {
-  EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts 2 --ranks-per-host 2 -- \
+# Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background.
+launch_job() {
+  EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts 2 --ranks-per-host 2 "${cluster_args[@]}" -- \
     "$driver" --seconds 60 --tokens 64 --hidden 1024 --exit-grace-s "$grace_s" >"$log" 2>&1 &
   job_pid=$!
+}
+
+# launch_job, then wait until it exchanges.
+start_job() {
+  launch_job
   local i
   for ((i = 0; i < 120; ++i)); do
     grep -q '^cluster_driver: exchanging' "$log" && return 0
@@ -137,6 +151,24 @@ expect_timeouts() {
   done
 }
 
+# The failure reaches every rank in $1 within $2 ms of the first of them: each
+# rank's "FAILED at U" (Unix time of its catch; the emulated hosts share one clock)
+# is at most $2 ms after the earliest. Prints the spread.
+expect_spread_within() {
+  local r line at first="" last=""
+  for r in $1; do
+    line=$(grep -m1 "^cluster_driver: rank $r .*FAILED at " "$log") || fail "rank $r printed no failure time"
+    at=$(sed -E 's/.* FAILED at ([0-9.]+) .*/\1/' <<<"$line")
+    first=$(awk -v a="$at" -v f="$first" 'BEGIN { print (f == "" || a < f) ? a : f }')
+    last=$(awk -v a="$at" -v l="$last" 'BEGIN { print (l == "" || a > l) ? a : l }')
+  done
+  local spread_ms
+  spread_ms=$(awk -v f="$first" -v l="$last" 'BEGIN { printf "%.1f", (l - f) * 1000 }')
+  echo "spread: ranks $1 failed within $spread_ms ms of the first (bound $2 ms)"
+  awk -v s="$spread_ms" -v b="$2" 'BEGIN { exit !(s <= b) }' ||
+    fail "ranks $1 failed $spread_ms ms apart, over the $2 ms bound"
+}
+
 case $case_name in
   stop)
     start_job
@@ -144,6 +176,7 @@ case $case_name in
     kill -STOP "$victim"
     finish_job $((timeout_s + grace_s + 20))
     expect_timeouts "0 1 3" 2
+    expect_spread_within "0 1 3" "$spread_bound_ms"
     ;;
   linkdown)
     start_job
@@ -162,6 +195,8 @@ case $case_name in
     ip -n epcn1 link set eth0 up
     finish_job 60
     expect_timeouts "0 1" "[23]"
+    # Host 1's ranks hear of it only when the link is back: host 0 alone.
+    expect_spread_within "0 1" "$spread_bound_ms"
     ;;
   kill)
     start_job
@@ -169,6 +204,65 @@ case $case_name in
     kill -KILL "$victim"
     finish_job $((timeout_s + grace_s + 20))
     grep -q 'exited on signal 9\|killed\|signal 9' "$log" || fail "mpirun did not report the killed rank"
+    ;;
+  peerdeath)
+    # As kill, but the runtime keeps the survivors alive (Open MPI's
+    # orte_enable_recovery): rank 3 sees its node peer's process gone and fails
+    # naming it, and tells the others; all within the bound of the kill.
+    cluster_args=(--mpirun-arg=--mca --mpirun-arg=orte_enable_recovery --mpirun-arg=1)
+    start_job
+    victim=$(rank_pid 1)
+    killed_at=$(date +%s.%N)
+    kill -KILL "$victim"
+    t0=$SECONDS
+    until (($(grep -c '^cluster_driver: rank [013] .*FAILED' "$log") == 3)); do
+      ((SECONDS - t0 <= timeout_s + grace_s + 15)) || fail "ranks 0, 1, 3 did not all fail"
+      sleep 0.5
+    done
+    line=$(grep '^cluster_driver: rank 3 .*FAILED' "$log")
+    [[ $line == *"peer lost: "*"rank 2 (pid $victim, on this node) is gone"* ]] ||
+      fail "rank 3 did not name its dead node peer: $line"
+    echo "ok: $line"
+    for r in 0 1; do
+      line=$(grep "^cluster_driver: rank $r .*FAILED" "$log")
+      [[ $line == *"group failed: "*"because of rank 3"*"rank 2 (pid $victim"* ]] ||
+        fail "rank $r did not fail naming rank 3 and the dead rank: $line"
+      echo "ok: $line"
+    done
+    expect_spread_within "0 1 3" "$spread_bound_ms"
+    first=$(grep -ohE 'FAILED at [0-9.]+' "$log" | awk '{print $3}' | sort -n | head -1)
+    echo "first failure $(awk -v k="$killed_at" -v f="$first" 'BEGIN { printf "%.1f", (f - k) * 1000 }') ms after the kill"
+    # Every rank exits after its grace, but with recovery on, Open MPI 4.1's
+    # mpirun stays up; once the ranks are gone, end it (its teardown runs).
+    t0=$SECONDS
+    while pgrep -f -- "^$driver " >/dev/null; do
+      ((SECONDS - t0 <= grace_s + 10)) || fail "a rank still runs $((grace_s + 10))s after failing"
+      sleep 0.5
+    done
+    kill -TERM "$job_pid"
+    wait "$job_pid" || true
+    job_pid=""
+    ! grep -q 'leftover shared-memory segment' "$log" || fail "an epcomm shared-memory segment outlived the job"
+    ! ip netns list | grep -q '^epcn' || fail "a namespace outlived emulate-cluster"
+    ;;
+  setupkill)
+    # Every rank holds its new shared memory, not yet shown to its node peers, for
+    # 20 s inside Exchange construction (a fault-injection build's
+    # EPCOMM_FAULT_SETUP_STALL_S); rank 2 is killed in that window. The job must end
+    # at once and leave nothing behind (finish_job: no /dev/shm segment, no process).
+    EPCOMM_FAULT_SETUP_STALL_S=20 launch_job
+    t0=$SECONDS
+    until [[ $(ip netns pids epcn0 2>/dev/null | xargs -r -I{} cat /proc/{}/comm 2>/dev/null |
+               grep -c '^epcomm-cluster-$') -eq 2 && -n $(ip netns pids epcn1 2>/dev/null) ]]; do
+      ((SECONDS - t0 <= 30)) || fail "the ranks did not start within 30 s"
+      sleep 0.2
+    done
+    sleep 3   # Group construction done, every rank in the stall
+    ! grep -q '^cluster_driver: exchanging' "$log" || fail "the job got past construction: no stall (fault injection off?)"
+    victim=$(rank_pid 1)
+    kill -KILL "$victim"
+    finish_job $((grace_s + 10))
+    grep -q 'signal 9\|killed' "$log" || fail "mpirun did not report the killed rank"
     ;;
   badlaunch)
     # shellcheck source=launch/mpi_env.sh
@@ -196,6 +290,6 @@ case $case_name in
     done
     expect_launch_error "mpirun not found" env PATH="$work/bin" "$root/launch/epcomm-run" -n 2 -- "$driver" --iters 1
     ;;
-  *) fail "unknown case (stop|linkdown|kill|badlaunch)" ;;
+  *) fail "unknown case (stop|linkdown|kill|peerdeath|setupkill|badlaunch)" ;;
 esac
 echo "PASS ($case_name)"

@@ -23,6 +23,7 @@ enum class ErrorCode : int {
   kSystem = 6,           // an OS or MPI call failed
   kGroupFailed = 7,      // the group saw an earlier error and can no longer be used
   kDataCorrupted = 8,    // a block's checksum did not match (ExchangeConfig::checksum)
+  kPeerLost = 9,         // a node peer's process is gone (killed or exited)
 };
 
 EPCOMM_API const char* to_string(ErrorCode code) noexcept;

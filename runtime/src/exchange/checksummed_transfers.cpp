@@ -6,6 +6,17 @@
 
 namespace epcomm::detail {
 
+void verify_block(const BlockChecksum& sent, const std::byte* data, std::size_t bytes, const char* what, uint64_t seq,
+                  int sender) {
+  const BlockChecksum got = block_checksum(data, bytes);
+  for (int k = 0; k < 3; ++k) {
+    EPCOMM_REQUIRE(got.part[k] == sent.part[k], kDataCorrupted,
+                   "the " << what << " of operation " << seq << " from rank " << sender << " (" << bytes
+                          << " bytes) arrived corrupted: part " << k + 1 << " of 3 has CRC32C " << std::hex
+                          << got.part[k] << ", rank " << std::dec << sender << " sent " << std::hex << sent.part[k]);
+  }
+}
+
 void ChecksummedTransfers::send(std::byte* data, std::size_t bytes, int peer, int tag, MPI_Comm comm, Block block,
                                 bool flip_one_bit) {
   BlockChecksum& sum = checksums_.emplace_back(block_checksum(data, bytes));
@@ -37,17 +48,7 @@ const std::vector<int>& ChecksummedTransfers::test_some() {
     Entry& e = entries_[i];
     if (!e.data_done || !e.sum_done) continue;
     e.data_done = false;  // reported once
-    if (e.data != nullptr) {
-      const BlockChecksum& sent = checksums_[i];
-      const BlockChecksum got = block_checksum(e.data, e.bytes);
-      for (int k = 0; k < 3; ++k) {
-        EPCOMM_REQUIRE(got.part[k] == sent.part[k], kDataCorrupted,
-                       "the " << e.block.what << " of operation " << e.block.seq << " from rank " << data_.peer(i)
-                              << " (" << e.bytes << " bytes) arrived corrupted: part " << k + 1
-                              << " of 3 has CRC32C " << std::hex << got.part[k] << ", rank " << std::dec
-                              << data_.peer(i) << " sent " << std::hex << sent.part[k]);
-      }
-    }
+    if (e.data != nullptr) verify_block(checksums_[i], e.data, e.bytes, e.block.what, e.block.seq, data_.peer(i));
     completed_.push_back(i);
   }
   return completed_;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Inter-node blocks with a CRC32C (ExchangeConfig::checksum), for the MPI tier.
+// Inter-node blocks with a CRC32C (ExchangeConfig::checksum), for the MPI tier
+// (the verbs tier writes the checksum ahead of the block: verbs_internode.hpp).
 //
 // Each block travels as two messages on the block's tag: the data, then its
 // checksum (three CRC32Cs, one per third: util/crc32c.hpp), taken by the sender just
@@ -22,6 +23,17 @@
 #include "util/crc32c.hpp"
 
 namespace epcomm::detail {
+
+// "dispatch block", "combine block": what a block is called in a mismatch.
+inline const char* block_name(BlockKind kind) {
+  return kind == BlockKind::kDispatch ? "dispatch block" : "combine block";
+}
+
+// Throws Error(kDataCorrupted) unless the `bytes` at `data`, the `what` ("dispatch
+// block") of operation `seq` from rank `sender`, hash to `sent`. Both inter-node
+// tiers check arrivals with it.
+void verify_block(const BlockChecksum& sent, const std::byte* data, std::size_t bytes, const char* what, uint64_t seq,
+                  int sender);
 
 class ChecksummedTransfers final : public Transfers {
  public:

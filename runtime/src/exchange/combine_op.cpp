@@ -34,6 +34,7 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   }
   buf_.mover->after(options.stream);
   if (e.device) e.device->hold(options.stream, seq);
+  if (e.node_checksums) peer_rows_.emplace(*e.node_checksums, "expert output row", seq);
   stage_expert_outputs();
 }
 
@@ -50,6 +51,7 @@ void CombineOp::stage_expert_outputs() {
     buf_.mover->copy_bytes(mine.expert_out, expert_out_,
                            static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
   }
+  if (peer_rows_) peer_rows_->sign_expert_outputs(mine, static_cast<const std::byte*>(expert_out_));
 }
 
 // As forwarder: for every token this rank wrote to its node in the dispatch, sum
@@ -83,6 +85,7 @@ void CombineOp::reduce_node_partials() {
           const SlotView& owner = owners[ld];
           const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
           for (int x = 0; x < L && rows[x] >= 0; ++x) {
+            if (peer_rows_ && ld != e.group.local_rank) peer_rows_->verify_expert_output(owner, ld, rows[x]);
             sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f);
             if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
           }
@@ -175,6 +178,7 @@ bool CombineOp::advance() {
   RowMover& mover = *buf_.mover;
   if (state_ == State::kStage) {
     if (!mover.idle()) return false;
+    if (peer_rows_) peer_rows_->publish();
     store_flag(route_->output().flags->outputs_ready, seq_);
     state_ = State::kPartials;
     moved = true;

@@ -4,6 +4,8 @@
 // network, and the source's sum in node order.
 #pragma once
 
+#include <optional>
+
 #include "exchange/dispatch_op.hpp"
 #include "exchange/outgoing_blocks.hpp"
 
@@ -41,6 +43,8 @@ class CombineOp : public Op {
   // Encoded partials per destination node in combine_send; a one-sided transport
   // sends each after its receiver's "ready".
   OutgoingBlocks partial_blocks_;
+  // ExchangeConfig::checksum: this rank's expert outputs its node peers read.
+  std::optional<NodePeerChecksums::Rows> peer_rows_;
 };
 
 }  // namespace epcomm::detail

@@ -43,6 +43,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   const bool as_given = input.x_encoded || config.dispatch_format == kernels::plain_format(config.dtype);
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;
+  if (engine.node_checksums) peer_rows_.emplace(*engine.node_checksums, "dispatch row", seq);
   // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
@@ -331,6 +332,7 @@ void DispatchOp::write_source(const TokenSource& src) {
       int32_t* token_rows = d.token_rows + static_cast<std::size_t>(pl.visit_entry[v]) * L;
       const int32_t first = pl.row[pl.row_begin[v]];
       copies_.add(payload, d.row(first));
+      if (peer_rows_ && ld != e.group.local_rank) peer_rows_->sign(d.row_sum, first, d.row(first), payload, row_bytes);
       const int32_t rows = pl.row_begin[v + 1] - pl.row_begin[v];
       for (int32_t c = 0; c < rows; ++c) {
         const int32_t p = pl.row[pl.row_begin[v] + c];
@@ -446,6 +448,7 @@ bool DispatchOp::advance() {
   if (state_ == State::kWritten) {
     // Node peers read the rows once the flag says so: after they landed.
     if (!buf_.mover->idle()) return moved;
+    if (peer_rows_) peer_rows_->publish();
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;
     moved = true;
@@ -454,6 +457,7 @@ bool DispatchOp::advance() {
     if (!rail_sends_->test_some().empty()) moved = true;
     if (!rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
+    if (peer_rows_) peer_rows_->verify_dispatch_rows(mine_);
     finish();
     state_ = State::kFinish;
     moved = true;

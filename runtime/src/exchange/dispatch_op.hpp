@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "exchange/engine.hpp"
@@ -95,6 +96,8 @@ class DispatchOp : public Op {
   bool rows_encoded_ = false;
   RowCopies copies_;  // the batch being built
   RowPlacement placement_;  // of the source being written
+  // ExchangeConfig::checksum: the rows this rank writes into node peers' slots.
+  std::optional<NodePeerChecksums::Rows> peer_rows_;
 };
 
 }  // namespace epcomm::detail

@@ -314,6 +314,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       s.combine_recv_region = region(s.combine_recv);
     }
   });
+  // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
+  if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
                                         << slot_layout_.bytes << " shared bytes (" << slot_layout_.max_rows
@@ -365,7 +367,8 @@ void Engine::abandon_all() {
   if (!inflight_.empty()) {
     EPCOMM_LOG(kWarn, "dropping " << inflight_.size() << " unfinished exchange operation(s)");
   }
-  drop_inflight();
+  set_inflight_aside();
+  abandoned_.clear();
 }
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
@@ -439,7 +442,7 @@ void Engine::check_peers() {
   // Whoever began the operation a peer rejected tells every rank, the rejecting
   // one included: the operation cannot complete anywhere.
   failures_->raise(f->origin, f->rejected_at ? f->rejected_at->seq : 0, failure_, f->rejected_at.has_value());
-  drop_inflight();
+  set_inflight_aside();
   throw Error(ErrorCode::kGroupFailed, failure_);
 }
 
@@ -650,6 +653,18 @@ bool Engine::progress_locked() {
     advance_all();
   }
   std::erase_if(inflight_, [](const std::shared_ptr<Op>& op) { return op->done(); });
+  // A node peer's process gone stalls the operations for good; looked for only in
+  // a round where nothing moved, when an operation may be waiting for it.
+  if (!moved && !inflight_.empty()) {
+    Op& first = *inflight_.front();
+    try {
+      peer_watch_.check(
+          [&] { return "during " + std::string(first.kind()) + " operation " + std::to_string(first.seq()); });
+    } catch (const Error& e) {
+      fail_op(first, e.code(), e.what());
+      throw;
+    }
+  }
   return moved;
 }
 
@@ -689,8 +704,10 @@ void Engine::wait(Op& op) {
   }
 }
 
-void Engine::drop_inflight() {
+void Engine::set_inflight_aside() {
+  // Their queued row work never runs: the operations cannot complete anywhere.
   for (SlotBuffers& s : slots) s.mover->forget_queued();
+  abandoned_.insert(abandoned_.end(), inflight_.begin(), inflight_.end());
   inflight_.clear();
 }
 
@@ -701,7 +718,7 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failures_->raise(group.rank, seq, why, true);
   // Streams held for operations that will not complete go on; wait() reports why.
   if (device) device->release_all();
-  drop_inflight();
+  set_inflight_aside();
 }
 
 }  // namespace epcomm::detail

@@ -24,11 +24,13 @@
 #include "exchange/failure_channel.hpp"
 #include "exchange/internode.hpp"
 #include "exchange/mpi_tags.hpp"
+#include "exchange/node_peer_checksums.hpp"
 #include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
 #include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
+#include "node_peer_liveness.hpp"
 #include "node_shm.hpp"
 #include "plan/token_routes.hpp"
 #include "plan/topology.hpp"
@@ -195,6 +197,8 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
+  // ExchangeConfig::checksum with rows in host memory, else null.
+  std::unique_ptr<NodePeerChecksums> node_checksums;
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
   // metadata; a combine partial.
@@ -225,16 +229,22 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // peer failed, or rejected a begin this rank made as an operation. Then compares
   // the peers' operation headers; throws Error(kMismatch) if one began another op.
   void check_peers();
-  // Drops every in-flight operation and the row work its movers still queue.
-  void drop_inflight();
   // Runs a begin's checks; if one throws, announces the rejection and rethrows.
   template <class Checks>
   void checked_begin(Checks&& checks);
   BeginPosition position() const { return {next_seq_, rejections_}; }
   std::shared_ptr<GroupState> group_owner_;
   std::mutex mu_;
+  NodePeerWatch peer_watch_{group};  // node peers killed while operations wait
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
+  // Operations a failure cut short, dropped at teardown (abandon_all) rather than in
+  // fail(): cancelling a receive whose sender died takes a grace period, which must
+  // not delay this rank's report of the failure.
+  std::vector<std::shared_ptr<Op>> abandoned_;
+  // A failure's: inflight_ into abandoned_, and the row work the movers still
+  // queue for them forgotten.
+  void set_inflight_aside();
   uint64_t next_seq_ = 1;
   uint64_t rejections_ = 0;  // begins rejected by their checks (they take no sequence number)
   uint64_t dispatch_count_ = 0;

@@ -71,13 +71,7 @@ std::unique_ptr<InterNode> open_verbs(const InterNodeSetup& setup, Transport wan
 std::unique_ptr<InterNode> make_internode(const InterNodeSetup& setup,
                                           const std::function<void(InterNode&)>& register_regions) {
   const Transport want = setup.group.transport;
-  // Checksums are checked where MPI delivers a block; RDMA writes have no such place
-  // yet.
-  if (setup.checksum) {
-    EPCOMM_REQUIRE(want != Transport::kVerbs, kUnsupported,
-                   "ExchangeConfig::checksum (EPCOMM_CHECKSUM) is served by the MPI transport only, but verbs was "
-                   "requested (GroupOptions::transport or EPCOMM_TRANSPORT)");
-  } else if (want != Transport::kMpi && setup.carries_traffic) {  // else nothing ever crosses: no port
+  if (want != Transport::kMpi && setup.carries_traffic) {  // else nothing ever crosses: no port
 #ifdef EPCOMM_WITH_VERBS
     if (auto verbs = open_verbs(setup, want, register_regions)) return verbs;
 #else

@@ -18,7 +18,7 @@ struct InterNodeSetup {
   const GroupState& group;  // this rank's node and local index, transport setting, timeout
   MPI_Comm comm;            // the exchange's own communicator (ranks as in the group)
   int tag_base;             // the exchange's first MPI tag (mpi_tags.hpp)
-  bool checksum;            // ExchangeConfig::checksum: a CRC32C with every block (MPI only)
+  bool checksum;            // ExchangeConfig::checksum: a CRC32C with every block
   int max_inflight;         // operations in flight: bounds the live writes per peer
   bool carries_traffic;     // several nodes and room for tokens (else nothing crosses)
 };

@@ -44,7 +44,7 @@ void MpiInterNode::post(Transfers& set, std::byte* data, std::size_t bytes, Bloc
   const int tag = exchange_tag(tag_base_, seq, kind == BlockKind::kDispatch ? kTagDispatch : kTagCombine);
   if (checksum_) {
     auto& checked = static_cast<ChecksummedTransfers&>(set);
-    const ChecksummedTransfers::Block block{kind == BlockKind::kDispatch ? "dispatch block" : "combine block", seq};
+    const ChecksummedTransfers::Block block{block_name(kind), seq};
     if (direction == PeerRequests::Kind::kSend) {
       checked.send(data, bytes, peer, tag, comm_, block, ++blocks_sent_ == flip_at_);
     } else {

@@ -28,6 +28,8 @@ void SlotLayout::compute() {
   first_row = place(c, R * sizeof(int32_t));
   token_rows = place(c, T * max_rows_per_token * sizeof(int32_t));
   expert_out = payload_in_shm ? place(c, R * out_row_bytes) : 0;
+  row_sum = payload_in_shm ? place(c, R * sizeof(BlockChecksum)) : 0;
+  out_sum = payload_in_shm ? place(c, R * sizeof(BlockChecksum)) : 0;
   bytes = (c + 4095) / 4096 * 4096;
 }
 
@@ -47,6 +49,8 @@ SlotView SlotView::at(std::byte* base, const SlotLayout& l) {
   v.first_row = reinterpret_cast<int32_t*>(base + l.first_row);
   v.token_rows = reinterpret_cast<int32_t*>(base + l.token_rows);
   v.expert_out = l.payload_in_shm ? base + l.expert_out : nullptr;
+  v.row_sum = l.payload_in_shm ? reinterpret_cast<BlockChecksum*>(base + l.row_sum) : nullptr;
+  v.out_sum = l.payload_in_shm ? reinterpret_cast<BlockChecksum*>(base + l.out_sum) : nullptr;
   v.row_bytes = l.row_bytes;
   v.out_row_bytes = l.out_row_bytes;
   v.max_rows_per_token = l.max_rows_per_token;

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "plan/node_layout.hpp"
+#include "util/crc32c.hpp"
 
 namespace epcomm::detail {
 
@@ -45,6 +46,7 @@ struct SlotLayout {
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
   std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;
   std::size_t token_rows = 0, expert_out = 0;
+  std::size_t row_sum = 0, out_sum = 0;  // with the payload: checksums (node_peer_checksums.hpp)
   std::size_t bytes = 0;
 
   void compute();
@@ -61,6 +63,10 @@ struct SlotView {
   int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
   int32_t* token_rows;   // [max_tokens][L]: the rows of each received token, -1 padded
   std::byte* expert_out; // [max_rows] rows of expert outputs (combine input)
+  // [max_rows] checksums of the rows and of the expert outputs that node peers
+  // write or read (ExchangeConfig::checksum; null with device memory).
+  BlockChecksum* row_sum;
+  BlockChecksum* out_sum;
   std::size_t row_bytes;
   std::size_t out_row_bytes;
   int max_rows_per_token;

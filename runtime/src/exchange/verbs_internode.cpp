@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "exchange/verbs_internode.hpp"
 
+#include "exchange/checksummed_transfers.hpp"
 #include "transport/verbs/immediate.hpp"
 #include "util/check.hpp"
+#include "util/env.hpp"
 #include "util/log.hpp"
 
 namespace epcomm::detail {
@@ -24,6 +26,11 @@ class VerbsTransfers final : public Transfers {
     int node;
     bool receive;  // else a write of ours
     uint64_t key;  // receive: immediate; write: write id
+    // Receive: where the block lands, for its checksum.
+    BlockKind kind = BlockKind::kDispatch;
+    RegionId into = -1;
+    std::size_t offset = 0, bytes = 0;
+    uint64_t seq = 0;
     bool done = false;
   };
   void add(Entry e) {
@@ -38,6 +45,7 @@ class VerbsTransfers final : public Transfers {
       if (e.done) continue;
       e.done = e.receive ? net_.take_arrival(e.node, static_cast<uint32_t>(e.key)) : net_.take_ack(e.key);
       if (!e.done) continue;
+      if (e.receive && net_.checksum()) net_.verify_arrival(e.kind, e.into, e.offset, e.node, e.bytes, e.seq);
       --pending_;
       newly_done_.push_back(static_cast<int>(i));
     }
@@ -86,7 +94,12 @@ VerbsTransport::Options transport_options(const InterNodeSetup& setup) {
 VerbsInterNode::VerbsInterNode(const InterNodeSetup& setup, MPI_Comm rail_comm)
     : group_(setup.group),
       rail_comm_(rail_comm),
-      transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(setup))) {}
+      transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(setup))),
+      checksum_(setup.checksum) {
+#ifdef EPCOMM_FAULT_INJECTION
+  flip_at_ = env::fault_flip_bit();
+#endif
+}
 
 VerbsInterNode::~VerbsInterNode() {
   transport_.reset();
@@ -96,10 +109,22 @@ VerbsInterNode::~VerbsInterNode() {
 }
 
 RegionId VerbsInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace space) {
+  // The checksum is taken and checked by the CPU.
+  EPCOMM_REQUIRE(!checksum_ || space == MemorySpace::kHost, kUnsupported,
+                 "ExchangeConfig::checksum (EPCOMM_CHECKSUM) over the verbs transport needs host memory, but rank "
+                     << group_.rank << " registered " << bytes << " bytes of " << to_string(space) << " memory");
+  region_base_.push_back(static_cast<std::byte*>(ptr));
   return transport_->register_region(ptr, bytes, space);
 }
 
 void VerbsInterNode::connect() {
+  if (checksum_) {
+    const std::size_t entries = region_base_.size() * static_cast<std::size_t>(group_.num_nodes);
+    inbox_.assign(entries, BlockChecksum{});
+    outbox_.assign(entries, BlockChecksum{});
+    inbox_region_ = transport_->register_region(inbox_.data(), entries * sizeof(BlockChecksum));
+    outbox_region_ = transport_->register_region(outbox_.data(), entries * sizeof(BlockChecksum));
+  }
   transport_->connect(group_.timeout_s);
   EPCOMM_LOG(kInfo, "exchange: inter-node transport verbs over " << transport_->device().name() << ", "
                                                                   << transport_->size() - 1 << " rail peers");
@@ -109,15 +134,30 @@ std::unique_ptr<Transfers> VerbsInterNode::new_transfers() { return std::make_un
 
 void VerbsInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
                           std::size_t remote_offset, std::size_t bytes, uint64_t seq) {
+  if (checksum_) {
+    std::byte* data = region_base_[from] + offset;
+    const std::size_t sent = sum_index(to, node), lands = sum_index(to, group_.node);
+    outbox_[sent] = block_checksum(data, bytes);
+    transport_->write_without_immediate(node, outbox_region_, sent * sizeof(BlockChecksum), inbox_region_,
+                                        lands * sizeof(BlockChecksum), sizeof(BlockChecksum), 0);
+    if (++blocks_sent_ == flip_at_ && bytes > 0) data[bytes / 2] ^= std::byte{0x10};
+  }
   const uint64_t id = next_write_id_++;
   transport_->write(node, from, offset, to, remote_offset, bytes, encode_immediate(seq, data_kind(kind), 0), id);
   static_cast<VerbsTransfers&>(set).add({rank_of(node), node, false, id});
 }
 
 // The data arrives by the peer's write; its immediate says the block is complete.
-void VerbsInterNode::receive(Transfers& set, BlockKind kind, RegionId, std::size_t, int node, std::size_t,
-                             uint64_t seq) {
-  static_cast<VerbsTransfers&>(set).add({rank_of(node), node, true, encode_immediate(seq, data_kind(kind), 0)});
+void VerbsInterNode::receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
+                             std::size_t bytes, uint64_t seq) {
+  static_cast<VerbsTransfers&>(set).add(
+      {rank_of(node), node, true, encode_immediate(seq, data_kind(kind), 0), kind, into, offset, bytes, seq});
+}
+
+void VerbsInterNode::verify_arrival(BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
+                                    uint64_t seq) const {
+  verify_block(inbox_[sum_index(into, node)], region_base_[into] + offset, bytes, block_name(kind), seq,
+               rank_of(node));
 }
 
 // A write of zero bytes: only its immediate matters (region 0 exists on every rank

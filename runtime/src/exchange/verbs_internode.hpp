@@ -5,6 +5,13 @@
 // block's fixed offset. The immediate (operation seq, kind) is all the receiver
 // needs: the completion says which peer, and RC ordering says every byte of the
 // write is in place.
+//
+// With ExchangeConfig::checksum the sender first writes the block's checksum
+// (BlockChecksum, three CRC32Cs) into the peer's checksum inbox, a registered
+// array with one entry per (receive region, source node): a plain write, without
+// immediate, which RC places before the block's. The receiver checks the block when
+// its immediate arrives. An entry is reused only by the next write into the same
+// block, which waits for the receiver's clear-to-send, sent after it checked.
 #pragma once
 
 #include <mpi.h>
@@ -15,6 +22,7 @@
 
 #include "exchange/internode_factory.hpp"
 #include "transport/verbs/verbs_transport.hpp"
+#include "util/crc32c.hpp"
 
 namespace epcomm::detail {
 
@@ -45,10 +53,19 @@ class VerbsInterNode final : public InterNode {
   // Arrivals and acknowledgements seen by poll() and not yet claimed.
   bool take_arrival(int node, uint32_t imm);
   bool take_ack(uint64_t write_id) { return acked_.erase(write_id) > 0; }
+  // With checksums: throws Error(kDataCorrupted) unless the `bytes` at `offset` of
+  // region `into`, the `kind` block of operation `seq` from `node`, match the
+  // checksum that node wrote ahead of them.
+  void verify_arrival(BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
+                      uint64_t seq) const;
+  bool checksum() const { return checksum_; }
 
  private:
   static uint64_t arrival_key(int node, uint32_t imm) { return (static_cast<uint64_t>(node) << 32) | imm; }
   int rank_of(int node) const { return group_.global_rank(node, group_.local_rank); }
+  std::size_t sum_index(RegionId region, int node) const {
+    return static_cast<std::size_t>(region) * group_.num_nodes + node;
+  }
 
   const GroupState& group_;
   MPI_Comm rail_comm_;
@@ -57,6 +74,15 @@ class VerbsInterNode final : public InterNode {
   std::unordered_map<uint64_t, int> arrived_;  // (node, immediate) -> writes not yet claimed
   std::unordered_set<uint64_t> acked_;         // write ids acknowledged, not yet claimed
   uint64_t next_write_id_ = 1;                 // 0: a write nobody waits for (ready signals)
+  // Checksums (ExchangeConfig::checksum): host addresses of the regions, and per
+  // (region, node) the checksum received from that node (inbox) and the one sent
+  // to it (outbox), both registered after the caller's regions.
+  const bool checksum_;
+  std::vector<std::byte*> region_base_;
+  std::vector<BlockChecksum> inbox_, outbox_;
+  RegionId inbox_region_ = -1, outbox_region_ = -1;
+  int flip_at_ = 0;  // fault injection: corrupt the n-th block sent (0: none)
+  int blocks_sent_ = 0;
 };
 
 }  // namespace epcomm::detail

@@ -39,6 +39,8 @@ int progress_core() { return get_int("EPCOMM_PROGRESS_CORE", -1, -1); }
 int mover_threads() { return get_int("EPCOMM_MOVER_THREADS", 0, 1); }
 bool checksum() { return get_int("EPCOMM_CHECKSUM", 0, 0) != 0; }
 int fault_flip_bit() { return get_int("EPCOMM_FAULT_FLIP_BIT", 0, 0); }
+int fault_flip_node_bit() { return get_int("EPCOMM_FAULT_FLIP_NODE_BIT", 0, 0); }
+double fault_setup_stall_s() { return get_double("EPCOMM_FAULT_SETUP_STALL_S", 0, 0); }
 
 std::string log_level() {
   const char* v = std::getenv("EPCOMM_LOG_LEVEL");

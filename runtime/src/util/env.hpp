@@ -30,12 +30,21 @@ int ib_port();
 // IPv4-mapped first).
 int ib_gid_index();
 
-// EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks (ExchangeConfig::checksum).
+// EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks and over rows that cross a
+// node peer's shared memory (ExchangeConfig::checksum).
 bool checksum();
 // EPCOMM_FAULT_FLIP_BIT (fault injection, builds with EPCOMM_FAULT_INJECTION only):
 // flip one bit of the n-th inter-node block this rank sends, after its checksum was
 // taken; 0 (default) = never.
 int fault_flip_bit();
+// EPCOMM_FAULT_FLIP_NODE_BIT (likewise): flip one bit of the first row this rank
+// shows its node peers in the n-th operation that shows them any, after its
+// checksum was taken; 0 (default) = never.
+int fault_flip_node_bit();
+// EPCOMM_FAULT_SETUP_STALL_S (likewise): seconds each rank sleeps holding its new
+// node-shared memory before showing it to its node peers, so a test can kill a
+// rank in that window; 0 (default) = none.
+double fault_setup_stall_s();
 
 // Parsing helpers, throwing Error(kInvalidArgument) naming the variable and value.
 int get_int(const char* name, int fallback, int min_value);

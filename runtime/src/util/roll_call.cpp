@@ -77,12 +77,15 @@ std::string round_trip(MPI_Comm comm, int tag, const std::vector<std::byte>& out
 
 }  // namespace
 
-bool wait_within(MPI_Request& req, double timeout_s) {
+bool wait_within(MPI_Request& req, double timeout_s) { return wait_within(req, timeout_s, [] {}); }
+
+bool wait_within(MPI_Request& req, double timeout_s, const std::function<void()>& check) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
   for (int done = 0;;) {
     EPCOMM_MPI(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
     if (done) return true;
     if (Clock::now() > deadline) return false;
+    check();
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 }

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace epcomm::detail {
@@ -26,6 +27,8 @@ namespace epcomm::detail {
 // Tests req until it completes (true) or timeout_s pass (false; the request stays
 // pending: collectives cannot be cancelled).
 bool wait_within(MPI_Request& req, double timeout_s);
+// The same, calling `check` (which may throw) between tests.
+bool wait_within(MPI_Request& req, double timeout_s, const std::function<void()>& check);
 
 std::vector<std::byte> roll_call(MPI_Comm comm, int tag, const void* mine, std::size_t bytes, uint64_t attempt,
                                  double timeout_s, const char* step, bool* left_messages);

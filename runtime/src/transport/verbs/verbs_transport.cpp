@@ -219,6 +219,17 @@ void VerbsTransport::write(int peer, int local_region, uint64_t local_offset, in
 
 void VerbsTransport::write(int peer, int local_region, uint64_t local_offset, const RemoteRegion& remote,
                            uint64_t remote_offset, uint64_t length, uint32_t imm, uint64_t wr_id) {
+  enqueue(peer, local_region, local_offset, remote, remote_offset, length, imm, wr_id);
+}
+
+void VerbsTransport::write_without_immediate(int peer, int local_region, uint64_t local_offset, int remote_region,
+                                             uint64_t remote_offset, uint64_t length, uint64_t wr_id) {
+  enqueue(peer, local_region, local_offset, this->remote_region(peer, remote_region), remote_offset, length,
+          std::nullopt, wr_id);
+}
+
+void VerbsTransport::enqueue(int peer, int local_region, uint64_t local_offset, const RemoteRegion& remote,
+                             uint64_t remote_offset, uint64_t length, std::optional<uint32_t> imm, uint64_t wr_id) {
   Peer& p = checked_peer(peer, "write");
   EPCOMM_REQUIRE(local_region >= 0 && local_region < static_cast<int>(regions_.size()), kInvalidArgument,
                  "verbs transport: write to rank " << label(peer) << " from local region " << local_region << " of "
@@ -227,8 +238,8 @@ void VerbsTransport::write(int peer, int local_region, uint64_t local_offset, co
   plan_scratch_.clear();
   plan_write(local.length(), local_offset, remote, remote_offset, length, max_message_size(), plan_scratch_);
   for (const WriteChunk& c : plan_scratch_)
-    p.backlog.push_back(PendingChunk{c, static_cast<const std::byte*>(local.addr()), local.lkey(), remote.rkey, imm,
-                                     wr_id});
+    p.backlog.push_back(PendingChunk{c, static_cast<const std::byte*>(local.addr()), local.lkey(), remote.rkey,
+                                     imm.value_or(0), wr_id, imm.has_value()});
   ++p.writes_in_flight;
   post_backlog(peer);
 }
@@ -247,7 +258,7 @@ void VerbsTransport::post_backlog(int peer) {
     wr.wr_id = wr_id_of(peer, false);
     wr.sg_list = &sge;
     wr.num_sge = c.chunk.length > 0 ? 1 : 0;
-    wr.opcode = c.chunk.last ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
+    wr.opcode = c.chunk.last && c.with_imm ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
     wr.send_flags = IBV_SEND_SIGNALED;
     wr.imm_data = htonl(c.imm);
     wr.wr.rdma.remote_addr = c.chunk.remote_addr;

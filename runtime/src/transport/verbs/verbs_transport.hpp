@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -88,6 +89,11 @@ class VerbsTransport {
   // The same to an explicitly given destination (tests aim a bad key with it).
   void write(int peer, int local_region, uint64_t local_offset, const RemoteRegion& remote, uint64_t remote_offset,
              uint64_t length, uint32_t imm, uint64_t wr_id);
+  // A plain RDMA write: no immediate, so the peer sees no completion; its bytes are
+  // in place once a later write with immediate to the same peer arrives (RC order).
+  // Completes here like write().
+  void write_without_immediate(int peer, int local_region, uint64_t local_offset, int remote_region,
+                               uint64_t remote_offset, uint64_t length, uint64_t wr_id);
   // Appends the completions available now to `out` and returns how many. Throws
   // Error naming the peer, the verb and the work-completion status on failure.
   int poll(std::vector<Completion>& out);
@@ -117,7 +123,10 @@ class VerbsTransport {
     const std::byte* local_base;
     uint32_t lkey, rkey, imm;
     uint64_t wr_id;
+    bool with_imm;  // the last chunk carries imm
   };
+  void enqueue(int peer, int local_region, uint64_t local_offset, const RemoteRegion& remote, uint64_t remote_offset,
+               uint64_t length, std::optional<uint32_t> imm, uint64_t wr_id);
   // A posted send entry, in queue order: RC completes them in that order.
   struct PostedChunk {
     uint64_t wr_id;
