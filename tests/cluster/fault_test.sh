@@ -33,6 +33,7 @@ cluster=$root/launch/emulate-cluster
 timeout_s=5        # EPCOMM_TIMEOUT_S given to the ranks
 grace_s=2          # the driver's --exit-grace-s
 spread_bound_ms=100  # the first rank's failure reaches the others within this
+hosts=2 ranks_per_host=2  # epcomm ranks fill the hosts in order
 work=$(mktemp -d /tmp/epcomm-fault.XXXXXX)
 log=$work/job.log
 job_pid=""
@@ -59,7 +60,7 @@ fi
 
 # Starts DRIVER for up to 60 s on 2 hosts x 2 ranks in the background.
 launch_job() {
-  EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts 2 --ranks-per-host 2 "${cluster_args[@]}" -- \
+  EPCOMM_TIMEOUT_S=$timeout_s "$cluster" --hosts "$hosts" --ranks-per-host "$ranks_per_host" "${cluster_args[@]}" -- \
     "$driver" --seconds 60 --tokens 64 --hidden 1024 --exit-grace-s "$grace_s" >"$log" 2>&1 &
   job_pid=$!
 }
@@ -121,10 +122,22 @@ names_stalled() {
   waits_for "$line" "$2"
 }
 
+# True if rank $1 shares an emulated host with a rank matching the pattern $2. A
+# rail peer there waits for its stalled node peer (shared memory) and so holds up
+# the ranks that wait for it; it may be told of the failure before its own timeout
+# names the stalled rank.
+beside_stalled() {
+  local r
+  for ((r = 0; r < hosts * ranks_per_host; ++r)); do
+    [[ $r =~ ^$2$ ]] && ((r / ranks_per_host == $1 / ranks_per_host)) && return 0
+  done
+  return 1
+}
+
 # Every rank in $1 (a space-separated list) printed a timeout naming a phase and
-# either the stalled rank(s) $2 or a rank that itself waits for them (a rank hears
-# from one rail peer per remote node, so it names the peer that the stall holds
-# up), or it failed at once because another rank gave up first and told every rank
+# either the stalled rank(s) $2 or a rank that waits for them (its own timeout
+# says so, or it lives on a stalled rank's host: a rank hears from one rail peer
+# per remote node, so it names the peer that the stall holds up), or it failed at once because another rank gave up first and told every rank
 # (its abort message or its node's shared failure record: "group failed: ... the
 # group failed because of rank N: ...").
 expect_timeouts() {
@@ -144,8 +157,8 @@ expect_timeouts() {
     if ! waits_for "$line" "$2"; then
       [[ $line =~ waiting\ for\ ranks\ ([0-9]+) ]] || fail "rank $r's error names no rank: $line"
       peer=${BASH_REMATCH[1]}
-      names_stalled "$peer" "$2" ||
-        fail "rank $r's error names rank $peer, which does not wait for rank(s) $2 either: $line"
+      names_stalled "$peer" "$2" || beside_stalled "$peer" "$2" ||
+        fail "rank $r's error names rank $peer, which neither waits for rank(s) $2 nor shares their host: $line"
     fi
     echo "ok: $line"
   done
