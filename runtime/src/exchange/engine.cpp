@@ -4,13 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
 #include <climits>
 #include <cstring>
-#include <random>
 #include <thread>
 
 #include "exchange/combine_op.hpp"
+#include "exchange/config_agreement.hpp"
 #include "exchange/dispatch_op.hpp"
 #include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
@@ -81,59 +80,22 @@ class Carver {
   std::size_t used_ = 0;
 };
 
-// What the ranks agree on besides the config: the exchange's id (rank 0's random
-// number: tags and failure messages of this exchange differ from an earlier one's on
-// the same communicator) and which communicator of the group's pool it takes.
-struct Agreement {
-  uint64_t id;
-  int comm_index;
-};
-
 // Every rank compares every rank's config, so a mismatch fails all of them at once.
-Agreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
-  static constexpr const char* kNames[] = {"num_experts",     "topk",           "hidden",
-                                           "max_tokens_per_rank", "dtype",      "dispatch_format",
-                                           "combine_format",  "expert_alignment", "max_recv_rows",
-                                           "max_inflight",    "transport (EPCOMM_TRANSPORT)",
-                                           "checksum (EPCOMM_CHECKSUM)", "memory"};
-  constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
-  const int64_t nonce = static_cast<int64_t>(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^
-                                             Clock::now().time_since_epoch().count());
-  const int64_t mine[kFields + 2] = {c.num_experts,
-                                 c.topk,
-                                 c.hidden,
-                                 c.max_tokens_per_rank,
-                                 static_cast<int64_t>(c.dtype),
-                                 static_cast<int64_t>(c.dispatch_format),
-                                 static_cast<int64_t>(c.combine_format),
-                                 c.expert_alignment,
-                                 c.max_recv_rows,
-                                 c.max_inflight,
-                                 static_cast<int64_t>(g.transport),
-                                 c.checksum ? 1 : 0,
-                                 static_cast<int64_t>(c.memory),
-                                 nonce,
-                                 static_cast<int64_t>(g.exchange_comms->free_mask())};
-  constexpr int kSent = kFields + 2;
-  // The group's private communicator carries only setup traffic: tags 1 and 2 here,
-  // 3 and 4 for the allocation check.
-  const std::vector<std::byte> records =
-      roll_call(g.comm, 1, mine, sizeof mine, ++g.setup_attempts, g.timeout_s, "Exchange construction",
-                &g.setup_left_messages);
-  std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
-  std::memcpy(all.data(), records.data(), records.size());
-  for (int r = 0; r < g.size; ++r) {
-    for (int f = 0; f < kFields; ++f) {
-      const int64_t theirs = all[static_cast<std::size_t>(r) * kSent + f];
-      EPCOMM_REQUIRE(theirs == mine[f], kMismatch,
-                     "ExchangeConfig differs across ranks: rank " << r << " has " << kNames[f] << "=" << theirs
-                                                                  << " but this rank has " << mine[f]);
-    }
-  }
-  uint64_t free_everywhere = ~uint64_t{0};
-  for (int r = 0; r < g.size; ++r) free_everywhere &= static_cast<uint64_t>(all[static_cast<std::size_t>(r) * kSent + kFields + 1]);
-  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms->made();
-  return {static_cast<uint64_t>(all[kFields]), comm_index};
+ConstructionAgreement check_config_agrees(const ExchangeConfig& c, GroupState& g) {
+  const ConfigField fields[] = {{"num_experts", c.num_experts},
+                                {"topk", c.topk},
+                                {"hidden", c.hidden},
+                                {"max_tokens_per_rank", c.max_tokens_per_rank},
+                                {"dtype", static_cast<int64_t>(c.dtype)},
+                                {"dispatch_format", static_cast<int64_t>(c.dispatch_format)},
+                                {"combine_format", static_cast<int64_t>(c.combine_format)},
+                                {"expert_alignment", c.expert_alignment},
+                                {"max_recv_rows", c.max_recv_rows},
+                                {"max_inflight", c.max_inflight},
+                                {"transport (EPCOMM_TRANSPORT)", static_cast<int64_t>(g.transport)},
+                                {"checksum (EPCOMM_CHECKSUM)", c.checksum ? 1 : 0},
+                                {"memory", static_cast<int64_t>(c.memory)}};
+  return agree_on_construction(g, "ExchangeConfig", "Exchange construction", fields);
 }
 
 FailureRecord* header_of(const NodeShm& shm, int local_rank) {
@@ -154,7 +116,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       combine_codec_(kernels::codec_for(c.combine_format)),
       group_owner_(std::move(g)) {
   validate_local(config_, group);
-  const Agreement agreed = check_config_agrees(config_, group);
+  const ConstructionAgreement agreed = check_config_agrees(config_, group);
   const uint64_t exchange_id = agreed.id;
   comm_ = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
   comm_lease_.index = agreed.comm_index;

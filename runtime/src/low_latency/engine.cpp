@@ -6,13 +6,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 
+#include "exchange/config_agreement.hpp"
 #include "low_latency/arrival_word.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
-#include "util/roll_call.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -21,49 +20,19 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReasonBytes = sizeof(ProxyMessageHeader::reason);
 
-struct Agreement {
-  uint64_t id;
-  int comm_index;
-};
-
 // Every rank compares every rank's config (so a mismatch fails all of them at
 // once), learns rank 0's random id (its tags) and which pooled communicator is free
 // everywhere.
-Agreement agree_on_config(const LowLatencyConfig& c, GroupState& g) {
-  static constexpr const char* kNames[] = {"num_experts", "topk",           "hidden",         "max_tokens_per_rank",
-                                           "dtype",       "dispatch_format", "combine_format", "memory"};
-  constexpr int kFields = sizeof(kNames) / sizeof(kNames[0]);
-  const int64_t nonce = static_cast<int64_t>(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^
-                                             Clock::now().time_since_epoch().count());
-  const int64_t mine[kFields + 2] = {c.num_experts,
-                                     c.topk,
-                                     c.hidden,
-                                     c.max_tokens_per_rank,
-                                     static_cast<int64_t>(c.dtype),
-                                     static_cast<int64_t>(c.dispatch_format),
-                                     static_cast<int64_t>(c.combine_format),
-                                     static_cast<int64_t>(c.memory),
-                                     nonce,
-                                     static_cast<int64_t>(g.exchange_comms->free_mask())};
-  constexpr int kSent = kFields + 2;
-  const std::vector<std::byte> records = roll_call(g.comm, 1, mine, sizeof mine, ++g.setup_attempts, g.timeout_s,
-                                                   "LowLatencyExchange construction", &g.setup_left_messages);
-  std::vector<int64_t> all(static_cast<std::size_t>(kSent) * g.size);
-  std::memcpy(all.data(), records.data(), records.size());
-  for (int r = 0; r < g.size; ++r) {
-    for (int f = 0; f < kFields; ++f) {
-      const int64_t theirs = all[static_cast<std::size_t>(r) * kSent + f];
-      EPCOMM_REQUIRE(theirs == mine[f], kMismatch,
-                     "LowLatencyConfig differs across ranks: rank " << r << " has " << kNames[f] << "=" << theirs
-                                                                    << " but this rank has " << mine[f]);
-    }
-  }
-  uint64_t free_everywhere = ~uint64_t{0};
-  for (int r = 0; r < g.size; ++r) {
-    free_everywhere &= static_cast<uint64_t>(all[static_cast<std::size_t>(r) * kSent + kFields + 1]);
-  }
-  const int comm_index = free_everywhere ? std::countr_zero(free_everywhere) : g.exchange_comms->made();
-  return {static_cast<uint64_t>(all[kFields]), comm_index};
+ConstructionAgreement agree_on_config(const LowLatencyConfig& c, GroupState& g) {
+  const ConfigField fields[] = {{"num_experts", c.num_experts},
+                                {"topk", c.topk},
+                                {"hidden", c.hidden},
+                                {"max_tokens_per_rank", c.max_tokens_per_rank},
+                                {"dtype", static_cast<int64_t>(c.dtype)},
+                                {"dispatch_format", static_cast<int64_t>(c.dispatch_format)},
+                                {"combine_format", static_cast<int64_t>(c.combine_format)},
+                                {"memory", static_cast<int64_t>(c.memory)}};
+  return agree_on_construction(g, "LowLatencyConfig", "LowLatencyExchange construction", fields);
 }
 
 // Tags of the proxy's two message kinds, from the exchange's id: a pooled
@@ -96,7 +65,7 @@ LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLaten
       dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
       dispatch_codec_(kernels::codec_for(c.dispatch_format)),
       combine_codec_(kernels::codec_for(c.combine_format)) {
-  const Agreement agreed = agree_on_config(config_, group_);
+  const ConstructionAgreement agreed = agree_on_config(config_, group_);
   // After the agreement, so every rank refuses device memory alike.
   EPCOMM_REQUIRE(c.memory == MemorySpace::kHost, kUnsupported,
                  "LowLatencyExchange on device memory is not available: its CUDA kernels are built but have "
