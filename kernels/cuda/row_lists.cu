@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: MIT
-// copy_row_list and wait_for_gate: the exchange's row moves by pointer and the
-// stream gate its operations complete through.
+// copy_row_list: the exchange's row moves by pointer.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
@@ -27,22 +26,6 @@ __global__ void __launch_bounds__(kCopyThreads)
   }
 }
 
-__global__ void wait_for_gate_kernel(const volatile uint64_t* gate, uint64_t value, uint64_t timeout_ns,
-                                     volatile int* timed_out) {
-  uint64_t start;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-  while (*gate < value) {
-    uint64_t now;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-    if (now - start > timeout_ns) {
-      *timed_out = 1;
-      __threadfence_system();
-      return;
-    }
-    __nanosleep(200);
-  }
-}
-
 }  // namespace
 }  // namespace detail
 
@@ -54,7 +37,6 @@ void preload_kernels() {
   preload_copy_kernels();
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint4>));
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint8_t>));
-  preload(reinterpret_cast<const void*>(&wait_for_gate_kernel));
 }
 
 void copy_row_list(const void* const* src, void* const* dst, int64_t count, int64_t row_bytes, bool aligned16,
@@ -70,12 +52,6 @@ void copy_row_list(const void* const* src, void* const* dst, int64_t count, int6
     copy_row_list_kernel<uint8_t><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes);
   }
   check(cudaGetLastError(), "copy_row_list kernel launch");
-}
-
-void wait_for_gate(const volatile uint64_t* gate, uint64_t value, uint64_t timeout_ns, volatile int* timed_out,
-                   void* stream) {
-  detail::wait_for_gate_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(gate, value, timeout_ns, timed_out);
-  detail::check(cudaGetLastError(), "wait_for_gate kernel launch");
 }
 
 }  // namespace epcomm::kernels::cuda

@@ -15,8 +15,9 @@ namespace epcomm::kernels::cuda {
 
 // Loads every kernel of the CUDA codecs and of this header on the current device
 // now. CUDA loads kernels lazily by default, at their first launch, and loading can
-// wait for all running kernels: a first launch while a stream is held by
-// wait_for_gate() would then wait for its own operation. Call before holding any.
+// wait for the device's running work: a first launch while a caller's stream is
+// held for an exchange operation could then wait for its own operation. Call
+// before holding any.
 void preload_kernels();
 
 // *dst[i] = *src[i], row_bytes bytes each, for i < count. 16-byte accesses when
@@ -38,13 +39,5 @@ void accumulate_row_list(Format format, const void* const* src_rows, const float
 // *bad_index as for encode_rows, with i (the position in tokens) as the row.
 void encode_token_rows(Format format, const void* src, DType src_type, int hidden, const int32_t* tokens,
                        int64_t count, void* dst, int64_t* bad_index, void* stream);
-
-// Holds `stream` until *gate (pinned host memory, written by the host) reaches
-// `value`, or until timeout_ns have passed, in which case *timed_out (pinned host
-// memory) becomes 1 and the stream goes on. One thread spins; the rest of the GPU
-// is free. This is how the caller's stream waits for an exchange operation that the
-// host completes, without the caller's thread blocking.
-void wait_for_gate(const volatile uint64_t* gate, uint64_t value, uint64_t timeout_ns, volatile int* timed_out,
-                   void* stream);
 
 }  // namespace epcomm::kernels::cuda
