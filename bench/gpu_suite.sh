@@ -15,6 +15,11 @@ source launch/mpi_env.sh
 # Never NVLink multicast on a shared host.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 build=${EPCOMM_GPU_BUILD:-build-gpu}
+# The Python tests need torch and pytest: the first python3 on PATH that has both.
+python_arg=()
+if python3 -c 'import torch, pytest' 2>/dev/null; then
+  python_arg=(-DPython3_EXECUTABLE="$(command -v python3)")
+fi
 if [[ -z ${NCCL_ROOT:-} ]]; then
   NCCL_ROOT=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)
 fi
@@ -23,7 +28,7 @@ nccl_lib=$(find "${NCCL_ROOT:-/nonexistent}/lib" -name 'libnccl.so*' -print -qui
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   nvidia-smi topo -m 2>/dev/null | head -5
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=OFF -DEPCOMM_WITH_CUDA=ON \
-    -DEPCOMM_WITH_VERBS=OFF -DNCCL_ROOT="${NCCL_ROOT:-}" ${nccl_lib:+-DNCCL_LIBRARY="$nccl_lib"} &&
+    -DEPCOMM_WITH_VERBS=OFF "${python_arg[@]}" -DNCCL_ROOT="${NCCL_ROOT:-}" ${nccl_lib:+-DNCCL_LIBRARY="$nccl_lib"} &&
     cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_codec_cuda test_failures \
       epcomm-gpu-bench epcomm-codec-gpu-bench
 } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
@@ -52,7 +57,9 @@ if [[ $mode == full ]]; then
   "${mpirun[@]}" -np 2 "${bench[@]}" --tokens 4096 --dispatch-format bf16 --json | tee -a "$out/gpu-bench.jsonl"
   echo "== compute-sanitizer memcheck / racecheck (subset)"
   for tool in memcheck racecheck; do
-    timeout 100 "${mpirun[@]}" -np 2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    # The sanitizer serialises GPU work: a held stream would wait for work queued
+    # behind it, so streams are not held and the tests wait on the host.
+    timeout 150 "${mpirun[@]}" -np 2 -x EPCOMM_HOLD_STREAMS=0 compute-sanitizer --tool "$tool" --error-exitcode 9 \
       "$build/tests/test_exchange_gpu" --gtest_filter='Cases/GpuExchange.BitIdenticalToTheHostExchange/fp8_h129:*TwoMicro*' \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "$tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-$tool.log" | head -6

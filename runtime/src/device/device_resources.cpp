@@ -11,6 +11,7 @@
 #include "device/stream_gate.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "util/agree.hpp"
+#include "util/env.hpp"
 #include "util/log.hpp"
 
 namespace epcomm::detail {
@@ -36,7 +37,8 @@ class CudaResources final : public DeviceResources {
       : device_(device),
         shared_(group, device, shared_bytes),
         private_(device, private_bytes, "the exchange's staging buffers"),
-        gate_(device, group.timeout_s) {
+        gate_(device, group.timeout_s),
+        hold_streams_(env::hold_streams()) {
     if (pinned_bytes > 0) {
       void* p = nullptr;
       EPCOMM_CUDA(cudaHostAlloc(&p, pinned_bytes, cudaHostAllocMapped | cudaHostAllocPortable));
@@ -86,7 +88,9 @@ class CudaResources final : public DeviceResources {
     if (bytes > 0) EPCOMM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
     EPCOMM_CUDA(cudaStreamSynchronize(s));
   }
-  void hold(void* stream, uint64_t seq) override { gate_.hold(stream, seq); }
+  void hold(void* stream, uint64_t seq) override {
+    if (hold_streams_) gate_.hold(stream, seq);
+  }
   void release(uint64_t seq) override { gate_.release(seq); }
   void release_all() override { gate_.release_all(); }
   bool stream_wait_timed_out() const override { return gate_.timed_out(); }
@@ -96,6 +100,7 @@ class CudaResources final : public DeviceResources {
   IpcMemory shared_;
   DeviceBuffer private_;
   StreamGate gate_;
+  bool hold_streams_;
   std::byte* pinned_ = nullptr;
 };
 

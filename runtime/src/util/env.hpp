@@ -30,6 +30,11 @@ int ib_port();
 // IPv4-mapped first).
 int ib_gid_index();
 
+// EPCOMM_HOLD_STREAMS: 1 (default) = an operation on GPU memory holds the caller's
+// stream until it completes; 0 = it does not, and its results may be read only
+// after wait(). For tools that serialise GPU work (compute-sanitizer), where a held
+// stream would wait for work queued behind it.
+bool hold_streams();
 // EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks and over rows that cross a
 // node peer's shared memory (ExchangeConfig::checksum).
 bool checksum();
