@@ -2,21 +2,25 @@
 // epcomm-gpu-bench: the exchange on GPU memory (ExchangeConfig::memory = kDevice),
 // one rank per GPU, against NCCL moving the same payload in the same run.
 //
-// Per rank: T tokens, each to top-k distinct experts drawn uniformly (seeded).
+// Per rank: T tokens, each to top-k distinct experts drawn uniformly (seeded), or,
+// with --max-nodes M > 0, routed by NodeLimitedRouter from random logits so that each
+// token reaches experts on at most M nodes (the DeepSeek-V3 rule).
 // Timed: dispatch (begin + wait + stream synchronise) and combine likewise, each the
 // slowest rank's time per iteration (MPI_MAX), min / p10 / median / p90 / max over
 // --iters after --warmup. GB/s: the payload this rank's GPU sends to other GPUs (rows
 // for owners on other ranks, ExchangeStats::intranode_bytes + internode_bytes) over
 // the median time; inter-node GB/s the same for internode_bytes alone.
-// Baseline (when built with NCCL): ncclSend/ncclRecv groups moving, to every other
+// Baselines (when built with NCCL): ncclSend/ncclRecv groups moving, to every other
 // rank, its deduplicated token rows in the dispatch format (dispatch) and in the
-// output dtype (combine): the per-rank exchange a framework would write with NCCL.
+// output dtype (combine): the per-rank exchange a framework would write with NCCL
+// (nccl_*); and one row per (token, expert) pair, not deduplicated: the per-expert
+// exchange (nccl_expert_*).
 // Check: once per size, the same inputs through the host exchange; rows and combine
 // outputs must be identical bit for bit (check=true).
 //
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
-//       [--topk 8] [--dispatch-format fp8] [--combine-format bf16] [--iters 50]
-//       [--warmup 5] [--json]
+//       [--topk 8] [--max-nodes 0] [--dispatch-format fp8] [--combine-format bf16]
+//       [--iters 50] [--warmup 5] [--json]
 #include <cuda_runtime_api.h>
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
@@ -51,6 +55,7 @@ void cuda_ok(cudaError_t e, const char* what) {
 
 struct Options {
   std::vector<int> tokens{128, 4096};
+  std::vector<int> max_nodes{0};  // 0: experts drawn uniformly, no node limit
   int hidden = 7168, experts = 256, topk = 8, iters = 50, warmup = 5;
   Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
   bool json = false;
@@ -67,6 +72,7 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--hidden", o.hidden, 1, "elements per token row");
   add_number(app, "--experts", o.experts, 1, "routed experts, divisible by P");
   add_number(app, "--topk", o.topk, 1, "experts per token");
+  add_int_list(app, "--max-nodes", o.max_nodes, 0, "nodes a token may reach (M); 0: no limit, experts uniform");
   add_number(app, "--iters", o.iters, 1, "timed iterations");
   add_number(app, "--warmup", o.warmup, 0, "untimed iterations");
   std::string dispatch_format = epcomm::to_string(o.dispatch_format);
@@ -88,7 +94,7 @@ struct Inputs {
   std::vector<float> w;
 };
 
-Inputs make_inputs(int tokens, const Options& o, int rank) {
+Inputs make_inputs(int tokens, const Options& o, int rank, int max_nodes, int num_nodes) {
   std::mt19937 rng(1234u + 7919u * static_cast<unsigned>(rank));
   Inputs in;
   in.x.resize(static_cast<std::size_t>(tokens) * o.hidden);
@@ -98,6 +104,21 @@ Inputs make_inputs(int tokens, const Options& o, int rank) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
     v = static_cast<uint16_t>(u >> 16);
+  }
+  if (max_nodes > 0) {
+    epcomm::RouterConfig rc;
+    rc.num_experts = o.experts;
+    rc.topk = o.topk;
+    rc.num_nodes = num_nodes;
+    rc.max_nodes = max_nodes;
+    const epcomm::NodeLimitedRouter router(rc);
+    std::normal_distribution<float> logit(0.0f, 1.0f);
+    std::vector<float> logits(static_cast<std::size_t>(tokens) * o.experts);
+    for (float& l : logits) l = logit(rng);
+    in.idx.resize(static_cast<std::size_t>(tokens) * o.topk);
+    in.w.resize(in.idx.size());
+    router.route(logits.data(), tokens, nullptr, in.idx.data(), in.w.data());
+    return in;
   }
   std::vector<int32_t> all(o.experts);
   for (int e = 0; e < o.experts; ++e) all[e] = e;
@@ -223,141 +244,160 @@ int run(int argc, char** argv) {
 #endif
   int status = 0;
   if (rank == 0 && !o.json) {
-    std::printf("%7s %6s %5s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s | %5s\n", "tokens", "hidden",
-                "ranks", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90", "comb_p50us", "comb_p10", "comb_p90",
-                "disp_GBs", "comb_GBs", "nccl_d_us", "nccl_c_us", "check");
+    std::printf("%7s %6s %5s %4s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s %10s %10s | %5s\n",
+                "tokens", "hidden", "ranks", "maxn", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90",
+                "comb_p50us", "comb_p10", "comb_p90", "disp_GBs", "comb_GBs", "nccl_d_us", "nccl_c_us", "ncclx_d_us",
+                "ncclx_c_us", "check");
   }
-  for (const int T : o.tokens) {
-    epcomm::ExchangeConfig cfg;
-    cfg.num_experts = o.experts;
-    cfg.topk = o.topk;
-    cfg.hidden = o.hidden;
-    cfg.max_tokens_per_rank = T;
-    cfg.dispatch_format = o.dispatch_format;
-    cfg.combine_format = o.combine_format;
-    cfg.memory = epcomm::MemorySpace::kDevice;
-    cfg.device = dev;
-    const Inputs in = make_inputs(T, o, rank);
-    Device x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
-    Device out(static_cast<std::size_t>(T) * o.hidden * 2);
-    epcomm::Exchange ex(g, cfg);
-    epcomm::CombineOptions on_stream;
-    on_stream.stream = stream;
-    epcomm::DispatchInput d;
-    d.x = x.p;
-    d.topk_idx = static_cast<const int32_t*>(idx.p);
-    d.topk_weights = static_cast<const float*>(w.p);
-    d.num_tokens = T;
-    d.memory = epcomm::MemorySpace::kDevice;
-    d.stream = stream;
+  for (const int M : o.max_nodes) {
+    for (const int T : o.tokens) {
+      epcomm::ExchangeConfig cfg;
+      cfg.num_experts = o.experts;
+      cfg.topk = o.topk;
+      cfg.hidden = o.hidden;
+      cfg.max_tokens_per_rank = T;
+      cfg.dispatch_format = o.dispatch_format;
+      cfg.combine_format = o.combine_format;
+      cfg.memory = epcomm::MemorySpace::kDevice;
+      cfg.device = dev;
+      const Inputs in = make_inputs(T, o, rank, M, g.num_nodes());
+      Device x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
+      Device out(static_cast<std::size_t>(T) * o.hidden * 2);
+      epcomm::Exchange ex(g, cfg);
+      epcomm::CombineOptions on_stream;
+      on_stream.stream = stream;
+      epcomm::DispatchInput d;
+      d.x = x.p;
+      d.topk_idx = static_cast<const int32_t*>(idx.p);
+      d.topk_weights = static_cast<const float*>(w.p);
+      d.num_tokens = T;
+      d.memory = epcomm::MemorySpace::kDevice;
+      d.stream = stream;
 
-    // Check once, against the host exchange, with deterministic expert outputs.
-    bool check = false;
-    {
-      epcomm::DispatchHandle h = ex.dispatch(d);
-      const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
-      std::vector<std::byte> rows(rows_bytes);
-      cuda_ok(cudaMemcpy(rows.data(), h.rows(), rows_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
-      std::vector<std::byte> y(static_cast<std::size_t>(h.num_rows()) * o.hidden * 2);
-      for (std::size_t i = 0; i < y.size() / 2; ++i) {
-        const float f = static_cast<float>(static_cast<int>(i % 37) - 18) / 8.0f;
-        uint32_t u;
-        std::memcpy(&u, &f, 4);
-        const uint16_t b = static_cast<uint16_t>(u >> 16);
-        std::memcpy(y.data() + 2 * i, &b, 2);
+      // Check once, against the host exchange, with deterministic expert outputs.
+      bool check = false;
+      {
+        epcomm::DispatchHandle h = ex.dispatch(d);
+        const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
+        std::vector<std::byte> rows(rows_bytes);
+        cuda_ok(cudaMemcpy(rows.data(), h.rows(), rows_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+        std::vector<std::byte> y(static_cast<std::size_t>(h.num_rows()) * o.hidden * 2);
+        for (std::size_t i = 0; i < y.size() / 2; ++i) {
+          const float f = static_cast<float>(static_cast<int>(i % 37) - 18) / 8.0f;
+          uint32_t u;
+          std::memcpy(&u, &f, 4);
+          const uint16_t b = static_cast<uint16_t>(u >> 16);
+          std::memcpy(y.data() + 2 * i, &b, 2);
+        }
+        Device y_dev(y.data(), y.size());
+        ex.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
+        std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
+        cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+        check = check_against_host(g, cfg, in, T, rows, outs, y);
       }
-      Device y_dev(y.data(), y.size());
-      ex.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
-      std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
-      cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
-      check = check_against_host(g, cfg, in, T, rows, outs, y);
-    }
-    std::vector<double> td, tc;
-    int64_t disp_bytes = 0, comb_bytes = 0, disp_inter_bytes = 0, comb_inter_bytes = 0;
-    for (int i = 0; i < o.warmup + o.iters; ++i) {
-      MPI_Barrier(MPI_COMM_WORLD);
-      const auto t0 = Clock::now();
-      epcomm::DispatchHandle h = ex.dispatch(d);
-      cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-      const auto t1 = Clock::now();
-      MPI_Barrier(MPI_COMM_WORLD);
-      const auto t2 = Clock::now();
-      epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, on_stream);
-      c.wait();
-      cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-      const auto t3 = Clock::now();
-      const double us_d = std::chrono::duration<double, std::micro>(t1 - t0).count();
-      const double us_c = std::chrono::duration<double, std::micro>(t3 - t2).count();
-      if (i >= o.warmup) {
-        td.push_back(slowest(us_d));
-        tc.push_back(slowest(us_c));
-      } else {
-        slowest(us_d);
-        slowest(us_c);
+      std::vector<double> td, tc;
+      int64_t disp_bytes = 0, comb_bytes = 0, disp_inter_bytes = 0, comb_inter_bytes = 0;
+      for (int i = 0; i < o.warmup + o.iters; ++i) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        const auto t0 = Clock::now();
+        epcomm::DispatchHandle h = ex.dispatch(d);
+        cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        const auto t1 = Clock::now();
+        MPI_Barrier(MPI_COMM_WORLD);
+        const auto t2 = Clock::now();
+        epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, on_stream);
+        c.wait();
+        cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        const auto t3 = Clock::now();
+        const double us_d = std::chrono::duration<double, std::micro>(t1 - t0).count();
+        const double us_c = std::chrono::duration<double, std::micro>(t3 - t2).count();
+        if (i >= o.warmup) {
+          td.push_back(slowest(us_d));
+          tc.push_back(slowest(us_c));
+        } else {
+          slowest(us_d);
+          slowest(us_c);
+        }
+        disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
+        comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;
+        disp_inter_bytes = h.stats().internode_bytes;
+        comb_inter_bytes = c.stats().internode_bytes;
       }
-      disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
-      comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;
-      disp_inter_bytes = h.stats().internode_bytes;
-      comb_inter_bytes = c.stats().internode_bytes;
-    }
-    const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
-    double nccl_d = -1, nccl_c = -1;
-#ifdef EPCOMM_BENCH_NCCL
-    {
-      // Distinct tokens per destination rank: the deduplicated per-rank exchange.
-      const int per_rank = o.experts / size;
-      std::vector<std::size_t> tok(size, 0);
-      for (int t = 0; t < T; ++t) {
-        std::vector<char> hit(size, 0);
-        for (int k = 0; k < o.topk; ++k) hit[in.idx[static_cast<std::size_t>(t) * o.topk + k] / per_rank] = 1;
-        for (int r = 0; r < size; ++r) tok[r] += hit[r];
+      const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
+      double nccl_d = -1, nccl_c = -1, nccl_expert_d = -1, nccl_expert_c = -1;
+  #ifdef EPCOMM_BENCH_NCCL
+      {
+        // Per destination rank: its distinct tokens (the deduplicated per-rank
+        // exchange) and its (token, expert) pairs (the per-expert exchange).
+        const int per_rank = o.experts / size;
+        std::vector<std::size_t> tok(size, 0), pairs(size, 0);
+        for (int t = 0; t < T; ++t) {
+          std::vector<char> hit(size, 0);
+          for (int k = 0; k < o.topk; ++k) {
+            const int32_t e = in.idx[static_cast<std::size_t>(t) * o.topk + k];
+            if (e < 0) continue;
+            hit[e / per_rank] = 1;
+            ++pairs[e / per_rank];
+          }
+          for (int r = 0; r < size; ++r) tok[r] += hit[r];
+        }
+        const std::size_t drow = epcomm::row_layout(o.dispatch_format, o.hidden).row_bytes;
+        const std::size_t crow = static_cast<std::size_t>(o.hidden) * 2;
+        const auto bytes = [&](const std::vector<std::size_t>& rows, std::size_t row_bytes) {
+          std::vector<std::size_t> b(size);
+          for (int r = 0; r < size; ++r) b[r] = rows[r] * row_bytes;
+          return b;
+        };
+        nccl_d = nccl_exchange_us(nccl, stream, bytes(tok, drow), o.iters, o.warmup);
+        nccl_c = nccl_exchange_us(nccl, stream, bytes(tok, crow), o.iters, o.warmup);
+        nccl_expert_d = nccl_exchange_us(nccl, stream, bytes(pairs, drow), o.iters, o.warmup);
+        nccl_expert_c = nccl_exchange_us(nccl, stream, bytes(pairs, crow), o.iters, o.warmup);
       }
-      std::vector<std::size_t> bd(size), bc(size);
-      const std::size_t drow = epcomm::row_layout(o.dispatch_format, o.hidden).row_bytes;
-      for (int r = 0; r < size; ++r) {
-        bd[r] = tok[r] * drow;
-        bc[r] = tok[r] * static_cast<std::size_t>(o.hidden) * 2;
+  #endif
+      if (!check) status = 1;
+      const double gbd = static_cast<double>(disp_bytes) / (sd.p50 * 1e3);
+      const double gbc = static_cast<double>(comb_bytes) / (sc.p50 * 1e3);
+      if (rank == 0) {
+        if (o.json) {
+          epcomm_bench::RunHeader header;
+          header.bench = "epcomm-gpu-bench";
+          header.ranks = size;
+          header.nodes = g.num_nodes();
+          header.transport = ex.transport();
+          header.progress_thread = g.progress_thread();
+          epcomm_bench::Json j = epcomm_bench::run_header_json(header);
+          j["memory"] = "device";
+          j["tokens"] = T;
+          j["hidden"] = o.hidden;
+          j["experts"] = o.experts;
+          j["topk"] = o.topk;
+          j["max_nodes"] = M;
+          j["dispatch_format"] = epcomm::to_string(o.dispatch_format);
+          j["combine_format"] = epcomm::to_string(o.combine_format);
+          epcomm_bench::add_spread(j, "dispatch_us", sd, 1);
+          epcomm_bench::add_spread(j, "combine_us", sc, 1);
+          j["dispatch_GBps"] = epcomm_bench::rounded(gbd, 1);
+          j["combine_GBps"] = epcomm_bench::rounded(gbc, 1);
+          const double inter_d = static_cast<double>(disp_inter_bytes) / (sd.p50 * 1e3);
+          const double inter_c = static_cast<double>(comb_inter_bytes) / (sc.p50 * 1e3);
+          j["dispatch_internode_GBps"] = epcomm_bench::rounded(inter_d, 1);
+          j["combine_internode_GBps"] = epcomm_bench::rounded(inter_c, 1);
+          j["nccl_dispatch_us"] = epcomm_bench::rounded(nccl_d, 1);
+          j["nccl_combine_us"] = epcomm_bench::rounded(nccl_c, 1);
+          j["nccl_expert_dispatch_us"] = epcomm_bench::rounded(nccl_expert_d, 1);
+          j["nccl_expert_combine_us"] = epcomm_bench::rounded(nccl_expert_c, 1);
+          j["check"] = check;
+          epcomm_bench::JsonLines(true, "").write(j);
+        } else {
+          std::printf(
+              "%7d %6d %5d %4d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | "
+              "%10.1f %10.1f %10.1f %10.1f | %5s\n",
+              T, o.hidden, size, M, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format), sd.p50,
+              sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c, nccl_expert_d, nccl_expert_c,
+              check ? "true" : "false");
+        }
+        std::fflush(stdout);
       }
-      nccl_d = nccl_exchange_us(nccl, stream, bd, o.iters, o.warmup);
-      nccl_c = nccl_exchange_us(nccl, stream, bc, o.iters, o.warmup);
-    }
-#endif
-    if (!check) status = 1;
-    const double gbd = static_cast<double>(disp_bytes) / (sd.p50 * 1e3);
-    const double gbc = static_cast<double>(comb_bytes) / (sc.p50 * 1e3);
-    if (rank == 0) {
-      if (o.json) {
-        epcomm_bench::RunHeader header;
-        header.bench = "epcomm-gpu-bench";
-        header.ranks = size;
-        header.nodes = g.num_nodes();
-        header.transport = ex.transport();
-        header.progress_thread = g.progress_thread();
-        epcomm_bench::Json j = epcomm_bench::run_header_json(header);
-        j["memory"] = "device";
-        j["tokens"] = T;
-        j["hidden"] = o.hidden;
-        j["experts"] = o.experts;
-        j["topk"] = o.topk;
-        j["dispatch_format"] = epcomm::to_string(o.dispatch_format);
-        j["combine_format"] = epcomm::to_string(o.combine_format);
-        epcomm_bench::add_spread(j, "dispatch_us", sd, 1);
-        epcomm_bench::add_spread(j, "combine_us", sc, 1);
-        j["dispatch_GBps"] = epcomm_bench::rounded(gbd, 1);
-        j["combine_GBps"] = epcomm_bench::rounded(gbc, 1);
-        j["dispatch_internode_GBps"] = epcomm_bench::rounded(static_cast<double>(disp_inter_bytes) / (sd.p50 * 1e3), 1);
-        j["combine_internode_GBps"] = epcomm_bench::rounded(static_cast<double>(comb_inter_bytes) / (sc.p50 * 1e3), 1);
-        j["nccl_dispatch_us"] = epcomm_bench::rounded(nccl_d, 1);
-        j["nccl_combine_us"] = epcomm_bench::rounded(nccl_c, 1);
-        j["check"] = check;
-        epcomm_bench::JsonLines(true, "").write(j);
-      } else {
-        std::printf("%7d %6d %5d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | %10.1f %10.1f | %5s\n",
-                    T, o.hidden, size, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format),
-                    sd.p50, sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c,
-                    check ? "true" : "false");
-      }
-      std::fflush(stdout);
     }
   }
 #ifdef EPCOMM_BENCH_NCCL

@@ -3,6 +3,8 @@
 # On a host with CUDA GPUs (one rank per GPU): builds epcomm with CUDA, runs the GPU
 # tests (ctest -L gpu and the CUDA codec tests), compute-sanitizer over a subset of
 # the GPU exchange tests, and the GPU benchmarks; logs and JSON lines go to $1.
+# The benchmarks use one rank per GPU of the host (EPCOMM_GPUS to use fewer), as one
+# node and as 2 emulated nodes of half the ranks each (node-limited M = 1, 2).
 #   bash bench/gpu_suite.sh OUT_DIR [quick]
 # Warnings are errors in the CI build (Debian 12), not here: newer compilers warn anew.
 # NCCL for the baseline: NCCL_ROOT, else the one pip's nvidia-nccl package installs.
@@ -42,19 +44,22 @@ else
   echo "== python package not configured (see $out/build.log)"
 fi
 mpirun=("${EPCOMM_MPIRUN[@]}")
+np=${EPCOMM_GPUS:-$(nvidia-smi -L | grep -c '^GPU')}
+half=$(( np > 1 ? np / 2 : 1 ))
 # Tests: one node (CUDA IPC) and 2 emulated nodes (pinned host staging + MPI).
 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 150 > "$out/gpu-tests.log" 2>&1
 echo "== ctest -L gpu: rc $?"; grep -E "tests passed|Failed|FAILED|OK \]|Failure" "$out/gpu-tests.log" | head -60
 "$build/tests/test_codec_cuda" > "$out/codec-cuda.log" 2>&1
 echo "== test_codec_cuda: rc $?"; tail -3 "$out/codec-cuda.log"
 bench=("$build/bench/epcomm-gpu-bench")
-echo "== epcomm-gpu-bench, 2 ranks, one node"
-"${mpirun[@]}" -np 2 "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
-echo "== epcomm-gpu-bench, 2 ranks as 2 emulated nodes"
-"${mpirun[@]}" -np 2 -x EPCOMM_RANKS_PER_NODE=1 "${bench[@]}" --tokens 128,4096 --json | tee -a "$out/gpu-bench.jsonl"
+echo "== epcomm-gpu-bench, $np ranks, one node"
+"${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
+echo "== epcomm-gpu-bench, $np ranks as 2 emulated nodes"
+"${mpirun[@]}" -np "$np" -x EPCOMM_RANKS_PER_NODE="$half" "${bench[@]}" --tokens 128,4096 --max-nodes 1,2 --json |
+  tee -a "$out/gpu-bench.jsonl"
 if [[ $mode == full ]]; then
   echo "== epcomm-gpu-bench, BF16 dispatch"
-  "${mpirun[@]}" -np 2 "${bench[@]}" --tokens 4096 --dispatch-format bf16 --json | tee -a "$out/gpu-bench.jsonl"
+  "${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 4096 --dispatch-format bf16 --json | tee -a "$out/gpu-bench.jsonl"
   echo "== compute-sanitizer memcheck / racecheck (subset)"
   for tool in memcheck racecheck; do
     # The sanitizer serialises GPU work: a held stream would wait for work queued
