@@ -19,7 +19,9 @@ namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-constexpr int kScanThreads = 256;
+// A whole block per column: 4096 tokens take 4 chunks, each a ballot and two
+// barriers.
+constexpr int kScanThreads = 1024;
 constexpr int kWriteThreads = 256;
 constexpr int kWarpsPerBlock = kWriteThreads / 32;
 

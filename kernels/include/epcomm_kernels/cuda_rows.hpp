@@ -13,8 +13,8 @@
 
 namespace epcomm::kernels::cuda {
 
-// Loads every kernel of the CUDA codecs and of this header on the current device
-// now. CUDA loads kernels lazily by default, at their first launch, and loading can
+// Loads every kernel of the CUDA codecs, of this header and of cuda_plan.hpp on
+// the current device now. CUDA loads kernels lazily by default, at their first launch, and loading can
 // wait for all running kernels: a first launch while a stream is held by
 // wait_for_gate() would then wait for its own operation. Call before holding any.
 void preload_kernels();
