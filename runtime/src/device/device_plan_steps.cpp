@@ -62,10 +62,13 @@ class CudaPlanSteps final : public DevicePlanSteps {
     };
     memory_ = std::make_unique<DeviceBuffer>(device_, carve(nullptr), "the exchange's plan buffers");
     carve(memory_->get());
-    EPCOMM_CUDA(cudaSetDevice(device_));
+    // On the mover's stream, not the legacy default one, which would wait for
+    // every blocking stream of the process (a caller's, held for another
+    // exchange's operation, say).
     std::vector<cuda::SlotArrays> owners;
     for (const SlotView& v : shape_.owners) owners.push_back(arrays_of(v));
-    EPCOMM_CUDA(cudaMemcpy(owners_, owners.data(), owners.size() * sizeof(cuda::SlotArrays), cudaMemcpyHostToDevice));
+    mover_.upload(owners_, owners.data(), owners.size() * sizeof(cuda::SlotArrays));
+    EPCOMM_CUDA(cudaSetDevice(device_));
     void* error = nullptr;
     EPCOMM_CUDA(cudaHostAlloc(&error, 2 * sizeof(int32_t), cudaHostAllocMapped | cudaHostAllocPortable));
     error_ = static_cast<volatile int32_t*>(error);
