@@ -119,6 +119,10 @@ const Case kCases[] = {
     {"one_expert", Format::kFP8, Format::kBF16, DType::kBF16, 256, 80, 4, 1, Pattern::kOneExpert},
     {"empty_rank", Format::kBF16, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kEmptyRank},
     {"routed_nowhere", Format::kFP8, Format::kBF16, DType::kBF16, 256, 40, 4, 4, Pattern::kRoutedNowhere},
+    // Placement scans span many blocks of tokens; a token has more picks than a
+    // warp has lanes.
+    {"fp8_4096_tokens", Format::kFP8, Format::kBF16, DType::kBF16, 128, 4096, 16, 8, Pattern::kRandom},
+    {"topk40_h129", Format::kBF16, Format::kLogFMT10, DType::kBF16, 129, 200, 32, 40, Pattern::kRandom},
 };
 
 struct CaseInput {

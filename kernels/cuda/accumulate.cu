@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
-// accumulate_rows and accumulate_row_list (combine): 16 lanes own one tile of one
-// destination row and walk its sources in the order given, so every element's sum
-// is formed in a fixed order, the CPU's, with no atomics. The two differ only in
-// how a source row is found: an index into one matrix, or a pointer of its own (a
-// row in a node peer's memory, or in pinned host memory).
+// accumulate_rows, accumulate_row_list and accumulate_strided_list (combine): 16
+// lanes own one tile of one destination row and walk its sources in the order
+// given, so every element's sum is formed in a fixed order, the CPU's, with no
+// atomics. They differ only in how a source row is found (an index into one
+// matrix, or a pointer of its own: a row in a node peer's memory, or in pinned host
+// memory) and how a destination's sources are delimited (offsets, or a count in
+// fixed-stride lists).
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
+#include "epcomm_kernels/cuda_plan.hpp"
 #include "format_dispatch.cuh"
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
@@ -21,27 +24,46 @@ struct IndexedSources {
   int64_t row_bytes;
   const int32_t* sources;
   const float* weights;
+  const int32_t* offsets;
   void bind(const Layout& layout) { row_bytes = layout.row_bytes; }
-  __device__ const uint8_t* row(int32_t j) const { return src + sources[j] * row_bytes; }
-  __device__ float weight(int32_t j) const { return weights[sources[j]]; }
+  __device__ int64_t begin(int64_t d) const { return offsets[d]; }
+  __device__ int64_t end(int64_t d) const { return offsets[d + 1]; }
+  __device__ const uint8_t* row(int64_t j) const { return src + sources[j] * row_bytes; }
+  __device__ float weight(int64_t j) const { return weights[sources[j]]; }
 };
 
 // Source j of a destination: its own row pointer and weight.
 struct PointerSources {
   const void* const* rows;
   const float* weights;
+  const int32_t* offsets;
   void bind(const Layout&) {}
-  __device__ const uint8_t* row(int32_t j) const { return static_cast<const uint8_t*>(rows[j]); }
-  __device__ float weight(int32_t j) const { return weights[j]; }
+  __device__ int64_t begin(int64_t d) const { return offsets[d]; }
+  __device__ int64_t end(int64_t d) const { return offsets[d + 1]; }
+  __device__ const uint8_t* row(int64_t j) const { return static_cast<const uint8_t*>(rows[j]); }
+  __device__ float weight(int64_t j) const { return weights[j]; }
+};
+
+// Destination d's sources: its own pointers and weights at [d * stride, d * stride
+// + counts[d]).
+struct StridedSources {
+  const void* const* rows;
+  const float* weights;
+  const int32_t* counts;
+  int stride;
+  void bind(const Layout&) {}
+  __device__ int64_t begin(int64_t d) const { return d * stride; }
+  __device__ int64_t end(int64_t d) const { return d * stride + counts[d]; }
+  __device__ const uint8_t* row(int64_t j) const { return static_cast<const uint8_t*>(rows[j]); }
+  __device__ float weight(int64_t j) const { return weights[j]; }
 };
 
 template <class F, class Sources>
 __global__ void __launch_bounds__(kBlockThreads)
-    accumulate_kernel(Sources sources, int hidden, Layout layout, const int32_t* offsets, int64_t dst_rows,
-                      bool from_zero, float* acc) {
+    accumulate_kernel(Sources sources, int hidden, Layout layout, int64_t dst_rows, bool from_zero, float* acc) {
   const Lane l = lane_of(dst_rows, hidden);
   if (l.valid == 0) return;
-  const int32_t j0 = offsets[l.row], j1 = offsets[l.row + 1];
+  const int64_t j0 = sources.begin(l.row), j1 = sources.end(l.row);
   float* out = acc + l.row * hidden + l.col0;
   Elems a;
   if (from_zero) {
@@ -51,7 +73,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     if (j0 >= j1) return;
     load8(out, l.valid, a);
   }
-  for (int32_t j = j0; j < j1; ++j) {
+  for (int64_t j = j0; j < j1; ++j) {
     const float w = sources.weight(j);
     Elems v;
     F::decode(sources.row(j), l, layout, v);
@@ -63,8 +85,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <class Sources>
-void accumulate(const char* op, Format format, Sources sources, int hidden, const int32_t* offsets, int64_t dst_rows,
-                bool from_zero, float* acc, cudaStream_t stream) {
+void accumulate(const char* op, Format format, Sources sources, int hidden, int64_t dst_rows, bool from_zero,
+                float* acc, cudaStream_t stream) {
   check_shape(op, format, dst_rows, hidden);
   if (dst_rows == 0) return;
   const Layout layout = layout_of(format, hidden);
@@ -72,7 +94,7 @@ void accumulate(const char* op, Format format, Sources sources, int hidden, cons
   const unsigned blocks = tile_blocks(op, dst_rows, hidden, kTilesPerBlock);
   visit_format(format, [&](auto f) {
     accumulate_kernel<decltype(f)>
-        <<<blocks, kBlockThreads, 0, stream>>>(sources, hidden, layout, offsets, dst_rows, from_zero, acc);
+        <<<blocks, kBlockThreads, 0, stream>>>(sources, hidden, layout, dst_rows, from_zero, acc);
   });
   check(cudaGetLastError(), "accumulate kernel launch");
 }
@@ -84,6 +106,7 @@ void preload_accumulate_kernels() {
     using F = decltype(f);
     preload(reinterpret_cast<const void*>(&accumulate_kernel<F, IndexedSources>));
     preload(reinterpret_cast<const void*>(&accumulate_kernel<F, PointerSources>));
+    preload(reinterpret_cast<const void*>(&accumulate_kernel<F, StridedSources>));
   });
 }
 
@@ -91,15 +114,21 @@ void preload_accumulate_kernels() {
 
 void accumulate_rows(Format format, const void* src, int hidden, const int32_t* source_offsets,
                      const int32_t* sources, const float* weights, int64_t dst_rows, float* acc, void* stream) {
-  const detail::IndexedSources s{static_cast<const uint8_t*>(src), 0, sources, weights};
-  detail::accumulate("accumulate_rows", format, s, hidden, source_offsets, dst_rows, false, acc,
-                     static_cast<cudaStream_t>(stream));
+  const detail::IndexedSources s{static_cast<const uint8_t*>(src), 0, sources, weights, source_offsets};
+  detail::accumulate("accumulate_rows", format, s, hidden, dst_rows, false, acc, static_cast<cudaStream_t>(stream));
 }
 
 void accumulate_row_list(Format format, const void* const* src_rows, const float* weights, int hidden,
                          const int32_t* source_offsets, int64_t dst_rows, bool from_zero, float* acc, void* stream) {
-  detail::accumulate("accumulate_row_list", format, detail::PointerSources{src_rows, weights}, hidden, source_offsets,
+  detail::accumulate("accumulate_row_list", format, detail::PointerSources{src_rows, weights, source_offsets}, hidden,
                      dst_rows, from_zero, acc, static_cast<cudaStream_t>(stream));
+}
+
+void accumulate_strided_list(Format format, const void* const* src_rows, const float* weights,
+                             const int32_t* counts, int stride, int hidden, int64_t dst_rows, bool from_zero,
+                             float* acc, void* stream) {
+  detail::accumulate("accumulate_strided_list", format, detail::StridedSources{src_rows, weights, counts, stride},
+                     hidden, dst_rows, from_zero, acc, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace epcomm::kernels::cuda

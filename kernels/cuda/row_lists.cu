@@ -35,6 +35,9 @@ void preload_kernels() {
   preload_decode_kernels();
   preload_accumulate_kernels();
   preload_copy_kernels();
+  preload_place_kernels();
+  preload_finish_kernels();
+  preload_route_source_kernels();
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint4>));
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint8_t>));
 }

@@ -13,11 +13,11 @@
 
 namespace epcomm::kernels::cuda {
 
-// Loads every kernel of the CUDA codecs and of this header on the current device
-// now. CUDA loads kernels lazily by default, at their first launch, and loading can
-// wait for the device's running work: a first launch while a caller's stream is
-// held for an exchange operation could then wait for its own operation. Call
-// before holding any.
+// Loads every kernel of the CUDA codecs, of this header and of cuda_plan.hpp on
+// the current device now. CUDA loads kernels lazily by default, at their first
+// launch, and loading can wait for the device's running work: a first launch while
+// a caller's stream is held for an exchange operation could then wait for its own
+// operation. Call before holding any.
 void preload_kernels();
 
 // *dst[i] = *src[i], row_bytes bytes each, for i < count. 16-byte accesses when

@@ -73,7 +73,9 @@ struct DispatchInput {
   // topk_idx and topk_weights to the host for the layout (one small transfer, the
   // one host synchronisation), and enqueues on it a wait for the dispatch's end:
   // the caller's next kernel on this stream reads finished rows with no host
-  // synchronisation; wait() and done() still work from the host.
+  // synchronisation; wait() and done() still work from the host. The exchange's
+  // kernels read x, topk_idx and topk_weights until the dispatch completes: leave
+  // them unchanged until then (work queued on this stream after begin runs after).
   void* stream = nullptr;
 };
 

@@ -56,6 +56,9 @@ class CudaResources final : public DeviceResources {
   std::unique_ptr<RowMover> make_mover(std::size_t list_bytes) override {
     return make_device_row_mover(device_, list_bytes);
   }
+  std::unique_ptr<DevicePlanSteps> make_plan_steps(RowMover& mover, PlanStepsShape shape) override {
+    return make_cuda_plan_steps(device_, mover, std::move(shape));
+  }
   std::shared_ptr<void> register_host(void* ptr, std::size_t bytes) override {
     EPCOMM_CUDA(cudaSetDevice(device_));
     return std::make_shared<HostRegistration>(ptr, bytes);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "device/device_plan_steps.hpp"
 #include "exchange/row_mover.hpp"
 #include "group_state.hpp"
 
@@ -26,6 +27,9 @@ class DeviceResources {
   virtual std::byte* pinned_base() const = 0;
   // list_bytes: room for one operation's batch lists (pointers, weights).
   virtual std::unique_ptr<RowMover> make_mover(std::size_t list_bytes) = 0;
+  // A slot's plan steps, on the stream of `mover` (one of make_mover's), which
+  // outlives them.
+  virtual std::unique_ptr<DevicePlanSteps> make_plan_steps(RowMover& mover, PlanStepsShape shape) = 0;
   // Lets kernels read and write this host memory (inter-node buffers) in place
   // while the returned token lives.
   virtual std::shared_ptr<void> register_host(void* ptr, std::size_t bytes) = 0;

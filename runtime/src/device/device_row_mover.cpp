@@ -153,6 +153,7 @@ class DeviceRowMover final : public RowMover {
     EPCOMM_CUDA(cudaSetDevice(device_));
     EPCOMM_CUDA(cudaStreamSynchronize(stream_));
   }
+  void* stream() const override { return stream_; }
   bool step() override { return false; }  // the stream runs the work by itself
   void forget_queued() override {}        // nothing waits outside the stream
   bool idle() override {

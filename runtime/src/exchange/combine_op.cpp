@@ -61,7 +61,6 @@ void CombineOp::stage_expert_outputs() {
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config().hidden, R = e.topo().ranks_per_node, me = e.group.node;
-  const int L = e.topo().max_rows_per_token_rank();
   const Format out_format = kernels::plain_format(e.config().dtype);
   const std::size_t crow = e.combine_row_bytes();
   RowMover& mover = *buf_.mover;
@@ -70,6 +69,7 @@ void CombineOp::reduce_node_partials() {
   RowSums sums;
   std::size_t send_at = 0;
   partial_blocks_.reset(e.topo().num_nodes());
+  if (e.device) stats.intranode_bytes += route_->rows_to_node_peers() * static_cast<int64_t>(owners[0].out_row_bytes);
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     // Own tokens' partials are kept whole; remote ones are summed a batch of
@@ -77,31 +77,41 @@ void CombineOp::reduce_node_partials() {
     const int64_t batch = n == me ? std::max<int64_t>(count, 1) : buf_.partial_acc_rows;
     for (int64_t b0 = 0; b0 < count; b0 += batch) {
       const int64_t b1 = std::min<int64_t>(count, b0 + batch);
-      sums.clear();
-      for (int64_t i = b0; i < b1; ++i) {
-        const std::size_t h = static_cast<std::size_t>(first + i);
-        for (int c = 0; c < buf_.route_count[h]; ++c) {
-          const int ld = buf_.route_local[h * R + c];
-          const SlotView& owner = owners[ld];
-          const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
-          for (int x = 0; x < L && rows[x] >= 0; ++x) {
-            if (peer_rows_ && ld != e.group.local_rank) peer_rows_->verify_expert_output(owner, ld, rows[x]);
-            sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f);
-            if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
-          }
-        }
-        sums.end_destination();
-      }
-      if (n == me) {
-        mover.accumulate(out_format, sums, H, true, buf_.own_partials + b0 * H);
+      float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
+      if (e.device) {
+        // The same sums from the forwarding record on the GPU.
+        buf_.plan->sum_routed(out_format, first + b0, b1 - b0, options_.weighted, acc);
       } else {
-        mover.accumulate(out_format, sums, H, true, buf_.partial_acc);
-        encode_remote_partials(n, first + b0, b1 - b0, buf_.combine_send.data() + send_at + b0 * crow);
+        add_routed_sources(first + b0, first + b1, owners, sums);
+        mover.accumulate(out_format, sums, H, true, acc);
       }
+      if (n != me) encode_remote_partials(n, first + b0, b1 - b0, buf_.combine_send.data() + send_at + b0 * crow);
     }
     if (n == me || count == 0) continue;
     partial_blocks_.add(n, send_at, count * crow);
     send_at += count * crow;
+  }
+}
+
+// sums = the sources of handled tokens [h0, h1): each token's rows on every owner
+// it reached, owners in route order, rows in expert order.
+void CombineOp::add_routed_sources(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, RowSums& sums) {
+  Engine& e = engine_;
+  const int R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
+  sums.clear();
+  for (int64_t i = h0; i < h1; ++i) {
+    const std::size_t h = static_cast<std::size_t>(i);
+    for (int c = 0; c < buf_.route_count[h]; ++c) {
+      const int ld = buf_.route_local[h * R + c];
+      const SlotView& owner = owners[ld];
+      const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
+      for (int x = 0; x < L && rows[x] >= 0; ++x) {
+        if (peer_rows_ && ld != e.group.local_rank) peer_rows_->verify_expert_output(owner, ld, rows[x]);
+        sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f);
+        if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
+      }
+    }
+    sums.end_destination();
   }
 }
 
@@ -117,8 +127,18 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
   const std::size_t h = static_cast<std::size_t>(first + bad / H);
-  const SlotView owner = e.slot_view(buf_.route_local[h * R], route_->slot());
-  const int32_t token = owner.src_token[owner.token_rows[static_cast<std::size_t>(buf_.route_entry[h * R]) * L]];
+  int32_t token = -1;
+  if (e.device) {
+    // The record and the owner's metadata are in GPU memory.
+    int32_t ld = 0, entry = 0, row = 0;
+    buf_.plan->first_route(static_cast<int64_t>(h), &ld, &entry);
+    const SlotView owner = e.slot_view(ld, route_->slot());
+    mover.download(&row, owner.token_rows + static_cast<std::size_t>(entry) * L, sizeof row);
+    mover.download(&token, owner.src_token + row, sizeof token);
+  } else {
+    const SlotView owner = e.slot_view(buf_.route_local[h * R], route_->slot());
+    token = owner.src_token[owner.token_rows[static_cast<std::size_t>(buf_.route_entry[h * R]) * L]];
+  }
   float v;
   mover.download(&v, buf_.partial_acc + bad, sizeof v);
   EPCOMM_FAIL(kInvalidArgument, "combine: the partial sum for token " << token << " of rank "
@@ -149,6 +169,21 @@ void CombineOp::sum_node_partials() {
   RowMover& mover = *buf_.mover;
   float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
   mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
+  if (e.device) {
+    // The same passes, each token's partial found on the GPU from the routes.
+    for (int n = 0; n < e.topo().num_nodes(); ++n) {
+      if (n == me) {
+        buf_.plan->add_node_partials(Format::kF32, n, buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float), T,
+                                     acc);
+      } else {
+        buf_.plan->add_node_partials(e.config().combine_format, n,
+                                     buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow, T,
+                                     acc);
+      }
+    }
+    encode_output(acc, T);
+    return;
+  }
   // One pass per node, each adding that node's partial to its tokens' rows.
   std::vector<const void*> partial(T);
   RowSums sums;
@@ -168,8 +203,16 @@ void CombineOp::sum_node_partials() {
     }
     mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
+  encode_output(acc, T);
+}
+
+// out = acc in the caller's dtype (acc is out itself for F32).
+void CombineOp::encode_output(const float* acc, int num_tokens) {
+  const Engine& e = engine_;
   const DType dtype = e.config().dtype;
-  if (dtype != DType::kF32) mover.encode(kernels::plain_format(dtype), acc, DType::kF32, T, H, out_);
+  if (dtype != DType::kF32) {
+    buf_.mover->encode(kernels::plain_format(dtype), acc, DType::kF32, num_tokens, e.config().hidden, out_);
+  }
 }
 
 bool CombineOp::advance() {

@@ -29,9 +29,11 @@ class CombineOp : public Op {
 
   void stage_expert_outputs();
   void reduce_node_partials();
+  void add_routed_sources(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, RowSums& sums);
   void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
+  void encode_output(const float* acc, int num_tokens);
 
   std::shared_ptr<DispatchOp> route_;
   const void* expert_out_;

@@ -29,7 +29,7 @@ struct DispatchOp::TokenSource {
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
-                       std::shared_ptr<const ReusableLayout> layout)
+                       std::shared_ptr<const ReusableLayout> layout, const DispatchInput* device_routing)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
@@ -56,6 +56,11 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
     }
     input_.topk_idx = buf_.topk_idx_host;
     input_.topk_weights = buf_.topk_weights_host;
+    if (device_routing != nullptr) {
+      device_topk_idx_ = device_routing->topk_idx;
+      device_topk_weights_ = device_routing->topk_weights;
+    }
+    buf_.plan->set_routes(buf_.routes);
     engine.device->hold(input.stream, seq);
   }
   post_layout();
@@ -254,16 +259,20 @@ void DispatchOp::on_layout_complete() {
                  "this dispatch delivers " << layout.num_tokens() << " tokens to this rank but the slot holds "
                                            << e.slot_layout().max_tokens);
   // Padding rows are owned by this rank: mark them empty and zero their payload so
-  // a grouped GEMM over whole segments reads finite values.
-  for (int j = 0; j < J; ++j) {
-    const int64_t first_pad = layout.expert_offset[j] + layout.expert_count[j];
-    for (int64_t r = first_pad; r < layout.expert_offset[j + 1]; ++r) {
-      mine_.src_rank[r] = -1;
-      mine_.src_token[r] = -1;
-      mine_.weight[r] = 0.0f;
-      mine_.first_row[r] = -1;
+  // a grouped GEMM over whole segments reads finite values. (With device memory,
+  // finish() does, on the GPU.)
+  if (!e.device) {
+    for (int j = 0; j < J; ++j) {
+      const int64_t first_pad = layout.expert_offset[j] + layout.expert_count[j];
+      for (int64_t r = first_pad; r < layout.expert_offset[j + 1]; ++r) {
+        mine_.src_rank[r] = -1;
+        mine_.src_token[r] = -1;
+        mine_.weight[r] = 0.0f;
+        mine_.first_row[r] = -1;
+      }
+      buf_.mover->zero(mine_.row(first_pad),
+                       static_cast<std::size_t>(layout.expert_offset[j + 1] - first_pad) * mine_.row_bytes);
     }
-    buf_.mover->zero(mine_.row(first_pad), static_cast<std::size_t>(layout.expert_offset[j + 1] - first_pad) * mine_.row_bytes);
   }
 
   // Inter-node rows this rank forwards, and where its forwarding record starts per
@@ -307,6 +316,10 @@ void DispatchOp::write_source(const TokenSource& src) {
     owners.push_back(e.slot_view(ld, slot_));
     layouts.push_back(owners.back().layout);
   }
+  if (e.device) {
+    write_source_on_device(src, layouts);
+    return;
+  }
   SourceTokens tokens;
   tokens.count = src.count;
   if (src.own_tokens) {
@@ -348,6 +361,7 @@ void DispatchOp::write_source(const TokenSource& src) {
       ++route_n;
       if (ld != e.group.local_rank) {
         stats.intranode_bytes += static_cast<int64_t>(row_bytes + rows * 16 + L * 4);
+        rows_to_node_peers_ += rows;
       }
     }
     buf_.route_count[handled] = route_n;
@@ -356,7 +370,62 @@ void DispatchOp::write_source(const TokenSource& src) {
   buf_.mover->copy(copies_);
 }
 
+// The same on the GPU (device_plan_steps.hpp): the kernels compute the placement
+// the host plan would and write rows, metadata and the forwarding record.
+void DispatchOp::write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts) {
+  DevicePlanSteps& plan = *buf_.plan;
+  const int32_t handled = buf_.handled_offset[src.node];
+  if (src.own_tokens) {
+    plan.write_own_tokens(src.rank, device_topk_idx_, device_topk_weights_, token_rows_, handled, layouts);
+  } else {
+    plan.write_block_tokens(src.rank, src.count, src.message, handled, layouts);
+  }
+  count_node_peer_bytes(src);
+}
+
+// The statistics of what write_source moves into node peers' slots, from the
+// routing alone: per token reaching a peer, its payload and token-list entry,
+// and 16 bytes of metadata per row.
+void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
+  const Engine& e = engine_;
+  const Topology& topo = e.topo();
+  const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
+  const int L = topo.max_rows_per_token_rank();
+  const int64_t per_token = static_cast<int64_t>(e.slot_layout().row_bytes) + L * 4;
+  if (src.own_tokens) {
+    const TokenRoutes& routes = buf_.routes;
+    for (int ld = 0; ld < R; ++ld) {
+      if (ld == e.group.local_rank) continue;
+      const int d = e.group.global_rank(e.group.node, ld);
+      int64_t rows = 0;
+      for (int j = 0; j < J; ++j) rows += routes.expert_tokens[static_cast<std::size_t>(d) * J + j];
+      stats.intranode_bytes += routes.rank_tokens[d] * per_token + rows * 16;
+      rows_to_node_peers_ += rows;
+    }
+    return;
+  }
+  const int first_expert = e.group.node * R * J;
+  std::vector<int32_t> reached_by(R, -1);  // the last token that reached each owner
+  for (int32_t i = 0; i < src.count; ++i) {
+    const auto* idx = reinterpret_cast<const int32_t*>(src.message + i * e.rail_meta_bytes()) + 1;
+    for (int k = 0; k < K; ++k) {
+      const int rel = idx[k] - first_expert;
+      if (idx[k] < 0 || rel < 0 || rel >= R * J || rel / J == e.group.local_rank) continue;
+      if (reached_by[rel / J] != i) {
+        reached_by[rel / J] = i;
+        stats.intranode_bytes += per_token;
+      }
+      stats.intranode_bytes += 16;
+      ++rows_to_node_peers_;
+    }
+  }
+}
+
 void DispatchOp::finish() {
+  if (engine_.device) {
+    buf_.plan->finish(mine_.layout);
+    return;
+  }
   // A token with several experts on this rank was received once; copy it into its
   // other experts' rows now, locally.
   const int64_t rows = mine_.layout.num_rows();
@@ -365,14 +434,7 @@ void DispatchOp::finish() {
     const int32_t f = mine_.first_row[r];
     if (f >= 0 && f != r) copies_.add(mine_.row(f), mine_.row(r));
   }
-  RowMover& mover = *buf_.mover;
-  mover.copy(copies_);
-  // With device memory the caller reads the row metadata on the GPU.
-  if (engine_.device) {
-    mover.upload(buf_.out_weight, mine_.weight, rows * sizeof(float));
-    mover.upload(buf_.out_src_rank, mine_.src_rank, rows * sizeof(int32_t));
-    mover.upload(buf_.out_src_token, mine_.src_token, rows * sizeof(int32_t));
-  }
+  buf_.mover->copy(copies_);
 }
 
 std::shared_ptr<const ReusableLayout> DispatchOp::reusable_layout() const {
@@ -384,10 +446,9 @@ std::shared_ptr<const ReusableLayout> DispatchOp::reusable_layout() const {
   return layout;
 }
 
-DispatchOp::RowMetadata DispatchOp::row_metadata() const {
-  if (engine_.device) return {buf_.out_weight, buf_.out_src_rank, buf_.out_src_token};
-  return {mine_.weight, mine_.src_rank, mine_.src_token};
-}
+// In the slot, in the exchange's memory space (with device memory, GPU memory the
+// finish kernel completed).
+DispatchOp::RowMetadata DispatchOp::row_metadata() const { return {mine_.weight, mine_.src_rank, mine_.src_token}; }
 
 void DispatchOp::decode_rows(void* out, DType dtype) const {
   const Engine& e = engine_;
@@ -448,6 +509,10 @@ bool DispatchOp::advance() {
   if (state_ == State::kWritten) {
     // Node peers read the rows once the flag says so: after they landed.
     if (!buf_.mover->idle()) return moved;
+    if (e.device) {
+      const std::string why = buf_.plan->placement_error();
+      EPCOMM_REQUIRE(why.empty(), kMismatch, why);
+    }
     if (peer_rows_) peer_rows_->publish();
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;

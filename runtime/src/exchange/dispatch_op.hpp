@@ -29,8 +29,10 @@ class DispatchOp : public Op {
   // engine's checks before it took the slot. With `layout` (checked against the
   // routes by the engine), the dispatch takes its layout from there instead of
   // exchanging counts.
+  // With device memory, `input` holds host copies of the routing inputs and
+  // `device_routing` the caller's, in GPU memory (read by the placement kernels).
   DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
-             std::shared_ptr<const ReusableLayout> layout = nullptr);
+             std::shared_ptr<const ReusableLayout> layout = nullptr, const DispatchInput* device_routing = nullptr);
   ~DispatchOp() override;
 
   bool advance() override;
@@ -53,6 +55,9 @@ class DispatchOp : public Op {
   // DispatchHandle::layout(), once done.
   std::shared_ptr<const ReusableLayout> reusable_layout() const;
   std::atomic<bool> combine_in_flight{false};
+  // Rows this rank wrote into node peers' slots (the rows a combine reads back
+  // from them), for the statistics.
+  int64_t rows_to_node_peers() const { return rows_to_node_peers_; }
 
  private:
   // kWritten: every row this rank writes is enqueued, waiting for the mover;
@@ -69,10 +74,16 @@ class DispatchOp : public Op {
   void build_layout_from_messages();
   void on_layout_complete();
   void write_source(const TokenSource& src);
+  void write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts);
+  void count_node_peer_bytes(const TokenSource& src);
   void finish();
 
   int slot_;
   DispatchInput input_;
+  // Device memory: the caller's topk_idx and topk_weights, in GPU memory.
+  const int32_t* device_topk_idx_ = nullptr;
+  const float* device_topk_weights_ = nullptr;
+  int64_t rows_to_node_peers_ = 0;
   std::shared_ptr<const ReusableLayout> reused_;  // the layout taken instead of exchanged, or null
   State state_ = State::kLayout;
   SlotBuffers& buf_;

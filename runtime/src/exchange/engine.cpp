@@ -172,17 +172,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     auto* own = piece.take<float>(T * H);
     auto* out_acc = piece.take<float>(config_.dtype != DType::kF32 ? T * H : 0);
     auto* partial = piece.take<float>(partial_rows * H);
-    auto* weight = piece.take<float>(max_rows);
-    auto* src_rank = piece.take<int32_t>(max_rows);
-    auto* src_token = piece.take<int32_t>(max_rows);
     if (s != nullptr) {
       s->token_staging = staging;
       s->own_partials = own;
       s->out_acc = out_acc;
       s->partial_acc = partial;
-      s->out_weight = weight;
-      s->out_src_rank = src_rank;
-      s->out_src_token = src_token;
     }
     return piece.bytes();
   };
@@ -194,13 +188,23 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   ErrorCode alloc_code = ErrorCode::kSystem;
   try {
     if (config_.memory == MemorySpace::kDevice) {
-      // One slot of the shared region: rows, then expert outputs.
+      // One slot of the shared region: rows, expert outputs, row metadata.
       Carver shared(nullptr);
-      shared.take<std::byte>(max_rows * slot_layout_.row_bytes);
-      device_expert_out_offset_ = shared.bytes();
-      shared.take<std::byte>(max_rows * slot_layout_.out_row_bytes);
-      device_slot_bytes_ = shared.bytes();
-      device = make_device_resources(group, config_.device, device_slot_bytes_ * config_.max_inflight,
+      const auto at = [&shared](std::size_t bytes) {
+        const std::size_t offset = shared.bytes();
+        shared.take<std::byte>(bytes);
+        return offset;
+      };
+      at(max_rows * slot_layout_.row_bytes);
+      device_slot_.expert_out = at(max_rows * slot_layout_.out_row_bytes);
+      device_slot_.src_rank = at(max_rows * sizeof(int32_t));
+      device_slot_.src_token = at(max_rows * sizeof(int32_t));
+      device_slot_.weight = at(max_rows * sizeof(float));
+      device_slot_.first_row = at(max_rows * sizeof(int32_t));
+      device_slot_.token_rows =
+          at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
+      device_slot_.bytes = shared.bytes();
+      device = make_device_resources(group, config_.device, device_slot_.bytes * config_.max_inflight,
                                      private_slot * config_.max_inflight, pinned_slot * config_.max_inflight);
     }
 
@@ -221,12 +225,19 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         for (HostBuffer* v : {&s.rail_send, &s.rail_recv, &s.combine_send, &s.combine_recv}) {
           s.registrations.push_back(device->register_host(v->data(), v->size()));
         }
-        // One operation's lists: row copies (16 bytes each) of the rail packing, of
-        // every source's writes and of the fan-out; sums (12 bytes a source, 4 a
-        // destination) of the node partials and of the final sums, per node.
+        // One operation's lists: row copies (16 bytes each) of the rail packing, and
+        // what the plan steps upload (the routes' token lists, the layouts).
         const std::size_t TN = static_cast<std::size_t>(T) * N;
-        s.mover = device->make_mover(16 * (TN * (topo_.ranks_per_node + 1) + max_rows) +
-                                     12 * TN * config_.topk + 8 * TN * (N + 1) + (1 << 20));
+        s.mover = device->make_mover(16 * TN + 4 * TN + (1 << 20));
+        PlanStepsShape shape;
+        shape.topo = topo_;
+        shape.node = group.node;
+        shape.local_rank = group.local_rank;
+        shape.hidden = config_.hidden;
+        shape.max_tokens = T;
+        shape.record_bytes = rail_meta_bytes_;
+        for (int ld = 0; ld < topo_.ranks_per_node; ++ld) shape.owners.push_back(slot_view(ld, i));
+        s.plan = device->make_plan_steps(*s.mover, std::move(shape));
       } else {
         s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
                                 "the encoded input rows of a slot");
@@ -245,9 +256,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         s.mover = make_host_row_mover(movers);
       }
       s.handled_offset.resize(N + 1);
-      resize_or_fail(s.route_count, handled, "the routes of a slot");
-      resize_or_fail(s.route_local, handled * topo_.ranks_per_node, "the routes of a slot");
-      resize_or_fail(s.route_entry, handled * topo_.ranks_per_node, "the routes of a slot");
+      if (!device) {
+        resize_or_fail(s.route_count, handled, "the routes of a slot");
+        resize_or_fail(s.route_local, handled * topo_.ranks_per_node, "the routes of a slot");
+        resize_or_fail(s.route_entry, handled * topo_.ranks_per_node, "the routes of a slot");
+      }
     }
   } catch (const Error& e) {
     alloc_error = e.what();
@@ -336,9 +349,14 @@ void Engine::abandon_all() {
 SlotView Engine::slot_view(int local_rank, int slot) const {
   SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout_.bytes * slot, slot_layout_);
   if (device) {
-    std::byte* base = device->shared_base(local_rank) + device_slot_bytes_ * slot;
+    std::byte* base = device->shared_base(local_rank) + device_slot_.bytes * slot;
     v.rows = base;
-    v.expert_out = base + device_expert_out_offset_;
+    v.expert_out = base + device_slot_.expert_out;
+    v.src_rank = reinterpret_cast<int32_t*>(base + device_slot_.src_rank);
+    v.src_token = reinterpret_cast<int32_t*>(base + device_slot_.src_token);
+    v.weight = reinterpret_cast<float*>(base + device_slot_.weight);
+    v.first_row = reinterpret_cast<int32_t*>(base + device_slot_.first_row);
+    v.token_rows = reinterpret_cast<int32_t*>(base + device_slot_.token_rows);
   }
   return v;
 }
@@ -497,7 +515,7 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   std::shared_ptr<DispatchOp> op;
   try {
     const auto layout_of = static_cast<int32_t>(layout ? layout->origin & 0x7fffffff : 0);
-    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input, std::move(layout));
+    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input, std::move(layout), device ? &given : nullptr);
     agreement_->announce({OpHeader::kDispatch, layout_of, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());

@@ -71,18 +71,18 @@ struct SlotBuffers {
   float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16
   float* partial_acc = nullptr;        // combine: remote partials before encoding,
   int64_t partial_acc_rows = 0;        //   this many rows at a time
-  // Device memory: the dispatch output's row metadata on the GPU (its plan copy
-  // stays in shared memory), and pinned host copies of the routing inputs.
-  float* out_weight = nullptr;
-  int32_t* out_src_rank = nullptr;
-  int32_t* out_src_token = nullptr;
+  // Device memory: pinned host copies of the routing inputs.
   int32_t* topk_idx_host = nullptr;
   float* topk_weights_host = nullptr;
   std::unique_ptr<RowMover> mover;  // carries out this slot's batches, in order
+  // Device memory: placement, fan-out and combine sums by kernels on the mover's
+  // stream (declared after it: destroyed first).
+  std::unique_ptr<DevicePlanSteps> plan;
 
   // Forwarding record of the last dispatch: the tokens this rank wrote to its node,
   // grouped by source node (own tokens at this node's index), and for each the
   // (local rank, token-list entry) pairs it reached, ranks_per_node slots apiece.
+  // With device memory the record itself lives on the GPU (plan).
   std::vector<int32_t> handled_offset;  // [num_nodes + 1] into handled tokens
   std::vector<int32_t> route_count;     // [handled]
   std::vector<int32_t> route_local;     // [handled * ranks_per_node]
@@ -186,8 +186,12 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::unique_ptr<DeviceResources> device;
 
  private:
-  std::size_t device_slot_bytes_ = 0;  // one slot's rows + expert outputs in the shared region
-  std::size_t device_expert_out_offset_ = 0;  // where a slot's expert outputs start in it
+  // One slot of the shared GPU region: rows, expert outputs and row metadata, at
+  // these offsets.
+  struct DeviceSlotOffsets {
+    std::size_t expert_out = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
+    std::size_t bytes = 0;
+  } device_slot_;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures_;

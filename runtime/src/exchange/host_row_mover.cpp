@@ -54,6 +54,7 @@ class HostRowMover final : public RowMover {
   explicit HostRowMover(WorkerPool& pool) : pool_(pool) {}
 
   void after(void*) override {}
+  void* stream() const override { return nullptr; }
   void copy(const RowCopies& c) override {
     if (c.size() == 0) return;
     push(static_cast<int64_t>(c.size()), c.row_bytes,

@@ -103,6 +103,9 @@ class RowMover {
   virtual void forget_queued() = 0;
   // Returns once everything enqueued has completed.
   virtual void synchronize() = 0;
+  // The CUDA stream the work runs on (a cudaStream_t), for the device plan steps
+  // (device/device_plan_steps.hpp) that run in the mover's order; null on the host.
+  virtual void* stream() const = 0;
 };
 
 class WorkerPool;

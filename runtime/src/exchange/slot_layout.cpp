@@ -21,15 +21,17 @@ void SlotLayout::compute() {
   token_base = place(c, (S + 1) * sizeof(int32_t));
   expert_offset = place(c, (J + 1) * sizeof(int64_t));
   expert_count = place(c, J * sizeof(int64_t));
-  rows = payload_in_shm ? place(c, R * row_bytes) : 0;
-  src_rank = place(c, R * sizeof(int32_t));
-  src_token = place(c, R * sizeof(int32_t));
-  weight = place(c, R * sizeof(float));
-  first_row = place(c, R * sizeof(int32_t));
-  token_rows = place(c, T * max_rows_per_token * sizeof(int32_t));
-  expert_out = payload_in_shm ? place(c, R * out_row_bytes) : 0;
-  row_sum = payload_in_shm ? place(c, R * sizeof(BlockChecksum)) : 0;
-  out_sum = payload_in_shm ? place(c, R * sizeof(BlockChecksum)) : 0;
+  if (payload_in_shm) {
+    rows = place(c, R * row_bytes);
+    src_rank = place(c, R * sizeof(int32_t));
+    src_token = place(c, R * sizeof(int32_t));
+    weight = place(c, R * sizeof(float));
+    first_row = place(c, R * sizeof(int32_t));
+    token_rows = place(c, T * max_rows_per_token * sizeof(int32_t));
+    expert_out = place(c, R * out_row_bytes);
+    row_sum = place(c, R * sizeof(BlockChecksum));
+    out_sum = place(c, R * sizeof(BlockChecksum));
+  }
   bytes = (c + 4095) / 4096 * 4096;
 }
 
@@ -42,15 +44,18 @@ SlotView SlotView::at(std::byte* base, const SlotLayout& l) {
   v.layout.token_base = reinterpret_cast<int32_t*>(base + l.token_base);
   v.layout.expert_offset = reinterpret_cast<int64_t*>(base + l.expert_offset);
   v.layout.expert_count = reinterpret_cast<int64_t*>(base + l.expert_count);
-  v.rows = l.payload_in_shm ? base + l.rows : nullptr;
-  v.src_rank = reinterpret_cast<int32_t*>(base + l.src_rank);
-  v.src_token = reinterpret_cast<int32_t*>(base + l.src_token);
-  v.weight = reinterpret_cast<float*>(base + l.weight);
-  v.first_row = reinterpret_cast<int32_t*>(base + l.first_row);
-  v.token_rows = reinterpret_cast<int32_t*>(base + l.token_rows);
-  v.expert_out = l.payload_in_shm ? base + l.expert_out : nullptr;
-  v.row_sum = l.payload_in_shm ? reinterpret_cast<BlockChecksum*>(base + l.row_sum) : nullptr;
-  v.out_sum = l.payload_in_shm ? reinterpret_cast<BlockChecksum*>(base + l.out_sum) : nullptr;
+  // With device memory the engine points the payload and metadata at GPU memory.
+  if (l.payload_in_shm) {
+    v.rows = base + l.rows;
+    v.src_rank = reinterpret_cast<int32_t*>(base + l.src_rank);
+    v.src_token = reinterpret_cast<int32_t*>(base + l.src_token);
+    v.weight = reinterpret_cast<float*>(base + l.weight);
+    v.first_row = reinterpret_cast<int32_t*>(base + l.first_row);
+    v.token_rows = reinterpret_cast<int32_t*>(base + l.token_rows);
+    v.expert_out = base + l.expert_out;
+    v.row_sum = reinterpret_cast<BlockChecksum*>(base + l.row_sum);
+    v.out_sum = reinterpret_cast<BlockChecksum*>(base + l.out_sum);
+  }
   v.row_bytes = l.row_bytes;
   v.out_row_bytes = l.out_row_bytes;
   v.max_rows_per_token = l.max_rows_per_token;

@@ -40,7 +40,8 @@ struct SlotLayout {
   int64_t max_tokens = 0;
   std::size_t row_bytes = 0;      // dispatch format
   std::size_t out_row_bytes = 0;  // expert outputs, config dtype
-  // Rows and expert outputs live here, or (device memory) in GPU memory.
+  // Rows, expert outputs and row metadata live here, or (device memory) in GPU
+  // memory, where kernels of every GPU of the node write and read them.
   bool payload_in_shm = true;
 
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
@@ -60,6 +61,7 @@ struct SlotView {
   int32_t* src_rank;
   int32_t* src_token;
   float* weight;
+  // Row metadata (host memory, or GPU memory with the rows):
   int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
   int32_t* token_rows;   // [max_tokens][L]: the rows of each received token, -1 padded
   std::byte* expert_out; // [max_rows] rows of expert outputs (combine input)

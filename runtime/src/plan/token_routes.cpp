@@ -17,10 +17,18 @@ void build_token_routes(const Topology& topo, const int32_t* topk_idx, const flo
   routes.node_offset.assign(N + 1, 0);
   routes.node_tokens.clear();
 
-  // Pass 1: validate, count per expert / rank / node. A token's ranks and nodes are
-  // deduplicated with "last token that touched it" stamps instead of per-token sets.
+  // Pass 1: validate, count per expert / rank / node. A token's experts, ranks and
+  // nodes are deduplicated with "last token that touched it" stamps instead of
+  // per-token sets (for experts, with the slot that chose it, for the message).
   std::vector<int32_t> rank_stamp(topo.num_ranks, -1), node_stamp(N, -1);
+  std::vector<int32_t> expert_stamp(topo.num_experts, -1), expert_slot(topo.num_experts, 0);
   std::vector<int32_t> node_count(N, 0);
+  // Each expert's rank and node, looked up rather than divided out per pick.
+  std::vector<int32_t> expert_rank(topo.num_experts), expert_node(topo.num_experts);
+  for (int e = 0; e < topo.num_experts; ++e) {
+    expert_rank[e] = topo.rank_of_expert(e);
+    expert_node[e] = topo.node_of_rank(expert_rank[e]);
+  }
   for (int t = 0; t < num_tokens; ++t) {
     const int32_t* idx = topk_idx + static_cast<int64_t>(t) * K;
     const float* w = topk_weights + static_cast<int64_t>(t) * K;
@@ -32,18 +40,18 @@ void build_token_routes(const Topology& topo, const int32_t* topk_idx, const flo
                                  << ")");
       EPCOMM_REQUIRE(std::isfinite(w[k]), kInvalidArgument,
                      "topk_weights[" << t << "][" << k << "]=" << w[k] << " is not finite");
-      for (int k2 = 0; k2 < k; ++k2) {
-        EPCOMM_REQUIRE(idx[k2] != e, kInvalidArgument,
-                       "token " << t << " chooses expert " << e << " twice (topk_idx[" << t << "][" << k2
-                                << "] and [" << k << "])");
-      }
+      EPCOMM_REQUIRE(expert_stamp[e] != t, kInvalidArgument,
+                     "token " << t << " chooses expert " << e << " twice (topk_idx[" << t << "]["
+                              << expert_slot[e] << "] and [" << k << "])");
+      expert_stamp[e] = t;
+      expert_slot[e] = k;
       ++routes.expert_tokens[e];
-      const int r = topo.rank_of_expert(e);
+      const int r = expert_rank[e];
       if (rank_stamp[r] != t) {
         rank_stamp[r] = t;
         ++routes.rank_tokens[r];
       }
-      const int n = topo.node_of_rank(r);
+      const int n = expert_node[e];
       if (node_stamp[n] != t) {
         node_stamp[n] = t;
         ++node_count[n];
@@ -60,7 +68,7 @@ void build_token_routes(const Topology& topo, const int32_t* topk_idx, const flo
     const int32_t* idx = topk_idx + static_cast<int64_t>(t) * K;
     for (int k = 0; k < K; ++k) {
       if (idx[k] < 0) continue;
-      const int n = topo.node_of_rank(topo.rank_of_expert(idx[k]));
+      const int n = expert_node[idx[k]];
       if (node_stamp[n] != t) {
         node_stamp[n] = t;
         routes.node_tokens[cursor[n]++] = t;

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+// finish_rows: the owner's side of a dispatch once every writer is done. A token
+// with several experts on this rank arrived once, at its first row; its other rows
+// take a copy. Padding rows are marked empty with a zero payload, so a grouped GEMM
+// over whole segments reads finite values. A warp per row.
+#include "cuda_check.hpp"
+#include "epcomm_kernels/cuda_plan.hpp"
+#include "launch.hpp"
+#include "row_copy.cuh"
+
+namespace epcomm::kernels::cuda {
+namespace detail {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarpsPerBlock = kThreads / 32;
+
+__global__ void __launch_bounds__(kThreads)
+    finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count, int J,
+                       int64_t rows, int64_t row_bytes, bool aligned16) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+    // The segment holding r: the last j with expert_offset[j] <= r.
+    int lo = 0, hi = J;  // expert_offset[lo] <= r < expert_offset[hi]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (expert_offset[mid] <= r) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    uint8_t* row = mine.rows + r * row_bytes;
+    if (r >= expert_offset[lo] + expert_count[lo]) {
+      if (lane == 0) {
+        mine.src_rank[r] = -1;
+        mine.src_token[r] = -1;
+        mine.weight[r] = 0.0f;
+        mine.first_row[r] = -1;
+      }
+      warp_zero_row(row, row_bytes, aligned16, lane);
+      continue;
+    }
+    const int32_t f = mine.first_row[r];
+    // Row f is a first row (first_row[f] == f): no warp writes it here.
+    if (f >= 0 && f != r) warp_copy_row(row, mine.rows + static_cast<int64_t>(f) * row_bytes, row_bytes, aligned16, lane);
+  }
+}
+
+}  // namespace
+
+void preload_finish_kernels() { preload(reinterpret_cast<const void*>(&finish_rows_kernel)); }
+
+}  // namespace detail
+
+void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,
+                 int num_local_experts, int64_t rows, int64_t row_bytes, void* stream) {
+  using namespace detail;
+  if (rows <= 0) return;
+  const int64_t blocks64 = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const unsigned blocks = static_cast<unsigned>(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20);
+  // The slot's rows start 256-byte aligned.
+  const bool aligned16 = row_bytes % 16 == 0;
+  finish_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16);
+  check(cudaGetLastError(), "finish_rows kernel launch");
+}
+
+}  // namespace epcomm::kernels::cuda

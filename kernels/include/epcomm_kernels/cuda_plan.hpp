@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+// The exchange's plan steps on the GPU: where each routed row of a dispatch lands
+// on the owners of a node, the owners' local fan-out, and the source lists of a
+// combine's sums, computed by kernels from the routing and the receive layouts
+// instead of by the host row by row. Each gives exactly the positions and orders
+// of the host plan (runtime/src/plan/row_placement.hpp and the combine op), so the
+// device exchange stays bit-identical to the host one. Like cuda_rows.hpp, no CUDA
+// type appears here: streams are cudaStream_t passed as void*, every call only
+// enqueues work, and every pointer is memory the stream's GPU can address (its
+// own, a node peer's through CUDA IPC, or pinned host memory).
+#pragma once
+
+#include <epcomm/types.hpp>
+
+#include <cstdint>
+
+namespace epcomm::kernels::cuda {
+
+// One slot of one owner rank as kernels address it: its received rows and expert
+// outputs, and the row metadata a dispatch writes (runtime/src/exchange/slot_layout.hpp).
+struct SlotArrays {
+  uint8_t* rows;
+  uint8_t* expert_out;
+  int32_t* src_rank;
+  int32_t* src_token;
+  float* weight;
+  int32_t* first_row;   // the row holding the payload of each row
+  int32_t* token_rows;  // [tokens][max_rows_per_token]: each received token's rows, -1 padded
+};
+
+// The tokens of one source bound for one node, as the node's writer reads them:
+// own input (token i is tokens[i], with its topk_idx / topk_weights rows and its
+// payload in a staging matrix indexed by token) or a received inter-node block
+// (records of token index, topk ids, topk weights, record_bytes apart, and the
+// payload of record i at payload + i * row_bytes).
+struct PlacedSource {
+  int32_t count = 0;
+  int32_t rank = 0;  // the source's global rank
+  const int32_t* tokens = nullptr;
+  const int32_t* topk_idx = nullptr;
+  const float* topk_weights = nullptr;
+  const uint8_t* records = nullptr;
+  int64_t record_bytes = 0;
+  const uint8_t* payload = nullptr;  // row 0 (own input: of token 0; block: of record 0)
+};
+
+// The node's shape and the owners' receive layouts as they concern one source:
+// owner ld's rows of its local expert j for this source are
+// [row_base[ld * J + j], row_end[ld * J + j]) and its token entries
+// [token_begin[ld], token_end[ld]).
+struct NodeLayouts {
+  int ranks_per_node = 1;
+  int experts_per_rank = 1;
+  int topk = 1;
+  int first_expert = 0;  // the node's first expert
+  const int32_t* row_base = nullptr;
+  const int32_t* row_end = nullptr;
+  const int32_t* token_begin = nullptr;
+  const int32_t* token_end = nullptr;
+};
+
+// Positions of one source's rows on the node (place_source_rows): for token i and
+// its topk pick k on the node, row_pos[i * topk + k] = row_base + the number of
+// earlier tokens of the source (in its order) that chose that expert; for each owner
+// ld the token reaches, entry[i * ranks_per_node + ld] = token_begin + the number of
+// earlier tokens reaching that owner; -1 elsewhere. A position past its end (the
+// source sends more than its layout announced) is not written (-1) and sets
+// error[0] (error: int32_t[2], pinned host memory read once the stream drained)
+// to 1 + the column (local expert ld * J + j of the node, or R * J + owner ld) and
+// error[1] to the source's rank; error is left as it was otherwise.
+void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t* row_pos, int32_t* entry,
+                volatile int32_t* error, void* stream);
+
+// Writes the placed rows into the owners' slots (owners: device array of
+// ranks_per_node): the payload once per owner, at the first of its rows there
+// (lowest expert), and every row's metadata and the owner's token_rows entry
+// (rows in expert order, -1 padded to max_rows_per_token). Also the forwarding
+// record combine reads back, for handled token first_handled + i: route_count, and
+// (local rank, token entry) per reached owner in local-rank order, ranks_per_node
+// apart. An owner whose rows of the token were not all placed is skipped.
+void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, const SlotArrays* owners,
+                       int max_rows_per_token, int64_t row_bytes, const int32_t* row_pos, const int32_t* entry,
+                       int64_t first_handled, int32_t* route_count, int32_t* route_local, int32_t* route_entry,
+                       void* stream);
+
+// The owner's side once every writer is done, for rows [0, expert_offset[J]):
+// a row whose first_row is another copies that row's payload (a token with several
+// experts here arrived once); a padding row (past expert_count of its segment)
+// gets src_rank = src_token = first_row = -1, weight 0 and a zero payload.
+// expert_offset / expert_count: this GPU's copies of the layout.
+void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,
+                 int num_local_experts, int64_t rows, int64_t row_bytes, void* stream);
+
+// Combine's node partial sources: for handled tokens first + d, d < count, the
+// expert output rows of the token on every owner it reached (owners in route order,
+// rows in token_rows order) with their weights (1 unless weighted), stride apart:
+// rows[d * stride + c], weights[d * stride + c], c < counts[d].
+void gather_routed_sources(const SlotArrays* owners, int ranks_per_node, int max_rows_per_token,
+                           int64_t out_row_bytes, const int32_t* route_count, const int32_t* route_local,
+                           const int32_t* route_entry, int64_t first, int64_t count, bool weighted, int stride,
+                           const void** rows, float* weights, int32_t* counts, void* stream);
+
+// Combine's final sum, one node's pass: token tokens[i] (i < count) has the
+// partial at base + i * row_bytes, the others none: rows[t], weights[t] = 1,
+// counts[t] in {0, 1} for t < num_tokens.
+void index_node_partials(const int32_t* tokens, int32_t count, const void* base, int64_t row_bytes, int num_tokens,
+                         const void** rows, float* weights, int32_t* counts, void* stream);
+
+// As accumulate_row_list, with destination d's sources rows / weights [d * stride,
+// d * stride + counts[d]).
+void accumulate_strided_list(Format format, const void* const* src_rows, const float* weights,
+                             const int32_t* counts, int stride, int hidden, int64_t dst_rows, bool from_zero,
+                             float* acc, void* stream);
+
+}  // namespace epcomm::kernels::cuda

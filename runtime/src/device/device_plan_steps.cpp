@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: MIT
+#include "device/device_plan_steps.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <sstream>
+
+#include "device/cuda_call.hpp"
+#include "device/ipc_memory.hpp"
+#include "epcomm_kernels/cuda_plan.hpp"
+
+namespace epcomm::detail {
+namespace {
+
+namespace cuda = kernels::cuda;
+
+// Pieces of one allocation, each 256-byte aligned.
+class Pieces {
+ public:
+  explicit Pieces(std::byte* base) : base_(base) {}
+  template <class T>
+  T* take(std::size_t count) {
+    const std::size_t at = (used_ + 255) / 256 * 256;
+    used_ = at + count * sizeof(T);
+    return base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + at);
+  }
+  std::size_t bytes() const { return (used_ + 255) / 256 * 256; }
+
+ private:
+  std::byte* base_;
+  std::size_t used_ = 0;
+};
+
+cuda::SlotArrays arrays_of(const SlotView& v) {
+  return {reinterpret_cast<uint8_t*>(v.rows), reinterpret_cast<uint8_t*>(v.expert_out), v.src_rank, v.src_token,
+          v.weight,  v.first_row, v.token_rows};
+}
+
+class CudaPlanSteps final : public DevicePlanSteps {
+ public:
+  CudaPlanSteps(int device, RowMover& mover, PlanStepsShape shape)
+      : device_(device), mover_(mover), shape_(std::move(shape)) {
+    const Topology& topo = shape_.topo;
+    const std::size_t R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk, N = topo.num_nodes();
+    const std::size_t T = static_cast<std::size_t>(shape_.max_tokens);
+    const auto carve = [&](std::byte* base) {
+      Pieces p(base);
+      node_tokens_ = p.take<int32_t>(T * N);
+      owner_layouts_ = p.take<int32_t>(2 * R * J + 2 * R);
+      own_layout_ = p.take<int64_t>(2 * J + 1);
+      row_pos_ = p.take<int32_t>(T * K);
+      entry_ = p.take<int32_t>(T * R);
+      records_ = p.take<std::byte>(N > 1 ? T * shape_.record_bytes : 0);
+      route_count_ = p.take<int32_t>(T * N);
+      route_local_ = p.take<int32_t>(T * N * R);
+      route_entry_ = p.take<int32_t>(T * N * R);
+      source_rows_ = p.take<const void*>(T * K);
+      source_weights_ = p.take<float>(T * K);
+      source_counts_ = p.take<int32_t>(T);
+      owners_ = p.take<cuda::SlotArrays>(R);
+      return p.bytes();
+    };
+    memory_ = std::make_unique<DeviceBuffer>(device_, carve(nullptr), "the exchange's plan buffers");
+    carve(memory_->get());
+    // On the mover's stream, not the legacy default one, which would wait for
+    // every blocking stream of the process (a caller's, held for another
+    // exchange's operation, say).
+    std::vector<cuda::SlotArrays> owners;
+    for (const SlotView& v : shape_.owners) owners.push_back(arrays_of(v));
+    mover_.upload(owners_, owners.data(), owners.size() * sizeof(cuda::SlotArrays));
+    EPCOMM_CUDA(cudaSetDevice(device_));
+    void* error = nullptr;
+    EPCOMM_CUDA(cudaHostAlloc(&error, 2 * sizeof(int32_t), cudaHostAllocMapped | cudaHostAllocPortable));
+    error_ = static_cast<volatile int32_t*>(error);
+    error_[0] = 0;
+    error_[1] = 0;
+  }
+  ~CudaPlanSteps() override {
+    // Kernels still queued may read the plan buffers.
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(static_cast<cudaStream_t>(mover_.stream()));
+    cudaFreeHost(const_cast<int32_t*>(error_));
+  }
+
+  void set_routes(const TokenRoutes& routes) override {
+    node_offset_ = routes.node_offset;
+    mover_.upload(node_tokens_, routes.node_tokens.data(), routes.node_tokens.size() * sizeof(int32_t));
+  }
+
+  void write_own_tokens(int source, const int32_t* topk_idx, const float* topk_weights, const std::byte* token_rows,
+                        int32_t first_handled, const std::vector<RecvLayoutView>& owners) override {
+    cuda::PlacedSource s;
+    s.count = node_offset_[shape_.node + 1] - node_offset_[shape_.node];
+    s.rank = source;
+    s.tokens = node_tokens_ + node_offset_[shape_.node];
+    s.topk_idx = topk_idx;
+    s.topk_weights = topk_weights;
+    s.payload = reinterpret_cast<const uint8_t*>(token_rows);
+    write(s, first_handled, owners);
+  }
+
+  void write_block_tokens(int source, int32_t count, const std::byte* block, int32_t first_handled,
+                          const std::vector<RecvLayoutView>& owners) override {
+    // The records are read once per column of the placement: from this GPU's
+    // memory, not across PCIe each time. The rows are read once, in place.
+    const std::size_t record_bytes = shape_.record_bytes;
+    mover_.copy_bytes(records_, block, static_cast<std::size_t>(count) * record_bytes);
+    cuda::PlacedSource s;
+    s.count = count;
+    s.rank = source;
+    s.records = reinterpret_cast<const uint8_t*>(records_);
+    s.record_bytes = static_cast<int64_t>(record_bytes);
+    s.payload = reinterpret_cast<const uint8_t*>(block + static_cast<std::size_t>(count) * record_bytes);
+    write(s, first_handled, owners);
+  }
+
+  std::string placement_error() override {
+    const int32_t code = error_[0];
+    if (code == 0) return "";
+    const int32_t source = error_[1];
+    error_[0] = 0;
+    const Topology& topo = shape_.topo;
+    const int R = topo.ranks_per_node, J = topo.experts_per_rank();
+    const int col = code - 1;
+    std::ostringstream why;
+    if (col < R * J) {
+      why << "rank " << source << " sent more rows for expert " << shape_.node * R * J + col
+          << " than its layout announced";
+    } else {
+      why << "rank " << source << " sent more tokens to rank " << shape_.node * R + (col - R * J)
+          << " than its layout announced";
+    }
+    return why.str();
+  }
+
+  void finish(const RecvLayoutView& mine) override {
+    const int J = mine.num_local_experts;
+    std::vector<int64_t> layout(mine.expert_offset, mine.expert_offset + J + 1);
+    layout.insert(layout.end(), mine.expert_count, mine.expert_count + J);
+    mover_.upload(own_layout_, layout.data(), layout.size() * sizeof(int64_t));
+    const SlotView& me = shape_.owners[shape_.local_rank];
+    use_device();
+    cuda::finish_rows(arrays_of(me), own_layout_, own_layout_ + J + 1, J, mine.num_rows(),
+                      static_cast<int64_t>(me.row_bytes), mover_.stream());
+  }
+
+  void sum_routed(Format out_format, int64_t first, int64_t count, bool weighted, float* acc) override {
+    if (count <= 0) return;
+    const Topology& topo = shape_.topo;
+    use_device();
+    cuda::gather_routed_sources(owners_, topo.ranks_per_node, topo.max_rows_per_token_rank(),
+                                static_cast<int64_t>(shape_.owners[0].out_row_bytes), route_count_, route_local_,
+                                route_entry_, first, count, weighted, topo.topk, source_rows_, source_weights_,
+                                source_counts_, mover_.stream());
+    cuda::accumulate_strided_list(out_format, source_rows_, source_weights_, source_counts_, topo.topk, shape_.hidden,
+                                  count, true, acc, mover_.stream());
+  }
+
+  void add_node_partials(Format format, int node, const void* partials, std::size_t row_bytes, int num_tokens,
+                         float* acc) override {
+    const int32_t count = node_offset_[node + 1] - node_offset_[node];
+    if (count == 0 || num_tokens == 0) return;
+    use_device();
+    cuda::index_node_partials(node_tokens_ + node_offset_[node], count, partials, static_cast<int64_t>(row_bytes),
+                              num_tokens, source_rows_, source_weights_, source_counts_, mover_.stream());
+    cuda::accumulate_strided_list(format, source_rows_, source_weights_, source_counts_, 1, shape_.hidden, num_tokens,
+                                  false, acc, mover_.stream());
+  }
+
+  void first_route(int64_t h, int32_t* local_rank, int32_t* entry) override {
+    const std::size_t at = static_cast<std::size_t>(h) * shape_.topo.ranks_per_node;
+    mover_.download(local_rank, route_local_ + at, sizeof(int32_t));
+    mover_.download(entry, route_entry_ + at, sizeof(int32_t));
+  }
+
+ private:
+  void use_device() { EPCOMM_CUDA(cudaSetDevice(device_)); }
+
+  // The owners' layouts for this source, then its positions, then its rows.
+  void write(const cuda::PlacedSource& s, int32_t first_handled, const std::vector<RecvLayoutView>& owners) {
+    if (s.count == 0) return;
+    const Topology& topo = shape_.topo;
+    const int R = topo.ranks_per_node, J = topo.experts_per_rank();
+    std::vector<int32_t> layouts(2 * static_cast<std::size_t>(R) * J + 2 * R);
+    int32_t* row_base = layouts.data();
+    int32_t* row_end = row_base + R * J;
+    int32_t* token_begin = row_end + R * J;
+    int32_t* token_end = token_begin + R;
+    for (int ld = 0; ld < R; ++ld) {
+      const RecvLayoutView& d = owners[ld];
+      for (int j = 0; j < J; ++j) {
+        row_base[ld * J + j] = d.row_base[s.rank * J + j];
+        row_end[ld * J + j] = static_cast<int32_t>(d.expert_offset[j] + d.expert_count[j]);
+      }
+      token_begin[ld] = d.token_base[s.rank];
+      token_end[ld] = d.token_base[s.rank + 1];
+    }
+    mover_.upload(owner_layouts_, layouts.data(), layouts.size() * sizeof(int32_t));
+    cuda::NodeLayouts n;
+    n.ranks_per_node = R;
+    n.experts_per_rank = J;
+    n.topk = topo.topk;
+    n.first_expert = shape_.node * R * J;
+    n.row_base = owner_layouts_;
+    n.row_end = owner_layouts_ + R * J;
+    n.token_begin = owner_layouts_ + 2 * R * J;
+    n.token_end = owner_layouts_ + 2 * R * J + R;
+    use_device();
+    cuda::place_rows(s, n, row_pos_, entry_, error_, mover_.stream());
+    cuda::write_placed_rows(s, n, owners_, topo.max_rows_per_token_rank(),
+                            static_cast<int64_t>(shape_.owners[0].row_bytes), row_pos_, entry_, first_handled,
+                            route_count_, route_local_, route_entry_, mover_.stream());
+  }
+
+  int device_;
+  RowMover& mover_;
+  PlanStepsShape shape_;
+  std::vector<int32_t> node_offset_;
+  std::unique_ptr<DeviceBuffer> memory_;
+  volatile int32_t* error_ = nullptr;
+  // In memory_:
+  int32_t* node_tokens_ = nullptr;
+  int32_t* owner_layouts_ = nullptr;
+  int64_t* own_layout_ = nullptr;
+  int32_t* row_pos_ = nullptr;
+  int32_t* entry_ = nullptr;
+  std::byte* records_ = nullptr;
+  int32_t* route_count_ = nullptr;
+  int32_t* route_local_ = nullptr;
+  int32_t* route_entry_ = nullptr;
+  const void** source_rows_ = nullptr;
+  float* source_weights_ = nullptr;
+  int32_t* source_counts_ = nullptr;
+  cuda::SlotArrays* owners_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<DevicePlanSteps> make_cuda_plan_steps(int device, RowMover& mover, PlanStepsShape shape) {
+  return std::make_unique<CudaPlanSteps>(device, mover, std::move(shape));
+}
+
+}  // namespace epcomm::detail

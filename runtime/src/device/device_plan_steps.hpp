@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+// The plan steps of the device exchange that the host exchange computes row by
+// row (runtime/src/plan and the operations), done by kernels (kernels/cuda,
+// epcomm_kernels/cuda_plan.hpp) on a slot's mover stream, in the mover's order:
+//
+//   dispatch: each source's row positions on the node's owners (place_source_rows),
+//     the payload once per owner straight into its GPU over CUDA IPC, every row's
+//     metadata and the owner's token list, and the forwarding record combine reads;
+//     the owner's fan-out and padding rows once every writer is done;
+//   combine: the forwarder's per-token sums over the owners' rows, and the source's
+//     sum over node partials, from that record, in the host combine's order.
+//
+// The host keeps the checks, the routes and counts, the layout exchange and the
+// phase flags; what it sends the GPU per operation are the small layouts and the
+// routes' token lists. Positions and orders are the host plan's, so the device
+// exchange stays bit-identical to the host one (its test oracle).
+//
+// This header has no CUDA type: builds without CUDA never construct one.
+#pragma once
+
+#include <epcomm/types.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exchange/row_mover.hpp"
+#include "exchange/slot_layout.hpp"
+#include "plan/token_routes.hpp"
+#include "plan/topology.hpp"
+
+namespace epcomm::detail {
+
+// What a slot's plan steps are sized for and where they write.
+struct PlanStepsShape {
+  Topology topo;
+  int node = 0;        // this rank's node
+  int local_rank = 0;  // this rank's index in it
+  int hidden = 0;
+  int64_t max_tokens = 0;        // per rank (max_tokens_per_rank)
+  std::size_t record_bytes = 0;  // one token's record in an inter-node block
+  // The slot on every rank of the node, by local rank: rows, outputs, metadata.
+  std::vector<SlotView> owners;
+};
+
+class DevicePlanSteps {
+ public:
+  virtual ~DevicePlanSteps() = default;
+
+  // A dispatch's routes (this rank as a source): their per-node token lists, for
+  // the placement of its own tokens and for combine's final sums.
+  virtual void set_routes(const TokenRoutes& routes) = 0;
+  // Writes this rank's own tokens bound for its node into the owners' slots, as
+  // the host's write_source does: topk_idx / topk_weights are the caller's GPU
+  // arrays, token_rows the input rows in the dispatch format indexed by token;
+  // owners: the node's receive layouts by local rank. The forwarding record of
+  // handled token first_handled + i is written on the GPU.
+  virtual void write_own_tokens(int source, const int32_t* topk_idx, const float* topk_weights,
+                                const std::byte* token_rows, int32_t first_handled,
+                                const std::vector<RecvLayoutView>& owners) = 0;
+  // The same for `count` tokens of a remote source received in an inter-node block
+  // (records, then rows; pinned host memory).
+  virtual void write_block_tokens(int source, int32_t count, const std::byte* block, int32_t first_handled,
+                                  const std::vector<RecvLayoutView>& owners) = 0;
+  // Once the mover is idle: empty, or why a source wrote more than its layout
+  // announced (the host's kMismatch message). Clears it.
+  virtual std::string placement_error() = 0;
+  // The owner's fan-out and padding rows (mine: this rank's layout).
+  virtual void finish(const RecvLayoutView& mine) = 0;
+  // acc[d] = the sum, in the host combine's order, of (weighted ? weight : 1) *
+  // decode(out_format, expert output) over the rows of handled token first + d on
+  // every owner, for d < count.
+  virtual void sum_routed(Format out_format, int64_t first, int64_t count, bool weighted, float* acc) = 0;
+  // acc[t] += decode(format, partial) for the tokens t of node `node` (this rank's
+  // routes), whose partials are `row_bytes` apart from `partials` in their order.
+  virtual void add_node_partials(Format format, int node, const void* partials, std::size_t row_bytes,
+                                 int num_tokens, float* acc) = 0;
+  // The first (local rank, token entry) of handled token h's forwarding record,
+  // read back for an error message (waits for the mover).
+  virtual void first_route(int64_t h, int32_t* local_rank, int32_t* entry) = 0;
+};
+
+// CUDA builds only (DeviceResources::make_plan_steps): steps on `mover`'s stream
+// (the device mover of the same device), which outlives them.
+std::unique_ptr<DevicePlanSteps> make_cuda_plan_steps(int device, RowMover& mover, PlanStepsShape shape);
+
+}  // namespace epcomm::detail
