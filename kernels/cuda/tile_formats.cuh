@@ -7,7 +7,9 @@
 // FP32, row points at the encoded row; a format that finds an element it cannot
 // represent lowers *bad to pos * hidden + column and writes nothing for the tile.
 // Every lane of a tile must call encode (the reductions shuffle among all 16).
-// decode(row, lane, layout, v): the lane's elements of an encoded row.
+// decode(row, lane, layout, v): the lane's elements of an encoded row, in two
+// steps that kernels may split to keep several tiles' loads in flight:
+// unpack(fetch(row, lane, layout), lane, v).
 #pragma once
 
 #include <epcomm/types.hpp>
@@ -16,6 +18,7 @@
 #include <type_traits>
 
 #include "common/bf16.hpp"
+#include "common/exact_shortcuts.hpp"
 #include "common/fp8_e4m3.hpp"
 #include "common/logfmt_math.hpp"
 #include "fp8_convert.cuh"
@@ -43,6 +46,14 @@ __device__ inline int tile_min(int x, unsigned mask) {
   return x;
 }
 
+// __log2f (lg2.approx) without its subnormal fix-up: inputs below 2^-126 read as
+// zero, which suits callers that decide those inputs otherwise.
+__device__ inline float lg2_approx_ftz(float a) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  return r;
+}
+
 // The plain formats: the row is an array of FP32 or BF16 (uint16_t bits).
 template <DType kType>
 struct Plain {
@@ -53,8 +64,15 @@ struct Plain {
                                 unsigned long long*) {
     if (l.valid > 0) store8(reinterpret_cast<Elem*>(row) + l.col0, l.valid, v);
   }
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout&, Elems& v) {
-    load8(reinterpret_cast<const Elem*>(row) + l.col0, l.valid, v);
+  using Fetched = Raw<Elem>;
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout&) {
+    Fetched r;
+    load_raw(reinterpret_cast<const Elem*>(row) + l.col0, l.valid, r);
+    return r;
+  }
+  __device__ static void unpack(const Fetched& r, const Lane&, Elems& v) { widen(r, v); }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
   }
 };
 
@@ -101,9 +119,19 @@ struct Fp8 {
     } else {
       const float scale = elem::fp8_scale(amax);
       if (l.sub == 0) store_bytes<4>(row + layout.meta_offset + 4 * l.tile, elem::to_bits(scale), 4);
-      if (!nan) {
+      if (!nan && scale >= elem::kFp8FastScaleMin) {
+        // The CPU divides by the scale: elem::fp8_quotient gives a value with the
+        // same E4M3 code as the IEEE quotient from the reciprocal and two FMAs (no
+        // NaN operand, |x| <= amax or infinite; tests/test_exact_shortcuts.cpp).
+        const float inv = __frcp_rn(scale);
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          const float2 q = make_float2(elem::fp8_quotient(v[k], scale, inv), elem::fp8_quotient(v[k + 1], scale, inv));
+          codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3)) << (8 * k);
+        }
+      } else if (!nan) {
         // No NaN operand: x / scale (scale a positive normal) is never NaN (inf stays
-        // inf), as above. The division stays IEEE (the CPU divides).
+        // inf), as above; tiles this small keep the IEEE division.
 #pragma unroll
         for (int k = 0; k < kElemsPerLane; k += 2) {
           codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(make_float2(v[k] / scale, v[k + 1] / scale),
@@ -120,14 +148,27 @@ struct Fp8 {
     store_bytes<8>(row + layout.payload_offset + l.col0, codes, l.valid);
   }
 
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
-    float scale;
+  struct Fetched {
+    uint64_t codes;
+    uint32_t scale;  // the UE8M0 byte or the FP32 bits
+  };
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout& layout) {
+    Fetched f;
     if constexpr (kPow2) {
-      scale = elem::ue8m0_value(row[layout.meta_offset + l.tile]);
+      f.scale = row[layout.meta_offset + l.tile];
     } else {
-      scale = elem::from_bits(static_cast<uint32_t>(load_bytes<4>(row + layout.meta_offset + 4 * l.tile, 4)));
+      f.scale = static_cast<uint32_t>(load_bytes<4>(row + layout.meta_offset + 4 * l.tile, 4));
     }
-    const uint64_t codes = static_cast<uint64_t>(load_bytes<8>(row + layout.payload_offset + l.col0, l.valid));
+    f.codes = static_cast<uint64_t>(load_bytes<8>(row + layout.payload_offset + l.col0, l.valid));
+    return f;
+  }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
+  }
+
+  __device__ static void unpack(const Fetched& f, const Lane&, Elems& v) {
+    const float scale = kPow2 ? elem::ue8m0_value(static_cast<uint8_t>(f.scale)) : elem::from_bits(f.scale);
+    const uint64_t codes = f.codes;
     // A byte is a NaN code iff its low 7 bits are 0x7f, i.e. adding 1 to them carries
     // into bit 7. Without NaN codes and with a finite scale (stored bytes may hold
     // anything) every product is finite: the conversion instruction and a plain
@@ -208,7 +249,7 @@ struct LogFmt {
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const float a = elem::abs_f(v[k]);
-      const float p = (__log2f(a) - t.min) * inv;  // -inf for a = 0, decided below
+      const float p = (lg2_approx_ftz(a) - t.min) * inv;  // -inf for a < 2^-126, decided below
       const float pc = fminf(fmaxf(p, 0.0f), static_cast<float>(kLevels - 2));
       const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
       const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
@@ -247,7 +288,8 @@ struct LogFmt {
         amax = fmaxf(amax, a);
       }
     }
-    first_bad = tile_min(first_bad, l.mask);
+    // Non-finite input is rare: the column is reduced only in tiles that have one.
+    if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
     amin = tile_min(amin, l.mask);
     amax = tile_max(amax, l.mask);
     // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
@@ -269,11 +311,12 @@ struct LogFmt {
       const int hi = odd ? other : mine;
       int lo = odd ? mine : other;
       if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
+      // log2 of normal floats keeps both within int16. The tile is
+      // log_tile_params', computed as log_tile_fast (equal, without conversions).
       min_q = static_cast<int16_t>(lo);
       max_q = static_cast<int16_t>(hi);
-      t.min = static_cast<float>(lo) / static_cast<float>(elem::kLogFixedOne);
-      max = static_cast<float>(hi) / static_cast<float>(elem::kLogFixedOne);
-      t.step = (max - t.min) / static_cast<float>(kLevels - 1);
+      t = elem::log_tile_fast(min_q, max_q, kBits);
+      max = elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne);
     }
     if (l.sub == 0) {
       const uint32_t meta = static_cast<uint16_t>(min_q) | static_cast<uint32_t>(static_cast<uint16_t>(max_q)) << 16;
@@ -284,7 +327,7 @@ struct LogFmt {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
     } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
-      fast_magnitudes(v, t, max, elem::log_level(t, 1), mag);
+      fast_magnitudes(v, t, max, elem::log_level_fast(t, 1), mag);
     } else {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
@@ -300,15 +343,25 @@ struct LogFmt {
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
   }
 
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
-    const uint32_t meta = static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4));
-    const elem::LogTile t = elem::log_tile_from_stored(static_cast<int16_t>(meta & 0xffffu),
-                                                       static_cast<int16_t>(meta >> 16), kBits);
-    const Chunk codes = load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid));
+  struct Fetched {
+    Chunk codes;
+    uint32_t meta;
+  };
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout& layout) {
+    return Fetched{load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid)),
+                   static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4))};
+  }
+  // log_tile_from_stored and log_decode, computed as their exact shortcuts.
+  __device__ static void unpack(const Fetched& f, const Lane&, Elems& v) {
+    const elem::LogTile t = elem::log_tile_fast(static_cast<int16_t>(f.meta & 0xffffu),
+                                                static_cast<int16_t>(f.meta >> 16), kBits);
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      v[k] = elem::log_decode(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
+      v[k] = elem::log_decode_fast(static_cast<uint32_t>(f.codes >> (k * kBits)) & kCodeMask, t, kBits);
     }
+  }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
   }
 };
 
