@@ -26,6 +26,27 @@ TEST(ExactShortcuts, SmallIntToFloatIsTheConversion) {
   }
 }
 
+// Floats of magnitude below 2^22: every 5th from 0.5 on (every 4099th below), and
+// every float next to the integers up to 2^12 and to every 997th beyond.
+TEST(ExactShortcuts, FloorAndCeilSmallAreTheConversions) {
+  auto check = [](float y) {
+    ASSERT_EQ(elem::floor_small(y), static_cast<int>(std::floor(y))) << y;
+    ASSERT_EQ(elem::ceil_small(y), static_cast<int>(std::ceil(y))) << y;
+    ASSERT_EQ(elem::floor_small(-y), static_cast<int>(std::floor(-y))) << -y;
+    ASSERT_EQ(elem::ceil_small(-y), static_cast<int>(std::ceil(-y))) << -y;
+  };
+  for (uint32_t u = 0; u < 0x4a800000u; u += u < 0x3f000000u ? 4099 : 5) check(elem::from_bits(u));
+  for (int k = 0; k < (1 << 22); k += k < 4096 ? 1 : 997) {
+    float lo = static_cast<float>(k), hi = lo;
+    for (int i = 0; i < 16; ++i) {
+      check(lo);
+      check(hi);
+      lo = std::nextafter(lo, -1.0f);
+      hi = std::nextafter(hi, 1e9f);
+    }
+  }
+}
+
 TEST(ExactShortcuts, Exp2PolyFastIsExp2Poly) {
   // Near every integer of the range (where floor changes) every float, elsewhere
   // every 61st float, and the clamped ends.

@@ -21,6 +21,20 @@ EPCOMM_HD float small_int_to_float(int32_t n) {
   return from_bits(0x4b400000u + static_cast<uint32_t>(n)) - 12582912.0f;
 }
 
+// static_cast<int>(floorf(y)) and static_cast<int>(ceilf(y)) for |y| < 2^22:
+// 1.5 * 2^23 + y rounds y to the nearest integer n, held in the sum's mantissa,
+// and n is one off the floor (ceiling) when it lies above (below) y.
+EPCOMM_HD int floor_small(float y) {
+  const float m = y + 12582912.0f;
+  const int n = static_cast<int>(to_bits(m) - 0x4b400000u);
+  return m - 12582912.0f > y ? n - 1 : n;
+}
+EPCOMM_HD int ceil_small(float y) {
+  const float m = y + 12582912.0f;
+  const int n = static_cast<int>(to_bits(m) - 0x4b400000u);
+  return m - 12582912.0f < y ? n + 1 : n;
+}
+
 // a * b + c rounded once (the GPU's FFMA; std::fma is the correctly rounded one on
 // the host).
 EPCOMM_HD float fma_rn(float a, float b, float c) {

@@ -239,6 +239,22 @@ __device__ inline void store_bytes(uint8_t* p, Chunk c, int n) {
         return;
       }
     }
+    if constexpr (kFull % 4 == 2) {
+      // LogFMT-n for n = 6, 10, 14: 4-byte words and one 2-byte half at the end
+      // or, two bytes off, at the start (LogFMT-10: 3 stores instead of 5).
+      if (aligned<4>(p)) {
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) reinterpret_cast<uint32_t*>(p)[i] = chunk_word(c, i);
+        reinterpret_cast<uint16_t*>(p + kFull - 2)[0] = static_cast<uint16_t>(c >> (8 * (kFull - 2)));
+        return;
+      }
+      if (aligned<2>(p)) {
+        reinterpret_cast<uint16_t*>(p)[0] = static_cast<uint16_t>(c);
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) reinterpret_cast<uint32_t*>(p + 2)[i] = static_cast<uint32_t>(c >> (16 + 32 * i));
+        return;
+      }
+    }
     if constexpr (kFull % 2 == 0) {
       if (aligned<2>(p)) {
 #pragma unroll
@@ -272,6 +288,22 @@ __device__ inline Chunk load_bytes(const uint8_t* p, int n) {
       if (aligned<4>(p)) {
 #pragma unroll
         for (int i = 0; i < kFull / 4; ++i) c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p)[i]) << (32 * i);
+        return c;
+      }
+    }
+    if constexpr (kFull % 4 == 2) {
+      // As in store_bytes.
+      if (aligned<4>(p)) {
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p)[i]) << (32 * i);
+        return c | static_cast<Chunk>(reinterpret_cast<const uint16_t*>(p + kFull - 2)[0]) << (8 * (kFull - 2));
+      }
+      if (aligned<2>(p)) {
+        c = reinterpret_cast<const uint16_t*>(p)[0];
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) {
+          c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p + 2)[i]) << (16 + 32 * i);
+        }
         return c;
       }
     }

@@ -297,7 +297,7 @@ struct LogFmt {
     // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
     const bool odd = (l.sub & 1) != 0;
     const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
-    const int mine = static_cast<int>(odd ? floorf(lg) : ceilf(lg));
+    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
     const int other = __shfl_xor_sync(l.mask, mine, 1);
     if (first_bad != INT_MAX) {
       if (l.sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
