@@ -113,6 +113,16 @@ TEST(ExactShortcuts, LogDecodeFastIsLogDecode) {
   }
 }
 
+// Every float of [2^-97, 2^-94) (around the floor) and of [1, 4), and every 29th
+// float elsewhere up to the largest.
+TEST(ExactShortcuts, Fp8ScaleFastIsFp8Scale) {
+  for (uint32_t u = 0; u < 0x7f800000u;
+       u += (u >= 0x0f000000u && u < 0x10800000u) || (u >= 0x3f800000u && u < 0x40800000u) ? 1 : 29) {
+    const float amax = elem::from_bits(u);
+    ASSERT_EQ(bits(elem::fp8_scale_fast(amax)), bits(elem::fp8_scale(amax))) << amax;
+  }
+}
+
 uint8_t e4m3_fast(float x, float s) { return elem::f32_to_e4m3(elem::fp8_quotient(x, s, 1.0f / s)); }
 
 // The tile's finite amax, a random element at most that large, and the tile's

@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "fp8_e4m3.hpp"
 #include "logfmt_math.hpp"
 
 namespace epcomm::kernels::elem {
@@ -53,6 +54,13 @@ EPCOMM_HD float div_by_reciprocal(float a, float b, float y) {
   const float q = a * y;
   const float r = fma_rn(-q, b, a);
   return fma_rn(r, y, q);
+}
+
+// fp8_scale(amax) for finite amax >= 0: the division by 448 as above, exact for every
+// such amax (the floor keeps the quotient and the remainder normal, or at least
+// multiples of 2^-149; division by a constant scales exactly with the binade).
+EPCOMM_HD float fp8_scale_fast(float amax) {
+  return div_by_reciprocal(amax > kFp8AmaxFloor ? amax : kFp8AmaxFloor, kE4M3Max, 1.0f / kE4M3Max);
 }
 
 // A value with the same E4M3 code as x / s (f32_to_e4m3(x / s) ==

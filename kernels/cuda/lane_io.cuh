@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/bf16.hpp"
+#include "fp8_convert.cuh"
 
 namespace epcomm::kernels::cuda::detail {
 
@@ -194,20 +195,18 @@ __device__ inline void store8(float* p, int valid, const float (&v)[kElemsPerLan
   }
 }
 
+// Rounded to BF16 as elem::f32_to_bf16 does (by the conversion instruction).
 __device__ inline void store8(uint16_t* p, int valid, const float (&v)[kElemsPerLane]) {
-  uint16_t b[kElemsPerLane];
+  uint32_t w[4];
 #pragma unroll
-  for (int k = 0; k < kElemsPerLane; ++k) b[k] = elem::f32_to_bf16(v[k]);
+  for (int i = 0; i < 4; ++i) w[i] = bf16x2_of(v[2 * i], v[2 * i + 1]);
   if (valid == kElemsPerLane && aligned<16>(p)) {
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = b[2 * i] | static_cast<uint32_t>(b[2 * i + 1]) << 16;
     *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
     return;
   }
 #pragma unroll
   for (int k = 0; k < kElemsPerLane; ++k) {
-    if (k < valid) p[k] = b[k];
+    if (k < valid) p[k] = static_cast<uint16_t>(w[k / 2] >> (16 * (k % 2)));
   }
 }
 

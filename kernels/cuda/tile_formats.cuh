@@ -83,19 +83,29 @@ struct Fp8 {
 
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t, int,
                                 unsigned long long*) {
-    float amax = 0.0f;  // over finite |x|; lanes past the row hold zeros
-    bool nan = false;
+    // amax over finite |x| (lanes past the row hold zeros). |x| >= 0 orders like
+    // its bits, so one integer max an element finds it, unless the lane holds an
+    // infinity or NaN (all exponent bits set), which takes a second look.
+    uint32_t top = 0;
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const float a = elem::abs_f(v[k]);
-      amax = elem::is_finite(a) && a > amax ? a : amax;
-      nan = nan || elem::is_nan(a);
+    for (int k = 0; k < kElemsPerLane; ++k) top = max(top, elem::to_bits(v[k]) & 0x7fffffffu);
+    bool nan = false;
+    if (top >= 0x7f800000u) {
+      top = 0;
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+        top = a < 0x7f800000u ? max(top, a) : top;
+        nan = nan || a > 0x7f800000u;
+      }
     }
-    amax = tile_max(amax, l.mask);
+    const float amax = tile_max(elem::from_bits(top), l.mask);
     if (l.valid == 0) return;
     uint64_t codes = 0;
+    // fp8_scale, computed as its exact shortcut.
+    const float scale = elem::fp8_scale_fast(amax);
     if constexpr (kPow2) {
-      const uint8_t e = elem::fp8_scale_ue8m0(amax);
+      const uint8_t e = elem::ue8m0_ceil(scale);  // fp8_scale_ue8m0(amax)
       if (l.sub == 0) row[layout.meta_offset + l.tile] = e;
       // The CPU divides by 2^(e-127). A finite amax gives e in [23, 247], so 2^(127-e)
       // is a normal float and x * 2^(127-e) is the same correctly rounded quotient,
@@ -117,7 +127,6 @@ struct Fp8 {
         }
       }
     } else {
-      const float scale = elem::fp8_scale(amax);
       if (l.sub == 0) store_bytes<4>(row + layout.meta_offset + 4 * l.tile, elem::to_bits(scale), 4);
       if (!nan && scale >= elem::kFp8FastScaleMin) {
         // The CPU divides by the scale: elem::fp8_quotient gives a value with the
@@ -275,23 +284,29 @@ struct LogFmt {
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
                                 int hidden, unsigned long long* bad) {
     // Same pass as the CPU: the first non-finite column fails the tile; the range is
-    // over |x| >= kLogZeroBelow.
-    int first_bad = INT_MAX;
-    float amin = elem::from_bits(0x7f800000u), amax = 0.0f;
+    // over |x| >= kLogZeroBelow. It runs on the bits of |x|, which order like the
+    // values: the largest, and the smallest of those >= 2^-126 (subtracting the
+    // bits of 2^-126 wraps the smaller ones around to the top). Lanes past the row
+    // hold zeros, which count for neither.
+    constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
+    uint32_t top = 0, low = kInf - kNormal;
 #pragma unroll
-    for (int k = kElemsPerLane - 1; k >= 0; --k) {
-      if (k >= l.valid) continue;
-      if (!elem::is_finite(v[k])) first_bad = l.col0 + k;
-      const float a = elem::abs_f(v[k]);
-      if (a >= elem::kLogZeroBelow) {
-        amin = fminf(amin, a);
-        amax = fmaxf(amax, a);
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+      top = max(top, a);
+      low = min(low, a - kNormal);
+    }
+    int first_bad = INT_MAX;
+    if (top >= kInf) {  // an infinity or NaN in the lane
+#pragma unroll
+      for (int k = kElemsPerLane - 1; k >= 0; --k) {
+        if (k < l.valid && !elem::is_finite(v[k])) first_bad = l.col0 + k;
       }
     }
     // Non-finite input is rare: the column is reduced only in tiles that have one.
     if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
-    amin = tile_min(amin, l.mask);
-    amax = tile_max(amax, l.mask);
+    const float amin = tile_min(elem::from_bits(low + kNormal), l.mask);
+    const float amax = tile_max(top >= kNormal ? elem::from_bits(top) : 0.0f, l.mask);
     // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
     // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
     // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
