@@ -12,8 +12,11 @@ namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
+// At least 4 blocks (1024 threads) an SM: LogFMT-10's 4 tiles of codes in flight
+// would otherwise take 72 registers and leave room for 3 (the cap spills one word
+// in some LogFMT widths).
 template <class F, class Dst>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads, 4)
     decode_kernel(const uint8_t* src, int64_t rows, int hidden, int rows_per_block, Layout layout,
                   const int32_t* dst_rows, Dst* dst) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
