@@ -89,8 +89,9 @@ struct Fp8 {
     uint32_t top = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) top = max(top, elem::to_bits(v[k]) & 0x7fffffffu);
+    const bool finite = top < 0x7f800000u;
     bool nan = false;
-    if (top >= 0x7f800000u) {
+    if (!finite) {
       top = 0;
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
@@ -128,10 +129,10 @@ struct Fp8 {
       }
     } else {
       if (l.sub == 0) store_bytes<4>(row + layout.meta_offset + 4 * l.tile, elem::to_bits(scale), 4);
-      if (!nan && scale >= elem::kFp8FastScaleMin) {
+      if (finite && scale >= elem::kFp8FastScaleMin) {
         // The CPU divides by the scale: elem::fp8_quotient gives a value with the
-        // same E4M3 code as the IEEE quotient from the reciprocal and two FMAs (no
-        // NaN operand, |x| <= amax or infinite; tests/test_exact_shortcuts.cpp).
+        // same E4M3 code as the IEEE quotient from the reciprocal and two FMAs
+        // (finite x, |x| <= amax; tests/test_exact_shortcuts.cpp).
         const float inv = __frcp_rn(scale);
 #pragma unroll
         for (int k = 0; k < kElemsPerLane; k += 2) {
@@ -140,7 +141,8 @@ struct Fp8 {
         }
       } else if (!nan) {
         // No NaN operand: x / scale (scale a positive normal) is never NaN (inf stays
-        // inf), as above; tiles this small keep the IEEE division.
+        // inf), as above; lanes with an infinity and tiles this small keep the IEEE
+        // division.
 #pragma unroll
         for (int k = 0; k < kElemsPerLane; k += 2) {
           codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(make_float2(v[k] / scale, v[k + 1] / scale),
@@ -366,13 +368,22 @@ struct LogFmt {
     return Fetched{load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid)),
                    static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4))};
   }
-  // log_tile_from_stored and log_decode, computed as their exact shortcuts.
+  // log_tile_from_stored and log_decode, computed as their exact shortcuts; tiles
+  // whose levels all lie inside exp2_poly's clamps (any an encoder writes) skip them.
+  template <bool kInRange>
+  __device__ static void unpack_codes(Chunk codes, const elem::LogTile& t, Elems& v) {
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      v[k] = elem::log_decode_fast<kInRange>(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
+    }
+  }
   __device__ static void unpack(const Fetched& f, const Lane&, Elems& v) {
     const elem::LogTile t = elem::log_tile_fast(static_cast<int16_t>(f.meta & 0xffffu),
                                                 static_cast<int16_t>(f.meta >> 16), kBits);
-#pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      v[k] = elem::log_decode_fast(static_cast<uint32_t>(f.codes >> (k * kBits)) & kCodeMask, t, kBits);
+    if (elem::log_levels_in_range(t, kLevels)) {
+      unpack_codes<true>(f.codes, t, v);
+    } else {
+      unpack_codes<false>(f.codes, t, v);
     }
   }
   __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
