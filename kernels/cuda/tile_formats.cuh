@@ -249,8 +249,13 @@ struct LogFmt {
   // The few elements with |r - m| <= d (about 1% for n = 10 on Gaussian data) go
   // to the reference function itself; zero and the range up to level 1 take the
   // reference's own expressions.
-  __device__ static void fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
-                                         uint32_t (&mag)[kElemsPerLane]) {
+  //
+  // kAboveLevel1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
+  // so the rules for zero and the range up to level 1 have nothing to do.
+  // Returns the elements left to the reference (bit k for element k).
+  template <bool kAboveLevel1>
+  __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
+                                             uint32_t (&mag)[kElemsPerLane]) {
     const float inv = __frcp_rn(t.step);
     const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
     const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
@@ -266,11 +271,21 @@ struct LogFmt {
       const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
       const float r = p - (fl - 0x1p23f);
       uint32_t c = r > hi_cut ? below + 2u : below + 1u;
-      if (a <= v1) c = a - 0.0f > v1 - a ? 1u : 0u;
-      if (a < elem::kLogZeroBelow) c = 0u;
-      if (a > v1 && r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      if constexpr (kAboveLevel1) {
+        if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      } else {
+        if (a <= v1) c = a - 0.0f > v1 - a ? 1u : 0u;
+        if (a < elem::kLogZeroBelow) c = 0u;
+        if (a > v1 && r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      }
       mag[k] = c;
     }
+    return todo;
+  }
+
+  // mag[k] = elem::log_encode_magnitude for the elements in todo.
+  __device__ static void reference_magnitudes(unsigned todo, const Elems& v, const elem::LogTile& t,
+                                              uint32_t (&mag)[kElemsPerLane]) {
     while (todo != 0u) {
       const int j = __ffs(todo) - 1;
       todo &= todo - 1u;
@@ -291,12 +306,13 @@ struct LogFmt {
     // bits of 2^-126 wraps the smaller ones around to the top). Lanes past the row
     // hold zeros, which count for neither.
     constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
-    uint32_t top = 0, low = kInf - kNormal;
+    uint32_t top = 0, low = kInf - kNormal, least = kInf;  // least: of all 8, zeros too
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
       top = max(top, a);
       low = min(low, a - kNormal);
+      least = min(least, a);
     }
     int first_bad = INT_MAX;
     if (top >= kInf) {  // an infinity or NaN in the lane
@@ -340,11 +356,17 @@ struct LogFmt {
       store_bytes<4>(row + 4 * l.tile, meta, 4);
     }
     uint32_t mag[kElemsPerLane];
+    bool above_level1 = false;  // then every magnitude is >= 1 and takes x's sign
     if (amax == 0.0f) {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
     } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
-      fast_magnitudes(v, t, max, elem::log_level_fast(t, 1), mag);
+      // Lanes without zeros (the common case) skip the rules below level 1.
+      const float v1 = elem::log_level_fast(t, 1);
+      above_level1 = least > elem::to_bits(v1);
+      const unsigned todo =
+          above_level1 ? fast_magnitudes<true>(v, t, max, v1, mag) : fast_magnitudes<false>(v, t, max, v1, mag);
+      reference_magnitudes(todo, v, t, mag);
     } else {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
@@ -352,10 +374,17 @@ struct LogFmt {
       }
     }
     Chunk codes = 0;
+    if (above_level1) {
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-      codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        codes |= static_cast<Chunk>(mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1)) << (k * kBits);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
+        codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
+      }
     }
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
   }
@@ -369,7 +398,8 @@ struct LogFmt {
                    static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4))};
   }
   // log_tile_from_stored and log_decode, computed as their exact shortcuts; tiles
-  // whose levels all lie inside exp2_poly's clamps (any an encoder writes) skip them.
+  // whose levels all lie inside exp2_poly's clamps (all that encoders write for
+  // values below 2^127) skip them.
   template <bool kInRange>
   __device__ static void unpack_codes(Chunk codes, const elem::LogTile& t, Elems& v) {
 #pragma unroll
