@@ -4,7 +4,7 @@
 // math (kernels/common), so the bytes and floats agree with the CPU bit for bit.
 //
 // encode(v, lane, layout, row, pos, hidden, bad): v holds the lane's elements as
-// FP32, row points at the encoded row; a format that finds an element it cannot
+// FP32 (zeros past the row's end, as load8 gives), row points at the encoded row; a format that finds an element it cannot
 // represent lowers *bad to pos * hidden + column and writes nothing for the tile.
 // Every lane of a tile must call encode (the reductions shuffle among all 16).
 // decode(row, lane, layout, v): the lane's elements of an encoded row, in two
