@@ -250,12 +250,15 @@ struct LogFmt {
   // to the reference function itself; zero and the range up to level 1 take the
   // reference's own expressions.
   //
-  // kAboveLevel1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
-  // so the rules for zero and the range up to level 1 have nothing to do.
-  // Returns the elements left to the reference (bit k for element k).
-  template <bool kAboveLevel1>
+  // above_level1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
+  // so the rules for zero and the range up to level 1 have nothing to do; only
+  // other lanes (those with zeros, say) apply them, after the common pass, so a
+  // warp with both kinds runs little more than one pass. (An element at or below
+  // level 1 never falls inside the margin: its r is below E / step < 0.07, or
+  // -inf; if one did, the reference would decide it, correctly.) Returns the elements left to the
+  // reference (bit k for element k).
   __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
-                                             uint32_t (&mag)[kElemsPerLane]) {
+                                             bool above_level1, uint32_t (&mag)[kElemsPerLane]) {
     const float inv = __frcp_rn(t.step);
     const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
     const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
@@ -270,15 +273,16 @@ struct LogFmt {
       const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
       const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
       const float r = p - (fl - 0x1p23f);
-      uint32_t c = r > hi_cut ? below + 2u : below + 1u;
-      if constexpr (kAboveLevel1) {
-        if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
-      } else {
-        if (a <= v1) c = a - 0.0f > v1 - a ? 1u : 0u;
-        if (a < elem::kLogZeroBelow) c = 0u;
-        if (a > v1 && r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      mag[k] = r > hi_cut ? below + 2u : below + 1u;
+    }
+    if (!above_level1) {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const float a = elem::abs_f(v[k]);
+        if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
+        if (a < elem::kLogZeroBelow) mag[k] = 0u;
       }
-      mag[k] = c;
     }
     return todo;
   }
@@ -364,9 +368,7 @@ struct LogFmt {
       // Lanes without zeros (the common case) skip the rules below level 1.
       const float v1 = elem::log_level_fast(t, 1);
       above_level1 = least > elem::to_bits(v1);
-      const unsigned todo =
-          above_level1 ? fast_magnitudes<true>(v, t, max, v1, mag) : fast_magnitudes<false>(v, t, max, v1, mag);
-      reference_magnitudes(todo, v, t, mag);
+      reference_magnitudes(fast_magnitudes(v, t, max, v1, above_level1, mag), v, t, mag);
     } else {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
