@@ -306,17 +306,25 @@ struct LogFmt {
                                 int hidden, unsigned long long* bad) {
     // Same pass as the CPU: the first non-finite column fails the tile; the range is
     // over |x| >= kLogZeroBelow. It runs on the bits of |x|, which order like the
-    // values: the largest, and the smallest of those >= 2^-126 (subtracting the
-    // bits of 2^-126 wraps the smaller ones around to the top). Lanes past the row
-    // hold zeros, which count for neither.
+    // values: the largest, and the smallest, which is also the smallest of those
+    // >= 2^-126 unless the lane holds zeros or subnormals (then a second look).
+    // Lanes past the row hold zeros, which count for neither.
     constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
-    uint32_t top = 0, low = kInf - kNormal, least = kInf;  // least: of all 8, zeros too
+    uint32_t top = 0, least = kInf;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
       top = max(top, a);
-      low = min(low, a - kNormal);
       least = min(least, a);
+    }
+    uint32_t low = least;  // smallest |x| >= 2^-126, kInf if none
+    if (least < kNormal) {
+      low = kInf;
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+        low = a >= kNormal ? min(low, a) : low;
+      }
     }
     int first_bad = INT_MAX;
     if (top >= kInf) {  // an infinity or NaN in the lane
@@ -327,7 +335,7 @@ struct LogFmt {
     }
     // Non-finite input is rare: the column is reduced only in tiles that have one.
     if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
-    const float amin = tile_min(elem::from_bits(low + kNormal), l.mask);
+    const float amin = tile_min(elem::from_bits(low), l.mask);
     const float amax = tile_max(top >= kNormal ? elem::from_bits(top) : 0.0f, l.mask);
     // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
     // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
