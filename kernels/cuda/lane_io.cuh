@@ -250,7 +250,9 @@ __device__ inline void store_bytes(uint8_t* p, Chunk c, int n) {
       if (aligned<2>(p)) {
         reinterpret_cast<uint16_t*>(p)[0] = static_cast<uint16_t>(c);
 #pragma unroll
-        for (int i = 0; i < kFull / 4; ++i) reinterpret_cast<uint32_t*>(p + 2)[i] = static_cast<uint32_t>(c >> (16 + 32 * i));
+        for (int i = 0; i < kFull / 4; ++i) {
+          reinterpret_cast<uint32_t*>(p + 2)[i] = static_cast<uint32_t>(c >> (16 + 32 * i));
+        }
         return;
       }
     }

@@ -4,8 +4,9 @@
 // math (kernels/common), so the bytes and floats agree with the CPU bit for bit.
 //
 // encode(v, lane, layout, row, pos, hidden, bad): v holds the lane's elements as
-// FP32 (zeros past the row's end, as load8 gives), row points at the encoded row; a format that finds an element it cannot
-// represent lowers *bad to pos * hidden + column and writes nothing for the tile.
+// FP32 (zeros past the row's end, as load8 gives), row points at the encoded row;
+// a format that finds an element it cannot represent lowers *bad to
+// pos * hidden + column and writes nothing for the tile.
 // Every lane of a tile must call encode (the reductions shuffle among all 16).
 // decode(row, lane, layout, v): the lane's elements of an encoded row, in two
 // steps that kernels may split to keep several tiles' loads in flight:
@@ -255,8 +256,8 @@ struct LogFmt {
   // other lanes (those with zeros, say) apply them, after the common pass, so a
   // warp with both kinds runs little more than one pass. (An element at or below
   // level 1 never falls inside the margin: its r is below E / step < 0.07, or
-  // -inf; if one did, the reference would decide it, correctly.) Returns the elements left to the
-  // reference (bit k for element k).
+  // -inf; if one did, the reference would decide it, correctly.) Returns the
+  // elements left to the reference (bit k for element k).
   __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
                                              bool above_level1, uint32_t (&mag)[kElemsPerLane]) {
     const float inv = __frcp_rn(t.step);
