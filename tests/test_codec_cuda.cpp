@@ -342,6 +342,11 @@ TEST_F(CudaCodec, Fp8ConversionInstructionsMatchTheReferenceEverywhere) {
   EXPECT_EQ(epcomm::kernels::cuda::detail::count_e4m3_mismatches(), 0);
 }
 
+// BF16 outputs too (store8, for decode into BF16).
+TEST_F(CudaCodec, Bf16ConversionInstructionMatchesTheReferenceEverywhere) {
+  EXPECT_EQ(epcomm::kernels::cuda::detail::count_bf16_mismatches(), 0);
+}
+
 // Any bytes decode without faults, to the CPU's values. Where both are NaN the bits
 // may differ: with two NaN operands (a NaN code times a NaN scale) x86 returns
 // the one the compiler put first.

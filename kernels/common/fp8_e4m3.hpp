@@ -45,12 +45,15 @@ EPCOMM_HD float fp8_scale(float amax) {
   return (amax > kFp8AmaxFloor ? amax : kFp8AmaxFloor) / kE4M3Max;
 }
 
-// Power-of-two scale 2^ceil(log2(amax / 448)) as its UE8M0 byte (biased exponent):
-// the exponent of amax/448, plus one unless it already is a power of two.
-EPCOMM_HD uint8_t fp8_scale_ue8m0(float amax) {
-  const uint32_t r = to_bits(fp8_scale(amax));
+// The UE8M0 byte (biased exponent) of 2^ceil(log2(s)) for a normal s: the
+// exponent of s, plus one unless s already is a power of two.
+EPCOMM_HD uint8_t ue8m0_ceil(float s) {
+  const uint32_t r = to_bits(s);
   return static_cast<uint8_t>((r >> 23) + ((r & 0x7fffffu) != 0u ? 1u : 0u));
 }
+
+// Power-of-two scale 2^ceil(log2(amax / 448)) as its UE8M0 byte.
+EPCOMM_HD uint8_t fp8_scale_ue8m0(float amax) { return ue8m0_ceil(fp8_scale(amax)); }
 
 // 2^(e - 127): the value of a UE8M0 byte (255 decodes as +inf).
 EPCOMM_HD float ue8m0_value(uint8_t e) { return pow2i(static_cast<int>(e) - 127); }

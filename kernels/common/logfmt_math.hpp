@@ -35,13 +35,9 @@ EPCOMM_HD float log2_poly(float x) {
   return e + f * p;
 }
 
-// 2^y for y clamped to [-126, 128): 2^floor(y) from the exponent field times a
-// polynomial for 2^frac in [1, 2) (relative error < 1.4e-8 before rounding).
-EPCOMM_HD float exp2_poly(float y) {
-  y = y < -126.0f ? -126.0f : y;
-  y = y > 127.99998f ? 127.99998f : y;
-  const float i = floorf(y);
-  const float f = y - i;
+// 2^f for f in [0, 1) (relative error < 1.4e-8 before rounding), kept below 2 so
+// that p * 2^i stays finite.
+EPCOMM_HD float exp2_frac_poly(float f) {
   float p = 0.00021871246f;
   p = p * f + 0.0012382413f;
   p = p * f + 0.009686188f;
@@ -49,8 +45,17 @@ EPCOMM_HD float exp2_poly(float y) {
   p = p * f + 0.2402311f;
   p = p * f + 0.6931468f;
   p = p * f + 1.0f;
-  p = p < 1.9999999f ? p : 1.9999999f;  // keep 2^frac below 2 so p * 2^i stays finite
-  return p * pow2i(static_cast<int>(i));
+  return p < 1.9999999f ? p : 1.9999999f;
+}
+
+// 2^y for y clamped to [-126, 128): 2^floor(y) from the exponent field times
+// exp2_frac_poly of the fraction.
+inline constexpr float kExp2Lowest = -126.0f, kExp2Highest = 127.99998f;
+EPCOMM_HD float exp2_poly(float y) {
+  y = y < kExp2Lowest ? kExp2Lowest : y;
+  y = y > kExp2Highest ? kExp2Highest : y;
+  const float i = floorf(y);
+  return exp2_frac_poly(y - i) * pow2i(static_cast<int>(i));
 }
 
 // The decoding levels of one tile.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // decode_rows and unpack_rows: one kernel per (format, destination dtype), 16 lanes
-// a tile; unpack_rows is decode_rows writing its rows through an index list.
+// a tile, blocks walking rows (lane_io.cuh); unpack_rows is decode_rows writing its
+// rows through an index list.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
@@ -11,25 +12,37 @@ namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
+// At least 4 blocks (1024 threads) an SM: LogFMT-10's 4 tiles of codes in flight
+// would otherwise take 72 registers and leave room for 3 (the cap spills one word
+// in some LogFMT widths).
 template <class F, class Dst>
-__global__ void __launch_bounds__(kBlockThreads)
-    decode_kernel(const uint8_t* src, int64_t rows, int hidden, Layout layout, const int32_t* dst_rows, Dst* dst) {
-  // Decoding needs no shuffles, so idle lanes may skip their tile. All tiles are
-  // read and decoded before any store, so the loads of both are in flight together.
-  Lane l[kUnroll];
-  Elems v[kUnroll];
-  int64_t d[kUnroll];
+__global__ void __launch_bounds__(kBlockThreads, 4)
+    decode_kernel(const uint8_t* src, int64_t rows, int hidden, int rows_per_block, Layout layout,
+                  const int32_t* dst_rows, Dst* dst) {
+  const int tiles = (hidden + kTileElems - 1) / kTileElems;
+  const GroupWalk w = group_walk(tiles, rows_per_block);
+  if (!w.active) return;
+  for (int64_t i = w.first_row; i < rows; i += w.row_stride) {
+    const uint8_t* in = src + i * layout.row_bytes;
+    Dst* out = dst + (dst_rows != nullptr ? dst_rows[i] : i) * hidden;
+    for (int t0 = w.first_tile; t0 < tiles; t0 += kAhead * w.tile_stride) {
+      // All kAhead tiles' loads first, so they are in flight together. Decoding
+      // needs no shuffles, so lanes past the row's end skip their part.
+      Lane l[kAhead];
+      typename F::Fetched f[kAhead];
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    l[u] = lane_of_unrolled(u, rows, hidden);
-    d[u] = 0;
-    if (l[u].valid == 0) continue;
-    d[u] = dst_rows != nullptr ? dst_rows[l[u].row] : l[u].row;
-    F::decode(src + l[u].row * layout.row_bytes, l[u], layout, v[u]);
-  }
+      for (int u = 0; u < kAhead; ++u) {
+        l[u] = lane_in(i, t0 + u * w.tile_stride, hidden);
+        if (l[u].tile < tiles && l[u].valid > 0) f[u] = F::fetch(in, l[u], layout);
+      }
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    if (l[u].valid != 0) store8(dst + d[u] * hidden + l[u].col0, l[u].valid, v[u]);
+      for (int u = 0; u < kAhead; ++u) {
+        if (l[u].tile >= tiles || l[u].valid == 0) continue;
+        Elems v;
+        F::unpack(f[u], l[u], v);
+        store8(out + l[u].col0, l[u].valid, v);
+      }
+    }
   }
 }
 
@@ -43,16 +56,16 @@ void decode(const char* op, Format format, const void* src, int64_t rows, int hi
     copy_rows(src, nullptr, dst, dst_rows, rows, layout.row_bytes, stream);
     return;
   }
-  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock * kUnroll);
+  const RowWalk walk = row_walk(rows, hidden);
   const auto* in = static_cast<const uint8_t*>(src);
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (dst_type == DType::kF32) {
-      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, layout, dst_rows,
-                                                             static_cast<float*>(dst));
+      decode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
+                                                                  dst_rows, static_cast<float*>(dst));
     } else {
-      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, layout, dst_rows,
-                                                             static_cast<uint16_t*>(dst));
+      decode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
+                                                                  dst_rows, static_cast<uint16_t*>(dst));
     }
   });
   check(cudaGetLastError(), "decode kernel launch");

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // encode_rows, pack_rows and encode_token_rows: one kernel per (format, source
-// dtype), 16 lanes a tile; pack_rows reads its rows through an index list, and
-// encode_token_rows writes them through the same list too.
+// dtype), 16 lanes a tile, blocks walking rows (lane_io.cuh); pack_rows reads its
+// rows through an index list, and encode_token_rows writes them through the same
+// list too.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
@@ -15,20 +16,35 @@ namespace {
 
 template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
-    encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, Layout layout,
-                  uint8_t* dst, unsigned long long* bad) {
-  Lane l[kUnroll];
-  Elems v[kUnroll];
+    encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
+                  Layout layout, uint8_t* dst, unsigned long long* bad) {
+  const int tiles = (hidden + kTileElems - 1) / kTileElems;
+  const GroupWalk w = group_walk(tiles, rows_per_block);
+  if (!w.active) return;
+  // Everything below is uniform over the 16 lanes of a tile, as F::encode's
+  // shuffles need.
+  for (int64_t i = w.first_row; i < rows; i += w.row_stride) {
+    const int64_t s = src_rows != nullptr ? src_rows[i] : i;
+    const Src* in = src + s * hidden;
+    uint8_t* out = dst + (scatter ? s : i) * layout.row_bytes;
+    for (int t0 = w.first_tile; t0 < tiles; t0 += kAhead * w.tile_stride) {
+      Raw<Src> raw[kAhead];
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    l[u] = lane_of_unrolled(u, rows, hidden);
-    const int64_t s = !l[u].in_range ? 0 : src_rows != nullptr ? src_rows[l[u].row] : l[u].row;
-    load8(src + s * hidden + l[u].col0, l[u].valid, v[u]);
-  }
+      for (int u = 0; u < kAhead; ++u) {
+        const int t = t0 + u * w.tile_stride;
+        if (t >= tiles) break;
+        const Lane l = lane_in(i, t, hidden);
+        load_raw(in + l.col0, l.valid, raw[u]);
+      }
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const int64_t d = scatter && l[u].in_range ? src_rows[l[u].row] : l[u].row;
-    F::encode(v[u], l[u], layout, dst + d * layout.row_bytes, l[u].row, hidden, bad);
+      for (int u = 0; u < kAhead; ++u) {
+        const int t = t0 + u * w.tile_stride;
+        if (t >= tiles) break;
+        Elems v;
+        widen(raw[u], v);
+        F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
+      }
+    }
   }
 }
 
@@ -49,17 +65,17 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
     copy_rows(src, src_rows, dst, scatter ? src_rows : nullptr, rows, layout.row_bytes, stream);
     return;
   }
-  const unsigned blocks = tile_blocks(op, rows, hidden, kTilesPerBlock * kUnroll);
+  const RowWalk walk = row_walk(rows, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (src_type == DType::kF32) {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter, rows,
-                                                             hidden, layout, out, bad);
+      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
+                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
     } else {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
-                                                             rows, hidden, layout, out, bad);
+      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
+                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
     }
   });
   check(cudaGetLastError(), "encode kernel launch");

@@ -27,21 +27,37 @@ __global__ void e4m3_mismatch_kernel(unsigned long long* count) {
   if (bad != 0) atomicAdd(count, bad);
 }
 
-}  // namespace
+// Thread i checks the float pairs (u, u + 1) for u = 2i + 2 * stride * k.
+__global__ void bf16_mismatch_kernel(unsigned long long* count) {
+  const uint64_t stride = 2ull * gridDim.x * blockDim.x;
+  unsigned long long bad = 0;
+  for (uint64_t u = 2ull * (blockIdx.x * blockDim.x + threadIdx.x); u < (1ull << 32); u += stride) {
+    const float a = elem::from_bits(static_cast<uint32_t>(u)), b = elem::from_bits(static_cast<uint32_t>(u + 1));
+    const uint32_t want = elem::f32_to_bf16(a) | static_cast<uint32_t>(elem::f32_to_bf16(b)) << 16;
+    bad += bf16x2_of(a, b) != want;
+  }
+  if (bad != 0) atomicAdd(count, bad);
+}
 
-int64_t count_e4m3_mismatches() {
+// Runs a counting kernel over 1024 x 256 threads and returns its count.
+int64_t count_with(void (*kernel)(unsigned long long*), const char* what) {
   unsigned long long* count = nullptr;
   check(cudaMalloc(&count, sizeof *count), "cudaMalloc");
   unsigned long long host = 0;
   cudaError_t e = cudaMemset(count, 0, sizeof *count);
   if (e == cudaSuccess) {
-    e4m3_mismatch_kernel<<<1024, 256>>>(count);
+    kernel<<<1024, 256>>>(count);
     e = cudaGetLastError();
   }
   if (e == cudaSuccess) e = cudaMemcpy(&host, count, sizeof host, cudaMemcpyDeviceToHost);
   cudaFree(count);
-  check(e, "count_e4m3_mismatches");
+  check(e, what);
   return static_cast<int64_t>(host);
 }
+
+}  // namespace
+
+int64_t count_e4m3_mismatches() { return count_with(e4m3_mismatch_kernel, "count_e4m3_mismatches"); }
+int64_t count_bf16_mismatches() { return count_with(bf16_mismatch_kernel, "count_bf16_mismatches"); }
 
 }  // namespace epcomm::kernels::cuda::detail

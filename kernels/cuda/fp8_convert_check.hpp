@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// A device-side proof for fp8_convert.cuh, for the tests: how many of the 2^32
-// floats and 256 codes the conversion instructions convert differently from the
-// reference element math (kernels/common/fp8_e4m3.hpp). Synchronous.
+// Device-side proofs for fp8_convert.cuh, for the tests: how many of the 2^32
+// floats (and, for E4M3, the 256 codes) the conversion instructions convert
+// differently from the reference element math (kernels/common/fp8_e4m3.hpp,
+// bf16.hpp). Synchronous.
 #pragma once
 
 #include <cstdint>
@@ -9,5 +10,6 @@
 namespace epcomm::kernels::cuda::detail {
 
 int64_t count_e4m3_mismatches();
+int64_t count_bf16_mismatches();
 
 }  // namespace epcomm::kernels::cuda::detail

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "common/bf16.hpp"
+#include "fp8_convert.cuh"
 
 namespace epcomm::kernels::cuda::detail {
 
@@ -44,20 +45,28 @@ struct Lane {
   unsigned mask;  // the tile's 16 lanes, for __shfl_*_sync
 };
 
+// Tile `tile` of row `row` (row < rows), as the 16 lanes of this thread's group share it.
+__device__ inline Lane lane_in(int64_t row, int tile, int hidden) {
+  Lane l;
+  l.row = row;
+  l.tile = tile;
+  l.sub = static_cast<int>(threadIdx.x % kLanesPerTile);
+  l.col0 = l.tile * kTileElems + l.sub * kElemsPerLane;
+  l.in_range = true;
+  const int left = hidden - l.col0;
+  l.valid = left <= 0 ? 0 : (left < kElemsPerLane ? left : kElemsPerLane);
+  l.mask = 0xffffu << (threadIdx.x & 16u);
+  return l;
+}
+
 // Tiles are numbered row-major over [rows, tiles per row]; lane_at gives this
 // thread's share of tile `base + threadIdx.x / 16`.
 __device__ inline Lane lane_at(int64_t base, int64_t rows, int hidden) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const int64_t unit = base + threadIdx.x / kLanesPerTile;
-  Lane l;
-  l.row = unit / tiles;
-  l.tile = static_cast<int>(unit % tiles);
-  l.sub = static_cast<int>(threadIdx.x % kLanesPerTile);
-  l.col0 = l.tile * kTileElems + l.sub * kElemsPerLane;
+  Lane l = lane_in(unit / tiles, static_cast<int>(unit % tiles), hidden);
   l.in_range = l.row < rows;
-  const int left = hidden - l.col0;
-  l.valid = !l.in_range || left <= 0 ? 0 : (left < kElemsPerLane ? left : kElemsPerLane);
-  l.mask = 0xffffu << (threadIdx.x & 16u);
+  if (!l.in_range) l.valid = 0;
   return l;
 }
 
@@ -66,17 +75,51 @@ __device__ inline Lane lane_of(int64_t rows, int hidden) {
   return lane_at(static_cast<int64_t>(blockIdx.x) * kTilesPerBlock, rows, hidden);
 }
 
-// The encode and decode kernels can give each 16 lanes kUnroll tiles, kTilesPerBlock
-// apart (so a block's pass over one of them stays contiguous), loading all of them
-// before the arithmetic. Measured on the H100 (docs/results/codec_gpu.md), 2 was
-// slower than 1 for every quantised format (FP8 pack 57-64% of copy against
-// 65-79%), so 1 is the default; -DEPCOMM_CUDA_CODEC_UNROLL=2 brings it back.
-#ifndef EPCOMM_CUDA_CODEC_UNROLL
-#define EPCOMM_CUDA_CODEC_UNROLL 1
-#endif
-inline constexpr int kUnroll = EPCOMM_CUDA_CODEC_UNROLL;
-__device__ inline Lane lane_of_unrolled(int u, int64_t rows, int hidden) {
-  return lane_at(static_cast<int64_t>(blockIdx.x) * (kTilesPerBlock * kUnroll) + u * kTilesPerBlock, rows, hidden);
+// The encode and decode kernels walk rows instead (RowWalk): a block takes one row
+// at a time, its 16-lane groups the row's tiles in turn (group g: tiles g, g + 16,
+// ...), or, for rows of fewer than 16 tiles, as many whole rows as fit. A group
+// loads kAhead tiles before it encodes or decodes any, so each thread keeps up to
+// 64 bytes of loads in flight; the row index is read once per row, and no thread
+// divides by the tile count.
+inline constexpr int kAhead = 4;
+struct RowWalk {
+  int rows_per_block;  // 1, or kTilesPerBlock / tiles for rows of fewer tiles
+  unsigned blocks;
+};
+inline RowWalk row_walk(int64_t rows, int hidden) {
+  const int tiles = (hidden + kTileElems - 1) / kTileElems;
+  const int per_block = tiles >= kTilesPerBlock ? 1 : kTilesPerBlock / tiles;
+  // Past 2^20 blocks the blocks loop over rows, which costs nothing measurable.
+  const int64_t blocks = (rows + per_block - 1) / per_block;
+  return RowWalk{per_block, static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : int64_t{1} << 20)};
+}
+
+// This thread's group's part of the walk: rows first_row, first_row + row_stride,
+// ... (below rows), and in each the tiles first_tile, first_tile + tile_stride, ...
+// (below the row's tiles). Groups left over when whole rows fill a block get none.
+struct GroupWalk {
+  int64_t first_row;
+  int64_t row_stride;
+  int first_tile;
+  int tile_stride;
+  bool active;
+};
+__device__ inline GroupWalk group_walk(int tiles, int rows_per_block) {
+  const int g = static_cast<int>(threadIdx.x / kLanesPerTile);
+  GroupWalk w;
+  w.row_stride = static_cast<int64_t>(gridDim.x) * rows_per_block;
+  if (rows_per_block == 1) {
+    w.first_row = blockIdx.x;
+    w.first_tile = g;
+    w.tile_stride = kTilesPerBlock;
+    w.active = true;
+  } else {
+    w.first_row = static_cast<int64_t>(blockIdx.x) * rows_per_block + g / tiles;
+    w.first_tile = g % tiles;
+    w.tile_stride = tiles;  // one tile a row
+    w.active = g < rows_per_block * tiles;
+  }
+  return w;
 }
 
 template <int kAlign>
@@ -84,28 +127,60 @@ __device__ inline bool aligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % kAlign == 0;
 }
 
-// Up to 8 elements into v (the rest 0).
-__device__ inline void load8(const float* p, int valid, float (&v)[kElemsPerLane]) {
+// A lane's 8 source elements as loaded, widened to FP32 only when encoded, so a
+// group's kAhead tiles in flight cost 4 registers each for BF16 (8 for FP32).
+template <class Src>
+struct Raw;
+template <>
+struct Raw<uint16_t> {
+  uint4 w;
+};
+template <>
+struct Raw<float> {
+  float4 a, b;
+};
+
+// Up to 8 elements (the rest 0).
+__device__ inline void load_raw(const uint16_t* p, int valid, Raw<uint16_t>& r) {
   if (valid == kElemsPerLane && aligned<16>(p)) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    r.w = *reinterpret_cast<const uint4*>(p);
     return;
   }
+  uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int k = 0; k < kElemsPerLane; ++k) {
+    if (k < valid) w[k / 2] |= static_cast<uint32_t>(p[k]) << (16 * (k % 2));
+  }
+  r.w = make_uint4(w[0], w[1], w[2], w[3]);
+}
+__device__ inline void load_raw(const float* p, int valid, Raw<float>& r) {
+  if (valid == kElemsPerLane && aligned<16>(p)) {
+    r.a = reinterpret_cast<const float4*>(p)[0];
+    r.b = reinterpret_cast<const float4*>(p)[1];
+    return;
+  }
+  float v[kElemsPerLane];
 #pragma unroll
   for (int k = 0; k < kElemsPerLane; ++k) v[k] = k < valid ? p[k] : 0.0f;
+  r.a = make_float4(v[0], v[1], v[2], v[3]);
+  r.b = make_float4(v[4], v[5], v[6], v[7]);
 }
 
-// BF16 elements (as uint16_t bits).
-__device__ inline void load8(const uint16_t* p, int valid, float (&v)[kElemsPerLane]) {
-  if (valid == kElemsPerLane && aligned<16>(p)) {
-    const uint4 q = *reinterpret_cast<const uint4*>(p);
-    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+__device__ inline void widen(const Raw<uint16_t>& r, float (&v)[kElemsPerLane]) {
+  const uint32_t w[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) v[k] = elem::bf16_to_f32(static_cast<uint16_t>(w[k / 2] >> (16 * (k % 2))));
-    return;
-  }
-#pragma unroll
-  for (int k = 0; k < kElemsPerLane; ++k) v[k] = k < valid ? elem::bf16_to_f32(p[k]) : 0.0f;
+  for (int k = 0; k < kElemsPerLane; ++k) v[k] = elem::bf16_to_f32(static_cast<uint16_t>(w[k / 2] >> (16 * (k % 2))));
+}
+__device__ inline void widen(const Raw<float>& r, float (&v)[kElemsPerLane]) {
+  v[0] = r.a.x, v[1] = r.a.y, v[2] = r.a.z, v[3] = r.a.w, v[4] = r.b.x, v[5] = r.b.y, v[6] = r.b.z, v[7] = r.b.w;
+}
+
+// Up to 8 elements into v (the rest 0).
+template <class Src>
+__device__ inline void load8(const Src* p, int valid, float (&v)[kElemsPerLane]) {
+  Raw<Src> r;
+  load_raw(p, valid, r);
+  widen(r, v);
 }
 
 __device__ inline void store8(float* p, int valid, const float (&v)[kElemsPerLane]) {
@@ -120,20 +195,18 @@ __device__ inline void store8(float* p, int valid, const float (&v)[kElemsPerLan
   }
 }
 
+// Rounded to BF16 as elem::f32_to_bf16 does (by the conversion instruction).
 __device__ inline void store8(uint16_t* p, int valid, const float (&v)[kElemsPerLane]) {
-  uint16_t b[kElemsPerLane];
+  uint32_t w[4];
 #pragma unroll
-  for (int k = 0; k < kElemsPerLane; ++k) b[k] = elem::f32_to_bf16(v[k]);
+  for (int i = 0; i < 4; ++i) w[i] = bf16x2_of(v[2 * i], v[2 * i + 1]);
   if (valid == kElemsPerLane && aligned<16>(p)) {
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = b[2 * i] | static_cast<uint32_t>(b[2 * i + 1]) << 16;
     *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
     return;
   }
 #pragma unroll
   for (int k = 0; k < kElemsPerLane; ++k) {
-    if (k < valid) p[k] = b[k];
+    if (k < valid) p[k] = static_cast<uint16_t>(w[k / 2] >> (16 * (k % 2)));
   }
 }
 
@@ -162,6 +235,24 @@ __device__ inline void store_bytes(uint8_t* p, Chunk c, int n) {
       if (aligned<4>(p)) {
 #pragma unroll
         for (int i = 0; i < kFull / 4; ++i) reinterpret_cast<uint32_t*>(p)[i] = chunk_word(c, i);
+        return;
+      }
+    }
+    if constexpr (kFull % 4 == 2) {
+      // LogFMT-n for n = 6, 10, 14: 4-byte words and one 2-byte half at the end
+      // or, two bytes off, at the start (LogFMT-10: 3 stores instead of 5).
+      if (aligned<4>(p)) {
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) reinterpret_cast<uint32_t*>(p)[i] = chunk_word(c, i);
+        reinterpret_cast<uint16_t*>(p + kFull - 2)[0] = static_cast<uint16_t>(c >> (8 * (kFull - 2)));
+        return;
+      }
+      if (aligned<2>(p)) {
+        reinterpret_cast<uint16_t*>(p)[0] = static_cast<uint16_t>(c);
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) {
+          reinterpret_cast<uint32_t*>(p + 2)[i] = static_cast<uint32_t>(c >> (16 + 32 * i));
+        }
         return;
       }
     }
@@ -198,6 +289,22 @@ __device__ inline Chunk load_bytes(const uint8_t* p, int n) {
       if (aligned<4>(p)) {
 #pragma unroll
         for (int i = 0; i < kFull / 4; ++i) c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p)[i]) << (32 * i);
+        return c;
+      }
+    }
+    if constexpr (kFull % 4 == 2) {
+      // As in store_bytes.
+      if (aligned<4>(p)) {
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p)[i]) << (32 * i);
+        return c | static_cast<Chunk>(reinterpret_cast<const uint16_t*>(p + kFull - 2)[0]) << (8 * (kFull - 2));
+      }
+      if (aligned<2>(p)) {
+        c = reinterpret_cast<const uint16_t*>(p)[0];
+#pragma unroll
+        for (int i = 0; i < kFull / 4; ++i) {
+          c |= static_cast<Chunk>(reinterpret_cast<const uint32_t*>(p + 2)[i]) << (16 + 32 * i);
+        }
         return c;
       }
     }

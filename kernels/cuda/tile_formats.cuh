@@ -4,10 +4,13 @@
 // math (kernels/common), so the bytes and floats agree with the CPU bit for bit.
 //
 // encode(v, lane, layout, row, pos, hidden, bad): v holds the lane's elements as
-// FP32, row points at the encoded row; a format that finds an element it cannot
-// represent lowers *bad to pos * hidden + column and writes nothing for the tile.
+// FP32 (zeros past the row's end, as load8 gives), row points at the encoded row;
+// a format that finds an element it cannot represent lowers *bad to
+// pos * hidden + column and writes nothing for the tile.
 // Every lane of a tile must call encode (the reductions shuffle among all 16).
-// decode(row, lane, layout, v): the lane's elements of an encoded row.
+// decode(row, lane, layout, v): the lane's elements of an encoded row, in two
+// steps that kernels may split to keep several tiles' loads in flight:
+// unpack(fetch(row, lane, layout), lane, v).
 #pragma once
 
 #include <epcomm/types.hpp>
@@ -16,6 +19,7 @@
 #include <type_traits>
 
 #include "common/bf16.hpp"
+#include "common/exact_shortcuts.hpp"
 #include "common/fp8_e4m3.hpp"
 #include "common/logfmt_math.hpp"
 #include "fp8_convert.cuh"
@@ -43,6 +47,14 @@ __device__ inline int tile_min(int x, unsigned mask) {
   return x;
 }
 
+// __log2f (lg2.approx) without its subnormal fix-up: inputs below 2^-126 read as
+// zero, which suits callers that decide those inputs otherwise.
+__device__ inline float lg2_approx_ftz(float a) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  return r;
+}
+
 // The plain formats: the row is an array of FP32 or BF16 (uint16_t bits).
 template <DType kType>
 struct Plain {
@@ -53,8 +65,15 @@ struct Plain {
                                 unsigned long long*) {
     if (l.valid > 0) store8(reinterpret_cast<Elem*>(row) + l.col0, l.valid, v);
   }
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout&, Elems& v) {
-    load8(reinterpret_cast<const Elem*>(row) + l.col0, l.valid, v);
+  using Fetched = Raw<Elem>;
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout&) {
+    Fetched r;
+    load_raw(reinterpret_cast<const Elem*>(row) + l.col0, l.valid, r);
+    return r;
+  }
+  __device__ static void unpack(const Fetched& r, const Lane&, Elems& v) { widen(r, v); }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
   }
 };
 
@@ -65,19 +84,30 @@ struct Fp8 {
 
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t, int,
                                 unsigned long long*) {
-    float amax = 0.0f;  // over finite |x|; lanes past the row hold zeros
-    bool nan = false;
+    // amax over finite |x| (lanes past the row hold zeros). |x| >= 0 orders like
+    // its bits, so one integer max an element finds it, unless the lane holds an
+    // infinity or NaN (all exponent bits set), which takes a second look.
+    uint32_t top = 0;
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const float a = elem::abs_f(v[k]);
-      amax = elem::is_finite(a) && a > amax ? a : amax;
-      nan = nan || elem::is_nan(a);
+    for (int k = 0; k < kElemsPerLane; ++k) top = max(top, elem::to_bits(v[k]) & 0x7fffffffu);
+    const bool finite = top < 0x7f800000u;
+    bool nan = false;
+    if (!finite) {
+      top = 0;
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+        top = a < 0x7f800000u ? max(top, a) : top;
+        nan = nan || a > 0x7f800000u;
+      }
     }
-    amax = tile_max(amax, l.mask);
+    const float amax = tile_max(elem::from_bits(top), l.mask);
     if (l.valid == 0) return;
     uint64_t codes = 0;
+    // fp8_scale, computed as its exact shortcut.
+    const float scale = elem::fp8_scale_fast(amax);
     if constexpr (kPow2) {
-      const uint8_t e = elem::fp8_scale_ue8m0(amax);
+      const uint8_t e = elem::ue8m0_ceil(scale);  // fp8_scale_ue8m0(amax)
       if (l.sub == 0) row[layout.meta_offset + l.tile] = e;
       // The CPU divides by 2^(e-127). A finite amax gives e in [23, 247], so 2^(127-e)
       // is a normal float and x * 2^(127-e) is the same correctly rounded quotient,
@@ -99,11 +129,21 @@ struct Fp8 {
         }
       }
     } else {
-      const float scale = elem::fp8_scale(amax);
       if (l.sub == 0) store_bytes<4>(row + layout.meta_offset + 4 * l.tile, elem::to_bits(scale), 4);
-      if (!nan) {
+      if (finite && scale >= elem::kFp8FastScaleMin) {
+        // The CPU divides by the scale: elem::fp8_quotient gives a value with the
+        // same E4M3 code as the IEEE quotient from the reciprocal and two FMAs
+        // (finite x, |x| <= amax; tests/test_exact_shortcuts.cpp).
+        const float inv = __frcp_rn(scale);
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; k += 2) {
+          const float2 q = make_float2(elem::fp8_quotient(v[k], scale, inv), elem::fp8_quotient(v[k + 1], scale, inv));
+          codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3)) << (8 * k);
+        }
+      } else if (!nan) {
         // No NaN operand: x / scale (scale a positive normal) is never NaN (inf stays
-        // inf), as above. The division stays IEEE (the CPU divides).
+        // inf), as above; lanes with an infinity and tiles this small keep the IEEE
+        // division.
 #pragma unroll
         for (int k = 0; k < kElemsPerLane; k += 2) {
           codes |= static_cast<uint64_t>(__nv_cvt_float2_to_fp8x2(make_float2(v[k] / scale, v[k + 1] / scale),
@@ -120,14 +160,27 @@ struct Fp8 {
     store_bytes<8>(row + layout.payload_offset + l.col0, codes, l.valid);
   }
 
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
-    float scale;
+  struct Fetched {
+    uint64_t codes;
+    uint32_t scale;  // the UE8M0 byte or the FP32 bits
+  };
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout& layout) {
+    Fetched f;
     if constexpr (kPow2) {
-      scale = elem::ue8m0_value(row[layout.meta_offset + l.tile]);
+      f.scale = row[layout.meta_offset + l.tile];
     } else {
-      scale = elem::from_bits(static_cast<uint32_t>(load_bytes<4>(row + layout.meta_offset + 4 * l.tile, 4)));
+      f.scale = static_cast<uint32_t>(load_bytes<4>(row + layout.meta_offset + 4 * l.tile, 4));
     }
-    const uint64_t codes = static_cast<uint64_t>(load_bytes<8>(row + layout.payload_offset + l.col0, l.valid));
+    f.codes = static_cast<uint64_t>(load_bytes<8>(row + layout.payload_offset + l.col0, l.valid));
+    return f;
+  }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
+  }
+
+  __device__ static void unpack(const Fetched& f, const Lane&, Elems& v) {
+    const float scale = kPow2 ? elem::ue8m0_value(static_cast<uint8_t>(f.scale)) : elem::from_bits(f.scale);
+    const uint64_t codes = f.codes;
     // A byte is a NaN code iff its low 7 bits are 0x7f, i.e. adding 1 to them carries
     // into bit 7. Without NaN codes and with a finite scale (stored bytes may hold
     // anything) every product is finite: the conversion instruction and a plain
@@ -197,8 +250,16 @@ struct LogFmt {
   // The few elements with |r - m| <= d (about 1% for n = 10 on Gaussian data) go
   // to the reference function itself; zero and the range up to level 1 take the
   // reference's own expressions.
-  __device__ static void fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
-                                         uint32_t (&mag)[kElemsPerLane]) {
+  //
+  // above_level1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
+  // so the rules for zero and the range up to level 1 have nothing to do; only
+  // other lanes (those with zeros, say) apply them, after the common pass, so a
+  // warp with both kinds runs little more than one pass. (An element at or below
+  // level 1 never falls inside the margin: its r is below E / step < 0.07, or
+  // -inf; if one did, the reference would decide it, correctly.) Returns the
+  // elements left to the reference (bit k for element k).
+  __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
+                                             bool above_level1, uint32_t (&mag)[kElemsPerLane]) {
     const float inv = __frcp_rn(t.step);
     const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
     const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
@@ -208,17 +269,28 @@ struct LogFmt {
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const float a = elem::abs_f(v[k]);
-      const float p = (__log2f(a) - t.min) * inv;  // -inf for a = 0, decided below
+      const float p = (lg2_approx_ftz(a) - t.min) * inv;  // -inf for a < 2^-126, decided below
       const float pc = fminf(fmaxf(p, 0.0f), static_cast<float>(kLevels - 2));
       const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
       const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
       const float r = p - (fl - 0x1p23f);
-      uint32_t c = r > hi_cut ? below + 2u : below + 1u;
-      if (a <= v1) c = a - 0.0f > v1 - a ? 1u : 0u;
-      if (a < elem::kLogZeroBelow) c = 0u;
-      if (a > v1 && r >= lo_cut && r <= hi_cut) todo |= 1u << k;
-      mag[k] = c;
+      if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
+      mag[k] = r > hi_cut ? below + 2u : below + 1u;
     }
+    if (!above_level1) {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const float a = elem::abs_f(v[k]);
+        if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
+        if (a < elem::kLogZeroBelow) mag[k] = 0u;
+      }
+    }
+    return todo;
+  }
+
+  // mag[k] = elem::log_encode_magnitude for the elements in todo.
+  __device__ static void reference_magnitudes(unsigned todo, const Elems& v, const elem::LogTile& t,
+                                              uint32_t (&mag)[kElemsPerLane]) {
     while (todo != 0u) {
       const int j = __ffs(todo) - 1;
       todo &= todo - 1u;
@@ -234,28 +306,44 @@ struct LogFmt {
   __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
                                 int hidden, unsigned long long* bad) {
     // Same pass as the CPU: the first non-finite column fails the tile; the range is
-    // over |x| >= kLogZeroBelow.
-    int first_bad = INT_MAX;
-    float amin = elem::from_bits(0x7f800000u), amax = 0.0f;
+    // over |x| >= kLogZeroBelow. It runs on the bits of |x|, which order like the
+    // values: the largest, and the smallest, which is also the smallest of those
+    // >= 2^-126 unless the lane holds zeros or subnormals (then a second look).
+    // Lanes past the row hold zeros, which count for neither.
+    constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
+    uint32_t top = 0, least = kInf;
 #pragma unroll
-    for (int k = kElemsPerLane - 1; k >= 0; --k) {
-      if (k >= l.valid) continue;
-      if (!elem::is_finite(v[k])) first_bad = l.col0 + k;
-      const float a = elem::abs_f(v[k]);
-      if (a >= elem::kLogZeroBelow) {
-        amin = fminf(amin, a);
-        amax = fmaxf(amax, a);
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+      top = max(top, a);
+      least = min(least, a);
+    }
+    uint32_t low = least;  // smallest |x| >= 2^-126, kInf if none
+    if (least < kNormal) {
+      low = kInf;
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
+        low = a >= kNormal ? min(low, a) : low;
       }
     }
-    first_bad = tile_min(first_bad, l.mask);
-    amin = tile_min(amin, l.mask);
-    amax = tile_max(amax, l.mask);
+    int first_bad = INT_MAX;
+    if (top >= kInf) {  // an infinity or NaN in the lane
+#pragma unroll
+      for (int k = kElemsPerLane - 1; k >= 0; --k) {
+        if (k < l.valid && !elem::is_finite(v[k])) first_bad = l.col0 + k;
+      }
+    }
+    // Non-finite input is rare: the column is reduced only in tiles that have one.
+    if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
+    const float amin = tile_min(elem::from_bits(low), l.mask);
+    const float amax = tile_max(top >= kNormal ? elem::from_bits(top) : 0.0f, l.mask);
     // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
     // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
     // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
     const bool odd = (l.sub & 1) != 0;
     const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
-    const int mine = static_cast<int>(odd ? floorf(lg) : ceilf(lg));
+    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
     const int other = __shfl_xor_sync(l.mask, mine, 1);
     if (first_bad != INT_MAX) {
       if (l.sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
@@ -269,22 +357,27 @@ struct LogFmt {
       const int hi = odd ? other : mine;
       int lo = odd ? mine : other;
       if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
+      // log2 of normal floats keeps both within int16. The tile is
+      // log_tile_params', computed as log_tile_fast (equal, without conversions).
       min_q = static_cast<int16_t>(lo);
       max_q = static_cast<int16_t>(hi);
-      t.min = static_cast<float>(lo) / static_cast<float>(elem::kLogFixedOne);
-      max = static_cast<float>(hi) / static_cast<float>(elem::kLogFixedOne);
-      t.step = (max - t.min) / static_cast<float>(kLevels - 1);
+      t = elem::log_tile_fast(min_q, max_q, kBits);
+      max = elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne);
     }
     if (l.sub == 0) {
       const uint32_t meta = static_cast<uint16_t>(min_q) | static_cast<uint32_t>(static_cast<uint16_t>(max_q)) << 16;
       store_bytes<4>(row + 4 * l.tile, meta, 4);
     }
     uint32_t mag[kElemsPerLane];
+    bool above_level1 = false;  // then every magnitude is >= 1 and takes x's sign
     if (amax == 0.0f) {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
     } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
-      fast_magnitudes(v, t, max, elem::log_level(t, 1), mag);
+      // Lanes without zeros (the common case) skip the rules below level 1.
+      const float v1 = elem::log_level_fast(t, 1);
+      above_level1 = least > elem::to_bits(v1);
+      reference_magnitudes(fast_magnitudes(v, t, max, v1, above_level1, mag), v, t, mag);
     } else {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
@@ -292,23 +385,50 @@ struct LogFmt {
       }
     }
     Chunk codes = 0;
+    if (above_level1) {
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-      codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        codes |= static_cast<Chunk>(mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1)) << (k * kBits);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) {
+        const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
+        codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
+      }
     }
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
   }
 
-  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
-    const uint32_t meta = static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4));
-    const elem::LogTile t = elem::log_tile_from_stored(static_cast<int16_t>(meta & 0xffffu),
-                                                       static_cast<int16_t>(meta >> 16), kBits);
-    const Chunk codes = load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid));
+  struct Fetched {
+    Chunk codes;
+    uint32_t meta;
+  };
+  __device__ static Fetched fetch(const uint8_t* row, const Lane& l, const Layout& layout) {
+    return Fetched{load_bytes<kBits>(row + code_offset(l, layout), code_bytes(l.valid)),
+                   static_cast<uint32_t>(load_bytes<4>(row + 4 * l.tile, 4))};
+  }
+  // log_tile_from_stored and log_decode, computed as their exact shortcuts; tiles
+  // whose levels all lie inside exp2_poly's clamps (all that encoders write for
+  // values below 2^127) skip them.
+  template <bool kInRange>
+  __device__ static void unpack_codes(Chunk codes, const elem::LogTile& t, Elems& v) {
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      v[k] = elem::log_decode(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
+      v[k] = elem::log_decode_fast<kInRange>(static_cast<uint32_t>(codes >> (k * kBits)) & kCodeMask, t, kBits);
     }
+  }
+  __device__ static void unpack(const Fetched& f, const Lane&, Elems& v) {
+    const elem::LogTile t = elem::log_tile_fast(static_cast<int16_t>(f.meta & 0xffffu),
+                                                static_cast<int16_t>(f.meta >> 16), kBits);
+    if (elem::log_levels_in_range(t, kLevels)) {
+      unpack_codes<true>(f.codes, t, v);
+    } else {
+      unpack_codes<false>(f.codes, t, v);
+    }
+  }
+  __device__ static void decode(const uint8_t* row, const Lane& l, const Layout& layout, Elems& v) {
+    unpack(fetch(row, l, layout), l, v);
   }
 };
 
