@@ -29,8 +29,8 @@ nccl_lib=$(find "${NCCL_ROOT:-/nonexistent}/lib" -name 'libnccl.so*' -print -qui
   nvidia-smi topo -m 2>/dev/null | head -5
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=OFF -DEPCOMM_WITH_CUDA=ON \
     -DEPCOMM_WITH_VERBS=OFF "${python_arg[@]}" -DNCCL_ROOT="${NCCL_ROOT:-}" ${nccl_lib:+-DNCCL_LIBRARY="$nccl_lib"} &&
-    cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_codec_cuda test_failures \
-      epcomm-gpu-bench epcomm-codec-gpu-bench
+    cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_low_latency_gpu test_codec_cuda \
+      test_failures epcomm-bench epcomm-gpu-bench epcomm-codec-gpu-bench
 } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "== build ok"
 # The Python package (its CUDA tests are in ctest -L gpu) where the host has Python
@@ -50,6 +50,10 @@ echo "== test_codec_cuda: rc $?"; tail -3 "$out/codec-cuda.log"
 bench=("$build/bench/epcomm-gpu-bench")
 echo "== epcomm-gpu-bench, 2 ranks, one node"
 "${mpirun[@]}" -np 2 "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
+echo "== epcomm-bench --mode low-latency --memory device, 2 ranks, one node"
+"${mpirun[@]}" -np 2 "$build/bench/epcomm-bench" --mode low-latency --memory device --tokens 128 --hidden 7168 \
+  --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 --iters 200 --json \
+  | tee "$out/low-latency-gpu.jsonl"
 echo "== epcomm-gpu-bench, 2 ranks as 2 emulated nodes"
 "${mpirun[@]}" -np 2 -x EPCOMM_RANKS_PER_NODE=1 "${bench[@]}" --tokens 128,4096 --json | tee -a "$out/gpu-bench.jsonl"
 if [[ $mode == full ]]; then
