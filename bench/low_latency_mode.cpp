@@ -19,7 +19,7 @@
 #include <epcomm/low_latency.hpp>
 #include <epcomm/routing.hpp>
 
-#if EPCOMM_BENCH_CUDA
+#ifdef EPCOMM_BENCH_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
@@ -209,7 +209,7 @@ int print_memory(const epcomm::Group& group, const Options& options) {
   return 0;
 }
 
-#if EPCOMM_BENCH_CUDA
+#ifdef EPCOMM_BENCH_CUDA
 void cuda_check(cudaError_t s, const char* what) {
   if (s != cudaSuccess) throw std::runtime_error(std::string("epcomm-bench: ") + what + ": " + cudaGetErrorString(s));
 }
@@ -407,7 +407,7 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
 int run_low_latency(const epcomm::Group& group, const Options& options) {
   if (options.print_memory) return print_memory(group, options);
   if (options.memory == "device") {
-#if EPCOMM_BENCH_CUDA
+#ifdef EPCOMM_BENCH_CUDA
     return run_low_latency_device(group, options);
 #else
     if (group.rank() == 0) std::fprintf(stderr, "epcomm-bench: --memory device needs a build with CUDA\n");

@@ -111,7 +111,16 @@ __device__ inline void put_lane(const Src* src, const Lane& l, const Layout& lay
                                 int hidden, unsigned long long* bad) {
   if constexpr (IsCopy<F, Src>::value) {
     Src* dst = reinterpret_cast<Src*>(row) + l.col0;
-    for (int i = 0; i < l.valid; ++i) dst[i] = src[l.col0 + i];
+    const Src* from = src + l.col0;
+    constexpr int kVectors = kElemsPerLane * sizeof(Src) / sizeof(uint4);
+    if (l.valid == kElemsPerLane && reinterpret_cast<uintptr_t>(dst) % sizeof(uint4) == 0 &&
+        reinterpret_cast<uintptr_t>(from) % sizeof(uint4) == 0) {
+      // Whole 16-byte stores: rows often go to a peer GPU, where narrow stores cost.
+#pragma unroll
+      for (int i = 0; i < kVectors; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(from)[i];
+      return;
+    }
+    for (int i = 0; i < l.valid; ++i) dst[i] = from[i];
   } else {
     Elems v;
     load8(src + l.col0, l.valid, v);

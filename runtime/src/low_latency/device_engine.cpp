@@ -202,12 +202,15 @@ DeviceLowLatencyEngine::DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, co
 }
 
 DeviceLowLatencyEngine::~DeviceLowLatencyEngine() {
+  int previous = device_;
+  cudaGetDevice(&previous);
   cudaSetDevice(device_);
   // Kernels still waiting for peers end at their timeout at the latest.
   cudaDeviceSynchronize();
   shared_memory_.reset();
   private_.reset();
   cudaFreeHost(diagnosis_);
+  cudaSetDevice(previous);
 }
 
 std::string DeviceLowLatencyEngine::describe(const Diagnosis& d) const {
