@@ -67,6 +67,12 @@ if [[ $mode == full ]]; then
       "$build/tests/test_exchange_gpu" --gtest_filter='Cases/GpuExchange.BitIdenticalToTheHostExchange/fp8_h129:*TwoMicro*' \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "$tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-$tool.log" | head -6
+    # The low-latency kernels (rows written into the peer GPU through CUDA IPC).
+    timeout 150 "${mpirun[@]}" -np 2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$build/tests/test_low_latency_gpu" \
+      --gtest_filter='Cases/LowLatencyGpu.BitIdenticalToTheHostExchange/fp8_bf16_h300:*/combine_logfmt10' \
+      > "$out/sanitizer-low-latency-$tool.log" 2>&1
+    echo "low-latency $tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-low-latency-$tool.log" | head -6
   done
   echo "== epcomm-codec-gpu-bench"
   "$build/bench/epcomm-codec-gpu-bench" --tokens 4096 > "$out/codec-gpu-bench.log" 2>&1; tail -12 "$out/codec-gpu-bench.log"
