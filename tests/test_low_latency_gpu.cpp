@@ -461,6 +461,31 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
+  int count = 0;
+  CUDA_OK(cudaGetDeviceCount(&count));
+  if (count < 2) return;  // the same on every rank of the host
+  {
+    // A stream of another GPU: refused at once, peers told through the words.
+    epcomm::LowLatencyExchange ex(g, cfg);
+    const RoundInput in = make_input(g, cfg, c.max_tokens, 82);
+    DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
+    dev.fill(in, std::vector<std::byte>{});
+    if (g.rank() == 0) {
+      CUDA_OK(cudaSetDevice((my_device() + 1) % count));
+      Stream foreign;
+      CUDA_OK(cudaSetDevice(my_device()));
+      expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, foreign.get())); },
+                   epcomm::ErrorCode::kInvalidArgument, {"belongs to CUDA device"});
+      CUDA_OK(cudaDeviceSynchronize());
+    } else {
+      ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
+      ex.dispatch_recv(stream.get());
+      CUDA_OK(cudaStreamSynchronize(stream.get()));
+      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
+                   {"rank 0 rejected its dispatch"});
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 // Device memory across nodes is not built yet: every rank refuses it alike, with

@@ -109,6 +109,8 @@ class DeviceLowLatencyEngine final : public LowLatencyBackend {
   std::string describe(const Diagnosis& d) const;
   // "" if ptr is memory this GPU's kernels may use, else why not.
   std::string pointer_problem(const void* ptr, const char* what) const;
+  // "" if stream (a cudaStream_t, may be null) belongs to this exchange's GPU.
+  std::string stream_problem(void* stream) const;
   void check_stream(void* stream) const;
   // The host refused this rank's input: the kernel still publishes rejected
   // words, so peers fail the round at once instead of at the timeout.
@@ -287,12 +289,22 @@ std::string DeviceLowLatencyEngine::pointer_problem(const void* ptr, const char*
   return os.str();
 }
 
-void DeviceLowLatencyEngine::check_stream(void* stream) const {
-  if (stream == nullptr) return;
+std::string DeviceLowLatencyEngine::stream_problem(void* stream) const {
+  if (stream == nullptr) return {};
   int d = -1;
-  EPCOMM_CUDA(cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &d));
-  EPCOMM_REQUIRE(d == device_, kInvalidArgument,
-                 "the stream passed belongs to CUDA device " << d << " but the exchange runs on device " << device_);
+  const cudaError_t s = cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &d);
+  if (s != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("the stream passed is not usable: ") + cudaGetErrorString(s);
+  }
+  if (d == device_) return {};
+  return "the stream passed belongs to CUDA device " + std::to_string(d) + " but the exchange runs on device " +
+         std::to_string(device_);
+}
+
+void DeviceLowLatencyEngine::check_stream(void* stream) const {
+  const std::string problem = stream_problem(stream);
+  EPCOMM_REQUIRE(problem.empty(), kInvalidArgument, problem);
 }
 
 void DeviceLowLatencyEngine::reject(bool dispatch, void* stream, const std::string& why) {
@@ -313,9 +325,10 @@ void DeviceLowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   EPCOMM_REQUIRE(stage_ == Stage::kIdle || stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "dispatch_send while round " << round_ << " is in flight: finish it with dispatch_recv (and "
                                               << "combine_recv after a combine_send) first");
-  check_stream(in.stream);
   DeviceScope scope(device_);
   ++round_;
+  // A stream this GPU cannot use: the rejected words go on the default stream.
+  if (const std::string problem = stream_problem(in.stream); !problem.empty()) reject(true, nullptr, problem);
   if (in.num_tokens < 0 || in.num_tokens > shape_.max_tokens) {
     std::ostringstream os;
     os << "num_tokens=" << in.num_tokens << " outside [0, max_tokens_per_rank=" << shape_.max_tokens << "]";
@@ -358,8 +371,8 @@ void DeviceLowLatencyEngine::combine_send(const void* expert_out, void* stream) 
   check_usable("combine_send");
   EPCOMM_REQUIRE(stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "combine_send without a dispatch_recv of this round");
-  check_stream(stream);
   DeviceScope scope(device_);
+  if (const std::string problem = stream_problem(stream); !problem.empty()) reject(false, nullptr, problem);
   // The host does not know the row counts (they are on the GPU): expert_out is
   // required even when no row arrived.
   const std::string problem = pointer_problem(expert_out, "expert_out");
