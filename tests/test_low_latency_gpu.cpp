@@ -331,7 +331,9 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
   const int tokens = c.max_tokens - 3;  // fixed: the graph holds it
 
   cudaGraph_t graph = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeRelaxed));
+  // Global mode, the strictest (and PyTorch's default): the exchange's host-side
+  // checks must not invalidate the capture.
+  CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
   device.dispatch_send(dev.input(tokens, stream.get()));
   const epcomm::LowLatencyRecv r = device.dispatch_recv(stream.get());
   device.combine_send(dev.y.get(), stream.get());

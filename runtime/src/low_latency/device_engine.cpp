@@ -72,6 +72,20 @@ class DeviceScope {
   bool changed_ = false;
 };
 
+// The host-side checks of a call run while the caller's stream may be capturing
+// a CUDA graph; meanwhile this thread is in relaxed capture mode, so a query a
+// global capture forbids cannot invalidate the caller's capture.
+class RelaxedCapture {
+ public:
+  RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
 int chosen_device(int device) {
   int count = 0;
   const cudaError_t s = cudaGetDeviceCount(&count);
@@ -291,8 +305,14 @@ std::string DeviceLowLatencyEngine::pointer_problem(const void* ptr, const char*
 
 std::string DeviceLowLatencyEngine::stream_problem(void* stream) const {
   if (stream == nullptr) return {};
+  const auto st = static_cast<cudaStream_t>(stream);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cudaError_t s = cudaStreamIsCapturing(st, &capture);
+  // CUDA refuses cudaStreamGetDevice on a capturing stream; a stream of another
+  // device then fails at the kernel launch instead.
+  if (s == cudaSuccess && capture != cudaStreamCaptureStatusNone) return {};
   int d = -1;
-  const cudaError_t s = cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &d);
+  if (s == cudaSuccess) s = cudaStreamGetDevice(st, &d);
   if (s != cudaSuccess) {
     cudaGetLastError();
     return std::string("the stream passed is not usable: ") + cudaGetErrorString(s);
@@ -326,6 +346,7 @@ void DeviceLowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
                  "dispatch_send while round " << round_ << " is in flight: finish it with dispatch_recv (and "
                                               << "combine_recv after a combine_send) first");
   DeviceScope scope(device_);
+  RelaxedCapture relaxed;
   ++round_;
   // A stream this GPU cannot use: the rejected words go on the default stream.
   if (const std::string problem = stream_problem(in.stream); !problem.empty()) reject(true, nullptr, problem);
@@ -351,6 +372,7 @@ void DeviceLowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
 LowLatencyRecv DeviceLowLatencyEngine::dispatch_recv(void* stream) {
   check_usable("dispatch_recv");
   EPCOMM_REQUIRE(stage_ == Stage::kDispatchSent, kInvalidArgument, "dispatch_recv without a dispatch_send");
+  RelaxedCapture relaxed;
   check_stream(stream);
   DeviceScope scope(device_);
   kc::low_latency_dispatch_recv(geometry_, buffers_, stream);
@@ -372,6 +394,7 @@ void DeviceLowLatencyEngine::combine_send(const void* expert_out, void* stream) 
   EPCOMM_REQUIRE(stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "combine_send without a dispatch_recv of this round");
   DeviceScope scope(device_);
+  RelaxedCapture relaxed;
   if (const std::string problem = stream_problem(stream); !problem.empty()) reject(false, nullptr, problem);
   // The host does not know the row counts (they are on the GPU): expert_out is
   // required even when no row arrived.
@@ -384,6 +407,7 @@ void DeviceLowLatencyEngine::combine_send(const void* expert_out, void* stream) 
 void DeviceLowLatencyEngine::combine_recv(void* out, void* stream) {
   check_usable("combine_recv");
   EPCOMM_REQUIRE(stage_ == Stage::kCombineSent, kInvalidArgument, "combine_recv without a combine_send");
+  RelaxedCapture relaxed;
   check_stream(stream);
   if (num_tokens_ > 0) {
     const std::string problem = pointer_problem(out, "out");
