@@ -292,10 +292,12 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
   if (root) {
     std::printf("# epcomm-bench --mode low-latency --memory device: %d ranks, %d nodes x %d ranks, warmup %d, "
                 "iters %d; times: CUDA events on each rank's stream, slowest rank per iteration, p50 and p99 over "
-                "iterations (us); check: rows and combine bit-identical to the host LowLatencyExchange\n",
+                "iterations (us), calls from the host (ll_) and one iteration captured in a CUDA graph and "
+                "replayed (graph_); check: rows and combine bit-identical to the host LowLatencyExchange\n",
                 group.size(), group.num_nodes(), group.ranks_per_node(), options.warmup, options.iters);
-    std::printf("%7s %7s %8s %5s %10s %10s %11s %11s %11s %11s %6s\n", "#tokens", "hidden", "experts", "topk", "dfmt",
-                "cfmt", "ll_disp", "ll_disp_p99", "ll_comb", "ll_comb_p99", "check");
+    std::printf("%7s %7s %8s %5s %10s %10s %11s %11s %11s %11s %11s %11s %11s %11s %6s\n", "#tokens", "hidden",
+                "experts", "topk", "dfmt", "cfmt", "ll_disp", "ll_disp_p99", "ll_comb", "ll_comb_p99", "graph_disp",
+                "graph_d_p99", "graph_comb", "graph_c_p99", "check");
   }
   int status = 0;
   for (const BenchConfig& c : expand(options)) {
@@ -361,9 +363,8 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
       }
     }
 
-    Samples sd, sc;
-    for (int i = 0; i < options.warmup + options.iters; ++i) {
-      mpi_check(MPI_Barrier(comm), "MPI_Barrier");
+    // One iteration's calls, the events around its two phases.
+    const auto enqueue = [&] {
       cuda_check(cudaEventRecord(ev[0], stream), "cudaEventRecord");
       gpu.dispatch_send(in);
       gpu.dispatch_recv(stream);
@@ -371,20 +372,61 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
       gpu.combine_send(y.get(), stream);
       gpu.combine_recv(out.get(), stream);
       cuda_check(cudaEventRecord(ev[2], stream), "cudaEventRecord");
-      cuda_check(cudaStreamSynchronize(stream), "iteration");
-      float d_ms = 0, c_ms = 0;
-      cuda_check(cudaEventElapsedTime(&d_ms, ev[0], ev[1]), "cudaEventElapsedTime");
-      cuda_check(cudaEventElapsedTime(&c_ms, ev[1], ev[2]), "cudaEventElapsedTime");
-      if (i >= options.warmup) {
-        sd.add(d_ms * 1e-3);
-        sc.add(c_ms * 1e-3);
+    };
+    const auto timed = [&](const auto& run, Samples& sd, Samples& sc) {
+      for (int i = 0; i < options.warmup + options.iters; ++i) {
+        mpi_check(MPI_Barrier(comm), "MPI_Barrier");
+        run();
+        cuda_check(cudaStreamSynchronize(stream), "iteration");
+        float d_ms = 0, c_ms = 0;
+        cuda_check(cudaEventElapsedTime(&d_ms, ev[0], ev[1]), "cudaEventElapsedTime");
+        cuda_check(cudaEventElapsedTime(&c_ms, ev[1], ev[2]), "cudaEventElapsedTime");
+        if (i >= options.warmup) {
+          sd.add(d_ms * 1e-3);
+          sc.add(c_ms * 1e-3);
+        }
       }
+    };
+    // Calls from the host: its checks and launches are inside the events.
+    Samples sd, sc;
+    timed(enqueue, sd, sc);
+    // The same iteration captured once in a CUDA graph and replayed: the GPU's
+    // time without the host's calls between the events.
+    Samples gd, gc;
+    std::string graph_failure;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    try {
+      cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+      try {
+        enqueue();
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        throw;
+      }
+      cuda_check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+      cuda_check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    } catch (const std::exception& e) {
+      cudaGetLastError();
+      graph_failure = e.what();
     }
+    std::string graph_message;
+    const bool graph_ok = all_ranks_pass(comm, graph_failure, graph_message);
+    if (graph_ok) timed([&] { cuda_check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch"); }, gd, gc);
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
     const Latency l_d = sd.latency(comm), l_c = sc.latency(comm);
+    Latency g_d, g_c;
+    if (graph_ok) {
+      g_d = gd.latency(comm);
+      g_c = gc.latency(comm);
+    }
     if (!root) continue;
-    std::printf("%7d %7d %8d %5d %10s %10s %11.1f %11.1f %11.1f %11.1f %6s\n", c.tokens, c.hidden, c.experts, c.topk,
-                epcomm::to_string(c.dispatch_format), epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99,
-                l_c.spread.p50, l_c.p99, check ? "true" : "false");
+    if (!graph_ok) std::printf("# CUDA graph timing failed: %s\n", graph_message.c_str());
+    std::printf("%7d %7d %8d %5d %10s %10s %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %6s\n", c.tokens,
+                c.hidden, c.experts, c.topk, epcomm::to_string(c.dispatch_format),
+                epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99, l_c.spread.p50, l_c.p99,
+                g_d.spread.p50, g_d.p99, g_c.spread.p50, g_c.p99, check ? "true" : "false");
     std::fflush(stdout);
     if (json.enabled()) {
       Json j = header_json(group, options, c);
@@ -392,6 +434,11 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
       add_latency(j, "dispatch_us", l_d);
       add_latency(j, "combine_us", l_c);
       j["total_us"] = rounded(l_d.spread.p50 + l_c.spread.p50, 3);
+      if (graph_ok) {
+        add_latency(j, "graph_dispatch_us", g_d);
+        add_latency(j, "graph_combine_us", g_c);
+        j["graph_total_us"] = rounded(g_d.spread.p50 + g_c.spread.p50, 3);
+      }
       j["check"] = check;
       json.write(j);
     }
