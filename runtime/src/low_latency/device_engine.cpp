@@ -328,13 +328,19 @@ void DeviceLowLatencyEngine::check_stream(void* stream) const {
 }
 
 void DeviceLowLatencyEngine::reject(bool dispatch, void* stream, const std::string& why) {
-  if (dispatch) {
-    kc::low_latency_dispatch_send(geometry_, buffers_, nullptr, nullptr, nullptr, 0, true, stream);
-  } else {
-    kc::low_latency_combine_send(geometry_, buffers_, nullptr, true, stream);
-  }
   std::ostringstream os;
   os << "epcomm rank " << group_.rank << ": " << why;
+  // The reason is what the caller needs; a failed launch of the rejected words
+  // (peers then time out naming this rank) only adds to it.
+  try {
+    if (dispatch) {
+      kc::low_latency_dispatch_send(geometry_, buffers_, nullptr, nullptr, nullptr, 0, true, stream);
+    } else {
+      kc::low_latency_combine_send(geometry_, buffers_, nullptr, true, stream);
+    }
+  } catch (const Error& e) {
+    os << " (and the rejected words could not be sent, so peers wait for the timeout: " << e.what() << ")";
+  }
   failure_ = os.str();
   stage_ = Stage::kIdle;
   throw Error(ErrorCode::kInvalidArgument, failure_);
@@ -348,8 +354,12 @@ void DeviceLowLatencyEngine::dispatch_send(const LowLatencyDispatchInput& in) {
   DeviceScope scope(device_);
   RelaxedCapture relaxed;
   ++round_;
-  // A stream this GPU cannot use: the rejected words go on the default stream.
-  if (const std::string problem = stream_problem(in.stream); !problem.empty()) reject(true, nullptr, problem);
+  // A stream this GPU cannot use: the rejected words go on this thread's default
+  // stream of the exchange's device (not the legacy one, which a capture on
+  // another of the caller's streams would forbid).
+  if (const std::string problem = stream_problem(in.stream); !problem.empty()) {
+    reject(true, cudaStreamPerThread, problem);
+  }
   if (in.num_tokens < 0 || in.num_tokens > shape_.max_tokens) {
     std::ostringstream os;
     os << "num_tokens=" << in.num_tokens << " outside [0, max_tokens_per_rank=" << shape_.max_tokens << "]";
@@ -395,7 +405,7 @@ void DeviceLowLatencyEngine::combine_send(const void* expert_out, void* stream) 
                  "combine_send without a dispatch_recv of this round");
   DeviceScope scope(device_);
   RelaxedCapture relaxed;
-  if (const std::string problem = stream_problem(stream); !problem.empty()) reject(false, nullptr, problem);
+  if (const std::string problem = stream_problem(stream); !problem.empty()) reject(false, cudaStreamPerThread, problem);
   // The host does not know the row counts (they are on the GPU): expert_out is
   // required even when no row arrived.
   const std::string problem = pointer_problem(expert_out, "expert_out");
