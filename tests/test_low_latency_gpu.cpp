@@ -12,11 +12,18 @@
 #include <epcomm/epcomm.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/cuda_presence.hpp"
@@ -34,6 +41,145 @@ void cuda_ok(cudaError_t s, const char* what) {
   if (s != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(s));
 }
 #define CUDA_OK(call) cuda_ok((call), #call)
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+// A hang must show where it is: every rank prints each test's start and end to
+// stderr (unbuffered; rank 0's gtest output goes to stdout), and a watchdog
+// aborts the job, naming the test and its last step, when one test runs longer
+// than EPCOMM_TEST_WATCHDOG_S (default 120 s; a healthy test takes seconds, a
+// failing one at most a few group timeouts). Without it a kernel or an MPI call
+// that never returns would leave ctest with no output at all.
+class Progress final : public testing::EmptyTestEventListener {
+ public:
+  static Progress& get() {
+    static Progress* p = [] {
+      auto* q = new Progress;
+      testing::UnitTest::GetInstance()->listeners().Append(q);  // gtest owns it
+      return q;
+    }();
+    return *p;
+  }
+  // What the running test does now, shown if the watchdog fires.
+  void step(const std::string& what) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    step_ = what;
+  }
+  void say(const std::string& what) {
+    std::fprintf(stderr, "[rank %d] %s\n", world_rank(), what.c_str());
+    std::fflush(stderr);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void OnTestProgramStart(const testing::UnitTest&) override {
+    const char* env = std::getenv("EPCOMM_TEST_WATCHDOG_S");
+    limit_s_ = env != nullptr && std::atof(env) > 0 ? std::atof(env) : 120.0;
+    watchdog_ = std::thread([this] { watch(); });
+  }
+  void OnTestProgramEnd(const testing::UnitTest&) override {
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+  }
+  void OnTestStart(const testing::TestInfo& t) override {
+    const std::string name = std::string(t.test_suite_name()) + "." + t.name();
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      test_ = name;
+      step_ = "starting";
+      started_ = Clock::now();
+      running_ = true;
+    }
+    say("start " + name);
+  }
+  void OnTestEnd(const testing::TestInfo& t) override {
+    double took = 0;
+    {
+      const std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+      took = std::chrono::duration<double>(Clock::now() - started_).count();
+    }
+    say(std::string(t.result()->Passed() ? "passed " : (t.result()->Skipped() ? "skipped " : "FAILED ")) +
+        t.test_suite_name() + "." + t.name() + " in " + std::to_string(took) + " s");
+  }
+  void watch() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
+      if (!running_) continue;
+      const double ran = std::chrono::duration<double>(Clock::now() - started_).count();
+      if (ran < limit_s_) continue;
+      std::fprintf(stderr,
+                   "[rank %d] WATCHDOG: %s has run %.0f s (limit EPCOMM_TEST_WATCHDOG_S=%.0f s); its last step: %s; "
+                   "aborting the job\n",
+                   world_rank(), test_.c_str(), ran, limit_s_, step_.c_str());
+      std::fflush(stderr);
+      std::fflush(stdout);
+      MPI_Abort(MPI_COMM_WORLD, 124);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread watchdog_;
+  std::string test_, step_;
+  Clock::time_point started_;
+  bool running_ = false, stop_ = false;
+  double limit_s_ = 120;
+};
+[[maybe_unused]] const bool kProgressRegistered = (Progress::get(), true);
+
+void step(const std::string& what) { Progress::get().step(what); }
+
+// Waits for `stream` at most limit_s. The exchange's kernels give up after the
+// group's timeout, so a stream still busy past that hangs for good: the job is
+// aborted with where it hung (a throw would only move the hang into a
+// destructor's cudaDeviceSynchronize).
+void wait_stream(cudaStream_t stream, double limit_s, const std::string& where) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const cudaError_t s = cudaStreamQuery(stream);
+    if (s == cudaSuccess) return;
+    if (s != cudaErrorNotReady) throw std::runtime_error(where + ": cudaStreamQuery: " + cudaGetErrorString(s));
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(limit_s)) {
+      Progress::get().say("HANG: " + where + ": the stream has not finished after " + std::to_string(limit_s) +
+                          " s although every wait of the exchange's kernels is bounded; aborting the job");
+      std::fflush(stdout);
+      MPI_Abort(MPI_COMM_WORLD, 125);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+// How long a round's kernels may take at most: two waits (dispatch and
+// combine), each ending at the group's timeout, and slack for the work itself.
+double round_limit_s(const epcomm::Group& g) { return 2 * g.timeout_s() + 30; }
+
+// True on every rank iff ok on every rank: ranks leave a loop, or skip a step,
+// together, so no rank waits in a collective the others never reach.
+bool on_all_ranks(bool ok) {
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+// Runs one rank's part of a test before a barrier: an exception becomes a
+// failure here, so this rank still reaches the barrier its peers wait in.
+template <class F>
+void this_rank_part(F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "rank " << world_rank() << " threw: " << e.what();
+  }
+}
 
 // GPU memory of a fixed size.
 class DeviceArray {
@@ -203,10 +349,11 @@ struct DeviceRound {
   }
 };
 
-// Reads the device exchange's results after the stream finished the round.
+// Reads the device exchange's results after the stream finished the round
+// (waiting at most limit_s for it).
 Outcome read_device(const epcomm::LowLatencyRecv& r, const DeviceRound& dev, const epcomm::LowLatencyConfig& c,
-                    int num_tokens, cudaStream_t stream) {
-  CUDA_OK(cudaStreamSynchronize(stream));
+                    int num_tokens, cudaStream_t stream, double limit_s) {
+  wait_stream(stream, limit_s, "the round's kernels");
   const int J = r.num_local_experts;
   const auto counts = to_host<int32_t>(r.counts, J);
   const std::size_t n = static_cast<std::size_t>(J * r.rows_per_expert);
@@ -234,13 +381,13 @@ void expect_identical(const Outcome& dev, const Outcome& host, const std::string
 
 // One eager round on the GPU: the calls as a caller would make them, on its stream.
 Outcome device_round(epcomm::LowLatencyExchange& ex, DeviceRound& dev, const RoundInput& in,
-                     const std::vector<std::byte>& y, cudaStream_t stream) {
+                     const std::vector<std::byte>& y, cudaStream_t stream, double limit_s) {
   dev.fill(in, y);
   ex.dispatch_send(dev.input(in.input.num_tokens, stream));
   const epcomm::LowLatencyRecv r = ex.dispatch_recv(stream);
   ex.combine_send(dev.y.get(), stream);
   ex.combine_recv(dev.out.get(), stream);
-  return read_device(r, dev, ex.config(), in.input.num_tokens, stream);
+  return read_device(r, dev, ex.config(), in.input.num_tokens, stream, limit_s);
 }
 
 class Stream {
@@ -274,6 +421,7 @@ TEST_P(LowLatencyGpu, BitIdenticalToTheHostExchange) {
     if (g.rank() == 0) tokens = c.max_tokens;
     if (g.rank() == 1 && round == 1) tokens = 0;
     const RoundInput in = make_input(g, cfg, tokens, 1000 + static_cast<uint64_t>(round));
+    step("round " + std::to_string(round));
     std::vector<std::byte> y;
     const Outcome want = host_round(
         host, in,
@@ -282,7 +430,7 @@ TEST_P(LowLatencyGpu, BitIdenticalToTheHostExchange) {
                                 r.row_bytes, r.counts);
         },
         &y);
-    const Outcome got = device_round(device, dev, in, y, stream.get());
+    const Outcome got = device_round(device, dev, in, y, stream.get(), round_limit_s(g));
     expect_identical(got, want, c.name + " round " + std::to_string(round));
   }
 }
@@ -329,39 +477,78 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
   DeviceRound dev(cfg, per_expert);
   Stream stream;
   const int tokens = c.max_tokens - 3;  // fixed: the graph holds it
+  const double limit_s = round_limit_s(g);
 
+  // Thread-local mode: this thread's calls (the exchange's host-side checks
+  // among them) must be legal during the capture, while other threads of the
+  // process (MPI's, the group's progress thread) cannot invalidate it. Every
+  // rank learns whether all captured before any replays: a rank that could not
+  // would leave its peers' kernels waiting for its words.
+  step("capture");
   cudaGraph_t graph = nullptr;
-  // Global mode, the strictest (and PyTorch's default): the exchange's host-side
-  // checks must not invalidate the capture.
-  CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
-  device.dispatch_send(dev.input(tokens, stream.get()));
-  const epcomm::LowLatencyRecv r = device.dispatch_recv(stream.get());
-  device.combine_send(dev.y.get(), stream.get());
-  device.combine_recv(dev.out.get(), stream.get());
-  CUDA_OK(cudaStreamEndCapture(stream.get(), &graph));
   cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  epcomm::LowLatencyRecv r;
+  std::string capture_error;
+  try {
+    CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    try {
+      device.dispatch_send(dev.input(tokens, stream.get()));
+      r = device.dispatch_recv(stream.get());
+      device.combine_send(dev.y.get(), stream.get());
+      device.combine_recv(dev.out.get(), stream.get());
+    } catch (...) {
+      cudaGraph_t partial = nullptr;
+      cudaStreamEndCapture(stream.get(), &partial);  // leave the stream usable
+      if (partial != nullptr) cudaGraphDestroy(partial);
+      throw;
+    }
+    CUDA_OK(cudaStreamEndCapture(stream.get(), &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  } catch (const std::exception& e) {
+    capture_error = e.what();
+  }
+  EXPECT_EQ(capture_error, "") << "rank " << g.rank() << ": capturing dispatch + combine failed";
+  if (!on_all_ranks(capture_error.empty())) {
+    ADD_FAILURE() << "a rank could not capture the exchange (see its message): no replays";
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return;
+  }
+  Progress::get().say("captured; replaying 100 times");
 
   std::mt19937 rng(static_cast<unsigned>(77 + g.rank()));
   const std::size_t y_elems = static_cast<std::size_t>(cfg.num_experts / g.size()) * per_expert * c.hidden;
-  for (int replay = 0; replay < 100; ++replay) {
-    const RoundInput in = make_input(g, cfg, tokens, 5000 + static_cast<uint64_t>(replay));
-    // Expert outputs independent of the rows: the same buffer feeds both
-    // exchanges, whose layouts are compared identical first.
-    std::vector<float> yf(y_elems);
-    std::uniform_int_distribution<int> v(-64, 64);
-    for (float& f : yf) f = static_cast<float>(v(rng)) / 32.0f;
-    const std::vector<std::byte> y = to_dtype(yf, cfg.dtype);
-    const Outcome want = host_round(host, in, [&](const epcomm::LowLatencyRecv&) { return y; }, nullptr);
-    dev.fill(in, y);
-    CUDA_OK(cudaGraphLaunch(exec, stream.get()));
-    const Outcome got = read_device(r, dev, cfg, tokens, stream.get());
-    expect_identical(got, want, "replay " + std::to_string(replay));
-    if (HasFatalFailure()) break;
+  bool all_ok = true;
+  for (int replay = 0; replay < 100 && all_ok; ++replay) {
+    const std::string where = "replay " + std::to_string(replay);
+    step(where);
+    try {
+      const RoundInput in = make_input(g, cfg, tokens, 5000 + static_cast<uint64_t>(replay));
+      // Expert outputs independent of the rows: the same buffer feeds both
+      // exchanges, whose layouts are compared identical first.
+      std::vector<float> yf(y_elems);
+      std::uniform_int_distribution<int> v(-64, 64);
+      for (float& f : yf) f = static_cast<float>(v(rng)) / 32.0f;
+      const std::vector<std::byte> y = to_dtype(yf, cfg.dtype);
+      const Outcome want = host_round(host, in, [&](const epcomm::LowLatencyRecv&) { return y; }, nullptr);
+      dev.fill(in, y);
+      CUDA_OK(cudaGraphLaunch(exec, stream.get()));
+      const Outcome got = read_device(r, dev, cfg, tokens, stream.get(), limit_s);
+      expect_identical(got, want, where);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "rank " << g.rank() << ", " << where << ": " << e.what();
+    }
+    // The first failed replay on any rank ends the replays on every rank; a
+    // failed exchange would otherwise make each later replay fail the same way.
+    all_ok = on_all_ranks(!HasFailure());
+    if (!all_ok) ADD_FAILURE() << "replays stopped at " << where << " (failed on this rank or a peer)";
+    if (replay % 25 == 24) Progress::get().say(std::to_string(replay + 1) + " replays checked");
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
+  if (!all_ok) return;
   // After the replays the exchange still works eagerly.
+  step("eager round after the replays");
   const RoundInput in = make_input(g, cfg, tokens, 9000);
   std::vector<std::byte> y;
   const Outcome want = host_round(
@@ -371,7 +558,7 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
                               rr.row_bytes, rr.counts);
       },
       &y);
-  expect_identical(device_round(device, dev, in, y, stream.get()), want, "eager round after the replays");
+  expect_identical(device_round(device, dev, in, y, stream.get(), limit_s), want, "eager round after the replays");
 }
 
 // A rank that never sends: the GPU wait of the others gives up after the
@@ -392,14 +579,18 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
     DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
     dev.fill(in, std::vector<std::byte>{});
     const int silent = g.size() - 1;
+    step("a round without rank " + std::to_string(silent));
     if (g.rank() != silent) {
-      ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
-      ex.dispatch_recv(stream.get());
-      CUDA_OK(cudaStreamSynchronize(stream.get()));  // the kernel gave up after ~1 s
-      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kTimeout,
-                   {"timed out after 1 s on the GPU in dispatch_recv", "waiting for rank(s) " + std::to_string(silent)});
-      expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, stream.get())); }, epcomm::ErrorCode::kGroupFailed,
-                   {"timed out"});
+      this_rank_part([&] {
+        ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
+        ex.dispatch_recv(stream.get());
+        wait_stream(stream.get(), round_limit_s(g), "dispatch_recv waiting for a silent peer");  // gave up after ~1 s
+        expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kTimeout,
+                     {"timed out after 1 s on the GPU in dispatch_recv",
+                      "waiting for rank(s) " + std::to_string(silent)});
+        expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, stream.get())); },
+                     epcomm::ErrorCode::kGroupFailed, {"timed out"});
+      });
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -414,7 +605,9 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
                               r.row_bytes, r.counts);
       },
       &y);
-  expect_identical(device_round(again, dev, in, y, stream.get()), want, "new exchange after the timeout");
+  step("a new exchange after the timeout");
+  expect_identical(device_round(again, dev, in, y, stream.get(), round_limit_s(g)), want,
+                   "new exchange after the timeout");
 }
 
 // Bad input: an expert id out of range is seen on the GPU (the sender's next
@@ -433,16 +626,19 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
     if (g.rank() == 0) in.input.topk_idx[5] = cfg.num_experts + 3;  // token 2, k 1
     DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
     dev.fill(in, std::vector<std::byte>{});
-    ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
-    ex.dispatch_recv(stream.get());
-    CUDA_OK(cudaStreamSynchronize(stream.get()));
-    if (g.rank() == 0) {
-      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
-                   {"topk_idx[2][1]=" + std::to_string(cfg.num_experts + 3), "outside [-1, num_experts="});
-    } else {
-      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
-                   {"rank 0 rejected its dispatch"});
-    }
+    step("an expert id out of range, seen on the GPU");
+    this_rank_part([&] {
+      ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
+      ex.dispatch_recv(stream.get());
+      wait_stream(stream.get(), round_limit_s(g), "dispatch_recv of a round with a bad expert id");
+      if (g.rank() == 0) {
+        expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
+                     {"topk_idx[2][1]=" + std::to_string(cfg.num_experts + 3), "outside [-1, num_experts="});
+      } else {
+        expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
+                     {"rank 0 rejected its dispatch"});
+      }
+    });
     MPI_Barrier(MPI_COMM_WORLD);
   }
   {
@@ -451,16 +647,19 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
     DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
     dev.fill(in, std::vector<std::byte>{});
     epcomm::LowLatencyDispatchInput d = dev.input(c.max_tokens, stream.get());
-    if (g.rank() == 0) {
-      d.x = in.x.data();  // host memory
-      expect_error([&] { ex.dispatch_send(d); }, epcomm::ErrorCode::kInvalidArgument, {"x (", "is host memory"});
-    } else {
-      ex.dispatch_send(d);
-      ex.dispatch_recv(stream.get());
-      CUDA_OK(cudaStreamSynchronize(stream.get()));
-      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
-                   {"rank 0 rejected its dispatch"});
-    }
+    step("host memory as x, refused by the host");
+    this_rank_part([&] {
+      if (g.rank() == 0) {
+        d.x = in.x.data();  // host memory
+        expect_error([&] { ex.dispatch_send(d); }, epcomm::ErrorCode::kInvalidArgument, {"x (", "is host memory"});
+      } else {
+        ex.dispatch_send(d);
+        ex.dispatch_recv(stream.get());
+        wait_stream(stream.get(), round_limit_s(g), "dispatch_recv of a round rank 0 rejected");
+        expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
+                     {"rank 0 rejected its dispatch"});
+      }
+    });
     MPI_Barrier(MPI_COMM_WORLD);
   }
   int count = 0;
@@ -472,20 +671,25 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
     const RoundInput in = make_input(g, cfg, c.max_tokens, 82);
     DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
     dev.fill(in, std::vector<std::byte>{});
-    if (g.rank() == 0) {
-      CUDA_OK(cudaSetDevice((my_device() + 1) % count));
-      Stream foreign;
-      CUDA_OK(cudaSetDevice(my_device()));
-      expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, foreign.get())); },
-                   epcomm::ErrorCode::kInvalidArgument, {"belongs to CUDA device"});
-      CUDA_OK(cudaDeviceSynchronize());
-    } else {
-      ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
-      ex.dispatch_recv(stream.get());
-      CUDA_OK(cudaStreamSynchronize(stream.get()));
-      expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
-                   {"rank 0 rejected its dispatch"});
-    }
+    step("a stream of another GPU, refused by the host");
+    this_rank_part([&] {
+      if (g.rank() == 0) {
+        cudaStream_t foreign = nullptr;
+        CUDA_OK(cudaSetDevice((my_device() + 1) % count));
+        const cudaError_t made = cudaStreamCreateWithFlags(&foreign, cudaStreamNonBlocking);
+        CUDA_OK(cudaSetDevice(my_device()));
+        CUDA_OK(made);
+        expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, foreign)); }, epcomm::ErrorCode::kInvalidArgument,
+                     {"belongs to CUDA device"});
+        cudaStreamDestroy(foreign);
+      } else {
+        ex.dispatch_send(dev.input(c.max_tokens, stream.get()));
+        ex.dispatch_recv(stream.get());
+        wait_stream(stream.get(), round_limit_s(g), "dispatch_recv of a round rank 0 rejected (foreign stream)");
+        expect_error([&] { ex.combine_send(dev.y.get(), stream.get()); }, epcomm::ErrorCode::kInvalidArgument,
+                     {"rank 0 rejected its dispatch"});
+      }
+    });
     MPI_Barrier(MPI_COMM_WORLD);
   }
 }
