@@ -51,7 +51,7 @@ int world_rank() {
 // A hang must show where it is: every rank prints each test's start and end to
 // stderr (unbuffered; rank 0's gtest output goes to stdout), and a watchdog
 // aborts the job, naming the test and its last step, when one test runs longer
-// than EPCOMM_TEST_WATCHDOG_S (default 120 s; a healthy test takes seconds, a
+// than EPCOMM_TEST_WATCHDOG_S (default 90 s; a healthy test takes seconds, a
 // failing one at most a few group timeouts). Without it a kernel or an MPI call
 // that never returns would leave ctest with no output at all.
 class Progress final : public testing::EmptyTestEventListener {
@@ -78,7 +78,7 @@ class Progress final : public testing::EmptyTestEventListener {
   using Clock = std::chrono::steady_clock;
   void OnTestProgramStart(const testing::UnitTest&) override {
     const char* env = std::getenv("EPCOMM_TEST_WATCHDOG_S");
-    limit_s_ = env != nullptr && std::atof(env) > 0 ? std::atof(env) : 120.0;
+    limit_s_ = env != nullptr && std::atof(env) > 0 ? std::atof(env) : 90.0;
     watchdog_ = std::thread([this] { watch(); });
   }
   void OnTestProgramEnd(const testing::UnitTest&) override {
@@ -132,7 +132,7 @@ class Progress final : public testing::EmptyTestEventListener {
   std::string test_, step_;
   Clock::time_point started_;
   bool running_ = false, stop_ = false;
-  double limit_s_ = 120;
+  double limit_s_ = 90;
 };
 [[maybe_unused]] const bool kProgressRegistered = (Progress::get(), true);
 
@@ -521,7 +521,6 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
   bool all_ok = true;
   for (int replay = 0; replay < 100 && all_ok; ++replay) {
     const std::string where = "replay " + std::to_string(replay);
-    step(where);
     try {
       const RoundInput in = make_input(g, cfg, tokens, 5000 + static_cast<uint64_t>(replay));
       // Expert outputs independent of the rows: the same buffer feeds both
@@ -530,10 +529,13 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
       std::uniform_int_distribution<int> v(-64, 64);
       for (float& f : yf) f = static_cast<float>(v(rng)) / 32.0f;
       const std::vector<std::byte> y = to_dtype(yf, cfg.dtype);
+      step(where + ": the host exchange's round");
       const Outcome want = host_round(host, in, [&](const epcomm::LowLatencyRecv&) { return y; }, nullptr);
+      step(where + ": the graph on the GPU");
       dev.fill(in, y);
       CUDA_OK(cudaGraphLaunch(exec, stream.get()));
       const Outcome got = read_device(r, dev, cfg, tokens, stream.get(), limit_s);
+      step(where + ": comparing");
       expect_identical(got, want, where);
     } catch (const std::exception& e) {
       ADD_FAILURE() << "rank " << g.rank() << ", " << where << ": " << e.what();
