@@ -195,7 +195,11 @@ class DeviceArray {
   template <class T>
   void fill(const std::vector<T>& v) {
     if (v.size() * sizeof(T) > bytes_) throw std::runtime_error("DeviceArray::fill: too many bytes");
-    if (!v.empty()) CUDA_OK(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    if (v.empty()) return;
+    CUDA_OK(cudaMemcpy(ptr_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    // From pageable memory cudaMemcpy may return before its DMA (on the legacy
+    // stream) landed; the exchange's kernels run on a non-blocking stream.
+    CUDA_OK(cudaStreamSynchronize(cudaStreamLegacy));
   }
 
  private:
