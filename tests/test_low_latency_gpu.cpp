@@ -466,10 +466,11 @@ std::vector<GpuCase> cases() {
 INSTANTIATE_TEST_SUITE_P(Cases, LowLatencyGpu, testing::ValuesIn(cases()),
                          [](const testing::TestParamInfo<GpuCase>& p) { return p.param.name; });
 
-// dispatch_send .. combine_recv captured once in a CUDA graph, replayed 100 times
-// with new tokens, routing, weights and expert outputs written into the same
-// buffers; every replay against the host exchange on the same inputs.
-TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
+// dispatch_send .. combine_recv captured once in a CUDA graph (capture mode
+// `mode`), replayed `replays` times with new tokens, routing, weights and expert
+// outputs written into the same buffers; every replay against the host exchange
+// on the same inputs, then one eager round.
+void graph_replays(cudaStreamCaptureMode mode, int replays) {
   const epcomm::Group g(MPI_COMM_WORLD);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
   CUDA_OK(cudaSetDevice(my_device()));
@@ -483,18 +484,15 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
   const int tokens = c.max_tokens - 3;  // fixed: the graph holds it
   const double limit_s = round_limit_s(g);
 
-  // Thread-local mode: this thread's calls (the exchange's host-side checks
-  // among them) must be legal during the capture, while other threads of the
-  // process (MPI's, the group's progress thread) cannot invalidate it. Every
-  // rank learns whether all captured before any replays: a rank that could not
-  // would leave its peers' kernels waiting for its words.
+  // Every rank learns whether all captured before any replays: a rank that
+  // could not would leave its peers' kernels waiting for its words.
   step("capture");
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   epcomm::LowLatencyRecv r;
   std::string capture_error;
   try {
-    CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    CUDA_OK(cudaStreamBeginCapture(stream.get(), mode));
     try {
       device.dispatch_send(dev.input(tokens, stream.get()));
       r = device.dispatch_recv(stream.get());
@@ -518,12 +516,12 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
     if (graph != nullptr) cudaGraphDestroy(graph);
     return;
   }
-  Progress::get().say("captured; replaying 100 times");
+  Progress::get().say("captured; replaying " + std::to_string(replays) + " times");
 
   std::mt19937 rng(static_cast<unsigned>(77 + g.rank()));
   const std::size_t y_elems = static_cast<std::size_t>(cfg.num_experts / g.size()) * per_expert * c.hidden;
   bool all_ok = true;
-  for (int replay = 0; replay < 100 && all_ok; ++replay) {
+  for (int replay = 0; replay < replays && all_ok; ++replay) {
     const std::string where = "replay " + std::to_string(replay);
     try {
       const RoundInput in = make_input(g, cfg, tokens, 5000 + static_cast<uint64_t>(replay));
@@ -546,7 +544,7 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
     }
     // The first failed replay on any rank ends the replays on every rank; a
     // failed exchange would otherwise make each later replay fail the same way.
-    all_ok = on_all_ranks(!HasFailure());
+    all_ok = on_all_ranks(!testing::Test::HasFailure());
     if (!all_ok) ADD_FAILURE() << "replays stopped at " << where << " (failed on this rank or a peer)";
     if (replay % 25 == 24) Progress::get().say(std::to_string(replay + 1) + " replays checked");
   }
@@ -566,6 +564,15 @@ TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) {
       &y);
   expect_identical(device_round(device, dev, in, y, stream.get(), limit_s), want, "eager round after the replays");
 }
+
+// Thread-local capture: this thread's calls (the exchange's host-side checks
+// among them) must be legal during the capture, while other threads of the
+// process (MPI's, the group's progress thread) cannot invalidate it.
+TEST_F(MpiTest, CudaGraphReplaysWithNewInputs) { graph_replays(cudaStreamCaptureModeThreadLocal, 100); }
+
+// Global capture, PyTorch's default: no thread of the process may make a call
+// the capture forbids while it lasts, epcomm's own threads included.
+TEST_F(MpiTest, CudaGraphCapturesInGlobalMode) { graph_replays(cudaStreamCaptureModeGlobal, 5); }
 
 // A rank that never sends: the GPU wait of the others gives up after the
 // group's timeout, and their next call reports kTimeout naming it; the exchange
