@@ -60,6 +60,11 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
       ->check(CLI::IsMember({"normal", "low-latency"}))
       ->capture_default_str();
   app.add_flag("--print-memory", o.print_memory, "with --mode low-latency: print the bytes per rank and stop");
+  app.add_option("--memory", o.memory,
+                 "with --mode low-latency: host, or device (GPU memory, one GPU per rank of a host; CUDA-event "
+                 "timing, checked against the host LowLatencyExchange)")
+      ->check(CLI::IsMember({"host", "device"}))
+      ->capture_default_str();
   app.add_flag("--json", o.json, "also print one JSON object per configuration");
   app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;

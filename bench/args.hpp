@@ -52,6 +52,8 @@ struct Options {
   // LowLatencyExchange against Exchange (low_latency_mode.hpp).
   std::string mode = "normal";
   bool print_memory = false;  // low-latency: print the bytes per rank and stop
+  // low-latency: "host", or "device" (GPU memory, CUDA-event timing; builds with CUDA)
+  std::string memory = "host";
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

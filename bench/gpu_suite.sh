@@ -31,8 +31,8 @@ nccl_lib=$(find "${NCCL_ROOT:-/nonexistent}/lib" -name 'libnccl.so*' -print -qui
   nvidia-smi topo -m 2>/dev/null | head -5
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPCOMM_WERROR=OFF -DEPCOMM_WITH_CUDA=ON \
     -DEPCOMM_WITH_VERBS=OFF "${python_arg[@]}" -DNCCL_ROOT="${NCCL_ROOT:-}" ${nccl_lib:+-DNCCL_LIBRARY="$nccl_lib"} &&
-    cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_codec_cuda test_failures \
-      epcomm-gpu-bench epcomm-codec-gpu-bench
+    cmake --build "$build" -j"$(nproc)" --target epcomm test_exchange_gpu test_low_latency_gpu test_codec_cuda \
+      test_failures epcomm-bench epcomm-gpu-bench epcomm-codec-gpu-bench
 } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 echo "== build ok"
 # The Python package (its CUDA tests are in ctest -L gpu) where the host has Python
@@ -54,6 +54,10 @@ echo "== test_codec_cuda: rc $?"; tail -3 "$out/codec-cuda.log"
 bench=("$build/bench/epcomm-gpu-bench")
 echo "== epcomm-gpu-bench, $np ranks, one node"
 "${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
+echo "== epcomm-bench --mode low-latency --memory device, $np ranks, one node"
+"${mpirun[@]}" -np "$np" "$build/bench/epcomm-bench" --mode low-latency --memory device --tokens 128 --hidden 7168 \
+  --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 --iters 200 --json \
+  | tee "$out/low-latency-gpu.jsonl"
 echo "== epcomm-gpu-bench, $np ranks as 2 emulated nodes"
 "${mpirun[@]}" -np "$np" -x EPCOMM_RANKS_PER_NODE="$half" "${bench[@]}" --tokens 128,4096 --max-nodes 1,2 --json |
   tee -a "$out/gpu-bench.jsonl"
@@ -68,6 +72,12 @@ if [[ $mode == full ]]; then
       "$build/tests/test_exchange_gpu" --gtest_filter='Cases/GpuExchange.BitIdenticalToTheHostExchange/fp8_h129:*TwoMicro*' \
       > "$out/sanitizer-$tool.log" 2>&1
     echo "$tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-$tool.log" | head -6
+    # The low-latency kernels (rows written into the peer GPU through CUDA IPC).
+    timeout 150 "${mpirun[@]}" -np 2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$build/tests/test_low_latency_gpu" \
+      --gtest_filter='Cases/LowLatencyGpu.BitIdenticalToTheHostExchange/fp8_bf16_h300:*/combine_logfmt10' \
+      > "$out/sanitizer-low-latency-$tool.log" 2>&1
+    echo "low-latency $tool: rc $?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitizer-low-latency-$tool.log" | head -6
   done
   echo "== epcomm-codec-gpu-bench"
   "$build/bench/epcomm-codec-gpu-bench" --tokens 4096 > "$out/codec-gpu-bench.log" 2>&1; tail -12 "$out/codec-gpu-bench.log"

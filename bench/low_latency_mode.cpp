@@ -19,10 +19,15 @@
 #include <epcomm/low_latency.hpp>
 #include <epcomm/routing.hpp>
 
+#ifdef EPCOMM_BENCH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -76,6 +81,7 @@ class LowLatencyPath {
   void end_iteration() {}
   const epcomm::LowLatencyRecv& recv() const { return recv_; }
   const void* out() const { return out_.data(); }
+  const std::vector<std::byte>& expert_out() const { return expert_out_; }
 
  private:
   epcomm::LowLatencyExchange& exchange_;
@@ -155,6 +161,7 @@ Json header_json(const epcomm::Group& group, const Options& o, const BenchConfig
   header.progress_thread = group.progress_thread();
   Json j = run_header_json(header);
   j["mode"] = "low-latency";
+  j["memory"] = o.memory;
   j["ranks_per_node"] = group.ranks_per_node();
   j["tokens"] = c.tokens;
   j["hidden"] = c.hidden;
@@ -202,10 +209,258 @@ int print_memory(const epcomm::Group& group, const Options& options) {
   return 0;
 }
 
+#ifdef EPCOMM_BENCH_CUDA
+void cuda_check(cudaError_t s, const char* what) {
+  if (s != cudaSuccess) throw std::runtime_error(std::string("epcomm-bench: ") + what + ": " + cudaGetErrorString(s));
+}
+
+class GpuBuffer {
+ public:
+  explicit GpuBuffer(std::size_t bytes) {
+    cuda_check(cudaMalloc(&p_, std::max<std::size_t>(bytes, 1)), "cudaMalloc");
+    cuda_check(cudaMemset(p_, 0, std::max<std::size_t>(bytes, 1)), "cudaMemset");
+  }
+  GpuBuffer(const void* host, std::size_t bytes) : GpuBuffer(bytes) { upload(host, bytes); }
+  ~GpuBuffer() { cudaFree(p_); }
+  GpuBuffer(const GpuBuffer&) = delete;
+  GpuBuffer& operator=(const GpuBuffer&) = delete;
+  void upload(const void* host, std::size_t bytes) {
+    if (bytes > 0) cuda_check(cudaMemcpy(p_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
+
+template <class T>
+std::vector<T> download(const void* dev, std::size_t count) {
+  std::vector<T> v(count);
+  if (count > 0) cuda_check(cudaMemcpy(v.data(), dev, count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return v;
+}
+
+// One GPU per rank of this host.
+int host_local_device() {
+  MPI_Comm host;
+  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host), "MPI_Comm_split_type");
+  int host_rank = 0, count = 0;
+  MPI_Comm_rank(host, &host_rank);
+  MPI_Comm_free(&host);
+  cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  return host_rank % count;
+}
+
+// The device exchange's received rows (copied to the host) against the host
+// exchange's: same counts, sources and bytes.
+std::string compare_recv(const epcomm::LowLatencyRecv& host, const epcomm::LowLatencyRecv& dev) {
+  const int J = host.num_local_experts;
+  const std::size_t n = static_cast<std::size_t>(J * host.rows_per_expert);
+  const auto counts = download<int32_t>(dev.counts, J);
+  const auto src_rank = download<int32_t>(dev.src_rank, n);
+  const auto src_token = download<int32_t>(dev.src_token, n);
+  const auto rows = download<std::byte>(dev.rows, n * dev.row_bytes);
+  for (int j = 0; j < J; ++j) {
+    if (counts[j] != host.counts[j]) {
+      return "local expert " + std::to_string(j) + ": " + std::to_string(counts[j]) + " rows on the GPU, " +
+             std::to_string(host.counts[j]) + " on the host";
+    }
+    for (int32_t q = 0; q < counts[j]; ++q) {
+      const int64_t a = j * host.rows_per_expert + q;
+      const bool same = src_rank[a] == host.src_rank[a] && src_token[a] == host.src_token[a] &&
+                        std::memcmp(rows.data() + a * dev.row_bytes,
+                                    static_cast<const std::byte*>(host.rows) + a * host.row_bytes, host.row_bytes) == 0;
+      if (!same) return "local expert " + std::to_string(j) + " row " + std::to_string(q) + " differs from the host's";
+    }
+  }
+  return {};
+}
+
+// --memory device: the low-latency exchange on GPU memory, each call on one
+// stream; dispatch (send + recv) and combine (send + recv) timed with CUDA events
+// around them on that stream, after a barrier of the hosts.
+int run_low_latency_device(const epcomm::Group& group, const Options& options) {
+  const bool root = group.rank() == 0;
+  const MPI_Comm comm = group.comm();
+  JsonLines json(root && options.json, root ? options.json_out : std::string());
+  const int device = host_local_device();
+  cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t stream = nullptr;
+  cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  cudaEvent_t ev[3];
+  for (cudaEvent_t& e : ev) cuda_check(cudaEventCreate(&e), "cudaEventCreate");
+  if (root) {
+    std::printf("# epcomm-bench --mode low-latency --memory device: %d ranks, %d nodes x %d ranks, warmup %d, "
+                "iters %d; times: CUDA events on each rank's stream, slowest rank per iteration, p50 and p99 over "
+                "iterations (us), calls from the host (ll_) and one iteration captured in a CUDA graph and "
+                "replayed (graph_); check: rows and combine bit-identical to the host LowLatencyExchange\n",
+                group.size(), group.num_nodes(), group.ranks_per_node(), options.warmup, options.iters);
+    std::printf("%7s %7s %8s %5s %10s %10s %11s %11s %11s %11s %11s %11s %11s %11s %6s\n", "#tokens", "hidden",
+                "experts", "topk", "dfmt", "cfmt", "ll_disp", "ll_disp_p99", "ll_comb", "ll_comb_p99", "graph_disp",
+                "graph_d_p99", "graph_comb", "graph_c_p99", "check");
+  }
+  int status = 0;
+  for (const BenchConfig& c : expand(options)) {
+    epcomm::RouterConfig rc;
+    rc.num_experts = c.experts;
+    rc.topk = c.topk;
+    rc.num_nodes = group.num_nodes();
+    rc.max_nodes = c.max_nodes;
+    std::optional<epcomm::NodeLimitedRouter> router;
+    try {
+      router.emplace(rc);
+      epcomm::LowLatencyExchange::memory_needed(low_latency_config(c), group.size(), group.ranks_per_node());
+    } catch (const epcomm::Error& e) {  // the same on every rank: all skip together
+      if (root) std::printf("# skipped %s: %s\n", describe(c).c_str(), e.what());
+      continue;
+    }
+    epcomm::LowLatencyExchange host(group, low_latency_config(c));
+    epcomm::LowLatencyConfig dc = low_latency_config(c);
+    dc.memory = epcomm::MemorySpace::kDevice;
+    dc.device = device;
+    epcomm::LowLatencyExchange gpu(group, dc);
+    const RankData data = make_rank_data(c, *router, options.seed, group.rank());
+    const int first_expert = group.rank() * (c.experts / group.size());
+    const std::size_t row = static_cast<std::size_t>(c.hidden) * epcomm::dtype_size(c.dtype);
+    const int64_t per_expert = int64_t{group.size()} * c.tokens;
+    GpuBuffer x(data.x.data(), data.x.size());
+    GpuBuffer idx(data.topk_idx.data(), data.topk_idx.size() * sizeof(int32_t));
+    GpuBuffer w(data.topk_weights.data(), data.topk_weights.size() * sizeof(float));
+    GpuBuffer y(static_cast<std::size_t>(c.experts / group.size()) * per_expert * row);
+    GpuBuffer out(static_cast<std::size_t>(data.tokens) * row);
+    epcomm::LowLatencyDispatchInput in;
+    in.x = x.get();
+    in.topk_idx = static_cast<const int32_t*>(idx.get());
+    in.topk_weights = static_cast<const float*>(w.get());
+    in.num_tokens = data.tokens;
+    in.stream = stream;
+
+    // Check pass, untimed: the GPU's rows and combine against the host exchange's
+    // on the same tokens and expert outputs.
+    LowLatencyPath host_path(host, data, first_expert);
+    host_path.dispatch();
+    host_path.run_experts();
+    host_path.combine();
+    gpu.dispatch_send(in);
+    const epcomm::LowLatencyRecv recv = gpu.dispatch_recv(stream);
+    cuda_check(cudaStreamSynchronize(stream), "dispatch (check pass)");
+    std::string failure = compare_recv(host_path.recv(), recv);
+    y.upload(host_path.expert_out().data(), host_path.expert_out().size());
+    gpu.combine_send(y.get(), stream);
+    gpu.combine_recv(out.get(), stream);
+    cuda_check(cudaStreamSynchronize(stream), "combine (check pass)");
+    const auto got = download<std::byte>(out.get(), static_cast<std::size_t>(data.tokens) * row);
+    if (failure.empty() && data.tokens > 0 && std::memcmp(got.data(), host_path.out(), got.size()) != 0) {
+      failure = "combine output differs from the host exchange's";
+    }
+    std::string message;
+    const bool check = all_ranks_pass(comm, failure, message);
+    if (!check) {
+      status = 1;
+      if (root) {
+        std::fprintf(stderr, "epcomm-bench: low-latency device check failed for %s: %s\n", describe(c).c_str(),
+                     message.c_str());
+      }
+    }
+
+    // One iteration's calls, the events around its two phases.
+    const auto enqueue = [&] {
+      cuda_check(cudaEventRecord(ev[0], stream), "cudaEventRecord");
+      gpu.dispatch_send(in);
+      gpu.dispatch_recv(stream);
+      cuda_check(cudaEventRecord(ev[1], stream), "cudaEventRecord");
+      gpu.combine_send(y.get(), stream);
+      gpu.combine_recv(out.get(), stream);
+      cuda_check(cudaEventRecord(ev[2], stream), "cudaEventRecord");
+    };
+    const auto timed = [&](const auto& run, Samples& sd, Samples& sc) {
+      for (int i = 0; i < options.warmup + options.iters; ++i) {
+        mpi_check(MPI_Barrier(comm), "MPI_Barrier");
+        run();
+        cuda_check(cudaStreamSynchronize(stream), "iteration");
+        float d_ms = 0, c_ms = 0;
+        cuda_check(cudaEventElapsedTime(&d_ms, ev[0], ev[1]), "cudaEventElapsedTime");
+        cuda_check(cudaEventElapsedTime(&c_ms, ev[1], ev[2]), "cudaEventElapsedTime");
+        if (i >= options.warmup) {
+          sd.add(d_ms * 1e-3);
+          sc.add(c_ms * 1e-3);
+        }
+      }
+    };
+    // Calls from the host: its checks and launches are inside the events.
+    Samples sd, sc;
+    timed(enqueue, sd, sc);
+    // The same iteration captured once in a CUDA graph and replayed: the GPU's
+    // time without the host's calls between the events.
+    Samples gd, gc;
+    std::string graph_failure;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    try {
+      cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+      try {
+        enqueue();
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        throw;
+      }
+      cuda_check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+      cuda_check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    } catch (const std::exception& e) {
+      cudaGetLastError();
+      graph_failure = e.what();
+    }
+    std::string graph_message;
+    const bool graph_ok = all_ranks_pass(comm, graph_failure, graph_message);
+    if (graph_ok) timed([&] { cuda_check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch"); }, gd, gc);
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    const Latency l_d = sd.latency(comm), l_c = sc.latency(comm);
+    Latency g_d, g_c;
+    if (graph_ok) {
+      g_d = gd.latency(comm);
+      g_c = gc.latency(comm);
+    }
+    if (!root) continue;
+    if (!graph_ok) std::printf("# CUDA graph timing failed: %s\n", graph_message.c_str());
+    std::printf("%7d %7d %8d %5d %10s %10s %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %11.1f %6s\n", c.tokens,
+                c.hidden, c.experts, c.topk, epcomm::to_string(c.dispatch_format),
+                epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99, l_c.spread.p50, l_c.p99,
+                g_d.spread.p50, g_d.p99, g_c.spread.p50, g_c.p99, check ? "true" : "false");
+    std::fflush(stdout);
+    if (json.enabled()) {
+      Json j = header_json(group, options, c);
+      j["timing"] = "cuda-events";
+      add_latency(j, "dispatch_us", l_d);
+      add_latency(j, "combine_us", l_c);
+      j["total_us"] = rounded(l_d.spread.p50 + l_c.spread.p50, 3);
+      if (graph_ok) {
+        add_latency(j, "graph_dispatch_us", g_d);
+        add_latency(j, "graph_combine_us", g_c);
+        j["graph_total_us"] = rounded(g_d.spread.p50 + g_c.spread.p50, 3);
+      }
+      j["check"] = check;
+      json.write(j);
+    }
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  cudaStreamDestroy(stream);
+  return status;
+}
+#endif
+
 }  // namespace
 
 int run_low_latency(const epcomm::Group& group, const Options& options) {
   if (options.print_memory) return print_memory(group, options);
+  if (options.memory == "device") {
+#ifdef EPCOMM_BENCH_CUDA
+    return run_low_latency_device(group, options);
+#else
+    if (group.rank() == 0) std::fprintf(stderr, "epcomm-bench: --memory device needs a build with CUDA\n");
+    return 2;
+#endif
+  }
   const bool root = group.rank() == 0;
   const MPI_Comm comm = group.comm();
   JsonLines json(root && options.json, root ? options.json_out : std::string());

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
-// The low-latency exchange's device path (docs/low_latency.md): kernels that
-// write rows into node peers' receive buffers (mapped by CUDA IPC) and into pinned
-// staging messages for the host proxy, publish arrival words behind a system-scope
-// fence, wait on arrival words with a clock64() timeout, and combine in the host
-// engine's order. Every call only enqueues on `stream` (a cudaStream_t as void*),
-// so a dispatch or combine can be captured in a CUDA graph; no call waits for
-// the GPU. Like cuda_codec.hpp, no CUDA type appears here.
+// The low-latency exchange's device path (docs/low_latency.md) for the ranks of
+// one node: kernels that write rows into node peers' receive buffers (GPU memory
+// mapped by CUDA IPC), publish arrival words behind a system-scope fence, wait on
+// arrival words with a bounded spin, and combine in the host engine's order.
 //
-// STATUS: compiled (sm_90, -Werror) but NOT YET RUN ON A GPU.
+// Every call enqueues exactly one kernel on `stream` (a cudaStream_t as void*)
+// and returns: no host synchronisation, no host-side round number. The round
+// lives in LowLatencyControl (device memory), advanced by the dispatch kernel, so
+// a dispatch + combine captured in a CUDA graph replays correctly. A send kernel
+// finishes once its rows and words are written: between a send and its receive
+// the exchange holds no SM. Like cuda_codec.hpp, no CUDA type appears here.
 #pragma once
 
 #include <epcomm/formats.hpp>
@@ -19,10 +21,10 @@
 namespace epcomm::kernels::cuda {
 
 // The exchange's shape and the byte offsets inside every rank's shared region, as
-// the host engine lays them out (runtime/src/low_latency/buffer_layout).
+// the host engine lays them out (runtime/src/low_latency/buffer_layout). All ranks
+// are on one node: rank r's region is shared[r].
 struct LowLatencyGeometry {
   int ranks = 0;
-  int ranks_per_node = 0;
   int rank = 0;
   int local_experts = 0;
   int max_tokens = 0;
@@ -36,69 +38,98 @@ struct LowLatencyGeometry {
   int64_t rows[2] = {};
   int64_t combine_flags = 0;
   int64_t combine_rows = 0;
-  int64_t dispatch_message_bytes = 0;
-  int64_t combine_message_bytes = 0;
-  int64_t max_rows_to_rank = 0;
+  uint64_t timeout_ns = 0;  // how long a wait spins before it names the silent rank
 };
 
-// What a wait or a check found, written to pinned host memory for the host to
-// report at its next call; code 0 while all is well.
+// What a kernel found wrong, written to pinned host memory for the host to
+// report at its next call: the fields first, `code` last (behind a system fence).
 struct LowLatencyDiagnosis {
-  enum Code : int32_t { kNone = 0, kBadInput = 1, kTimeout = 2, kRejected = 3, kRingFull = 4, kBadOutput = 5 };
+  enum Code : int32_t {
+    kNone = 0,
+    kBadInput = 1,   // this rank's dispatch input: (token, k), expert, weight
+    kTimeout = 2,    // rank: the first rank whose word did not come
+    kRejected = 3,   // rank: the first rank that rejected the round
+    kBadOutput = 4,  // this rank's expert_out: token = local expert, k = row, expert = column
+    kMismatch = 5,   // rank returned `expert` combine rows, this rank sent it `token`
+  };
   int32_t code;
-  int32_t rank;    // kTimeout: first silent rank; kRejected: first rejecting rank
-  int32_t token;   // kBadInput: the (token, k) of the first bad entry
+  int32_t rank;
+  int32_t token;
   int32_t k;
-  int32_t expert;  // its expert id
-  float weight;    // its weight
+  int32_t expert;
+  float weight;
+  uint32_t round;  // the round (low 32 bits) the kernel worked on
+  uint32_t op;     // 0 dispatch, 1 combine
 };
+
+// Device-memory words the kernels keep between launches. Initial state:
+// low_latency_initial_control().
+struct LowLatencyControl {
+  unsigned long long round;        // the last round a dispatch_send started
+  unsigned long long bad_output;   // smallest row * hidden + column combine_format cannot encode, else ~0
+  unsigned int dispatch_blocks_done;
+  unsigned int combine_blocks_done;
+  int recv_rows;  // rows dispatch_recv laid out this round (recv_list's length)
+  int bad_input;  // smallest token * topk + k of a bad dispatch entry, else INT_MAX
+  int failed;     // set once by the first diagnosis: every later kernel does nothing
+  int pad;
+};
+LowLatencyControl low_latency_initial_control();
 
 // Buffers, all reachable by this GPU.
 struct LowLatencyBuffers {
-  uint8_t* const* shared = nullptr;  // device array [ranks_per_node]: node peers' regions (own included)
-  uint8_t* own_shared = nullptr;     // this rank's region (= shared[local rank]), for launches from the host
-  uint8_t* dispatch_staging = nullptr;  // pinned: a message per rank on another node, in rank order
-  uint8_t* combine_staging = nullptr;
-  uint8_t* ring = nullptr;  // pinned: the proxy command ring (low_latency_wire.hpp)
-  uint32_t ring_capacity = 0;
-  LowLatencyDiagnosis* diagnosis = nullptr;  // pinned
-  // Device scratch: [tokens * topk], [ranks * J] twice, [ranks], 3 flags.
-  int32_t* slot = nullptr;
-  int32_t* counts = nullptr;
-  int32_t* first_row = nullptr;
-  int32_t* rows_to = nullptr;
-  int32_t* flags = nullptr;  // [0]: input rejected, [1]: a wait failed or saw a rejection
-  unsigned long long* bad_output = nullptr;  // smallest row * hidden + column combine_format cannot encode
+  uint8_t* const* shared = nullptr;  // device array [ranks]: the node's regions (own included)
+  uint8_t* own_shared = nullptr;     // this rank's region (= shared[rank])
+  LowLatencyDiagnosis* diagnosis = nullptr;  // pinned, mapped
+  LowLatencyControl* control = nullptr;      // device
+  // Device scratch, zeroed at construction and returned to zero by the kernels.
+  int32_t* slot = nullptr;       // [max_tokens * topk]: slot of (t, k), -1 for none
+  float* weights = nullptr;      // [max_tokens * topk]: the dispatch's weights, for combine
+  int32_t* counts = nullptr;     // [ranks * local_experts]: rows to (owner, local expert)
+  int32_t* sent_to = nullptr;    // [ranks]: rows this rank sent each owner this round
+  int32_t* rows_to = nullptr;    // [ranks]: combine rows to each source
+  int32_t* recv_list = nullptr;  // [max_recv_rows]: output row of each received row
   // The output and its indices: [J, ranks * max_tokens] rows, counts [J].
   uint8_t* out_rows = nullptr;
   int32_t* out_counts = nullptr;
   int32_t* out_src_rank = nullptr;
   int32_t* out_src_token = nullptr;
   int32_t* out_k = nullptr;
-  int32_t* combine_pos = nullptr;  // [J, ranks * max_tokens]: row's place in its message
 };
 
-// Loads every kernel below now (CUDA loads lazily at the first launch, which can
-// wait for running kernels, as the ones spinning on arrival words).
-void low_latency_preload_kernels();
+// Most rows one rank receives in a round: every source token sends it at most
+// min(topk, local_experts) rows.
+inline int64_t low_latency_max_recv_rows(const LowLatencyGeometry& g) {
+  return int64_t{g.ranks} * g.max_tokens * (g.topk < g.local_experts ? g.topk : g.local_experts);
+}
 
-// Plans (checks the input, slots, counts), encodes every routed (token, k) row
-// into its owner's slot or staging message, then publishes the arrival words and
-// the proxy commands. num_tokens must be in [0, max_tokens] (checked by the host).
+// Loads the kernels of g's formats now (CUDA loads lazily at the first launch,
+// which can wait for running kernels, as the ones spinning on arrival words) and
+// grants the dispatch kernel the shared memory of one encoded row. Throws
+// Error(kUnsupported) naming the row size when one row does not fit.
+void low_latency_prepare(const LowLatencyGeometry& g);
+
+// One kernel, a block per token: checks the input (the host's send_plan rules),
+// encodes each routed token once and writes the row and its (token, k) into every
+// chosen owner's slot; the last block to finish publishes every (owner, local
+// expert) arrival word. num_tokens in [0, max_tokens] (checked by the host).
+// reject: the host refused this rank's input (and threw): only the words go out,
+// marked rejected, so peers fail the round instead of waiting for it.
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
-                               const int32_t* topk_idx, const float* topk_weights, int num_tokens, uint64_t round,
+                               const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream);
-// Waits for every source's words of `round` (timeout_cycles of clock64()), then
-// lays the rows out per expert in source order.
-void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, uint64_t round,
-                               uint64_t timeout_cycles, void* stream);
-// expert_out: [J, ranks * max_tokens, hidden] of g.dtype.
+// One kernel, a block per local expert: waits for every source's word of the
+// round (g.timeout_ns), then lays the rows out in source order.
+void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, void* stream);
+// One kernel, a block per received row: encodes expert_out's row ([J, ranks *
+// max_tokens, hidden] of g.dtype) into its source's (token, k) slot; the last
+// block publishes one word per source. reject: as for dispatch.
 void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* expert_out,
-                              uint64_t round, void* stream);
-// Waits for every owner's word, then out[t] = sum over k in order of w[t][k] *
-// row(t, k) in FP32 (multiply and add rounded separately, as the CPU codecs),
-// rounded once to g.dtype.
-void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const float* topk_weights,
-                              int num_tokens, void* out, uint64_t round, uint64_t timeout_cycles, void* stream);
+                              bool reject, void* stream);
+// One kernel, a block per token: waits for every owner's word, then out[t] = sum
+// over k in order of w[t][k] * row(t, k) in FP32 (multiply and add rounded
+// separately, as the CPU codecs), rounded once to g.dtype.
+void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, int num_tokens, void* out,
+                              void* stream);
 
 }  // namespace epcomm::kernels::cuda

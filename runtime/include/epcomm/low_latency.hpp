@@ -18,9 +18,16 @@
 // combine_recv returned). Every rank makes the same calls in the same order; two
 // micro-batches use two exchanges.
 //
-// Status: host memory is complete (inside a node through shared memory, across
-// nodes through a proxy that moves rows with MPI). MemorySpace::kDevice is
-// refused with kUnsupported: its CUDA kernels compile but have not run on a GPU.
+// Memory: host memory inside a node (shared memory) and across nodes (a proxy
+// that moves rows with MPI). MemorySpace::kDevice for the ranks of one node (GPU
+// memory mapped by CUDA IPC): every call enqueues one kernel on the caller's
+// stream and returns, the GPU waits for peers, and a round captures in a CUDA
+// graph. Device memory across nodes is refused with kUnsupported.
+//
+// With device memory, what a kernel finds wrong (a peer silent for the group's
+// timeout, bad input seen on the GPU) is reported by the next call on this rank:
+// Error(kTimeout) naming the silent rank, Error(kInvalidArgument) naming the
+// value or the rejecting rank; the exchange is then failed (kGroupFailed).
 #pragma once
 
 #include <epcomm/export.hpp>
@@ -59,6 +66,10 @@ struct LowLatencyDispatchInput {
   const int32_t* topk_idx = nullptr;    // [num_tokens, topk]; -1 = no expert
   const float* topk_weights = nullptr;  // [num_tokens, topk], finite; kept for combine
   int num_tokens = 0;                   // 0 .. max_tokens_per_rank
+  // Device memory: the cudaStream_t the exchange's kernels go on (null: the
+  // legacy default stream); ignored with host memory. Pass the same stream, or
+  // streams the caller orders, to every call of a round.
+  void* stream = nullptr;
 };
 
 // The received rows, the layout decode grouped GEMMs take: expert j's rows are
@@ -77,7 +88,7 @@ struct LowLatencyRecv {
 };
 
 namespace detail {
-class LowLatencyEngine;
+class LowLatencyBackend;
 }
 
 class EPCOMM_API LowLatencyExchange {
@@ -105,25 +116,28 @@ class EPCOMM_API LowLatencyExchange {
   void dispatch_send(const LowLatencyDispatchInput& input);
   // Waits until every rank's counts arrived (a rank silent for the group's
   // timeout: Error(kTimeout) naming it; the exchange is then failed) and lays the
-  // rows out per expert.
-  LowLatencyRecv dispatch_recv();
+  // rows out per expert. Device memory: enqueues the wait and the layout on
+  // `stream` (see LowLatencyDispatchInput::stream) and returns at once; the
+  // returned pointers are GPU memory, ready for the stream's next kernel.
+  LowLatencyRecv dispatch_recv(void* stream = nullptr);
 
   // expert_out: [num_local_experts, rows_per_expert, hidden] of config.dtype, the
   // layout of dispatch_recv's rows (rows past counts[j] are not read). Writes
   // every row back to its source's (token, k) slot. A value the combine format
   // cannot encode (LogFMT: NaN, infinity) throws Error(kInvalidArgument) here and
   // in the sources' combine_recv.
-  void combine_send(const void* expert_out);
+  void combine_send(const void* expert_out, void* stream = nullptr);
   // Waits for every rank's rows, then out[t] = sum over k in order 0..topk-1 of
   // topk_weights[t][k] * row(t, k), in FP32, rounded once to config.dtype.
-  // out: [num_tokens of the dispatch, hidden] of config.dtype.
-  void combine_recv(void* out);
+  // out: [num_tokens of the dispatch, hidden] of config.dtype. Device memory:
+  // enqueued on `stream`, out ready for the stream's next kernel.
+  void combine_recv(void* out, void* stream = nullptr);
 
   // Moves what arrived from other nodes without blocking; true if anything moved.
   bool progress();
 
  private:
-  std::shared_ptr<detail::LowLatencyEngine> engine_;
+  std::shared_ptr<detail::LowLatencyBackend> engine_;
 };
 
 }  // namespace epcomm

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "exchange/config_agreement.hpp"
 #include "low_latency/arrival_word.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
@@ -19,21 +18,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReasonBytes = sizeof(ProxyMessageHeader::reason);
-
-// Every rank compares every rank's config (so a mismatch fails all of them at
-// once), learns rank 0's random id (its tags) and which pooled communicator is free
-// everywhere.
-ConstructionAgreement agree_on_config(const LowLatencyConfig& c, GroupState& g) {
-  const ConfigField fields[] = {{"num_experts", c.num_experts},
-                                {"topk", c.topk},
-                                {"hidden", c.hidden},
-                                {"max_tokens_per_rank", c.max_tokens_per_rank},
-                                {"dtype", static_cast<int64_t>(c.dtype)},
-                                {"dispatch_format", static_cast<int64_t>(c.dispatch_format)},
-                                {"combine_format", static_cast<int64_t>(c.combine_format)},
-                                {"memory", static_cast<int64_t>(c.memory)}};
-  return agree_on_construction(g, "LowLatencyConfig", "LowLatencyExchange construction", fields);
-}
 
 // Tags of the proxy's two message kinds, from the exchange's id: a pooled
 // communicator's stale messages from an earlier exchange cannot match.
@@ -55,7 +39,8 @@ const char* kind_name(ProxyKind kind) { return kind == ProxyKind::kDispatch ? "d
 
 }  // namespace
 
-LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLatencyConfig& c)
+LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLatencyConfig& c,
+                                   const ConstructionAgreement& agreed)
     : group_owner_(std::move(g)),
       group_(*group_owner_),
       config_(c),
@@ -65,11 +50,6 @@ LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLaten
       dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
       dispatch_codec_(kernels::codec_for(c.dispatch_format)),
       combine_codec_(kernels::codec_for(c.combine_format)) {
-  const ConstructionAgreement agreed = agree_on_config(config_, group_);
-  // After the agreement, so every rank refuses device memory alike.
-  EPCOMM_REQUIRE(c.memory == MemorySpace::kHost, kUnsupported,
-                 "LowLatencyExchange on device memory is not available: its CUDA kernels are built but have "
-                 "not run on a GPU yet (docs/low_latency.md)");
   comm_ = group_.exchange_comms->take(agreed.comm_index, group_.comm, group_.timeout_s);
   comm_index_ = agreed.comm_index;
   try {
@@ -416,7 +396,7 @@ void LowLatencyEngine::finish_rejected_round() {
   }
 }
 
-LowLatencyRecv LowLatencyEngine::dispatch_recv() {
+LowLatencyRecv LowLatencyEngine::dispatch_recv(void*) {
   check_usable("dispatch_recv");
   EPCOMM_REQUIRE(stage_ == Stage::kDispatchSent, kInvalidArgument, "dispatch_recv without a dispatch_send");
   const uint64_t round = round_;
@@ -480,7 +460,7 @@ LowLatencyRecv LowLatencyEngine::dispatch_recv() {
 
 // --- combine ----------------------------------------------------------------
 
-void LowLatencyEngine::combine_send(const void* expert_out) {
+void LowLatencyEngine::combine_send(const void* expert_out, void*) {
   check_usable("combine_send");
   EPCOMM_REQUIRE(stage_ == Stage::kDispatchReceived, kInvalidArgument,
                  "combine_send without a dispatch_recv of this round");
@@ -552,7 +532,7 @@ void LowLatencyEngine::combine_send(const void* expert_out) {
   notify();
 }
 
-void LowLatencyEngine::combine_recv(void* out) {
+void LowLatencyEngine::combine_recv(void* out, void*) {
   check_usable("combine_recv");
   EPCOMM_REQUIRE(stage_ == Stage::kCombineSent, kInvalidArgument, "combine_recv without a combine_send");
   const uint64_t round = round_;

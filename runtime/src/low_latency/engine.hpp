@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "epcomm_kernels/codec.hpp"
+#include "exchange/config_agreement.hpp"
 #include "group_state.hpp"
+#include "low_latency/backend.hpp"
 #include "low_latency/buffer_layout.hpp"
 #include "low_latency/mpi_proxy.hpp"
 #include "low_latency/send_plan.hpp"
@@ -25,19 +27,21 @@
 
 namespace epcomm::detail {
 
-class LowLatencyEngine final : public Progressable, public ProxyArrivals {
+class LowLatencyEngine final : public LowLatencyBackend, public Progressable, public ProxyArrivals {
  public:
-  LowLatencyEngine(std::shared_ptr<GroupState> group, const LowLatencyConfig& config);
+  // After the group agreed on the config (make_low_latency_backend).
+  LowLatencyEngine(std::shared_ptr<GroupState> group, const LowLatencyConfig& config,
+                   const ConstructionAgreement& agreed);
   ~LowLatencyEngine() override;
   LowLatencyEngine(const LowLatencyEngine&) = delete;
   LowLatencyEngine& operator=(const LowLatencyEngine&) = delete;
 
-  const LowLatencyConfig& config() const { return config_; }
-  void dispatch_send(const LowLatencyDispatchInput& input);
-  LowLatencyRecv dispatch_recv();
-  void combine_send(const void* expert_out);
-  void combine_recv(void* out);
-  bool progress();
+  const LowLatencyConfig& config() const override { return config_; }
+  void dispatch_send(const LowLatencyDispatchInput& input) override;
+  LowLatencyRecv dispatch_recv(void* stream) override;
+  void combine_send(const void* expert_out, void* stream) override;
+  void combine_recv(void* out, void* stream) override;
+  bool progress() override;
 
   bool background_progress(bool& busy) override;
   void arrived(ProxyKind kind, int peer, const std::byte* message, std::size_t bytes) override;
