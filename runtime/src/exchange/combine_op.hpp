@@ -32,6 +32,8 @@ class CombineOp : public Op {
   void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
+  // The node's slots of this combine's dispatch, by local rank.
+  std::vector<SlotView> node_slots() const;
 
   std::shared_ptr<DispatchOp> route_;
   const void* expert_out_;
