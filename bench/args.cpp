@@ -53,9 +53,13 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--mover-threads", o.mover_threads, 0,
              "row-moving threads per rank (GroupOptions::mover_threads), also the memcpy floor's; 0: the "
              "group's default (EPCOMM_MOVER_THREADS, else the rank's share of its cores)");
-  app.add_flag("--reuse-layout", o.reuse_layout,
-               "also time dispatches on the first dispatch's layout (DispatchLayout: same routing, no layout "
-               "exchange), interleaved with the others");
+  CLI::Option* reuse = app.add_flag("--reuse-layout", o.reuse_layout,
+                                    "also time dispatches on the first dispatch's layout (DispatchLayout: same "
+                                    "routing, no layout exchange), interleaved with the others");
+  app.add_flag("--checksum", o.checksum,
+               "also time a second Exchange with ExchangeConfig::checksum on, interleaved with the others (leave "
+               "EPCOMM_CHECKSUM unset: it turns checksums on in both)")
+      ->excludes(reuse);
   app.add_option("--mode", o.mode, "normal: Exchange vs MPI_Alltoallv; low-latency: LowLatencyExchange vs Exchange")
       ->check(CLI::IsMember({"normal", "low-latency"}))
       ->capture_default_str();

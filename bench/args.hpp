@@ -48,6 +48,9 @@ struct Options {
   // Also time a dispatch on the layout of an earlier one (same routing, no layout
   // exchange), interleaved with the other paths.
   bool reuse_layout = false;
+  // Also time the same exchange with ExchangeConfig::checksum on, interleaved with
+  // the other paths: the checksums' cost side by side in one run.
+  bool checksum = false;
   // "normal": Exchange against the MPI_Alltoallv baseline; "low-latency":
   // LowLatencyExchange against Exchange (low_latency_mode.hpp).
   std::string mode = "normal";

@@ -145,6 +145,13 @@ void Report::row(const Result& r) {
          fixed(r.reuse_dispatch.p90, 1) + ", max " + fixed(r.reuse_dispatch.max, 1) + " us: " +
          fixed(r.reuse_dispatch.p50 / r.dispatch.p50, 3) + " x the dispatch that exchanges its layout");
   }
+  if (o.checksum) {
+    const double total = r.checksum_dispatch.p50 + r.checksum_combine.p50;
+    note("with ExchangeConfig::checksum: dispatch median " + fixed(r.checksum_dispatch.p50, 1) + ", combine median " +
+         fixed(r.checksum_combine.p50, 1) + ", total " + fixed(total, 1) + " us: " + fixed(total / r.total_us(), 3) +
+         " x the same exchange without (dispatch " + fixed(r.checksum_dispatch.p50 / r.dispatch.p50, 3) +
+         ", combine " + fixed(r.checksum_combine.p50 / r.combine.p50, 3) + ")");
+  }
 
   if (!json_.enabled()) return;
   RunHeader header;
@@ -178,6 +185,13 @@ void Report::row(const Result& r) {
   if (o.reuse_layout) {
     add_spread(j, "reuse_dispatch_us", r.reuse_dispatch, 3);
     j["reuse_dispatch_ratio"] = rounded(r.reuse_dispatch.p50 / r.dispatch.p50, 4);
+  }
+  if (o.checksum) {
+    add_spread(j, "checksum_dispatch_us", r.checksum_dispatch, 3);
+    add_spread(j, "checksum_combine_us", r.checksum_combine, 3);
+    const double total = r.checksum_dispatch.p50 + r.checksum_combine.p50;
+    j["checksum_total_us"] = rounded(total, 3);
+    j["checksum_ratio"] = rounded(total / r.total_us(), 4);
   }
   j["speedup_vs_baseline"] = rounded(r.speedup(), 4);
   j["mover_threads"] = r.mover_threads;

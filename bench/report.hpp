@@ -29,6 +29,8 @@ struct Result {
   Spread baseline_dispatch;
   Spread baseline_combine;
   Spread reuse_dispatch;  // --reuse-layout: dispatch on an earlier dispatch's layout
+  Spread checksum_dispatch;  // --checksum: the same exchange with ExchangeConfig::checksum
+  Spread checksum_combine;
 
   // Bytes of one dispatch + combine, summed over ranks.
   int64_t internode_bytes = 0;       // epcomm's ExchangeStats

@@ -156,24 +156,39 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
             "MPI_Allreduce(bytes)");
   epcomm_path.end_iteration();
 
-  // Dispatches on the first one's layout, checked against the same reference.
+  // A further epcomm path (`what`: how it differs), checked against the same
+  // references in one untimed iteration.
+  const auto check_extra_path = [&](EpcommPath& path, const std::string& what) {
+    path.dispatch();
+    if (dispatch_failure.empty()) {
+      dispatch_failure = check_dispatch(path.route(), reference, reference_sources, options.alignment, format);
+      if (!dispatch_failure.empty()) dispatch_failure = what + ": " + dispatch_failure;
+    }
+    path.run_experts();
+    path.combine();
+    if (combine_failure.empty()) {
+      combine_failure = check_combine(path.out(), baseline_path.out(), data, config.dispatch_format,
+                                      config.combine_format);
+      if (!combine_failure.empty()) combine_failure = what + ": " + combine_failure;
+    }
+    path.end_iteration();
+  };
+  // Dispatches on the first one's layout.
   std::optional<EpcommPath> reuse_path;
   if (options.reuse_layout) {
     reuse_path.emplace(exchange, data, first_expert);
     reuse_path->use_layout(layout);
-    reuse_path->dispatch();
-    if (dispatch_failure.empty()) {
-      dispatch_failure = check_dispatch(reuse_path->route(), reference, reference_sources, options.alignment, format);
-      if (!dispatch_failure.empty()) dispatch_failure = "on the reused layout: " + dispatch_failure;
-    }
-    reuse_path->run_experts();
-    reuse_path->combine();
-    if (combine_failure.empty()) {
-      combine_failure =
-          check_combine(reuse_path->out(), baseline_path.out(), data, config.dispatch_format, config.combine_format);
-      if (!combine_failure.empty()) combine_failure = "on the reused layout: " + combine_failure;
-    }
-    reuse_path->end_iteration();
+    check_extra_path(*reuse_path, "on the reused layout");
+  }
+  // The same exchange with checksums.
+  std::optional<epcomm::Exchange> checked_exchange;
+  std::optional<EpcommPath> checked_path;
+  if (options.checksum) {
+    epcomm::ExchangeConfig checked_config = exchange_config;
+    checked_config.checksum = true;
+    checked_exchange.emplace(group, checked_config);
+    checked_path.emplace(*checked_exchange, data, first_expert);
+    check_extra_path(*checked_path, "with checksums");
   }
   // Agreed separately so a dispatch mismatch is reported rather than the combine
   // mismatch it causes on the token's source rank.
@@ -188,12 +203,17 @@ ConfigOutcome run_config(const epcomm::Group& group, const BenchConfig& config,
     outcome.check_failure = "combine: " + combine_message;
   }
 
-  // Paths in order: epcomm, baseline, memcpy floor, then the reused layout's.
+  // Paths in order: epcomm, baseline, memcpy floor, then the reused layout's or
+  // the checksummed exchange's (the flags exclude each other).
   std::array<PhaseTimes, 4> times;
-  if (options.reuse_layout) {
+  if (options.reuse_layout || options.checksum) {
     times = time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path,
-                                   *reuse_path);
-    result.reuse_dispatch = times[3].dispatch_us;
+                                   options.reuse_layout ? *reuse_path : *checked_path);
+    if (options.reuse_layout) result.reuse_dispatch = times[3].dispatch_us;
+    if (options.checksum) {
+      result.checksum_dispatch = times[3].dispatch_us;
+      result.checksum_combine = times[3].combine_us;
+    }
   } else {
     const auto three =
         time_paths_interleaved(comm, options.warmup, options.iters, epcomm_path, baseline_path, floor_path);

@@ -29,6 +29,7 @@ PACKAGES=(
   libibverbs-dev rdma-core               # RDMA verbs
   ibverbs-providers                      # verbs drivers of the adapters (and soft-RoCE)
   libnuma-dev numactl                    # NUMA placement
+  libisal-dev                            # CRC32C of ExchangeConfig::checksum (ISA-L)
   libgtest-dev                           # tests (built by default)
   cmake make g++ pkg-config              # toolchain (make: cmake only recommends it)
   libhwy-dev                             # SIMD kernels (Highway)

@@ -3,8 +3,7 @@
 // (the verbs tier writes the checksum ahead of the block: verbs_internode.hpp).
 //
 // Each block travels as two messages on the block's tag: the data, then its
-// checksum (three CRC32Cs, one per third: util/crc32c.hpp), taken by the sender just
-// before sending. MPI matches messages of one
+// checksum (its CRC32C: util/crc32c.hpp), taken by the sender just before sending. MPI matches messages of one
 // sender and tag in order, so the receiver posts the data receive and then the
 // checksum receive. A transfer completes when both did; a receive whose data does
 // not hash to the checksum throws Error(kDataCorrupted) naming the sender, the block

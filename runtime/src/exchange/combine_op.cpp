@@ -47,11 +47,21 @@ CombineOp::~CombineOp() {
 // slot's shared rows, unless the caller computed them there in place.
 void CombineOp::stage_expert_outputs() {
   const SlotView& mine = route_->output();
-  if (mine.layout.num_rows() > 0 && expert_out_ != mine.expert_out) {
+  if (peer_rows_) {
+    // Row by row, signing the rows node peers read as they are copied.
+    RowCopies copies;
+    peer_rows_->stage_expert_outputs(mine, static_cast<const std::byte*>(expert_out_), copies);
+    buf_.mover->copy(copies);
+  } else if (mine.layout.num_rows() > 0 && expert_out_ != mine.expert_out) {
     buf_.mover->copy_bytes(mine.expert_out, expert_out_,
                            static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
   }
-  if (peer_rows_) peer_rows_->sign_expert_outputs(mine, static_cast<const std::byte*>(expert_out_));
+}
+
+std::vector<SlotView> CombineOp::node_slots() const {
+  std::vector<SlotView> owners;
+  for (int ld = 0; ld < engine_.topo().ranks_per_node; ++ld) owners.push_back(engine_.slot_view(ld, route_->slot()));
+  return owners;
 }
 
 // As forwarder: for every token this rank wrote to its node in the dispatch, sum
@@ -60,12 +70,11 @@ void CombineOp::stage_expert_outputs() {
 // tokens, encode it for remote ones, to be sent back once their source is ready.
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
-  const int H = e.config().hidden, R = e.topo().ranks_per_node, me = e.group.node;
+  const int H = e.config().hidden, me = e.group.node;
   const Format out_format = kernels::plain_format(e.config().dtype);
   const std::size_t crow = e.combine_row_bytes();
   RowMover& mover = *buf_.mover;
-  std::vector<SlotView> owners;
-  for (int ld = 0; ld < R; ++ld) owners.push_back(e.slot_view(ld, route_->slot()));
+  const std::vector<SlotView> owners = node_slots();
   RowSums sums;
   std::size_t send_at = 0;
   partial_blocks_.reset(e.topo().num_nodes());
@@ -99,6 +108,7 @@ void CombineOp::add_routed_sources(int64_t h0, int64_t h1, const std::vector<Slo
   Engine& e = engine_;
   const int R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
   sums.clear();
+  if (peer_rows_) sums.corrupt = peer_rows_->corrupt();
   for (int64_t i = h0; i < h1; ++i) {
     const std::size_t h = static_cast<std::size_t>(i);
     for (int c = 0; c < buf_.route_count[h]; ++c) {
@@ -106,8 +116,8 @@ void CombineOp::add_routed_sources(int64_t h0, int64_t h1, const std::vector<Slo
       const SlotView& owner = owners[ld];
       const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
       for (int x = 0; x < L && rows[x] >= 0; ++x) {
-        if (peer_rows_ && ld != e.group.local_rank) peer_rows_->verify_expert_output(owner, ld, rows[x]);
-        sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f);
+        sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f,
+                        peer_rows_ ? peer_rows_->expert_output_sum(owner, ld, rows[x]) : nullptr);
         if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
       }
     }
@@ -126,6 +136,8 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   if (logfmt_bits(e.config().combine_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
+  // A corrupted expert output may be what made the partial unencodable.
+  if (peer_rows_) peer_rows_->raise_if_expert_output_corrupt(node_slots());
   const std::size_t h = static_cast<std::size_t>(first + bad / H);
   int32_t token = -1;
   if (e.device) {
@@ -234,6 +246,8 @@ bool CombineOp::advance() {
   }
   if (state_ == State::kReduced) {
     if (!mover.idle()) return moved;
+    // Before anything summed from a corrupted row is sent or kept.
+    if (peer_rows_) peer_rows_->raise_if_expert_output_corrupt(node_slots());
     store_flag(route_->output().flags->outputs_read, seq_);
     state_ = State::kReturn;
     moved = true;

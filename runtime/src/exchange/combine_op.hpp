@@ -34,6 +34,8 @@ class CombineOp : public Op {
   bool post_ready_sends();
   void sum_node_partials();
   void encode_output(const float* acc, int num_tokens);
+  // The node's slots of this combine's dispatch, by local rank.
+  std::vector<SlotView> node_slots() const;
 
   std::shared_ptr<DispatchOp> route_;
   const void* expert_out_;

@@ -344,8 +344,11 @@ void DispatchOp::write_source(const TokenSource& src) {
       const SlotView& d = owners[ld];
       int32_t* token_rows = d.token_rows + static_cast<std::size_t>(pl.visit_entry[v]) * L;
       const int32_t first = pl.row[pl.row_begin[v]];
-      copies_.add(payload, d.row(first));
-      if (peer_rows_ && ld != e.group.local_rank) peer_rows_->sign(d.row_sum, first, d.row(first), payload, row_bytes);
+      if (peer_rows_ && ld != e.group.local_rank) {
+        peer_rows_->add_signed_copy(copies_, payload, d.row(first), &d.row_sum[first]);
+      } else {
+        copies_.add(payload, d.row(first));
+      }
       const int32_t rows = pl.row_begin[v + 1] - pl.row_begin[v];
       for (int32_t c = 0; c < rows; ++c) {
         const int32_t p = pl.row[pl.row_begin[v] + c];
@@ -427,12 +430,29 @@ void DispatchOp::finish() {
     return;
   }
   // A token with several experts on this rank was received once; copy it into its
-  // other experts' rows now, locally.
+  // other experts' rows now, locally. With checksums, a row a node peer wrote is
+  // checked by its first such copy (or alone, without one), in the same pass.
   const int64_t rows = mine_.layout.num_rows();
   copies_.clear(mine_.row_bytes);
+  std::vector<int64_t> check_at;  // per payload row: its checking entry of copies_, or -1
+  if (peer_rows_) {
+    copies_.corrupt = peer_rows_->corrupt();
+    check_at.assign(static_cast<std::size_t>(rows), -1);
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t f = mine_.first_row[r];
-    if (f >= 0 && f != r) copies_.add(mine_.row(f), mine_.row(r));
+    if (f < 0) continue;
+    if (f == r) {
+      const BlockChecksum* sum = peer_rows_ ? peer_rows_->peer_written(mine_, r) : nullptr;
+      if (sum != nullptr) {
+        check_at[r] = static_cast<int64_t>(copies_.size());
+        copies_.add(mine_.row(r), nullptr, nullptr, sum);
+      }
+    } else if (!check_at.empty() && check_at[f] >= 0 && copies_.dst[check_at[f]] == nullptr) {
+      copies_.dst[check_at[f]] = mine_.row(r);
+    } else {
+      copies_.add(mine_.row(f), mine_.row(r));
+    }
   }
   buf_.mover->copy(copies_);
 }
@@ -522,13 +542,13 @@ bool DispatchOp::advance() {
     if (!rail_sends_->test_some().empty()) moved = true;
     if (!rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
-    if (peer_rows_) peer_rows_->verify_dispatch_rows(mine_);
     finish();
     state_ = State::kFinish;
     moved = true;
   }
   if (state_ == State::kFinish) {
     if (!buf_.mover->idle()) return moved;
+    if (peer_rows_) peer_rows_->raise_if_dispatch_row_corrupt(mine_);
     state_ = State::kDone;
     mark_done();
     moved = true;

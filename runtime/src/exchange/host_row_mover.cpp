@@ -57,10 +57,26 @@ class HostRowMover final : public RowMover {
   void* stream() const override { return nullptr; }
   void copy(const RowCopies& c) override {
     if (c.size() == 0) return;
-    push(static_cast<int64_t>(c.size()), c.row_bytes,
-         [src = c.src, dst = c.dst, bytes = c.row_bytes](int64_t b, int64_t e) {
-           for (int64_t i = b; i < e; ++i) std::memcpy(dst[i], src[i], bytes);
-         });
+    if (!c.corrupt && std::none_of(c.sign.begin(), c.sign.end(), [](const BlockChecksum* s) { return s != nullptr; })) {
+      push(static_cast<int64_t>(c.size()), c.row_bytes,
+           [src = c.src, dst = c.dst, bytes = c.row_bytes](int64_t b, int64_t e) {
+             for (int64_t i = b; i < e; ++i) std::memcpy(dst[i], src[i], bytes);
+           });
+      return;
+    }
+    // With checksums: each row is hashed in the pass that copies it.
+    push(static_cast<int64_t>(c.size()), c.row_bytes, [c, bytes = c.row_bytes](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if (c.sign[i] == nullptr && c.check[i] == nullptr) {
+          std::memcpy(c.dst[i], c.src[i], bytes);
+          continue;
+        }
+        const BlockChecksum sum =
+            c.dst[i] != nullptr ? copy_with_checksum(c.dst[i], c.src[i], bytes) : block_checksum(c.src[i], bytes);
+        if (c.sign[i] != nullptr) *c.sign[i] = sum;
+        if (c.check[i] != nullptr && !(sum == *c.check[i])) c.corrupt->report(c.src[i]);
+      }
+    });
   }
   void copy_bytes(void* dst, const void* src, std::size_t bytes) override {
     pieces(bytes, [d = static_cast<std::byte*>(dst), s = static_cast<const std::byte*>(src)](std::size_t at,
@@ -75,13 +91,23 @@ class HostRowMover final : public RowMover {
     const int64_t rows = sums.destinations();
     if (rows == 0) return;
     const std::size_t sources_per_row = sums.rows.size() / static_cast<std::size_t>(rows) + 1;
+    const kernels::Codec& codec = kernels::codec_for(format);
+    // With checksums: a source row is checked just before it is summed, while
+    // the check has brought it into cache.
+    std::vector<const BlockChecksum*> check;
+    if (sums.corrupt) check = sums.check;
     push(rows, sources_per_row * static_cast<std::size_t>(hidden) * sizeof(float),
-         [&codec = kernels::codec_for(format), offsets = sums.offsets, src = sums.rows, weights = sums.weights, hidden,
-          from_zero, acc](int64_t b, int64_t e) {
+         [&codec, offsets = sums.offsets, src = sums.rows, weights = sums.weights, check = std::move(check),
+          corrupt = sums.corrupt, row_bytes = codec.row_bytes(hidden), hidden, from_zero, acc](int64_t b, int64_t e) {
            for (int64_t d = b; d < e; ++d) {
              float* out = acc + d * hidden;
              if (from_zero) std::fill(out, out + hidden, 0.0f);
-             for (int32_t j = offsets[d]; j < offsets[d + 1]; ++j) codec.accumulate_row(src[j], hidden, weights[j], out);
+             for (int32_t j = offsets[d]; j < offsets[d + 1]; ++j) {
+               if (!check.empty() && check[j] != nullptr && !(block_checksum(src[j], row_bytes) == *check[j])) {
+                 corrupt->report(src[j]);
+               }
+               codec.accumulate_row(src[j], hidden, weights[j], out);
+             }
            }
          });
   }

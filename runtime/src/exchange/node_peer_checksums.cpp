@@ -12,13 +12,16 @@ NodePeerChecksums::NodePeerChecksums(const GroupState& group) : group_(group) {
 #endif
 }
 
-void NodePeerChecksums::Rows::sign(BlockChecksum* table, int64_t row, std::byte* dst, const std::byte* src,
-                                   std::size_t bytes) {
-  table[row] = block_checksum(src, bytes);
-  if (first_dst_ == nullptr) {
-    first_dst_ = dst;
-    first_bytes_ = bytes;
-  }
+void NodePeerChecksums::Rows::note_signed(std::byte* dst, std::size_t bytes) {
+  if (first_dst_ != nullptr) return;
+  first_dst_ = dst;
+  first_bytes_ = bytes;
+}
+
+void NodePeerChecksums::Rows::add_signed_copy(RowCopies& copies, const std::byte* src, std::byte* dst,
+                                              BlockChecksum* sum) {
+  copies.add(src, dst, sum);
+  note_signed(dst, copies.row_bytes);
 }
 
 void NodePeerChecksums::Rows::publish() {
@@ -26,50 +29,75 @@ void NodePeerChecksums::Rows::publish() {
   if (++sums_.published_ == sums_.flip_at_ && first_bytes_ > 0) first_dst_[first_bytes_ / 2] ^= std::byte{0x10};
 }
 
-void NodePeerChecksums::Rows::verify(const BlockChecksum* table, int64_t row, const std::byte* data,
-                                     std::size_t bytes, int owner, int writer, int32_t source,
-                                     int32_t token) const {
+void NodePeerChecksums::Rows::fail(const BlockChecksum* table, int64_t row, const std::byte* data, std::size_t bytes,
+                                   int owner, int writer, int32_t source, int32_t token) const {
   const BlockChecksum got = block_checksum(data, bytes);
-  if (got == table[row]) return;
-  const int k = got.part[0] != table[row].part[0] ? 0 : got.part[1] != table[row].part[1] ? 1 : 2;
   EPCOMM_FAIL(kDataCorrupted, "the " << what_ << " " << row << " of operation " << seq_ << " in rank " << owner
                                      << "'s shared memory (token " << token << " of rank " << source << ", " << bytes
-                                     << " bytes), written by rank " << writer << ", is corrupted: part " << k + 1
-                                     << " of 3 has CRC32C " << std::hex << got.part[k] << ", rank " << std::dec
-                                     << writer << " wrote " << std::hex << table[row].part[k]);
+                                     << " bytes), written by rank " << writer << ", is corrupted: it has CRC32C "
+                                     << std::hex << got.crc << ", rank " << std::dec << writer << " wrote " << std::hex
+                                     << table[row].crc);
 }
 
-void NodePeerChecksums::Rows::sign_expert_outputs(const SlotView& mine, const std::byte* expert_out) {
+const BlockChecksum* NodePeerChecksums::Rows::peer_written(const SlotView& mine, int64_t p) const {
+  // A payload row (the token's first here), written by the forwarder of its
+  // source: the rank of this node with the source's local index.
+  const int32_t source = mine.src_rank[p];
+  if (source < 0 || mine.first_row[p] != p || source % sums_.group_.ranks_per_node == sums_.group_.local_rank) {
+    return nullptr;
+  }
+  return &mine.row_sum[p];
+}
+
+void NodePeerChecksums::Rows::raise_if_dispatch_row_corrupt(const SlotView& mine) const {
+  const auto* row = static_cast<const std::byte*>(corrupt_->first());
+  if (row == nullptr) return;
   const GroupState& g = sums_.group_;
+  const int64_t p = (row - mine.rows) / static_cast<std::ptrdiff_t>(mine.row_bytes);
+  const int32_t source = mine.src_rank[p];
+  fail(mine.row_sum, p, row, mine.row_bytes, g.rank, g.global_rank(g.node, source % g.ranks_per_node), source,
+       mine.src_token[p]);
+}
+
+void NodePeerChecksums::Rows::stage_expert_outputs(const SlotView& mine, const std::byte* expert_out,
+                                                   RowCopies& copies) {
+  const GroupState& g = sums_.group_;
+  const bool in_place = expert_out == mine.expert_out;
+  copies.clear(mine.out_row_bytes);
   const int64_t n = mine.layout.num_rows();
   for (int64_t p = 0; p < n; ++p) {
+    const std::byte* src = expert_out + static_cast<std::size_t>(p) * mine.out_row_bytes;
+    std::byte* dst = in_place ? nullptr : mine.out_row(p);
     // Read by the forwarder of its source (padding rows, source -1, by nobody).
     const int32_t source = mine.src_rank[p];
-    if (source < 0 || source % g.ranks_per_node == g.local_rank) continue;
-    sign(mine.out_sum, p, mine.out_row(p), expert_out + static_cast<std::size_t>(p) * mine.out_row_bytes,
-         mine.out_row_bytes);
+    if (source >= 0 && source % g.ranks_per_node != g.local_rank) {
+      copies.add(src, dst, &mine.out_sum[p]);
+      note_signed(mine.out_row(p), mine.out_row_bytes);
+    } else if (!in_place) {
+      copies.add(src, dst);
+    }
   }
 }
 
-void NodePeerChecksums::Rows::verify_expert_output(const SlotView& owner, int owner_local, int64_t row) const {
-  const GroupState& g = sums_.group_;
-  const int rank = g.global_rank(g.node, owner_local);
-  verify(owner.out_sum, row, owner.out_row(row), owner.out_row_bytes, rank, rank, owner.src_rank[row],
-         owner.src_token[row]);
+const BlockChecksum* NodePeerChecksums::Rows::expert_output_sum(const SlotView& owner, int owner_local,
+                                                                int64_t row) const {
+  return owner_local == sums_.group_.local_rank ? nullptr : &owner.out_sum[row];
 }
 
-void NodePeerChecksums::Rows::verify_dispatch_rows(const SlotView& mine) const {
+void NodePeerChecksums::Rows::raise_if_expert_output_corrupt(const std::vector<SlotView>& owners) const {
+  const auto* row = static_cast<const std::byte*>(corrupt_->first());
+  if (row == nullptr) return;
   const GroupState& g = sums_.group_;
-  const int R = g.ranks_per_node;
-  const int64_t n = mine.layout.num_rows();
-  for (int64_t p = 0; p < n; ++p) {
-    // A payload row (the token's first here), written by the forwarder of its
-    // source: the rank of this node with the source's local index.
-    const int32_t source = mine.src_rank[p];
-    if (source < 0 || mine.first_row[p] != p || source % R == g.local_rank) continue;
-    verify(mine.row_sum, p, mine.row(p), mine.row_bytes, g.rank, g.global_rank(g.node, source % R), source,
-           mine.src_token[p]);
+  for (int ld = 0; ld < static_cast<int>(owners.size()); ++ld) {
+    const SlotView& owner = owners[ld];
+    const std::size_t bytes = static_cast<std::size_t>(owner.layout.num_rows()) * owner.out_row_bytes;
+    if (row < owner.expert_out || row >= owner.expert_out + bytes) continue;
+    const int64_t p = (row - owner.expert_out) / static_cast<std::ptrdiff_t>(owner.out_row_bytes);
+    const int rank = g.global_rank(g.node, ld);
+    fail(owner.out_sum, p, row, owner.out_row_bytes, rank, rank, owner.src_rank[p], owner.src_token[p]);
   }
+  EPCOMM_FAIL(kDataCorrupted, "an " << what_ << " of operation " << seq_
+                                    << " in a node peer's shared memory is corrupted (its address is in no slot)");
 }
 
 }  // namespace epcomm::detail

@@ -3,22 +3,31 @@
 // (ExchangeConfig::checksum; rows in host memory).
 //
 // Two places rows cross between node peers:
-//   dispatch  a forwarder copies each payload row into its owner's slot; the
-//             forwarder signs the row from the bytes it copies (not from the copy)
-//             into the owner's row_sum, the owner checks every such row once all its
-//             peers' writes_done flags are up, before it fans rows out locally;
-//   combine   an owner stages its expert outputs in its own slot; it signs each row
-//             a peer will read (from the caller's buffer) into out_sum, and each
-//             forwarder checks the rows it reads before summing them.
-// A row's checksum is its BlockChecksum (three CRC32Cs, util/crc32c.hpp). Rows a rank
-// writes and reads itself are not signed: they never leave its own memory.
+//   dispatch  a forwarder copies each payload row into its owner's slot; the copy
+//             signs the row from the bytes it moves into the owner's row_sum; the
+//             owner checks every such row once all its peers' writes_done flags are
+//             up, in the pass of its fan-out (the copy of the row into the token's
+//             other experts' rows, or the check alone for a row without one);
+//   combine   an owner stages its expert outputs in its own slot; the staging copy
+//             signs each row a peer will read into out_sum (the rows are only
+//             hashed when the caller computed them in place), and each forwarder
+//             checks the rows it reads as its node pre-reduction sums them.
+// So no byte is read for its checksum alone: the row mover (host_row_mover.cpp)
+// takes and checks the checksums in the passes that move the rows, on the worker
+// pool, and reports a row that failed to a CorruptRows; the operation raises the
+// error once its mover is idle, before it publishes anything built from the row.
+// A row's checksum is its BlockChecksum (its CRC32C, util/crc32c.hpp). Rows a
+// rank writes and reads itself are not signed: they never leave its own memory.
 // A mismatch throws Error(kDataCorrupted) naming the row, the rank that wrote it,
 // the token and the operation, which fails the group.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
+#include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
 #include "util/crc32c.hpp"
@@ -30,39 +39,56 @@ class NodePeerChecksums {
  public:
   explicit NodePeerChecksums(const GroupState& group);
 
-  // One operation's signed rows.
+  // One operation's signed and checked rows.
   class Rows {
    public:
     // what: "dispatch row", "expert output row".
-    Rows(NodePeerChecksums& checksums, const char* what, uint64_t seq) : sums_(checksums), what_(what), seq_(seq) {}
+    Rows(NodePeerChecksums& checksums, const char* what, uint64_t seq)
+        : sums_(checksums), what_(what), seq_(seq), corrupt_(std::make_shared<CorruptRows>()) {}
 
-    // Row `row` of a slot whose checksum table is `table`, at `dst`, holds (or is
-    // about to hold) a copy of the `bytes` at `src`: records their checksum.
-    void sign(BlockChecksum* table, int64_t row, std::byte* dst, const std::byte* src, std::size_t bytes);
+    // Where this operation's batches report a row that failed its check.
+    const std::shared_ptr<CorruptRows>& corrupt() const { return corrupt_; }
+
+    // Dispatch, forwarder side: adds to `copies` the copy of the row at `src` into
+    // a node peer's row at `dst`, signed into `sum` (the row's entry of the owner's
+    // row_sum) as it is copied.
+    void add_signed_copy(RowCopies& copies, const std::byte* src, std::byte* dst, BlockChecksum* sum);
     // Once the signed rows landed, before the flag that shows them to the peers.
     // Fault injection (EPCOMM_FAULT_FLIP_NODE_BIT=n): the n-th operation of this
     // exchange that signed a row gets one bit of its first signed row flipped.
     void publish();
-    // Checks row `row` at `data` against table[row]; `owner` holds the memory,
-    // `writer` (epcomm ranks both) wrote the row, for source token `token` of
-    // rank `source`.
-    void verify(const BlockChecksum* table, int64_t row, const std::byte* data, std::size_t bytes, int owner,
-                int writer, int32_t source, int32_t token) const;
 
-    // Dispatch, owner side: checks every payload row that a node peer wrote into
-    // `mine` (this rank's slot).
-    void verify_dispatch_rows(const SlotView& mine) const;
-    // Combine, owner side: signs the rows of `mine` (this rank's slot) that node
-    // peers will read, from `expert_out` (the caller's buffer, laid out as the slot).
-    void sign_expert_outputs(const SlotView& mine, const std::byte* expert_out);
-    // Combine, reader side: checks expert output row `row` of node peer
-    // `owner_local`'s slot `owner`.
-    void verify_expert_output(const SlotView& owner, int owner_local, int64_t row) const;
+    // Dispatch, owner side: the checksum row `p` of `mine` (this rank's slot) must
+    // have, if a node peer wrote it (a payload row of a source whose forwarder is
+    // another rank), else null.
+    const BlockChecksum* peer_written(const SlotView& mine, int64_t p) const;
+    // Dispatch, owner side, once the checking batch ran: throws if it found a row
+    // of `mine` corrupted.
+    void raise_if_dispatch_row_corrupt(const SlotView& mine) const;
+
+    // Combine, owner side: `copies` stages `expert_out` (the caller's buffer, laid
+    // out as the slot) into `mine` (this rank's slot), signing the rows node peers
+    // will read; rows computed in place are signed, not copied.
+    void stage_expert_outputs(const SlotView& mine, const std::byte* expert_out, RowCopies& copies);
+    // Combine, reader side: the checksum expert output row `row` of node peer
+    // `owner_local`'s slot `owner` must have, or null for this rank's own rows.
+    const BlockChecksum* expert_output_sum(const SlotView& owner, int owner_local, int64_t row) const;
+    // Combine, reader side, once the summing batches ran: throws if they found a
+    // row corrupted; `owners` are the node's slots by local rank.
+    void raise_if_expert_output_corrupt(const std::vector<SlotView>& owners) const;
 
    private:
+    // Throws the mismatch of row `row` (at `data`) against table[row]; `owner`
+    // holds the memory, `writer` (epcomm ranks both) wrote the row, for source
+    // token `token` of rank `source`.
+    [[noreturn]] void fail(const BlockChecksum* table, int64_t row, const std::byte* data, std::size_t bytes,
+                           int owner, int writer, int32_t source, int32_t token) const;
+    void note_signed(std::byte* dst, std::size_t bytes);
+
     NodePeerChecksums& sums_;
     const char* what_;
     uint64_t seq_;
+    std::shared_ptr<CorruptRows> corrupt_;
     std::byte* first_dst_ = nullptr;  // first row signed (fault injection)
     std::size_t first_bytes_ = 0;
   };

@@ -16,46 +16,87 @@
 
 #include <epcomm/types.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "util/crc32c.hpp"
+
 namespace epcomm::detail {
 
-// dst[i] <- src[i], row_bytes bytes each.
+// Row checksums (ExchangeConfig::checksum, rows in host memory) are taken and
+// checked by the batches that move the rows anyway, in the same pass over their
+// bytes (node_peer_checksums.hpp): a row that fails its check is reported here,
+// and the operation that owns the batch raises the error once the batch ran.
+class CorruptRows {
+ public:
+  // The first row reported wins: one is enough to name in the error.
+  void report(const void* row) {
+    const void* none = nullptr;
+    first_.compare_exchange_strong(none, row, std::memory_order_relaxed);
+  }
+  // A row that failed its check (its address, as the batch had it), or null.
+  const void* first() const { return first_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<const void*> first_{nullptr};
+};
+
+// dst[i] <- src[i], row_bytes bytes each. With checksums (host mover only), per
+// copy: sign[i], if not null, receives the checksum of the bytes copied; check[i],
+// if not null, is the checksum src[i] must have, compared as it is copied and a
+// mismatch reported to `corrupt`; dst[i] may then be null (checked, not copied).
 struct RowCopies {
   std::size_t row_bytes = 0;
   std::vector<const void*> src;
   std::vector<void*> dst;
+  std::vector<BlockChecksum*> sign;
+  std::vector<const BlockChecksum*> check;
+  std::shared_ptr<CorruptRows> corrupt;
 
   void clear(std::size_t bytes) {
     row_bytes = bytes;
     src.clear();
     dst.clear();
+    sign.clear();
+    check.clear();
+    corrupt.reset();
   }
-  void add(const void* s, void* d) {
+  void add(const void* s, void* d, BlockChecksum* signed_into = nullptr,
+           const BlockChecksum* checked_against = nullptr) {
     src.push_back(s);
     dst.push_back(d);
+    sign.push_back(signed_into);
+    check.push_back(checked_against);
   }
   std::size_t size() const { return src.size(); }
 };
 
 // acc row d = sum, in list order, of weight[j] * decode(row[j]) for j in
-// [offsets[d], offsets[d + 1]): the fixed reduction order of a combine.
+// [offsets[d], offsets[d + 1]): the fixed reduction order of a combine. With
+// checksums (host mover only): check[j], if not null, is the checksum row[j] must
+// have, compared just before the row is summed (while it is in cache), a mismatch
+// reported to `corrupt`.
 struct RowSums {
   std::vector<int32_t> offsets{0};
   std::vector<const void*> rows;
   std::vector<float> weights;
+  std::vector<const BlockChecksum*> check;
+  std::shared_ptr<CorruptRows> corrupt;
 
   void clear() {
     offsets.assign(1, 0);
     rows.clear();
     weights.clear();
+    check.clear();
+    corrupt.reset();
   }
-  void add_source(const void* row, float weight) {
+  void add_source(const void* row, float weight, const BlockChecksum* checked_against = nullptr) {
     rows.push_back(row);
     weights.push_back(weight);
+    check.push_back(checked_against);
   }
   void end_destination() { offsets.push_back(static_cast<int32_t>(rows.size())); }
   int64_t destinations() const { return static_cast<int64_t>(offsets.size()) - 1; }

@@ -7,7 +7,7 @@
 // write is in place.
 //
 // With ExchangeConfig::checksum the sender first writes the block's checksum
-// (BlockChecksum, three CRC32Cs) into the peer's checksum inbox, a registered
+// (BlockChecksum, its CRC32C) into the peer's checksum inbox, a registered
 // array with one entry per (receive region, source node): a plain write, without
 // immediate, which RC places before the block's. The receiver checks the block when
 // its immediate arrives. An entry is reused only by the next write into the same

@@ -1,103 +1,50 @@
 // SPDX-License-Identifier: MIT
 #include "util/crc32c.hpp"
 
-#include <array>
-#include <cstring>
+#include <isa-l/crc.h>
 
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
+#include <algorithm>
+#include <cstring>
 
 namespace epcomm::detail {
 namespace {
 
-constexpr uint32_t kPolynomial = 0x82F63B78u;  // reflected Castagnoli
+// ISA-L takes an int length: longer ranges go in pieces. Copies go in pieces that
+// stay in the L1/L2 cache between the copy and the hash.
+constexpr std::size_t kCallBytes = std::size_t{1} << 30;
+constexpr std::size_t kCopyPieceBytes = std::size_t{16} << 10;
 
-constexpr std::array<uint32_t, 256> make_table() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1u) ? kPolynomial : 0u);
-    t[i] = c;
+// The CRC register after `bytes` more bytes (crc32_iscsi neither inverts its input
+// register nor its result).
+uint32_t update(uint32_t state, const unsigned char* p, std::size_t bytes) {
+  while (bytes > 0) {
+    const std::size_t n = std::min(bytes, kCallBytes);
+    // ISA-L's prototype takes a non-const buffer; it only reads it.
+    state = crc32_iscsi(const_cast<unsigned char*>(p), static_cast<int>(n), state);
+    p += n;
+    bytes -= n;
   }
-  return t;
+  return state;
 }
-constexpr std::array<uint32_t, 256> kTable = make_table();
-
-uint32_t table_update(uint32_t c, const unsigned char* p, std::size_t bytes) {
-  for (std::size_t i = 0; i < bytes; ++i) c = kTable[(c ^ p[i]) & 0xFFu] ^ (c >> 8);
-  return c;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t sse42_update(uint32_t state, const unsigned char* p, std::size_t bytes) {
-  uint64_t c = state;
-  for (; bytes >= 8; bytes -= 8, p += 8) {
-    uint64_t word;
-    std::memcpy(&word, p, 8);
-    c = _mm_crc32_u64(c, word);
-  }
-  auto c32 = static_cast<uint32_t>(c);
-  for (; bytes > 0; --bytes, ++p) c32 = _mm_crc32_u8(c32, *p);
-  return c32;
-}
-
-// The three parts in one loop: three independent dependency chains.
-__attribute__((target("sse4.2"))) BlockChecksum sse42_block(const unsigned char* p, const std::size_t part[3]) {
-  const unsigned char *a = p, *b = p + part[0], *c = p + part[0] + part[1];
-  uint64_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cc = 0xFFFFFFFFu;
-  for (std::size_t i = 0; i < part[0]; i += 8) {
-    uint64_t wa, wb, wc;
-    std::memcpy(&wa, a + i, 8);
-    std::memcpy(&wb, b + i, 8);
-    std::memcpy(&wc, c + i, 8);
-    ca = _mm_crc32_u64(ca, wa);
-    cb = _mm_crc32_u64(cb, wb);
-    cc = _mm_crc32_u64(cc, wc);
-  }
-  const uint32_t last = sse42_update(static_cast<uint32_t>(cc), c + part[0], part[2] - part[0]);
-  return {{static_cast<uint32_t>(ca) ^ 0xFFFFFFFFu, static_cast<uint32_t>(cb) ^ 0xFFFFFFFFu, last ^ 0xFFFFFFFFu}};
-}
-#endif
 
 }  // namespace
 
-uint32_t crc32c_table(const void* data, std::size_t bytes) {
-  return table_update(0xFFFFFFFFu, static_cast<const unsigned char*>(data), bytes) ^ 0xFFFFFFFFu;
-}
-
-bool crc32c_in_hardware() {
-#if defined(__x86_64__)
-  static const bool has = __builtin_cpu_supports("sse4.2");
-  return has;
-#else
-  return false;
-#endif
-}
-
 uint32_t crc32c(const void* data, std::size_t bytes) {
-#if defined(__x86_64__)
-  if (crc32c_in_hardware()) {
-    return sse42_update(0xFFFFFFFFu, static_cast<const unsigned char*>(data), bytes) ^ 0xFFFFFFFFu;
+  return ~update(0xFFFFFFFFu, static_cast<const unsigned char*>(data), bytes);
+}
+
+BlockChecksum block_checksum(const void* data, std::size_t bytes) { return {crc32c(data, bytes)}; }
+
+BlockChecksum copy_with_checksum(void* dst, const void* src, std::size_t bytes) {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  uint32_t state = 0xFFFFFFFFu;
+  for (std::size_t at = 0; at < bytes; at += kCopyPieceBytes) {
+    const std::size_t n = std::min(kCopyPieceBytes, bytes - at);
+    std::memcpy(d + at, s + at, n);
+    state = update(state, s + at, n);
   }
-#endif
-  return crc32c_table(data, bytes);
-}
-
-void block_checksum_parts(std::size_t bytes, std::size_t part_bytes[3]) {
-  part_bytes[0] = part_bytes[1] = bytes / 24 * 8;
-  part_bytes[2] = bytes - 2 * part_bytes[0];
-}
-
-BlockChecksum block_checksum(const void* data, std::size_t bytes) {
-  std::size_t part[3];
-  block_checksum_parts(bytes, part);
-  const auto* p = static_cast<const unsigned char*>(data);
-#if defined(__x86_64__)
-  if (crc32c_in_hardware()) return sse42_block(p, part);
-#endif
-  return {{crc32c_table(p, part[0]), crc32c_table(p + part[0], part[1]),
-           crc32c_table(p + part[0] + part[1], part[2])}};
+  return {~state};
 }
 
 }  // namespace epcomm::detail
