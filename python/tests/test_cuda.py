@@ -97,8 +97,10 @@ def test_autograd_on_cuda_matches_cpu(comm, device):
     g = torch.randn((T, H), generator=torch.Generator().manual_seed(5 + rank))
 
     def step(buf, dev):
-        xs = x.to(dev).requires_grad_()
-        ws = w.to(dev).requires_grad_()
+        # Fresh leaves each call: x.to("cpu") is x itself, so requires_grad_() on it
+        # would make the later CUDA copy a non-leaf without .grad.
+        xs = x.detach().to(dev).requires_grad_()
+        ws = w.detach().to(dev).requires_grad_()
         res = buf.dispatch(xs, idx.to(dev), ws)
         out = buf.combine(res.x * 2.0 + 1.0, res.handle)
         (out * g.to(dev)).sum().backward()
