@@ -276,6 +276,36 @@ std::string compare_recv(const epcomm::LowLatencyRecv& host, const epcomm::LowLa
   return {};
 }
 
+// A stream's calls captured once (global mode, as PyTorch captures) and
+// replayed; the graph is destroyed with it.
+class CapturedGraph {
+ public:
+  CapturedGraph() = default;
+  ~CapturedGraph() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) cudaGraphDestroy(graph_);
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+  template <class F>
+  void capture(cudaStream_t stream, const F& calls) {
+    cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+    try {
+      calls();
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph_);  // ends the capture; the graph is invalid
+      throw;
+    }
+    cuda_check(cudaStreamEndCapture(stream, &graph_), "cudaStreamEndCapture");
+    cuda_check(cudaGraphInstantiate(&exec_, graph_, 0), "cudaGraphInstantiate");
+  }
+  void launch(cudaStream_t stream) const { cuda_check(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 // --memory device: the low-latency exchange on GPU memory, each call on one
 // stream; dispatch (send + recv) and combine (send + recv) timed with CUDA events
 // around them on that stream, after a barrier of the hosts.
@@ -363,20 +393,26 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
       }
     }
 
-    // One iteration's calls, the events around its two phases.
-    const auto enqueue = [&] {
-      cuda_check(cudaEventRecord(ev[0], stream), "cudaEventRecord");
+    // One iteration: the events around its two phases, recorded from the host
+    // on the stream between them (never inside a capture: an event recorded in a
+    // capturing stream is a dependency of the graph, not a timestamp, and
+    // cudaEventElapsedTime refuses it with "invalid argument").
+    const auto dispatch = [&] {
       gpu.dispatch_send(in);
       gpu.dispatch_recv(stream);
-      cuda_check(cudaEventRecord(ev[1], stream), "cudaEventRecord");
+    };
+    const auto combine = [&] {
       gpu.combine_send(y.get(), stream);
       gpu.combine_recv(out.get(), stream);
-      cuda_check(cudaEventRecord(ev[2], stream), "cudaEventRecord");
     };
-    const auto timed = [&](const auto& run, Samples& sd, Samples& sc) {
+    const auto timed = [&](const auto& run_dispatch, const auto& run_combine, Samples& sd, Samples& sc) {
       for (int i = 0; i < options.warmup + options.iters; ++i) {
         mpi_check(MPI_Barrier(comm), "MPI_Barrier");
-        run();
+        cuda_check(cudaEventRecord(ev[0], stream), "cudaEventRecord");
+        run_dispatch();
+        cuda_check(cudaEventRecord(ev[1], stream), "cudaEventRecord");
+        run_combine();
+        cuda_check(cudaEventRecord(ev[2], stream), "cudaEventRecord");
         cuda_check(cudaStreamSynchronize(stream), "iteration");
         float d_ms = 0, c_ms = 0;
         cuda_check(cudaEventElapsedTime(&d_ms, ev[0], ev[1]), "cudaEventElapsedTime");
@@ -389,32 +425,25 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     };
     // Calls from the host: its checks and launches are inside the events.
     Samples sd, sc;
-    timed(enqueue, sd, sc);
-    // The same iteration captured once in a CUDA graph and replayed: the GPU's
-    // time without the host's calls between the events.
+    timed(dispatch, combine, sd, sc);
+    // The same phases captured once, each in a CUDA graph of its own, and
+    // replayed one after the other with the events between them: the GPU's time
+    // without the host's calls.
     Samples gd, gc;
     std::string graph_failure;
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
+    CapturedGraph dispatch_graph, combine_graph;
     try {
-      cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
-      try {
-        enqueue();
-      } catch (...) {
-        cudaStreamEndCapture(stream, &graph);
-        throw;
-      }
-      cuda_check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-      cuda_check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+      dispatch_graph.capture(stream, dispatch);
+      combine_graph.capture(stream, combine);
     } catch (const std::exception& e) {
       cudaGetLastError();
       graph_failure = e.what();
     }
     std::string graph_message;
     const bool graph_ok = all_ranks_pass(comm, graph_failure, graph_message);
-    if (graph_ok) timed([&] { cuda_check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch"); }, gd, gc);
-    if (exec != nullptr) cudaGraphExecDestroy(exec);
-    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (graph_ok) {
+      timed([&] { dispatch_graph.launch(stream); }, [&] { combine_graph.launch(stream); }, gd, gc);
+    }
     const Latency l_d = sd.latency(comm), l_c = sc.latency(comm);
     Latency g_d, g_c;
     if (graph_ok) {

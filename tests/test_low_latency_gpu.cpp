@@ -48,12 +48,21 @@ int world_rank() {
   return rank;
 }
 
+// How long a round's kernels may take at most: two waits (dispatch and
+// combine), each ending at the group's timeout, and slack for the work itself.
+double round_limit_s(double timeout_s) { return 2 * timeout_s + 30; }
+double round_limit_s(const epcomm::Group& g) { return round_limit_s(g.timeout_s()); }
+
 // A hang must show where it is: every rank prints each test's start and end to
 // stderr (unbuffered; rank 0's gtest output goes to stdout), and a watchdog
-// aborts the job, naming the test and its last step, when one test runs longer
-// than EPCOMM_TEST_WATCHDOG_S (default 90 s; a healthy test takes seconds, a
-// failing one at most a few group timeouts). Without it a kernel or an MPI call
-// that never returns would leave ctest with no output at all.
+// aborts the job, naming the test, its last step and when that step began, when
+// one test runs longer than EPCOMM_TEST_WATCHDOG_S. A healthy test takes
+// seconds; a failing one a group timeout per failing step, and a stream wait
+// past its bound (round_limit_s) aborts the job itself. The default, two round
+// limits of the group's default timeout (EPCOMM_TIMEOUT_S, else 60 s, as Group
+// takes it), leaves that abort, which names the wait, time to come first.
+// Without either a kernel or an MPI call that never returns would leave ctest
+// with no output at all.
 class Progress final : public testing::EmptyTestEventListener {
  public:
   static Progress& get() {
@@ -68,6 +77,7 @@ class Progress final : public testing::EmptyTestEventListener {
   void step(const std::string& what) {
     const std::lock_guard<std::mutex> lock(mu_);
     step_ = what;
+    step_started_ = Clock::now();
   }
   void say(const std::string& what) {
     std::fprintf(stderr, "[rank %d] %s\n", world_rank(), what.c_str());
@@ -78,7 +88,9 @@ class Progress final : public testing::EmptyTestEventListener {
   using Clock = std::chrono::steady_clock;
   void OnTestProgramStart(const testing::UnitTest&) override {
     const char* env = std::getenv("EPCOMM_TEST_WATCHDOG_S");
-    limit_s_ = env != nullptr && std::atof(env) > 0 ? std::atof(env) : 90.0;
+    const char* group_env = std::getenv("EPCOMM_TIMEOUT_S");
+    const double timeout_s = group_env != nullptr && std::atof(group_env) > 0 ? std::atof(group_env) : 60.0;
+    limit_s_ = env != nullptr && std::atof(env) > 0 ? std::atof(env) : 2 * round_limit_s(timeout_s);
     watchdog_ = std::thread([this] { watch(); });
   }
   void OnTestProgramEnd(const testing::UnitTest&) override {
@@ -95,7 +107,7 @@ class Progress final : public testing::EmptyTestEventListener {
       const std::lock_guard<std::mutex> lock(mu_);
       test_ = name;
       step_ = "starting";
-      started_ = Clock::now();
+      started_ = step_started_ = Clock::now();
       running_ = true;
     }
     say("start " + name);
@@ -116,10 +128,11 @@ class Progress final : public testing::EmptyTestEventListener {
       if (!running_) continue;
       const double ran = std::chrono::duration<double>(Clock::now() - started_).count();
       if (ran < limit_s_) continue;
+      const double step_at = std::chrono::duration<double>(step_started_ - started_).count();
       std::fprintf(stderr,
-                   "[rank %d] WATCHDOG: %s has run %.0f s (limit EPCOMM_TEST_WATCHDOG_S=%.0f s); its last step: %s; "
-                   "aborting the job\n",
-                   world_rank(), test_.c_str(), ran, limit_s_, step_.c_str());
+                   "[rank %d] WATCHDOG: %s has run %.0f s (limit EPCOMM_TEST_WATCHDOG_S=%.0f s); its last step, begun "
+                   "at %.1f s: %s; aborting the job\n",
+                   world_rank(), test_.c_str(), ran, limit_s_, step_at, step_.c_str());
       std::fflush(stderr);
       std::fflush(stdout);
       MPI_Abort(MPI_COMM_WORLD, 124);
@@ -130,9 +143,9 @@ class Progress final : public testing::EmptyTestEventListener {
   std::condition_variable cv_;
   std::thread watchdog_;
   std::string test_, step_;
-  Clock::time_point started_;
+  Clock::time_point started_, step_started_;
   bool running_ = false, stop_ = false;
-  double limit_s_ = 90;
+  double limit_s_ = 0;
 };
 [[maybe_unused]] const bool kProgressRegistered = (Progress::get(), true);
 
@@ -157,10 +170,6 @@ void wait_stream(cudaStream_t stream, double limit_s, const std::string& where) 
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 }
-
-// How long a round's kernels may take at most: two waits (dispatch and
-// combine), each ending at the group's timeout, and slack for the work itself.
-double round_limit_s(const epcomm::Group& g) { return 2 * g.timeout_s() + 30; }
 
 // True on every rank iff ok on every rank: ranks leave a loop, or skip a step,
 // together, so no rank waits in a collective the others never reach.
@@ -214,15 +223,22 @@ std::vector<T> to_host(const void* dev, std::size_t count) {
   return v;
 }
 
-// One GPU per rank of this host.
+// One GPU per rank of this host. Finding it is collective (MPI_Comm_split_type
+// over MPI_COMM_WORLD): it runs once, at the first call, which every test makes
+// on every rank at its start. A later call from one rank alone (a step that only
+// rank 0 takes) must not enter a collective its peers never reach: that
+// deadlocked against the peers' MPI_Barrier.
 int my_device() {
-  MPI_Comm host;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
-  int host_rank = 0, count = 0;
-  MPI_Comm_rank(host, &host_rank);
-  MPI_Comm_free(&host);
-  CUDA_OK(cudaGetDeviceCount(&count));
-  return host_rank % count;
+  static const int device = [] {
+    MPI_Comm host;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
+    int host_rank = 0, count = 0;
+    MPI_Comm_rank(host, &host_rank);
+    MPI_Comm_free(&host);
+    CUDA_OK(cudaGetDeviceCount(&count));
+    return host_rank % count;
+  }();
+  return device;
 }
 
 // Expects f() to throw Error(code) whose message contains every one of `parts`.
@@ -629,7 +645,8 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
 TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
   const epcomm::Group g(MPI_COMM_WORLD);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
-  CUDA_OK(cudaSetDevice(my_device()));
+  const int device = my_device();
+  CUDA_OK(cudaSetDevice(device));
   const GpuCase c{"bad", 2, 2, 256, 4, DType::kBF16, Format::kFP8, Format::kBF16};
   const epcomm::LowLatencyConfig cfg = config_of(g, c, epcomm::MemorySpace::kDevice);
   Stream stream;
@@ -688,9 +705,9 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
     this_rank_part([&] {
       if (g.rank() == 0) {
         cudaStream_t foreign = nullptr;
-        CUDA_OK(cudaSetDevice((my_device() + 1) % count));
+        CUDA_OK(cudaSetDevice((device + 1) % count));
         const cudaError_t made = cudaStreamCreateWithFlags(&foreign, cudaStreamNonBlocking);
-        CUDA_OK(cudaSetDevice(my_device()));
+        CUDA_OK(cudaSetDevice(device));
         CUDA_OK(made);
         expect_error([&] { ex.dispatch_send(dev.input(c.max_tokens, foreign)); }, epcomm::ErrorCode::kInvalidArgument,
                      {"belongs to CUDA device"});
