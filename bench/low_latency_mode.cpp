@@ -46,6 +46,26 @@ epcomm::LowLatencyConfig low_latency_config(const BenchConfig& c) {
   return l;
 }
 
+// The configuration's router, or nothing (said on the root) when the router or the
+// exchange's buffers cannot be made for it: every rank decides alike, so all skip
+// together.
+std::optional<epcomm::NodeLimitedRouter> router_if_runnable(const BenchConfig& c, const epcomm::Group& group,
+                                                            bool root) {
+  epcomm::RouterConfig rc;
+  rc.num_experts = c.experts;
+  rc.topk = c.topk;
+  rc.num_nodes = group.num_nodes();
+  rc.max_nodes = c.max_nodes;
+  try {
+    std::optional<epcomm::NodeLimitedRouter> router(std::in_place, rc);
+    epcomm::LowLatencyExchange::memory_needed(low_latency_config(c), group.size(), group.ranks_per_node());
+    return router;
+  } catch (const epcomm::Error& e) {
+    if (root) std::printf("# skipped %s: %s\n", describe(c).c_str(), e.what());
+    return std::nullopt;
+  }
+}
+
 // One low-latency iteration cut into the bench's phases, like EpcommPath.
 class LowLatencyPath {
  public:
@@ -331,19 +351,8 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
   }
   int status = 0;
   for (const BenchConfig& c : expand(options)) {
-    epcomm::RouterConfig rc;
-    rc.num_experts = c.experts;
-    rc.topk = c.topk;
-    rc.num_nodes = group.num_nodes();
-    rc.max_nodes = c.max_nodes;
-    std::optional<epcomm::NodeLimitedRouter> router;
-    try {
-      router.emplace(rc);
-      epcomm::LowLatencyExchange::memory_needed(low_latency_config(c), group.size(), group.ranks_per_node());
-    } catch (const epcomm::Error& e) {  // the same on every rank: all skip together
-      if (root) std::printf("# skipped %s: %s\n", describe(c).c_str(), e.what());
-      continue;
-    }
+    const std::optional<epcomm::NodeLimitedRouter> router = router_if_runnable(c, group, root);
+    if (!router) continue;
     epcomm::LowLatencyExchange host(group, low_latency_config(c));
     epcomm::LowLatencyConfig dc = low_latency_config(c);
     dc.memory = epcomm::MemorySpace::kDevice;
@@ -504,20 +513,9 @@ int run_low_latency(const epcomm::Group& group, const Options& options) {
   }
   int status = 0;
   for (const BenchConfig& c : expand(options)) {
-    epcomm::RouterConfig rc;
-    rc.num_experts = c.experts;
-    rc.topk = c.topk;
-    rc.num_nodes = group.num_nodes();
-    rc.max_nodes = c.max_nodes;
-    std::optional<epcomm::NodeLimitedRouter> router;
+    const std::optional<epcomm::NodeLimitedRouter> router = router_if_runnable(c, group, root);
+    if (!router) continue;
     std::optional<epcomm::LowLatencyExchange> low;
-    try {
-      router.emplace(rc);
-      epcomm::LowLatencyExchange::memory_needed(low_latency_config(c), group.size(), group.ranks_per_node());
-    } catch (const epcomm::Error& e) {  // the same on every rank: all skip together
-      if (root) std::printf("# skipped %s: %s\n", describe(c).c_str(), e.what());
-      continue;
-    }
     low.emplace(group, low_latency_config(c));
     epcomm::ExchangeConfig ec;
     ec.num_experts = c.experts;

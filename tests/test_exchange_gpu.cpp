@@ -211,20 +211,9 @@ Result run_host(epcomm::Group& g, const CaseInput& su) {
   return r;
 }
 
-// One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
-int my_device(const epcomm::Group&) {
-  MPI_Comm host;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
-  int host_rank = 0, count = 0;
-  MPI_Comm_rank(host, &host_rank);
-  MPI_Comm_free(&host);
-  CUDA_OK(cudaGetDeviceCount(&count));
-  return host_rank % count;
-}
-
-epcomm::ExchangeConfig on_device(epcomm::ExchangeConfig c, const epcomm::Group& g) {
+epcomm::ExchangeConfig on_device(epcomm::ExchangeConfig c) {
   c.memory = epcomm::MemorySpace::kDevice;
-  c.device = my_device(g);
+  c.device = host_local_gpu();
   return c;
 }
 
@@ -294,8 +283,8 @@ TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
   if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
   epcomm::Group g(MPI_COMM_WORLD);
   const Case& c = GetParam();
-  CUDA_OK(cudaSetDevice(my_device(g)));
-  epcomm::Exchange ex(g, on_device(make_setup(g, c, 1).config, g));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  epcomm::Exchange ex(g, on_device(make_setup(g, c, 1).config));
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   // Three rounds on the same exchange: slots are reused, inputs change.
@@ -318,8 +307,8 @@ TEST_F(MpiTest, TwoMicroBatchesOnTwoStreams) {
   const Case c{"two", Format::kFP8, Format::kBF16, DType::kBF16, 1024, 64, 4, 4, Pattern::kRandom};
   const CaseInput a = make_setup(g, c, 11), b = make_setup(g, c, 12);
   const Result ref_a = run_host(g, a), ref_b = run_host(g, b);
-  CUDA_OK(cudaSetDevice(my_device(g)));
-  epcomm::Exchange ex(g, on_device(a.config, g));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  epcomm::Exchange ex(g, on_device(a.config));
   cudaStream_t sa, sb;
   CUDA_OK(cudaStreamCreate(&sa));
   CUDA_OK(cudaStreamCreate(&sb));
@@ -347,8 +336,8 @@ TEST_F(MpiTest, HostPointersAndForeignStreamsAreRefused) {
   const Case c{"bad", Format::kBF16, Format::kBF16, DType::kBF16, 256, 32, 4, 2, Pattern::kRandom};
   const CaseInput su = make_setup(g, c, 5);
   const Result ref = run_host(g, su);
-  CUDA_OK(cudaSetDevice(my_device(g)));
-  epcomm::Exchange ex(g, on_device(su.config, g));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  epcomm::Exchange ex(g, on_device(su.config));
   epcomm::DispatchInput d;
   d.x = su.x.data();  // host memory
   d.topk_idx = su.input.topk_idx.data();
@@ -368,9 +357,9 @@ TEST_F(MpiTest, HostPointersAndForeignStreamsAreRefused) {
   CUDA_OK(cudaGetDeviceCount(&count));
   if (count > 1 && d.num_tokens > 0) {
     cudaStream_t other;
-    CUDA_OK(cudaSetDevice((my_device(g) + 1) % count));
+    CUDA_OK(cudaSetDevice((host_local_gpu() + 1) % count));
     CUDA_OK(cudaStreamCreate(&other));
-    CUDA_OK(cudaSetDevice(my_device(g)));
+    CUDA_OK(cudaSetDevice(host_local_gpu()));
     const DeviceInputs on_gpu(su.input, su.x);
     const epcomm::DispatchInput bad = on_gpu.dispatch(su.input.num_tokens, other);
     try {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "epcomm_kernels/codec.hpp"
+#include "support/expect_error.hpp"
 #include "support/low_latency_reference.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
@@ -259,18 +260,6 @@ TEST_F(MpiTest, MemoryNeededIsStatedUpFront) {
   } catch (const epcomm::Error& e) {
     EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("logfmt8"), std::string::npos) << e.what();
-  }
-}
-
-// Expects f() to throw Error(code) whose message contains every one of `parts`.
-template <class F>
-void expect_error(F f, epcomm::ErrorCode code, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const epcomm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
   }
 }
 

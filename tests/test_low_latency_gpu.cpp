@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "support/cuda_presence.hpp"
+#include "support/expect_error.hpp"
 #include "support/low_latency_reference.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
@@ -223,36 +224,6 @@ std::vector<T> to_host(const void* dev, std::size_t count) {
   return v;
 }
 
-// One GPU per rank of this host. Finding it is collective (MPI_Comm_split_type
-// over MPI_COMM_WORLD): it runs once, at the first call, which every test makes
-// on every rank at its start. A later call from one rank alone (a step that only
-// rank 0 takes) must not enter a collective its peers never reach: that
-// deadlocked against the peers' MPI_Barrier.
-int my_device() {
-  static const int device = [] {
-    MPI_Comm host;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
-    int host_rank = 0, count = 0;
-    MPI_Comm_rank(host, &host_rank);
-    MPI_Comm_free(&host);
-    CUDA_OK(cudaGetDeviceCount(&count));
-    return host_rank % count;
-  }();
-  return device;
-}
-
-// Expects f() to throw Error(code) whose message contains every one of `parts`.
-template <class F>
-void expect_error(F f, epcomm::ErrorCode code, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const epcomm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
-
 // The GPU path covers the ranks of one node; AcrossNodesIsRefused checks the rest.
 #define SKIP_UNLESS_ONE_NODE_WITH_GPU(g)                                                               \
   if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: low-latency GPU tests skipped"; \
@@ -281,7 +252,7 @@ epcomm::LowLatencyConfig config_of(const epcomm::Group& g, const GpuCase& c, epc
   cfg.dispatch_format = c.dispatch_format;
   cfg.combine_format = c.combine_format;
   cfg.memory = memory;
-  if (memory == epcomm::MemorySpace::kDevice) cfg.device = my_device();
+  if (memory == epcomm::MemorySpace::kDevice) cfg.device = host_local_gpu();
   return cfg;
 }
 
@@ -341,6 +312,19 @@ Outcome host_round(epcomm::LowLatencyExchange& ex, const RoundInput& in,
   ex.combine_recv(o.out.data());
   if (y_used != nullptr) *y_used = std::move(y);
   return o;
+}
+
+// The oracle's round with the expert outputs expert_outputs() makes from the
+// received rows; y: those outputs, for the device round to combine too.
+Outcome host_round_with_outputs(epcomm::LowLatencyExchange& ex, const epcomm::LowLatencyConfig& cfg, int rank,
+                                const RoundInput& in, std::vector<std::byte>& y) {
+  return host_round(
+      ex, in,
+      [&](const epcomm::LowLatencyRecv& r) {
+        return expert_outputs(cfg, rank * r.num_local_experts, r.num_local_experts, r.rows_per_expert, r.rows,
+                              r.row_bytes, r.counts);
+      },
+      &y);
 }
 
 // GPU copies of a round's inputs and the combine's input and output.
@@ -428,7 +412,7 @@ TEST_P(LowLatencyGpu, BitIdenticalToTheHostExchange) {
   const GpuCase& c = GetParam();
   const epcomm::Group g(MPI_COMM_WORLD);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
-  CUDA_OK(cudaSetDevice(my_device()));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
   epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
   epcomm::LowLatencyExchange device(g, config_of(g, c, epcomm::MemorySpace::kDevice));
   const epcomm::LowLatencyConfig& cfg = host.config();
@@ -443,13 +427,7 @@ TEST_P(LowLatencyGpu, BitIdenticalToTheHostExchange) {
     const RoundInput in = make_input(g, cfg, tokens, 1000 + static_cast<uint64_t>(round));
     step("round " + std::to_string(round));
     std::vector<std::byte> y;
-    const Outcome want = host_round(
-        host, in,
-        [&](const epcomm::LowLatencyRecv& r) {
-          return expert_outputs(cfg, g.rank() * r.num_local_experts, r.num_local_experts, r.rows_per_expert, r.rows,
-                                r.row_bytes, r.counts);
-        },
-        &y);
+    const Outcome want = host_round_with_outputs(host, cfg, g.rank(), in, y);
     const Outcome got = device_round(device, dev, in, y, stream.get(), round_limit_s(g));
     expect_identical(got, want, c.name + " round " + std::to_string(round));
   }
@@ -489,7 +467,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, LowLatencyGpu, testing::ValuesIn(cases()),
 void graph_replays(cudaStreamCaptureMode mode, int replays) {
   const epcomm::Group g(MPI_COMM_WORLD);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
-  CUDA_OK(cudaSetDevice(my_device()));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase c{"graph", 8, 8, 2048, 32, DType::kBF16, Format::kFP8, Format::kBF16};
   epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
   epcomm::LowLatencyExchange device(g, config_of(g, c, epcomm::MemorySpace::kDevice));
@@ -571,13 +549,7 @@ void graph_replays(cudaStreamCaptureMode mode, int replays) {
   step("eager round after the replays");
   const RoundInput in = make_input(g, cfg, tokens, 9000);
   std::vector<std::byte> y;
-  const Outcome want = host_round(
-      host, in,
-      [&](const epcomm::LowLatencyRecv& rr) {
-        return expert_outputs(cfg, g.rank() * rr.num_local_experts, rr.num_local_experts, rr.rows_per_expert, rr.rows,
-                              rr.row_bytes, rr.counts);
-      },
-      &y);
+  const Outcome want = host_round_with_outputs(host, cfg, g.rank(), in, y);
   expect_identical(device_round(device, dev, in, y, stream.get(), limit_s), want, "eager round after the replays");
 }
 
@@ -598,7 +570,7 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
   o.timeout_s = 1;
   const epcomm::Group g(MPI_COMM_WORLD, o);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
-  CUDA_OK(cudaSetDevice(my_device()));
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase c{"silent", 2, 2, 256, 4, DType::kBF16, Format::kFP8, Format::kBF16};
   const epcomm::LowLatencyConfig cfg = config_of(g, c, epcomm::MemorySpace::kDevice);
   const RoundInput in = make_input(g, cfg, c.max_tokens, 70);
@@ -627,13 +599,7 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
   epcomm::LowLatencyExchange again(g, cfg);
   DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
   std::vector<std::byte> y;
-  const Outcome want = host_round(
-      host, in,
-      [&](const epcomm::LowLatencyRecv& r) {
-        return expert_outputs(cfg, g.rank() * r.num_local_experts, r.num_local_experts, r.rows_per_expert, r.rows,
-                              r.row_bytes, r.counts);
-      },
-      &y);
+  const Outcome want = host_round_with_outputs(host, cfg, g.rank(), in, y);
   step("a new exchange after the timeout");
   expect_identical(device_round(again, dev, in, y, stream.get(), round_limit_s(g)), want,
                    "new exchange after the timeout");
@@ -645,7 +611,7 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
 TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
   const epcomm::Group g(MPI_COMM_WORLD);
   SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
-  const int device = my_device();
+  const int device = host_local_gpu();
   CUDA_OK(cudaSetDevice(device));
   const GpuCase c{"bad", 2, 2, 256, 4, DType::kBF16, Format::kFP8, Format::kBF16};
   const epcomm::LowLatencyConfig cfg = config_of(g, c, epcomm::MemorySpace::kDevice);
