@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "support/expect_error.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
 
@@ -105,6 +106,19 @@ std::vector<float> expert_outputs(const epcomm::DispatchHandle& h, const ReuseSe
   return y;
 }
 
+// Combines `h` (expert_fn outputs) and compares with the reference for `in`.
+void expect_combine_matches_reference(epcomm::Exchange& ex, const epcomm::DispatchHandle& h, const RankInput& in,
+                                      const ReuseSetup& su, int rank) {
+  const std::vector<float> y = expert_outputs(h, su, rank);
+  std::vector<float> out(static_cast<std::size_t>(in.num_tokens) * su.shape.hidden);
+  ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens);
+  std::vector<double> ref, mag;
+  expected_combine(in, su.shape, ref, mag);
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_LE(std::fabs(out[i] - ref[i]), 1e-6 * mag[i] + 1e-6) << "element " << i;
+  }
+}
+
 TEST_F(MpiTest, DispatchAlongAHandleDeliversNewRowsInTheSameLayout) {
   epcomm::Group g(MPI_COMM_WORLD);
   for (int alignment : {1, 4}) {
@@ -125,14 +139,8 @@ TEST_F(MpiTest, DispatchAlongAHandleDeliversNewRowsInTheSameLayout) {
       expect_rows_match_reference(second, all_grad, su, g.rank());
       ASSERT_FALSE(HasFailure());
       // Expert outputs of the second dispatch combine back like any other.
-      const std::vector<float> y = expert_outputs(second, su, g.rank());
-      std::vector<float> out(static_cast<std::size_t>(grad.num_tokens) * su.shape.hidden);
-      ex.combine(second, y.data(), second.num_rows(), out.data(), grad.num_tokens);
-      std::vector<double> ref, mag;
-      expected_combine(grad, su.shape, ref, mag);
-      for (std::size_t i = 0; i < ref.size(); ++i) {
-        ASSERT_LE(std::fabs(out[i] - ref[i]), 1e-6 * mag[i] + 1e-6) << "element " << i;
-      }
+      expect_combine_matches_reference(ex, second, grad, su, g.rank());
+      ASSERT_FALSE(HasFailure());
     }
   }
 }
@@ -263,18 +271,6 @@ TEST_F(MpiTest, UnweightedCombineSumsEachTokensRows) {
   }
 }
 
-// Expects `body` to throw on this rank with `code` and every needle in its message.
-template <class Body>
-void expect_error(Body&& body, epcomm::ErrorCode code, const std::vector<std::string>& needles) {
-  try {
-    body();
-    ADD_FAILURE() << "no error";
-  } catch (const epcomm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const std::string& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
-
 // The tokens of `in` in reverse order: another topk_idx with the same counts per
 // expert, rank and node.
 RankInput reversed(const RankInput& in, const Shape& s) {
@@ -296,19 +292,6 @@ void drop_first_expert(RankInput& in) {
   auto chosen = std::find_if(in.topk_idx.begin(), in.topk_idx.end(), [](int32_t e) { return e >= 0; });
   ASSERT_NE(chosen, in.topk_idx.end()) << "an input whose tokens chose no expert";
   *chosen = -1;
-}
-
-// Combines `h` (expert_fn outputs) and compares with the reference for `in`.
-void expect_combine_matches_reference(epcomm::Exchange& ex, const epcomm::DispatchHandle& h, const RankInput& in,
-                                      const ReuseSetup& su, int rank) {
-  const std::vector<float> y = expert_outputs(h, su, rank);
-  std::vector<float> out(static_cast<std::size_t>(in.num_tokens) * su.shape.hidden);
-  ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens);
-  std::vector<double> ref, mag;
-  expected_combine(in, su.shape, ref, mag);
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    ASSERT_LE(std::fabs(out[i] - ref[i]), 1e-6 * mag[i] + 1e-6) << "element " << i;
-  }
 }
 
 TEST_F(MpiTest, DispatchOnASavedLayoutDeliversRowsWithoutTheLayoutExchange) {
