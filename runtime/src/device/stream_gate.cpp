@@ -53,6 +53,9 @@ StreamGate::StreamGate(int device, double timeout_s)
   EPCOMM_CUDA(cudaHostAlloc(&p, kGates * sizeof(uint64_t), cudaHostAllocMapped | cudaHostAllocPortable));
   gates_ = static_cast<volatile uint64_t*>(p);
   for (int i = 0; i < kGates; ++i) gates_[i] = 0;
+  void* on_device = nullptr;
+  EPCOMM_CUDA(cudaHostGetDevicePointer(&on_device, p, 0));
+  gates_on_device_ = reinterpret_cast<uintptr_t>(on_device);
   watchdog_ = std::thread([this] { watch(); });
 }
 
@@ -69,10 +72,9 @@ StreamGate::~StreamGate() {
 
 void StreamGate::hold(void* stream, uint64_t seq) {
   EPCOMM_CUDA(cudaSetDevice(device_));
-  void* addr = nullptr;
-  EPCOMM_CUDA(cudaHostGetDevicePointer(&addr, const_cast<uint64_t*>(gates_ + seq % kGates), 0));
-  const CUresult status = reinterpret_cast<WaitValue64>(wait_value_)(
-      static_cast<CUstream>(stream), reinterpret_cast<CUdeviceptr>(addr), seq, CU_STREAM_WAIT_VALUE_GEQ);
+  const CUdeviceptr addr = gates_on_device_ + (seq % kGates) * sizeof(uint64_t);
+  const CUresult status = reinterpret_cast<WaitValue64>(wait_value_)(static_cast<CUstream>(stream), addr, seq,
+                                                                      CU_STREAM_WAIT_VALUE_GEQ);
   EPCOMM_REQUIRE(status == CUDA_SUCCESS, kSystem,
                  "cuStreamWaitValue64 failed with CUDA driver error " << static_cast<int>(status));
   {

@@ -50,6 +50,7 @@ class StreamGate {
   void watch();
 
   volatile uint64_t* gates_ = nullptr;  // pinned, device-mapped
+  uintptr_t gates_on_device_ = 0;       // gates_ as the GPU addresses it
   int device_;
   Clock::duration timeout_;
   void* wait_value_ = nullptr;  // cuStreamWaitValue64, from the driver at run time
