@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "common/host_rank.hpp"
 #include "common/json_lines.hpp"
 #include "common/run_header.hpp"
 #include "common/stats.hpp"
@@ -225,13 +226,9 @@ int run(int argc, char** argv) {
   if (const std::optional<int> status = parse(argc, argv, rank == 0, o)) return *status;
   epcomm::Group g(MPI_COMM_WORLD);
   // One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
-  MPI_Comm host;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host);
-  int host_rank = 0, count = 0;
-  MPI_Comm_rank(host, &host_rank);
-  MPI_Comm_free(&host);
+  int count = 0;
   cuda_ok(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  const int dev = host_rank % count;
+  const int dev = epcomm_bench::rank_within_host() % count;
   cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
   cudaStream_t stream;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");

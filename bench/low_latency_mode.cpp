@@ -3,6 +3,7 @@
 
 #include "baseline.hpp"
 #include "check.hpp"
+#include "common/host_rank.hpp"
 #include "common/json_lines.hpp"
 #include "common/run_header.hpp"
 #include "common/stats.hpp"
@@ -262,13 +263,9 @@ std::vector<T> download(const void* dev, std::size_t count) {
 
 // One GPU per rank of this host.
 int host_local_device() {
-  MPI_Comm host;
-  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host), "MPI_Comm_split_type");
-  int host_rank = 0, count = 0;
-  MPI_Comm_rank(host, &host_rank);
-  MPI_Comm_free(&host);
+  int count = 0;
   cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  return host_rank % count;
+  return rank_within_host() % count;
 }
 
 // The device exchange's received rows (copied to the host) against the host
