@@ -20,18 +20,25 @@
 //
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
 //       [--topk 8] [--max-nodes 0] [--dispatch-format fp8] [--combine-format bf16]
-//       [--iters 50] [--warmup 5] [--json]
+//       [--iters 50] [--warmup 5] [--json] [--timeline]
+// --timeline: after the timed iterations, one more dispatch and combine traced with
+// CUPTI (gpu_timeline.hpp); rank 0 prints their GPU activities and CUDA calls to
+// stderr.
 #include <cuda_runtime_api.h>
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
 #ifdef EPCOMM_BENCH_NCCL
 #include <nccl.h>
 #endif
+#ifdef EPCOMM_BENCH_TIMELINE
+#include "gpu_timeline.hpp"
+#endif
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -60,6 +67,7 @@ struct Options {
   int hidden = 7168, experts = 256, topk = 8, iters = 50, warmup = 5;
   Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
   bool json = false;
+  bool timeline = false;
 };
 
 // Fills o from argv; returns the exit status when the program should stop (0 after
@@ -83,6 +91,9 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
       ->check(wire_format())
       ->capture_default_str();
   app.add_flag("--json", o.json, "one JSON object per size instead of the table");
+#ifdef EPCOMM_BENCH_TIMELINE
+  app.add_flag("--timeline", o.timeline, "trace one more dispatch and combine (CUPTI); rank 0 prints it to stderr");
+#endif
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;
   o.dispatch_format = epcomm::parse_format(dispatch_format.c_str());
   o.combine_format = epcomm::parse_format(combine_format.c_str());
@@ -218,6 +229,39 @@ double nccl_exchange_us(ncclComm_t comm, cudaStream_t s, const std::vector<std::
 }
 #endif
 
+#ifdef EPCOMM_BENCH_TIMELINE
+// Two more dispatches and combines, as timed, under the timeline; rank 0 prints the
+// second (the first pays for CUPTI's start, milliseconds on each rank).
+void print_timeline(epcomm_bench::GpuTimeline& tl, epcomm::Exchange& ex, const epcomm::DispatchInput& d,
+                const epcomm::CombineOptions& on_stream, void* out, int tokens, int max_nodes) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  tl.start();
+  {
+    epcomm::DispatchHandle h = ex.dispatch(d);
+    ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out, tokens, on_stream).wait();
+    cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(d.stream)), "cudaStreamSynchronize");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const uint64_t t0 = epcomm_bench::GpuTimeline::now_ns();
+  epcomm::DispatchHandle h = ex.dispatch(d);
+  cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(d.stream)), "cudaStreamSynchronize");
+  const uint64_t t1 = epcomm_bench::GpuTimeline::now_ns();
+  MPI_Barrier(MPI_COMM_WORLD);
+  const uint64_t t2 = epcomm_bench::GpuTimeline::now_ns();
+  epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out, tokens, on_stream);
+  c.wait();
+  cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(d.stream)), "cudaStreamSynchronize");
+  const uint64_t t3 = epcomm_bench::GpuTimeline::now_ns();
+  tl.stop();
+  if (rank != 0) return;
+  const std::string what = std::to_string(tokens) + " tokens, max_nodes " + std::to_string(max_nodes) + ", rank 0";
+  tl.print(stderr, ("dispatch, " + what).c_str(), t0, t1);
+  tl.print(stderr, ("combine, " + what).c_str(), t2, t3);
+  std::fflush(stderr);
+}
+#endif
+
 int run(int argc, char** argv) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -238,6 +282,10 @@ int run(int argc, char** argv) {
   MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
   ncclComm_t nccl;
   nccl_ok(ncclCommInitRank(&nccl, size, id, rank), "ncclCommInitRank");
+#endif
+#ifdef EPCOMM_BENCH_TIMELINE
+  std::unique_ptr<epcomm_bench::GpuTimeline> timeline;
+  if (o.timeline) timeline = std::make_unique<epcomm_bench::GpuTimeline>();
 #endif
   int status = 0;
   if (rank == 0 && !o.json) {
@@ -320,6 +368,9 @@ int run(int argc, char** argv) {
         disp_inter_bytes = h.stats().internode_bytes;
         comb_inter_bytes = c.stats().internode_bytes;
       }
+#ifdef EPCOMM_BENCH_TIMELINE
+      if (timeline) print_timeline(*timeline, ex, d, on_stream, out.p, T, M);
+#endif
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
       double nccl_d = -1, nccl_c = -1, nccl_expert_d = -1, nccl_expert_c = -1;
   #ifdef EPCOMM_BENCH_NCCL
