@@ -64,6 +64,10 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
       ->check(CLI::IsMember({"normal", "low-latency"}))
       ->capture_default_str();
   app.add_flag("--print-memory", o.print_memory, "with --mode low-latency: print the bytes per rank and stop");
+#ifdef EPCOMM_BENCH_TIMELINE
+  app.add_flag("--timeline", o.timeline,
+               "with --mode low-latency --memory device: trace one iteration of each kind (CUPTI), rank 0 to stderr");
+#endif
   app.add_option("--memory", o.memory,
                  "with --mode low-latency: host, or device (GPU memory, one GPU per rank of a host; CUDA-event "
                  "timing, checked against the host LowLatencyExchange)")

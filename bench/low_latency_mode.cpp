@@ -22,6 +22,9 @@
 
 #ifdef EPCOMM_BENCH_CUDA
 #include <cuda_runtime_api.h>
+#ifdef EPCOMM_BENCH_TIMELINE
+#include "gpu_timeline.hpp"
+#endif
 #endif
 
 #include <algorithm>
@@ -450,6 +453,37 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     if (graph_ok) {
       timed([&] { dispatch_graph.launch(stream); }, [&] { combine_graph.launch(stream); }, gd, gc);
     }
+#ifdef EPCOMM_BENCH_TIMELINE
+    if (options.timeline) {
+      // Two iterations of each kind under the timeline; rank 0 prints the second
+      // (the first pays for CUPTI's start).
+      epcomm_bench::GpuTimeline tl;
+      const auto trace = [&](const char* what, const auto& run_dispatch, const auto& run_combine) {
+        tl.start();
+        uint64_t t[3] = {0, 0, 0};
+        for (int i = 0; i < 2; ++i) {
+          mpi_check(MPI_Barrier(comm), "MPI_Barrier");
+          t[0] = epcomm_bench::GpuTimeline::now_ns();
+          run_dispatch();
+          cuda_check(cudaStreamSynchronize(stream), "traced dispatch");
+          t[1] = epcomm_bench::GpuTimeline::now_ns();
+          run_combine();
+          cuda_check(cudaStreamSynchronize(stream), "traced combine");
+          t[2] = epcomm_bench::GpuTimeline::now_ns();
+        }
+        tl.stop();
+        if (!root) return;
+        const std::string title = std::string(what) + ", " + describe(c) + ", rank 0";
+        tl.print(stderr, ("dispatch " + title).c_str(), t[0], t[1]);
+        tl.print(stderr, ("combine " + title).c_str(), t[1], t[2]);
+        std::fflush(stderr);
+      };
+      trace("from the host", dispatch, combine);
+      if (graph_ok) {
+        trace("graph replay", [&] { dispatch_graph.launch(stream); }, [&] { combine_graph.launch(stream); });
+      }
+    }
+#endif
     const Latency l_d = sd.latency(comm), l_c = sc.latency(comm);
     Latency g_d, g_c;
     if (graph_ok) {
