@@ -64,6 +64,11 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
       ->check(CLI::IsMember({"normal", "low-latency"}))
       ->capture_default_str();
   app.add_flag("--print-memory", o.print_memory, "with --mode low-latency: print the bytes per rank and stop");
+#ifdef EPCOMM_BENCH_CUBLAS
+  app.add_flag("--gemm-between", o.gemm_between,
+               "with --mode low-latency --memory device: time a BF16 GEMM (tokens*topk x 4096 x hidden) alone and "
+               "between each call's send and receive");
+#endif
 #ifdef EPCOMM_BENCH_TIMELINE
   app.add_flag("--timeline", o.timeline,
                "with --mode low-latency --memory device: trace one iteration of each kind (CUPTI), rank 0 to stderr");

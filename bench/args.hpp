@@ -56,6 +56,7 @@ struct Options {
   std::string mode = "normal";
   bool print_memory = false;  // low-latency: print the bytes per rank and stop
   bool timeline = false;      // low-latency on the GPU: trace one iteration (CUPTI) to stderr
+  bool gemm_between = false;  // low-latency on the GPU: time a GEMM between each call's halves
   // low-latency: "host", or "device" (GPU memory, CUDA-event timing; builds with CUDA)
   std::string memory = "host";
   bool json = false;       // JSON lines on stdout after each table row

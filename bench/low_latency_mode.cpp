@@ -25,6 +25,9 @@
 #ifdef EPCOMM_BENCH_TIMELINE
 #include "gpu_timeline.hpp"
 #endif
+#ifdef EPCOMM_BENCH_CUBLAS
+#include "gemm_between_halves.hpp"
+#endif
 #endif
 
 #include <algorithm>
@@ -453,6 +456,19 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     if (graph_ok) {
       timed([&] { dispatch_graph.launch(stream); }, [&] { combine_graph.launch(stream); }, gd, gc);
     }
+#ifdef EPCOMM_BENCH_CUBLAS
+    // The expert computation of a decode step between the halves: one GEMM over
+    // the rows a rank receives on average (tokens x topk), hidden in, 4096 out.
+    std::optional<epcomm_bench::GemmBetweenHalves> gemm;
+    const epcomm_bench::GemmShape gemm_shape{data.tokens * c.topk, 4096, c.hidden};
+    if (options.gemm_between && gemm_shape.m > 0) {
+      const epcomm_bench::LowLatencyHalves halves{[&] { gpu.dispatch_send(in); }, [&] { gpu.dispatch_recv(stream); },
+                                                  [&] { gpu.combine_send(y.get(), stream); },
+                                                  [&] { gpu.combine_recv(out.get(), stream); }};
+      gemm = epcomm_bench::measure_gemm_between_halves(comm, stream, gemm_shape, halves, options.warmup,
+                                                       options.iters);
+    }
+#endif
 #ifdef EPCOMM_BENCH_TIMELINE
     if (options.timeline) {
       // Two iterations of each kind under the timeline; rank 0 prints the second
@@ -496,6 +512,15 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                 c.hidden, c.experts, c.topk, epcomm::to_string(c.dispatch_format),
                 epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99, l_c.spread.p50, l_c.p99,
                 g_d.spread.p50, g_d.p99, g_c.spread.p50, g_c.p99, check ? "true" : "false");
+#ifdef EPCOMM_BENCH_CUBLAS
+    if (gemm) {
+      std::printf("# GEMM %d x %d x %d (BF16, cuBLAS) on the stream: alone %.1f us; between dispatch_send and "
+                  "dispatch_recv %.1f us (%+.1f%%); between combine_send and combine_recv %.1f us (%+.1f%%)\n",
+                  gemm_shape.m, gemm_shape.n, gemm_shape.k, gemm->alone_us, gemm->in_dispatch_us,
+                  100.0 * (gemm->in_dispatch_us / gemm->alone_us - 1.0), gemm->in_combine_us,
+                  100.0 * (gemm->in_combine_us / gemm->alone_us - 1.0));
+    }
+#endif
     std::fflush(stdout);
     if (json.enabled()) {
       Json j = header_json(group, options, c);
@@ -508,6 +533,16 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
         add_latency(j, "graph_combine_us", g_c);
         j["graph_total_us"] = rounded(g_d.spread.p50 + g_c.spread.p50, 3);
       }
+#ifdef EPCOMM_BENCH_CUBLAS
+      if (gemm) {
+        j["gemm_m"] = gemm_shape.m;
+        j["gemm_n"] = gemm_shape.n;
+        j["gemm_k"] = gemm_shape.k;
+        j["gemm_alone_us"] = rounded(gemm->alone_us, 3);
+        j["gemm_in_dispatch_us"] = rounded(gemm->in_dispatch_us, 3);
+        j["gemm_in_combine_us"] = rounded(gemm->in_combine_us, 3);
+      }
+#endif
       j["check"] = check;
       json.write(j);
     }

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: MIT
+#include "gemm_between_halves.hpp"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/stats.hpp"
+
+namespace epcomm_bench {
+namespace {
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("gemm between halves: ") + what + ": " + cudaGetErrorString(e));
+}
+
+void cublas_ok(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    throw std::runtime_error(std::string("gemm between halves: ") + what + ": cuBLAS status " + std::to_string(s));
+  }
+}
+
+struct DeviceBytes {
+  void* p = nullptr;
+  explicit DeviceBytes(std::size_t bytes) { cuda_ok(cudaMalloc(&p, bytes), "cudaMalloc"); }
+  ~DeviceBytes() { cudaFree(p); }
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+};
+
+struct Blas {
+  cublasHandle_t h = nullptr;
+  explicit Blas(cudaStream_t s) {
+    cublas_ok(cublasCreate(&h), "cublasCreate");
+    cublas_ok(cublasSetStream(h, s), "cublasSetStream");
+  }
+  ~Blas() { cublasDestroy(h); }
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+};
+
+double slowest(MPI_Comm comm, double us) {
+  double m = 0;
+  MPI_Allreduce(&us, &m, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return m;
+}
+
+}  // namespace
+
+GemmBetweenHalves measure_gemm_between_halves(MPI_Comm comm, cudaStream_t stream, GemmShape g,
+                                              const LowLatencyHalves& halves, int warmup, int iters) {
+  const std::size_t bf16 = sizeof(__nv_bfloat16);
+  DeviceBytes a(static_cast<std::size_t>(g.m) * g.k * bf16), b(static_cast<std::size_t>(g.k) * g.n * bf16),
+      c(static_cast<std::size_t>(g.m) * g.n * bf16);
+  // Small finite values (0x3c3c is about 0.0115): the GEMM's speed, not its result.
+  cuda_ok(cudaMemsetAsync(a.p, 0x3c, static_cast<std::size_t>(g.m) * g.k * bf16, stream), "cudaMemsetAsync");
+  cuda_ok(cudaMemsetAsync(b.p, 0x3c, static_cast<std::size_t>(g.k) * g.n * bf16, stream), "cudaMemsetAsync");
+  Blas blas(stream);
+  const float one = 1.0f, zero = 0.0f;
+  // Row-major C = A * B is column-major C^T = B^T * A^T.
+  const auto gemm = [&] {
+    cublas_ok(cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, g.n, g.m, g.k, &one, b.p, CUDA_R_16BF, g.n, a.p,
+                           CUDA_R_16BF, g.k, &zero, c.p, CUDA_R_16BF, g.n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmEx");
+  };
+  cudaEvent_t ev[6];
+  for (cudaEvent_t& e : ev) cuda_ok(cudaEventCreate(&e), "cudaEventCreate");
+  const auto elapsed_us = [&](int from) {
+    float ms = 0;
+    cuda_ok(cudaEventElapsedTime(&ms, ev[from], ev[from + 1]), "cudaEventElapsedTime");
+    return slowest(comm, ms * 1e3);
+  };
+  std::vector<double> alone, in_dispatch, in_combine;
+  for (int i = 0; i < warmup + iters; ++i) {
+    MPI_Barrier(comm);
+    cuda_ok(cudaEventRecord(ev[0], stream), "cudaEventRecord");
+    gemm();
+    cuda_ok(cudaEventRecord(ev[1], stream), "cudaEventRecord");
+    cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    MPI_Barrier(comm);
+    halves.dispatch_send();
+    cuda_ok(cudaEventRecord(ev[2], stream), "cudaEventRecord");
+    gemm();
+    cuda_ok(cudaEventRecord(ev[3], stream), "cudaEventRecord");
+    halves.dispatch_recv();
+    halves.combine_send();
+    cuda_ok(cudaEventRecord(ev[4], stream), "cudaEventRecord");
+    gemm();
+    cuda_ok(cudaEventRecord(ev[5], stream), "cudaEventRecord");
+    halves.combine_recv();
+    cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    const double t_alone = elapsed_us(0), t_dispatch = elapsed_us(2), t_combine = elapsed_us(4);
+    if (i < warmup) continue;
+    alone.push_back(t_alone);
+    in_dispatch.push_back(t_dispatch);
+    in_combine.push_back(t_combine);
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
+  return {spread_of(alone).p50, spread_of(in_dispatch).p50, spread_of(in_combine).p50};
+}
+
+}  // namespace epcomm_bench
