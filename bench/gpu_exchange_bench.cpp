@@ -28,7 +28,7 @@
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
 #ifdef EPCOMM_BENCH_NCCL
-#include <nccl.h>
+#include "nccl_baseline.hpp"
 #endif
 #ifdef EPCOMM_BENCH_TIMELINE
 #include "gpu_timeline.hpp"
@@ -178,57 +178,6 @@ bool check_against_host(const epcomm::Group& g, epcomm::ExchangeConfig cfg, cons
   return all == 1;
 }
 
-#ifdef EPCOMM_BENCH_NCCL
-void nccl_ok(ncclResult_t r, const char* what) {
-  if (r != ncclSuccess) throw std::runtime_error(std::string(what) + ": " + ncclGetErrorString(r));
-}
-
-// Median µs of the per-rank exchange of `bytes_to[d]` bytes to each rank d.
-double nccl_exchange_us(ncclComm_t comm, cudaStream_t s, const std::vector<std::size_t>& bytes_to, int iters,
-                        int warmup) {
-  int P = static_cast<int>(bytes_to.size()), me = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &me);
-  std::vector<std::size_t> bytes_from(P);
-  MPI_Alltoall(bytes_to.data(), sizeof(std::size_t), MPI_BYTE, bytes_from.data(), sizeof(std::size_t), MPI_BYTE,
-               MPI_COMM_WORLD);
-  std::size_t send_total = 0, recv_total = 0;
-  for (int d = 0; d < P; ++d) {
-    send_total += bytes_to[d];
-    recv_total += bytes_from[d];
-  }
-  Device send(send_total), recv(recv_total);
-  cudaEvent_t a, b;
-  cuda_ok(cudaEventCreate(&a), "cudaEventCreate");
-  cuda_ok(cudaEventCreate(&b), "cudaEventCreate");
-  std::vector<double> times;
-  for (int i = 0; i < warmup + iters; ++i) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    cuda_ok(cudaEventRecord(a, s), "cudaEventRecord");
-    nccl_ok(ncclGroupStart(), "ncclGroupStart");
-    std::size_t so = 0, ro = 0;
-    for (int d = 0; d < P; ++d) {
-      if (d != me && bytes_to[d] > 0) {
-        nccl_ok(ncclSend(static_cast<char*>(send.p) + so, bytes_to[d], ncclUint8, d, comm, s), "ncclSend");
-      }
-      if (d != me && bytes_from[d] > 0) {
-        nccl_ok(ncclRecv(static_cast<char*>(recv.p) + ro, bytes_from[d], ncclUint8, d, comm, s), "ncclRecv");
-      }
-      so += bytes_to[d];
-      ro += bytes_from[d];
-    }
-    nccl_ok(ncclGroupEnd(), "ncclGroupEnd");
-    cuda_ok(cudaEventRecord(b, s), "cudaEventRecord");
-    cuda_ok(cudaEventSynchronize(b), "cudaEventSynchronize");
-    float ms = 0;
-    cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
-    if (i >= warmup) times.push_back(slowest(ms * 1000.0));
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return epcomm_bench::spread_of(times).p50;
-}
-#endif
-
 #ifdef EPCOMM_BENCH_TIMELINE
 // Two more dispatches and combines, as timed, under the timeline; rank 0 prints the
 // second (the first pays for CUPTI's start, milliseconds on each rank).
@@ -277,11 +226,7 @@ int run(int argc, char** argv) {
   cudaStream_t stream;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
 #ifdef EPCOMM_BENCH_NCCL
-  ncclUniqueId id;
-  if (rank == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
-  ncclComm_t nccl;
-  nccl_ok(ncclCommInitRank(&nccl, size, id, rank), "ncclCommInitRank");
+  epcomm_bench::NcclBaseline nccl(MPI_COMM_WORLD);
 #endif
 #ifdef EPCOMM_BENCH_TIMELINE
   std::unique_ptr<epcomm_bench::GpuTimeline> timeline;
@@ -373,35 +318,17 @@ int run(int argc, char** argv) {
 #endif
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
       double nccl_d = -1, nccl_c = -1, nccl_expert_d = -1, nccl_expert_c = -1;
-  #ifdef EPCOMM_BENCH_NCCL
+#ifdef EPCOMM_BENCH_NCCL
       {
-        // Per destination rank: its distinct tokens (the deduplicated per-rank
-        // exchange) and its (token, expert) pairs (the per-expert exchange).
-        const int per_rank = o.experts / size;
-        std::vector<std::size_t> tok(size, 0), pairs(size, 0);
-        for (int t = 0; t < T; ++t) {
-          std::vector<char> hit(size, 0);
-          for (int k = 0; k < o.topk; ++k) {
-            const int32_t e = in.idx[static_cast<std::size_t>(t) * o.topk + k];
-            if (e < 0) continue;
-            hit[e / per_rank] = 1;
-            ++pairs[e / per_rank];
-          }
-          for (int r = 0; r < size; ++r) tok[r] += hit[r];
-        }
+        const epcomm_bench::RowsTo rows = epcomm_bench::rows_to_ranks(in.idx.data(), T, o.topk, o.experts, size);
         const std::size_t drow = epcomm::row_layout(o.dispatch_format, o.hidden).row_bytes;
         const std::size_t crow = static_cast<std::size_t>(o.hidden) * 2;
-        const auto bytes = [&](const std::vector<std::size_t>& rows, std::size_t row_bytes) {
-          std::vector<std::size_t> b(size);
-          for (int r = 0; r < size; ++r) b[r] = rows[r] * row_bytes;
-          return b;
-        };
-        nccl_d = nccl_exchange_us(nccl, stream, bytes(tok, drow), o.iters, o.warmup);
-        nccl_c = nccl_exchange_us(nccl, stream, bytes(tok, crow), o.iters, o.warmup);
-        nccl_expert_d = nccl_exchange_us(nccl, stream, bytes(pairs, drow), o.iters, o.warmup);
-        nccl_expert_c = nccl_exchange_us(nccl, stream, bytes(pairs, crow), o.iters, o.warmup);
+        nccl_d = nccl.exchange_us(stream, rows.tokens, drow, o.iters, o.warmup);
+        nccl_c = nccl.exchange_us(stream, rows.tokens, crow, o.iters, o.warmup);
+        nccl_expert_d = nccl.exchange_us(stream, rows.pairs, drow, o.iters, o.warmup);
+        nccl_expert_c = nccl.exchange_us(stream, rows.pairs, crow, o.iters, o.warmup);
       }
-  #endif
+#endif
       if (!check) status = 1;
       const double gbd = static_cast<double>(disp_bytes) / (sd.p50 * 1e3);
       const double gbc = static_cast<double>(comb_bytes) / (sc.p50 * 1e3);
@@ -448,9 +375,6 @@ int run(int argc, char** argv) {
       }
     }
   }
-#ifdef EPCOMM_BENCH_NCCL
-  ncclCommDestroy(nccl);
-#endif
   cudaStreamDestroy(stream);
   return status;
 }

@@ -28,6 +28,9 @@
 #ifdef EPCOMM_BENCH_CUBLAS
 #include "gemm_between_halves.hpp"
 #endif
+#ifdef EPCOMM_BENCH_NCCL
+#include "nccl_baseline.hpp"
+#endif
 #endif
 
 #include <algorithm>
@@ -352,6 +355,9 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                 "experts", "topk", "dfmt", "cfmt", "ll_disp", "ll_disp_p99", "ll_comb", "ll_comb_p99", "graph_disp",
                 "graph_d_p99", "graph_comb", "graph_c_p99", "check");
   }
+#ifdef EPCOMM_BENCH_NCCL
+  epcomm_bench::NcclBaseline nccl(comm);
+#endif
   int status = 0;
   for (const BenchConfig& c : expand(options)) {
     const std::optional<epcomm::NodeLimitedRouter> router = router_if_runnable(c, group, root);
@@ -456,6 +462,16 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     if (graph_ok) {
       timed([&] { dispatch_graph.launch(stream); }, [&] { combine_graph.launch(stream); }, gd, gc);
     }
+#ifdef EPCOMM_BENCH_NCCL
+    // The same tokens through NCCL's deduplicated per-rank exchange: one row per
+    // distinct token a rank receives, in the dispatch format, then in the dtype.
+    const epcomm_bench::RowsTo nccl_rows =
+        epcomm_bench::rows_to_ranks(data.topk_idx.data(), data.tokens, c.topk, c.experts, group.size());
+    const double nccl_d = nccl.exchange_us(stream, nccl_rows.tokens,
+                                           epcomm::row_layout(c.dispatch_format, c.hidden).row_bytes, options.iters,
+                                           options.warmup);
+    const double nccl_c = nccl.exchange_us(stream, nccl_rows.tokens, row, options.iters, options.warmup);
+#endif
 #ifdef EPCOMM_BENCH_CUBLAS
     // The expert computation of a decode step between the halves: one GEMM over
     // the rows a rank receives on average (tokens x topk), hidden in, 4096 out.
@@ -512,6 +528,10 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                 c.hidden, c.experts, c.topk, epcomm::to_string(c.dispatch_format),
                 epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99, l_c.spread.p50, l_c.p99,
                 g_d.spread.p50, g_d.p99, g_c.spread.p50, g_c.p99, check ? "true" : "false");
+#ifdef EPCOMM_BENCH_NCCL
+    std::printf("# NCCL per-rank exchange of the same tokens, same run: dispatch %.1f us, combine %.1f us\n", nccl_d,
+                nccl_c);
+#endif
 #ifdef EPCOMM_BENCH_CUBLAS
     if (gemm) {
       std::printf("# GEMM %d x %d x %d (BF16, cuBLAS) on the stream: alone %.1f us; between dispatch_send and "
@@ -533,6 +553,10 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
         add_latency(j, "graph_combine_us", g_c);
         j["graph_total_us"] = rounded(g_d.spread.p50 + g_c.spread.p50, 3);
       }
+#ifdef EPCOMM_BENCH_NCCL
+      j["nccl_dispatch_us"] = rounded(nccl_d, 3);
+      j["nccl_combine_us"] = rounded(nccl_c, 3);
+#endif
 #ifdef EPCOMM_BENCH_CUBLAS
       if (gemm) {
         j["gemm_m"] = gemm_shape.m;
