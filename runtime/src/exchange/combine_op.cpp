@@ -179,23 +179,22 @@ void CombineOp::sum_node_partials() {
   const TokenRoutes& routes = buf_.routes;
   const int T = routes.num_tokens;
   RowMover& mover = *buf_.mover;
-  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
-  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
   if (e.device) {
-    // The same passes, each token's partial found on the GPU from the routes.
+    // The same sum per token in registers, written once in the output dtype, each
+    // token's partials found on the GPU from the routes.
+    std::vector<DevicePlanSteps::NodePartialRows> nodes(e.topo().num_nodes());
     for (int n = 0; n < e.topo().num_nodes(); ++n) {
       if (n == me) {
-        buf_.plan->add_node_partials(Format::kF32, n, buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float), T,
-                                     acc);
+        nodes[n] = {buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float)};
       } else {
-        buf_.plan->add_node_partials(e.config().combine_format, n,
-                                     buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow, T,
-                                     acc);
+        nodes[n] = {buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow};
       }
     }
-    encode_output(acc, T);
+    buf_.plan->sum_node_partials(e.config().combine_format, nodes, e.config().dtype, out_);
     return;
   }
+  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
+  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
   // One pass per node, each adding that node's partial to its tokens' rows.
   std::vector<const void*> partial(T);
   RowSums sums;
