@@ -217,6 +217,14 @@ void CombineOp::sum_node_partials() {
   encode_output(acc, T);
 }
 
+bool CombineOp::partials_all_local() const {
+  const Engine& e = engine_;
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
+    if (n != e.group.node && buf_.routes.node_count(n) > 0) return false;
+  }
+  return true;
+}
+
 // out = acc in the caller's dtype (acc is out itself for F32).
 void CombineOp::encode_output(const float* acc, int num_tokens) {
   const Engine& e = engine_;
@@ -240,6 +248,15 @@ bool CombineOp::advance() {
   if (state_ == State::kPartials) {
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return moved;
     reduce_node_partials();
+    // With none of this rank's tokens on another node (always so on one node), the
+    // final sum reads only the own partials just enqueued on the same mover: it
+    // follows them at once, with no round trip through the host. Not with
+    // checksums, which must clear the expert outputs before anything summed from
+    // them is kept.
+    if (!peer_rows_ && partials_all_local()) {
+      sum_node_partials();
+      summed_ = true;
+    }
     state_ = State::kReduced;
     moved = true;
   }
@@ -258,7 +275,7 @@ bool CombineOp::advance() {
     if (!partial_blocks_.all_sent() || !recvs_->all_done() || !sends_->all_done()) return moved;
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
-    sum_node_partials();
+    if (!summed_) sum_node_partials();
     state_ = State::kSum;
     moved = true;
   }
