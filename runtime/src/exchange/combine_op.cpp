@@ -220,7 +220,8 @@ void CombineOp::sum_node_partials() {
 bool CombineOp::partials_all_local() const {
   const Engine& e = engine_;
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
-    if (n != e.group.node && buf_.routes.node_count(n) > 0) return false;
+    if (n == e.group.node) continue;
+    if (buf_.routes.node_count(n) > 0 || buf_.handled_offset[n + 1] > buf_.handled_offset[n]) return false;
   }
   return true;
 }
@@ -248,11 +249,11 @@ bool CombineOp::advance() {
   if (state_ == State::kPartials) {
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return moved;
     reduce_node_partials();
-    // With none of this rank's tokens on another node (always so on one node), the
-    // final sum reads only the own partials just enqueued on the same mover: it
-    // follows them at once, with no round trip through the host. Not with
-    // checksums, which must clear the expert outputs before anything summed from
-    // them is kept.
+    // With no partial crossing nodes (always so on one node), the final sum reads
+    // only the own partials just enqueued on the same mover, and no send waits for
+    // the mover to drain: the sum follows at once, with no round trip through the
+    // host. Not with checksums, which must clear the expert outputs before
+    // anything summed from them is kept.
     if (!peer_rows_ && partials_all_local()) {
       sum_node_partials();
       summed_ = true;
@@ -272,10 +273,17 @@ bool CombineOp::advance() {
     if (!partial_blocks_.all_sent() && post_ready_sends()) moved = true;
     if (!recvs_->test_some().empty()) moved = true;
     if (!sends_->test_some().empty()) moved = true;
-    if (!partial_blocks_.all_sent() || !recvs_->all_done() || !sends_->all_done()) return moved;
+    // The final sum as soon as its partials are in: it needs neither the sends'
+    // completion nor the node's outputs_read flags; once every block is posted it
+    // holds up no send waiting for the mover to drain.
+    if (!summed_ && partial_blocks_.all_sent() && recvs_->all_done()) {
+      sum_node_partials();
+      summed_ = true;
+      moved = true;
+    }
+    if (!summed_ || !sends_->all_done()) return moved;
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
-    if (!summed_) sum_node_partials();
     state_ = State::kSum;
     moved = true;
   }

@@ -23,7 +23,8 @@ class CombineOp : public Op {
 
  private:
   // kStage: this rank's expert outputs are being staged; kReduced: the node
-  // partials are enqueued (and the final sums, when partials_all_local); kSum:
+  // partials are enqueued (and the final sums, when partials_all_local); kReturn:
+  // partials cross nodes, the final sums are enqueued once they are in; kSum:
   // the final sums are enqueued. Each waits for the slot's mover before
   // publishing.
   enum class State { kStage, kPartials, kReduced, kReturn, kSum, kDone };
@@ -34,7 +35,8 @@ class CombineOp : public Op {
   void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
-  // Whether every partial of this rank's tokens is summed on its own node.
+  // Whether no partial crosses nodes: none of this rank's tokens reached another
+  // node, and it forwards no other node's tokens.
   bool partials_all_local() const;
   void encode_output(const float* acc, int num_tokens);
   // The node's slots of this combine's dispatch, by local rank.
@@ -45,7 +47,7 @@ class CombineOp : public Op {
   void* out_;
   CombineOptions options_;
   State state_ = State::kStage;
-  bool summed_ = false;  // sum_node_partials enqueued early (partials_all_local)
+  bool summed_ = false;  // sum_node_partials is enqueued
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
   // Encoded partials per destination node in combine_send; a one-sided transport
