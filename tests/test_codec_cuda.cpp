@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -22,6 +23,7 @@
 #include "cuda/fp8_convert_check.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
+#include "epcomm_kernels/cuda_plan.hpp"
 
 namespace {
 
@@ -302,6 +304,95 @@ TEST_F(CudaCodec, AccumulateMatchesTheCpuLoop) {
       const auto d = first_difference(got_bits, want_bits);
       EXPECT_EQ(d, -1) << "accumulate_rows: element " << d << " got " << (d >= 0 ? got[d] : 0.0f) << " want "
                        << (d >= 0 ? acc[d] : 0.0f);
+    }
+  }
+}
+
+// Combine's final sum against the host combine's steps, done here with the CPU
+// codecs: a zeroed FP32 accumulator, each node's partials added with weight 1 node
+// by node (this rank's node FP32, the others in the combine format), then encoded
+// in the output dtype. Three nodes, the own one in the middle, with tokens on all,
+// some or none of them; then one node holding every token.
+TEST_F(CudaCodec, SumNodePartialsMatchesTheHostSteps) {
+  constexpr int kTokens = 29;
+  std::mt19937 rng(17);
+  // Token 0 is on no node, token 1 on all, token 2 on the own node only.
+  std::vector<std::vector<int32_t>> three(3), one = {iota_rows(kTokens)};
+  for (int t = 1; t < kTokens; ++t) {
+    for (int n = 0; n < 3; ++n) {
+      if (t == 1 || (t == 2 && n == 1) || (t > 2 && rng() % 3 != 0)) three[n].push_back(t);
+    }
+  }
+  for (const auto* lists : {&three, &one}) {
+    const bool one_node = lists == &one;
+    const int own = one_node ? 0 : 1;
+    const int32_t nowhere = one_node ? -1 : 0;
+    // Its partial is all -0, which the zeroed accumulator turns into +0.
+    const int32_t own_only = one_node ? kTokens - 1 : 2;
+    std::vector<int32_t> offsets = {0}, tokens;
+    for (const auto& l : *lists) {
+      tokens.insert(tokens.end(), l.begin(), l.end());
+      offsets.push_back(static_cast<int32_t>(tokens.size()));
+    }
+    for (int hidden : kHiddens) {
+      for (Format f : all_formats()) {
+        const Specials sp = epcomm::logfmt_bits(f) != 0 ? Specials::kFinite : Specials::kPositiveNan;
+        // Each node's partials, in its list's order, and where they are on the GPU.
+        std::vector<std::vector<uint8_t>> rows(lists->size());
+        std::vector<std::unique_ptr<DeviceBuffer>> drows;
+        std::vector<gpu::NodePartials> nodes;
+        for (std::size_t n = 0; n < lists->size(); ++n) {
+          const int count = static_cast<int>((*lists)[n].size());
+          Input in = make_input(count, hidden, DType::kF32, 400 + static_cast<uint32_t>(n * 7 + hidden), sp);
+          const bool f32 = static_cast<int>(n) == own;
+          if (f32) {
+            const auto at = std::find((*lists)[n].begin(), (*lists)[n].end(), own_only) - (*lists)[n].begin();
+            std::fill_n(in.f32.begin() + at * hidden, hidden, -0.0f);
+            rows[n].resize(in.f32.size() * sizeof(float));
+            std::memcpy(rows[n].data(), in.f32.data(), rows[n].size());
+          } else {
+            rows[n] = cpu_encode(f, in, iota_rows(count));
+          }
+          drows.push_back(std::make_unique<DeviceBuffer>(rows[n]));
+          const std::size_t rb = epcomm::encoded_row_bytes(f32 ? Format::kF32 : f, hidden);
+          nodes.push_back({drows.back()->get<uint8_t>(), static_cast<int64_t>(rb), f32 ? 1 : 0});
+        }
+        std::vector<float> acc(static_cast<std::size_t>(kTokens) * hidden, 0.0f);
+        for (std::size_t n = 0; n < lists->size(); ++n) {
+          const auto& codec = epcomm::kernels::codec_for(static_cast<int>(n) == own ? Format::kF32 : f);
+          for (std::size_t i = 0; i < (*lists)[n].size(); ++i) {
+            codec.accumulate_row(rows[n].data() + i * nodes[n].row_bytes, hidden, 1.0f,
+                                 acc.data() + static_cast<std::size_t>((*lists)[n][i]) * hidden);
+          }
+        }
+        DeviceBuffer dnodes(nodes), doffsets(offsets), dtokens(tokens);
+        for (DType type : {DType::kF32, DType::kBF16}) {
+          SCOPED_TRACE(name_of(f, type, hidden) + ", " + std::to_string(lists->size()) + " node(s)");
+          const auto& out_codec = epcomm::kernels::codec_for(epcomm::kernels::plain_format(type));
+          const std::size_t ob = static_cast<std::size_t>(hidden) * epcomm::dtype_size(type);
+          std::vector<uint8_t> want(kTokens * ob);
+          for (int t = 0; t < kTokens; ++t) {
+            out_codec.encode_row(acc.data() + static_cast<std::size_t>(t) * hidden, DType::kF32, hidden,
+                                 want.data() + t * ob);
+          }
+          DeviceBuffer out(kTokens * ob);
+          cuda_ok(cudaMemset(out.get(), 0xab, kTokens * ob), "cudaMemset");
+          gpu::sum_node_partials(f, dnodes.get<gpu::NodePartials>(), static_cast<int>(lists->size()),
+                                 doffsets.get<int32_t>(), dtokens.get<int32_t>(), kTokens, hidden, type, out.get(),
+                                 nullptr);
+          const auto got = out.download<uint8_t>();
+          const auto d = first_difference(got, want);
+          EXPECT_EQ(d, -1) << "first different byte in token " << d / static_cast<std::ptrdiff_t>(ob) << ", offset "
+                           << d % static_cast<std::ptrdiff_t>(ob);
+          // Independently of the reference: +0 where nothing or only -0 was summed.
+          for (int32_t t : {nowhere, own_only}) {
+            if (t < 0) continue;
+            EXPECT_EQ(std::count(got.begin() + t * ob, got.begin() + (t + 1) * ob, uint8_t{0}),
+                      static_cast<std::ptrdiff_t>(ob))
+                << "token " << t << " is not +0";
+          }
+        }
+      }
     }
   }
 }

@@ -100,11 +100,25 @@ void gather_routed_sources(const SlotArrays* owners, int ranks_per_node, int max
                            const int32_t* route_entry, int64_t first, int64_t count, bool weighted, int stride,
                            const void** rows, float* weights, int32_t* counts, void* stream);
 
-// Combine's final sum, one node's pass: token tokens[i] (i < count) has the
-// partial at base + i * row_bytes, the others none: rows[t], weights[t] = 1,
-// counts[t] in {0, 1} for t < num_tokens.
-void index_node_partials(const int32_t* tokens, int32_t count, const void* base, int64_t row_bytes, int num_tokens,
-                         const void** rows, float* weights, int32_t* counts, void* stream);
+// One node's partials of a source's tokens, for sum_node_partials: the partial of
+// the node's i-th token at rows + i * row_bytes, FP32 if f32 (the source's own
+// node keeps its partials unencoded), else in the combine format.
+struct NodePartials {
+  const uint8_t* rows;
+  int64_t row_bytes;
+  int64_t f32;  // 0 or 1; 64 bits so the struct has no padding
+};
+
+// Combine's final sum, one pass: for t < num_tokens, out[t] = the sum in FP32, from
+// zero, in node order, of decode(token t's partial) over the nodes whose list holds
+// t, encoded in out_type (a token on no node gets +0). nodes: device array of
+// num_nodes; node n's tokens, ascending, are node_tokens[node_offset[n] ..
+// node_offset[n + 1]) (node_offset: device array of num_nodes + 1). Bit-identical
+// to zeroing an FP32 accumulator, adding each node's partials with weight 1
+// (accumulate_*) node by node, and encoding it: the host combine's steps.
+void sum_node_partials(Format format, const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
+                       const int32_t* node_tokens, int64_t num_tokens, int hidden, DType out_type, void* out,
+                       void* stream);
 
 // As accumulate_row_list, with destination d's sources rows / weights [d * stride,
 // d * stride + counts[d]).

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "device/cuda_call.hpp"
@@ -45,7 +46,9 @@ class CudaPlanSteps final : public DevicePlanSteps {
     const std::size_t T = static_cast<std::size_t>(shape_.max_tokens);
     const auto carve = [&](std::byte* base) {
       Pieces p(base);
-      node_tokens_ = p.take<int32_t>(T * N);
+      // The routes' node offsets, then their token lists: one upload.
+      node_offsets_ = p.take<int32_t>(N + 1 + T * N);
+      node_tokens_ = node_offsets_ == nullptr ? nullptr : node_offsets_ + N + 1;
       owner_layouts_ = p.take<int32_t>(2 * R * J + 2 * R);
       own_layout_ = p.take<int64_t>(2 * J + 1);
       row_pos_ = p.take<int32_t>(T * K);
@@ -58,6 +61,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
       source_weights_ = p.take<float>(T * K);
       source_counts_ = p.take<int32_t>(T);
       owners_ = p.take<cuda::SlotArrays>(R);
+      node_partials_ = p.take<cuda::NodePartials>(N);
       return p.bytes();
     };
     memory_ = std::make_unique<DeviceBuffer>(device_, carve(nullptr), "the exchange's plan buffers");
@@ -84,7 +88,10 @@ class CudaPlanSteps final : public DevicePlanSteps {
 
   void set_routes(const TokenRoutes& routes) override {
     node_offset_ = routes.node_offset;
-    mover_.upload(node_tokens_, routes.node_tokens.data(), routes.node_tokens.size() * sizeof(int32_t));
+    num_tokens_ = routes.num_tokens;
+    route_lists_.assign(routes.node_offset.begin(), routes.node_offset.end());
+    route_lists_.insert(route_lists_.end(), routes.node_tokens.begin(), routes.node_tokens.end());
+    mover_.upload(node_offsets_, route_lists_.data(), route_lists_.size() * sizeof(int32_t));
   }
 
   void write_own_tokens(int source, const int32_t* topk_idx, const float* topk_weights, const std::byte* token_rows,
@@ -156,15 +163,21 @@ class CudaPlanSteps final : public DevicePlanSteps {
                                   count, true, acc, mover_.stream());
   }
 
-  void add_node_partials(Format format, int node, const void* partials, std::size_t row_bytes, int num_tokens,
-                         float* acc) override {
-    const int32_t count = node_offset_[node + 1] - node_offset_[node];
-    if (count == 0 || num_tokens == 0) return;
+  void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype, void* out) override {
+    if (num_tokens_ == 0) return;
+    std::vector<cuda::NodePartials> partials;
+    for (std::size_t n = 0; n < nodes.size(); ++n) {
+      partials.push_back({static_cast<const uint8_t*>(nodes[n].rows), static_cast<int64_t>(nodes[n].row_bytes),
+                          static_cast<int>(n) == shape_.node ? 1 : 0});
+    }
+    // The same slot's buffers every time: uploaded once.
+    if (!same_partials(partials)) {
+      mover_.upload(node_partials_, partials.data(), partials.size() * sizeof(cuda::NodePartials));
+      uploaded_partials_ = partials;
+    }
     use_device();
-    cuda::index_node_partials(node_tokens_ + node_offset_[node], count, partials, static_cast<int64_t>(row_bytes),
-                              num_tokens, source_rows_, source_weights_, source_counts_, mover_.stream());
-    cuda::accumulate_strided_list(format, source_rows_, source_weights_, source_counts_, 1, shape_.hidden, num_tokens,
-                                  false, acc, mover_.stream());
+    cuda::sum_node_partials(format, node_partials_, static_cast<int>(nodes.size()), node_offsets_, node_tokens_,
+                            num_tokens_, shape_.hidden, dtype, out, mover_.stream());
   }
 
   void first_route(int64_t h, int32_t* local_rank, int32_t* entry) override {
@@ -175,6 +188,13 @@ class CudaPlanSteps final : public DevicePlanSteps {
 
  private:
   void use_device() { EPCOMM_CUDA(cudaSetDevice(device_)); }
+
+  bool same_partials(const std::vector<cuda::NodePartials>& p) const {
+    const auto same = [](const cuda::NodePartials& a, const cuda::NodePartials& b) {
+      return a.rows == b.rows && a.row_bytes == b.row_bytes && a.f32 == b.f32;
+    };
+    return std::equal(p.begin(), p.end(), uploaded_partials_.begin(), uploaded_partials_.end(), same);
+  }
 
   // The owners' layouts for this source, then its positions, then its rows.
   void write(const cuda::PlacedSource& s, int32_t first_handled, const std::vector<RecvLayoutView>& owners) {
@@ -216,9 +236,13 @@ class CudaPlanSteps final : public DevicePlanSteps {
   RowMover& mover_;
   PlanStepsShape shape_;
   std::vector<int32_t> node_offset_;
+  int num_tokens_ = 0;
+  std::vector<int32_t> route_lists_;  // node_offset_ then the token lists, as uploaded
+  std::vector<cuda::NodePartials> uploaded_partials_;  // what node_partials_ holds
   std::unique_ptr<DeviceBuffer> memory_;
   volatile int32_t* error_ = nullptr;
   // In memory_:
+  int32_t* node_offsets_ = nullptr;
   int32_t* node_tokens_ = nullptr;
   int32_t* owner_layouts_ = nullptr;
   int64_t* own_layout_ = nullptr;
@@ -232,6 +256,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
   float* source_weights_ = nullptr;
   int32_t* source_counts_ = nullptr;
   cuda::SlotArrays* owners_ = nullptr;
+  cuda::NodePartials* node_partials_ = nullptr;
 };
 
 }  // namespace

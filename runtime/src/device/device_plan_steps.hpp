@@ -73,10 +73,18 @@ class DevicePlanSteps {
   // decode(out_format, expert output) over the rows of handled token first + d on
   // every owner, for d < count.
   virtual void sum_routed(Format out_format, int64_t first, int64_t count, bool weighted, float* acc) = 0;
-  // acc[t] += decode(format, partial) for the tokens t of node `node` (this rank's
-  // routes), whose partials are `row_bytes` apart from `partials` in their order.
-  virtual void add_node_partials(Format format, int node, const void* partials, std::size_t row_bytes,
-                                 int num_tokens, float* acc) = 0;
+  // Where node n's partials of this rank's tokens are: the partial of the i-th
+  // token of the node's list in the routes at rows + i * row_bytes.
+  struct NodePartialRows {
+    const void* rows = nullptr;
+    std::size_t row_bytes = 0;
+  };
+  // out[t] = the sum in FP32, from zero, in node order, of token t's node partials
+  // (FP32 for this rank's node, `format` for the others; nodes by node), encoded
+  // in dtype, for every token t of the routes: the host combine's final sum, in
+  // one pass.
+  virtual void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype,
+                                 void* out) = 0;
   // The first (local rank, token entry) of handled token h's forwarding record,
   // read back for an error message (waits for the mover).
   virtual void first_route(int64_t h, int32_t* local_rank, int32_t* entry) = 0;

@@ -179,23 +179,22 @@ void CombineOp::sum_node_partials() {
   const TokenRoutes& routes = buf_.routes;
   const int T = routes.num_tokens;
   RowMover& mover = *buf_.mover;
-  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
-  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
   if (e.device) {
-    // The same passes, each token's partial found on the GPU from the routes.
+    // The same sum per token in registers, written once in the output dtype, each
+    // token's partials found on the GPU from the routes.
+    std::vector<DevicePlanSteps::NodePartialRows> nodes(e.topo().num_nodes());
     for (int n = 0; n < e.topo().num_nodes(); ++n) {
       if (n == me) {
-        buf_.plan->add_node_partials(Format::kF32, n, buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float), T,
-                                     acc);
+        nodes[n] = {buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float)};
       } else {
-        buf_.plan->add_node_partials(e.config().combine_format, n,
-                                     buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow, T,
-                                     acc);
+        nodes[n] = {buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow};
       }
     }
-    encode_output(acc, T);
+    buf_.plan->sum_node_partials(e.config().combine_format, nodes, e.config().dtype, out_);
     return;
   }
+  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
+  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
   // One pass per node, each adding that node's partial to its tokens' rows.
   std::vector<const void*> partial(T);
   RowSums sums;
@@ -216,6 +215,15 @@ void CombineOp::sum_node_partials() {
     mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
   encode_output(acc, T);
+}
+
+bool CombineOp::partials_all_local() const {
+  const Engine& e = engine_;
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
+    if (n == e.group.node) continue;
+    if (buf_.routes.node_count(n) > 0 || buf_.handled_offset[n + 1] > buf_.handled_offset[n]) return false;
+  }
+  return true;
 }
 
 // out = acc in the caller's dtype (acc is out itself for F32).
@@ -241,6 +249,15 @@ bool CombineOp::advance() {
   if (state_ == State::kPartials) {
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return moved;
     reduce_node_partials();
+    // With no partial crossing nodes (always so on one node), the final sum reads
+    // only the own partials just enqueued on the same mover, and no send waits for
+    // the mover to drain: the sum follows at once, with no round trip through the
+    // host. Not with checksums, which must clear the expert outputs before
+    // anything summed from them is kept.
+    if (!peer_rows_ && partials_all_local()) {
+      sum_node_partials();
+      summed_ = true;
+    }
     state_ = State::kReduced;
     moved = true;
   }
@@ -256,10 +273,17 @@ bool CombineOp::advance() {
     if (!partial_blocks_.all_sent() && post_ready_sends()) moved = true;
     if (!recvs_->test_some().empty()) moved = true;
     if (!sends_->test_some().empty()) moved = true;
-    if (!partial_blocks_.all_sent() || !recvs_->all_done() || !sends_->all_done()) return moved;
+    // The final sum as soon as its partials are in: it needs neither the sends'
+    // completion nor the node's outputs_read flags; once every block is posted it
+    // holds up no send waiting for the mover to drain.
+    if (!summed_ && partial_blocks_.all_sent() && recvs_->all_done()) {
+      sum_node_partials();
+      summed_ = true;
+      moved = true;
+    }
+    if (!summed_ || !sends_->all_done()) return moved;
     // Owners may reuse their outputs (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
-    sum_node_partials();
     state_ = State::kSum;
     moved = true;
   }

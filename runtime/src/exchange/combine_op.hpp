@@ -23,8 +23,10 @@ class CombineOp : public Op {
 
  private:
   // kStage: this rank's expert outputs are being staged; kReduced: the node
-  // partials are enqueued; kSum: the final sums are enqueued. Each waits for the
-  // slot's mover before publishing.
+  // partials are enqueued (and the final sums, when partials_all_local); kReturn:
+  // partials cross nodes, the final sums are enqueued once they are in; kSum:
+  // the final sums are enqueued. Each waits for the slot's mover before
+  // publishing.
   enum class State { kStage, kPartials, kReduced, kReturn, kSum, kDone };
 
   void stage_expert_outputs();
@@ -33,6 +35,9 @@ class CombineOp : public Op {
   void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
+  // Whether no partial crosses nodes: none of this rank's tokens reached another
+  // node, and it forwards no other node's tokens.
+  bool partials_all_local() const;
   void encode_output(const float* acc, int num_tokens);
   // The node's slots of this combine's dispatch, by local rank.
   std::vector<SlotView> node_slots() const;
@@ -42,6 +47,7 @@ class CombineOp : public Op {
   void* out_;
   CombineOptions options_;
   State state_ = State::kStage;
+  bool summed_ = false;  // sum_node_partials is enqueued
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
   // Encoded partials per destination node in combine_send; a one-sided transport

@@ -165,17 +165,16 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // The device encodes all of a node's remote partials at once, the host a few at
   // a time (a cache-sized scratch).
   const int64_t partial_rows = N == 1 ? 0 : config_.memory == MemorySpace::kDevice ? T : std::min<int64_t>(T, 64);
-  // One slot's work buffers, carved from base (null: only measures).
+  // One slot's work buffers on the GPU, carved from base (null: only measures).
+  // No out_acc: the device sums each output row in registers.
   const auto carve = [&](std::byte* base, SlotBuffers* s) {
     Carver piece(base);
     auto* staging = piece.take<std::byte>(staged ? T * slot_layout_.row_bytes : 0);
     auto* own = piece.take<float>(T * H);
-    auto* out_acc = piece.take<float>(config_.dtype != DType::kF32 ? T * H : 0);
     auto* partial = piece.take<float>(partial_rows * H);
     if (s != nullptr) {
       s->token_staging = staging;
       s->own_partials = own;
-      s->out_acc = out_acc;
       s->partial_acc = partial;
     }
     return piece.bytes();
