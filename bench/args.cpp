@@ -43,7 +43,7 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
   add_word_list(app, "--dispatch-format", dispatch_formats, wire_format(),
                 "rows on the wire: bf16 | fp8 | fp8-ue8m0 | logfmt<n> (n = 3..16) | f32 (default: the dtype)");
   add_word_list(app, "--combine-format", combine_formats, wire_format(),
-                "node partials on the wire, same values (default: the dtype)");
+                "owner and node partials between ranks, same values (default: the dtype)");
   add_word_list(app, "--transport", transports, CLI::IsMember({"mpi", "verbs", "auto"}),
                 "inter-node transport; the sweep runs once per value (default: EPCOMM_TRANSPORT)");
   add_number(app, "--warmup", o.warmup, 0, "untimed iterations");

@@ -141,11 +141,15 @@ FormatError format_error(epcomm::Format f) {
 std::string check_combine(const void* epcomm_out, const std::vector<float>& baseline_out, const RankData& data,
                           epcomm::Format dispatch_format, epcomm::Format combine_format) {
   // Formats other than the dtype's add their error: dispatch's on the token (times
-  // the experts' weighted scales), combine's on each node partial (whose magnitudes
-  // sum to at most S below). The dtype's own format is already in the 2^-7 S term.
+  // the experts' weighted scales), combine's on each owner partial a node peer
+  // reads and on each node partial (whose magnitudes each sum to at most S below).
+  // The dtype's own format is already in the 2^-7 S term for the node partials;
+  // the owner partials add one more of its roundings.
+
   const epcomm::Format own = epcomm::kernels::plain_format(data.dtype);
   const FormatError d = dispatch_format == own ? FormatError{} : format_error(dispatch_format);
   const FormatError c = combine_format == own ? FormatError{} : format_error(combine_format);
+  const double owner_round = combine_format == own ? format_error(own).rel : 0.0;
   std::vector<float> tile_amax(static_cast<std::size_t>((data.hidden + 127) / 128));
   for (int t = 0; t < data.tokens; ++t) {
     std::fill(tile_amax.begin(), tile_amax.end(), 0.0f);
@@ -182,8 +186,11 @@ std::string check_combine(const void* epcomm_out, const std::vector<float>& base
       // elements whose S is ~0 from failing on them.
       const double s = weight_scale * std::fabs(data.x_value(t, h));
       const double amax = weight_scale * tile_amax[h / 128];
+      // Two roundings in the combine format: the owner partials (at most S) and the
+      // node partials summed from them (at most S plus the first's error).
+      const double c_rel = c.rel * (2 + c.rel) + owner_round * (1 + d.rel);
       const float tolerance = static_cast<float>(std::ldexp(s, -7) + d.rel * s + d.tile * amax +
-                                                 c.rel * s * (1 + d.rel) + c.tile * amax * 2 + 1e-6);
+                                                 c_rel * s * (1 + d.rel) + c.tile * amax * 4 + 1e-6);
       if (!(std::fabs(got - want) <= tolerance)) {
         std::ostringstream msg;
         msg << "token " << t << " element " << h << ": epcomm " << got << ", baseline "

@@ -87,7 +87,7 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   std::string dispatch_format = epcomm::to_string(o.dispatch_format);
   std::string combine_format = epcomm::to_string(o.combine_format);
   app.add_option("--dispatch-format", dispatch_format, "rows on the wire")->check(wire_format())->capture_default_str();
-  app.add_option("--combine-format", combine_format, "node partials on the wire")
+  app.add_option("--combine-format", combine_format, "owner and node partials between ranks")
       ->check(wire_format())
       ->capture_default_str();
   app.add_flag("--json", o.json, "one JSON object per size instead of the table");

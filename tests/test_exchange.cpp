@@ -156,19 +156,22 @@ void check_dispatch(const CaseSetup& su, const epcomm::DispatchHandle& h) {
   ASSERT_EQ(h.num_rows(), offset);
 }
 
-// Tolerance from the formats: every BF16 rounding (expert output, node partial on
-// the wire, final output) adds at most its unit roundoff 2^-8 relative to the
-// magnitude it rounds, which is bounded by sum_k |w_k f_k|. A LogFMT-n partial is
-// off by at most half the ratio between neighbouring levels, 2^step - 1 with step at
-// most 32 / (2^(n-1) - 2) (the clamped range over the levels).
+// Tolerance from the formats: every BF16 rounding (expert output, final output)
+// adds at most its unit roundoff 2^-8 relative to the magnitude it rounds, which is
+// bounded by sum_k |w_k f_k|. A LogFMT-n partial is off by at most half the ratio
+// between neighbouring levels, 2^step - 1 with step at most 32 / (2^(n-1) - 2) (the
+// clamped range over the levels). The combine format rounds twice in a row: the
+// owner partials a node peer reads (their magnitudes sum to at most the bound) and
+// the node partial on the wire summed from them: r (2 + r) for a rounding r.
 double combine_tolerance(const epcomm::ExchangeConfig& c) {
   double rel = 1e-6;
   if (c.dtype == DType::kBF16) rel += 2 * std::ldexp(1.0, -8);
-  if (c.combine_format == Format::kBF16) rel += std::ldexp(1.0, -8);
+  double r = 0;
+  if (c.combine_format == Format::kBF16) r = std::ldexp(1.0, -8);
   if (const int bits = epcomm::logfmt_bits(c.combine_format)) {
-    rel += (std::exp2(32.0 / ((1 << (bits - 1)) - 2)) - 1) / 2;
+    r = (std::exp2(32.0 / ((1 << (bits - 1)) - 2)) - 1) / 2;
   }
-  return rel;
+  return rel + r * (2 + r);
 }
 
 // One dispatch, then `combines` combines along it (each must give the same bits:

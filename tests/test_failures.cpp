@@ -497,10 +497,11 @@ TEST_F(Catalogue, NonFiniteInputWithLogFmtOnOneRank) {
   }
 }
 
-// A NaN in one expert output row of rank 1, for a token from the other node: the
-// rank that pre-reduces it for the source (rank 1's node peer with the source's
-// local index) cannot encode the partial; every other rank fails at once naming it
-// (in this combine, or in its next call if its own partials had all arrived).
+// A NaN in one expert output row of rank 1, for a token from the other node: rank
+// 1 cannot encode a partial of it, whether it pre-reduces the token for its node
+// itself (it is the source's rail peer) or sums its rows into an owner partial for
+// the node peer that does; every other rank fails at once naming it (in this
+// combine, or in its next call if its own partials had all arrived).
 TEST_F(Catalogue, NonFiniteExpertOutputWithLogFmtCombine) {
   epcomm::ExchangeConfig c = config();
   c.combine_format = epcomm::Format::kLogFMT8;
@@ -519,17 +520,17 @@ TEST_F(Catalogue, NonFiniteExpertOutputWithLogFmtCombine) {
   }
   MPI_Bcast(&source, 1, MPI_INT, 1, MPI_COMM_WORLD);
   ASSERT_GE(source, 0) << "rank 1 received no token from the other node";
-  const int reducer = source % slow_group.ranks_per_node();  // its node-0 rail peer
+  const int failing = 1;  // as the source's rail peer, or as the owner of its rows
   std::vector<float> out(static_cast<std::size_t>(in.num_tokens) * 40);
   begin_case();
   Outcome o = attempt([&] { ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens); });
   // A rank whose partials had all arrived may finish first: its next call fails.
-  if (!o.failed && slow_group.rank() != reducer) o = attempt([&] { ex.dispatch(as_dispatch(in)); });
+  if (!o.failed && slow_group.rank() != failing) o = attempt([&] { ex.dispatch(as_dispatch(in)); });
   const std::string name = "NaN in an expert output, LogFMT-8 combine";
-  if (slow_group.rank() == reducer) {
-    expect(name, o, ErrorCode::kInvalidArgument, {rank_tag(reducer), "partial sum", "rank " + std::to_string(source)});
+  if (slow_group.rank() == failing) {
+    expect(name, o, ErrorCode::kInvalidArgument, {rank_tag(failing), "partial sum", "rank " + std::to_string(source)});
   } else {
-    expect(name, o, ErrorCode::kGroupFailed, {"because of rank " + std::to_string(reducer), "partial sum"});
+    expect(name, o, ErrorCode::kGroupFailed, {"because of rank " + std::to_string(failing), "partial sum"});
   }
 }
 
@@ -676,15 +677,15 @@ TEST_F(NodePeerBitFlip, InADispatchRowIsCaughtByItsOwner) {
   }
 }
 
-TEST_F(NodePeerBitFlip, InAnExpertOutputRowIsCaughtByItsReader) {
+TEST_F(NodePeerBitFlip, InAnOwnerPartialIsCaughtByItsReader) {
 #ifndef EPCOMM_FAULT_INJECTION
   GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
 #endif
   const Outcome o = run(2, true);
-  const std::string name = "one bit flipped in an expert output row of rank 1 that rank 0 reads, checksums on";
+  const std::string name = "one bit flipped in an owner partial of rank 1 that rank 0 reads, checksums on";
   if (slow_group.rank() == 0) {
     expect(name, o, ErrorCode::kDataCorrupted,
-           {rank_tag(0), "expert output row", "of operation 2 in rank 1's shared memory",
+           {rank_tag(0), "owner partial row", "of operation 2 in rank 1's shared memory",
             "written by rank 1, is corrupted"});
   } else {
     expect(name, o, ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});

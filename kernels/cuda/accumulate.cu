@@ -1,14 +1,11 @@
 // SPDX-License-Identifier: MIT
-// accumulate_rows, accumulate_row_list and accumulate_strided_list (combine): 16
-// lanes own one tile of one destination row and walk its sources in the order
-// given, so every element's sum is formed in a fixed order, the CPU's, with no
-// atomics. They differ only in how a source row is found (an index into one
-// matrix, or a pointer of its own: a row in a node peer's memory, or in pinned host
-// memory) and how a destination's sources are delimited (offsets, or a count in
-// fixed-stride lists).
+// accumulate_rows and accumulate_row_list (combine): 16 lanes own one tile of one
+// destination row and walk its sources in the order given, so every element's sum
+// is formed in a fixed order, the CPU's, with no atomics. They differ only in how a
+// source row is found: an index into one matrix, or a pointer of its own (a row in
+// a node peer's memory, or in pinned host memory).
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
-#include "epcomm_kernels/cuda_plan.hpp"
 #include "format_dispatch.cuh"
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
@@ -40,20 +37,6 @@ struct PointerSources {
   void bind(const Layout&) {}
   __device__ int64_t begin(int64_t d) const { return offsets[d]; }
   __device__ int64_t end(int64_t d) const { return offsets[d + 1]; }
-  __device__ const uint8_t* row(int64_t j) const { return static_cast<const uint8_t*>(rows[j]); }
-  __device__ float weight(int64_t j) const { return weights[j]; }
-};
-
-// Destination d's sources: its own pointers and weights at [d * stride, d * stride
-// + counts[d]).
-struct StridedSources {
-  const void* const* rows;
-  const float* weights;
-  const int32_t* counts;
-  int stride;
-  void bind(const Layout&) {}
-  __device__ int64_t begin(int64_t d) const { return d * stride; }
-  __device__ int64_t end(int64_t d) const { return d * stride + counts[d]; }
   __device__ const uint8_t* row(int64_t j) const { return static_cast<const uint8_t*>(rows[j]); }
   __device__ float weight(int64_t j) const { return weights[j]; }
 };
@@ -106,7 +89,6 @@ void preload_accumulate_kernels() {
     using F = decltype(f);
     preload(reinterpret_cast<const void*>(&accumulate_kernel<F, IndexedSources>));
     preload(reinterpret_cast<const void*>(&accumulate_kernel<F, PointerSources>));
-    preload(reinterpret_cast<const void*>(&accumulate_kernel<F, StridedSources>));
   });
 }
 
@@ -122,13 +104,6 @@ void accumulate_row_list(Format format, const void* const* src_rows, const float
                          const int32_t* source_offsets, int64_t dst_rows, bool from_zero, float* acc, void* stream) {
   detail::accumulate("accumulate_row_list", format, detail::PointerSources{src_rows, weights, source_offsets}, hidden,
                      dst_rows, from_zero, acc, static_cast<cudaStream_t>(stream));
-}
-
-void accumulate_strided_list(Format format, const void* const* src_rows, const float* weights,
-                             const int32_t* counts, int stride, int hidden, int64_t dst_rows, bool from_zero,
-                             float* acc, void* stream) {
-  detail::accumulate("accumulate_strided_list", format, detail::StridedSources{src_rows, weights, counts, stride},
-                     hidden, dst_rows, from_zero, acc, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace epcomm::kernels::cuda

@@ -61,8 +61,8 @@ void preload_accumulate_kernels();
 void preload_copy_kernels();
 void preload_place_kernels();
 void preload_finish_kernels();
-void preload_route_source_kernels();
 void preload_node_partial_sum_kernels();
+void preload_owner_partial_kernels();
 
 // dst row (dst_rows ? dst_rows[i] : i) = src row (src_rows ? src_rows[i] : i), as
 // raw bytes: encoding to or decoding from the plain format of the same dtype is a

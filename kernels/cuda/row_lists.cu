@@ -37,8 +37,8 @@ void preload_kernels() {
   preload_copy_kernels();
   preload_place_kernels();
   preload_finish_kernels();
-  preload_route_source_kernels();
   preload_node_partial_sum_kernels();
+  preload_owner_partial_kernels();
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint4>));
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint8_t>));
 }

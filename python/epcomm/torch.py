@@ -144,7 +144,8 @@ class Buffer:
         dispatch_format: wire format of dispatched rows: ``"bf16"``, ``"f32"``,
             ``"fp8"`` (E4M3, FP32 scale per 1x128 tile), ``"fp8-ue8m0"`` (power-of-two
             scales) or ``"logfmt<n>"``, n in 3..16 (docs/formats.md).
-        combine_format: wire format of the partial sums combine sends back (same
+        combine_format: wire format of the partial sums combine moves between
+            ranks: an owner's sum a node peer reads, a node's sum sent back (same
             choices).
         device: where the tensors live. ``None`` or ``"cpu"``: host tensors. A CUDA
             device (``"cuda"`` is the current one): every tensor passed and returned

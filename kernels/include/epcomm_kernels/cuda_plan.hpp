@@ -16,11 +16,13 @@
 
 namespace epcomm::kernels::cuda {
 
-// One slot of one owner rank as kernels address it: its received rows and expert
-// outputs, and the row metadata a dispatch writes (runtime/src/exchange/slot_layout.hpp).
+// One slot of one owner rank as kernels address it: its received rows, expert
+// outputs and owner partials, and the row metadata a dispatch writes
+// (runtime/src/exchange/slot_layout.hpp).
 struct SlotArrays {
   uint8_t* rows;
   uint8_t* expert_out;
+  uint8_t* partials;  // [tokens] one row per token-list entry, combine format
   int32_t* src_rank;
   int32_t* src_token;
   float* weight;
@@ -91,14 +93,26 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
 void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,
                  int num_local_experts, int64_t rows, int64_t row_bytes, void* stream);
 
-// Combine's node partial sources: for handled tokens first + d, d < count, the
-// expert output rows of the token on every owner it reached (owners in route order,
-// rows in token_rows order) with their weights (1 unless weighted), stride apart:
-// rows[d * stride + c], weights[d * stride + c], c < counts[d].
-void gather_routed_sources(const SlotArrays* owners, int ranks_per_node, int max_rows_per_token,
-                           int64_t out_row_bytes, const int32_t* route_count, const int32_t* route_local,
-                           const int32_t* route_entry, int64_t first, int64_t count, bool weighted, int stride,
-                           const void** rows, float* weights, int32_t* counts, void* stream);
+// Combine's owner partials: for i < count, with entry = entries[i] of this owner's
+// token list (mine), mine.partials row entry = encode(partial_format, the FP32 sum
+// from zero over the entry's rows p in token_rows order of (weighted ? weight[p] :
+// 1) * decode(out_format, expert_out row p)), multiply and add rounded separately.
+// expert_out: this GPU's expert outputs in the dispatch's row order (out_format,
+// the dtype's plain format). *bad_index as for encode_rows, i being the row.
+void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays& mine, const uint8_t* expert_out,
+                        int max_rows_per_token, const int32_t* entries, int64_t count, bool weighted, int hidden,
+                        int64_t* bad_index, void* stream);
+
+// Combine's node partials: acc row d (FP32, [count, hidden]) for handled token h =
+// first + d = the sum from zero, over the owners the token reached in route order
+// (owners: device array of ranks_per_node), of this rank's (local_rank's) FP32
+// subtotal of its rows as sum_owner_partials forms it, from expert_out, when the
+// owner is itself, else decode(partial_format, the owner's partial of the entry),
+// each added as acc + 1 * part.
+void sum_routed_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
+                       int local_rank, int max_rows_per_token, const uint8_t* expert_out, const int32_t* route_count,
+                       const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
+                       bool weighted, int hidden, float* acc, void* stream);
 
 // One node's partials of a source's tokens, for sum_node_partials: the partial of
 // the node's i-th token at rows + i * row_bytes, FP32 if f32 (the source's own
@@ -119,11 +133,5 @@ struct NodePartials {
 void sum_node_partials(Format format, const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
                        const int32_t* node_tokens, int64_t num_tokens, int hidden, DType out_type, void* out,
                        void* stream);
-
-// As accumulate_row_list, with destination d's sources rows / weights [d * stride,
-// d * stride + counts[d]).
-void accumulate_strided_list(Format format, const void* const* src_rows, const float* weights,
-                             const int32_t* counts, int stride, int hidden, int64_t dst_rows, bool from_zero,
-                             float* acc, void* stream);
 
 }  // namespace epcomm::kernels::cuda

@@ -32,7 +32,7 @@ struct ExchangeConfig {
   int max_tokens_per_rank = 0;       // largest num_tokens any dispatch will pass
   DType dtype = DType::kBF16;        // tokens, expert outputs, combined outputs
   Format dispatch_format = Format::kBF16;  // rows on the wire and in rows()
-  Format combine_format = Format::kBF16;   // node partial sums on the wire
+  Format combine_format = Format::kBF16;   // partial sums between ranks (owner, node)
   int expert_alignment = 1;          // pad each expert's segment to a multiple
   int64_t max_recv_rows = 0;         // rows a rank may receive; 0: worst case
   int max_inflight = 2;              // dispatch handles alive at once

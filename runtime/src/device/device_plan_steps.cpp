@@ -33,8 +33,14 @@ class Pieces {
 };
 
 cuda::SlotArrays arrays_of(const SlotView& v) {
-  return {reinterpret_cast<uint8_t*>(v.rows), reinterpret_cast<uint8_t*>(v.expert_out), v.src_rank, v.src_token,
-          v.weight,  v.first_row, v.token_rows};
+  return {reinterpret_cast<uint8_t*>(v.rows),
+          reinterpret_cast<uint8_t*>(v.expert_out),
+          reinterpret_cast<uint8_t*>(v.owner_partials),
+          v.src_rank,
+          v.src_token,
+          v.weight,
+          v.first_row,
+          v.token_rows};
 }
 
 class CudaPlanSteps final : public DevicePlanSteps {
@@ -57,11 +63,10 @@ class CudaPlanSteps final : public DevicePlanSteps {
       route_count_ = p.take<int32_t>(T * N);
       route_local_ = p.take<int32_t>(T * N * R);
       route_entry_ = p.take<int32_t>(T * N * R);
-      source_rows_ = p.take<const void*>(T * K);
-      source_weights_ = p.take<float>(T * K);
-      source_counts_ = p.take<int32_t>(T);
       owners_ = p.take<cuda::SlotArrays>(R);
       node_partials_ = p.take<cuda::NodePartials>(N);
+      entries_ = p.take<int32_t>(static_cast<std::size_t>(shape_.max_entries));
+      bad_ = p.take<int64_t>(1);
       return p.bytes();
     };
     memory_ = std::make_unique<DeviceBuffer>(device_, carve(nullptr), "the exchange's plan buffers");
@@ -151,16 +156,31 @@ class CudaPlanSteps final : public DevicePlanSteps {
                       static_cast<int64_t>(me.row_bytes), mover_.stream());
   }
 
-  void sum_routed(Format out_format, int64_t first, int64_t count, bool weighted, float* acc) override {
+  void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out, bool weighted,
+                          const std::vector<int32_t>& entries) override {
+    mover_.upload(entries_, entries.data(), entries.size() * sizeof(int32_t));
+    use_device();
+    cuda::sum_owner_partials(out_format, partial_format, arrays_of(shape_.owners[shape_.local_rank]),
+                             reinterpret_cast<const uint8_t*>(expert_out), shape_.topo.max_rows_per_token_rank(),
+                             entries_, static_cast<int64_t>(entries.size()), weighted, shape_.hidden, bad_,
+                             mover_.stream());
+  }
+
+  int64_t owner_partials_bad() override {
+    int64_t bad = -1;
+    mover_.download(&bad, bad_, sizeof bad);
+    return bad;
+  }
+
+  void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int64_t first, int64_t count,
+                  bool weighted, float* acc) override {
     if (count <= 0) return;
     const Topology& topo = shape_.topo;
     use_device();
-    cuda::gather_routed_sources(owners_, topo.ranks_per_node, topo.max_rows_per_token_rank(),
-                                static_cast<int64_t>(shape_.owners[0].out_row_bytes), route_count_, route_local_,
-                                route_entry_, first, count, weighted, topo.topk, source_rows_, source_weights_,
-                                source_counts_, mover_.stream());
-    cuda::accumulate_strided_list(out_format, source_rows_, source_weights_, source_counts_, topo.topk, shape_.hidden,
-                                  count, true, acc, mover_.stream());
+    cuda::sum_routed_partials(out_format, partial_format, owners_, topo.ranks_per_node, shape_.local_rank,
+                              topo.max_rows_per_token_rank(), reinterpret_cast<const uint8_t*>(expert_out),
+                              route_count_, route_local_, route_entry_, first, count, weighted, shape_.hidden, acc,
+                              mover_.stream());
   }
 
   void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype, void* out) override {
@@ -252,11 +272,10 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int32_t* route_count_ = nullptr;
   int32_t* route_local_ = nullptr;
   int32_t* route_entry_ = nullptr;
-  const void** source_rows_ = nullptr;
-  float* source_weights_ = nullptr;
-  int32_t* source_counts_ = nullptr;
   cuda::SlotArrays* owners_ = nullptr;
   cuda::NodePartials* node_partials_ = nullptr;
+  int32_t* entries_ = nullptr;  // the token-list entries of the last sum_owner_partials
+  int64_t* bad_ = nullptr;      // its first unencodable element
 };
 
 }  // namespace

@@ -7,8 +7,10 @@
 //     the payload once per owner straight into its GPU over CUDA IPC, every row's
 //     metadata and the owner's token list, and the forwarding record combine reads;
 //     the owner's fan-out and padding rows once every writer is done;
-//   combine: the forwarder's per-token sums over the owners' rows, and the source's
-//     sum over node partials, from that record, in the host combine's order.
+//   combine: each owner's partials of the tokens node peers forward, the
+//     forwarder's per-token sums over its own rows and those partials (read over
+//     CUDA IPC) from that record, and the source's sum over node partials, in the
+//     host combine's order.
 //
 // The host keeps the checks, the routes and counts, the layout exchange and the
 // phase flags; what it sends the GPU per operation are the small layouts and the
@@ -40,6 +42,7 @@ struct PlanStepsShape {
   int local_rank = 0;  // this rank's index in it
   int hidden = 0;
   int64_t max_tokens = 0;        // per rank (max_tokens_per_rank)
+  int64_t max_entries = 0;       // of one owner's token list (SlotLayout::max_tokens)
   std::size_t record_bytes = 0;  // one token's record in an inter-node block
   // The slot on every rank of the node, by local rank: rows, outputs, metadata.
   std::vector<SlotView> owners;
@@ -69,10 +72,21 @@ class DevicePlanSteps {
   virtual std::string placement_error() = 0;
   // The owner's fan-out and padding rows (mine: this rank's layout).
   virtual void finish(const RecvLayoutView& mine) = 0;
-  // acc[d] = the sum, in the host combine's order, of (weighted ? weight : 1) *
-  // decode(out_format, expert output) over the rows of handled token first + d on
-  // every owner, for d < count.
-  virtual void sum_routed(Format out_format, int64_t first, int64_t count, bool weighted, float* acc) = 0;
+  // This rank's owner partials, as the host combine forms them: for each token-list
+  // entry in `entries`, the FP32 sum of (weighted ? weight : 1) * decode(out_format,
+  // expert_out row) over its rows in expert order, encoded in partial_format into
+  // the slot. expert_out: the caller's, this GPU's memory.
+  virtual void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out,
+                                  bool weighted, const std::vector<int32_t>& entries) = 0;
+  // Once the mover is idle: the first element the last sum_owner_partials could
+  // not encode, as (position in entries) * hidden + column, or -1 (waits).
+  virtual int64_t owner_partials_bad() = 0;
+  // acc[d] = the node partial, in the host combine's order, of handled token
+  // first + d, for d < count: over the owners it reached in route order, this
+  // rank's FP32 subtotal of its rows (from expert_out) or decode(partial_format,
+  // the owner's partial), read over CUDA IPC.
+  virtual void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int64_t first,
+                          int64_t count, bool weighted, float* acc) = 0;
   // Where node n's partials of this rank's tokens are: the partial of the i-th
   // token of the node's list in the routes at rows + i * row_bytes.
   struct NodePartialRows {

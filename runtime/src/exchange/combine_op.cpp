@@ -34,8 +34,7 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   }
   buf_.mover->after(options.stream);
   if (e.device) e.device->hold(options.stream, seq);
-  if (e.node_checksums) peer_rows_.emplace(*e.node_checksums, "expert output row", seq);
-  stage_expert_outputs();
+  if (e.node_checksums) peer_rows_.emplace(*e.node_checksums, "owner partial row", seq);
 }
 
 CombineOp::~CombineOp() {
@@ -43,19 +42,79 @@ CombineOp::~CombineOp() {
   route_->combine_in_flight = false;
 }
 
-// Makes this rank's expert outputs readable by its node peers: a copy into the
-// slot's shared rows, unless the caller computed them there in place.
-void CombineOp::stage_expert_outputs() {
+// As owner: for every entry of this rank's token list that a node peer forwards
+// (the rank of this node with its source's local index: a source of this node
+// forwards its own tokens, a remote source's rows arrive at its rail peer), the
+// FP32 sum over the token's rows here, in expert order, of weight * output, encoded
+// in the combine format into the slot's owner partials, which that peer reads: one
+// row per (token, owner) crosses to the forwarder instead of one per expert row.
+// The sums read the caller's expert_out where it is: nothing is staged.
+void CombineOp::sum_owner_partials() {
+  Engine& e = engine_;
+  const int H = e.config().hidden, R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
+  const Format out_format = kernels::plain_format(e.config().dtype);
   const SlotView& mine = route_->output();
-  if (peer_rows_) {
-    // Row by row, signing the rows node peers read as they are copied.
-    RowCopies copies;
-    peer_rows_->stage_expert_outputs(mine, static_cast<const std::byte*>(expert_out_), copies);
-    buf_.mover->copy(copies);
-  } else if (mine.layout.num_rows() > 0 && expert_out_ != mine.expert_out) {
-    buf_.mover->copy_bytes(mine.expert_out, expert_out_,
-                           static_cast<std::size_t>(mine.layout.num_rows()) * mine.out_row_bytes);
+  const RecvLayoutView& layout = mine.layout;
+  std::vector<int32_t> entries;
+  for (int s = 0; s < layout.num_sources; ++s) {
+    if (s % R == e.group.local_rank) continue;
+    for (int32_t t = layout.token_base[s]; t < layout.token_base[s + 1]; ++t) entries.push_back(t);
   }
+  if (entries.empty()) return;
+  const auto* expert_out = static_cast<const std::byte*>(expert_out_);
+  if (e.device) {
+    buf_.plan->sum_owner_partials(out_format, e.config().combine_format, expert_out, options_.weighted, entries);
+    raise_if_owner_partial_unencodable(entries, 0);
+    return;
+  }
+  // Runs of consecutive entries, a scratch's worth at a time, encoded back to back.
+  RowMover& mover = *buf_.mover;
+  const int64_t batch = std::max<int64_t>(1, buf_.partial_acc_rows);
+  RowSums sums;
+  for (std::size_t b0 = 0; b0 < entries.size();) {
+    std::size_t b1 = b0 + 1;
+    while (b1 < entries.size() && static_cast<int64_t>(b1 - b0) < batch && entries[b1] == entries[b1 - 1] + 1) ++b1;
+    sums.clear();
+    for (std::size_t i = b0; i < b1; ++i) {
+      const int32_t* rows = mine.token_rows + static_cast<std::size_t>(entries[i]) * L;
+      for (int x = 0; x < L && rows[x] >= 0; ++x) {
+        sums.add_source(expert_out + static_cast<std::size_t>(rows[x]) * mine.out_row_bytes,
+                        options_.weighted ? mine.weight[rows[x]] : 1.0f);
+      }
+      sums.end_destination();
+    }
+    mover.accumulate(out_format, sums, H, true, buf_.partial_acc);
+    mover.encode(e.config().combine_format, buf_.partial_acc, DType::kF32, static_cast<int64_t>(b1 - b0), H,
+                 mine.partial_row(entries[b0]));
+    raise_if_owner_partial_unencodable(entries, static_cast<int64_t>(b0));
+    b0 = b1;
+  }
+  if (peer_rows_) {
+    RowCopies signs;
+    peer_rows_->sign_owner_partials(mine, entries, signs);
+    mover.copy(signs);
+  }
+}
+
+// After the encoding of the owner partials of entries [first, ...): a value the
+// combine format cannot encode (LogFMT: not finite) is an error naming the token.
+void CombineOp::raise_if_owner_partial_unencodable(const std::vector<int32_t>& entries, int64_t first) {
+  Engine& e = engine_;
+  if (logfmt_bits(e.config().combine_format) == 0) return;  // only LogFMT can fail
+  const int H = e.config().hidden, L = e.topo().max_rows_per_token_rank();
+  RowMover& mover = *buf_.mover;
+  const int64_t bad = e.device ? buf_.plan->owner_partials_bad() : mover.first_bad();
+  if (bad < 0) return;
+  const SlotView& mine = route_->output();
+  const int32_t entry = entries[static_cast<std::size_t>(first + bad / H)];
+  int32_t row = 0, source = -1, token = -1;
+  mover.download(&row, mine.token_rows + static_cast<std::size_t>(entry) * L, sizeof row);
+  mover.download(&source, mine.src_rank + row, sizeof source);
+  mover.download(&token, mine.src_token + row, sizeof token);
+  EPCOMM_FAIL(kInvalidArgument, "combine: the owner partial sum for token "
+                                    << token << " of rank " << source << " is not finite at column " << bad % H
+                                    << " (expert outputs hold a non-finite value), which combine_format "
+                                    << to_string(e.config().combine_format) << " cannot encode");
 }
 
 std::vector<SlotView> CombineOp::node_slots() const {
@@ -64,35 +123,35 @@ std::vector<SlotView> CombineOp::node_slots() const {
   return owners;
 }
 
-// As forwarder: for every token this rank wrote to its node in the dispatch, sum
-// weight * output over its rows on every local owner (owners in local-rank order,
-// rows in expert order), giving one partial per (token, node); keep it for own
-// tokens, encode it for remote ones, to be sent back once their source is ready.
+// As forwarder: for every token this rank wrote to its node in the dispatch, the
+// sum over every local owner it reached, owners in route order, of that owner's
+// part: this rank's own rows' FP32 subtotal (rows in expert order, never encoded)
+// or the owner partial the peer encoded; one partial per (token, node). Keep it for
+// own tokens, encode it for remote ones, to be sent back once their source is
+// ready. Only bytes that leave a rank are rounded to the combine format.
 void CombineOp::reduce_node_partials() {
   Engine& e = engine_;
   const int H = e.config().hidden, me = e.group.node;
   const Format out_format = kernels::plain_format(e.config().dtype);
   const std::size_t crow = e.combine_row_bytes();
-  RowMover& mover = *buf_.mover;
   const std::vector<SlotView> owners = node_slots();
-  RowSums sums;
   std::size_t send_at = 0;
   partial_blocks_.reset(e.topo().num_nodes());
-  if (e.device) stats.intranode_bytes += route_->rows_to_node_peers() * static_cast<int64_t>(owners[0].out_row_bytes);
+  stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(crow);
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
-    // Own tokens' partials are kept whole; remote ones are summed a batch of
-    // partial_acc_rows at a time and encoded into the send buffer.
-    const int64_t batch = n == me ? std::max<int64_t>(count, 1) : buf_.partial_acc_rows;
+    // The device sums a node's tokens at once; the host a scratch's worth at a
+    // time (its own subtotals and remote partials live in cache-sized scratches).
+    const int64_t batch = e.device ? std::max<int64_t>(count, 1) : std::max<int64_t>(1, buf_.partial_acc_rows);
     for (int64_t b0 = 0; b0 < count; b0 += batch) {
       const int64_t b1 = std::min<int64_t>(count, b0 + batch);
       float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
       if (e.device) {
         // The same sums from the forwarding record on the GPU.
-        buf_.plan->sum_routed(out_format, first + b0, b1 - b0, options_.weighted, acc);
+        buf_.plan->sum_routed(out_format, e.config().combine_format, static_cast<const std::byte*>(expert_out_),
+                              first + b0, b1 - b0, options_.weighted, acc);
       } else {
-        add_routed_sources(first + b0, first + b1, owners, sums);
-        mover.accumulate(out_format, sums, H, true, acc);
+        sum_routed_on_host(first + b0, first + b1, owners, acc);
       }
       if (n != me) encode_remote_partials(n, first + b0, b1 - b0, buf_.combine_send.data() + send_at + b0 * crow);
     }
@@ -102,27 +161,53 @@ void CombineOp::reduce_node_partials() {
   }
 }
 
-// sums = the sources of handled tokens [h0, h1): each token's rows on every owner
-// it reached, owners in route order, rows in expert order.
-void CombineOp::add_routed_sources(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, RowSums& sums) {
+// acc rows = the node partials of handled tokens [h0, h1), in passes that keep
+// each token's order: the own rows' subtotals (into own_subtotals), then the
+// owners before this rank in route order, this rank's subtotal, the owners after.
+void CombineOp::sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc) {
   Engine& e = engine_;
-  const int R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
-  sums.clear();
-  if (peer_rows_) sums.corrupt = peer_rows_->corrupt();
+  const int H = e.config().hidden, R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
+  const int me = e.group.local_rank;
+  const Format cf = e.config().combine_format;
+  const SlotView& mine = owners[me];
+  const auto* expert_out = static_cast<const std::byte*>(expert_out_);
+  RowSums own, before, self, after;
+  if (peer_rows_) before.corrupt = after.corrupt = peer_rows_->corrupt();
   for (int64_t i = h0; i < h1; ++i) {
     const std::size_t h = static_cast<std::size_t>(i);
+    bool past_self = false;
     for (int c = 0; c < buf_.route_count[h]; ++c) {
       const int ld = buf_.route_local[h * R + c];
-      const SlotView& owner = owners[ld];
-      const int32_t* rows = owner.token_rows + static_cast<std::size_t>(buf_.route_entry[h * R + c]) * L;
-      for (int x = 0; x < L && rows[x] >= 0; ++x) {
-        sums.add_source(owner.out_row(rows[x]), options_.weighted ? owner.weight[rows[x]] : 1.0f,
-                        peer_rows_ ? peer_rows_->expert_output_sum(owner, ld, rows[x]) : nullptr);
-        if (ld != e.group.local_rank) stats.intranode_bytes += static_cast<int64_t>(owner.out_row_bytes);
+      const int32_t entry = buf_.route_entry[h * R + c];
+      if (ld == me) {
+        const int32_t* rows = mine.token_rows + static_cast<std::size_t>(entry) * L;
+        for (int x = 0; x < L && rows[x] >= 0; ++x) {
+          own.add_source(expert_out + static_cast<std::size_t>(rows[x]) * mine.out_row_bytes,
+                         options_.weighted ? mine.weight[rows[x]] : 1.0f);
+        }
+        self.add_source(buf_.own_subtotals + (i - h0) * H, 1.0f);
+        past_self = true;
+      } else {
+        const SlotView& owner = owners[ld];
+        const BlockChecksum* sum = peer_rows_ ? peer_rows_->owner_partial_sum(owner, entry) : nullptr;
+        (past_self ? after : before).add_source(owner.partial_row(entry), 1.0f, sum);
       }
     }
-    sums.end_destination();
+    for (RowSums* s : {&own, &before, &self, &after}) s->end_destination();
   }
+  RowMover& mover = *buf_.mover;
+  if (!own.rows.empty()) mover.accumulate(kernels::plain_format(e.config().dtype), own, H, true, buf_.own_subtotals);
+  // The first pass run starts every row from zero; a pass with no source at all
+  // is skipped (adding nothing), unless no other pass runs.
+  bool started = false;
+  const auto pass = [&](Format format, const RowSums& sums, bool last) {
+    if (sums.rows.empty() && (started || !last)) return;
+    mover.accumulate(format, sums, H, !started, acc);
+    started = true;
+  };
+  pass(cf, before, false);
+  pass(Format::kF32, self, false);
+  pass(cf, after, true);
 }
 
 // Encodes `count` summed partials (partial_acc) of handled tokens [first, first +
@@ -136,8 +221,8 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   if (logfmt_bits(e.config().combine_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
-  // A corrupted expert output may be what made the partial unencodable.
-  if (peer_rows_) peer_rows_->raise_if_expert_output_corrupt(node_slots());
+  // A corrupted owner partial may be what made the partial unencodable.
+  if (peer_rows_) peer_rows_->raise_if_owner_partial_corrupt(node_slots());
   const std::size_t h = static_cast<std::size_t>(first + bad / H);
   int32_t token = -1;
   if (e.device) {
@@ -239,8 +324,15 @@ bool CombineOp::advance() {
   Engine& e = engine_;
   bool moved = false;
   RowMover& mover = *buf_.mover;
-  if (state_ == State::kStage) {
-    if (!mover.idle()) return false;
+  if (state_ == State::kOwner) {
+    // Summing reads every expert output: on the first progress step (the progress
+    // thread, when on) rather than in the caller's combine_begin.
+    if (!owner_partials_enqueued_) {
+      sum_owner_partials();
+      owner_partials_enqueued_ = true;
+      moved = true;
+    }
+    if (!mover.idle()) return moved;
     if (peer_rows_) peer_rows_->publish();
     store_flag(route_->output().flags->outputs_ready, seq_);
     state_ = State::kPartials;
@@ -264,7 +356,7 @@ bool CombineOp::advance() {
   if (state_ == State::kReduced) {
     if (!mover.idle()) return moved;
     // Before anything summed from a corrupted row is sent or kept.
-    if (peer_rows_) peer_rows_->raise_if_expert_output_corrupt(node_slots());
+    if (peer_rows_) peer_rows_->raise_if_owner_partial_corrupt(node_slots());
     store_flag(route_->output().flags->outputs_read, seq_);
     state_ = State::kReturn;
     moved = true;
@@ -282,7 +374,7 @@ bool CombineOp::advance() {
       moved = true;
     }
     if (!summed_ || !sends_->all_done()) return moved;
-    // Owners may reuse their outputs (and the slot) only after every forwarder read them.
+    // Owners may reuse their partials (and the slot) only after every forwarder read them.
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_read, seq_) >= 0) return moved;
     state_ = State::kSum;
     moved = true;
@@ -299,7 +391,7 @@ bool CombineOp::advance() {
 
 std::string CombineOp::phase() const {
   switch (state_) {
-    case State::kStage: return "combine (staging expert outputs on the GPU)";
+    case State::kOwner: return "combine (owner partials on the GPU)";
     case State::kReduced: return "combine (node partials on the GPU)";
     case State::kSum: return "combine (final sums on the GPU)";
     default: return "combine";
@@ -308,7 +400,7 @@ std::string CombineOp::phase() const {
 
 std::string CombineOp::outstanding() const {
   const int slot = route_->slot();
-  if (state_ == State::kStage || state_ == State::kReduced || state_ == State::kSum) {
+  if (state_ == State::kOwner || state_ == State::kReduced || state_ == State::kSum) {
     return "none (this rank's GPU work)";
   }
   if (state_ == State::kPartials) return engine_.local_ranks_behind(slot, &SlotFlags::outputs_ready, seq_);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// One combine along a dispatch's route: expert outputs staged in shared memory,
-// node pre-reduction by the forwarder, one partial per (token, node) back over the
-// network, and the source's sum in node order.
+// One combine along a dispatch's route: each owner's pre-reduction of the tokens a
+// node peer forwards (one owner partial per (token, owner), in the combine format,
+// in its slot), node pre-reduction by the forwarder from its own rows and the
+// owners' partials, one partial per (token, node) back over the network, and the
+// source's sum in node order.
 #pragma once
 
 #include <optional>
@@ -22,16 +24,16 @@ class CombineOp : public Op {
   std::string outstanding() const override;
 
  private:
-  // kStage: this rank's expert outputs are being staged; kReduced: the node
-  // partials are enqueued (and the final sums, when partials_all_local); kReturn:
-  // partials cross nodes, the final sums are enqueued once they are in; kSum:
-  // the final sums are enqueued. Each waits for the slot's mover before
-  // publishing.
-  enum class State { kStage, kPartials, kReduced, kReturn, kSum, kDone };
+  // kOwner: this rank's owner partials are enqueued; kReduced: the node partials
+  // are enqueued (and the final sums, when partials_all_local); kReturn: partials
+  // cross nodes, the final sums are enqueued once they are in; kSum: the final
+  // sums are enqueued. Each waits for the slot's mover before publishing.
+  enum class State { kOwner, kPartials, kReduced, kReturn, kSum, kDone };
 
-  void stage_expert_outputs();
+  void sum_owner_partials();
+  void raise_if_owner_partial_unencodable(const std::vector<int32_t>& entries, int64_t first);
   void reduce_node_partials();
-  void add_routed_sources(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, RowSums& sums);
+  void sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc);
   void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
   bool post_ready_sends();
   void sum_node_partials();
@@ -46,14 +48,15 @@ class CombineOp : public Op {
   const void* expert_out_;
   void* out_;
   CombineOptions options_;
-  State state_ = State::kStage;
+  State state_ = State::kOwner;
+  bool owner_partials_enqueued_ = false;
   bool summed_ = false;  // sum_node_partials is enqueued
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
   // Encoded partials per destination node in combine_send; a one-sided transport
   // sends each after its receiver's "ready".
   OutgoingBlocks partial_blocks_;
-  // ExchangeConfig::checksum: this rank's expert outputs its node peers read.
+  // ExchangeConfig::checksum: this rank's owner partials its node peers read.
   std::optional<NodePeerChecksums::Rows> peer_rows_;
 };
 

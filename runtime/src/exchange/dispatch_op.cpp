@@ -364,7 +364,7 @@ void DispatchOp::write_source(const TokenSource& src) {
       ++route_n;
       if (ld != e.group.local_rank) {
         stats.intranode_bytes += static_cast<int64_t>(row_bytes + rows * 16 + L * 4);
-        rows_to_node_peers_ += rows;
+        ++tokens_to_node_peers_;
       }
     }
     buf_.route_count[handled] = route_n;
@@ -403,7 +403,7 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
       int64_t rows = 0;
       for (int j = 0; j < J; ++j) rows += routes.expert_tokens[static_cast<std::size_t>(d) * J + j];
       stats.intranode_bytes += routes.rank_tokens[d] * per_token + rows * 16;
-      rows_to_node_peers_ += rows;
+      tokens_to_node_peers_ += routes.rank_tokens[d];
     }
     return;
   }
@@ -417,9 +417,9 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
       if (reached_by[rel / J] != i) {
         reached_by[rel / J] = i;
         stats.intranode_bytes += per_token;
+        ++tokens_to_node_peers_;
       }
       stats.intranode_bytes += 16;
-      ++rows_to_node_peers_;
     }
   }
 }

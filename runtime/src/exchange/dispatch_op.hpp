@@ -55,9 +55,9 @@ class DispatchOp : public Op {
   // DispatchHandle::layout(), once done.
   std::shared_ptr<const ReusableLayout> reusable_layout() const;
   std::atomic<bool> combine_in_flight{false};
-  // Rows this rank wrote into node peers' slots (the rows a combine reads back
-  // from them), for the statistics.
-  int64_t rows_to_node_peers() const { return rows_to_node_peers_; }
+  // (token, owner) pairs this rank wrote into node peers' slots: the owner
+  // partials a combine reads back from them, for the statistics.
+  int64_t tokens_to_node_peers() const { return tokens_to_node_peers_; }
 
  private:
   // kWritten: every row this rank writes is enqueued, waiting for the mover;
@@ -83,7 +83,7 @@ class DispatchOp : public Op {
   // Device memory: the caller's topk_idx and topk_weights, in GPU memory.
   const int32_t* device_topk_idx_ = nullptr;
   const float* device_topk_weights_ = nullptr;
-  int64_t rows_to_node_peers_ = 0;
+  int64_t tokens_to_node_peers_ = 0;
   std::shared_ptr<const ReusableLayout> reused_;  // the layout taken instead of exchanged, or null
   State state_ = State::kLayout;
   SlotBuffers& buf_;

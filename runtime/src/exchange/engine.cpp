@@ -128,6 +128,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   slot_layout_.max_rows_per_token = L;
   slot_layout_.row_bytes = dispatch_codec_.row_bytes(config_.hidden);
   slot_layout_.out_row_bytes = dtype_codec_.row_bytes(config_.hidden);
+  slot_layout_.partial_row_bytes = combine_codec_.row_bytes(config_.hidden);
   slot_layout_.max_rows = config_.max_recv_rows > 0
                              ? config_.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
@@ -163,8 +164,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // Rows are encoded once into a staging matrix unless the input already is rows.
   const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
-  // a time (a cache-sized scratch).
-  const int64_t partial_rows = N == 1 ? 0 : config_.memory == MemorySpace::kDevice ? T : std::min<int64_t>(T, 64);
+  // a time (a cache-sized scratch, also for the owner partials and the forwarder's
+  // own subtotals, which the device sums in its kernels' registers).
+  const int64_t partial_rows = config_.memory == MemorySpace::kDevice ? (N == 1 ? 0 : T) : std::min<int64_t>(T, 64);
   // One slot's work buffers on the GPU, carved from base (null: only measures).
   // No out_acc: the device sums each output row in registers.
   const auto carve = [&](std::byte* base, SlotBuffers* s) {
@@ -202,6 +204,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       device_slot_.first_row = at(max_rows * sizeof(int32_t));
       device_slot_.token_rows =
           at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
+      device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
       device_slot_.bytes = shared.bytes();
       device = make_device_resources(group, config_.device, device_slot_.bytes * config_.max_inflight,
                                      private_slot * config_.max_inflight, pinned_slot * config_.max_inflight);
@@ -225,15 +228,18 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
           s.registrations.push_back(device->register_host(v->data(), v->size()));
         }
         // One operation's lists: row copies (16 bytes each) of the rail packing, and
-        // what the plan steps upload (the routes' token lists, the layouts).
+        // what the plan steps upload (the routes' token lists, the layouts, the
+        // token-list entries of the owner partials).
         const std::size_t TN = static_cast<std::size_t>(T) * N;
-        s.mover = device->make_mover(16 * TN + 4 * TN + (1 << 20));
+        const std::size_t entries = static_cast<std::size_t>(slot_layout_.max_tokens);
+        s.mover = device->make_mover(16 * TN + 4 * TN + 4 * entries + (1 << 20));
         PlanStepsShape shape;
         shape.topo = topo_;
         shape.node = group.node;
         shape.local_rank = group.local_rank;
         shape.hidden = config_.hidden;
         shape.max_tokens = T;
+        shape.max_entries = slot_layout_.max_tokens;
         shape.record_bytes = rail_meta_bytes_;
         for (int ld = 0; ld < topo_.ranks_per_node; ++ld) shape.owners.push_back(slot_view(ld, i));
         s.plan = device->make_plan_steps(*s.mover, std::move(shape));
@@ -248,10 +254,13 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         }
         s.host_partial_acc.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
                                     "the combine partial sums of a slot");
+        s.host_own_subtotals.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
+                                      "the combine subtotals of a slot");
         s.token_staging = s.host_staging.data();
         s.own_partials = s.host_own_partials.as<float>();
         s.out_acc = s.host_out_acc.as<float>();
         s.partial_acc = s.host_partial_acc.as<float>();
+        s.own_subtotals = s.host_own_subtotals.as<float>();
         s.mover = make_host_row_mover(movers);
       }
       s.handled_offset.resize(N + 1);
@@ -292,8 +301,10 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
-                                        << slot_layout_.bytes << " shared bytes (" << slot_layout_.max_rows
-                                        << " rows), inter-node transport " << internode->name());
+                                        << slot_layout_.bytes + device_slot_.bytes << " shared bytes ("
+                                        << slot_layout_.max_rows << " rows, owner partials "
+                                        << static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes()
+                                        << " bytes), inter-node transport " << internode->name());
 }
 
 std::size_t Engine::rail_block_bytes() const {
@@ -356,6 +367,7 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
     v.weight = reinterpret_cast<float*>(base + device_slot_.weight);
     v.first_row = reinterpret_cast<int32_t*>(base + device_slot_.first_row);
     v.token_rows = reinterpret_cast<int32_t*>(base + device_slot_.token_rows);
+    v.owner_partials = base + device_slot_.owner_partials;
   }
   return v;
 }

@@ -69,8 +69,10 @@ struct SlotBuffers {
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
   float* own_partials = nullptr;       // combine: this node's partials of my own tokens
   float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16 (host)
-  float* partial_acc = nullptr;        // combine: remote partials before encoding,
-  int64_t partial_acc_rows = 0;        //   this many rows at a time
+  float* partial_acc = nullptr;        // combine: owner and remote partials before
+  int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time
+  float* own_subtotals = nullptr;      // combine (host): the forwarder's own rows' sums,
+                                       //   partial_acc_rows at a time
   // Device memory: pinned host copies of the routing inputs.
   int32_t* topk_idx_host = nullptr;
   float* topk_weights_host = nullptr;
@@ -89,7 +91,7 @@ struct SlotBuffers {
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
 
   // Host memory space: storage behind the work buffers.
-  HostBuffer host_staging, host_own_partials, host_out_acc, host_partial_acc;
+  HostBuffer host_staging, host_own_partials, host_out_acc, host_partial_acc, host_own_subtotals;
 };
 
 class Op {
@@ -186,10 +188,11 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::unique_ptr<DeviceResources> device;
 
  private:
-  // One slot of the shared GPU region: rows, expert outputs and row metadata, at
-  // these offsets.
+  // One slot of the shared GPU region: rows, expert outputs, row metadata and
+  // owner partials, at these offsets.
   struct DeviceSlotOffsets {
     std::size_t expert_out = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
+    std::size_t owner_partials = 0;
     std::size_t bytes = 0;
   } device_slot_;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)

@@ -59,42 +59,28 @@ void NodePeerChecksums::Rows::raise_if_dispatch_row_corrupt(const SlotView& mine
        mine.src_token[p]);
 }
 
-void NodePeerChecksums::Rows::stage_expert_outputs(const SlotView& mine, const std::byte* expert_out,
-                                                   RowCopies& copies) {
-  const GroupState& g = sums_.group_;
-  const bool in_place = expert_out == mine.expert_out;
-  copies.clear(mine.out_row_bytes);
-  const int64_t n = mine.layout.num_rows();
-  for (int64_t p = 0; p < n; ++p) {
-    const std::byte* src = expert_out + static_cast<std::size_t>(p) * mine.out_row_bytes;
-    std::byte* dst = in_place ? nullptr : mine.out_row(p);
-    // Read by the forwarder of its source (padding rows, source -1, by nobody).
-    const int32_t source = mine.src_rank[p];
-    if (source >= 0 && source % g.ranks_per_node != g.local_rank) {
-      copies.add(src, dst, &mine.out_sum[p]);
-      note_signed(mine.out_row(p), mine.out_row_bytes);
-    } else if (!in_place) {
-      copies.add(src, dst);
-    }
+void NodePeerChecksums::Rows::sign_owner_partials(const SlotView& mine, const std::vector<int32_t>& entries,
+                                                  RowCopies& copies) {
+  copies.clear(mine.partial_row_bytes);
+  for (const int32_t e : entries) {
+    copies.add(mine.partial_row(e), nullptr, &mine.partial_sum[e]);
+    note_signed(mine.partial_row(e), mine.partial_row_bytes);
   }
 }
 
-const BlockChecksum* NodePeerChecksums::Rows::expert_output_sum(const SlotView& owner, int owner_local,
-                                                                int64_t row) const {
-  return owner_local == sums_.group_.local_rank ? nullptr : &owner.out_sum[row];
-}
-
-void NodePeerChecksums::Rows::raise_if_expert_output_corrupt(const std::vector<SlotView>& owners) const {
+void NodePeerChecksums::Rows::raise_if_owner_partial_corrupt(const std::vector<SlotView>& owners) const {
   const auto* row = static_cast<const std::byte*>(corrupt_->first());
   if (row == nullptr) return;
   const GroupState& g = sums_.group_;
   for (int ld = 0; ld < static_cast<int>(owners.size()); ++ld) {
     const SlotView& owner = owners[ld];
-    const std::size_t bytes = static_cast<std::size_t>(owner.layout.num_rows()) * owner.out_row_bytes;
-    if (row < owner.expert_out || row >= owner.expert_out + bytes) continue;
-    const int64_t p = (row - owner.expert_out) / static_cast<std::ptrdiff_t>(owner.out_row_bytes);
+    const std::size_t bytes = static_cast<std::size_t>(owner.layout.num_tokens()) * owner.partial_row_bytes;
+    if (row < owner.owner_partials || row >= owner.owner_partials + bytes) continue;
+    const int64_t e = (row - owner.owner_partials) / static_cast<std::ptrdiff_t>(owner.partial_row_bytes);
+    // The token's first row here names it.
+    const int32_t p = owner.token_rows[static_cast<std::size_t>(e) * owner.max_rows_per_token];
     const int rank = g.global_rank(g.node, ld);
-    fail(owner.out_sum, p, row, owner.out_row_bytes, rank, rank, owner.src_rank[p], owner.src_token[p]);
+    fail(owner.partial_sum, e, row, owner.partial_row_bytes, rank, rank, owner.src_rank[p], owner.src_token[p]);
   }
   EPCOMM_FAIL(kDataCorrupted, "an " << what_ << " of operation " << seq_
                                     << " in a node peer's shared memory is corrupted (its address is in no slot)");

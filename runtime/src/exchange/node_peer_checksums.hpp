@@ -8,11 +8,13 @@
 //             owner checks every such row once all its peers' writes_done flags are
 //             up, in the pass of its fan-out (the copy of the row into the token's
 //             other experts' rows, or the check alone for a row without one);
-//   combine   an owner stages its expert outputs in its own slot; the staging copy
-//             signs each row a peer will read into out_sum (the rows are only
-//             hashed when the caller computed them in place), and each forwarder
-//             checks the rows it reads as its node pre-reduction sums them.
-// So no byte is read for its checksum alone: the row mover (host_row_mover.cpp)
+//   combine   an owner sums its expert outputs of each token a node peer forwards
+//             into one owner partial in its own slot (combine_op.cpp); a pass
+//             after the encoding signs each partial into partial_sum, and each
+//             forwarder checks the partials it reads as its node pre-reduction
+//             sums them.
+// So, but for the owner partials (one row per token instead of one per expert
+// row, small next to what they sum), no byte is read for its checksum alone: the row mover (host_row_mover.cpp)
 // takes and checks the checksums in the passes that move the rows, on the worker
 // pool, and reports a row that failed to a CorruptRows; the operation raises the
 // error once its mover is idle, before it publishes anything built from the row.
@@ -42,7 +44,7 @@ class NodePeerChecksums {
   // One operation's signed and checked rows.
   class Rows {
    public:
-    // what: "dispatch row", "expert output row".
+    // what: "dispatch row", "owner partial row".
     Rows(NodePeerChecksums& checksums, const char* what, uint64_t seq)
         : sums_(checksums), what_(what), seq_(seq), corrupt_(std::make_shared<CorruptRows>()) {}
 
@@ -66,16 +68,17 @@ class NodePeerChecksums {
     // of `mine` corrupted.
     void raise_if_dispatch_row_corrupt(const SlotView& mine) const;
 
-    // Combine, owner side: `copies` stages `expert_out` (the caller's buffer, laid
-    // out as the slot) into `mine` (this rank's slot), signing the rows node peers
-    // will read; rows computed in place are signed, not copied.
-    void stage_expert_outputs(const SlotView& mine, const std::byte* expert_out, RowCopies& copies);
-    // Combine, reader side: the checksum expert output row `row` of node peer
-    // `owner_local`'s slot `owner` must have, or null for this rank's own rows.
-    const BlockChecksum* expert_output_sum(const SlotView& owner, int owner_local, int64_t row) const;
+    // Combine, owner side, once the owner partials of token-list `entries` are
+    // written into `mine` (this rank's slot): `copies` signs them (hashes, no copy).
+    void sign_owner_partials(const SlotView& mine, const std::vector<int32_t>& entries, RowCopies& copies);
+    // Combine, reader side: the checksum the owner partial of token-list entry
+    // `entry` in node peer `owner`'s slot must have.
+    const BlockChecksum* owner_partial_sum(const SlotView& owner, int64_t entry) const {
+      return &owner.partial_sum[entry];
+    }
     // Combine, reader side, once the summing batches ran: throws if they found a
-    // row corrupted; `owners` are the node's slots by local rank.
-    void raise_if_expert_output_corrupt(const std::vector<SlotView>& owners) const;
+    // partial corrupted; `owners` are the node's slots by local rank.
+    void raise_if_owner_partial_corrupt(const std::vector<SlotView>& owners) const;
 
    private:
     // Throws the mismatch of row `row` (at `data`) against table[row]; `owner`

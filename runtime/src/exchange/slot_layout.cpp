@@ -29,8 +29,9 @@ void SlotLayout::compute() {
     first_row = place(c, R * sizeof(int32_t));
     token_rows = place(c, T * max_rows_per_token * sizeof(int32_t));
     expert_out = place(c, R * out_row_bytes);
+    owner_partials = place(c, T * partial_row_bytes);
     row_sum = place(c, R * sizeof(BlockChecksum));
-    out_sum = place(c, R * sizeof(BlockChecksum));
+    partial_sum = place(c, T * sizeof(BlockChecksum));
   }
   bytes = (c + 4095) / 4096 * 4096;
 }
@@ -53,11 +54,13 @@ SlotView SlotView::at(std::byte* base, const SlotLayout& l) {
     v.first_row = reinterpret_cast<int32_t*>(base + l.first_row);
     v.token_rows = reinterpret_cast<int32_t*>(base + l.token_rows);
     v.expert_out = base + l.expert_out;
+    v.owner_partials = base + l.owner_partials;
     v.row_sum = reinterpret_cast<BlockChecksum*>(base + l.row_sum);
-    v.out_sum = reinterpret_cast<BlockChecksum*>(base + l.out_sum);
+    v.partial_sum = reinterpret_cast<BlockChecksum*>(base + l.partial_sum);
   }
   v.row_bytes = l.row_bytes;
   v.out_row_bytes = l.out_row_bytes;
+  v.partial_row_bytes = l.partial_row_bytes;
   v.max_rows_per_token = l.max_rows_per_token;
   return v;
 }

@@ -20,8 +20,8 @@ namespace epcomm::detail {
 struct SlotFlags {
   alignas(64) uint64_t layout_ready;    // dispatch seq whose receive layout is published
   alignas(64) uint64_t writes_done;     // dispatch seq whose rows this rank finished writing
-  alignas(64) uint64_t outputs_ready;   // combine seq whose expert outputs are in place
-  alignas(64) uint64_t outputs_read;    // combine seq whose peers' outputs this rank read
+  alignas(64) uint64_t outputs_ready;   // combine seq whose owner partials are complete
+  alignas(64) uint64_t outputs_read;    // combine seq whose peers' partials this rank read
 };
 
 inline uint64_t load_flag(uint64_t& f) {
@@ -40,14 +40,16 @@ struct SlotLayout {
   int64_t max_tokens = 0;
   std::size_t row_bytes = 0;      // dispatch format
   std::size_t out_row_bytes = 0;  // expert outputs, config dtype
-  // Rows, expert outputs and row metadata live here, or (device memory) in GPU
-  // memory, where kernels of every GPU of the node write and read them.
+  std::size_t partial_row_bytes = 0;  // owner partials, combine format
+  // Rows, expert outputs, owner partials and row metadata live here, or (device
+  // memory) in GPU memory, where kernels of every GPU of the node write and read
+  // them.
   bool payload_in_shm = true;
 
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
   std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;
-  std::size_t token_rows = 0, expert_out = 0;
-  std::size_t row_sum = 0, out_sum = 0;  // with the payload: checksums (node_peer_checksums.hpp)
+  std::size_t token_rows = 0, expert_out = 0, owner_partials = 0;
+  std::size_t row_sum = 0, partial_sum = 0;  // with the payload: checksums (node_peer_checksums.hpp)
   std::size_t bytes = 0;
 
   void compute();
@@ -64,18 +66,27 @@ struct SlotView {
   // Row metadata (host memory, or GPU memory with the rows):
   int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
   int32_t* token_rows;   // [max_tokens][L]: the rows of each received token, -1 padded
-  std::byte* expert_out; // [max_rows] rows of expert outputs (combine input)
-  // [max_rows] checksums of the rows and of the expert outputs that node peers
-  // write or read (ExchangeConfig::checksum; null with device memory).
+  std::byte* expert_out; // [max_rows] rows of expert outputs (combine input, in place)
+  // [max_tokens] combine: per token-list entry that a node peer forwards, the
+  // owner's sum over the token's rows here in the combine format, which that
+  // forwarder reads (the owner's own entries are left unwritten).
+  std::byte* owner_partials;
+  // Checksums of the rows ([max_rows]) and of the owner partials ([max_tokens])
+  // that node peers write or read (ExchangeConfig::checksum; null with device
+  // memory).
   BlockChecksum* row_sum;
-  BlockChecksum* out_sum;
+  BlockChecksum* partial_sum;
   std::size_t row_bytes;
   std::size_t out_row_bytes;
+  std::size_t partial_row_bytes;
   int max_rows_per_token;
 
   static SlotView at(std::byte* base, const SlotLayout& l);
   std::byte* row(int64_t r) const { return rows + static_cast<std::size_t>(r) * row_bytes; }
   std::byte* out_row(int64_t r) const { return expert_out + static_cast<std::size_t>(r) * out_row_bytes; }
+  std::byte* partial_row(int64_t entry) const {
+    return owner_partials + static_cast<std::size_t>(entry) * partial_row_bytes;
+  }
 };
 
 }  // namespace epcomm::detail
