@@ -29,7 +29,7 @@ struct DispatchOp::TokenSource {
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
-                       std::shared_ptr<const ReusableLayout> layout, const DispatchInput* device_routing)
+                       std::shared_ptr<const ReusableLayout> layout, const DeviceDispatchInput* device_input)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
@@ -47,19 +47,15 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
-    // dispatch's one host synchronisation); they live on in the slot.
-    buf_.mover->after(input.stream);
-    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * engine.topo().topk;
-    if (n > 0) {
-      std::memcpy(buf_.topk_idx_host, input.topk_idx, n * sizeof(int32_t));
-      std::memcpy(buf_.topk_weights_host, input.topk_weights, n * sizeof(float));
+    // dispatch's one host synchronisation) into the slot's pinned memory, where
+    // they live on, and may have started the encode (after the caller's stream).
+    if (device_input->rows_encoded) {
+      rows_encoded_ = true;
+    } else {
+      buf_.mover->after(input.stream);
     }
-    input_.topk_idx = buf_.topk_idx_host;
-    input_.topk_weights = buf_.topk_weights_host;
-    if (device_routing != nullptr) {
-      device_topk_idx_ = device_routing->topk_idx;
-      device_topk_weights_ = device_routing->topk_weights;
-    }
+    device_topk_idx_ = device_input->topk_idx;
+    device_topk_weights_ = device_input->topk_weights;
     buf_.plan->set_routes(buf_.routes);
     engine.device->hold(input.stream, seq);
   }
