@@ -129,6 +129,9 @@ __global__ void __launch_bounds__(kWriteThreads)
       if (!placed) continue;  // place_rows flagged the overflow
       const SlotArrays o = owners[ld];
       int32_t* token_rows = o.token_rows + static_cast<int64_t>(q) * L;
+      // The writer's own slot gets the payload in every row (local memory, no
+      // fan-out afterwards); a peer's once, at its first row.
+      const bool own = ld == n.writer;
       // Lane k writes pick k's row; its place in token_rows is its rank by expert.
       for (int k = lane; k < K; k += 32) {
         const int e = tv.idx[k];
@@ -139,11 +142,20 @@ __global__ void __launch_bounds__(kWriteThreads)
         o.src_rank[p] = s.rank;
         o.src_token[p] = tv.token;
         o.weight[p] = tv.weights[k];
-        o.first_row[p] = first;
+        o.first_row[p] = own ? p : first;
         token_rows[c] = p;
       }
       for (int c = rows + lane; c < L; c += 32) token_rows[c] = -1;
-      warp_copy_row(o.rows + static_cast<int64_t>(first) * row_bytes, payload, row_bytes, aligned16, lane);
+      if (own) {
+        for (int k = 0; k < K; ++k) {
+          const int e = tv.idx[k];
+          if (e < lo || e >= lo + J) continue;
+          warp_copy_row(o.rows + static_cast<int64_t>(row_pos[i * K + k]) * row_bytes, payload, row_bytes, aligned16,
+                        lane);
+        }
+      } else {
+        warp_copy_row(o.rows + static_cast<int64_t>(first) * row_bytes, payload, row_bytes, aligned16, lane);
+      }
       if (lane == 0) {
         route_local[h * R + routes] = ld;
         route_entry[h * R + routes] = q;

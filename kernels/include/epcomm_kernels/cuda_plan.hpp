@@ -53,6 +53,10 @@ struct NodeLayouts {
   int experts_per_rank = 1;
   int topk = 1;
   int first_expert = 0;  // the node's first expert
+  // The writing GPU's local rank: its own rows it writes in full, every row of a
+  // token there holding the payload, so the owner's fan-out (finish_rows) copies
+  // only the rows node peers wrote. -1: none of the owners is the writer.
+  int writer = -1;
   const int32_t* row_base = nullptr;
   const int32_t* row_end = nullptr;
   const int32_t* token_begin = nullptr;
@@ -73,7 +77,9 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
 
 // Writes the placed rows into the owners' slots (owners: device array of
 // ranks_per_node): the payload once per owner, at the first of its rows there
-// (lowest expert), and every row's metadata and the owner's token_rows entry
+// (lowest expert), where first_row points its other rows; on the writer's own
+// slot (layouts.writer) into every row, each its own first_row (local memory,
+// written while the peers' rows cross NVLink); and every row's metadata and the owner's token_rows entry
 // (rows in expert order, -1 padded to max_rows_per_token). Also the forwarding
 // record combine reads back, for handled token first_handled + i: route_count, and
 // (local rank, token entry) per reached owner in local-rank order, ranks_per_node
@@ -85,7 +91,7 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
 
 // The owner's side once every writer is done, for rows [0, expert_offset[J]):
 // a row whose first_row is another copies that row's payload (a token with several
-// experts here arrived once); a padding row (past expert_count of its segment)
+// experts here that a node peer wrote arrived once); a padding row (past expert_count of its segment)
 // gets src_rank = src_token = first_row = -1, weight 0 and a zero payload.
 // expert_offset / expert_count: this GPU's copies of the layout.
 void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,

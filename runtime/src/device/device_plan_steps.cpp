@@ -201,6 +201,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     n.experts_per_rank = J;
     n.topk = topo.topk;
     n.first_expert = shape_.node * R * J;
+    n.writer = shape_.local_rank;
     n.row_base = owner_layouts_;
     n.row_end = owner_layouts_ + R * J;
     n.token_begin = owner_layouts_ + 2 * R * J;

@@ -5,8 +5,10 @@
 //
 //   dispatch: each source's row positions on the node's owners (place_source_rows),
 //     the payload once per owner straight into its GPU over CUDA IPC, every row's
-//     metadata and the owner's token list, and the forwarding record combine reads;
-//     the owner's fan-out and padding rows once every writer is done;
+//     metadata and the owner's token list, and the forwarding record combine reads
+//     (into the writer's own slot, the payload into every row of a token at once);
+//     the owner's fan-out of the rows node peers wrote, and padding rows, once
+//     every writer is done;
 //   combine: the forwarder's per-token sums over the owners' rows, and the source's
 //     sum over node partials, from that record, in the host combine's order.
 //
