@@ -69,8 +69,11 @@ class DevicePlanSteps {
   // Once the mover is idle: empty, or why a source wrote more than its layout
   // announced (the host's kMismatch message). Clears it.
   virtual std::string placement_error() = 0;
-  // The owner's fan-out and padding rows (mine: this rank's layout).
-  virtual void finish(const RecvLayoutView& mine) = 0;
+  // This rank's receive layout, once known (uploaded ahead of finish, off the
+  // path from the last writer's flag to the fan-out).
+  virtual void set_own_layout(const RecvLayoutView& mine) = 0;
+  // The owner's fan-out and padding rows, over the layout set_own_layout gave.
+  virtual void finish() = 0;
   // acc[d] = the sum, in the host combine's order, of (weighted ? weight : 1) *
   // decode(out_format, expert output) over the rows of handled token first + d on
   // every owner, for d < count.

@@ -257,7 +257,9 @@ void DispatchOp::on_layout_complete() {
   // Padding rows are owned by this rank: mark them empty and zero their payload so
   // a grouped GEMM over whole segments reads finite values. (With device memory,
   // finish() does, on the GPU.)
-  if (!e.device) {
+  if (e.device) {
+    buf_.plan->set_own_layout(layout);
+  } else {
     for (int j = 0; j < J; ++j) {
       const int64_t first_pad = layout.expert_offset[j] + layout.expert_count[j];
       for (int64_t r = first_pad; r < layout.expert_offset[j + 1]; ++r) {
@@ -422,7 +424,7 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
 
 void DispatchOp::finish() {
   if (engine_.device) {
-    buf_.plan->finish(mine_.layout);
+    buf_.plan->finish();
     return;
   }
   // A token with several experts on this rank was received once; copy it into its
