@@ -61,11 +61,14 @@ __global__ void __launch_bounds__(kScanThreads)
     if (i < s.count) {
       const TokenView tv = token_at(s, K, i);
       for (int k = 0; k < K; ++k) {
-        if (tv.idx[k] >= lo && tv.idx[k] < hi) {
+        if (tv.idx[k] < lo || tv.idx[k] >= hi) continue;
+        if (hit_k < 0) {
           hit_k = k;
-          break;
+        } else if (expert_col) {
+          row_pos[i * K + k] = -1;  // an expert chosen twice (no checked source sends one) stays unplaced
         }
       }
+      if (hit_k < 0 && !expert_col) entry[i * R + ld] = -1;
     }
     const unsigned ballot = __ballot_sync(0xffffffffu, hit_k >= 0);
     if (lane == 0) warp_hits[warp] = __popc(ballot);
@@ -85,6 +88,11 @@ __global__ void __launch_bounds__(kScanThreads)
           entry[i * R + ld] = static_cast<int32_t>(at);
         }
       } else {
+        if (expert_col) {
+          row_pos[i * K + hit_k] = -1;
+        } else {
+          entry[i * R + ld] = -1;
+        }
         // Any offending column will do: the host names one, as its own check would.
         error[1] = s.rank;
         error[0] = 1 + col;
@@ -184,13 +192,12 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
                 volatile int32_t* error, void* stream) {
   using namespace detail;
   if (source.count <= 0) return;
-  const auto s = static_cast<cudaStream_t>(stream);
+  // Every entry the writes read is written here (no memset before: two fewer
+  // operations on the dispatch's critical path).
   const int R = layouts.ranks_per_node;
-  const int64_t count = source.count;
-  check(cudaMemsetAsync(row_pos, 0xff, count * layouts.topk * sizeof(int32_t), s), "cudaMemsetAsync");
-  check(cudaMemsetAsync(entry, 0xff, count * R * sizeof(int32_t), s), "cudaMemsetAsync");
   const unsigned columns = static_cast<unsigned>(R * layouts.experts_per_rank + R);
-  place_rows_kernel<<<columns, kScanThreads, 0, s>>>(source, layouts, row_pos, entry, error);
+  place_rows_kernel<<<columns, kScanThreads, 0, static_cast<cudaStream_t>(stream)>>>(source, layouts, row_pos, entry,
+                                                                                     error);
   check(cudaGetLastError(), "place_rows kernel launch");
 }
 

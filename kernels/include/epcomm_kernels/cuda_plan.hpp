@@ -67,8 +67,10 @@ struct NodeLayouts {
 // its topk pick k on the node, row_pos[i * topk + k] = row_base + the number of
 // earlier tokens of the source (in its order) that chose that expert; for each owner
 // ld the token reaches, entry[i * ranks_per_node + ld] = token_begin + the number of
-// earlier tokens reaching that owner; -1 elsewhere. A position past its end (the
-// source sends more than its layout announced) is not written (-1) and sets
+// earlier tokens reaching that owner, -1 for the owners it does not reach (row_pos
+// of picks off the node is left unwritten; a second pick of the same expert gets
+// -1). A position past its end (the source sends more than its layout announced)
+// is -1 and sets
 // error[0] (error: int32_t[2], pinned host memory read once the stream drained)
 // to 1 + the column (local expert ld * J + j of the node, or R * J + owner ld) and
 // error[1] to the source's rank; error is left as it was otherwise.
