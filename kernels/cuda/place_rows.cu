@@ -154,15 +154,18 @@ __global__ void __launch_bounds__(kWriteThreads)
         token_rows[c] = p;
       }
       for (int c = rows + lane; c < L; c += 32) token_rows[c] = -1;
+      uint8_t* first_payload = o.rows + static_cast<int64_t>(first) * row_bytes;
+      warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
       if (own) {
+        // The other rows copy the first (just written, in L2): a payload in pinned
+        // host memory (a received block) crosses PCIe once.
+        __syncwarp();
         for (int k = 0; k < K; ++k) {
           const int e = tv.idx[k];
-          if (e < lo || e >= lo + J) continue;
-          warp_copy_row(o.rows + static_cast<int64_t>(row_pos[i * K + k]) * row_bytes, payload, row_bytes, aligned16,
-                        lane);
+          if (e < lo || e >= lo + J || e == first_e) continue;
+          warp_copy_row(o.rows + static_cast<int64_t>(row_pos[i * K + k]) * row_bytes, first_payload, row_bytes,
+                        aligned16, lane);
         }
-      } else {
-        warp_copy_row(o.rows + static_cast<int64_t>(first) * row_bytes, payload, row_bytes, aligned16, lane);
       }
       if (lane == 0) {
         route_local[h * R + routes] = ld;
