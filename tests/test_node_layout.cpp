@@ -38,7 +38,10 @@ TEST(TokenRoutes, CountsAndDeduplicatesLikeDirectCounting) {
   for (int trial = 0; trial < 200; ++trial) {
     Topology topo;
     topo.ranks_per_node = 1 + static_cast<int>(rng() % 3);
-    topo.num_ranks = topo.ranks_per_node * (1 + static_cast<int>(rng() % 4));
+    // Every fourth trial has over 64 ranks (build_token_routes tracks a token's
+    // ranks in a bit mask up to 64, with stamps beyond).
+    const int nodes = trial % 4 == 0 ? 33 + static_cast<int>(rng() % 4) : 1 + static_cast<int>(rng() % 4);
+    topo.num_ranks = topo.ranks_per_node * nodes;
     topo.num_experts = topo.num_ranks * (1 + static_cast<int>(rng() % 3));
     topo.topk = 1 + static_cast<int>(rng() % topo.num_experts);
     const int T = static_cast<int>(rng() % 20);

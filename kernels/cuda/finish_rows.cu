@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // finish_rows: the owner's side of a dispatch once every writer is done. A token
-// with several experts on this rank arrived once, at its first row; its other rows
-// take a copy. Padding rows are marked empty with a zero payload, so a grouped GEMM
+// with several experts on this rank that a node peer wrote arrived once, at its
+// first row; its other rows take a copy. (This GPU's own writes filled every row:
+// each is its own first row.) Padding rows are marked empty with a zero payload, so a grouped GEMM
 // over whole segments reads finite values. A warp per row.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"

@@ -55,6 +55,10 @@ struct NodeLayouts {
   int experts_per_rank = 1;
   int topk = 1;
   int first_expert = 0;  // the node's first expert
+  // The writing GPU's local rank: its own rows it writes in full, every row of a
+  // token there holding the payload, so the owner's fan-out (finish_rows) copies
+  // only the rows node peers wrote. -1: none of the owners is the writer.
+  int writer = -1;
   const int32_t* row_base = nullptr;
   const int32_t* row_end = nullptr;
   const int32_t* token_begin = nullptr;
@@ -65,8 +69,10 @@ struct NodeLayouts {
 // its topk pick k on the node, row_pos[i * topk + k] = row_base + the number of
 // earlier tokens of the source (in its order) that chose that expert; for each owner
 // ld the token reaches, entry[i * ranks_per_node + ld] = token_begin + the number of
-// earlier tokens reaching that owner; -1 elsewhere. A position past its end (the
-// source sends more than its layout announced) is not written (-1) and sets
+// earlier tokens reaching that owner, -1 for the owners it does not reach (row_pos
+// of picks off the node is left unwritten; a second pick of the same expert gets
+// -1). A position past its end (the source sends more than its layout announced)
+// is -1 and sets
 // error[0] (error: int32_t[2], pinned host memory read once the stream drained)
 // to 1 + the column (local expert ld * J + j of the node, or R * J + owner ld) and
 // error[1] to the source's rank; error is left as it was otherwise.
@@ -75,7 +81,9 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
 
 // Writes the placed rows into the owners' slots (owners: device array of
 // ranks_per_node): the payload once per owner, at the first of its rows there
-// (lowest expert), and every row's metadata and the owner's token_rows entry
+// (lowest expert), where first_row points its other rows; on the writer's own
+// slot (layouts.writer) into every row, each its own first_row (local memory,
+// written while the peers' rows cross NVLink); and every row's metadata and the owner's token_rows entry
 // (rows in expert order, -1 padded to max_rows_per_token). Also the forwarding
 // record combine reads back, for handled token first_handled + i: route_count, and
 // (local rank, token entry) per reached owner in local-rank order, ranks_per_node
@@ -87,7 +95,7 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
 
 // The owner's side once every writer is done, for rows [0, expert_offset[J]):
 // a row whose first_row is another copies that row's payload (a token with several
-// experts here arrived once); a padding row (past expert_count of its segment)
+// experts here that a node peer wrote arrived once); a padding row (past expert_count of its segment)
 // gets src_rank = src_token = first_row = -1, weight 0 and a zero payload.
 // expert_offset / expert_count: this GPU's copies of the layout.
 void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,

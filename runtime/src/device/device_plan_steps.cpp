@@ -145,14 +145,19 @@ class CudaPlanSteps final : public DevicePlanSteps {
     return why.str();
   }
 
-  void finish(const RecvLayoutView& mine) override {
+  void set_own_layout(const RecvLayoutView& mine) override {
     const int J = mine.num_local_experts;
     std::vector<int64_t> layout(mine.expert_offset, mine.expert_offset + J + 1);
     layout.insert(layout.end(), mine.expert_count, mine.expert_count + J);
     mover_.upload(own_layout_, layout.data(), layout.size() * sizeof(int64_t));
+    own_rows_ = mine.num_rows();
+  }
+
+  void finish() override {
+    const int J = shape_.topo.experts_per_rank();
     const SlotView& me = shape_.owners[shape_.local_rank];
     use_device();
-    cuda::finish_rows(arrays_of(me), own_layout_, own_layout_ + J + 1, J, mine.num_rows(),
+    cuda::finish_rows(arrays_of(me), own_layout_, own_layout_ + J + 1, J, own_rows_,
                       static_cast<int64_t>(me.row_bytes), mover_.stream());
   }
 
@@ -241,6 +246,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     n.experts_per_rank = J;
     n.topk = topo.topk;
     n.first_expert = shape_.node * R * J;
+    n.writer = shape_.local_rank;
     n.row_base = owner_layouts_;
     n.row_end = owner_layouts_ + R * J;
     n.token_begin = owner_layouts_ + 2 * R * J;
@@ -259,6 +265,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int num_tokens_ = 0;
   std::vector<int32_t> route_lists_;  // node_offset_ then the token lists, as uploaded
   std::vector<cuda::NodePartials> uploaded_partials_;  // what node_partials_ holds
+  int64_t own_rows_ = 0;  // rows of this rank's layout (set_own_layout)
   std::unique_ptr<DeviceBuffer> memory_;
   volatile int32_t* error_ = nullptr;
   // In memory_:

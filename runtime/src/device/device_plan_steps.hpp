@@ -5,8 +5,10 @@
 //
 //   dispatch: each source's row positions on the node's owners (place_source_rows),
 //     the payload once per owner straight into its GPU over CUDA IPC, every row's
-//     metadata and the owner's token list, and the forwarding record combine reads;
-//     the owner's fan-out and padding rows once every writer is done;
+//     metadata and the owner's token list, and the forwarding record combine reads
+//     (into the writer's own slot, the payload into every row of a token at once);
+//     the owner's fan-out of the rows node peers wrote, and padding rows, once
+//     every writer is done;
 //   combine: each owner's partials of the tokens node peers forward, the
 //     forwarder's per-token sums over its own rows and those partials (read over
 //     CUDA IPC) from that record, and the source's sum over node partials, in the
@@ -70,8 +72,11 @@ class DevicePlanSteps {
   // Once the mover is idle: empty, or why a source wrote more than its layout
   // announced (the host's kMismatch message). Clears it.
   virtual std::string placement_error() = 0;
-  // The owner's fan-out and padding rows (mine: this rank's layout).
-  virtual void finish(const RecvLayoutView& mine) = 0;
+  // This rank's receive layout, once known (uploaded ahead of finish, off the
+  // path from the last writer's flag to the fan-out).
+  virtual void set_own_layout(const RecvLayoutView& mine) = 0;
+  // The owner's fan-out and padding rows, over the layout set_own_layout gave.
+  virtual void finish() = 0;
   // This rank's owner partials, as the host combine forms them: for each token-list
   // entry in `entries`, the FP32 sum of (weighted ? weight : 1) * decode(out_format,
   // expert_out row) over its rows in expert order, encoded in partial_format into

@@ -85,11 +85,14 @@ class CudaResources final : public DeviceResources {
     EPCOMM_REQUIRE(d == device_, kInvalidArgument,
                    "the stream passed belongs to CUDA device " << d << " but the exchange runs on device " << device_);
   }
-  void read_after(void* stream, void* dst, const void* src, std::size_t bytes) const override {
+  void read_async(void* stream, void* dst, const void* src, std::size_t bytes) const override {
+    if (bytes == 0) return;
     EPCOMM_CUDA(cudaSetDevice(device_));
-    const auto s = static_cast<cudaStream_t>(stream);
-    if (bytes > 0) EPCOMM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
-    EPCOMM_CUDA(cudaStreamSynchronize(s));
+    EPCOMM_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream)));
+  }
+  void synchronize(void* stream) const override {
+    EPCOMM_CUDA(cudaSetDevice(device_));
+    EPCOMM_CUDA(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
   }
   void hold(void* stream, uint64_t seq) override {
     if (hold_streams_) gate_.hold(stream, seq);

@@ -39,11 +39,12 @@ class DeviceResources {
   // Throws Error(kInvalidArgument) unless stream (a cudaStream_t, may be null)
   // belongs to this exchange's GPU.
   virtual void check_stream(void* stream) const = 0;
-  // Copies bytes of GPU memory to the host after the work enqueued on `stream`
-  // (a cudaStream_t) so far, waiting for all of it: call it without the engine's
-  // lock, since that work may wait for earlier operations the progress thread
-  // completes.
-  virtual void read_after(void* stream, void* dst, const void* src, std::size_t bytes) const = 0;
+  // Enqueues on `stream` (a cudaStream_t), after the work enqueued on it so far, a
+  // copy of bytes of GPU memory into host memory (pinned: pinned_base()).
+  virtual void read_async(void* stream, void* dst, const void* src, std::size_t bytes) const = 0;
+  // Waits for the work enqueued on `stream`: call it without the engine's lock,
+  // since that work may wait for earlier operations the progress thread completes.
+  virtual void synchronize(void* stream) const = 0;
   virtual void hold(void* stream, uint64_t seq) = 0;
   virtual void release(uint64_t seq) = 0;
   virtual void release_all() = 0;

@@ -29,7 +29,7 @@ struct DispatchOp::TokenSource {
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
-                       std::shared_ptr<const ReusableLayout> layout, const DispatchInput* device_routing)
+                       std::shared_ptr<const ReusableLayout> layout, const DeviceDispatchInput* device_input)
     : Op(engine, seq, "dispatch"),
       slot_(slot),
       input_(input),
@@ -47,19 +47,15 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
-    // dispatch's one host synchronisation); they live on in the slot.
-    buf_.mover->after(input.stream);
-    const std::size_t n = static_cast<std::size_t>(input.num_tokens) * engine.topo().topk;
-    if (n > 0) {
-      std::memcpy(buf_.topk_idx_host, input.topk_idx, n * sizeof(int32_t));
-      std::memcpy(buf_.topk_weights_host, input.topk_weights, n * sizeof(float));
+    // dispatch's one host synchronisation) into the slot's pinned memory, where
+    // they live on, and may have started the encode (after the caller's stream).
+    if (device_input->rows_encoded) {
+      rows_encoded_ = true;
+    } else {
+      buf_.mover->after(input.stream);
     }
-    input_.topk_idx = buf_.topk_idx_host;
-    input_.topk_weights = buf_.topk_weights_host;
-    if (device_routing != nullptr) {
-      device_topk_idx_ = device_routing->topk_idx;
-      device_topk_weights_ = device_routing->topk_weights;
-    }
+    device_topk_idx_ = device_input->topk_idx;
+    device_topk_weights_ = device_input->topk_weights;
     buf_.plan->set_routes(buf_.routes);
     engine.device->hold(input.stream, seq);
   }
@@ -261,7 +257,9 @@ void DispatchOp::on_layout_complete() {
   // Padding rows are owned by this rank: mark them empty and zero their payload so
   // a grouped GEMM over whole segments reads finite values. (With device memory,
   // finish() does, on the GPU.)
-  if (!e.device) {
+  if (e.device) {
+    buf_.plan->set_own_layout(layout);
+  } else {
     for (int j = 0; j < J; ++j) {
       const int64_t first_pad = layout.expert_offset[j] + layout.expert_count[j];
       for (int64_t r = first_pad; r < layout.expert_offset[j + 1]; ++r) {
@@ -426,7 +424,7 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
 
 void DispatchOp::finish() {
   if (engine_.device) {
-    buf_.plan->finish(mine_.layout);
+    buf_.plan->finish();
     return;
   }
   // A token with several experts on this rank was received once; copy it into its

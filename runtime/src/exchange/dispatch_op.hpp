@@ -23,16 +23,27 @@ struct ReusableLayout {
   SavedLayout saved;
 };
 
+// With device memory: the caller's routing inputs in GPU memory (read by the
+// placement kernels), and whether the engine already enqueued the encode of every
+// input row into the slot's staging matrix (on the slot's mover, after the
+// caller's stream).
+struct DeviceDispatchInput {
+  const int32_t* topk_idx = nullptr;
+  const float* topk_weights = nullptr;
+  bool rows_encoded = false;
+};
+
 class DispatchOp : public Op {
  public:
   // The slot's routes were built (or copied from an earlier dispatch) by the
   // engine's checks before it took the slot. With `layout` (checked against the
   // routes by the engine), the dispatch takes its layout from there instead of
   // exchanging counts.
-  // With device memory, `input` holds host copies of the routing inputs and
-  // `device_routing` the caller's, in GPU memory (read by the placement kernels).
+  // With device memory, `input` holds host copies of the routing inputs (the
+  // slot's pinned ones) and `device_input` the caller's.
   DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
-             std::shared_ptr<const ReusableLayout> layout = nullptr, const DispatchInput* device_routing = nullptr);
+             std::shared_ptr<const ReusableLayout> layout = nullptr,
+             const DeviceDispatchInput* device_input = nullptr);
   ~DispatchOp() override;
 
   bool advance() override;

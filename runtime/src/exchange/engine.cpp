@@ -181,6 +181,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     }
     return piece.bytes();
   };
+  // Pinned copies of the routing inputs: one per slot and the routing inbox.
   const std::size_t pinned_slot = 2 * static_cast<std::size_t>(T) * config_.topk * sizeof(int32_t) + 256;
   const std::size_t private_slot = carve(nullptr, nullptr);
   // Every rank learns whether all could allocate, so none goes on to wait for a
@@ -207,7 +208,10 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
       device_slot_.bytes = shared.bytes();
       device = make_device_resources(group, config_.device, device_slot_.bytes * config_.max_inflight,
-                                     private_slot * config_.max_inflight, pinned_slot * config_.max_inflight);
+                                     private_slot * config_.max_inflight, pinned_slot * (config_.max_inflight + 1));
+      Carver inbox(device->pinned_base() + pinned_slot * config_.max_inflight);
+      inbox_topk_idx_ = inbox.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
+      inbox_topk_weights_ = inbox.take<float>(static_cast<std::size_t>(T) * config_.topk);
     }
 
     for (int i = 0; i < config_.max_inflight; ++i) {
@@ -452,6 +456,39 @@ void Engine::checked_begin(Checks&& checks) {
   }
 }
 
+bool Engine::fetch_device_input(DispatchInput& input) {
+  device->check_stream(input.stream);
+  if (input.num_tokens <= 0 || input.num_tokens > config_.max_tokens_per_rank || !input.x || !input.topk_idx ||
+      !input.topk_weights) {
+    return false;  // the checks reject it, or there is nothing to read
+  }
+  device->check_pointer(input.x, true, "DispatchInput::x");
+  device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
+  device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
+  const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config_.topk;
+  device->read_async(input.stream, inbox_topk_idx_, input.topk_idx, n * sizeof(int32_t));
+  device->read_async(input.stream, inbox_topk_weights_, input.topk_weights, n * sizeof(float));
+  // LogFMT may fail on a value, and only a routed token's may fail the dispatch:
+  // it encodes once the routes are known (DispatchOp::encode_routed_tokens).
+  const Format format = config_.dispatch_format;
+  bool encoded = false;
+  if (!input.x_encoded && format != kernels::plain_format(config_.dtype) && logfmt_bits(format) == 0) {
+    std::lock_guard<std::mutex> lk(mu_);
+    SlotBuffers& s = slots[dispatch_count_ % slots.size()];
+    // A slot held by a live handle is rejected by the checks; one that is free
+    // stays free (only a begin takes a slot, and begins wait for begin_mu_).
+    if (!s.busy) {
+      s.mover->after(input.stream);
+      s.mover->encode(format, input.x, config_.dtype, input.num_tokens, config_.hidden, s.token_staging);
+      encoded = true;
+    }
+  }
+  device->synchronize(input.stream);
+  input.topk_idx = inbox_topk_idx_;
+  input.topk_weights = inbox_topk_weights_;
+  return encoded;
+}
+
 std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, const DispatchOp* route,
                                                    std::shared_ptr<const ReusableLayout> layout) {
   DispatchInput input = given;
@@ -459,23 +496,13 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   // stream reached them. Without the lock: that stream may still wait for earlier
   // operations, which the progress thread completes under it. An error here is
   // rejected below like any other check's.
-  std::vector<int32_t> idx_host;
-  std::vector<float> weights_host;
+  std::unique_lock<std::mutex> begin_lk(begin_mu_, std::defer_lock);
   std::exception_ptr device_error;
-  if (device && input.memory == MemorySpace::kDevice && input.num_tokens > 0 &&
-      input.num_tokens <= config_.max_tokens_per_rank && input.x && input.topk_idx && input.topk_weights) {
+  DeviceDispatchInput device_input{given.topk_idx, given.topk_weights, false};
+  if (device && input.memory == MemorySpace::kDevice) {
+    begin_lk.lock();
     try {
-      device->check_stream(input.stream);
-      device->check_pointer(input.x, true, "DispatchInput::x");
-      device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
-      device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
-      const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config_.topk;
-      idx_host.resize(n);
-      weights_host.resize(n);
-      device->read_after(input.stream, idx_host.data(), input.topk_idx, n * sizeof(int32_t));
-      device->read_after(input.stream, weights_host.data(), input.topk_weights, n * sizeof(float));
-      input.topk_idx = idx_host.data();
-      input.topk_weights = weights_host.data();
+      device_input.rows_encoded = fetch_device_input(input);
     } catch (const Error&) {
       device_error = std::current_exception();
     }
@@ -523,10 +550,16 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
                                                            << " (a reused layout needs the counts it was made from)");
     }
   });
+  if (device && input.topk_idx == inbox_topk_idx_) {
+    // The routing inputs stay with the slot for the operation's life.
+    std::swap(slots[slot].topk_idx_host, inbox_topk_idx_);
+    std::swap(slots[slot].topk_weights_host, inbox_topk_weights_);
+  }
   std::shared_ptr<DispatchOp> op;
   try {
     const auto layout_of = static_cast<int32_t>(layout ? layout->origin & 0x7fffffff : 0);
-    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input, std::move(layout), device ? &given : nullptr);
+    op = std::make_shared<DispatchOp>(*this, next_seq_, slot, input, std::move(layout),
+                                      device ? &device_input : nullptr);
     agreement_->announce({OpHeader::kDispatch, layout_of, next_seq_, slot});
   } catch (const Error& e) {
     fail(next_seq_, e.code(), e.what());

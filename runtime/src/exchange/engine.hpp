@@ -73,7 +73,8 @@ struct SlotBuffers {
   int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time
   float* own_subtotals = nullptr;      // combine (host): the forwarder's own rows' sums,
                                        //   partial_acc_rows at a time
-  // Device memory: pinned host copies of the routing inputs.
+  // Device memory: pinned host copies of the routing inputs (the dispatch's, once
+  // it took the slot: see Engine's routing inbox).
   int32_t* topk_idx_host = nullptr;
   float* topk_weights_host = nullptr;
   std::unique_ptr<RowMover> mover;  // carries out this slot's batches, in order
@@ -240,7 +241,21 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   template <class Checks>
   void checked_begin(Checks&& checks);
   BeginPosition position() const { return {next_seq_, rejections_}; }
+  // Device memory, the part of a dispatch begin before its checks (without mu_):
+  // enqueues the copy of the caller's routing inputs into the routing inbox and,
+  // for a dispatch format that cannot fail to encode, the encode of every input
+  // row into the staging matrix of the slot the dispatch will take (if free), so
+  // the GPU encodes while the host checks and routes; then waits for the copy.
+  // Returns whether the rows were encoded.
+  bool fetch_device_input(DispatchInput& input);
   std::shared_ptr<GroupState> group_owner_;
+  // Device memory: dispatch begins one at a time (taken before mu_), so the routing
+  // inbox and the slot a begin encodes into stay its own until it took the slot.
+  std::mutex begin_mu_;
+  // Pinned host memory the next dispatch's routing inputs are copied into; it
+  // trades places with the slot's copies when the dispatch takes the slot.
+  int32_t* inbox_topk_idx_ = nullptr;
+  float* inbox_topk_weights_ = nullptr;
   std::mutex mu_;
   NodePeerWatch peer_watch_{group};  // node peers killed while operations wait
   bool registered_ = false;
