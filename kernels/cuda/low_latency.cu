@@ -91,7 +91,8 @@ __device__ inline Lane row_lane(int64_t row, int chunk, int hidden) {
   l.mask = 0xffffu << (threadIdx.x & 16u);
   return l;
 }
-__device__ inline int row_chunks(int hidden) {
+// Chunks of kTilesPerBlock tiles in a row (a block's 16-lane groups take a chunk's tiles).
+__host__ __device__ inline int row_chunks(int hidden) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   return (tiles + kTilesPerBlock - 1) / kTilesPerBlock;
 }
@@ -105,42 +106,58 @@ struct IsCopy<Plain<DType::kBF16>, uint16_t> : std::true_type {};
 template <>
 struct IsCopy<Plain<DType::kF32>, float> : std::true_type {};
 
-// The lane's part of a row: encoded, or copied element by element.
-template <class F, class Src>
-__device__ inline void put_lane(const Src* src, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
-                                int hidden, unsigned long long* bad) {
-  if constexpr (IsCopy<F, Src>::value) {
-    Src* dst = reinterpret_cast<Src*>(row) + l.col0;
-    const Src* from = src + l.col0;
-    constexpr int kVectors = kElemsPerLane * sizeof(Src) / sizeof(uint4);
-    if (l.valid == kElemsPerLane && reinterpret_cast<uintptr_t>(dst) % sizeof(uint4) == 0 &&
-        reinterpret_cast<uintptr_t>(from) % sizeof(uint4) == 0) {
-      // Whole 16-byte stores: rows often go to a peer GPU, where narrow stores cost.
+// A lane's loaded elements stored back unchanged (bits, not values).
+__device__ inline void store_raw(uint16_t* p, int valid, const Raw<uint16_t>& r) {
+  if (valid == kElemsPerLane && aligned<16>(p)) {
+    *reinterpret_cast<uint4*>(p) = r.w;
+    return;
+  }
+  const uint32_t w[4] = {r.w.x, r.w.y, r.w.z, r.w.w};
 #pragma unroll
-      for (int i = 0; i < kVectors; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(from)[i];
-      return;
-    }
-    for (int i = 0; i < l.valid; ++i) dst[i] = from[i];
-  } else {
-    Elems v;
-    load8(src + l.col0, l.valid, v);
-    F::encode(v, l, layout, row, pos, hidden, bad);
+  for (int k = 0; k < kElemsPerLane; ++k) {
+    if (k < valid) p[k] = static_cast<uint16_t>(w[k / 2] >> (16 * (k % 2)));
+  }
+}
+__device__ inline void store_raw(float* p, int valid, const Raw<float>& r) {
+  if (valid == kElemsPerLane && aligned<16>(p)) {
+    reinterpret_cast<float4*>(p)[0] = r.a;
+    reinterpret_cast<float4*>(p)[1] = r.b;
+    return;
+  }
+  const float v[kElemsPerLane] = {r.a.x, r.a.y, r.a.z, r.a.w, r.b.x, r.b.y, r.b.z, r.b.w};
+#pragma unroll
+  for (int k = 0; k < kElemsPerLane; ++k) {
+    if (k < valid) p[k] = v[k];
   }
 }
 
-// The block copies `bytes` from shared memory to dst with the widest access both
-// allow (slot regions start 256-byte aligned, rows are row_bytes apart).
-__device__ inline void copy_row(uint8_t* dst, const uint8_t* src, int64_t bytes) {
-  if (bytes % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-    for (int64_t i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
-      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+// The block writes row `pos` of src (hidden elements) to dst in format F (dst
+// is often a peer GPU's slot). Each thread loads its lanes of kAhead tile chunks
+// before it stores any, so a thread keeps kAhead loads in flight instead of
+// waiting for each before its store.
+template <class F, class Src>
+__device__ inline void put_row(const Src* src, int64_t pos, const Layout& layout, uint8_t* dst, int hidden,
+                               unsigned long long* bad) {
+  const int chunks = row_chunks(hidden);
+  for (int c0 = 0; c0 < chunks; c0 += kAhead) {
+    Lane l[kAhead];
+    Raw<Src> r[kAhead];
+#pragma unroll
+    for (int i = 0; i < kAhead; ++i) {
+      l[i] = row_lane(pos, c0 + i, hidden);  // chunks past the row: not in range
+      if (l[i].in_range) load_raw(src + l[i].col0, l[i].valid, r[i]);
     }
-  } else if (bytes % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 4 == 0) {
-    for (int64_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) {
-      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
+#pragma unroll
+    for (int i = 0; i < kAhead; ++i) {
+      if (!l[i].in_range) continue;  // the tile's 16 lanes alike
+      if constexpr (IsCopy<F, Src>::value) {
+        store_raw(reinterpret_cast<Src*>(dst) + l[i].col0, l[i].valid, r[i]);
+      } else {
+        Elems v;
+        widen(r[i], v);
+        F::encode(v, l[i], layout, dst, pos, hidden, bad);
+      }
     }
-  } else {
-    for (int64_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
   }
 }
 
@@ -150,93 +167,97 @@ __device__ inline bool last_block(unsigned int* done) {
   __shared__ bool last;
   __threadfence_system();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
   __syncthreads();
   if (last) __threadfence_system();
   return last;
 }
 
-// Shared memory of the dispatch kernel: the encoded row, then per k the expert
-// and the number of earlier tokens that chose it.
-inline int64_t dispatch_smem_bytes(const G& g, int64_t row_bytes) {
-  return (row_bytes + 15) / 16 * 16 + 2 * static_cast<int64_t>(sizeof(int)) * g.topk;
-}
+// How many blocks a send kernel that loops over (token, k) pairs or received rows
+// launches at most: more than a large GPU holds at once, so every SM is busy.
+constexpr int64_t kMaxSendBlocks = 1 << 12;
+// How many blocks a receive kernel aims for, split over experts or tokens.
+constexpr int kRecvBlocks = 1024;
 
-// Block t: token t. The slot of (t, k) is the number of earlier tokens that chose
-// its expert; the row is encoded once into shared memory and copied to each owner.
+// Block i: (token, k) pairs i, i + gridDim.x, ... A pair's slot is the number of
+// earlier tokens that chose its expert (the block counts matches among the
+// earlier tokens' entries), and the block encodes the token's row straight into
+// that slot of the owner: the K copies of a token are K blocks writing in
+// parallel, not one block writing them in turn. Each block encodes the row
+// itself (the encode is cheap next to the stores; a row encoded once would need
+// a second pass or one block writing all K copies).
 template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
     dispatch_send_kernel(G g, B b, Layout layout, const Src* x, const int32_t* idx, const float* w, int num_tokens,
                          bool reject) {
-  extern __shared__ uint4 smem[];
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;  // the same in every block: set by an earlier kernel only
   const uint64_t round = c->round + 1;    // the last block stores it, after every block read it
-  const int K = g.topk, J = g.local_experts, E = J * g.ranks, t = blockIdx.x;
-  auto* row = reinterpret_cast<uint8_t*>(smem);
-  int* expert = reinterpret_cast<int*>(row + (layout.row_bytes + 15) / 16 * 16);
-  int* earlier = expert + K;
-  if (t < num_tokens) {
+  const int K = g.topk, J = g.local_experts, E = J * g.ranks;
+  const int64_t pairs = reject ? 0 : static_cast<int64_t>(num_tokens) * K;
+  __shared__ int matches;
+  for (int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) {
+    const int t = static_cast<int>(pair / K), k = static_cast<int>(pair % K);
+    const int e = idx[pair];
+    const float wk = w[pair];
+    // The host's send_plan rules for this entry; every value here is the same in
+    // all threads, so the block's barriers below are uniform.
+    bool bad = e < -1 || e >= E || (e != -1 && !elem::is_finite(wk));
     const int32_t* my_idx = idx + static_cast<int64_t>(t) * K;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) {
-      const int e = my_idx[k];
-      const float wk = w[static_cast<int64_t>(t) * K + k];
-      bool bad = e < -1 || e >= E || (e != -1 && !elem::is_finite(wk));
-      for (int k2 = 0; k2 < k && !bad; ++k2) bad = e != -1 && my_idx[k2] == e;
-      if (bad) atomicMin(&c->bad_input, t * K + k);
-      expert[k] = bad || e < 0 ? -1 : e;
-      earlier[k] = 0;
-      b.weights[static_cast<int64_t>(t) * K + k] = wk;
+    for (int k0 = 0; k0 < k && e != -1; k0 += blockDim.x) {
+      const int k2 = k0 + static_cast<int>(threadIdx.x);
+      bad = __syncthreads_or(bad || (k2 < k && my_idx[k2] == e)) != 0;
     }
-    __syncthreads();
-    for (int i = threadIdx.x; i < t * K; i += blockDim.x) {
-      const int e = idx[i];
-      for (int k = 0; k < K; ++k) {
-        if (expert[k] >= 0 && expert[k] == e) atomicAdd(&earlier[k], 1);
-      }
+    // The slot: matches among the earlier tokens' entries, each thread's loads
+    // independent of one another, summed per warp, then per block.
+    int earlier = 0;
+    if (!bad && e >= 0) {
+      if (threadIdx.x == 0) matches = 0;
+      int mine = 0;
+      const int64_t before = static_cast<int64_t>(t) * K;
+      for (int64_t i = threadIdx.x; i < before; i += blockDim.x) mine += idx[i] == e ? 1 : 0;
+      mine = __reduce_add_sync(0xffffffffu, mine);
+      __syncthreads();
+      if (threadIdx.x % 32 == 0 && mine != 0) atomicAdd(&matches, mine);
+      __syncthreads();
+      earlier = matches;
     }
-    for (int chunk = 0; chunk < row_chunks(g.hidden); ++chunk) {
-      const Lane l = row_lane(t, chunk, g.hidden);
-      if (l.in_range) put_lane<F>(x + static_cast<int64_t>(t) * g.hidden, l, layout, row, t, g.hidden, nullptr);
-    }
-    __syncthreads();
-    for (int k = 0; k < K; ++k) {
-      // A token that repeats an expert (a rejected round) can push a later
-      // token's count past the region: such a row is not written.
-      const int e = earlier[k] < g.max_tokens ? expert[k] : -1;
-      if (threadIdx.x == 0) {
-        b.slot[static_cast<int64_t>(t) * K + k] = e < 0 ? -1 : earlier[k];
-        if (e >= 0) atomicAdd(&b.counts[e], 1);
-      }
-      if (e < 0) continue;
-      const int r = e / J, j = e % J;
-      uint8_t* base = b.shared[r];
-      const int64_t at = slot_index(g, j, g.rank, earlier[k]);
-      copy_row(base + g.rows[round & 1] + at * layout.row_bytes, row, layout.row_bytes);
-      if (threadIdx.x == 0) {
-        int32_t* meta = reinterpret_cast<int32_t*>(base + g.meta[round & 1]) + 2 * at;
+    // A token that repeats an expert (a rejected round) can push a later
+    // token's count past the region: such a row is not written.
+    const bool send = !bad && e >= 0 && earlier < g.max_tokens;
+    const int r = send ? e / J : 0, j = send ? e % J : 0;
+    const int64_t at = slot_index(g, j, g.rank, earlier);
+    if (threadIdx.x == 0) {
+      if (bad) atomicMin(&c->bad_input, static_cast<int>(pair));
+      b.weights[pair] = wk;
+      b.slot[pair] = send ? earlier : -1;
+      if (send) {
+        atomicAdd(&b.counts[e], 1);
+        int32_t* meta = reinterpret_cast<int32_t*>(b.shared[r] + g.meta[round & 1]) + 2 * at;
         meta[0] = t;
         meta[1] = k;
       }
     }
+    if (send) {
+      uint8_t* dst = b.shared[r] + g.rows[round & 1] + at * layout.row_bytes;
+      put_row<F>(x + static_cast<int64_t>(t) * g.hidden, t, layout, dst, g.hidden, nullptr);
+    }
+    __syncthreads();  // every thread read `matches` before the next pair resets it
   }
   if (!last_block(&c->dispatch_blocks_done)) return;
   // The last block: every row of the round is stored; publish, then reset.
   const int bad_at = load_volatile(&c->bad_input);
   const bool rejected = reject || bad_at != INT_MAX;
-  for (int r = threadIdx.x; r < g.ranks; r += blockDim.x) {
-    int sum = 0;
-    for (int j = 0; j < J; ++j) sum += load_volatile(&b.counts[r * J + j]);
-    b.sent_to[r] = sum;
-  }
+  for (int r = threadIdx.x; r < g.ranks; r += blockDim.x) b.sent_to[r] = 0;
+  __syncthreads();
   for (int wi = threadIdx.x; wi < E; wi += blockDim.x) {
     const int r = wi / J, j = wi % J;
-    const uint32_t n = rejected ? 0u : static_cast<uint32_t>(load_volatile(&b.counts[wi]));
+    const int n = load_volatile(&b.counts[wi]);
+    b.counts[wi] = 0;
+    if (n != 0) atomicAdd(&b.sent_to[r], n);
     store_release(reinterpret_cast<uint64_t*>(b.shared[r] + g.counts[round & 1]) + static_cast<int64_t>(g.rank) * J + j,
-                  wire::pack_word(round, rejected, n));
+                  wire::pack_word(round, rejected, rejected ? 0u : static_cast<uint32_t>(n)));
   }
-  __syncthreads();
-  for (int wi = threadIdx.x; wi < E; wi += blockDim.x) b.counts[wi] = 0;
   if (threadIdx.x == 0) {
     if (reject) {
       c->failed = 1;  // the host threw already
@@ -281,8 +302,41 @@ __device__ bool wait_words(const G& g, const B& b, const uint64_t* words, int st
   return false;
 }
 
-// Block j: waits for expert j's word from every source, then copies its slot
-// regions source by source into the output rows (a warp per row).
+// The threads of gridDim.y blocks copy n rows of `Word`s from slot regions into
+// consecutive output rows, each thread kAhead words ahead of its stores. Row q
+// comes from source rank s (first[s] <= q < first[s + 1]), slot q - first[s].
+template <class Word>
+__device__ inline void copy_expert_rows(const G& g, int j, int n, const int* first, const uint8_t* slots,
+                                        uint8_t* out, int64_t row_bytes) {
+  const int64_t words = row_bytes / static_cast<int64_t>(sizeof(Word));
+  const int64_t total = n * words;
+  const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.x;
+  for (int64_t i0 = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; i0 < total; i0 += kAhead * stride) {
+    Word v[kAhead];
+    int64_t to[kAhead];
+#pragma unroll
+    for (int a = 0; a < kAhead; ++a) {
+      const int64_t i = i0 + a * stride;
+      to[a] = -1;
+      if (i >= total) continue;
+      const int q = static_cast<int>(i / words);
+      const int64_t within = i - q * words;
+      int s = 0;
+      while (first[s + 1] <= q) ++s;
+      to[a] = q * words + within;
+      v[a] = reinterpret_cast<const Word*>(slots + slot_index(g, j, s, q - first[s]) * row_bytes)[within];
+    }
+#pragma unroll
+    for (int a = 0; a < kAhead; ++a) {
+      if (to[a] >= 0) reinterpret_cast<Word*>(out)[to[a]] = v[a];
+    }
+  }
+}
+
+// Block (j, y): waits for expert j's word from every source, then the gridDim.y
+// blocks of expert j copy its slot regions source by source into the output
+// rows together; block (j, 0) also takes the expert's entries of the received
+// row list.
 __global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
   extern __shared__ uint64_t words[];  // [ranks], then first[ranks + 1]
   LowLatencyControl* const c = b.control;
@@ -301,54 +355,53 @@ __global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, 
       acc += static_cast<int>(wire::word_count(words[s]));
     }
     first[P] = acc;
-    b.out_counts[j] = acc;
-    base = atomicAdd(&c->recv_rows, acc);
+    if (blockIdx.y == 0) {
+      b.out_counts[j] = acc;
+      base = atomicAdd(&c->recv_rows, acc);
+    }
   }
   __syncthreads();
-  const int n = first[P], lane = threadIdx.x % 32;
+  const int n = first[P];
   const int64_t per_expert = static_cast<int64_t>(P) * g.max_tokens;
-  const bool wide = row_bytes % 16 == 0;  // slot regions and the output start 256-byte aligned
-  for (int q = threadIdx.x / 32; q < n; q += blockDim.x / 32) {
+  const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.x;
+  for (int64_t q = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; q < n; q += stride) {
     int s = 0;
     while (first[s + 1] <= q) ++s;
-    const int64_t from = slot_index(g, j, s, q - first[s]), to = j * per_expert + q;
-    const uint8_t* src = mine + g.rows[round & 1] + from * row_bytes;
-    uint8_t* dst = b.out_rows + to * row_bytes;
-    if (wide) {
-      for (int64_t i = lane; i < row_bytes / 16; i += 32) {
-        reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
-      }
-    } else {
-      for (int64_t i = lane; i < row_bytes; i += 32) dst[i] = src[i];
-    }
-    if (lane == 0) {
-      const int32_t* meta = reinterpret_cast<const int32_t*>(mine + g.meta[round & 1]) + 2 * from;
-      b.out_src_rank[to] = s;
-      b.out_src_token[to] = meta[0];
-      b.out_k[to] = meta[1];
-      b.recv_list[base + q] = static_cast<int32_t>(to);
-    }
+    const int64_t from = slot_index(g, j, s, static_cast<int>(q) - first[s]), to = j * per_expert + q;
+    const int32_t* meta = reinterpret_cast<const int32_t*>(mine + g.meta[round & 1]) + 2 * from;
+    b.out_src_rank[to] = s;
+    b.out_src_token[to] = meta[0];
+    b.out_k[to] = meta[1];
+  }
+  if (blockIdx.y == 0) {
+    for (int q = threadIdx.x; q < n; q += blockDim.x) b.recv_list[base + q] = static_cast<int32_t>(j * per_expert + q);
+  }
+  // Slot regions and the output start 256-byte aligned.
+  const uint8_t* slots = mine + g.rows[round & 1];
+  uint8_t* out = b.out_rows + j * per_expert * row_bytes;
+  if (row_bytes % sizeof(uint4) == 0) {
+    copy_expert_rows<uint4>(g, j, n, first, slots, out, row_bytes);
+  } else {
+    copy_expert_rows<uint8_t>(g, j, n, first, slots, out, row_bytes);
   }
 }
 
-// Block q: received row recv_list[q], encoded straight into its source's (token,
-// k) slot; the last block publishes one word per source.
+// Block i: received rows recv_list[i], recv_list[i + gridDim.x], ..., each
+// encoded straight into its source's (token, k) slot; the last block publishes
+// one word per source.
 template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
     combine_send_kernel(G g, B b, Layout layout, const Src* y, bool reject) {
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
-  const int q = blockIdx.x;
-  if (!reject && q < c->recv_rows) {
+  const int rows = reject ? 0 : c->recv_rows;
+  for (int q = blockIdx.x; q < rows; q += gridDim.x) {
     const int64_t row = b.recv_list[q];
     const int s = b.out_src_rank[row];
     const int64_t at = static_cast<int64_t>(b.out_src_token[row]) * g.topk + b.out_k[row];
-    uint8_t* dst = b.shared[s] + g.combine_rows + at * layout.row_bytes;
-    for (int chunk = 0; chunk < row_chunks(g.hidden); ++chunk) {
-      const Lane l = row_lane(row, chunk, g.hidden);
-      if (l.in_range) put_lane<F>(y + row * g.hidden, l, layout, dst, row, g.hidden, &c->bad_output);
-    }
+    put_row<F>(y + row * g.hidden, row, layout, b.shared[s] + g.combine_rows + at * layout.row_bytes, g.hidden,
+               &c->bad_output);
     if (threadIdx.x == 0) atomicAdd(&b.rows_to[s], 1);
   }
   if (!last_block(&c->combine_blocks_done)) return;
@@ -375,12 +428,17 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-// Block t: waits for every owner's word (each block, so none reads early), checks
-// the row counts, then sums token t's rows in k order with the CPU's arithmetic.
+// Rows of a token combine_recv fetches before it adds any.
+constexpr int kCombineAhead = 8;
+
+// Block (t, y): waits for every owner's word (each block, so none reads early),
+// then sums token t's rows in k order with the CPU's arithmetic over the tile
+// chunks y, y + gridDim.y, ... of the row; block (0, 0) checks the row counts.
+// A thread fetches kCombineAhead rows' lanes before it adds them (in k order).
 template <class F, class Dst>
 __global__ void __launch_bounds__(kBlockThreads)
     combine_recv_kernel(G g, B b, Layout layout, int num_tokens, Dst* out) {
-  extern __shared__ uint64_t words[];  // [ranks]
+  extern __shared__ uint64_t words[];  // [ranks], then weight[topk], then present[topk]
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
@@ -388,7 +446,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   if (!wait_words(g, b, reinterpret_cast<const uint64_t*>(b.own_shared + g.combine_flags), 1, round, 1, words)) {
     return;
   }
-  if (threadIdx.x == 0) {
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     for (int o = 0; o < g.ranks; ++o) {
       const int32_t n = static_cast<int32_t>(wire::word_count(words[o]));
       if (n != b.sent_to[o]) {
@@ -397,22 +455,39 @@ __global__ void __launch_bounds__(kBlockThreads)
       }
     }
   }
-  const int t = blockIdx.x;
+  const int t = blockIdx.x, K = g.topk;
   if (t >= num_tokens) return;
-  for (int chunk = 0; chunk < row_chunks(g.hidden); ++chunk) {
+  auto* weight = reinterpret_cast<float*>(words + g.ranks);
+  auto* present = reinterpret_cast<int*>(weight + K);
+  for (int k = threadIdx.x; k < K; k += blockDim.x) {
+    const int64_t at = static_cast<int64_t>(t) * K + k;
+    present[k] = b.slot[at] >= 0;
+    weight[k] = b.weights[at];
+  }
+  __syncthreads();
+  for (int chunk = blockIdx.y; chunk < row_chunks(g.hidden); chunk += gridDim.y) {
     const Lane l = row_lane(t, chunk, g.hidden);
     if (!l.in_range) continue;
     Elems a;
 #pragma unroll
     for (int i = 0; i < kElemsPerLane; ++i) a[i] = 0.0f;
-    for (int k = 0; k < g.topk; ++k) {
-      const int64_t at = static_cast<int64_t>(t) * g.topk + k;
-      if (b.slot[at] < 0) continue;
-      Elems v;
-      F::decode(rows + at * layout.row_bytes, l, layout, v);
-      const float wk = b.weights[at];
+    for (int k0 = 0; k0 < K; k0 += kCombineAhead) {
+      typename F::Fetched f[kCombineAhead];
 #pragma unroll
-      for (int i = 0; i < kElemsPerLane; ++i) a[i] = x86::add(a[i], x86::mul(wk, v[i]));
+      for (int i = 0; i < kCombineAhead; ++i) {
+        const int k = k0 + i;
+        if (k < K && present[k]) f[i] = F::fetch(rows + (int64_t{t} * K + k) * layout.row_bytes, l, layout);
+      }
+#pragma unroll
+      for (int i = 0; i < kCombineAhead; ++i) {
+        const int k = k0 + i;
+        if (k >= K || !present[k]) continue;
+        Elems v;
+        F::unpack(f[i], l, v);
+        const float wk = weight[k];
+#pragma unroll
+        for (int e = 0; e < kElemsPerLane; ++e) a[e] = x86::add(a[e], x86::mul(wk, v[e]));
+      }
     }
     store8(out + static_cast<int64_t>(t) * g.hidden + l.col0, l.valid, a);
   }
@@ -447,25 +522,11 @@ void visit_dtype(DType t, Fn&& fn) {
 
 void low_latency_prepare(const LowLatencyGeometry& g) {
   using namespace detail;
-  const int64_t smem = dispatch_smem_bytes(g, layout_of(g.dispatch_format, g.hidden).row_bytes);
-  int device = 0, limit = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-  if (smem > limit) {
-    throw Error(ErrorCode::kUnsupported, "epcomm: a low-latency dispatch row of hidden " + std::to_string(g.hidden) +
-                                             " in " + to_string(g.dispatch_format) + " takes " + std::to_string(smem) +
-                                             " bytes of shared memory with topk, more than the " +
-                                             std::to_string(limit) + " a block of device " + std::to_string(device) +
-                                             " may have; use a narrower dispatch format");
-  }
   visit_dispatch_format(g.dispatch_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      const void* k = reinterpret_cast<const void*>(&dispatch_send_kernel<F, Src>);
-      preload(k);
-      check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-            "cudaFuncSetAttribute (low-latency dispatch shared memory)");
+      preload(reinterpret_cast<const void*>(&dispatch_send_kernel<F, Src>));
     });
   });
   preload(reinterpret_cast<const void*>(&dispatch_recv_kernel));
@@ -479,20 +540,32 @@ void low_latency_prepare(const LowLatencyGeometry& g) {
   });
 }
 
+namespace {
+// Blocks for `units` units of work, each block looping when there are more.
+unsigned send_blocks(int64_t units) {
+  return static_cast<unsigned>(units < 1 ? 1 : (units < detail::kMaxSendBlocks ? units : detail::kMaxSendBlocks));
+}
+// Blocks per expert or token so that `groups` of them make about kRecvBlocks,
+// at most `most` (the units a group splits into).
+unsigned recv_split(int64_t groups, int64_t most) {
+  const int64_t want = (detail::kRecvBlocks + groups - 1) / (groups > 0 ? groups : 1);
+  return static_cast<unsigned>(want < 1 ? 1 : (want < most ? want : most));
+}
+}  // namespace
+
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
                                const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream) {
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.dispatch_format, g.hidden);
-  const unsigned blocks = num_tokens > 0 ? static_cast<unsigned>(num_tokens) : 1u;
-  const auto smem = static_cast<std::size_t>(dispatch_smem_bytes(g, layout.row_bytes));
+  const unsigned blocks = send_blocks(static_cast<int64_t>(num_tokens) * g.topk);
   visit_dispatch_format(g.dispatch_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      dispatch_send_kernel<F, Src><<<blocks, kBlockThreads, smem, s>>>(g, b, layout, static_cast<const Src*>(x),
-                                                                        topk_idx, topk_weights, num_tokens, reject);
+      dispatch_send_kernel<F, Src><<<blocks, kBlockThreads, 0, s>>>(g, b, layout, static_cast<const Src*>(x),
+                                                                     topk_idx, topk_weights, num_tokens, reject);
     });
   });
   check(cudaGetLastError(), "low-latency dispatch send kernel launch");
@@ -503,7 +576,9 @@ void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuff
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t row_bytes = layout_of(g.dispatch_format, g.hidden).row_bytes;
   const std::size_t smem = sizeof(uint64_t) * g.ranks + sizeof(int) * (g.ranks + 1);
-  dispatch_recv_kernel<<<g.local_experts, kBlockThreads, smem, s>>>(g, b, row_bytes);
+  // An expert receives a few rows on average: its blocks split them word by word.
+  const dim3 grid(static_cast<unsigned>(g.local_experts), recv_split(g.local_experts, 64));
+  dispatch_recv_kernel<<<grid, kBlockThreads, smem, s>>>(g, b, row_bytes);
   check(cudaGetLastError(), "low-latency dispatch receive kernel launch");
 }
 
@@ -512,7 +587,7 @@ void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffe
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.combine_format, g.hidden);
-  const auto blocks = static_cast<unsigned>(low_latency_max_recv_rows(g));
+  const unsigned blocks = send_blocks(low_latency_max_recv_rows(g));
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
@@ -529,14 +604,15 @@ void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffe
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.combine_format, g.hidden);
-  const unsigned blocks = num_tokens > 0 ? static_cast<unsigned>(num_tokens) : 1u;
-  const std::size_t smem = sizeof(uint64_t) * g.ranks;
+  const int tokens = num_tokens > 0 ? num_tokens : 1;
+  // A token's row splits into its tile chunks, one block each.
+  const dim3 grid(static_cast<unsigned>(tokens), recv_split(tokens, row_chunks(g.hidden)));
+  const std::size_t smem = sizeof(uint64_t) * g.ranks + (sizeof(float) + sizeof(int)) * g.topk;
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Dst = std::remove_pointer_t<decltype(type)>;
-      combine_recv_kernel<F, Dst><<<blocks, kBlockThreads, smem, s>>>(g, b, layout, num_tokens,
-                                                                       static_cast<Dst*>(out));
+      combine_recv_kernel<F, Dst><<<grid, kBlockThreads, smem, s>>>(g, b, layout, num_tokens, static_cast<Dst*>(out));
     });
   });
   check(cudaGetLastError(), "low-latency combine receive kernel launch");

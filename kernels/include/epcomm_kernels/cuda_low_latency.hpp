@@ -104,31 +104,33 @@ inline int64_t low_latency_max_recv_rows(const LowLatencyGeometry& g) {
 }
 
 // Loads the kernels of g's formats now (CUDA loads lazily at the first launch,
-// which can wait for running kernels, as the ones spinning on arrival words) and
-// grants the dispatch kernel the shared memory of one encoded row. Throws
-// Error(kUnsupported) naming the row size when one row does not fit.
+// which can wait for running kernels, as the ones spinning on arrival words).
 void low_latency_prepare(const LowLatencyGeometry& g);
 
-// One kernel, a block per token: checks the input (the host's send_plan rules),
-// encodes each routed token once and writes the row and its (token, k) into every
-// chosen owner's slot; the last block to finish publishes every (owner, local
-// expert) arrival word. num_tokens in [0, max_tokens] (checked by the host).
+// One kernel, a block per (token, k): checks the entry (the host's send_plan
+// rules), finds its slot and encodes the token's row straight into the chosen
+// owner's slot with its (token, k); the last block to finish publishes every
+// (owner, local expert) arrival word. num_tokens in [0, max_tokens] (checked by
+// the host).
 // reject: the host refused this rank's input (and threw): only the words go out,
 // marked rejected, so peers fail the round instead of waiting for it.
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
                                const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream);
-// One kernel, a block per local expert: waits for every source's word of the
-// round (g.timeout_ns), then lays the rows out in source order.
+// One kernel, blocks per local expert: each waits for every source's word of
+// the round (g.timeout_ns), then together they lay the expert's rows out in
+// source order.
 void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, void* stream);
-// One kernel, a block per received row: encodes expert_out's row ([J, ranks *
-// max_tokens, hidden] of g.dtype) into its source's (token, k) slot; the last
-// block publishes one word per source. reject: as for dispatch.
+// One kernel, a block per received row (looping past 4096 rows): encodes
+// expert_out's row ([J, ranks * max_tokens, hidden] of g.dtype) into its source's
+// (token, k) slot; the last block publishes one word per source. reject: as for
+// dispatch.
 void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* expert_out,
                               bool reject, void* stream);
-// One kernel, a block per token: waits for every owner's word, then out[t] = sum
-// over k in order of w[t][k] * row(t, k) in FP32 (multiply and add rounded
-// separately, as the CPU codecs), rounded once to g.dtype.
+// One kernel, blocks per token (each a part of the row): waits for every
+// owner's word, then out[t] = sum over k in order of w[t][k] * row(t, k) in FP32
+// (multiply and add rounded separately, as the CPU codecs), rounded once to
+// g.dtype.
 void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, int num_tokens, void* out,
                               void* stream);
 
