@@ -221,85 +221,43 @@ struct LogFmt {
     return layout.payload_offset + static_cast<int64_t>(l.tile) * (kTileElems / 8 * kBits) + l.sub * kBits;
   }
 
-  // Magnitude codes of a tile whose step lies in [2^-9, 1/2], identical to
-  // elem::log_encode_magnitude (which is what `exact` computes), for less work.
-  //
-  // The reference takes the level just below |x| from log2_poly and an IEEE
-  // division, then returns the nearer of that level and the next one (compared in
-  // linear space). Write L_k for the log2 of level k as computed, P(a) for the
-  // tile-relative position (log2 a - min) / step. Every error involved, in log2
-  // units, is below E = B * 2^-20 + 2^-16, B = max(|min|, |max|) + 1: log2_poly is
-  // within 3.1e-6, __log2f (lg2.approx) within 2 ulp of a value of magnitude < B,
-  // exp2_poly within ~4e-7 relative, and the few roundings of the positions
-  // (min + k * step, log2 a - min, the multiply by 1/step) are below B * 2^-24 or
-  // 32 * 2^-23 each. With step >= 2^-9, E / step < 0.07, so:
-  //  - the reference's bracket is the true one ([L_k, L_k+1] holding log2 a) unless
-  //    log2 a is within E of some L_j, and then both brackets it may pick contain
-  //    level j on the near side and the comparison returns j (a - lo and hi - a have
-  //    opposite signs or are exact), which is also the nearest level;
-  //  - with the true bracket, a - lo and hi - a are exact (Sterbenz: step <= 1/2
-  //    keeps hi < 2 lo), so the result is the exact nearest level, ties lower:
-  //    level k + 1 iff log2 a > log2((lo + hi) / 2) = L_k + g(L_k+1 - L_k), with
-  //    g(s) = log2((1 + 2^s) / 2), g' <= 0.59 for s <= 1/2.
-  // Hence the result is level k + 1 whenever r = P(a) - k (k the floor of P(a),
-  // clamped to [0, K - 2] like the reference) exceeds m = g(step) / step by more
-  // than d = 4 E / step + 2^-10, level k when r < m - d (the bound adds E for P(a),
-  // 2.2 E for the midpoint, and 2^-10 for m's series, whose error is < 2e-6; near a
-  // level, r is within 0.07 of 0 or 1, on the right side by the first point; at
-  // the clamps r < 0 means a just above level 1 and r >= 1 means a near level K).
-  // The few elements with |r - m| <= d (about 1% for n = 10 on Gaussian data) go
-  // to the reference function itself; zero and the range up to level 1 take the
-  // reference's own expressions.
-  //
-  // above_level1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
-  // so the rules for zero and the range up to level 1 have nothing to do; only
-  // other lanes (those with zeros, say) apply them, after the common pass, so a
-  // warp with both kinds runs little more than one pass. (An element at or below
-  // level 1 never falls inside the margin: its r is below E / step < 0.07, or
-  // -inf; if one did, the reference would decide it, correctly.) Returns the
-  // elements left to the reference (bit k for element k).
-  __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
-                                             bool above_level1, uint32_t (&mag)[kElemsPerLane]) {
-    const float inv = __frcp_rn(t.step);
-    const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
-    const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
-    const float d = 4.0f * e * inv + 0x1p-10f;
-    const float lo_cut = m - d, hi_cut = m + d;
+  // Magnitude codes of a tile whose step lies in [2^-9, 1/2] for the elements above
+  // level 1 (elem::LogMidpoints says why they are log_encode_magnitude's): floor(t)
+  // + 1 from the hardware log2, unless t lies near a midpoint. Returns whether
+  // some element does (an element at or below level 1 may, too: its code is
+  // replaced afterwards anyway).
+  __device__ static bool fast_magnitudes(const Elems& v, const elem::LogMidpoints& f,
+                                         uint32_t (&mag)[kElemsPerLane]) {
+    float worst = 0.0f;  // fmaxf skips the NaNs of zeros
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const float t = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
+      const float floor_sum = elem::floor_plus_2p23(t);
+      worst = fmaxf(worst, elem::log_off_centre(t, floor_sum));
+      mag[k] = elem::log_midpoint_code(floor_sum);
+    }
+    return worst > f.cut;
+  }
+
+  // The elements near a midpoint, decided exactly.
+  __device__ static void exact_magnitudes(const Elems& v, const elem::LogTile& t, const elem::LogMidpoints& f,
+                                          uint32_t (&mag)[kElemsPerLane]) {
     unsigned todo = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      const float a = elem::abs_f(v[k]);
-      const float p = (lg2_approx_ftz(a) - t.min) * inv;  // -inf for a < 2^-126, decided below
-      const float pc = fminf(fmaxf(p, 0.0f), static_cast<float>(kLevels - 2));
-      const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
-      const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
-      const float r = p - (fl - 0x1p23f);
-      if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
-      mag[k] = r > hi_cut ? below + 2u : below + 1u;
+      const float p = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
+      if (elem::log_off_centre(p, elem::floor_plus_2p23(p)) > f.cut) todo |= 1u << k;
     }
-    if (!above_level1) {
-#pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        const float a = elem::abs_f(v[k]);
-        if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
-        if (a < elem::kLogZeroBelow) mag[k] = 0u;
-      }
-    }
-    return todo;
-  }
-
-  // mag[k] = elem::log_encode_magnitude for the elements in todo.
-  __device__ static void reference_magnitudes(unsigned todo, const Elems& v, const elem::LogTile& t,
-                                              uint32_t (&mag)[kElemsPerLane]) {
     while (todo != 0u) {
-      const int j = __ffs(todo) - 1;
+      const int i = __ffs(todo) - 1;
       todo &= todo - 1u;
       float a = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) a = k == j ? elem::abs_f(v[k]) : a;
-      const uint32_t c = static_cast<uint32_t>(elem::log_encode_magnitude(a, t, kLevels));
+      for (int k = 0; k < kElemsPerLane; ++k) a = k == i ? elem::abs_f(v[k]) : a;
+      const uint32_t c =
+          elem::log_magnitude_near_midpoint(a, elem::log_midpoint_position(lg2_approx_ftz(a), f), t);
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = k == j ? c : mag[k];
+      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = k == i ? c : mag[k];
     }
   }
 
@@ -373,11 +331,20 @@ struct LogFmt {
     if (amax == 0.0f) {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
-    } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
+    } else if (t.step >= elem::kLogMidpointStepMin && t.step <= elem::kLogMidpointStepMax) {
+      const elem::LogMidpoints f = elem::log_midpoints(t, max);
+      if (fast_magnitudes(v, f, mag)) exact_magnitudes(v, t, f, mag);
       // Lanes without zeros (the common case) skip the rules below level 1.
       const float v1 = elem::log_level_fast(t, 1);
       above_level1 = least > elem::to_bits(v1);
-      reference_magnitudes(fast_magnitudes(v, t, max, v1, above_level1, mag), v, t, mag);
+      if (!above_level1) {
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; ++k) {
+          const float a = elem::abs_f(v[k]);
+          if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
+          if (a < elem::kLogZeroBelow) mag[k] = 0u;
+        }
+      }
     } else {
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
