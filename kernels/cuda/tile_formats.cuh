@@ -351,20 +351,55 @@ struct LogFmt {
         mag[k] = static_cast<uint32_t>(elem::log_encode_magnitude(elem::abs_f(v[k]), t, kLevels));
       }
     }
-    Chunk codes = 0;
-    if (above_level1) {
-#pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        codes |= static_cast<Chunk>(mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1)) << (k * kBits);
-      }
+    Chunk codes;
+    if (above_level1 && kBits == 8) {
+      codes = signed_bytes(mag, v);
     } else {
+      uint32_t code[kElemsPerLane];
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
-        const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-        codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
+        const uint32_t sign = (above_level1 || mag[k] != 0u) && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
+        code[k] = mag[k] | sign << (kBits - 1);
       }
+      codes = pack(code);
     }
     store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
+  }
+
+  // The lane's codes, code k at bits [k n, (k + 1) n), built in 32-bit words.
+  __device__ static Chunk pack(const uint32_t (&code)[kElemsPerLane]) {
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const int bit = k * kBits;
+      w[bit / 32] |= code[k] << (bit % 32);
+      if (bit % 32 + kBits > 32) w[bit / 32 + 1] |= code[k] >> (32 - bit % 32);
+    }
+    return static_cast<Chunk>(w[0]) | static_cast<Chunk>(w[1]) << 32 | static_cast<Chunk>(w[2]) << 64 |
+           static_cast<Chunk>(w[3]) << 96;
+  }
+
+  // LogFMT-8 codes of magnitudes >= 1 (< 128) with the signs of v, as byte moves:
+  // four magnitudes to a word by byte permutes, and the four signs by permutes
+  // that replicate a byte's sign bit (prmt's sign mode), masked to bit 7.
+  __device__ static Chunk signed_bytes(const uint32_t (&mag)[kElemsPerLane], const Elems& v) {
+    uint32_t w[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t* m = mag + 4 * h;
+      const uint32_t mags =
+          __byte_perm(__byte_perm(m[0], m[1], 0x0040u), __byte_perm(m[2], m[3], 0x0040u), 0x5410u);
+      const uint32_t signs = __byte_perm(sign_bytes(v[4 * h], v[4 * h + 1]), sign_bytes(v[4 * h + 2], v[4 * h + 3]),
+                                         0x5410u);
+      w[h] = mags | (signs & 0x80808080u);
+    }
+    return static_cast<Chunk>(w[0]) | static_cast<Chunk>(w[1]) << 32;
+  }
+  // Bytes 0 and 1: 0xff where a, b are negative, else 0 (bytes 2 and 3: any).
+  __device__ static uint32_t sign_bytes(float a, float b) {
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, 0xfb;" : "=r"(r) : "r"(__float_as_uint(a)), "r"(__float_as_uint(b)));
+    return r;
   }
 
   struct Fetched {
