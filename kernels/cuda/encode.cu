@@ -10,12 +10,18 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
+#include <cstdlib>
+#include <type_traits>
+
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-template <class F, class Src>
-__global__ void __launch_bounds__(kBlockThreads)
+// A/B (temporary, for one measurement run): EPCOMM_LOGFMT_ENCODE_VARIANT picks, for
+// LogFMT-8/10, 0 = one tile at a time, 1 = tile groups, 2 = tile groups with at
+// least 3 blocks an SM, 3 = tile groups with at least 4 blocks an SM.
+template <class F, class Src, int kVariant = 1>
+__global__ void __launch_bounds__(kBlockThreads, kVariant == 2 ? 3 : (kVariant == 3 ? 4 : 1))
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -28,21 +34,24 @@ __global__ void __launch_bounds__(kBlockThreads)
     const Src* in = src + s * hidden;
     uint8_t* out = dst + (scatter ? s : i) * layout.row_bytes;
     for (int t0 = w.first_tile; t0 < tiles; t0 += kAhead * w.tile_stride) {
+      // Tiles past the row's last have no valid elements: they load nothing.
+      Lane l[kAhead];
       Raw<Src> raw[kAhead];
 #pragma unroll
       for (int u = 0; u < kAhead; ++u) {
-        const int t = t0 + u * w.tile_stride;
-        if (t >= tiles) break;
-        const Lane l = lane_in(i, t, hidden);
-        load_raw(in + l.col0, l.valid, raw[u]);
+        l[u] = lane_in(i, t0 + u * w.tile_stride, hidden);
+        load_raw(in + l[u].col0, l[u].valid, raw[u]);
       }
+      if constexpr (kEncodesTileGroups<F> && kVariant != 0) {
+        F::template encode_tiles<kAhead>(l, [&](int u, Elems& v) { widen(raw[u], v); }, layout, out, i, hidden, bad);
+      } else {
 #pragma unroll
-      for (int u = 0; u < kAhead; ++u) {
-        const int t = t0 + u * w.tile_stride;
-        if (t >= tiles) break;
-        Elems v;
-        widen(raw[u], v);
-        F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
+        for (int u = 0; u < kAhead; ++u) {
+          if (l[u].tile >= tiles) break;
+          Elems v;
+          widen(raw[u], v);
+          F::encode(v, l[u], layout, out, i, hidden, bad);
+        }
       }
     }
   }
@@ -68,14 +77,30 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
   const RowWalk walk = row_walk(rows, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
+  static const int variant = [] {
+    const char* e = std::getenv("EPCOMM_LOGFMT_ENCODE_VARIANT");
+    return e != nullptr ? std::atoi(e) : 1;
+  }();
   visit_format(format, [&](auto f) {
     using F = decltype(f);
-    if (src_type == DType::kF32) {
-      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+    auto run = [&](auto kernel_f32, auto kernel_bf16) {
+      if (src_type == DType::kF32) {
+        kernel_f32<<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter, rows,
+                                                             hidden, walk.rows_per_block, layout, out, bad);
+      } else {
+        kernel_bf16<<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
+                                                              rows, hidden, walk.rows_per_block, layout, out, bad);
+      }
+    };
+    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>>) {
+      switch (variant) {
+        case 0: run(encode_kernel<F, float, 0>, encode_kernel<F, uint16_t, 0>); break;
+        case 2: run(encode_kernel<F, float, 2>, encode_kernel<F, uint16_t, 2>); break;
+        case 3: run(encode_kernel<F, float, 3>, encode_kernel<F, uint16_t, 3>); break;
+        default: run(encode_kernel<F, float, 1>, encode_kernel<F, uint16_t, 1>); break;
+      }
     } else {
-      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+      run(encode_kernel<F, float>, encode_kernel<F, uint16_t>);
     }
   });
   check(cudaGetLastError(), "encode kernel launch");
@@ -88,6 +113,14 @@ void preload_encode_kernels() {
     using F = decltype(f);
     preload(reinterpret_cast<const void*>(&encode_kernel<F, float>));
     preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t>));
+    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>>) {
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 0>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 0>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 2>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 2>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 3>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 3>));
+    }
   });
 }
 

@@ -261,22 +261,55 @@ struct LogFmt {
     }
   }
 
-  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
-                                int hidden, unsigned long long* bad) {
-    // Same pass as the CPU: the first non-finite column fails the tile; the range is
-    // over |x| >= kLogZeroBelow. It runs on the bits of |x|, which order like the
-    // values: the largest, and the smallest, which is also the smallest of those
-    // >= 2^-126 unless the lane holds zeros or subnormals (then a second look).
-    // Lanes past the row hold zeros, which count for neither.
-    constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
-    uint32_t top = 0, least = kInf;
+  // What the lanes of a tile need to encode it: the stored (min_q, max_q) pair,
+  // and for tiles the fast route takes (cut > 0) its constants and level 1.
+  struct TileCode {
+    uint32_t meta;  // min_q | max_q << 16
+    elem::LogMidpoints f;
+    float v1;
+  };
+  __device__ static elem::LogTile tile_of(uint32_t meta) {
+    return elem::log_tile_fast(static_cast<int16_t>(meta & 0xffffu), static_cast<int16_t>(meta >> 16), kBits);
+  }
+
+  // elem::log_tile_params for the tile with range [amin, amax] (amax 0: no element
+  // >= 2^-126), its two log2_poly calls split between lanes that swap results
+  // across `partner`: odd lanes take floor(128 log2 amin), the others ceil(128
+  // log2 amax).
+  __device__ static TileCode tile_code(float amin, float amax, bool odd, unsigned mask, int partner) {
+    const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
+    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
+    const int other = __shfl_xor_sync(mask, mine, partner);
+    TileCode c{0u, {0.0f, 0.0f, 0.0f}, 0.0f};
+    if (amax == 0.0f) return c;  // stored as (0, 0); the reference gives every element 0
+    const int hi = odd ? other : mine;
+    int lo = odd ? mine : other;
+    if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
+    // log2 of normal floats keeps both within int16. The tile is log_tile_params',
+    // computed as log_tile_fast (equal, without conversions).
+    c.meta = static_cast<uint16_t>(lo) | static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16;
+    const elem::LogTile t = tile_of(c.meta);
+    if (t.step >= elem::kLogMidpointStepMin && t.step <= elem::kLogMidpointStepMax) {
+      c.f = elem::log_midpoints(t, elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne));
+      c.v1 = elem::log_level_fast(t, 1);
+    }
+    return c;
+  }
+
+  // The bits of the lane's largest |x|, its smallest, and its smallest >= 2^-126
+  // (kInf if none): |x| orders like its bits, so an integer max and min an element,
+  // and a second look only in lanes holding zeros or subnormals.
+  static constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
+  __device__ static void lane_range(const Elems& v, uint32_t& top, uint32_t& least, uint32_t& low) {
+    top = 0;
+    least = kInf;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
       top = max(top, a);
       least = min(least, a);
     }
-    uint32_t low = least;  // smallest |x| >= 2^-126, kInf if none
+    low = least;
     if (least < kNormal) {
       low = kInf;
 #pragma unroll
@@ -285,85 +318,126 @@ struct LogFmt {
         low = a >= kNormal ? min(low, a) : low;
       }
     }
-    int first_bad = INT_MAX;
-    if (top >= kInf) {  // an infinity or NaN in the lane
+  }
+
+  // Encodes N tiles of a row at once: l[u] is the lane's part of tile u (valid 0
+  // past the row's end or for a tile past the last), elems(u, v) its elements
+  // (zeros where not valid). Every lane of the 16 must call it.
+  //
+  // Same pass as the CPU: the first non-finite column fails the tile (the column
+  // goes to *bad as pos * hidden + column, and nothing is written); the range is
+  // over |x| >= kLogZeroBelow. The per-tile work (two log2 polynomials, the
+  // parameters, level 1 and the fast route's constants) is done once for the N
+  // tiles: lane s of the 16 works for tile s % N and passes the result on by
+  // shuffles, so a lane's share of it is spread over N * 8 elements.
+  template <int N, class Elems_of>
+  __device__ static void encode_tiles(const Lane (&l)[N], const Elems_of& elems, const Layout& layout, uint8_t* row,
+                                      int64_t pos, int hidden, unsigned long long* bad) {
+    const unsigned mask = l[0].mask;
+    uint32_t top[N], least[N], low[N];
+    bool nonfinite = false;
 #pragma unroll
-      for (int k = kElemsPerLane - 1; k >= 0; --k) {
-        if (k < l.valid && !elem::is_finite(v[k])) first_bad = l.col0 + k;
+    for (int u = 0; u < N; ++u) {
+      Elems v;
+      elems(u, v);
+      lane_range(v, top[u], least[u], low[u]);
+      nonfinite = nonfinite || top[u] >= kInf;
+    }
+    bool failed[N];
+#pragma unroll
+    for (int u = 0; u < N; ++u) failed[u] = false;
+    // Non-finite input is rare: the columns are reduced only where there is one.
+    if (__any_sync(mask, nonfinite)) {
+#pragma unroll
+      for (int u = 0; u < N; ++u) {
+        int first_bad = INT_MAX;
+        if (top[u] >= kInf) {
+          Elems v;
+          elems(u, v);
+#pragma unroll
+          for (int k = kElemsPerLane - 1; k >= 0; --k) {
+            if (k < l[u].valid && !elem::is_finite(v[k])) first_bad = l[u].col0 + k;
+          }
+        }
+        first_bad = tile_min(first_bad, mask);
+        failed[u] = first_bad != INT_MAX;
+        if (failed[u] && l[u].sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
       }
     }
-    // Non-finite input is rare: the column is reduced only in tiles that have one.
-    if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
-    const float amin = tile_min(elem::from_bits(low), l.mask);
-    const float amax = tile_max(top >= kNormal ? elem::from_bits(top) : 0.0f, l.mask);
-    // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
-    // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
-    // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
-    const bool odd = (l.sub & 1) != 0;
-    const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
-    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
-    const int other = __shfl_xor_sync(l.mask, mine, 1);
-    if (first_bad != INT_MAX) {
-      if (l.sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
-      return;
+    // This lane's tile for the per-tile work (as N divides 16, lanes s and s ^ N
+    // share it).
+    const int mine = l[0].sub % N;
+    float amin = 0.0f, amax = 0.0f;
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const float lo = tile_min(elem::from_bits(low[u]), mask);
+      const float hi = tile_max(top[u] >= kNormal ? elem::from_bits(top[u]) : 0.0f, mask);
+      amin = u == mine ? lo : amin;
+      amax = u == mine ? hi : amax;
     }
-    if (l.valid == 0) return;
-    int16_t min_q = 0, max_q = 0;
-    elem::LogTile t{0.0f, 0.0f};
-    float max = 0.0f;
-    if (amax != 0.0f) {
-      const int hi = odd ? other : mine;
-      int lo = odd ? mine : other;
-      if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
-      // log2 of normal floats keeps both within int16. The tile is
-      // log_tile_params', computed as log_tile_fast (equal, without conversions).
-      min_q = static_cast<int16_t>(lo);
-      max_q = static_cast<int16_t>(hi);
-      t = elem::log_tile_fast(min_q, max_q, kBits);
-      max = elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne);
+    const TileCode own = tile_code(amin, amax, (l[0].sub / N) % 2 != 0, mask, N);
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      TileCode c = own;
+      if constexpr (N > 1) {
+        c.meta = __shfl_sync(mask, own.meta, u, kLanesPerTile);
+        c.f.inv = __shfl_sync(mask, own.f.inv, u, kLanesPerTile);
+        c.f.bias = __shfl_sync(mask, own.f.bias, u, kLanesPerTile);
+        c.f.cut = __shfl_sync(mask, own.f.cut, u, kLanesPerTile);
+        c.v1 = __shfl_sync(mask, own.v1, u, kLanesPerTile);
+      }
+      if (failed[u] || l[u].valid == 0) continue;
+      if (l[u].sub == 0) store_bytes<4>(row + 4 * l[u].tile, c.meta, 4);
+      Elems v;
+      elems(u, v);
+      store_bytes<kBits>(row + code_offset(l[u], layout), codes(v, c, least[u]), code_bytes(l[u].valid));
     }
-    if (l.sub == 0) {
-      const uint32_t meta = static_cast<uint16_t>(min_q) | static_cast<uint32_t>(static_cast<uint16_t>(max_q)) << 16;
-      store_bytes<4>(row + 4 * l.tile, meta, 4);
-    }
+  }
+
+  // One tile, as encode_tiles.
+  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
+                                int hidden, unsigned long long* bad) {
+    const Lane one[1] = {l};
+    encode_tiles<1>(
+        one,
+        [&](int, Elems& out) {
+#pragma unroll
+          for (int k = 0; k < kElemsPerLane; ++k) out[k] = v[k];
+        },
+        layout, row, pos, hidden, bad);
+  }
+
+  // The lane's code bytes; least is the bits of its smallest |x|.
+  __device__ static Chunk codes(const Elems& v, const TileCode& c, uint32_t least) {
     uint32_t mag[kElemsPerLane];
     bool above_level1 = false;  // then every magnitude is >= 1 and takes x's sign
-    if (amax == 0.0f) {
-#pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
-    } else if (t.step >= elem::kLogMidpointStepMin && t.step <= elem::kLogMidpointStepMax) {
-      const elem::LogMidpoints f = elem::log_midpoints(t, max);
-      if (fast_magnitudes(v, f, mag)) exact_magnitudes(v, t, f, mag);
+    if (c.f.cut > 0.0f) {
+      if (fast_magnitudes(v, c.f, mag)) exact_magnitudes(v, tile_of(c.meta), c.f, mag);
       // Lanes without zeros (the common case) skip the rules below level 1.
-      const float v1 = elem::log_level_fast(t, 1);
-      above_level1 = least > elem::to_bits(v1);
+      above_level1 = least > elem::to_bits(c.v1);
       if (!above_level1) {
 #pragma unroll
         for (int k = 0; k < kElemsPerLane; ++k) {
           const float a = elem::abs_f(v[k]);
-          if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
+          if (a <= c.v1) mag[k] = a - 0.0f > c.v1 - a ? 1u : 0u;
           if (a < elem::kLogZeroBelow) mag[k] = 0u;
         }
       }
     } else {
+      const elem::LogTile t = tile_of(c.meta);
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
         mag[k] = static_cast<uint32_t>(elem::log_encode_magnitude(elem::abs_f(v[k]), t, kLevels));
       }
     }
-    Chunk codes;
-    if (above_level1 && kBits == 8) {
-      codes = signed_bytes(mag, v);
-    } else {
-      uint32_t code[kElemsPerLane];
+    if (above_level1 && kBits == 8) return signed_bytes(mag, v);
+    uint32_t code[kElemsPerLane];
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        const uint32_t sign = (above_level1 || mag[k] != 0u) && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-        code[k] = mag[k] | sign << (kBits - 1);
-      }
-      codes = pack(code);
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const uint32_t sign = (above_level1 || mag[k] != 0u) && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
+      code[k] = mag[k] | sign << (kBits - 1);
     }
-    store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
+    return pack(code);
   }
 
   // The lane's codes, code k at bits [k n, (k + 1) n), built in 32-bit words.
@@ -433,5 +507,11 @@ struct LogFmt {
     unpack(fetch(row, l, layout), l, v);
   }
 };
+
+// Formats whose kernels hand a group's kAhead tiles to encode_tiles at once.
+template <class F>
+inline constexpr bool kEncodesTileGroups = false;
+template <int kBits>
+inline constexpr bool kEncodesTileGroups<LogFmt<kBits>> = true;
 
 }  // namespace epcomm::kernels::cuda::detail
