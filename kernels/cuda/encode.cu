@@ -18,10 +18,10 @@ namespace detail {
 namespace {
 
 // A/B (temporary, for one measurement run): EPCOMM_LOGFMT_ENCODE_VARIANT picks, for
-// LogFMT-8/10, 0 = one tile at a time, 1 = tile groups, 2 = tile groups with at
-// least 3 blocks an SM, 3 = tile groups with at least 4 blocks an SM.
+// LogFMT-8/10 and FP8, 0 = one tile at a time, 1 = tile groups, 2, 3, 4 = tile
+// groups with at least 3, 4, 5 blocks an SM (FP8 has no tile groups).
 template <class F, class Src, int kVariant = 1>
-__global__ void __launch_bounds__(kBlockThreads, kVariant == 2 ? 3 : (kVariant == 3 ? 4 : 1))
+__global__ void __launch_bounds__(kBlockThreads, kVariant >= 2 ? kVariant + 1 : 1)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -92,11 +92,13 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
                                                               rows, hidden, walk.rows_per_block, layout, out, bad);
       }
     };
-    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>>) {
+    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>> || std::is_same_v<F, Fp8<false>> ||
+                  std::is_same_v<F, Fp8<true>>) {
       switch (variant) {
         case 0: run(encode_kernel<F, float, 0>, encode_kernel<F, uint16_t, 0>); break;
         case 2: run(encode_kernel<F, float, 2>, encode_kernel<F, uint16_t, 2>); break;
         case 3: run(encode_kernel<F, float, 3>, encode_kernel<F, uint16_t, 3>); break;
+        case 4: run(encode_kernel<F, float, 4>, encode_kernel<F, uint16_t, 4>); break;
         default: run(encode_kernel<F, float, 1>, encode_kernel<F, uint16_t, 1>); break;
       }
     } else {
@@ -113,13 +115,16 @@ void preload_encode_kernels() {
     using F = decltype(f);
     preload(reinterpret_cast<const void*>(&encode_kernel<F, float>));
     preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t>));
-    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>>) {
+    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>> || std::is_same_v<F, Fp8<false>> ||
+                  std::is_same_v<F, Fp8<true>>) {
       preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 0>));
       preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 0>));
       preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 2>));
       preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 2>));
       preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 3>));
       preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 3>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 4>));
+      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 4>));
     }
   });
 }
