@@ -433,9 +433,10 @@ struct LogFmt {
     if (above_level1 && kBits == 8) return signed_bytes(mag, v);
     uint32_t code[kElemsPerLane];
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const uint32_t sign = (above_level1 || mag[k] != 0u) && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-      code[k] = mag[k] | sign << (kBits - 1);
+    for (int k = 0; k < kElemsPerLane; ++k) code[k] = mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1);
+    if (!above_level1) {
+#pragma unroll
+      for (int k = 0; k < kElemsPerLane; ++k) code[k] = mag[k] == 0u ? 0u : code[k];  // zero has no sign
     }
     return pack(code);
   }
