@@ -2,7 +2,7 @@
 // encode_rows, pack_rows and encode_token_rows: one kernel per (format, source
 // dtype), 16 lanes a tile, blocks walking rows (lane_io.cuh); pack_rows reads its
 // rows through an index list, and encode_token_rows writes them through the same
-// list too.
+// list too. LogFMT groups encode their kAhead tiles together (encode_tiles).
 #include "cuda_check.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
@@ -10,18 +10,18 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
-#include <cstdlib>
-#include <type_traits>
-
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-// A/B (temporary, for one measurement run): EPCOMM_LOGFMT_ENCODE_VARIANT picks, for
-// LogFMT-8/10 and FP8, 0 = one tile at a time, 1 = tile groups, 2, 3, 4 = tile
-// groups with at least 3, 4, 5 blocks an SM (FP8 has no tile groups).
-template <class F, class Src, int kVariant = 1>
-__global__ void __launch_bounds__(kBlockThreads, kVariant >= 2 ? kVariant + 1 : 1)
+// LogFMT's grouped encoder needs about 96 registers a thread; capped at 80 (3
+// blocks an SM instead of 2) it spills a few bytes and runs 10 % faster (measured
+// on an H200: docs/results/codec_gpu.md); at 64 it spills much more and is slower.
+template <class F>
+inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> ? 3 : 1;
+
+template <class F, class Src>
+__global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F>)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -34,23 +34,31 @@ __global__ void __launch_bounds__(kBlockThreads, kVariant >= 2 ? kVariant + 1 : 
     const Src* in = src + s * hidden;
     uint8_t* out = dst + (scatter ? s : i) * layout.row_bytes;
     for (int t0 = w.first_tile; t0 < tiles; t0 += kAhead * w.tile_stride) {
-      // Tiles past the row's last have no valid elements: they load nothing.
-      Lane l[kAhead];
       Raw<Src> raw[kAhead];
+      if constexpr (kEncodesTileGroups<F>) {
+        // Tiles past the row's last have no valid elements: they load nothing.
+        Lane l[kAhead];
 #pragma unroll
-      for (int u = 0; u < kAhead; ++u) {
-        l[u] = lane_in(i, t0 + u * w.tile_stride, hidden);
-        load_raw(in + l[u].col0, l[u].valid, raw[u]);
-      }
-      if constexpr (kEncodesTileGroups<F> && kVariant != 0) {
+        for (int u = 0; u < kAhead; ++u) {
+          l[u] = lane_in(i, t0 + u * w.tile_stride, hidden);
+          load_raw(in + l[u].col0, l[u].valid, raw[u]);
+        }
         F::template encode_tiles<kAhead>(l, [&](int u, Elems& v) { widen(raw[u], v); }, layout, out, i, hidden, bad);
       } else {
 #pragma unroll
         for (int u = 0; u < kAhead; ++u) {
-          if (l[u].tile >= tiles) break;
+          const int t = t0 + u * w.tile_stride;
+          if (t >= tiles) break;
+          const Lane l = lane_in(i, t, hidden);
+          load_raw(in + l.col0, l.valid, raw[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < kAhead; ++u) {
+          const int t = t0 + u * w.tile_stride;
+          if (t >= tiles) break;
           Elems v;
           widen(raw[u], v);
-          F::encode(v, l[u], layout, out, i, hidden, bad);
+          F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
         }
       }
     }
@@ -77,32 +85,14 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
   const RowWalk walk = row_walk(rows, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
-  static const int variant = [] {
-    const char* e = std::getenv("EPCOMM_LOGFMT_ENCODE_VARIANT");
-    return e != nullptr ? std::atoi(e) : 1;
-  }();
   visit_format(format, [&](auto f) {
     using F = decltype(f);
-    auto run = [&](auto kernel_f32, auto kernel_bf16) {
-      if (src_type == DType::kF32) {
-        kernel_f32<<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter, rows,
-                                                             hidden, walk.rows_per_block, layout, out, bad);
-      } else {
-        kernel_bf16<<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
-                                                              rows, hidden, walk.rows_per_block, layout, out, bad);
-      }
-    };
-    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>> || std::is_same_v<F, Fp8<false>> ||
-                  std::is_same_v<F, Fp8<true>>) {
-      switch (variant) {
-        case 0: run(encode_kernel<F, float, 0>, encode_kernel<F, uint16_t, 0>); break;
-        case 2: run(encode_kernel<F, float, 2>, encode_kernel<F, uint16_t, 2>); break;
-        case 3: run(encode_kernel<F, float, 3>, encode_kernel<F, uint16_t, 3>); break;
-        case 4: run(encode_kernel<F, float, 4>, encode_kernel<F, uint16_t, 4>); break;
-        default: run(encode_kernel<F, float, 1>, encode_kernel<F, uint16_t, 1>); break;
-      }
+    if (src_type == DType::kF32) {
+      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
+                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
     } else {
-      run(encode_kernel<F, float>, encode_kernel<F, uint16_t>);
+      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
+                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
     }
   });
   check(cudaGetLastError(), "encode kernel launch");
@@ -115,17 +105,6 @@ void preload_encode_kernels() {
     using F = decltype(f);
     preload(reinterpret_cast<const void*>(&encode_kernel<F, float>));
     preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t>));
-    if constexpr (std::is_same_v<F, LogFmt<8>> || std::is_same_v<F, LogFmt<10>> || std::is_same_v<F, Fp8<false>> ||
-                  std::is_same_v<F, Fp8<true>>) {
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 0>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 0>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 2>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 2>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 3>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 3>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, float, 4>));
-      preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, 4>));
-    }
   });
 }
 
