@@ -10,18 +10,24 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
+#include <type_traits>
+
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-// LogFMT's grouped encoder needs about 96 registers a thread; capped at 80 (3
-// blocks an SM instead of 2) it spills a few bytes and runs 10 % faster (measured
-// on an H200: docs/results/codec_gpu.md); at 64 it spills much more and is slower.
-template <class F>
-inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> ? 3 : 1;
+// LogFMT's grouped encoder of BF16 rows needs about 96 registers a thread; capped
+// at 80 (3 blocks an SM instead of 2) it spills a few bytes and runs 10 % faster
+// (measured on an H200: docs/results/codec_gpu.md); at 64 it spills much more and
+// is slower. FP32 rows take about 128 and would spill some 600 bytes at 80 (not
+// measured), so they, like the other formats, state no minimum (0), which leaves
+// ptxas its own choice: an explicit 1 made it take 72 registers for FP8-UE8M0
+// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth.
+template <class F, class Src>
+inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> && std::is_same_v<Src, uint16_t> ? 3 : 0;
 
 template <class F, class Src>
-__global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F>)
+__global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
