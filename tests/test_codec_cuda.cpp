@@ -223,6 +223,42 @@ TEST_F(CudaCodec, EncodeAndPackMatchTheCpuBytes) {
   }
 }
 
+// The LogFMT encoder decides most elements from the hardware log2 and sends only
+// those next to a midpoint between two levels (about 1 in 100 to 1 in 1000) to
+// the exact comparison: many full rows, so that both paths see many elements, of
+// Gaussian, log-normal and the bench's sum-of-uniforms data, in both dtypes.
+TEST_F(CudaCodec, LogFmtEncodeMatchesTheCpuOnManyRows) {
+  constexpr int kManyRows = 600, kHidden = 7168;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(kManyRows) * kHidden);
+  for (int r = 0; r < kManyRows; ++r) {
+    for (int h = 0; h < kHidden; ++h) {
+      float v = normal(rng);
+      if (r % 3 == 1) v = (v < 0 ? -1.0f : 1.0f) * std::exp(2.0f * normal(rng));
+      if (r % 3 == 2) v = uniform(rng) + uniform(rng) + uniform(rng) + uniform(rng);
+      x[static_cast<std::size_t>(r) * kHidden + h] = v;
+    }
+  }
+  for (DType type : {DType::kBF16, DType::kF32}) {
+    Input in{kManyRows, kHidden, type, x, to_bf16(x)};
+    DeviceBuffer src(in.bytes());
+    cuda_ok(cudaMemcpy(src.get(), in.host(), in.bytes(), cudaMemcpyHostToDevice), "upload");
+    DeviceBuffer bad(sizeof(int64_t));
+    for (int bits : {4, 8, 10, 12, 16}) {
+      const Format f = epcomm::logfmt_format(bits);
+      SCOPED_TRACE(name_of(f, type, kHidden));
+      const std::size_t rb = epcomm::encoded_row_bytes(f, kHidden);
+      DeviceBuffer enc(kManyRows * rb);
+      gpu::encode_rows(f, src.get(), type, kManyRows, kHidden, enc.get(), bad.get<int64_t>(), nullptr);
+      const auto d = first_difference(enc.download<uint8_t>(), cpu_encode(f, in, iota_rows(kManyRows)));
+      EXPECT_EQ(d, -1) << "first different byte in row " << d / static_cast<std::ptrdiff_t>(rb) << ", offset "
+                       << d % static_cast<std::ptrdiff_t>(rb);
+    }
+  }
+}
+
 // Decoded rows as the CPU produces them, into a buffer of `dst_rows` rows
 // prefilled with `fill`: row dst[i] = decode(enc row i).
 std::vector<uint8_t> cpu_decode(Format f, const std::vector<uint8_t>& enc, int hidden, DType type,

@@ -122,6 +122,71 @@ TEST(ExactShortcuts, LogDecodeFastIsLogDecode) {
   EXPECT_GT(in_range_tiles, 1000);  // the encoders' tiles, and some arbitrary ones
 }
 
+// The CUDA LogFMT encoder's route (elem::LogMidpoints), with the hardware log2
+// played by log2 rounded to float and then moved by the whole error bound either
+// way, against log_encode_magnitude: tiles of every width and many ranges, and
+// elements spread over the tile plus every float next to some midpoints and
+// levels, where the route must take the exact decision.
+TEST(ExactShortcuts, LogMidpointCodesAreTheReference) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::uniform_int_distribution<int> centre(-120, 120);
+  std::uniform_real_distribution<double> span(0.1, 33.0);
+  long decided_fast = 0, decided_exact = 0;
+  for (int bits_n = 3; bits_n <= 16; ++bits_n) {
+    const int levels = (1 << (bits_n - 1)) - 1;
+    for (int tile = 0; tile < 300; ++tile) {
+      // A tile as the encoder writes it: the range of amin and amax.
+      const double hi_log = centre(rng) + unit(rng), lo_log = hi_log - span(rng);
+      const float amax = static_cast<float>(std::exp2(hi_log));
+      const float amin = static_cast<float>(std::exp2(std::max(lo_log, -125.9)));
+      int16_t min_q = 0, max_q = 0;
+      const elem::LogTile t = elem::log_tile_params(amin, amax, bits_n, &min_q, &max_q);
+      if (t.step < elem::kLogMidpointStepMin || t.step > elem::kLogMidpointStepMax) continue;
+      const float max = static_cast<float>(max_q) / static_cast<float>(elem::kLogFixedOne);
+      const elem::LogMidpoints f = elem::log_midpoints(t, max);
+      const float v1 = elem::log_level(t, 1);
+      const double b = std::max(std::fabs(t.min), std::fabs(max)) + 1.0;
+      auto check = [&](float a) {
+        if (!(a > v1) || a > amax) return;
+        const float lg = static_cast<float>(std::log2(static_cast<double>(a)));
+        const uint32_t want = static_cast<uint32_t>(elem::log_encode_magnitude(a, t, levels));
+        for (double error : {-1.0, 0.0, 1.0}) {
+          const float approx = static_cast<float>(lg + error * b * 0x1p-22);
+          const float pos = elem::log_midpoint_position(approx, f);
+          const float floor_sum = elem::floor_plus_2p23(pos);
+          const bool exact = elem::log_off_centre(pos, floor_sum) > f.cut;
+          const uint32_t got = exact ? elem::log_magnitude_near_midpoint(a, pos, t) : elem::log_midpoint_code(floor_sum);
+          ++(exact ? decided_exact : decided_fast);
+          ASSERT_EQ(got, want) << "bits " << bits_n << " min_q " << min_q << " max_q " << max_q << " a " << a
+                               << " log2 error " << error << (exact ? " (exact decision)" : " (from floor)");
+        }
+      };
+      for (int i = 0; i < 2000; ++i) {
+        check(static_cast<float>(std::exp2(t.min + (max - t.min) * unit(rng))));
+      }
+      for (int i = 0; i < 20; ++i) {
+        const int k = 1 + static_cast<int>(unit(rng) * (levels - 1));
+        const float lo = elem::log_level(t, k), hi = elem::log_level(t, k + 1);
+        const float mid = static_cast<float>((static_cast<double>(lo) + hi) / 2);
+        float up = mid, down = mid, lo_up = lo, lo_down = lo;
+        for (int s = 0; s < 64; ++s) {
+          check(up);
+          check(down);
+          check(lo_up);
+          check(lo_down);
+          up = std::nextafter(up, 1e30f);
+          down = std::nextafter(down, 0.0f);
+          lo_up = std::nextafter(lo_up, 1e30f);
+          lo_down = std::nextafter(lo_down, 0.0f);
+        }
+      }
+    }
+  }
+  EXPECT_GT(decided_fast, 1000000);
+  EXPECT_GT(decided_exact, 100000);
+}
+
 // Every float of [2^-97, 2^-94) (around the floor) and of [1, 4), and every 29th
 // float elsewhere up to the largest.
 TEST(ExactShortcuts, Fp8ScaleFastIsFp8Scale) {

@@ -129,4 +129,96 @@ EPCOMM_HD float log_decode_fast(uint32_t code, LogTile t, int bits) {
   return from_bits(to_bits(v) | (sign << 31));
 }
 
+// RN(1 / x): the GPU's correctly rounded reciprocal instruction; the host divides.
+EPCOMM_HD float recip_rn(float x) {
+#if defined(__CUDA_ARCH__)
+  return __frcp_rn(x);
+#else
+  return 1.0f / x;
+#endif
+}
+
+// LogFMT's magnitude codes (log_encode_magnitude) from an approximate log2, for
+// tiles whose step lies in [kLogMidpointStepMin, kLogMidpointStepMax] and
+// elements above level 1.
+//
+// The reference takes the level just below |x| from log2_poly and an IEEE
+// division, then returns the nearer of that level and the next one (compared in
+// linear space). Write L_k for the log2 of level k as computed, P(a) for the
+// tile-relative position (log2 a - min) / step. Every error involved, in log2
+// units, is below E = B * 2^-20 + 2^-16, B = max(|min|, |max|) + 1: log2_poly is
+// within 3.1e-6, the approximate log2 within B * 2^-22 (kLog2Error: __log2f,
+// lg2.approx, is within 2 ulp, or 2^-22 absolute on [1/2, 2]), exp2_poly within
+// ~4e-7 relative, and the few roundings of the positions (min + k * step, log2 a -
+// min, the multiply by 1/step) are below B * 2^-24 or 32 * 2^-23 each. With step
+// >= 2^-9, E / step < 0.072, so:
+//  - the reference's bracket is the true one ([L_k, L_k+1] holding log2 a) unless
+//    log2 a is within E of some L_j, and then both brackets it may pick contain
+//    level j on the near side and the comparison returns j (a - lo and hi - a have
+//    opposite signs or are exact), which is also the nearest level;
+//  - with the true bracket, a - lo and hi - a are exact (Sterbenz: step <= 1/2
+//    keeps hi < 2 lo), so the result is the exact nearest level, ties lower:
+//    level k + 1 iff log2 a > log2((lo + hi) / 2) = L_k + g(L_k+1 - L_k), with
+//    g(s) = log2((1 + 2^s) / 2), g' <= 0.59 for s <= 1/2.
+// So for a > level 1 the code is 1 + the number of midpoints (lo + hi) / 2 below
+// a, and midpoint k (between levels k and k + 1) sits at position k - 1 + m, m =
+// g(step) / step, up to 2.2 E / step. log_midpoint_position computes t = P(a) + 1
+// - m with one fused multiply-add of the log2 with RN(1/step) and a per-tile
+// constant: midpoint k is at t = k, and the code is floor(t) + 1 unless t lies
+// within d = 4 E / step + 2^-10 + B / step * 2^-22 of an integer (E for P(a) and
+// 2.2 E for the midpoint; 2^-10 for m's series, whose error is < 2e-6; the last
+// term for the fused multiply-add's roundings, (3 B / step + 2^(n-1)) * 2^-24 in
+// t). Positions need no clamping: a > level 1 gives t > 1 - m - 0.072 > 0, and a
+// <= amax <= 2^max gives t < K - m + 0.072 < K, so the code is in [1, K].
+//
+// Elements within d of a midpoint (about 1 % for n = 10 on Gaussian data) are
+// decided as the reference does once its bracket is known
+// (log_magnitude_near_midpoint). With j the integer nearest t, P(a) then lies in
+// [j - 1 + 0.12, j - 0.07] (d <= 0.3, m in [1/2, 0.55]), farther from both ends
+// than the reference's own error (E / step), so its bracket is levels j and
+// j + 1, and it returns the nearer of the two.
+inline constexpr float kLogMidpointStepMin = 0x1p-9f, kLogMidpointStepMax = 0.5f;
+inline constexpr float kLog2Error = 0x1p-22f;  // per unit of B, as above
+struct LogMidpoints {
+  float inv;   // RN(1 / step)
+  float bias;  // RN(1 - m - min * inv)
+  float cut;   // 1/2 - d: |t - floor(t) - 1/2| > cut needs the exact decision
+};
+EPCOMM_HD LogMidpoints log_midpoints(LogTile t, float max) {
+  LogMidpoints f;
+  f.inv = recip_rn(t.step);
+  const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
+  f.bias = fma_rn(-t.min, f.inv, 1.0f - m);
+  const float b = (abs_f(t.min) > abs_f(max) ? abs_f(t.min) : abs_f(max)) + 1.0f;
+  const float e = b * 0x1p-20f + 0x1p-16f;
+  f.cut = 0.5f - ((4.0f * e + b * kLog2Error) * f.inv + 0x1p-10f);
+  return f;
+}
+// t = P(a) + 1 - m from lg2a, an approximate log2(a) (-inf gives -inf).
+EPCOMM_HD float log_midpoint_position(float lg2a, LogMidpoints f) { return fma_rn(lg2a, f.inv, f.bias); }
+// 2^23 + floor(t) for t in [0, 2^22), exactly; a finite value for t in (-2^23, 0)
+// and -inf for -inf. The GPU rounds down in one add.
+EPCOMM_HD float floor_plus_2p23(float t) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rd(t, 0x1p23f);
+#else
+  const float m = t + 0x1p23f;
+  return m - 0x1p23f > t ? m - 1.0f : m;
+#endif
+}
+// The code floor(t) + 1 from floor_plus_2p23(t) (garbage for t < 0).
+EPCOMM_HD uint32_t log_midpoint_code(float floor_sum) { return to_bits(floor_sum) - (0x4b000000u - 1u); }
+// |t - floor(t) - 1/2|, exactly, from floor_sum = floor_plus_2p23(t) (NaN for t =
+// -inf): above LogMidpoints::cut, t lies too near a midpoint for floor(t) + 1.
+EPCOMM_HD float log_off_centre(float t, float floor_sum) { return abs_f(t - (floor_sum - 8388607.5f)); }
+// log_encode_magnitude(a, t, K) for an element with t = log_midpoint_position
+// near a midpoint (and a above level 1).
+EPCOMM_HD uint32_t log_magnitude_near_midpoint(float a, float t_pos, LogTile t) {
+  const float floor_sum = floor_plus_2p23(t_pos);
+  // The integer nearest t_pos (never a half-integer here).
+  const int j = static_cast<int>(to_bits(floor_sum) - 0x4b000000u) + (t_pos - (floor_sum - 0x1p23f) > 0.5f ? 1 : 0);
+  const float lo = log_level_fast(t, j), hi = log_level_fast(t, j + 1);
+  return static_cast<uint32_t>(a - lo > hi - a ? j + 1 : j);
+}
+
 }  // namespace epcomm::kernels::elem

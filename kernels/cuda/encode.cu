@@ -2,7 +2,7 @@
 // encode_rows, pack_rows and encode_token_rows: one kernel per (format, source
 // dtype), 16 lanes a tile, blocks walking rows (lane_io.cuh); pack_rows reads its
 // rows through an index list, and encode_token_rows writes them through the same
-// list too.
+// list too. LogFMT groups encode their kAhead tiles together (encode_tiles).
 #include "cuda_check.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
@@ -10,12 +10,24 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
+#include <type_traits>
+
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
+// LogFMT's grouped encoder of BF16 rows needs about 96 registers a thread; capped
+// at 80 (3 blocks an SM instead of 2) it spills a few bytes and runs 10 % faster
+// (measured on an H200: docs/results/codec_gpu.md); at 64 it spills much more and
+// is slower. FP32 rows take about 128 and would spill some 600 bytes at 80 (not
+// measured), so they, like the other formats, state no minimum (0), which leaves
+// ptxas its own choice: an explicit 1 made it take 72 registers for FP8-UE8M0
+// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth.
 template <class F, class Src>
-__global__ void __launch_bounds__(kBlockThreads)
+inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> && std::is_same_v<Src, uint16_t> ? 3 : 0;
+
+template <class F, class Src>
+__global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -29,20 +41,31 @@ __global__ void __launch_bounds__(kBlockThreads)
     uint8_t* out = dst + (scatter ? s : i) * layout.row_bytes;
     for (int t0 = w.first_tile; t0 < tiles; t0 += kAhead * w.tile_stride) {
       Raw<Src> raw[kAhead];
+      if constexpr (kEncodesTileGroups<F>) {
+        // Tiles past the row's last have no valid elements: they load nothing.
+        Lane l[kAhead];
 #pragma unroll
-      for (int u = 0; u < kAhead; ++u) {
-        const int t = t0 + u * w.tile_stride;
-        if (t >= tiles) break;
-        const Lane l = lane_in(i, t, hidden);
-        load_raw(in + l.col0, l.valid, raw[u]);
-      }
+        for (int u = 0; u < kAhead; ++u) {
+          l[u] = lane_in(i, t0 + u * w.tile_stride, hidden);
+          load_raw(in + l[u].col0, l[u].valid, raw[u]);
+        }
+        F::template encode_tiles<kAhead>(l, [&](int u, Elems& v) { widen(raw[u], v); }, layout, out, i, hidden, bad);
+      } else {
 #pragma unroll
-      for (int u = 0; u < kAhead; ++u) {
-        const int t = t0 + u * w.tile_stride;
-        if (t >= tiles) break;
-        Elems v;
-        widen(raw[u], v);
-        F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
+        for (int u = 0; u < kAhead; ++u) {
+          const int t = t0 + u * w.tile_stride;
+          if (t >= tiles) break;
+          const Lane l = lane_in(i, t, hidden);
+          load_raw(in + l.col0, l.valid, raw[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < kAhead; ++u) {
+          const int t = t0 + u * w.tile_stride;
+          if (t >= tiles) break;
+          Elems v;
+          widen(raw[u], v);
+          F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
+        }
       }
     }
   }

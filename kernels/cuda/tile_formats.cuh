@@ -221,104 +221,95 @@ struct LogFmt {
     return layout.payload_offset + static_cast<int64_t>(l.tile) * (kTileElems / 8 * kBits) + l.sub * kBits;
   }
 
-  // Magnitude codes of a tile whose step lies in [2^-9, 1/2], identical to
-  // elem::log_encode_magnitude (which is what `exact` computes), for less work.
-  //
-  // The reference takes the level just below |x| from log2_poly and an IEEE
-  // division, then returns the nearer of that level and the next one (compared in
-  // linear space). Write L_k for the log2 of level k as computed, P(a) for the
-  // tile-relative position (log2 a - min) / step. Every error involved, in log2
-  // units, is below E = B * 2^-20 + 2^-16, B = max(|min|, |max|) + 1: log2_poly is
-  // within 3.1e-6, __log2f (lg2.approx) within 2 ulp of a value of magnitude < B,
-  // exp2_poly within ~4e-7 relative, and the few roundings of the positions
-  // (min + k * step, log2 a - min, the multiply by 1/step) are below B * 2^-24 or
-  // 32 * 2^-23 each. With step >= 2^-9, E / step < 0.07, so:
-  //  - the reference's bracket is the true one ([L_k, L_k+1] holding log2 a) unless
-  //    log2 a is within E of some L_j, and then both brackets it may pick contain
-  //    level j on the near side and the comparison returns j (a - lo and hi - a have
-  //    opposite signs or are exact), which is also the nearest level;
-  //  - with the true bracket, a - lo and hi - a are exact (Sterbenz: step <= 1/2
-  //    keeps hi < 2 lo), so the result is the exact nearest level, ties lower:
-  //    level k + 1 iff log2 a > log2((lo + hi) / 2) = L_k + g(L_k+1 - L_k), with
-  //    g(s) = log2((1 + 2^s) / 2), g' <= 0.59 for s <= 1/2.
-  // Hence the result is level k + 1 whenever r = P(a) - k (k the floor of P(a),
-  // clamped to [0, K - 2] like the reference) exceeds m = g(step) / step by more
-  // than d = 4 E / step + 2^-10, level k when r < m - d (the bound adds E for P(a),
-  // 2.2 E for the midpoint, and 2^-10 for m's series, whose error is < 2e-6; near a
-  // level, r is within 0.07 of 0 or 1, on the right side by the first point; at
-  // the clamps r < 0 means a just above level 1 and r >= 1 means a near level K).
-  // The few elements with |r - m| <= d (about 1% for n = 10 on Gaussian data) go
-  // to the reference function itself; zero and the range up to level 1 take the
-  // reference's own expressions.
-  //
-  // above_level1: every element of the lane lies above level 1 (a > v1 >= 2^-126),
-  // so the rules for zero and the range up to level 1 have nothing to do; only
-  // other lanes (those with zeros, say) apply them, after the common pass, so a
-  // warp with both kinds runs little more than one pass. (An element at or below
-  // level 1 never falls inside the margin: its r is below E / step < 0.07, or
-  // -inf; if one did, the reference would decide it, correctly.) Returns the
-  // elements left to the reference (bit k for element k).
-  __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogTile& t, float max, float v1,
-                                             bool above_level1, uint32_t (&mag)[kElemsPerLane]) {
-    const float inv = __frcp_rn(t.step);
-    const float e = (fmaxf(fabsf(t.min), fabsf(max)) + 1.0f) * 0x1p-20f + 0x1p-16f;
-    const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
-    const float d = 4.0f * e * inv + 0x1p-10f;
-    const float lo_cut = m - d, hi_cut = m + d;
+  // Magnitude codes of a tile whose step lies in [2^-9, 1/2] for the elements above
+  // level 1 (elem::LogMidpoints says why they are log_encode_magnitude's): floor(t)
+  // + 1 from the hardware log2, unless t lies near a midpoint. Returns whether
+  // some element does (an element at or below level 1 may, too: its code is
+  // replaced afterwards anyway).
+  __device__ static bool fast_magnitudes(const Elems& v, const elem::LogMidpoints& f,
+                                         uint32_t (&mag)[kElemsPerLane]) {
+    float worst = 0.0f;  // fmaxf skips the NaNs of zeros
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const float t = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
+      const float floor_sum = elem::floor_plus_2p23(t);
+      worst = fmaxf(worst, elem::log_off_centre(t, floor_sum));
+      mag[k] = elem::log_midpoint_code(floor_sum);
+    }
+    return worst > f.cut;
+  }
+
+  // The elements near a midpoint, decided exactly.
+  __device__ static void exact_magnitudes(const Elems& v, const elem::LogTile& t, const elem::LogMidpoints& f,
+                                          uint32_t (&mag)[kElemsPerLane]) {
     unsigned todo = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
-      const float a = elem::abs_f(v[k]);
-      const float p = (lg2_approx_ftz(a) - t.min) * inv;  // -inf for a < 2^-126, decided below
-      const float pc = fminf(fmaxf(p, 0.0f), static_cast<float>(kLevels - 2));
-      const float fl = __fadd_rd(pc, 0x1p23f);  // 2^23 + floor(pc), exactly
-      const uint32_t below = __float_as_uint(fl) - 0x4b000000u;
-      const float r = p - (fl - 0x1p23f);
-      if (r >= lo_cut && r <= hi_cut) todo |= 1u << k;
-      mag[k] = r > hi_cut ? below + 2u : below + 1u;
+      const float p = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
+      if (elem::log_off_centre(p, elem::floor_plus_2p23(p)) > f.cut) todo |= 1u << k;
     }
-    if (!above_level1) {
-#pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        const float a = elem::abs_f(v[k]);
-        if (a <= v1) mag[k] = a - 0.0f > v1 - a ? 1u : 0u;
-        if (a < elem::kLogZeroBelow) mag[k] = 0u;
-      }
-    }
-    return todo;
-  }
-
-  // mag[k] = elem::log_encode_magnitude for the elements in todo.
-  __device__ static void reference_magnitudes(unsigned todo, const Elems& v, const elem::LogTile& t,
-                                              uint32_t (&mag)[kElemsPerLane]) {
     while (todo != 0u) {
-      const int j = __ffs(todo) - 1;
+      const int i = __ffs(todo) - 1;
       todo &= todo - 1u;
       float a = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) a = k == j ? elem::abs_f(v[k]) : a;
-      const uint32_t c = static_cast<uint32_t>(elem::log_encode_magnitude(a, t, kLevels));
+      for (int k = 0; k < kElemsPerLane; ++k) a = k == i ? elem::abs_f(v[k]) : a;
+      const uint32_t c =
+          elem::log_magnitude_near_midpoint(a, elem::log_midpoint_position(lg2_approx_ftz(a), f), t);
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = k == j ? c : mag[k];
+      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = k == i ? c : mag[k];
     }
   }
 
-  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
-                                int hidden, unsigned long long* bad) {
-    // Same pass as the CPU: the first non-finite column fails the tile; the range is
-    // over |x| >= kLogZeroBelow. It runs on the bits of |x|, which order like the
-    // values: the largest, and the smallest, which is also the smallest of those
-    // >= 2^-126 unless the lane holds zeros or subnormals (then a second look).
-    // Lanes past the row hold zeros, which count for neither.
-    constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
-    uint32_t top = 0, least = kInf;
+  // What the lanes of a tile need to encode it: the stored (min_q, max_q) pair,
+  // and for tiles the fast route takes (cut > 0) its constants and level 1.
+  struct TileCode {
+    uint32_t meta;  // min_q | max_q << 16
+    elem::LogMidpoints f;
+    float v1;
+  };
+  __device__ static elem::LogTile tile_of(uint32_t meta) {
+    return elem::log_tile_fast(static_cast<int16_t>(meta & 0xffffu), static_cast<int16_t>(meta >> 16), kBits);
+  }
+
+  // elem::log_tile_params for the tile with range [amin, amax] (amax 0: no element
+  // >= 2^-126), its two log2_poly calls split between lanes that swap results
+  // across `partner`: odd lanes take floor(128 log2 amin), the others ceil(128
+  // log2 amax).
+  __device__ static TileCode tile_code(float amin, float amax, bool odd, unsigned mask, int partner) {
+    const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
+    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
+    const int other = __shfl_xor_sync(mask, mine, partner);
+    TileCode c{0u, {0.0f, 0.0f, 0.0f}, 0.0f};
+    if (amax == 0.0f) return c;  // stored as (0, 0); the reference gives every element 0
+    const int hi = odd ? other : mine;
+    int lo = odd ? mine : other;
+    if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
+    // log2 of normal floats keeps both within int16. The tile is log_tile_params',
+    // computed as log_tile_fast (equal, without conversions).
+    c.meta = static_cast<uint16_t>(lo) | static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16;
+    const elem::LogTile t = tile_of(c.meta);
+    if (t.step >= elem::kLogMidpointStepMin && t.step <= elem::kLogMidpointStepMax) {
+      c.f = elem::log_midpoints(t, elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne));
+      c.v1 = elem::log_level_fast(t, 1);
+    }
+    return c;
+  }
+
+  // The bits of the lane's largest |x|, its smallest, and its smallest >= 2^-126
+  // (kInf if none): |x| orders like its bits, so an integer max and min an element,
+  // and a second look only in lanes holding zeros or subnormals.
+  static constexpr uint32_t kNormal = 0x00800000u, kInf = 0x7f800000u;
+  __device__ static void lane_range(const Elems& v, uint32_t& top, uint32_t& least, uint32_t& low) {
+    top = 0;
+    least = kInf;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const uint32_t a = elem::to_bits(v[k]) & 0x7fffffffu;
       top = max(top, a);
       least = min(least, a);
     }
-    uint32_t low = least;  // smallest |x| >= 2^-126, kInf if none
+    low = least;
     if (least < kNormal) {
       low = kInf;
 #pragma unroll
@@ -327,77 +318,163 @@ struct LogFmt {
         low = a >= kNormal ? min(low, a) : low;
       }
     }
-    int first_bad = INT_MAX;
-    if (top >= kInf) {  // an infinity or NaN in the lane
+  }
+
+  // Encodes N tiles of a row at once: l[u] is the lane's part of tile u (valid 0
+  // past the row's end or for a tile past the last), elems(u, v) its elements
+  // (zeros where not valid). Every lane of the 16 must call it.
+  //
+  // Same pass as the CPU: the first non-finite column fails the tile (the column
+  // goes to *bad as pos * hidden + column, and nothing is written); the range is
+  // over |x| >= kLogZeroBelow. The per-tile work (two log2 polynomials, the
+  // parameters, level 1 and the fast route's constants) is done once for the N
+  // tiles: lane s of the 16 works for tile s % N and passes the result on by
+  // shuffles, so a lane's share of it is spread over N * 8 elements.
+  template <int N, class Elems_of>
+  __device__ static void encode_tiles(const Lane (&l)[N], const Elems_of& elems, const Layout& layout, uint8_t* row,
+                                      int64_t pos, int hidden, unsigned long long* bad) {
+    const unsigned mask = l[0].mask;
+    uint32_t top[N], least[N], low[N];
+    bool nonfinite = false;
 #pragma unroll
-      for (int k = kElemsPerLane - 1; k >= 0; --k) {
-        if (k < l.valid && !elem::is_finite(v[k])) first_bad = l.col0 + k;
+    for (int u = 0; u < N; ++u) {
+      Elems v;
+      elems(u, v);
+      lane_range(v, top[u], least[u], low[u]);
+      nonfinite = nonfinite || top[u] >= kInf;
+    }
+    bool failed[N];
+#pragma unroll
+    for (int u = 0; u < N; ++u) failed[u] = false;
+    // Non-finite input is rare: the columns are reduced only where there is one.
+    if (__any_sync(mask, nonfinite)) {
+#pragma unroll
+      for (int u = 0; u < N; ++u) {
+        int first_bad = INT_MAX;
+        if (top[u] >= kInf) {
+          Elems v;
+          elems(u, v);
+#pragma unroll
+          for (int k = kElemsPerLane - 1; k >= 0; --k) {
+            if (k < l[u].valid && !elem::is_finite(v[k])) first_bad = l[u].col0 + k;
+          }
+        }
+        first_bad = tile_min(first_bad, mask);
+        failed[u] = first_bad != INT_MAX;
+        if (failed[u] && l[u].sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
       }
     }
-    // Non-finite input is rare: the column is reduced only in tiles that have one.
-    if (__any_sync(l.mask, first_bad != INT_MAX)) first_bad = tile_min(first_bad, l.mask);
-    const float amin = tile_min(elem::from_bits(low), l.mask);
-    const float amax = tile_max(top >= kNormal ? elem::from_bits(top) : 0.0f, l.mask);
-    // elem::log_tile_params, its two log2_poly calls split between lane pairs: even
-    // lanes take ceil(128 log2 amax), odd lanes floor(128 log2 amin), then swap.
-    // (Done by every lane, failed tiles too, so the shuffle sees all 16.)
-    const bool odd = (l.sub & 1) != 0;
-    const float lg = elem::log2_poly(odd ? amin : amax) * static_cast<float>(elem::kLogFixedOne);
-    const int mine = odd ? elem::floor_small(lg) : elem::ceil_small(lg);  // |lg| <= 128 * 150
-    const int other = __shfl_xor_sync(l.mask, mine, 1);
-    if (first_bad != INT_MAX) {
-      if (l.sub == 0) atomicMin(bad, static_cast<unsigned long long>(pos * hidden + first_bad));
-      return;
+    // This lane's tile for the per-tile work (as N divides 16, lanes s and s ^ N
+    // share it).
+    const int mine = l[0].sub % N;
+    float amin = 0.0f, amax = 0.0f;
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const float lo = tile_min(elem::from_bits(low[u]), mask);
+      const float hi = tile_max(top[u] >= kNormal ? elem::from_bits(top[u]) : 0.0f, mask);
+      amin = u == mine ? lo : amin;
+      amax = u == mine ? hi : amax;
     }
-    if (l.valid == 0) return;
-    int16_t min_q = 0, max_q = 0;
-    elem::LogTile t{0.0f, 0.0f};
-    float max = 0.0f;
-    if (amax != 0.0f) {
-      const int hi = odd ? other : mine;
-      int lo = odd ? mine : other;
-      if (lo < hi - elem::kLogMaxRange * elem::kLogFixedOne) lo = hi - elem::kLogMaxRange * elem::kLogFixedOne;
-      // log2 of normal floats keeps both within int16. The tile is
-      // log_tile_params', computed as log_tile_fast (equal, without conversions).
-      min_q = static_cast<int16_t>(lo);
-      max_q = static_cast<int16_t>(hi);
-      t = elem::log_tile_fast(min_q, max_q, kBits);
-      max = elem::small_int_to_float(hi) / static_cast<float>(elem::kLogFixedOne);
+    const TileCode own = tile_code(amin, amax, (l[0].sub / N) % 2 != 0, mask, N);
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+      TileCode c = own;
+      if constexpr (N > 1) {
+        c.meta = __shfl_sync(mask, own.meta, u, kLanesPerTile);
+        c.f.inv = __shfl_sync(mask, own.f.inv, u, kLanesPerTile);
+        c.f.bias = __shfl_sync(mask, own.f.bias, u, kLanesPerTile);
+        c.f.cut = __shfl_sync(mask, own.f.cut, u, kLanesPerTile);
+        c.v1 = __shfl_sync(mask, own.v1, u, kLanesPerTile);
+      }
+      if (failed[u] || l[u].valid == 0) continue;
+      if (l[u].sub == 0) store_bytes<4>(row + 4 * l[u].tile, c.meta, 4);
+      Elems v;
+      elems(u, v);
+      store_bytes<kBits>(row + code_offset(l[u], layout), codes(v, c, least[u]), code_bytes(l[u].valid));
     }
-    if (l.sub == 0) {
-      const uint32_t meta = static_cast<uint16_t>(min_q) | static_cast<uint32_t>(static_cast<uint16_t>(max_q)) << 16;
-      store_bytes<4>(row + 4 * l.tile, meta, 4);
-    }
+  }
+
+  // One tile, as encode_tiles.
+  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
+                                int hidden, unsigned long long* bad) {
+    const Lane one[1] = {l};
+    encode_tiles<1>(
+        one,
+        [&](int, Elems& out) {
+#pragma unroll
+          for (int k = 0; k < kElemsPerLane; ++k) out[k] = v[k];
+        },
+        layout, row, pos, hidden, bad);
+  }
+
+  // The lane's code bytes; least is the bits of its smallest |x|.
+  __device__ static Chunk codes(const Elems& v, const TileCode& c, uint32_t least) {
     uint32_t mag[kElemsPerLane];
     bool above_level1 = false;  // then every magnitude is >= 1 and takes x's sign
-    if (amax == 0.0f) {
-#pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) mag[k] = 0u;
-    } else if (t.step >= 0x1p-9f && t.step <= 0.5f) {
+    if (c.f.cut > 0.0f) {
+      if (fast_magnitudes(v, c.f, mag)) exact_magnitudes(v, tile_of(c.meta), c.f, mag);
       // Lanes without zeros (the common case) skip the rules below level 1.
-      const float v1 = elem::log_level_fast(t, 1);
-      above_level1 = least > elem::to_bits(v1);
-      reference_magnitudes(fast_magnitudes(v, t, max, v1, above_level1, mag), v, t, mag);
+      above_level1 = least > elem::to_bits(c.v1);
+      if (!above_level1) {
+#pragma unroll
+        for (int k = 0; k < kElemsPerLane; ++k) {
+          const float a = elem::abs_f(v[k]);
+          if (a <= c.v1) mag[k] = a - 0.0f > c.v1 - a ? 1u : 0u;
+          if (a < elem::kLogZeroBelow) mag[k] = 0u;
+        }
+      }
     } else {
+      const elem::LogTile t = tile_of(c.meta);
 #pragma unroll
       for (int k = 0; k < kElemsPerLane; ++k) {
         mag[k] = static_cast<uint32_t>(elem::log_encode_magnitude(elem::abs_f(v[k]), t, kLevels));
       }
     }
-    Chunk codes = 0;
-    if (above_level1) {
+    if (above_level1 && kBits == 8) return signed_bytes(mag, v);
+    uint32_t code[kElemsPerLane];
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        codes |= static_cast<Chunk>(mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1)) << (k * kBits);
-      }
-    } else {
+    for (int k = 0; k < kElemsPerLane; ++k) code[k] = mag[k] | (elem::to_bits(v[k]) >> 31) << (kBits - 1);
+    if (!above_level1) {
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) {
-        const uint32_t sign = mag[k] != 0u && (elem::to_bits(v[k]) >> 31) ? 1u : 0u;
-        codes |= static_cast<Chunk>(mag[k] | sign << (kBits - 1)) << (k * kBits);
-      }
+      for (int k = 0; k < kElemsPerLane; ++k) code[k] = mag[k] == 0u ? 0u : code[k];  // zero has no sign
     }
-    store_bytes<kBits>(row + code_offset(l, layout), codes, code_bytes(l.valid));
+    return pack(code);
+  }
+
+  // The lane's codes, code k at bits [k n, (k + 1) n), built in 32-bit words.
+  __device__ static Chunk pack(const uint32_t (&code)[kElemsPerLane]) {
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int k = 0; k < kElemsPerLane; ++k) {
+      const int bit = k * kBits;
+      w[bit / 32] |= code[k] << (bit % 32);
+      if (bit % 32 + kBits > 32) w[bit / 32 + 1] |= code[k] >> (32 - bit % 32);
+    }
+    return static_cast<Chunk>(w[0]) | static_cast<Chunk>(w[1]) << 32 | static_cast<Chunk>(w[2]) << 64 |
+           static_cast<Chunk>(w[3]) << 96;
+  }
+
+  // LogFMT-8 codes of magnitudes >= 1 (< 128) with the signs of v, as byte moves:
+  // four magnitudes to a word by byte permutes, and the four signs by permutes
+  // that replicate a byte's sign bit (prmt's sign mode), masked to bit 7.
+  __device__ static Chunk signed_bytes(const uint32_t (&mag)[kElemsPerLane], const Elems& v) {
+    uint32_t w[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t* m = mag + 4 * h;
+      const uint32_t mags =
+          __byte_perm(__byte_perm(m[0], m[1], 0x0040u), __byte_perm(m[2], m[3], 0x0040u), 0x5410u);
+      const uint32_t signs = __byte_perm(sign_bytes(v[4 * h], v[4 * h + 1]), sign_bytes(v[4 * h + 2], v[4 * h + 3]),
+                                         0x5410u);
+      w[h] = mags | (signs & 0x80808080u);
+    }
+    return static_cast<Chunk>(w[0]) | static_cast<Chunk>(w[1]) << 32;
+  }
+  // Bytes 0 and 1: 0xff where a, b are negative, else 0 (bytes 2 and 3: any).
+  __device__ static uint32_t sign_bytes(float a, float b) {
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, 0xfb;" : "=r"(r) : "r"(__float_as_uint(a)), "r"(__float_as_uint(b)));
+    return r;
   }
 
   struct Fetched {
@@ -431,5 +508,11 @@ struct LogFmt {
     unpack(fetch(row, l, layout), l, v);
   }
 };
+
+// Formats whose kernels hand a group's kAhead tiles to encode_tiles at once.
+template <class F>
+inline constexpr bool kEncodesTileGroups = false;
+template <int kBits>
+inline constexpr bool kEncodesTileGroups<LogFmt<kBits>> = true;
 
 }  // namespace epcomm::kernels::cuda::detail
