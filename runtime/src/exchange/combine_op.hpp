@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "exchange/dispatch_op.hpp"
+#include "exchange/incoming_blocks.hpp"
 #include "exchange/outgoing_blocks.hpp"
 
 namespace epcomm::detail {
@@ -30,7 +31,7 @@ class CombineOp : public Op {
   void stage_expert_outputs();
   void reduce_node_partials();
   void add_routed_sources(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, RowSums& sums);
-  void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
+  void encode_remote_partials(int node, int64_t first, int64_t count, std::size_t block, std::size_t at);
   bool post_ready_sends();
   void sum_node_partials();
   void encode_output(const float* acc, int num_tokens);
@@ -44,6 +45,7 @@ class CombineOp : public Op {
   State state_ = State::kStage;
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
+  IncomingBlocks partials_in_;  // recvs_, by chunk
   // Encoded partials per destination node in combine_send; a one-sided transport
   // sends each after its receiver's "ready".
   OutgoingBlocks partial_blocks_;

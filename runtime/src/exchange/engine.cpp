@@ -172,7 +172,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     auto* own = piece.take<float>(T * H);
     auto* out_acc = piece.take<float>(config_.dtype != DType::kF32 ? T * H : 0);
     auto* partial = piece.take<float>(partial_rows * H);
+    auto* rail_staged = piece.take<std::byte>(remote_nodes * rail_block_bytes());
+    auto* combine_staged = piece.take<std::byte>(remote_nodes * combine_block_bytes());
     if (s != nullptr) {
+      s->rail_recv_staged = rail_staged;
+      s->combine_recv_staged = combine_staged;
       s->token_staging = staging;
       s->own_partials = own;
       s->out_acc = out_acc;

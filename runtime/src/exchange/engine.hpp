@@ -71,6 +71,11 @@ struct SlotBuffers {
   float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16
   float* partial_acc = nullptr;        // combine: remote partials before encoding,
   int64_t partial_acc_rows = 0;        //   this many rows at a time
+  // Device memory: rail_recv and combine_recv copied to the GPU chunk by chunk as
+  // they land, at the same offsets, so kernels read received rows from GPU memory
+  // (a bulk copy by the copy engine) rather than row by row across PCIe.
+  std::byte* rail_recv_staged = nullptr;
+  std::byte* combine_recv_staged = nullptr;
   // Device memory: pinned host copies of the routing inputs.
   int32_t* topk_idx_host = nullptr;
   float* topk_weights_host = nullptr;
