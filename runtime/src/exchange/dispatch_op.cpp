@@ -511,12 +511,16 @@ bool DispatchOp::advance() {
       note_layout_arrivals(arrived);
       moved = true;
     }
-    moved = post_cleared_rail_sends() || moved;
-    if (!layout_reqs_.all_done() || !rail_blocks_.all_sent()) return moved;
-    on_layout_complete();
-    state_ = State::kNodeLayout;
-    moved = true;
+    if (layout_reqs_.all_done()) {
+      on_layout_complete();
+      state_ = State::kNodeLayout;
+      moved = true;
+    }
   }
+  // Each chunk of the rail blocks goes as soon as it is packed (and its receiver
+  // cleared it), while this rank goes on with the phases below.
+  moved = post_cleared_rail_sends() || moved;
+  if (state_ == State::kLayout) return moved;
   if (state_ == State::kNodeLayout) {
     if (e.first_local_behind(slot_, &SlotFlags::layout_ready, seq_) >= 0) return moved;
     const int me = e.group.node;
@@ -555,7 +559,7 @@ bool DispatchOp::advance() {
   }
   if (state_ == State::kArrive) {
     if (!rail_sends_->test_some().empty()) moved = true;
-    if (!rail_sends_->all_done()) return moved;
+    if (!rail_blocks_.all_sent() || !rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
     finish();
     state_ = State::kFinish;
@@ -594,6 +598,9 @@ std::string DispatchOp::outstanding() const {
     case State::kArrive: {
       std::string s = engine_.local_ranks_behind(slot_, &SlotFlags::writes_done, seq_);
       std::string sends = rail_sends_->pending_peers();
+      const std::string unsent = rail_blocks_.waiting(
+          [this](int n) { return engine_.group.global_rank(n, engine_.group.local_rank); }, "clear to send");
+      if (!unsent.empty()) sends += (sends.empty() ? "" : ", ") + unsent;
       return s.empty() ? sends : sends.empty() ? s : s + ", " + sends;
     }
     case State::kDone: return "";
