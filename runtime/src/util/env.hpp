@@ -37,7 +37,8 @@ int ib_gid_index();
 bool hold_streams();
 // EPCOMM_MPI_CHUNK_BYTES: the MPI inter-node tier sends each block as messages of
 // at most this many bytes (default 1 MiB), so that packing, the transfer and the
-// receiver's use of a block overlap; 0 = one message per block.
+// receiver's use of a block overlap; 0 = one message per block. Chunks below
+// Open MPI's eager limit (4 KiB on shared memory) flood its queues.
 int mpi_chunk_bytes();
 // EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks and over rows that cross a
 // node peer's shared memory (ExchangeConfig::checksum).
