@@ -375,7 +375,12 @@ int run(int argc, char** argv) {
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
       StagingFloor floor_d, floor_c;
       if (g.num_nodes() == 2) {
-        const int rail_peer = (rank + g.ranks_per_node()) % size;
+        // The rail peer: the same local index on the other node, as a world rank.
+        std::vector<int> group_rank(size);
+        const int mine = g.rank();
+        MPI_Allgather(&mine, 1, MPI_INT, group_rank.data(), 1, MPI_INT, MPI_COMM_WORLD);
+        const int rail_peer = static_cast<int>(
+            std::find(group_rank.begin(), group_rank.end(), (mine + g.ranks_per_node()) % size) - group_rank.begin());
         floor_d = staging_floor_us(static_cast<std::size_t>(disp_inter_bytes), rail_peer, stream, o.iters, o.warmup);
         floor_c = staging_floor_us(static_cast<std::size_t>(comb_inter_bytes), rail_peer, stream, o.iters, o.warmup);
       }
