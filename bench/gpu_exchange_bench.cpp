@@ -278,16 +278,25 @@ int run(int argc, char** argv) {
   // One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
   int count = 0;
   cuda_ok(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  const int dev = epcomm_bench::rank_within_host() % count;
+  const int within_host = epcomm_bench::rank_within_host();
+  const int dev = within_host % count;
   cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
   cudaStream_t stream;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
 #ifdef EPCOMM_BENCH_NCCL
-  ncclUniqueId id;
-  if (rank == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
-  ncclComm_t nccl;
-  nccl_ok(ncclCommInitRank(&nccl, size, id, rank), "ncclCommInitRank");
+  // NCCL refuses two ranks on one GPU: then the exchange and the floor still run,
+  // the baselines not (nccl_* = -1).
+  int shared = within_host >= count ? 1 : 0, any_shared = 0;
+  MPI_Allreduce(&shared, &any_shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  const bool with_nccl = any_shared == 0;
+  if (!with_nccl && rank == 0) std::fprintf(stderr, "# NCCL baselines skipped: ranks share a GPU\n");
+  ncclComm_t nccl = nullptr;
+  if (with_nccl) {
+    ncclUniqueId id;
+    if (rank == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    nccl_ok(ncclCommInitRank(&nccl, size, id, rank), "ncclCommInitRank");
+  }
 #endif
   int status = 0;
   if (rank == 0 && !o.json) {
@@ -386,7 +395,7 @@ int run(int argc, char** argv) {
       }
       double nccl_d = -1, nccl_c = -1, nccl_expert_d = -1, nccl_expert_c = -1;
   #ifdef EPCOMM_BENCH_NCCL
-      {
+      if (with_nccl) {
         // Per destination rank: its distinct tokens (the deduplicated per-rank
         // exchange) and its (token, expert) pairs (the per-expert exchange).
         const int per_rank = o.experts / size;
@@ -471,7 +480,7 @@ int run(int argc, char** argv) {
     }
   }
 #ifdef EPCOMM_BENCH_NCCL
-  ncclCommDestroy(nccl);
+  if (with_nccl) ncclCommDestroy(nccl);
 #endif
   cudaStreamDestroy(stream);
   return status;
