@@ -18,12 +18,10 @@ void OutgoingBlocks::reset(int num_nodes) {
 void OutgoingBlocks::add(int node, std::size_t offset, std::size_t bytes) {
   offset_[node] = offset;
   bytes_[node] = bytes;
-  if (notes_[node].empty()) written_[node] = bytes;
   ++unsent_;
 }
 
 void OutgoingBlocks::written_at(int node, std::size_t bytes, uint64_t mark) {
-  written_[node] = 0;
   notes_[node].push_back({bytes, mark});
 }
 

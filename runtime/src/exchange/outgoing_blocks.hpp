@@ -23,8 +23,8 @@ class OutgoingBlocks {
   // The block for `node`: `bytes` (> 0) at `offset` of the send region.
   void add(int node, std::size_t offset, std::size_t bytes);
   // The first `bytes` of node's block are written once the packing mover reached
-  // `mark` (RowMover::mark); notes come in increasing order of bytes, and the last
-  // covers the block. A block without notes is written when added.
+  // `mark` (RowMover::mark): a block is sent as far as such notes say, so each
+  // block needs them, in increasing order of bytes, the last covering it.
   void written_at(int node, std::size_t bytes, uint64_t mark);
 
   struct Target {
