@@ -15,6 +15,10 @@
 // output dtype (combine): the per-rank exchange a framework would write with NCCL
 // (nccl_*); and one row per (token, expert) pair, not deduplicated: the per-expert
 // exchange (nccl_expert_*).
+// With 2 nodes, the staging floor of the bytes that crossed nodes (internode_bytes
+// of dispatch and of combine, per rank), measured in the same run: device-to-host
+// copy, MPI transfer between the rail peers, host-to-device copy (*_floor_us, the
+// MPI part *_floor_mpi_us, the exchange over it *_vs_floor).
 // Check: once per size, the same inputs through the host exchange; rows and combine
 // outputs must be identical bit for bit (check=true).
 //
@@ -178,6 +182,52 @@ bool check_against_host(const epcomm::Group& g, epcomm::ExchangeConfig cfg, cons
   return all == 1;
 }
 
+// The staging floor of the rows that cross nodes (2 nodes): per iteration, after a
+// barrier, both rail peers at once copy the `bytes` they send from GPU memory to
+// pinned host memory, exchange them with MPI_Sendrecv between pinned buffers (the
+// transport the exchange uses; bench/README.md says why), and copy what they
+// received to GPU memory. Median over iterations of the slowest rank, in µs: the
+// whole (total) and the MPI part (mpi).
+struct StagingFloor {
+  double total = -1, mpi = -1;
+};
+
+StagingFloor staging_floor_us(std::size_t bytes, int peer, cudaStream_t s, int iters, int warmup) {
+  std::size_t peer_bytes = 0;
+  MPI_Sendrecv(&bytes, sizeof bytes, MPI_BYTE, peer, 0, &peer_bytes, sizeof peer_bytes, MPI_BYTE, peer, 0,
+               MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  if (std::max(bytes, peer_bytes) > static_cast<std::size_t>(INT32_MAX)) {
+    throw std::runtime_error("staging floor: more than 2^31 bytes in one MPI message");
+  }
+  Device src(bytes), dst(peer_bytes);
+  void *out = nullptr, *in = nullptr;
+  cuda_ok(cudaMallocHost(&out, std::max<std::size_t>(bytes, 1)), "cudaMallocHost");
+  cuda_ok(cudaMallocHost(&in, std::max<std::size_t>(peer_bytes, 1)), "cudaMallocHost");
+  std::vector<double> total, mpi;
+  for (int i = 0; i < warmup + iters; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto t0 = Clock::now();
+    cuda_ok(cudaMemcpyAsync(out, src.p, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
+    cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    const auto t1 = Clock::now();
+    MPI_Sendrecv(out, static_cast<int>(bytes), MPI_BYTE, peer, 1, in, static_cast<int>(peer_bytes), MPI_BYTE, peer, 1,
+                 MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    const auto t2 = Clock::now();
+    cuda_ok(cudaMemcpyAsync(dst.p, in, peer_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+    cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    const auto t3 = Clock::now();
+    const double us_total = slowest(std::chrono::duration<double, std::micro>(t3 - t0).count());
+    const double us_mpi = slowest(std::chrono::duration<double, std::micro>(t2 - t1).count());
+    if (i >= warmup) {
+      total.push_back(us_total);
+      mpi.push_back(us_mpi);
+    }
+  }
+  cudaFreeHost(out);
+  cudaFreeHost(in);
+  return {epcomm_bench::spread_of(total).p50, epcomm_bench::spread_of(mpi).p50};
+}
+
 #ifdef EPCOMM_BENCH_TIMELINE
 // Two more dispatches and combines, as timed, under the timeline; rank 0 prints the
 // second (the first pays for CUPTI's start, milliseconds on each rank).
@@ -221,12 +271,20 @@ int run(int argc, char** argv) {
   // One GPU per rank of this host (emulated nodes split a host's ranks, not its GPUs).
   int count = 0;
   cuda_ok(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  const int dev = epcomm_bench::rank_within_host() % count;
+  const int within_host = epcomm_bench::rank_within_host();
+  const int dev = within_host % count;
   cuda_ok(cudaSetDevice(dev), "cudaSetDevice");
   cudaStream_t stream;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
 #ifdef EPCOMM_BENCH_NCCL
-  epcomm_bench::NcclBaseline nccl(MPI_COMM_WORLD);
+  // NCCL refuses two ranks on one GPU: then the exchange and the floor still run,
+  // the baselines not (nccl_* = -1).
+  std::optional<epcomm_bench::NcclBaseline> nccl;
+  if (epcomm_bench::NcclBaseline::possible(MPI_COMM_WORLD, within_host, count)) {
+    nccl.emplace(MPI_COMM_WORLD);
+  } else if (rank == 0) {
+    std::fprintf(stderr, "# NCCL baselines skipped: ranks share a GPU\n");
+  }
 #endif
 #ifdef EPCOMM_BENCH_TIMELINE
   std::unique_ptr<epcomm_bench::GpuTimeline> timeline;
@@ -234,10 +292,12 @@ int run(int argc, char** argv) {
 #endif
   int status = 0;
   if (rank == 0 && !o.json) {
-    std::printf("%7s %6s %5s %4s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s %10s %10s | %5s\n",
-                "tokens", "hidden", "ranks", "maxn", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90",
-                "comb_p50us", "comb_p10", "comb_p90", "disp_GBs", "comb_GBs", "nccl_d_us", "nccl_c_us", "ncclx_d_us",
-                "ncclx_c_us", "check");
+    std::printf(
+        "%7s %6s %5s %4s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s | %10s %10s %10s %10s | "
+        "%5s\n",
+        "tokens", "hidden", "ranks", "maxn", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90", "comb_p50us",
+        "comb_p10", "comb_p90", "disp_GBs", "comb_GBs", "floor_d_us", "floor_c_us", "nccl_d_us", "nccl_c_us",
+        "ncclx_d_us", "ncclx_c_us", "check");
   }
   for (const int M : o.max_nodes) {
     for (const int T : o.tokens) {
@@ -317,16 +377,27 @@ int run(int argc, char** argv) {
       if (timeline) print_timeline(*timeline, ex, d, on_stream, out.p, T, M);
 #endif
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
+      StagingFloor floor_d, floor_c;
+      if (g.num_nodes() == 2) {
+        // The rail peer: the same local index on the other node, as a world rank.
+        std::vector<int> group_rank(size);
+        const int mine = g.rank();
+        MPI_Allgather(&mine, 1, MPI_INT, group_rank.data(), 1, MPI_INT, MPI_COMM_WORLD);
+        const int rail_peer = static_cast<int>(
+            std::find(group_rank.begin(), group_rank.end(), (mine + g.ranks_per_node()) % size) - group_rank.begin());
+        floor_d = staging_floor_us(static_cast<std::size_t>(disp_inter_bytes), rail_peer, stream, o.iters, o.warmup);
+        floor_c = staging_floor_us(static_cast<std::size_t>(comb_inter_bytes), rail_peer, stream, o.iters, o.warmup);
+      }
       double nccl_d = -1, nccl_c = -1, nccl_expert_d = -1, nccl_expert_c = -1;
 #ifdef EPCOMM_BENCH_NCCL
-      {
+      if (nccl) {
         const epcomm_bench::RowsTo rows = epcomm_bench::rows_to_ranks(in.idx.data(), T, o.topk, o.experts, size);
         const std::size_t drow = epcomm::row_layout(o.dispatch_format, o.hidden).row_bytes;
         const std::size_t crow = static_cast<std::size_t>(o.hidden) * 2;
-        nccl_d = nccl.exchange_us(stream, rows.tokens, drow, o.iters, o.warmup);
-        nccl_c = nccl.exchange_us(stream, rows.tokens, crow, o.iters, o.warmup);
-        nccl_expert_d = nccl.exchange_us(stream, rows.pairs, drow, o.iters, o.warmup);
-        nccl_expert_c = nccl.exchange_us(stream, rows.pairs, crow, o.iters, o.warmup);
+        nccl_d = nccl->exchange_us(stream, rows.tokens, drow, o.iters, o.warmup);
+        nccl_c = nccl->exchange_us(stream, rows.tokens, crow, o.iters, o.warmup);
+        nccl_expert_d = nccl->exchange_us(stream, rows.pairs, drow, o.iters, o.warmup);
+        nccl_expert_c = nccl->exchange_us(stream, rows.pairs, crow, o.iters, o.warmup);
       }
 #endif
       if (!check) status = 1;
@@ -357,6 +428,16 @@ int run(int argc, char** argv) {
           const double inter_c = static_cast<double>(comb_inter_bytes) / (sc.p50 * 1e3);
           j["dispatch_internode_GBps"] = epcomm_bench::rounded(inter_d, 1);
           j["combine_internode_GBps"] = epcomm_bench::rounded(inter_c, 1);
+          if (floor_d.total > 0) {
+            j["dispatch_floor_us"] = epcomm_bench::rounded(floor_d.total, 1);
+            j["dispatch_floor_mpi_us"] = epcomm_bench::rounded(floor_d.mpi, 1);
+            j["dispatch_vs_floor"] = epcomm_bench::rounded(sd.p50 / floor_d.total, 2);
+          }
+          if (floor_c.total > 0) {
+            j["combine_floor_us"] = epcomm_bench::rounded(floor_c.total, 1);
+            j["combine_floor_mpi_us"] = epcomm_bench::rounded(floor_c.mpi, 1);
+            j["combine_vs_floor"] = epcomm_bench::rounded(sc.p50 / floor_c.total, 2);
+          }
           j["nccl_dispatch_us"] = epcomm_bench::rounded(nccl_d, 1);
           j["nccl_combine_us"] = epcomm_bench::rounded(nccl_c, 1);
           j["nccl_expert_dispatch_us"] = epcomm_bench::rounded(nccl_expert_d, 1);
@@ -365,10 +446,11 @@ int run(int argc, char** argv) {
           epcomm_bench::JsonLines(true, "").write(j);
         } else {
           std::printf(
-              "%7d %6d %5d %4d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | "
+              "%7d %6d %5d %4d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | %10.1f %10.1f | "
               "%10.1f %10.1f %10.1f %10.1f | %5s\n",
               T, o.hidden, size, M, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format), sd.p50,
-              sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, nccl_d, nccl_c, nccl_expert_d, nccl_expert_c,
+              sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, floor_d.total, floor_c.total, nccl_d, nccl_c,
+              nccl_expert_d, nccl_expert_c,
               check ? "true" : "false");
         }
         std::fflush(stdout);

@@ -356,7 +356,11 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                 "graph_d_p99", "graph_comb", "graph_c_p99", "check");
   }
 #ifdef EPCOMM_BENCH_NCCL
-  epcomm_bench::NcclBaseline nccl(comm);
+  // Not where ranks share a GPU, which NCCL refuses (nccl_* then absent).
+  int gpus = 0;
+  cuda_check(cudaGetDeviceCount(&gpus), "cudaGetDeviceCount");
+  std::optional<epcomm_bench::NcclBaseline> nccl;
+  if (epcomm_bench::NcclBaseline::possible(comm, epcomm_bench::rank_within_host(), gpus)) nccl.emplace(comm);
 #endif
   int status = 0;
   for (const BenchConfig& c : expand(options)) {
@@ -467,10 +471,11 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     // distinct token a rank receives, in the dispatch format, then in the dtype.
     const epcomm_bench::RowsTo nccl_rows =
         epcomm_bench::rows_to_ranks(data.topk_idx.data(), data.tokens, c.topk, c.experts, group.size());
-    const double nccl_d = nccl.exchange_us(stream, nccl_rows.tokens,
-                                           epcomm::row_layout(c.dispatch_format, c.hidden).row_bytes, options.iters,
-                                           options.warmup);
-    const double nccl_c = nccl.exchange_us(stream, nccl_rows.tokens, row, options.iters, options.warmup);
+    const double nccl_d = nccl ? nccl->exchange_us(stream, nccl_rows.tokens,
+                                                   epcomm::row_layout(c.dispatch_format, c.hidden).row_bytes,
+                                                   options.iters, options.warmup)
+                               : -1;
+    const double nccl_c = nccl ? nccl->exchange_us(stream, nccl_rows.tokens, row, options.iters, options.warmup) : -1;
 #endif
 #ifdef EPCOMM_BENCH_CUBLAS
     // The expert computation of a decode step between the halves: one GEMM over
@@ -529,8 +534,10 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                 epcomm::to_string(c.combine_format), l_d.spread.p50, l_d.p99, l_c.spread.p50, l_c.p99,
                 g_d.spread.p50, g_d.p99, g_c.spread.p50, g_c.p99, check ? "true" : "false");
 #ifdef EPCOMM_BENCH_NCCL
-    std::printf("# NCCL per-rank exchange of the same tokens, same run: dispatch %.1f us, combine %.1f us\n", nccl_d,
-                nccl_c);
+    if (nccl) {
+      std::printf("# NCCL per-rank exchange of the same tokens, same run: dispatch %.1f us, combine %.1f us\n",
+                  nccl_d, nccl_c);
+    }
 #endif
 #ifdef EPCOMM_BENCH_CUBLAS
     if (gemm) {
@@ -554,8 +561,10 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
         j["graph_total_us"] = rounded(g_d.spread.p50 + g_c.spread.p50, 3);
       }
 #ifdef EPCOMM_BENCH_NCCL
-      j["nccl_dispatch_us"] = rounded(nccl_d, 3);
-      j["nccl_combine_us"] = rounded(nccl_c, 3);
+      if (nccl) {
+        j["nccl_dispatch_us"] = rounded(nccl_d, 3);
+        j["nccl_combine_us"] = rounded(nccl_c, 3);
+      }
 #endif
 #ifdef EPCOMM_BENCH_CUBLAS
       if (gemm) {

@@ -48,6 +48,12 @@ RowsTo rows_to_ranks(const int32_t* topk_idx, int tokens, int topk, int experts,
   return r;
 }
 
+bool NcclBaseline::possible(MPI_Comm comm, int rank_within_host, int gpus_on_host) {
+  int shared = rank_within_host >= gpus_on_host ? 1 : 0, any = 0;
+  MPI_Allreduce(&shared, &any, 1, MPI_INT, MPI_MAX, comm);
+  return any == 0;
+}
+
 struct NcclBaseline::Comm {
   ncclComm_t c = nullptr;
 };

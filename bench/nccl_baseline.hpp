@@ -26,6 +26,10 @@ RowsTo rows_to_ranks(const int32_t* topk_idx, int tokens, int topk, int experts,
 
 class NcclBaseline {
  public:
+  // Whether NCCL can run here: it refuses two ranks on one GPU, and ranks of a host
+  // take GPU (rank within the host) mod (its GPU count). Collective over comm.
+  static bool possible(MPI_Comm comm, int rank_within_host, int gpus_on_host);
+
   explicit NcclBaseline(MPI_Comm comm);  // collective over comm
   ~NcclBaseline();
   NcclBaseline(const NcclBaseline&) = delete;

@@ -59,7 +59,6 @@ class CudaPlanSteps final : public DevicePlanSteps {
       own_layout_ = p.take<int64_t>(2 * J + 1);
       row_pos_ = p.take<int32_t>(T * K);
       entry_ = p.take<int32_t>(T * R);
-      records_ = p.take<std::byte>(N > 1 ? T * shape_.record_bytes : 0);
       route_count_ = p.take<int32_t>(T * N);
       route_local_ = p.take<int32_t>(T * N * R);
       route_entry_ = p.take<int32_t>(T * N * R);
@@ -113,14 +112,11 @@ class CudaPlanSteps final : public DevicePlanSteps {
 
   void write_block_tokens(int source, int32_t count, const std::byte* block, int32_t first_handled,
                           const std::vector<RecvLayoutView>& owners) override {
-    // The records are read once per column of the placement: from this GPU's
-    // memory, not across PCIe each time. The rows are read once, in place.
     const std::size_t record_bytes = shape_.record_bytes;
-    mover_.copy_bytes(records_, block, static_cast<std::size_t>(count) * record_bytes);
     cuda::PlacedSource s;
     s.count = count;
     s.rank = source;
-    s.records = reinterpret_cast<const uint8_t*>(records_);
+    s.records = reinterpret_cast<const uint8_t*>(block);
     s.record_bytes = static_cast<int64_t>(record_bytes);
     s.payload = reinterpret_cast<const uint8_t*>(block + static_cast<std::size_t>(count) * record_bytes);
     write(s, first_handled, owners);
@@ -275,7 +271,6 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int64_t* own_layout_ = nullptr;
   int32_t* row_pos_ = nullptr;
   int32_t* entry_ = nullptr;
-  std::byte* records_ = nullptr;
   int32_t* route_count_ = nullptr;
   int32_t* route_local_ = nullptr;
   int32_t* route_entry_ = nullptr;

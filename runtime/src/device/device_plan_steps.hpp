@@ -66,7 +66,8 @@ class DevicePlanSteps {
                                 const std::byte* token_rows, int32_t first_handled,
                                 const std::vector<RecvLayoutView>& owners) = 0;
   // The same for `count` tokens of a remote source received in an inter-node block
-  // (records, then rows; pinned host memory).
+  // (records, then rows), in this GPU's memory (the block as copied from its pinned
+  // receive buffer).
   virtual void write_block_tokens(int source, int32_t count, const std::byte* block, int32_t first_handled,
                                   const std::vector<RecvLayoutView>& owners) = 0;
   // Once the mover is idle: empty, or why a source wrote more than its layout

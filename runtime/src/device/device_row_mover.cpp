@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #include "device/cuda_call.hpp"
@@ -71,6 +72,8 @@ class DeviceRowMover final : public RowMover {
   ~DeviceRowMover() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
+    for (const Mark& m : marks_) cudaEventDestroy(m.event);
+    for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cudaFree(bad_);
     cudaEventDestroy(caller_ready_);
     cudaStreamDestroy(stream_);
@@ -162,6 +165,31 @@ class DeviceRowMover final : public RowMover {
     EPCOMM_CUDA(s);
     return true;
   }
+  // An event recorded on the stream; events are reused once passed.
+  uint64_t mark() override {
+    prepare();
+    cudaEvent_t event = nullptr;
+    if (spare_events_.empty()) {
+      EPCOMM_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    } else {
+      event = spare_events_.back();
+      spare_events_.pop_back();
+    }
+    EPCOMM_CUDA(cudaEventRecord(event, stream_));
+    marks_.push_back({++marked_, event});
+    return marked_;
+  }
+  bool reached(uint64_t m) override {
+    EPCOMM_CUDA(cudaSetDevice(device_));
+    while (!marks_.empty() && marks_.front().seq <= m) {
+      const cudaError_t s = cudaEventQuery(marks_.front().event);
+      if (s == cudaErrorNotReady) return false;
+      EPCOMM_CUDA(s);
+      spare_events_.push_back(marks_.front().event);
+      marks_.pop_front();
+    }
+    return true;
+  }
 
  private:
   // Every entry point may run on the caller's thread or the progress thread: make
@@ -192,6 +220,14 @@ class DeviceRowMover final : public RowMover {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t caller_ready_ = nullptr;
   int64_t* bad_ = nullptr;
+  // Marks not yet known to be passed, oldest first (mark(), reached()).
+  struct Mark {
+    uint64_t seq;
+    cudaEvent_t event;
+  };
+  std::deque<Mark> marks_;
+  std::vector<cudaEvent_t> spare_events_;
+  uint64_t marked_ = 0;
 };
 
 }  // namespace

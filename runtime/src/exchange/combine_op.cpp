@@ -25,11 +25,12 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   const TokenRoutes& routes = buf_.routes;
   // This rank's combine_recv is free: the previous combine on this slot finished
   // before this one could begin.
+  partials_in_.reset(e.topo().num_nodes());
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
-    net.receive(*recvs_, BlockKind::kCombine, buf_.combine_recv_region,
-                block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_);
+    partials_in_.receive(net, *recvs_, BlockKind::kCombine, buf_.combine_recv_region,
+                         block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
   buf_.mover->after(options.stream);
@@ -153,7 +154,7 @@ void CombineOp::reduce_node_partials() {
       } else {
         sum_routed_on_host(first + b0, first + b1, owners, acc);
       }
-      if (n != me) encode_remote_partials(n, first + b0, b1 - b0, buf_.combine_send.data() + send_at + b0 * crow);
+      if (n != me) encode_remote_partials(n, first + b0, b1 - b0, send_at, b0 * crow);
     }
     if (n == me || count == 0) continue;
     partial_blocks_.add(n, send_at, count * crow);
@@ -211,13 +212,26 @@ void CombineOp::sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<Slo
 }
 
 // Encodes `count` summed partials (partial_acc) of handled tokens [first, first +
-// count), bound for `node`, into dst; a value the combine format cannot encode is
-// an error naming the token.
-void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst) {
+// count), bound for `node`, at byte `at` of its block (which starts at `block` of
+// the send buffer); a value the combine format cannot encode is an error naming
+// the token. The rows go in pieces that end where the tier's chunks end, each
+// noted, so a chunk is sent once it is encoded; LogFMT, whose check below waits
+// for the encode, in one.
+void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, std::size_t block, std::size_t at) {
   Engine& e = engine_;
   const int H = e.config().hidden, R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
+  const std::size_t crow = e.combine_row_bytes();
+  const std::size_t chunk = logfmt_bits(e.config().combine_format) == 0 ? e.internode->chunk_bytes() : 0;
   RowMover& mover = *buf_.mover;
-  mover.encode(e.config().combine_format, buf_.partial_acc, DType::kF32, count, H, dst);
+  for (int64_t done = 0; done < count;) {
+    // Up to the end of the chunk the piece starts in (the rest without chunks).
+    const std::size_t from = at + done * crow, room = chunk == 0 ? 0 : (from / chunk + 1) * chunk - from;
+    const int64_t rows = chunk == 0 ? count - done : std::min<int64_t>(count - done, (room + crow - 1) / crow);
+    mover.encode(e.config().combine_format, buf_.partial_acc + done * H, DType::kF32, rows, H,
+                 buf_.combine_send.data() + block + from);
+    done += rows;
+    partial_blocks_.written_at(node, at + done * crow, mover.mark());
+  }
   if (logfmt_bits(e.config().combine_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
@@ -248,10 +262,9 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
 bool CombineOp::post_ready_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
-  if (!buf_.mover->idle()) return false;  // the encoded partials are still being written
   return partial_blocks_.send_cleared(
       {net, *sends_, BlockKind::kCombine, buf_.combine_send_region, buf_.combine_recv_region, e.group.node,
-       e.combine_block_bytes(), seq_},
+       e.combine_block_bytes(), seq_, *buf_.mover},
       [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
 }
 
@@ -272,7 +285,7 @@ void CombineOp::sum_node_partials() {
       if (n == me) {
         nodes[n] = {buf_.own_partials, static_cast<std::size_t>(H) * sizeof(float)};
       } else {
-        nodes[n] = {buf_.combine_recv.data() + block_offset(n, me, e.combine_block_bytes()), crow};
+        nodes[n] = {buf_.combine_recv_staged + block_offset(n, me, e.combine_block_bytes()), crow};
       }
     }
     buf_.plan->sum_node_partials(e.config().combine_format, nodes, e.config().dtype, out_);
@@ -354,6 +367,8 @@ bool CombineOp::advance() {
     moved = true;
   }
   if (state_ == State::kReduced) {
+    // Without rows to verify first, each chunk goes as soon as it is encoded.
+    if (!peer_rows_ && !partial_blocks_.all_sent() && post_ready_sends()) moved = true;
     if (!mover.idle()) return moved;
     // Before anything summed from a corrupted row is sent or kept.
     if (peer_rows_) peer_rows_->raise_if_owner_partial_corrupt(node_slots());
@@ -363,7 +378,12 @@ bool CombineOp::advance() {
   }
   if (state_ == State::kReturn) {
     if (!partial_blocks_.all_sent() && post_ready_sends()) moved = true;
-    if (!recvs_->test_some().empty()) moved = true;
+    for (int i : recvs_->test_some()) {
+      moved = true;
+      const IncomingBlocks::Chunk& c = partials_in_.chunk(i);
+      // With device memory each chunk goes on to the GPU as it lands.
+      if (e.device) mover.copy_bytes(buf_.combine_recv_staged + c.offset, buf_.combine_recv.data() + c.offset, c.bytes);
+    }
     if (!sends_->test_some().empty()) moved = true;
     // The final sum as soon as its partials are in: it needs neither the sends'
     // completion nor the node's outputs_read flags; once every block is posted it

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "exchange/dispatch_op.hpp"
+#include "exchange/incoming_blocks.hpp"
 #include "exchange/outgoing_blocks.hpp"
 
 namespace epcomm::detail {
@@ -34,7 +35,7 @@ class CombineOp : public Op {
   void raise_if_owner_partial_unencodable(const std::vector<int32_t>& entries, int64_t first);
   void reduce_node_partials();
   void sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc);
-  void encode_remote_partials(int node, int64_t first, int64_t count, std::byte* dst);
+  void encode_remote_partials(int node, int64_t first, int64_t count, std::size_t block, std::size_t at);
   bool post_ready_sends();
   void sum_node_partials();
   // Whether no partial crosses nodes: none of this rank's tokens reached another
@@ -53,6 +54,7 @@ class CombineOp : public Op {
   bool summed_ = false;  // sum_node_partials is enqueued
   SlotBuffers& buf_;
   std::unique_ptr<Transfers> recvs_, sends_;
+  IncomingBlocks partials_in_;  // recvs_, by chunk
   // Encoded partials per destination node in combine_send; a one-sided transport
   // sends each after its receiver's "ready".
   OutgoingBlocks partial_blocks_;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "exchange/dispatch_op.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "util/check.hpp"
@@ -26,6 +27,7 @@ struct DispatchOp::TokenSource {
   int32_t count;
   const int32_t* own_tokens;  // own input: token indices, else null
   const std::byte* message;   // inter-node message, else null
+  const std::byte* staged;    // the same message copied to GPU memory (device exchange)
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
@@ -151,34 +153,46 @@ void DispatchOp::post_layout() {
 }
 
 // Packs each remote node's tokens once (metadata block, then encoded rows), for the
-// rank with this rank's local index on that node.
+// rank with this rank's local index on that node. The rows are copied in pieces
+// that end where the tier's chunks end, each noted, so that a chunk is sent as soon
+// as it is written while later ones are still being packed.
 void DispatchOp::pack_rail_sends() {
   const Engine& e = engine_;
   const Topology& topo = e.topo();
   const int K = topo.topk;
   const std::size_t row_bytes = e.slot_layout().row_bytes, meta_bytes = e.rail_meta_bytes();
   const TokenRoutes& routes = buf_.routes;
+  RowMover& mover = *buf_.mover;
   std::byte* cursor = buf_.rail_send.data();
   rail_blocks_.reset(topo.num_nodes());
-  copies_.clear(row_bytes);
   for (int n = 0; n < topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
-    std::byte* rows = cursor + count * meta_bytes;
+    const std::size_t records = count * meta_bytes;
+    std::byte* rows = cursor + records;
     for (int32_t i = 0; i < count; ++i) {
       const int32_t t = tokens[i];
       auto* meta = reinterpret_cast<int32_t*>(cursor + i * meta_bytes);
       meta[0] = t;
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
-      copies_.add(token_row(t), rows + i * row_bytes);
     }
-    const std::size_t bytes = count * (meta_bytes + row_bytes);
+    const std::size_t bytes = records + count * row_bytes;
+    int32_t copied = 0;
+    for_each_chunk(bytes, e.internode->chunk_bytes(), [&](std::size_t at, std::size_t chunk) {
+      // The rows that reach into the chunk, up to its end.
+      const std::size_t end = at + chunk, past_records = end > records ? end - records : 0;
+      const auto rows_end =
+          static_cast<int32_t>(std::min<std::size_t>(count, (past_records + row_bytes - 1) / row_bytes));
+      copies_.clear(row_bytes);
+      for (; copied < rows_end; ++copied) copies_.add(token_row(tokens[copied]), rows + copied * row_bytes);
+      mover.copy(copies_);
+      rail_blocks_.written_at(n, end, mover.mark());
+    });
     rail_blocks_.add(n, static_cast<std::size_t>(cursor - buf_.rail_send.data()), bytes);
     cursor += bytes;
   }
-  buf_.mover->copy(copies_);
   rail_packed_ = true;
 }
 
@@ -188,11 +202,10 @@ void DispatchOp::pack_rail_sends() {
 bool DispatchOp::post_cleared_rail_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
-  // The packed rows are complete once the mover is idle.
-  if (rail_blocks_.all_sent() || !buf_.mover->idle()) return false;
+  if (rail_blocks_.all_sent()) return false;
   return rail_blocks_.send_cleared(
       {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
-       e.rail_block_bytes(), seq_},
+       e.rail_block_bytes(), seq_, *buf_.mover},
       [&](int n) {
         if (!net.needs_clear_to_send()) return true;
         return reused_ ? net.take_ready(n, seq_) : layout_from_rail_peer_[n] != 0;
@@ -276,7 +289,7 @@ void DispatchOp::on_layout_complete() {
   // Inter-node rows this rank forwards, and where its forwarding record starts per
   // source node.
   buf_.handled_offset[0] = 0;
-  forwards_left_ = 0;
+  rail_in_.reset(N);
   for (int n = 0; n < N; ++n) {
     if (n == e.group.node) {
       buf_.handled_offset[n + 1] = buf_.handled_offset[n] + buf_.routes.node_count(n);
@@ -288,11 +301,8 @@ void DispatchOp::on_layout_complete() {
     EPCOMM_REQUIRE(rail_rows_[n] <= e.config().max_tokens_per_rank, kMismatch,
                    "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
                            << e.config().max_tokens_per_rank);
-    e.internode->receive(*rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
-                         block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(),
-                         seq_);
-    rail_req_node_.push_back(n);
-    ++forwards_left_;
+    rail_in_.receive(*e.internode, *rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
+                     block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(), seq_);
   }
   store_flag(mine_.flags->layout_ready, seq_);
 }
@@ -379,7 +389,7 @@ void DispatchOp::write_source_on_device(const TokenSource& src, const std::vecto
   if (src.own_tokens) {
     plan.write_own_tokens(src.rank, device_topk_idx_, device_topk_weights_, token_rows_, handled, layouts);
   } else {
-    plan.write_block_tokens(src.rank, src.count, src.message, handled, layouts);
+    plan.write_block_tokens(src.rank, src.count, src.staged, handled, layouts);
   }
   count_node_peer_bytes(src);
 }
@@ -499,28 +509,37 @@ bool DispatchOp::advance() {
       note_layout_arrivals(arrived);
       moved = true;
     }
-    moved = post_cleared_rail_sends() || moved;
-    if (!layout_reqs_.all_done() || !rail_blocks_.all_sent()) return moved;
-    on_layout_complete();
-    state_ = State::kNodeLayout;
-    moved = true;
+    if (layout_reqs_.all_done()) {
+      on_layout_complete();
+      state_ = State::kNodeLayout;
+      moved = true;
+    }
   }
+  // Each chunk of the rail blocks goes as soon as it is packed (and its receiver
+  // cleared it), while this rank goes on with the phases below.
+  moved = post_cleared_rail_sends() || moved;
+  if (state_ == State::kLayout) return moved;
   if (state_ == State::kNodeLayout) {
     if (e.first_local_behind(slot_, &SlotFlags::layout_ready, seq_) >= 0) return moved;
     const int me = e.group.node;
-    write_source(TokenSource{e.group.rank, me, buf_.routes.node_count(me), buf_.routes.node_begin(me), nullptr});
+    write_source(
+        TokenSource{e.group.rank, me, buf_.routes.node_count(me), buf_.routes.node_begin(me), nullptr, nullptr});
     state_ = State::kForward;
     moved = true;
   }
   if (state_ == State::kForward) {
     for (int i : rail_recvs_->test_some()) {
-      const int n = rail_req_node_[i];
-      write_source(TokenSource{rail_recvs_->peer(i), n, rail_rows_[n], nullptr,
-                               buf_.rail_recv.data() + block_offset(n, e.group.node, e.rail_block_bytes())});
-      --forwards_left_;
       moved = true;
+      const IncomingBlocks::Chunk& c = rail_in_.chunk(i);
+      // With device memory each chunk goes on to the GPU as it lands.
+      if (e.device) buf_.mover->copy_bytes(buf_.rail_recv_staged + c.offset, buf_.rail_recv.data() + c.offset, c.bytes);
+      if (!rail_in_.arrived(i)) continue;
+      const int n = c.node;
+      const std::size_t at = block_offset(n, e.group.node, e.rail_block_bytes());
+      write_source(TokenSource{rail_recvs_->peer(i), n, rail_rows_[n], nullptr, buf_.rail_recv.data() + at,
+                               e.device ? buf_.rail_recv_staged + at : nullptr});
     }
-    if (forwards_left_ > 0) return moved;
+    if (rail_in_.blocks_left() > 0) return moved;
     state_ = State::kWritten;
     moved = true;
   }
@@ -538,7 +557,7 @@ bool DispatchOp::advance() {
   }
   if (state_ == State::kArrive) {
     if (!rail_sends_->test_some().empty()) moved = true;
-    if (!rail_sends_->all_done()) return moved;
+    if (!rail_blocks_.all_sent() || !rail_sends_->all_done()) return moved;
     if (e.first_local_behind(slot_, &SlotFlags::writes_done, seq_) >= 0) return moved;
     finish();
     state_ = State::kFinish;
@@ -577,6 +596,9 @@ std::string DispatchOp::outstanding() const {
     case State::kArrive: {
       std::string s = engine_.local_ranks_behind(slot_, &SlotFlags::writes_done, seq_);
       std::string sends = rail_sends_->pending_peers();
+      const std::string unsent = rail_blocks_.waiting(
+          [this](int n) { return engine_.group.global_rank(n, engine_.group.local_rank); }, "clear to send");
+      if (!unsent.empty()) sends += (sends.empty() ? "" : ", ") + unsent;
       return s.empty() ? sends : sends.empty() ? s : s + ", " + sends;
     }
     case State::kDone: return "";

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "exchange/engine.hpp"
+#include "exchange/incoming_blocks.hpp"
 #include "exchange/outgoing_blocks.hpp"
 #include "plan/row_placement.hpp"
 #include "plan/saved_layout.hpp"
@@ -104,8 +105,7 @@ class DispatchOp : public Op {
   PeerRequests layout_reqs_;
   std::unique_ptr<Transfers> rail_recvs_, rail_sends_;
   std::vector<int32_t> rail_rows_;           // [num_nodes] rows my rail peer on node n sends me
-  std::vector<int> rail_req_node_;           // node of each rail receive
-  int forwards_left_ = 0;
+  IncomingBlocks rail_in_;                   // the rail receives, by chunk
   bool rail_packed_ = false;
   OutgoingBlocks rail_blocks_;  // packed per destination node in rail_send
   // Per node: whether its rail peer's layout message arrived, which clears a

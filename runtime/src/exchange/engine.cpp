@@ -174,7 +174,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     auto* staging = piece.take<std::byte>(staged ? T * slot_layout_.row_bytes : 0);
     auto* own = piece.take<float>(T * H);
     auto* partial = piece.take<float>(partial_rows * H);
+    auto* rail_staged = piece.take<std::byte>(remote_nodes * rail_block_bytes());
+    auto* combine_staged = piece.take<std::byte>(remote_nodes * combine_block_bytes());
     if (s != nullptr) {
+      s->rail_recv_staged = rail_staged;
+      s->combine_recv_staged = combine_staged;
       s->token_staging = staging;
       s->own_partials = own;
       s->partial_acc = partial;

@@ -73,6 +73,11 @@ struct SlotBuffers {
   int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time
   float* own_subtotals = nullptr;      // combine (host): the forwarder's own rows' sums,
                                        //   partial_acc_rows at a time
+  // Device memory: rail_recv and combine_recv copied to the GPU chunk by chunk as
+  // they land, at the same offsets, so kernels read received rows from GPU memory
+  // (a bulk copy by the copy engine) rather than row by row across PCIe.
+  std::byte* rail_recv_staged = nullptr;
+  std::byte* combine_recv_staged = nullptr;
   // Device memory: pinned host copies of the routing inputs (the dispatch's, once
   // it took the slot: see Engine's routing inbox).
   int32_t* topk_idx_host = nullptr;

@@ -170,8 +170,18 @@ class HostRowMover final : public RowMover {
     std::lock_guard<std::mutex> lk(mu_);
     return queue_.empty();
   }
+  // Jobs run in queue order: a mark is a count of jobs.
+  uint64_t mark() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return pushed_;
+  }
+  bool reached(uint64_t m) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return finished_ >= m;
+  }
   void forget_queued() override {
     std::lock_guard<std::mutex> lk(mu_);
+    finished_ += queue_.size();
     queue_.clear();
   }
   void synchronize() override {
@@ -185,6 +195,7 @@ class HostRowMover final : public RowMover {
     if (items <= 0) return;
     std::lock_guard<std::mutex> lk(mu_);
     queue_.push_back(Job{items, std::max<std::size_t>(1, item_bytes), std::move(run), 0});
+    ++pushed_;
   }
   // A contiguous range as kPieceBytes pieces: fn(offset, bytes).
   template <class Fn>
@@ -213,7 +224,10 @@ class HostRowMover final : public RowMover {
       job.next += n;
       budget -= std::min(budget, static_cast<std::size_t>(n) * job.item_bytes);
       ran = true;
-      if (job.next == job.items) queue_.pop_front();
+      if (job.next == job.items) {
+        queue_.pop_front();
+        ++finished_;
+      }
     }
     return ran;
   }
@@ -221,6 +235,7 @@ class HostRowMover final : public RowMover {
   WorkerPool& pool_;
   std::mutex mu_;  // the queue; held while a round runs
   std::deque<Job> queue_;
+  uint64_t pushed_ = 0, finished_ = 0;  // jobs ever queued, and run (or forgotten)
   std::shared_ptr<std::atomic<int64_t>> last_bad_;  // the last encode's result
 };
 

@@ -78,6 +78,12 @@ class InterNode {
   virtual void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
                        std::size_t bytes, uint64_t seq) = 0;
 
+  // The largest message a block is sent in: a block goes as consecutive chunks of
+  // this many bytes (the last one shorter), each a send of its own, and the receiver
+  // posts a receive per chunk (IncomingBlocks), so it can use the first chunks while
+  // later ones are in flight. 0: one message per block.
+  virtual std::size_t chunk_bytes() const = 0;
+
   // One-sided transports: senders must know the receiver's block is free first.
   virtual bool needs_clear_to_send() const = 0;
   // Tells the rail peer on `node` that this rank's receive blocks for operation
@@ -89,6 +95,15 @@ class InterNode {
   // anything did. Throws Error naming the peer on a transport failure.
   virtual bool poll() = 0;
 };
+
+// Calls f(at, bytes) for each chunk of a block of `bytes` bytes sent in chunks of
+// `chunk` bytes (InterNode::chunk_bytes(); 0: the whole block), `at` from the
+// block's start; nothing for an empty block.
+template <class F>
+void for_each_chunk(std::size_t bytes, std::size_t chunk, F&& f) {
+  const std::size_t step = chunk == 0 ? bytes : chunk;
+  for (std::size_t at = 0; at < bytes; at += step) f(at, bytes - at < step ? bytes - at : step);
+}
 
 // Byte offset, in a receive buffer of blocks of `block_bytes` per remote node, of
 // the block that node `from` writes on node `to` (own node skipped).

@@ -9,7 +9,9 @@
 namespace epcomm::detail {
 
 MpiInterNode::MpiInterNode(const InterNodeSetup& setup)
-    : group_(setup.group), comm_(setup.comm), tag_base_(setup.tag_base), checksum_(setup.checksum) {
+    : group_(setup.group), comm_(setup.comm), tag_base_(setup.tag_base),
+      checksum_(setup.checksum),
+      chunk_bytes_(static_cast<std::size_t>(env::mpi_chunk_bytes())) {
 #ifdef EPCOMM_FAULT_INJECTION
   flip_at_ = env::fault_flip_bit();
 #endif

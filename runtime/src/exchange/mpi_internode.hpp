@@ -26,6 +26,8 @@ class MpiInterNode final : public InterNode {
             std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
                uint64_t seq) override;
+  // EPCOMM_MPI_CHUNK_BYTES: several messages in flight per block.
+  std::size_t chunk_bytes() const override { return chunk_bytes_; }
   // The receive is posted where the data lands; MPI holds early data until then.
   bool needs_clear_to_send() const override { return false; }
   void announce_ready(int, uint64_t) override {}
@@ -40,7 +42,8 @@ class MpiInterNode final : public InterNode {
   int tag_base_;
   std::vector<std::byte*> regions_;  // by RegionId
   const bool checksum_;  // ChecksummedTransfers: CRC32C over every block
-  int flip_at_ = 0;      // fault injection: corrupt the n-th block sent (0: none)
+  std::size_t chunk_bytes_;
+  int flip_at_ = 0;      // fault injection: corrupt the n-th message sent (0: none)
   int blocks_sent_ = 0;
 };
 

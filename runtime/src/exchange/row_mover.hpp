@@ -138,6 +138,11 @@ class RowMover {
   // device's stream) returns false.
   virtual bool step() = 0;
   virtual bool idle() = 0;
+  // A point in the work enqueued so far: reached(m) is true once everything
+  // enqueued before the mark() that returned m has completed, so a chunk of a
+  // packed block can be sent while later ones are still being packed.
+  virtual uint64_t mark() = 0;
+  virtual bool reached(uint64_t m) = 0;
   // Forgets enqueued work that has not run: the operations it belonged to were
   // dropped (a failure, the exchange's teardown) and their buffers may be freed
   // before a later call would run it. Work a device stream already holds runs on.

@@ -45,6 +45,8 @@ class VerbsInterNode final : public InterNode {
             std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
                uint64_t seq) override;
+  // One RDMA write per block: its checksum and its arrival are tracked per block.
+  std::size_t chunk_bytes() const override { return 0; }
   bool needs_clear_to_send() const override { return true; }
   void announce_ready(int node, uint64_t seq) override;
   bool take_ready(int node, uint64_t seq) override;

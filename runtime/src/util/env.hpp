@@ -35,6 +35,11 @@ int ib_gid_index();
 // after wait(). For tools that serialise GPU work (compute-sanitizer), where a held
 // stream would wait for work queued behind it.
 bool hold_streams();
+// EPCOMM_MPI_CHUNK_BYTES: the MPI inter-node tier sends each block as messages of
+// at most this many bytes (default 1 MiB), so that packing, the transfer and the
+// receiver's use of a block overlap; 0 = one message per block. Chunks below
+// Open MPI's eager limit (4 KiB on shared memory) flood its queues.
+int mpi_chunk_bytes();
 // EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks and over rows that cross a
 // node peer's shared memory (ExchangeConfig::checksum).
 bool checksum();
