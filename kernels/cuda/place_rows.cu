@@ -5,10 +5,9 @@
 // A row's position is its expert's base for the source plus the number of the
 // source's earlier tokens that chose the expert: an exclusive scan over the
 // source's tokens per expert column. place_rows gives every column of the node (each
-// local expert of each owner, then each owner's token entries) one block, whose
-// threads take consecutive runs of tokens in order: each counts its run's hits, one
-// block-wide exclusive scan of the counts gives each run's first position, and the
-// thread places its run. One scan per column, any token count, no atomics.
+// local expert of each owner, then each owner's token entries) one block, which
+// walks the tokens in order, blockDim at a time, carrying the running count from
+// one chunk to the next: one scan per column, any token count, no atomics.
 #include <climits>
 
 #include "cuda_check.hpp"
@@ -20,9 +19,9 @@ namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-// A whole block per column, 32 warps (the scan of the warps' counts is one warp's).
+// A whole block per column: 4096 tokens take 4 chunks, each a ballot and two
+// barriers.
 constexpr int kScanThreads = 1024;
-static_assert(kScanThreads == 32 * 32);
 constexpr int kWriteThreads = 256;
 constexpr int kWarpsPerBlock = kWriteThreads / 32;
 
@@ -41,14 +40,6 @@ __device__ inline TokenView token_at(const PlacedSource& s, int topk, int64_t i)
   return {t, s.topk_idx + static_cast<int64_t>(t) * topk, s.topk_weights + static_cast<int64_t>(t) * topk};
 }
 
-// The first of token i's picks in experts [lo, hi), or -1.
-__device__ inline int first_pick_in(const TokenView& tv, int K, int lo, int hi) {
-  for (int k = 0; k < K; ++k) {
-    if (tv.idx[k] >= lo && tv.idx[k] < hi) return k;
-  }
-  return -1;
-}
-
 __global__ void __launch_bounds__(kScanThreads)
     place_rows_kernel(PlacedSource s, NodeLayouts n, int32_t* row_pos, int32_t* entry, volatile int32_t* error) {
   __shared__ int32_t warp_hits[kScanThreads / 32];
@@ -60,62 +51,54 @@ __global__ void __launch_bounds__(kScanThreads)
   const int lo = expert_col ? n.first_expert + col : n.first_expert + ld * J;
   const int hi = expert_col ? lo + 1 : lo + J;
   const int64_t end = expert_col ? n.row_end[col] : n.token_end[ld];
-  const int64_t base = expert_col ? n.row_base[col] : n.token_begin[ld];
+  int64_t next = expert_col ? n.row_base[col] : n.token_begin[ld];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // This thread's run of tokens [first, last).
-  const int64_t run = (static_cast<int64_t>(s.count) + kScanThreads - 1) / kScanThreads;
-  const int64_t first = threadIdx.x * run;
-  const int64_t last = first + run < s.count ? first + run : s.count;
-  int32_t hits = 0;
-  for (int64_t i = first; i < last; ++i) hits += first_pick_in(token_at(s, K, i), K, lo, hi) >= 0;
-  // Every thread takes part in the scan (the loop above may be empty).
-  int32_t inclusive = hits;
-  for (int d = 1; d < 32; d <<= 1) {
-    const int32_t v = __shfl_up_sync(0xffffffffu, inclusive, d);
-    if (lane >= d) inclusive += v;
-  }
-  if (lane == 31) warp_hits[warp] = inclusive;
-  __syncthreads();
-  if (warp == 0) {
-    int32_t w = warp_hits[lane];
-    for (int d = 1; d < 32; d <<= 1) {
-      const int32_t v = __shfl_up_sync(0xffffffffu, w, d);
-      if (lane >= d) w += v;
-    }
-    warp_hits[lane] = w;  // the warps' inclusive counts
-  }
-  __syncthreads();
-  int64_t at = base + (warp > 0 ? warp_hits[warp - 1] : 0) + inclusive - hits;
-  for (int64_t i = first; i < last; ++i) {
-    const TokenView tv = token_at(s, K, i);
-    const int hit_k = first_pick_in(tv, K, lo, hi);
-    if (hit_k < 0) {
-      if (!expert_col) entry[i * R + ld] = -1;
-      continue;
-    }
-    if (expert_col) {
-      // An expert chosen twice (no checked source sends one) stays unplaced.
-      for (int k = hit_k + 1; k < K; ++k) {
-        if (tv.idx[k] == lo) row_pos[i * K + k] = -1;
+  // The loop bound is the same for every thread, so every lane takes part in
+  // every ballot and barrier.
+  for (int64_t i0 = 0; i0 < s.count; i0 += kScanThreads) {
+    const int64_t i = i0 + threadIdx.x;
+    int hit_k = -1;
+    if (i < s.count) {
+      const TokenView tv = token_at(s, K, i);
+      for (int k = 0; k < K; ++k) {
+        if (tv.idx[k] < lo || tv.idx[k] >= hi) continue;
+        if (hit_k < 0) {
+          hit_k = k;
+        } else if (expert_col) {
+          row_pos[i * K + k] = -1;  // an expert chosen twice (no checked source sends one) stays unplaced
+        }
       }
+      if (hit_k < 0 && !expert_col) entry[i * R + ld] = -1;
     }
-    if (at < end) {
-      if (expert_col) {
-        row_pos[i * K + hit_k] = static_cast<int32_t>(at);
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit_k >= 0);
+    if (lane == 0) warp_hits[warp] = __popc(ballot);
+    __syncthreads();
+    int64_t before = 0, total = 0;
+    for (int w = 0; w < kScanThreads / 32; ++w) {
+      if (w < warp) before += warp_hits[w];
+      total += warp_hits[w];
+    }
+    __syncthreads();  // warp_hits is rewritten by the next chunk
+    if (hit_k >= 0) {
+      const int64_t at = next + before + __popc(ballot & ((1u << lane) - 1u));
+      if (at < end) {
+        if (expert_col) {
+          row_pos[i * K + hit_k] = static_cast<int32_t>(at);
+        } else {
+          entry[i * R + ld] = static_cast<int32_t>(at);
+        }
       } else {
-        entry[i * R + ld] = static_cast<int32_t>(at);
+        if (expert_col) {
+          row_pos[i * K + hit_k] = -1;
+        } else {
+          entry[i * R + ld] = -1;
+        }
+        // Any offending column will do: the host names one, as its own check would.
+        error[1] = s.rank;
+        error[0] = 1 + col;
       }
-    } else {
-      if (expert_col) {
-        row_pos[i * K + hit_k] = -1;
-      } else {
-        entry[i * R + ld] = -1;
-      }
-      // Any offending column will do: the host names one, as its own check would.
-      error[1] = s.rank;
-      error[0] = 1 + col;
     }
-    ++at;
+    next += total;
   }
 }
 
