@@ -55,13 +55,20 @@ bench=("$build/bench/epcomm-gpu-bench")
 echo "== epcomm-gpu-bench, $np ranks, one node"
 "${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 128,4096 --json | tee "$out/gpu-bench.jsonl"
 echo "== epcomm-bench --mode low-latency --memory device, $np ranks, one node"
+# The GEMM between the halves (issue 12's receive hook) where the build has cuBLAS.
+gemm=()
+"$build/bench/epcomm-bench" --help 2>/dev/null | grep -q -- --gemm-between && gemm=(--gemm-between)
 "${mpirun[@]}" -np "$np" "$build/bench/epcomm-bench" --mode low-latency --memory device --tokens 128 --hidden 7168 \
-  --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 --iters 200 --json \
+  --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 --iters 200 "${gemm[@]}" --json \
   | tee "$out/low-latency-gpu.jsonl"
 echo "== epcomm-gpu-bench, $np ranks as 2 emulated nodes"
 "${mpirun[@]}" -np "$np" -x EPCOMM_RANKS_PER_NODE="$half" "${bench[@]}" --tokens 128,4096 --max-nodes 1,2 --json |
   tee -a "$out/gpu-bench.jsonl"
 if [[ $mode == full ]]; then
+  if "${bench[@]}" --help 2>/dev/null | grep -q -- --timeline; then
+    echo "== epcomm-gpu-bench --timeline (CUPTI), one node"
+    "${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 128,4096 --iters 10 --timeline > "$out/gpu-timeline.log" 2>&1
+  fi
   echo "== epcomm-gpu-bench, BF16 dispatch"
   "${mpirun[@]}" -np "$np" "${bench[@]}" --tokens 4096 --dispatch-format bf16 --json | tee -a "$out/gpu-bench.jsonl"
   echo "== compute-sanitizer memcheck / racecheck (subset)"
