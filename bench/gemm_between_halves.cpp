@@ -9,27 +9,16 @@
 #include <vector>
 
 #include "common/stats.hpp"
+#include "gpu_bench_support.hpp"
 
 namespace epcomm_bench {
 namespace {
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("gemm between halves: ") + what + ": " + cudaGetErrorString(e));
-}
 
 void cublas_ok(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) {
     throw std::runtime_error(std::string("gemm between halves: ") + what + ": cuBLAS status " + std::to_string(s));
   }
 }
-
-struct DeviceBytes {
-  void* p = nullptr;
-  explicit DeviceBytes(std::size_t bytes) { cuda_ok(cudaMalloc(&p, bytes), "cudaMalloc"); }
-  ~DeviceBytes() { cudaFree(p); }
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-};
 
 struct Blas {
   cublasHandle_t h = nullptr;
@@ -41,12 +30,6 @@ struct Blas {
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
 };
-
-double slowest(MPI_Comm comm, double us) {
-  double m = 0;
-  MPI_Allreduce(&us, &m, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return m;
-}
 
 }  // namespace
 

@@ -54,16 +54,16 @@
 #include "common/json_lines.hpp"
 #include "common/run_header.hpp"
 #include "common/stats.hpp"
+#include "gpu_bench_support.hpp"
 
 namespace {
 
 using epcomm::DType;
 using epcomm::Format;
 using Clock = std::chrono::steady_clock;
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
+using epcomm_bench::cuda_ok;
+using epcomm_bench::DeviceBytes;
+using epcomm_bench::slowest;
 
 struct Options {
   std::vector<int> tokens{128, 4096};
@@ -149,21 +149,6 @@ Inputs make_inputs(int tokens, const Options& o, int rank, int max_nodes, int nu
   return in;
 }
 
-struct Device {
-  void* p = nullptr;
-  explicit Device(std::size_t bytes) { cuda_ok(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
-  Device(const void* host, std::size_t bytes) : Device(bytes) {
-    cuda_ok(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-  }
-  ~Device() { cudaFree(p); }
-};
-
-double slowest(double us) {
-  double m = 0;
-  MPI_Allreduce(&us, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return m;
-}
-
 // Same inputs through the host exchange; true if rows and outputs are identical.
 bool check_against_host(const epcomm::Group& g, epcomm::ExchangeConfig cfg, const Inputs& in, int tokens,
                         const std::vector<std::byte>& dev_rows, const std::vector<std::byte>& dev_out,
@@ -199,7 +184,7 @@ StagingFloor staging_floor_us(std::size_t bytes, int peer, cudaStream_t s, int i
   if (std::max(bytes, peer_bytes) > static_cast<std::size_t>(INT32_MAX)) {
     throw std::runtime_error("staging floor: more than 2^31 bytes in one MPI message");
   }
-  Device src(bytes), dst(peer_bytes);
+  DeviceBytes src(bytes), dst(peer_bytes);
   void *out = nullptr, *in = nullptr;
   cuda_ok(cudaMallocHost(&out, std::max<std::size_t>(bytes, 1)), "cudaMallocHost");
   cuda_ok(cudaMallocHost(&in, std::max<std::size_t>(peer_bytes, 1)), "cudaMallocHost");
@@ -216,8 +201,8 @@ StagingFloor staging_floor_us(std::size_t bytes, int peer, cudaStream_t s, int i
     cuda_ok(cudaMemcpyAsync(dst.p, in, peer_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     cuda_ok(cudaStreamSynchronize(s), "cudaStreamSynchronize");
     const auto t3 = Clock::now();
-    const double us_total = slowest(std::chrono::duration<double, std::micro>(t3 - t0).count());
-    const double us_mpi = slowest(std::chrono::duration<double, std::micro>(t2 - t1).count());
+    const double us_total = slowest(MPI_COMM_WORLD, std::chrono::duration<double, std::micro>(t3 - t0).count());
+    const double us_mpi = slowest(MPI_COMM_WORLD, std::chrono::duration<double, std::micro>(t2 - t1).count());
     if (i >= warmup) {
       total.push_back(us_total);
       mpi.push_back(us_mpi);
@@ -311,8 +296,8 @@ int run(int argc, char** argv) {
       cfg.memory = epcomm::MemorySpace::kDevice;
       cfg.device = dev;
       const Inputs in = make_inputs(T, o, rank, M, g.num_nodes());
-      Device x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
-      Device out(static_cast<std::size_t>(T) * o.hidden * 2);
+      DeviceBytes x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
+      DeviceBytes out(static_cast<std::size_t>(T) * o.hidden * 2);
       epcomm::Exchange ex(g, cfg);
       epcomm::CombineOptions on_stream;
       on_stream.stream = stream;
@@ -339,7 +324,7 @@ int run(int argc, char** argv) {
           const uint16_t b = static_cast<uint16_t>(u >> 16);
           std::memcpy(y.data() + 2 * i, &b, 2);
         }
-        Device y_dev(y.data(), y.size());
+        DeviceBytes y_dev(y.data(), y.size());
         ex.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
         std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
         cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
@@ -362,11 +347,11 @@ int run(int argc, char** argv) {
         const double us_d = std::chrono::duration<double, std::micro>(t1 - t0).count();
         const double us_c = std::chrono::duration<double, std::micro>(t3 - t2).count();
         if (i >= o.warmup) {
-          td.push_back(slowest(us_d));
-          tc.push_back(slowest(us_c));
+          td.push_back(slowest(MPI_COMM_WORLD, us_d));
+          tc.push_back(slowest(MPI_COMM_WORLD, us_c));
         } else {
-          slowest(us_d);
-          slowest(us_c);
+          slowest(MPI_COMM_WORLD, us_d);
+          slowest(MPI_COMM_WORLD, us_c);
         }
         disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
         comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/stats.hpp"
+#include "gpu_bench_support.hpp"
 
 namespace epcomm_bench {
 namespace {
@@ -14,18 +15,6 @@ namespace {
 void nccl_ok(ncclResult_t r, const char* what) {
   if (r != ncclSuccess) throw std::runtime_error(std::string("NCCL baseline: ") + what + ": " + ncclGetErrorString(r));
 }
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("NCCL baseline: ") + what + ": " + cudaGetErrorString(e));
-}
-
-struct DeviceBytes {
-  void* p = nullptr;
-  explicit DeviceBytes(std::size_t bytes) { cuda_ok(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
-  ~DeviceBytes() { cudaFree(p); }
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-};
 
 }  // namespace
 
@@ -108,9 +97,8 @@ double NcclBaseline::exchange_us(cudaStream_t s, const std::vector<std::size_t>&
     cuda_ok(cudaEventSynchronize(b), "cudaEventSynchronize");
     float ms = 0;
     cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
-    double us = ms * 1000.0, slowest = 0;
-    MPI_Allreduce(&us, &slowest, 1, MPI_DOUBLE, MPI_MAX, mpi_);
-    if (i >= warmup) times.push_back(slowest);
+    const double us = slowest(mpi_, ms * 1000.0);
+    if (i >= warmup) times.push_back(us);
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
