@@ -41,30 +41,37 @@ struct PointerSources {
   __device__ float weight(int64_t j) const { return weights[j]; }
 };
 
+// Block b takes the kTilesPerBlock tiles from b * kTilesPerBlock on, then those
+// from (b + gridDim.x) * kTilesPerBlock on, ..., a tile per 16 lanes (tiles
+// row-major over [dst_rows, tiles per row]), so any grid covers every tile.
 template <class F, class Sources>
 __global__ void __launch_bounds__(kBlockThreads)
     accumulate_kernel(Sources sources, int hidden, Layout layout, int64_t dst_rows, bool from_zero, float* acc) {
-  const Lane l = lane_of(dst_rows, hidden);
-  if (l.valid == 0) return;
-  const int64_t j0 = sources.begin(l.row), j1 = sources.end(l.row);
-  float* out = acc + l.row * hidden + l.col0;
-  Elems a;
-  if (from_zero) {
+  const int64_t tiles = dst_rows * ((hidden + kTileElems - 1) / kTileElems);
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kTilesPerBlock; base < tiles;
+       base += static_cast<int64_t>(gridDim.x) * kTilesPerBlock) {
+    const Lane l = lane_at(base, dst_rows, hidden);
+    if (l.valid == 0) continue;
+    const int64_t j0 = sources.begin(l.row), j1 = sources.end(l.row);
+    float* out = acc + l.row * hidden + l.col0;
+    Elems a;
+    if (from_zero) {
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) a[k] = 0.0f;
-  } else {
-    if (j0 >= j1) return;
-    load8(out, l.valid, a);
-  }
-  for (int64_t j = j0; j < j1; ++j) {
-    const float w = sources.weight(j);
-    Elems v;
-    F::decode(sources.row(j), l, layout, v);
-    // The CPU's axpy: acc + w * x, multiply and add rounded separately.
+      for (int k = 0; k < kElemsPerLane; ++k) a[k] = 0.0f;
+    } else {
+      if (j0 >= j1) continue;
+      load8(out, l.valid, a);
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      const float w = sources.weight(j);
+      Elems v;
+      F::decode(sources.row(j), l, layout, v);
+      // The CPU's axpy: acc + w * x, multiply and add rounded separately.
 #pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) a[k] = x86::add(a[k], x86::mul(w, v[k]));
+      for (int k = 0; k < kElemsPerLane; ++k) a[k] = x86::add(a[k], x86::mul(w, v[k]));
+    }
+    store8(out, l.valid, a);
   }
-  store8(out, l.valid, a);
 }
 
 template <class Sources>
@@ -74,7 +81,7 @@ void accumulate(const char* op, Format format, Sources sources, int hidden, int6
   if (dst_rows == 0) return;
   const Layout layout = layout_of(format, hidden);
   sources.bind(layout);
-  const unsigned blocks = tile_blocks(op, dst_rows, hidden, kTilesPerBlock);
+  const unsigned blocks = grid_blocks(tile_blocks(op, dst_rows, hidden, kTilesPerBlock), stream);
   visit_format(format, [&](auto f) {
     accumulate_kernel<decltype(f)>
         <<<blocks, kBlockThreads, 0, stream>>>(sources, hidden, layout, dst_rows, from_zero, acc);

@@ -27,7 +27,7 @@ void copy_rows(const void* src, const int32_t* src_rows, void* dst, const int32_
                int64_t row_bytes, cudaStream_t stream) {
   if (rows == 0) return;
   // A block per row; past 2^20 rows blocks loop, which costs nothing measurable.
-  const unsigned blocks = static_cast<unsigned>(rows < (int64_t{1} << 20) ? rows : int64_t{1} << 20);
+  const unsigned blocks = grid_blocks(rows < (int64_t{1} << 20) ? rows : int64_t{1} << 20, stream);
   const bool vec = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   if (vec) {

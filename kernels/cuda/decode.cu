@@ -57,14 +57,15 @@ void decode(const char* op, Format format, const void* src, int64_t rows, int hi
     return;
   }
   const RowWalk walk = row_walk(rows, hidden);
+  const unsigned blocks = grid_blocks(walk.blocks, stream);
   const auto* in = static_cast<const uint8_t*>(src);
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (dst_type == DType::kF32) {
-      decode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
+      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
                                                                   dst_rows, static_cast<float*>(dst));
     } else {
-      decode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
+      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
                                                                   dst_rows, static_cast<uint16_t*>(dst));
     }
   });

@@ -89,15 +89,16 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
     return;
   }
   const RowWalk walk = row_walk(rows, hidden);
+  const unsigned blocks = grid_blocks(walk.blocks, stream);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (src_type == DType::kF32) {
-      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
+      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
                                                                   rows, hidden, walk.rows_per_block, layout, out, bad);
     } else {
-      encode_kernel<F><<<walk.blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
+      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
                                                                   rows, hidden, walk.rows_per_block, layout, out, bad);
     }
   });

@@ -60,7 +60,8 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
   using namespace detail;
   if (rows <= 0) return;
   const int64_t blocks64 = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const unsigned blocks = static_cast<unsigned>(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20);
+  const unsigned blocks = grid_blocks(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20,
+                                      static_cast<cudaStream_t>(stream));
   // The slot's rows start 256-byte aligned.
   const bool aligned16 = row_bytes % 16 == 0;
   finish_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(

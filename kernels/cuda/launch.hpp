@@ -8,6 +8,8 @@
 #include <epcomm/formats.hpp>
 #include <epcomm/types.hpp>
 
+#include "epcomm_kernels/sm_budget.hpp"
+
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -41,6 +43,14 @@ inline unsigned tile_blocks(const char* op, int64_t rows, int hidden, int tiles_
                                                  " tiles exceed one launch; split the rows");
   }
   return static_cast<unsigned>(blocks);
+}
+
+// The grid of a launch that would take `wanted` blocks on `stream`: every launch
+// of the exchange's kernels takes its block count from here, so a stream's SM
+// budget (sm_budget.hpp) bounds them all. The kernels loop over their work with
+// the grid's stride, so fewer blocks compute the same.
+inline unsigned grid_blocks(int64_t wanted, cudaStream_t stream) {
+  return budget_blocks(wanted, stream_sm_budget(stream));
 }
 
 // Loads a kernel now. With lazy module loading (CUDA's default) a kernel is loaded

@@ -98,14 +98,15 @@ template <class F>
 void launch(F, DType out_type, const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
             const int32_t* node_tokens, int64_t rows, int hidden, void* out, cudaStream_t stream) {
   const RowWalk walk = row_walk(rows, hidden);
+  const unsigned blocks = grid_blocks(walk.blocks, stream);
   const Layout layout = layout_of(F::kFormat, hidden), f32_layout = layout_of(Format::kF32, hidden);
   const Layout out_layout = layout_of(plain_format(out_type), hidden);
   auto* o = static_cast<uint8_t*>(out);
   if (out_type == DType::kF32) {
-    sum_node_partials_kernel<F, Plain<DType::kF32>><<<walk.blocks, kBlockThreads, 0, stream>>>(
+    sum_node_partials_kernel<F, Plain<DType::kF32>><<<blocks, kBlockThreads, 0, stream>>>(
         nodes, num_nodes, node_offset, node_tokens, rows, hidden, walk.rows_per_block, layout, f32_layout, out_layout, o);
   } else {
-    sum_node_partials_kernel<F, Plain<DType::kBF16>><<<walk.blocks, kBlockThreads, 0, stream>>>(
+    sum_node_partials_kernel<F, Plain<DType::kBF16>><<<blocks, kBlockThreads, 0, stream>>>(
         nodes, num_nodes, node_offset, node_tokens, rows, hidden, walk.rows_per_block, layout, f32_layout, out_layout, o);
   }
 }

@@ -137,10 +137,11 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   check(cudaMemsetAsync(bad_index, 0xff, sizeof *bad_index, s), "cudaMemsetAsync");
   if (count == 0) return;
   const RowWalk walk = row_walk(count, hidden);
+  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    owner_partials_kernel<decltype(out), decltype(part)><<<walk.blocks, kBlockThreads, 0, s>>>(
+    owner_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
         mine, expert_out, max_rows_per_token, entries, count, weighted, hidden, walk.rows_per_block, out_layout,
         part_layout, bad);
   });
@@ -154,11 +155,12 @@ void sum_routed_partials(Format out_format, Format partial_format, const SlotArr
   using namespace detail;
   check_shape("sum_routed_partials", partial_format, count, hidden);
   if (count == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
   const RowWalk walk = row_walk(count, hidden);
+  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    node_partials_kernel<decltype(out), decltype(part)><<<walk.blocks, kBlockThreads, 0,
-                                                           static_cast<cudaStream_t>(stream)>>>(
+    node_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
         owners, ranks_per_node, local_rank, max_rows_per_token, expert_out, route_count, route_local, route_entry,
         first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc);
   });

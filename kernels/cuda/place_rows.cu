@@ -5,9 +5,10 @@
 // A row's position is its expert's base for the source plus the number of the
 // source's earlier tokens that chose the expert: an exclusive scan over the
 // source's tokens per expert column. place_rows gives every column of the node (each
-// local expert of each owner, then each owner's token entries) one block, which
-// walks the tokens in order, blockDim at a time, carrying the running count from
-// one chunk to the next: one scan per column, any token count, no atomics.
+// local expert of each owner, then each owner's token entries) to one block (block
+// b: columns b, b + gridDim.x, ...), which walks the tokens in order, blockDim at a
+// time, carrying the running count from one chunk to the next: one scan per
+// column, any token count, no atomics.
 #include <climits>
 
 #include "cuda_check.hpp"
@@ -40,11 +41,11 @@ __device__ inline TokenView token_at(const PlacedSource& s, int topk, int64_t i)
   return {t, s.topk_idx + static_cast<int64_t>(t) * topk, s.topk_weights + static_cast<int64_t>(t) * topk};
 }
 
-__global__ void __launch_bounds__(kScanThreads)
-    place_rows_kernel(PlacedSource s, NodeLayouts n, int32_t* row_pos, int32_t* entry, volatile int32_t* error) {
+// One column's scan, by the whole block (its barriers are the block's).
+__device__ inline void place_column(const PlacedSource& s, const NodeLayouts& n, int col, int32_t* row_pos,
+                                    int32_t* entry, volatile int32_t* error) {
   __shared__ int32_t warp_hits[kScanThreads / 32];
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
-  const int col = blockIdx.x;
   const bool expert_col = col < R * J;
   const int ld = expert_col ? col / J : col - R * J;
   // Experts [lo, hi) make a token count in this column.
@@ -100,6 +101,12 @@ __global__ void __launch_bounds__(kScanThreads)
     }
     next += total;
   }
+}
+
+__global__ void __launch_bounds__(kScanThreads)
+    place_rows_kernel(PlacedSource s, NodeLayouts n, int32_t* row_pos, int32_t* entry, volatile int32_t* error) {
+  const int R = n.ranks_per_node, J = n.experts_per_rank;
+  for (int col = blockIdx.x; col < R * J + R; col += gridDim.x) place_column(s, n, col, row_pos, entry, error);
 }
 
 __global__ void __launch_bounds__(kWriteThreads)
@@ -199,8 +206,8 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
   // operations on the dispatch's critical path).
   const int R = layouts.ranks_per_node;
   const unsigned columns = static_cast<unsigned>(R * layouts.experts_per_rank + R);
-  place_rows_kernel<<<columns, kScanThreads, 0, static_cast<cudaStream_t>(stream)>>>(source, layouts, row_pos, entry,
-                                                                                     error);
+  const auto s = static_cast<cudaStream_t>(stream);
+  place_rows_kernel<<<grid_blocks(columns, s), kScanThreads, 0, s>>>(source, layouts, row_pos, entry, error);
   check(cudaGetLastError(), "place_rows kernel launch");
 }
 
@@ -212,7 +219,8 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
   if (source.count <= 0) return;
   // Owners' rows start 256-byte aligned (the slots are carved so).
   const bool aligned16 = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(source.payload) % 16 == 0;
-  write_placed_rows_kernel<<<warp_blocks(source.count), kWriteThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  const auto s = static_cast<cudaStream_t>(stream);
+  write_placed_rows_kernel<<<grid_blocks(warp_blocks(source.count), s), kWriteThreads, 0, s>>>(
       source, layouts, owners, max_rows_per_token, row_bytes, aligned16, row_pos, entry, first_handled, route_count,
       route_local, route_entry);
   check(cudaGetLastError(), "write_placed_rows kernel launch");

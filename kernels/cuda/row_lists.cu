@@ -48,8 +48,8 @@ void copy_row_list(const void* const* src, void* const* dst, int64_t count, int6
   using namespace detail;
   if (count <= 0) return;
   const int64_t blocks64 = (count + kRowsPerBlock - 1) / kRowsPerBlock;
-  const unsigned blocks = static_cast<unsigned>(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20);
   const auto s = static_cast<cudaStream_t>(stream);
+  const unsigned blocks = grid_blocks(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20, s);
   if (aligned16 && row_bytes % 16 == 0) {
     copy_row_list_kernel<uint4><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes / 16);
   } else {
