@@ -333,19 +333,16 @@ __device__ inline void copy_expert_rows(const G& g, int j, int n, const int* fir
   }
 }
 
-// Block (j, y): waits for expert j's word from every source, then the gridDim.y
-// blocks of expert j copy its slot regions source by source into the output
-// rows together; block (j, 0) also takes the expert's entries of the received
-// row list.
-__global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
+// Expert j's part of a receive, by the blocks (., y) of the grid: false once the
+// wait failed (reported).
+__device__ inline bool receive_expert(const G& g, const B& b, int j, int64_t row_bytes) {
   extern __shared__ uint64_t words[];  // [ranks], then first[ranks + 1]
   LowLatencyControl* const c = b.control;
-  if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
-  const int j = blockIdx.x, P = g.ranks, J = g.local_experts;
+  const int P = g.ranks, J = g.local_experts;
   const uint8_t* mine = b.own_shared;
   const auto* all = reinterpret_cast<const uint64_t*>(mine + g.counts[round & 1]) + j;
-  if (!wait_words(g, b, all, J, round, 0, words)) return;
+  if (!wait_words(g, b, all, J, round, 0, words)) return false;
   int* first = reinterpret_cast<int*>(words + P);
   __shared__ int base;
   if (threadIdx.x == 0) {
@@ -383,6 +380,20 @@ __global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, 
     copy_expert_rows<uint4>(g, j, n, first, slots, out, row_bytes);
   } else {
     copy_expert_rows<uint8_t>(g, j, n, first, slots, out, row_bytes);
+  }
+  return true;
+}
+
+// Block (x, y) takes experts j = x, x + gridDim.x, ... in turn: waits for expert
+// j's word from every source, then the gridDim.y blocks of expert j copy its slot
+// regions source by source into the output rows together; block (x, 0) also takes
+// the expert's entries of the received row list. The words come from the send
+// kernels of the node's GPUs, none from a block of this grid: any grid finishes.
+__global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
+  LowLatencyControl* const c = b.control;
+  if (load_volatile(&c->failed)) return;
+  for (int j = blockIdx.x; j < g.local_experts; j += gridDim.x) {
+    if (!receive_expert(g, b, j, row_bytes)) return;
   }
 }
 
@@ -431,34 +442,12 @@ __global__ void __launch_bounds__(kBlockThreads)
 // Rows of a token combine_recv fetches before it adds any.
 constexpr int kCombineAhead = 8;
 
-// Block (t, y): waits for every owner's word (each block, so none reads early),
-// then sums token t's rows in k order with the CPU's arithmetic over the tile
-// chunks y, y + gridDim.y, ... of the row; block (0, 0) checks the row counts.
-// A thread fetches kCombineAhead rows' lanes before it adds them (in k order).
+// Token t's output row, by the blocks (., y) of the grid; weight and present:
+// shared memory for the token's K weights and whether each k has a row.
 template <class F, class Dst>
-__global__ void __launch_bounds__(kBlockThreads)
-    combine_recv_kernel(G g, B b, Layout layout, int num_tokens, Dst* out) {
-  extern __shared__ uint64_t words[];  // [ranks], then weight[topk], then present[topk]
-  LowLatencyControl* const c = b.control;
-  if (load_volatile(&c->failed)) return;
-  const uint64_t round = c->round;
-  const uint8_t* rows = b.own_shared + g.combine_rows;
-  if (!wait_words(g, b, reinterpret_cast<const uint64_t*>(b.own_shared + g.combine_flags), 1, round, 1, words)) {
-    return;
-  }
-  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
-    for (int o = 0; o < g.ranks; ++o) {
-      const int32_t n = static_cast<int32_t>(wire::word_count(words[o]));
-      if (n != b.sent_to[o]) {
-        report(b, {D::kMismatch, o, b.sent_to[o], 0, n, 0.0f, static_cast<uint32_t>(round), 1});
-        break;
-      }
-    }
-  }
-  const int t = blockIdx.x, K = g.topk;
-  if (t >= num_tokens) return;
-  auto* weight = reinterpret_cast<float*>(words + g.ranks);
-  auto* present = reinterpret_cast<int*>(weight + K);
+__device__ inline void sum_token(const G& g, const B& b, const Layout& layout, const uint8_t* rows, int t,
+                                 float* weight, int* present, Dst* out) {
+  const int K = g.topk;
   for (int k = threadIdx.x; k < K; k += blockDim.x) {
     const int64_t at = static_cast<int64_t>(t) * K + k;
     present[k] = b.slot[at] >= 0;
@@ -490,6 +479,41 @@ __global__ void __launch_bounds__(kBlockThreads)
       }
     }
     store8(out + static_cast<int64_t>(t) * g.hidden + l.col0, l.valid, a);
+  }
+  __syncthreads();  // weight and present are the next token's after this
+}
+
+// Block (x, y): waits for every owner's word (each block, so none reads early),
+// then takes tokens t = x, x + gridDim.x, ... in turn and sums token t's rows in k
+// order with the CPU's arithmetic over the tile chunks y, y + gridDim.y, ... of
+// the row; block (0, 0) checks the row counts. A thread fetches kCombineAhead
+// rows' lanes before it adds them (in k order). The words come from the send
+// kernels of the node's GPUs, none from a block of this grid: any grid finishes.
+template <class F, class Dst>
+__global__ void __launch_bounds__(kBlockThreads)
+    combine_recv_kernel(G g, B b, Layout layout, int num_tokens, Dst* out) {
+  extern __shared__ uint64_t words[];  // [ranks], then weight[topk], then present[topk]
+  LowLatencyControl* const c = b.control;
+  if (load_volatile(&c->failed)) return;
+  const uint64_t round = c->round;
+  const uint8_t* rows = b.own_shared + g.combine_rows;
+  if (!wait_words(g, b, reinterpret_cast<const uint64_t*>(b.own_shared + g.combine_flags), 1, round, 1, words)) {
+    return;
+  }
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+    for (int o = 0; o < g.ranks; ++o) {
+      const int32_t n = static_cast<int32_t>(wire::word_count(words[o]));
+      if (n != b.sent_to[o]) {
+        report(b, {D::kMismatch, o, b.sent_to[o], 0, n, 0.0f, static_cast<uint32_t>(round), 1});
+        break;
+      }
+    }
+  }
+  const int K = g.topk;
+  auto* weight = reinterpret_cast<float*>(words + g.ranks);
+  auto* present = reinterpret_cast<int*>(weight + K);
+  for (int t = blockIdx.x; t < num_tokens; t += gridDim.x) {
+    sum_token<F>(g, b, layout, rows, t, weight, present, out);
   }
 }
 
@@ -541,15 +565,19 @@ void low_latency_prepare(const LowLatencyGeometry& g) {
 }
 
 namespace {
-// Blocks for `units` units of work, each block looping when there are more.
-unsigned send_blocks(int64_t units) {
-  return static_cast<unsigned>(units < 1 ? 1 : (units < detail::kMaxSendBlocks ? units : detail::kMaxSendBlocks));
+// Blocks for `units` units of work, each block looping when there are more (past
+// kMaxSendBlocks or the SM budget).
+unsigned send_blocks(const LowLatencyGeometry& g, int64_t units) {
+  return budget_blocks(units < detail::kMaxSendBlocks ? units : detail::kMaxSendBlocks, g.sm_budget);
 }
-// Blocks per expert or token so that `groups` of them make about kRecvBlocks,
-// at most `most` (the units a group splits into).
-unsigned recv_split(int64_t groups, int64_t most) {
+// `groups` experts or tokens, each split over blocks so that they make about
+// kRecvBlocks, at most `most` a group (the units a group splits into); within the
+// SM budget, the blocks loop over groups.
+dim3 recv_grid(const LowLatencyGeometry& g, int64_t groups, int64_t most) {
   const int64_t want = (detail::kRecvBlocks + groups - 1) / (groups > 0 ? groups : 1);
-  return static_cast<unsigned>(want < 1 ? 1 : (want < most ? want : most));
+  const unsigned split = static_cast<unsigned>(want < 1 ? 1 : (want < most ? want : most));
+  const GridShape grid = budget_grid({static_cast<unsigned>(groups), split}, g.sm_budget);
+  return dim3(grid.x, grid.y);
 }
 }  // namespace
 
@@ -559,7 +587,7 @@ void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuff
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.dispatch_format, g.hidden);
-  const unsigned blocks = send_blocks(static_cast<int64_t>(num_tokens) * g.topk);
+  const unsigned blocks = send_blocks(g, static_cast<int64_t>(num_tokens) * g.topk);
   visit_dispatch_format(g.dispatch_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
@@ -577,7 +605,7 @@ void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuff
   const int64_t row_bytes = layout_of(g.dispatch_format, g.hidden).row_bytes;
   const std::size_t smem = sizeof(uint64_t) * g.ranks + sizeof(int) * (g.ranks + 1);
   // An expert receives a few rows on average: its blocks split them word by word.
-  const dim3 grid(static_cast<unsigned>(g.local_experts), recv_split(g.local_experts, 64));
+  const dim3 grid = recv_grid(g, g.local_experts, 64);
   dispatch_recv_kernel<<<grid, kBlockThreads, smem, s>>>(g, b, row_bytes);
   check(cudaGetLastError(), "low-latency dispatch receive kernel launch");
 }
@@ -587,7 +615,7 @@ void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffe
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.combine_format, g.hidden);
-  const unsigned blocks = send_blocks(low_latency_max_recv_rows(g));
+  const unsigned blocks = send_blocks(g, low_latency_max_recv_rows(g));
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
@@ -606,7 +634,7 @@ void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffe
   const Layout layout = layout_of(g.combine_format, g.hidden);
   const int tokens = num_tokens > 0 ? num_tokens : 1;
   // A token's row splits into its tile chunks, one block each.
-  const dim3 grid(static_cast<unsigned>(tokens), recv_split(tokens, row_chunks(g.hidden)));
+  const dim3 grid = recv_grid(g, tokens, row_chunks(g.hidden));
   const std::size_t smem = sizeof(uint64_t) * g.ranks + (sizeof(float) + sizeof(int)) * g.topk;
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);

@@ -39,6 +39,10 @@ struct LowLatencyGeometry {
   int64_t combine_flags = 0;
   int64_t combine_rows = 0;
   uint64_t timeout_ns = 0;  // how long a wait spins before it names the silent rank
+  // Blocks a kernel takes at most, so SMs it occupies at most (sm_budget.hpp); 0:
+  // no bound. The kernels loop over their experts, tokens and rows, so any grid
+  // computes the same rows; no block waits for another of its grid.
+  int sm_budget = 0;
 };
 
 // What a kernel found wrong, written to pinned host memory for the host to
@@ -117,9 +121,9 @@ void low_latency_prepare(const LowLatencyGeometry& g);
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
                                const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream);
-// One kernel, blocks per local expert: each waits for every source's word of
-// the round (g.timeout_ns), then together they lay the expert's rows out in
-// source order.
+// One kernel, blocks per local expert (a block loops over experts when the SM
+// budget allows fewer): each waits for every source's word of the round
+// (g.timeout_ns), then together they lay the expert's rows out in source order.
 void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, void* stream);
 // One kernel, a block per received row (looping past 4096 rows): encodes
 // expert_out's row ([J, ranks * max_tokens, hidden] of g.dtype) into its source's
@@ -127,10 +131,10 @@ void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuff
 // dispatch.
 void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* expert_out,
                               bool reject, void* stream);
-// One kernel, blocks per token (each a part of the row): waits for every
-// owner's word, then out[t] = sum over k in order of w[t][k] * row(t, k) in FP32
-// (multiply and add rounded separately, as the CPU codecs), rounded once to
-// g.dtype.
+// One kernel, blocks per token (each a part of the row; a block loops over
+// tokens when the SM budget allows fewer): waits for every owner's word, then
+// out[t] = sum over k in order of w[t][k] * row(t, k) in FP32 (multiply and add
+// rounded separately, as the CPU codecs), rounded once to g.dtype.
 void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, int num_tokens, void* out,
                               void* stream);
 
