@@ -49,6 +49,17 @@ struct ExchangeConfig {
   // wait for the result (see DispatchInput::stream). Same on every rank.
   MemorySpace memory = MemorySpace::kHost;
   int device = -1;  // with kDevice: CUDA device ordinal; -1 = the current device
+  // With kDevice: the most SMs any kernel of the exchange occupies, leaving the
+  // rest to the caller's other work (the other micro-batch's compute: DeepSeek-V3
+  // gives communication 20 of an H800's 132). 0 = no bound; a kernel then takes
+  // as many blocks as its rows want. Each kernel is launched with at most this
+  // many blocks, a block on one SM; two operations in flight at once (two slots,
+  // max_inflight) may run kernels side by side, each within the budget. The
+  // copies and memsets the exchange enqueues are the driver's, outside it.
+  // Checked at construction: negative, or more than the device's SMs, is an
+  // Error(kInvalidArgument) naming the value (use 0 for the whole GPU). When 0,
+  // EPCOMM_GPU_SM_BUDGET sets it. Same on every rank; ignored with host memory.
+  int gpu_sm_budget = 0;
 };
 
 // Bytes one operation moved, counted by epcomm as it posts them.

@@ -52,6 +52,14 @@ struct LowLatencyConfig {
   Format combine_format = Format::kBF16;
   MemorySpace memory = MemorySpace::kHost;
   int device = -1;
+  // With kDevice: the most SMs each of the exchange's kernels occupies (it is
+  // launched with at most this many blocks), as ExchangeConfig::gpu_sm_budget:
+  // 0 = no bound; negative or more than the device's SMs is an
+  // Error(kInvalidArgument) at construction; when 0, EPCOMM_GPU_SM_BUDGET sets
+  // it. A receive kernel spins on its GPU until the peers' rows arrive: with two
+  // micro-batches on two exchanges, budgets that leave SMs free keep one
+  // micro-batch's waiting kernels from starving the other's sends.
+  int gpu_sm_budget = 0;
 };
 
 // What an exchange of a config allocates per rank.

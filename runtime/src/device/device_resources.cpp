@@ -8,6 +8,7 @@
 #include "device/cuda_call.hpp"
 #include "device/device_row_mover.hpp"
 #include "device/ipc_memory.hpp"
+#include "device/sm_budget.hpp"
 #include "device/stream_gate.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "util/agree.hpp"
@@ -32,9 +33,10 @@ int chosen_device(int device) {
 
 class CudaResources final : public DeviceResources {
  public:
-  CudaResources(GroupState& group, int device, std::size_t shared_bytes, std::size_t private_bytes,
+  CudaResources(GroupState& group, int device, int sm_budget, std::size_t shared_bytes, std::size_t private_bytes,
                 std::size_t pinned_bytes)
       : device_(device),
+        sm_budget_(sm_budget),
         shared_(group, device, shared_bytes),
         private_(device, private_bytes, "the exchange's staging buffers"),
         gate_(device, group.timeout_s),
@@ -54,7 +56,7 @@ class CudaResources final : public DeviceResources {
   std::byte* private_base() const override { return private_.get(); }
   std::byte* pinned_base() const override { return pinned_; }
   std::unique_ptr<RowMover> make_mover(std::size_t list_bytes) override {
-    return make_device_row_mover(device_, list_bytes);
+    return make_device_row_mover(device_, list_bytes, sm_budget_);
   }
   std::unique_ptr<DevicePlanSteps> make_plan_steps(RowMover& mover, PlanStepsShape shape) override {
     return make_cuda_plan_steps(device_, mover, std::move(shape));
@@ -103,6 +105,7 @@ class CudaResources final : public DeviceResources {
 
  private:
   int device_;
+  int sm_budget_;
   IpcMemory shared_;
   DeviceBuffer private_;
   StreamGate gate_;
@@ -112,14 +115,16 @@ class CudaResources final : public DeviceResources {
 
 }  // namespace
 
-std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, std::size_t shared_bytes,
-                                                       std::size_t private_bytes, std::size_t pinned_bytes) {
+std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, int sm_budget,
+                                                       std::size_t shared_bytes, std::size_t private_bytes,
+                                                       std::size_t pinned_bytes) {
   // Every rank of the node checks its device first, so none waits in the mapping
   // collective for a peer that already gave up.
   std::string why;
   ErrorCode code = ErrorCode::kUnsupported;
   try {
     device = chosen_device(device);
+    check_sm_budget(sm_budget, device, "ExchangeConfig");
     EPCOMM_CUDA(cudaSetDevice(device));
     // Before any stream is held: loading a kernel later could wait for a held one.
     kernels::cuda::preload_kernels();
@@ -134,7 +139,8 @@ std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int de
                  "node peer(s) " << failed << " cannot use a CUDA device for the exchange; see their errors");
   EPCOMM_LOG(kInfo, "exchange on CUDA device " << device << ": " << shared_bytes << " bytes shared with node peers, "
                                                << private_bytes << " private, " << pinned_bytes << " pinned host");
-  return std::make_unique<CudaResources>(group, device, shared_bytes, private_bytes, pinned_bytes);
+  if (sm_budget > 0) EPCOMM_LOG(kInfo, "exchange kernels: " << sm_budget << " SMs at most (gpu_sm_budget)");
+  return std::make_unique<CudaResources>(group, device, sm_budget, shared_bytes, private_bytes, pinned_bytes);
 }
 
 }  // namespace epcomm::detail

@@ -25,7 +25,8 @@ class DeviceResources {
   // This rank's private GPU memory and its pinned host memory.
   virtual std::byte* private_base() const = 0;
   virtual std::byte* pinned_base() const = 0;
-  // list_bytes: room for one operation's batch lists (pointers, weights).
+  // list_bytes: room for one operation's batch lists (pointers, weights). Its
+  // stream carries the exchange's SM budget.
   virtual std::unique_ptr<RowMover> make_mover(std::size_t list_bytes) = 0;
   // A slot's plan steps, on the stream of `mover` (one of make_mover's), which
   // outlives them.
@@ -54,9 +55,11 @@ class DeviceResources {
 };
 
 // Collective over the node. device < 0: the calling thread's current device.
-// Throws Error(kUnsupported) in a build without CUDA or where node peers' GPUs
-// cannot map each other's memory.
-std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, std::size_t shared_bytes,
-                                                       std::size_t private_bytes, std::size_t pinned_bytes);
+// sm_budget: the SMs each kernel on the movers' streams may occupy (0: no bound;
+// checked against the device, device/sm_budget.hpp). Throws Error(kUnsupported) in
+// a build without CUDA or where node peers' GPUs cannot map each other's memory.
+std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, int sm_budget,
+                                                       std::size_t shared_bytes, std::size_t private_bytes,
+                                                       std::size_t pinned_bytes);
 
 }  // namespace epcomm::detail

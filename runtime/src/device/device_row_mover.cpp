@@ -11,6 +11,7 @@
 #include "device/cuda_call.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
+#include "epcomm_kernels/sm_budget.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -60,7 +61,7 @@ class PinnedLists {
 
 class DeviceRowMover final : public RowMover {
  public:
-  DeviceRowMover(int device, std::size_t list_bytes) : device_(device), lists_(list_bytes) {
+  DeviceRowMover(int device, std::size_t list_bytes, int sm_budget) : device_(device), lists_(list_bytes) {
     EPCOMM_CUDA(cudaSetDevice(device_));
     EPCOMM_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     EPCOMM_CUDA(cudaEventCreateWithFlags(&caller_ready_, cudaEventDisableTiming));
@@ -68,6 +69,9 @@ class DeviceRowMover final : public RowMover {
     EPCOMM_CUDA(cudaMalloc(&bad, sizeof(int64_t)));
     bad_ = static_cast<int64_t*>(bad);
     EPCOMM_CUDA(cudaMemset(bad_, 0xff, sizeof(int64_t)));
+    // Every kernel on this stream, the plan steps' included, gets at most
+    // sm_budget blocks.
+    kernels::cuda::set_stream_sm_budget(stream_, sm_budget);
   }
   ~DeviceRowMover() override {
     cudaSetDevice(device_);
@@ -76,6 +80,7 @@ class DeviceRowMover final : public RowMover {
     for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
     cudaFree(bad_);
     cudaEventDestroy(caller_ready_);
+    kernels::cuda::set_stream_sm_budget(stream_, 0);
     cudaStreamDestroy(stream_);
   }
 
@@ -232,8 +237,8 @@ class DeviceRowMover final : public RowMover {
 
 }  // namespace
 
-std::unique_ptr<RowMover> make_device_row_mover(int device, std::size_t list_bytes) {
-  return std::make_unique<DeviceRowMover>(device, list_bytes);
+std::unique_ptr<RowMover> make_device_row_mover(int device, std::size_t list_bytes, int sm_budget) {
+  return std::make_unique<DeviceRowMover>(device, list_bytes, sm_budget);
 }
 
 }  // namespace epcomm::detail

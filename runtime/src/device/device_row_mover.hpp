@@ -10,7 +10,8 @@
 
 namespace epcomm::detail {
 
-// list_bytes: pinned memory for the batches' pointer and weight lists.
-std::unique_ptr<RowMover> make_device_row_mover(int device, std::size_t list_bytes);
+// list_bytes: pinned memory for the batches' pointer and weight lists. sm_budget:
+// the SMs each kernel on the mover's stream may occupy (0: no bound).
+std::unique_ptr<RowMover> make_device_row_mover(int device, std::size_t list_bytes, int sm_budget);
 
 }  // namespace epcomm::detail

@@ -30,9 +30,11 @@ constexpr std::size_t kHeaderBytes = 4096;
 static_assert(sizeof(FailureRecord) <= kHeaderBytes);
 constexpr int kTagSpan = kTagHeader + 1;  // tags of one exchange: [tag_base, tag_base + kTagSpan)
 
-// The config as the environment amends it (EPCOMM_CHECKSUM=1 turns checksums on).
+// The config as the environment amends it (EPCOMM_CHECKSUM=1 turns checksums on,
+// EPCOMM_GPU_SM_BUDGET sets a budget left 0).
 ExchangeConfig with_environment(ExchangeConfig c) {
   c.checksum = c.checksum || env::checksum();
+  if (c.gpu_sm_budget == 0) c.gpu_sm_budget = env::gpu_sm_budget();
   return c;
 }
 
@@ -58,6 +60,9 @@ void validate_local(const ExchangeConfig& c, const GroupState& g) {
                  "unknown combine_format value " << static_cast<int>(c.combine_format));
   EPCOMM_REQUIRE(c.memory == MemorySpace::kHost || c.memory == MemorySpace::kDevice, kInvalidArgument,
                  "unknown memory space value " << static_cast<int>(c.memory));
+  // The upper bound, the device's SM count, is checked with the device.
+  EPCOMM_REQUIRE(c.gpu_sm_budget >= 0, kInvalidArgument,
+                 "ExchangeConfig::gpu_sm_budget=" << c.gpu_sm_budget << " is negative (0 = no bound)");
 }
 
 // Carves consecutive, 256-byte aligned pieces out of one allocation (null base:
@@ -94,7 +99,8 @@ ConstructionAgreement check_config_agrees(const ExchangeConfig& c, GroupState& g
                                 {"max_inflight", c.max_inflight},
                                 {"transport (EPCOMM_TRANSPORT)", static_cast<int64_t>(g.transport)},
                                 {"checksum (EPCOMM_CHECKSUM)", c.checksum ? 1 : 0},
-                                {"memory", static_cast<int64_t>(c.memory)}};
+                                {"memory", static_cast<int64_t>(c.memory)},
+                                {"gpu_sm_budget (EPCOMM_GPU_SM_BUDGET)", c.gpu_sm_budget}};
   return agree_on_construction(g, "ExchangeConfig", "Exchange construction", fields);
 }
 
@@ -211,8 +217,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
           at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
       device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
       device_slot_.bytes = shared.bytes();
-      device = make_device_resources(group, config_.device, device_slot_.bytes * config_.max_inflight,
-                                     private_slot * config_.max_inflight, pinned_slot * (config_.max_inflight + 1));
+      device = make_device_resources(group, config_.device, config_.gpu_sm_budget,
+                                     device_slot_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
+                                     pinned_slot * (config_.max_inflight + 1));
       Carver inbox(device->pinned_base() + pinned_slot * config_.max_inflight);
       inbox_topk_idx_ = inbox.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
       inbox_topk_weights_ = inbox.take<float>(static_cast<std::size_t>(T) * config_.topk);

@@ -50,6 +50,9 @@ LowLatencyShape LowLatencyShape::of(const LowLatencyConfig& c, int ranks, int ra
                                    << ") is not one of bf16, f32, logfmt<n> for the low-latency exchange");
   EPCOMM_REQUIRE(c.memory == MemorySpace::kHost || c.memory == MemorySpace::kDevice, kInvalidArgument,
                  "unknown memory space value " << static_cast<int>(c.memory));
+  // The upper bound, the device's SM count, is checked with the device.
+  EPCOMM_REQUIRE(c.gpu_sm_budget >= 0, kInvalidArgument,
+                 "LowLatencyConfig::gpu_sm_budget=" << c.gpu_sm_budget << " is negative (0 = no bound)");
   LowLatencyShape s;
   s.ranks = ranks;
   s.ranks_per_node = ranks_per_node;

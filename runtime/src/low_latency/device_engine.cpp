@@ -12,6 +12,7 @@
 
 #include "device/cuda_call.hpp"
 #include "device/ipc_memory.hpp"
+#include "device/sm_budget.hpp"
 #include "epcomm_kernels/cuda_low_latency.hpp"
 #include "low_latency/buffer_layout.hpp"
 #include "util/agree.hpp"
@@ -449,6 +450,7 @@ kc::LowLatencyGeometry geometry_of(const LowLatencyConfig& c, const GroupState& 
   geo.combine_flags = static_cast<int64_t>(l.combine_flags);
   geo.combine_rows = static_cast<int64_t>(l.combine_rows);
   geo.timeout_ns = static_cast<uint64_t>(g.timeout_s * 1e9);
+  geo.sm_budget = c.gpu_sm_budget;
   return geo;
 }
 
@@ -469,6 +471,7 @@ std::shared_ptr<LowLatencyBackend> make_device_low_latency_engine(std::shared_pt
   const kc::LowLatencyGeometry geometry = geometry_of(config, *group);
   try {
     device = chosen_device(config.device);
+    check_sm_budget(config.gpu_sm_budget, device, "LowLatencyConfig");
     DeviceScope scope(device);
     // Before any kernel waits: loading a kernel later could wait for it.
     kc::low_latency_prepare(geometry);

@@ -35,6 +35,10 @@ int ib_gid_index();
 // after wait(). For tools that serialise GPU work (compute-sanitizer), where a held
 // stream would wait for work queued behind it.
 bool hold_streams();
+// EPCOMM_GPU_SM_BUDGET: the SM budget of the exchange's GPU kernels where the
+// config leaves it 0 (ExchangeConfig / LowLatencyConfig::gpu_sm_budget); 0 (default)
+// = no bound.
+int gpu_sm_budget();
 // EPCOMM_MPI_CHUNK_BYTES: the MPI inter-node tier sends each block as messages of
 // at most this many bytes (default 1 MiB), so that packing, the transfer and the
 // receiver's use of a block overlap; 0 = one message per block. Chunks below
