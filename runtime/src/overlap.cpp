@@ -20,9 +20,15 @@ void run_if(const std::function<void(int)>& stage, int layer) {
   if (stage) stage(layer);
 }
 
-// Starts the combine of a micro-batch's experts' outputs.
-CombineHandle begin_combine(Exchange& exchange, const MicroBatchStages& mb, int layer, const DispatchHandle& d) {
-  return exchange.combine_begin(d, d.expert_out_buffer(), d.num_rows(), mb.combine_output(layer), d.num_tokens());
+// Starts the combine of a micro-batch's experts' outputs, on the stream of the
+// micro-batch's dispatch (device memory: after its experts' kernels, before its
+// next attention's).
+CombineHandle begin_combine(Exchange& exchange, const MicroBatchStages& mb, int layer, const DispatchHandle& d,
+                            const DispatchInput& in) {
+  CombineOptions options;
+  options.stream = in.stream;
+  return exchange.combine_begin(d, d.expert_out_buffer(), d.num_rows(), mb.combine_output(layer), d.num_tokens(),
+                                options);
 }
 
 }  // namespace
@@ -45,10 +51,10 @@ void run_prefill_two_batch(Exchange& exchange, const MicroBatchStages& mb0, cons
     d0 = exchange.dispatch_begin(in0);
     d1.wait();
     mb1.experts(layer, d1);                          // || DISPATCH(0)
-    c1 = begin_combine(exchange, mb1, layer, d1);
+    c1 = begin_combine(exchange, mb1, layer, d1, in1);
     d0.wait();
     mb0.experts(layer, d0);                          // || COMBINE(1)
-    c0 = begin_combine(exchange, mb0, layer, d0);
+    c0 = begin_combine(exchange, mb0, layer, d0, in0);
     run_if(mb1.shared, layer);                       // || COMBINE(1), COMBINE(0)
     c1.wait();
     c1 = CombineHandle();
@@ -67,22 +73,24 @@ void run_decode_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const
   CombineHandle c0, c1;
   for (int layer = 0; layer < layers; ++layer) {
     run_if(mb0.attention_prologue, layer);           // || COMBINE(1, layer - 1)
-    d0 = exchange.dispatch_begin(mb0.attention(layer));
+    const DispatchInput in0 = mb0.attention(layer);
+    d0 = exchange.dispatch_begin(in0);
     if (layer > 0) {
       c1.wait();
       c1 = CombineHandle();
       d1 = DispatchHandle();
     }
     run_if(mb1.attention_prologue, layer);           // || DISPATCH(0)
-    d1 = exchange.dispatch_begin(mb1.attention(layer));
+    const DispatchInput in1 = mb1.attention(layer);
+    d1 = exchange.dispatch_begin(in1);
     d0.wait();
     run_if(mb0.shared, layer);                       // || DISPATCH(1)
     mb0.experts(layer, d0);
-    c0 = begin_combine(exchange, mb0, layer, d0);
+    c0 = begin_combine(exchange, mb0, layer, d0, in0);
     d1.wait();
     run_if(mb1.shared, layer);                       // || COMBINE(0)
     mb1.experts(layer, d1);
-    c1 = begin_combine(exchange, mb1, layer, d1);
+    c1 = begin_combine(exchange, mb1, layer, d1, in1);
     c0.wait();                                       // mb0's next attention needs it
     c0 = CombineHandle();
     d0 = DispatchHandle();
@@ -96,9 +104,10 @@ void run_serial_two_batch(Exchange& exchange, const MicroBatchStages& mb0, const
   for (int layer = 0; layer < layers; ++layer) {
     for (const MicroBatchStages* mb : {&mb0, &mb1}) {
       run_if(mb->attention_prologue, layer);
-      DispatchHandle d = exchange.dispatch(mb->attention(layer));
+      const DispatchInput in = mb->attention(layer);
+      DispatchHandle d = exchange.dispatch(in);
       mb->experts(layer, d);
-      begin_combine(exchange, *mb, layer, d).wait();
+      begin_combine(exchange, *mb, layer, d, in).wait();
       run_if(mb->shared, layer);
     }
   }

@@ -9,6 +9,11 @@
 //
 // Requirements: ExchangeConfig::max_inflight >= 2, and every rank runs the same
 // schedule (the exchanges inside are collective).
+//
+// With device memory, each micro-batch's combine goes on the stream its dispatch
+// input named (DispatchInput::stream), so two micro-batches on two streams stay
+// ordered each on its own; ExchangeConfig::gpu_sm_budget leaves the other
+// micro-batch's kernels the SMs the exchange's do not take.
 #pragma once
 
 #include <epcomm/exchange.hpp>
