@@ -83,4 +83,25 @@ TEST(EnvMoverThreads, ParsedAndChecked) {
   ASSERT_EQ(unsetenv("EPCOMM_MOVER_THREADS"), 0);
 }
 
+// EPCOMM_GPU_SM_BUDGET: a count >= 0, 0 (no bound) when unset; anything else is an
+// Error naming the variable.
+TEST(EnvGpuSmBudget, ParsedAndChecked) {
+  ASSERT_EQ(unsetenv("EPCOMM_GPU_SM_BUDGET"), 0);
+  EXPECT_EQ(epcomm::env::gpu_sm_budget(), 0);
+  ASSERT_EQ(setenv("EPCOMM_GPU_SM_BUDGET", "20", 1), 0);
+  EXPECT_EQ(epcomm::env::gpu_sm_budget(), 20);
+  for (const char* bad : {"-1", "many", "20sm"}) {
+    ASSERT_EQ(setenv("EPCOMM_GPU_SM_BUDGET", bad, 1), 0);
+    try {
+      epcomm::env::gpu_sm_budget();
+      ADD_FAILURE() << "no error for EPCOMM_GPU_SM_BUDGET=" << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("EPCOMM_GPU_SM_BUDGET='" + std::string(bad) + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+  ASSERT_EQ(unsetenv("EPCOMM_GPU_SM_BUDGET"), 0);
+}
+
 }  // namespace

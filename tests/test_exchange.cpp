@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <thread>
 
 #include "epcomm_kernels/codec.hpp"
+#include "support/expect_error.hpp"
 #include "support/mpi_test.hpp"
 #include "support/test_data.hpp"
 
@@ -482,6 +484,35 @@ TEST_F(MpiTest, ThreadProgressesWithoutWaitInlineDoesNot) {
     check_dispatch(su, h);
     MPI_Barrier(MPI_COMM_WORLD);  // no rank tears down while a peer still reads its slot
   }
+}
+
+// ExchangeConfig::gpu_sm_budget: a negative budget is refused at construction on
+// every rank (all pass it), naming the value and the rank; EPCOMM_GPU_SM_BUDGET
+// sets a budget the config leaves 0 (host memory runs no kernels and keeps it
+// only as the config), and a bad value there names the variable. The bound above
+// (the device's SM count) needs a GPU: test_exchange_gpu.cpp.
+TEST_F(MpiTest, SmBudgetIsChecked) {
+  epcomm::Group g(MPI_COMM_WORLD);
+  CaseSetup su = make_setup(g, kCases[0]);
+  su.config.gpu_sm_budget = -1;
+  expect_error([&] { epcomm::Exchange ex(g, su.config); }, epcomm::ErrorCode::kInvalidArgument,
+               {"gpu_sm_budget=-1", "rank " + std::to_string(g.rank())});
+  su.config.gpu_sm_budget = 0;
+  ASSERT_EQ(setenv("EPCOMM_GPU_SM_BUDGET", "7", 1), 0);
+  {
+    epcomm::Exchange ex(g, su.config);
+    EXPECT_EQ(ex.config().gpu_sm_budget, 7);
+  }
+  su.config.gpu_sm_budget = 20;  // the config's own value wins
+  {
+    epcomm::Exchange ex(g, su.config);
+    EXPECT_EQ(ex.config().gpu_sm_budget, 20);
+  }
+  su.config.gpu_sm_budget = 0;
+  ASSERT_EQ(setenv("EPCOMM_GPU_SM_BUDGET", "-3", 1), 0);
+  expect_error([&] { epcomm::Exchange ex(g, su.config); }, epcomm::ErrorCode::kInvalidArgument,
+               {"EPCOMM_GPU_SM_BUDGET='-3'"});
+  ASSERT_EQ(unsetenv("EPCOMM_GPU_SM_BUDGET"), 0);
 }
 
 }  // namespace

@@ -263,6 +263,27 @@ TEST_F(MpiTest, MemoryNeededIsStatedUpFront) {
   }
 }
 
+// LowLatencyConfig::gpu_sm_budget: a negative budget is refused before any
+// allocation, by memory_needed and by the constructor on every rank, naming the
+// value (and the rank); the device's SM count bounds it from above
+// (test_low_latency_gpu.cpp).
+TEST_F(MpiTest, NegativeSmBudgetIsRefused) {
+  const epcomm::Group g(MPI_COMM_WORLD);
+  epcomm::LowLatencyConfig c;
+  c.num_experts = 4 * g.size();
+  c.topk = 2;
+  c.hidden = 64;
+  c.max_tokens_per_rank = 8;
+  c.gpu_sm_budget = -2;
+  expect_error([&] { epcomm::LowLatencyExchange::memory_needed(c, 2, 2); }, epcomm::ErrorCode::kInvalidArgument,
+               {"gpu_sm_budget=-2"});
+  expect_error([&] { epcomm::LowLatencyExchange ex(g, c); }, epcomm::ErrorCode::kInvalidArgument,
+               {"gpu_sm_budget=-2", "rank " + std::to_string(g.rank())});
+  c.gpu_sm_budget = 20;  // host memory: kept as the config, no kernels to bound
+  epcomm::LowLatencyExchange ex(g, c);
+  EXPECT_EQ(ex.config().gpu_sm_budget, 20);
+}
+
 // A bad input on one rank fails that round on every rank, naming the rank and the
 // value; the next round works.
 TEST_F(MpiTest, BadInputFailsEveryRankAndExchangeStaysUsable) {
