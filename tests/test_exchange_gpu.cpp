@@ -13,9 +13,11 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/cuda_presence.hpp"
@@ -159,27 +161,28 @@ CaseInput make_setup(const epcomm::Group& g, const Case& c, uint64_t seed) {
   return su;
 }
 
-// Expert outputs for every real row, from the row's metadata alone (so host and
-// device runs get the same bytes): BF16-exact values that depend on source rank,
-// token, expert and column.
-std::vector<std::byte> expert_outputs(const epcomm::DispatchHandle& h, const std::vector<int32_t>& src_rank,
-                                      const std::vector<int32_t>& src_token, int hidden, DType dtype) {
-  std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * hidden, 0.0f);
-  for (int j = 0; j < h.num_local_experts(); ++j) {
-    for (int64_t r = h.expert_offset(j); r < h.expert_offset(j) + h.expert_count(j); ++r) {
+struct Result {
+  std::vector<int64_t> counts, offsets;
+  std::vector<std::byte> rows, weight, src_rank, src_token, out;
+};
+
+// Expert outputs for every real row of a dispatch's num_rows rows (the segments of
+// r.counts / r.offsets), from the row's metadata alone (so host and device runs get
+// the same bytes): BF16-exact values that depend on source rank, token, expert and
+// column.
+std::vector<std::byte> expert_outputs(const Result& res, int64_t num_rows, const int32_t* src_rank,
+                                      const int32_t* src_token, int hidden, DType dtype) {
+  std::vector<float> y(static_cast<std::size_t>(num_rows) * hidden, 0.0f);
+  for (std::size_t j = 0; j < res.counts.size(); ++j) {
+    for (int64_t r = res.offsets[j]; r < res.offsets[j] + res.counts[j]; ++r) {
       for (int c = 0; c < hidden; ++c) {
-        const int v = (src_rank[r] * 131 + src_token[r] * 31 + j * 17 + c * 7) % 61 - 30;
+        const int v = (src_rank[r] * 131 + src_token[r] * 31 + static_cast<int>(j) * 17 + c * 7) % 61 - 30;
         y[static_cast<std::size_t>(r) * hidden + c] = static_cast<float>(v) / 16.0f;
       }
     }
   }
   return to_dtype(y, dtype);
 }
-
-struct Result {
-  std::vector<int64_t> counts, offsets;
-  std::vector<std::byte> rows, weight, src_rank, src_token, out;
-};
 
 // The oracle: the host exchange.
 Result run_host(epcomm::Group& g, const CaseInput& su) {
@@ -203,8 +206,8 @@ Result run_host(epcomm::Group& g, const CaseInput& su) {
   r.weight = bytes(h.row_weights(), n * 4);
   r.src_rank = bytes(h.row_src_rank(), n * 4);
   r.src_token = bytes(h.row_src_token(), n * 4);
-  std::vector<int32_t> ranks(h.row_src_rank(), h.row_src_rank() + n), tokens(h.row_src_token(), h.row_src_token() + n);
-  const std::vector<std::byte> y = expert_outputs(h, ranks, tokens, su.config.hidden, su.config.dtype);
+  const std::vector<std::byte> y =
+      expert_outputs(r, n, h.row_src_rank(), h.row_src_token(), su.config.hidden, su.config.dtype);
   r.out.assign(static_cast<std::size_t>(su.input.num_tokens) * su.config.hidden * epcomm::dtype_size(su.config.dtype),
                std::byte{0});
   ex.combine(h, y.data(), n, r.out.data(), su.input.num_tokens);
@@ -243,7 +246,7 @@ Result run_device(epcomm::Exchange& ex, const CaseInput& su, cudaStream_t stream
   std::vector<int32_t> ranks(n), tokens(n);
   std::memcpy(ranks.data(), r.src_rank.data(), n * 4);
   std::memcpy(tokens.data(), r.src_token.data(), n * 4);
-  const std::vector<std::byte> y = expert_outputs(h, ranks, tokens, su.config.hidden, su.config.dtype);
+  const std::vector<std::byte> y = expert_outputs(r, n, ranks.data(), tokens.data(), su.config.hidden, su.config.dtype);
   DeviceArray y_dev(y.data(), y.size());
   const void* expert_out = y_dev.get();
   if (expert_out_in_place) {
@@ -297,6 +300,29 @@ TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
+// Within an SM budget (ExchangeConfig::gpu_sm_budget) every kernel gets at most
+// that many blocks and loops over the rest of its rows: one block, and DeepSeek's
+// 20, give the host exchange's bits.
+TEST_P(GpuExchange, BitIdenticalWithinAnSmBudget) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case& c = GetParam();
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  for (int budget : {1, 20}) {
+    const CaseInput su = make_setup(g, c, 40 + static_cast<uint64_t>(budget));
+    epcomm::ExchangeConfig cfg = on_device(su.config);
+    cfg.gpu_sm_budget = budget;
+    epcomm::Exchange ex(g, cfg);
+    ASSERT_EQ(ex.config().gpu_sm_budget, budget);
+    const Result ref = run_host(g, su);
+    SCOPED_TRACE("gpu_sm_budget " + std::to_string(budget));
+    expect_identical(run_device(ex, su, stream, ref, budget == 20), ref);
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, GpuExchange, testing::ValuesIn(kCases),
                          [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
@@ -327,6 +353,116 @@ TEST_F(MpiTest, TwoMicroBatchesOnTwoStreams) {
   ha.wait();
   CUDA_OK(cudaStreamDestroy(sa));
   CUDA_OK(cudaStreamDestroy(sb));
+}
+
+// run_prefill_two_batch and run_decode_two_batch (epcomm/overlap.hpp) on a device
+// exchange within an SM budget, each micro-batch on a non-blocking stream of its
+// own: every layer's combine output of each micro-batch is bit-identical to the
+// host exchange's on the same inputs. The stages only enqueue work on their
+// micro-batch's stream (the experts copy prepared outputs into
+// expert_out_buffer()), so the streams order them: a combine on any other stream
+// could read expert outputs not yet written.
+TEST_F(MpiTest, TwoMicroBatchSchedulesOnTwoStreamsWithinAnSmBudget) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"schedules", Format::kFP8, Format::kBF16, DType::kBF16, 512, 64, 4, 4, Pattern::kRandom};
+  constexpr int kLayers = 2;
+  // One micro-batch's layer: its inputs, the oracle, and the GPU copies.
+  struct Layer {
+    CaseInput su;
+    Result ref;
+    std::unique_ptr<DeviceInputs> in;
+    std::unique_ptr<DeviceArray> y, out;
+    std::size_t out_bytes = 0;
+  };
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  std::vector<Layer> layers[2];
+  for (int mb = 0; mb < 2; ++mb) {
+    for (int layer = 0; layer < kLayers; ++layer) {
+      Layer l{make_setup(g, c, 100 + 10 * static_cast<uint64_t>(mb) + static_cast<uint64_t>(layer)), {}, {}, {}, {}};
+      l.ref = run_host(g, l.su);
+      const int64_t n = static_cast<int64_t>(l.ref.weight.size() / 4);
+      const std::vector<std::byte> y =
+          expert_outputs(l.ref, n, reinterpret_cast<const int32_t*>(l.ref.src_rank.data()),
+                         reinterpret_cast<const int32_t*>(l.ref.src_token.data()), c.hidden, c.dtype);
+      l.in = std::make_unique<DeviceInputs>(l.su.input, l.su.x);
+      l.y = std::make_unique<DeviceArray>(y.data(), y.size());
+      l.out_bytes = l.ref.out.size();
+      l.out = std::make_unique<DeviceArray>(l.out_bytes);
+      layers[mb].push_back(std::move(l));
+    }
+  }
+  cudaStream_t streams[2];
+  for (cudaStream_t& s : streams) CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  epcomm::MicroBatchStages stages[2];
+  for (int mb = 0; mb < 2; ++mb) {
+    std::vector<Layer>& ls = layers[mb];
+    const cudaStream_t s = streams[mb];
+    stages[mb].attention = [&ls, s](int layer) {
+      const Layer& l = ls[static_cast<std::size_t>(layer)];
+      return l.in->dispatch(l.su.input.num_tokens, s);
+    };
+    stages[mb].experts = [&ls, s](int layer, const epcomm::DispatchHandle& h) {
+      const Layer& l = ls[static_cast<std::size_t>(layer)];
+      const std::size_t bytes = static_cast<std::size_t>(h.num_rows()) * l.su.config.hidden *
+                                epcomm::dtype_size(l.su.config.dtype);
+      CUDA_OK(cudaMemcpyAsync(h.expert_out_buffer(), l.y->get(), bytes, cudaMemcpyDeviceToDevice, s));
+    };
+    stages[mb].combine_output = [&ls](int layer) { return ls[static_cast<std::size_t>(layer)].out->get(); };
+  }
+  using Schedule = void (*)(epcomm::Exchange&, const epcomm::MicroBatchStages&, const epcomm::MicroBatchStages&, int);
+  const std::pair<const char*, Schedule> schedules[] = {{"prefill", &epcomm::run_prefill_two_batch},
+                                                        {"decode", &epcomm::run_decode_two_batch}};
+  for (const auto& [name, schedule] : schedules) {
+    SCOPED_TRACE(name);
+    epcomm::ExchangeConfig cfg = on_device(layers[0][0].su.config);
+    cfg.gpu_sm_budget = 20;
+    epcomm::Exchange ex(g, cfg);
+    schedule(ex, stages[0], stages[1], kLayers);
+    for (int mb = 0; mb < 2; ++mb) {
+      for (int layer = 0; layer < kLayers; ++layer) {
+        const Layer& l = layers[mb][static_cast<std::size_t>(layer)];
+        const std::vector<std::byte> out = to_host(l.out->get(), l.out_bytes, streams[mb]);
+        EXPECT_TRUE(out == l.ref.out) << "micro-batch " << mb << " layer " << layer
+                                      << ": combine output differs from the host exchange's";
+        CUDA_OK(cudaMemsetAsync(l.out->get(), 0, l.out_bytes > 0 ? l.out_bytes : 1, streams[mb]));
+      }
+    }
+    for (cudaStream_t st : streams) CUDA_OK(cudaStreamSynchronize(st));
+  }
+  for (cudaStream_t st : streams) CUDA_OK(cudaStreamDestroy(st));
+}
+
+// An SM budget beyond the device is an error on every rank naming the value, the
+// device's SM count and the rank; the whole device (the SM count itself) is fine.
+TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"budget", Format::kBF16, Format::kBF16, DType::kBF16, 256, 32, 4, 2, Pattern::kRandom};
+  const CaseInput su = make_setup(g, c, 9);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, host_local_gpu()));
+  epcomm::ExchangeConfig cfg = on_device(su.config);
+  cfg.gpu_sm_budget = sms + 1;
+  try {
+    epcomm::Exchange ex(g, cfg);
+    ADD_FAILURE() << "gpu_sm_budget=" << sms + 1 << " on a GPU of " << sms << " SMs was accepted";
+  } catch (const epcomm::Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument) << what;
+    for (const std::string& part : {"gpu_sm_budget=" + std::to_string(sms + 1), std::to_string(sms) + " SMs",
+                                    "rank " + std::to_string(g.rank())}) {
+      EXPECT_NE(what.find(part), std::string::npos) << what;
+    }
+  }
+  cfg.gpu_sm_budget = sms;
+  epcomm::Exchange ex(g, cfg);
+  const Result ref = run_host(g, su);
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  expect_identical(run_device(ex, su, stream, ref, false), ref);
+  CUDA_OK(cudaStreamDestroy(stream));
 }
 
 // Bad input: a clear error on every rank, nothing taken, the exchange usable after.

@@ -460,6 +460,99 @@ std::vector<GpuCase> cases() {
 INSTANTIATE_TEST_SUITE_P(Cases, LowLatencyGpu, testing::ValuesIn(cases()),
                          [](const testing::TestParamInfo<GpuCase>& p) { return p.param.name; });
 
+// Within an SM budget (LowLatencyConfig::gpu_sm_budget) each kernel gets at most
+// that many blocks and loops over the rest of its experts, tokens and rows: one
+// block, and DeepSeek's 20, give the host exchange's bits. The receive kernels
+// wait for words other GPUs write, so one block per kernel must finish too.
+TEST_F(MpiTest, BitIdenticalWithinAnSmBudget) {
+  const epcomm::Group g(MPI_COMM_WORLD);
+  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  const GpuCase kBudgetCases[] = {
+      {"fp8_bf16_h7168", 8, 8, 7168, 32, DType::kBF16, Format::kFP8, Format::kBF16},
+      {"ue8m0_top9", 5, 9, 256, 20, DType::kBF16, Format::kFP8UE8M0, Format::kBF16},
+      {"bf16_from_f32_h129", 4, 3, 129, 24, DType::kF32, Format::kBF16, Format::kBF16},
+      {"combine_logfmt10", 4, 4, 384, 16, DType::kBF16, Format::kFP8, epcomm::logfmt_format(10)},
+  };
+  Stream stream;
+  for (const GpuCase& c : kBudgetCases) {
+    for (int budget : {1, 20}) {
+      const std::string where = c.name + " within " + std::to_string(budget) + " SMs";
+      step(where);
+      epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
+      epcomm::LowLatencyConfig dc = config_of(g, c, epcomm::MemorySpace::kDevice);
+      dc.gpu_sm_budget = budget;
+      epcomm::LowLatencyExchange device(g, dc);
+      ASSERT_EQ(device.config().gpu_sm_budget, budget);
+      const epcomm::LowLatencyConfig& cfg = host.config();
+      DeviceRound dev(cfg, int64_t{g.size()} * c.max_tokens);
+      // Both parities; rank 1 sends nothing in round 1.
+      for (int round = 0; round < 2; ++round) {
+        const int tokens = g.rank() == 1 && round == 1 ? 0 : c.max_tokens - round;
+        const RoundInput in = make_input(g, cfg, tokens, 2000 + static_cast<uint64_t>(budget * 10 + round));
+        std::vector<std::byte> y;
+        const Outcome want = host_round_with_outputs(host, cfg, g.rank(), in, y);
+        const Outcome got = device_round(device, dev, in, y, stream.get(), round_limit_s(g));
+        expect_identical(got, want, where + " round " + std::to_string(round));
+      }
+      if (!on_all_ranks(!testing::Test::HasFailure())) return;
+    }
+  }
+}
+
+// Two micro-batches on two exchanges (the header's pattern), each on a stream of
+// its own within 20 SMs, their calls interleaved as a two-micro-batch decode step
+// makes them: both bit-identical to the host exchange.
+TEST_F(MpiTest, TwoExchangesOnTwoStreamsWithinAnSmBudget) {
+  const epcomm::Group g(MPI_COMM_WORLD);
+  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  const GpuCase c{"two", 8, 8, 2048, 32, DType::kBF16, Format::kFP8, Format::kBF16};
+  epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
+  epcomm::LowLatencyConfig dc = config_of(g, c, epcomm::MemorySpace::kDevice);
+  dc.gpu_sm_budget = 20;
+  epcomm::LowLatencyExchange ex0(g, dc), ex1(g, dc);
+  const epcomm::LowLatencyConfig& cfg = host.config();
+  const int64_t per_expert = int64_t{g.size()} * c.max_tokens;
+  DeviceRound dev0(cfg, per_expert), dev1(cfg, per_expert);
+  Stream s0, s1;
+  const RoundInput in0 = make_input(g, cfg, c.max_tokens, 3000), in1 = make_input(g, cfg, c.max_tokens - 5, 3001);
+  std::vector<std::byte> y0, y1;
+  step("the host exchange's rounds");
+  const Outcome want0 = host_round_with_outputs(host, cfg, g.rank(), in0, y0);
+  const Outcome want1 = host_round_with_outputs(host, cfg, g.rank(), in1, y1);
+  step("two exchanges on two streams");
+  dev0.fill(in0, y0);
+  dev1.fill(in1, y1);
+  ex0.dispatch_send(dev0.input(in0.input.num_tokens, s0.get()));
+  ex1.dispatch_send(dev1.input(in1.input.num_tokens, s1.get()));
+  const epcomm::LowLatencyRecv r0 = ex0.dispatch_recv(s0.get());
+  const epcomm::LowLatencyRecv r1 = ex1.dispatch_recv(s1.get());
+  ex0.combine_send(dev0.y.get(), s0.get());
+  ex1.combine_send(dev1.y.get(), s1.get());
+  ex0.combine_recv(dev0.out.get(), s0.get());
+  ex1.combine_recv(dev1.out.get(), s1.get());
+  const double limit_s = round_limit_s(g);
+  expect_identical(read_device(r0, dev0, cfg, in0.input.num_tokens, s0.get(), limit_s), want0, "micro-batch 0");
+  expect_identical(read_device(r1, dev1, cfg, in1.input.num_tokens, s1.get(), limit_s), want1, "micro-batch 1");
+}
+
+// An SM budget beyond the device is an error on every rank naming the value, the
+// device's SM count and the rank.
+TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
+  const epcomm::Group g(MPI_COMM_WORLD);
+  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, host_local_gpu()));
+  const GpuCase c{"budget", 4, 2, 256, 8, DType::kBF16, Format::kBF16, Format::kBF16};
+  epcomm::LowLatencyConfig dc = config_of(g, c, epcomm::MemorySpace::kDevice);
+  dc.gpu_sm_budget = sms + 1;
+  expect_error([&] { epcomm::LowLatencyExchange ex(g, dc); }, epcomm::ErrorCode::kInvalidArgument,
+               {"gpu_sm_budget=" + std::to_string(sms + 1), std::to_string(sms) + " SMs",
+                "rank " + std::to_string(g.rank())});
+}
+
 // dispatch_send .. combine_recv captured once in a CUDA graph (capture mode
 // `mode`), replayed `replays` times with new tokens, routing, weights and expert
 // outputs written into the same buffers; every replay against the host exchange
