@@ -78,6 +78,9 @@ std::optional<int> parse_args(int argc, char** argv, bool print, Options& o) {
                  "timing, checked against the host LowLatencyExchange)")
       ->check(CLI::IsMember({"host", "device"}))
       ->capture_default_str();
+  add_number(app, "--sm-budget", o.sm_budget, 0,
+             "with --mode low-latency --memory device: SMs each of the exchange's kernels may take "
+             "(LowLatencyConfig::gpu_sm_budget); 0: no bound");
   app.add_flag("--json", o.json, "also print one JSON object per configuration");
   app.add_option("--json-out", o.json_out, "also write the JSON lines to FILE");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, print)) return status;

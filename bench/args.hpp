@@ -59,6 +59,8 @@ struct Options {
   bool gemm_between = false;  // low-latency on the GPU: time a GEMM between each call's halves
   // low-latency: "host", or "device" (GPU memory, CUDA-event timing; builds with CUDA)
   std::string memory = "host";
+  // low-latency on the GPU: LowLatencyConfig::gpu_sm_budget (0: no bound)
+  int sm_budget = 0;
   bool json = false;       // JSON lines on stdout after each table row
   std::string json_out;    // also write the JSON lines to this file
 };

@@ -42,21 +42,25 @@ GemmBetweenHalves measure_gemm_between_halves(MPI_Comm comm, cudaStream_t stream
   cuda_ok(cudaMemsetAsync(a.p, 0x3c, static_cast<std::size_t>(g.m) * g.k * bf16, stream), "cudaMemsetAsync");
   cuda_ok(cudaMemsetAsync(b.p, 0x3c, static_cast<std::size_t>(g.k) * g.n * bf16, stream), "cudaMemsetAsync");
   Blas blas(stream);
+  cudaStream_t side = nullptr;
+  cuda_ok(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), "cudaStreamCreate");
   const float one = 1.0f, zero = 0.0f;
   // Row-major C = A * B is column-major C^T = B^T * A^T.
-  const auto gemm = [&] {
+  const auto gemm_on = [&](cudaStream_t s) {
+    cublas_ok(cublasSetStream(blas.h, s), "cublasSetStream");
     cublas_ok(cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, g.n, g.m, g.k, &one, b.p, CUDA_R_16BF, g.n, a.p,
                            CUDA_R_16BF, g.k, &zero, c.p, CUDA_R_16BF, g.n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx");
   };
-  cudaEvent_t ev[6];
+  const auto gemm = [&] { gemm_on(stream); };
+  cudaEvent_t ev[10];
   for (cudaEvent_t& e : ev) cuda_ok(cudaEventCreate(&e), "cudaEventCreate");
   const auto elapsed_us = [&](int from) {
     float ms = 0;
     cuda_ok(cudaEventElapsedTime(&ms, ev[from], ev[from + 1]), "cudaEventElapsedTime");
     return slowest(comm, ms * 1e3);
   };
-  std::vector<double> alone, in_dispatch, in_combine;
+  std::vector<double> alone, in_dispatch, in_combine, beside, exchange_beside;
   for (int i = 0; i < warmup + iters; ++i) {
     MPI_Barrier(comm);
     cuda_ok(cudaEventRecord(ev[0], stream), "cudaEventRecord");
@@ -75,14 +79,32 @@ GemmBetweenHalves measure_gemm_between_halves(MPI_Comm comm, cudaStream_t stream
     cuda_ok(cudaEventRecord(ev[5], stream), "cudaEventRecord");
     halves.combine_recv();
     cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    // The other micro-batch's GEMM beside a whole dispatch and combine.
+    MPI_Barrier(comm);
+    cuda_ok(cudaEventRecord(ev[6], side), "cudaEventRecord");
+    gemm_on(side);
+    cuda_ok(cudaEventRecord(ev[7], side), "cudaEventRecord");
+    cuda_ok(cudaEventRecord(ev[8], stream), "cudaEventRecord");
+    halves.dispatch_send();
+    halves.dispatch_recv();
+    halves.combine_send();
+    halves.combine_recv();
+    cuda_ok(cudaEventRecord(ev[9], stream), "cudaEventRecord");
+    cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    cuda_ok(cudaStreamSynchronize(side), "cudaStreamSynchronize");
     const double t_alone = elapsed_us(0), t_dispatch = elapsed_us(2), t_combine = elapsed_us(4);
+    const double t_beside = elapsed_us(6), t_exchange = elapsed_us(8);
     if (i < warmup) continue;
     alone.push_back(t_alone);
     in_dispatch.push_back(t_dispatch);
     in_combine.push_back(t_combine);
+    beside.push_back(t_beside);
+    exchange_beside.push_back(t_exchange);
   }
   for (cudaEvent_t& e : ev) cudaEventDestroy(e);
-  return {spread_of(alone).p50, spread_of(in_dispatch).p50, spread_of(in_combine).p50};
+  cudaStreamDestroy(side);
+  return {spread_of(alone).p50, spread_of(in_dispatch).p50, spread_of(in_combine).p50, spread_of(beside).p50,
+          spread_of(exchange_beside).p50};
 }
 
 }  // namespace epcomm_bench

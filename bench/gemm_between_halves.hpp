@@ -7,6 +7,11 @@
 // Each iteration runs the GEMM alone, then a whole dispatch and combine with the
 // GEMM between each pair of halves, so both see the same machine; the times are
 // CUDA events around the GEMM, the slowest rank's per iteration, medians.
+//
+// Then the two-micro-batch case the SM budget (LowLatencyConfig::gpu_sm_budget) is
+// for: the GEMM on a second stream while a whole dispatch and combine run on the
+// exchange's, both timed with their own events: how much the exchange's kernels
+// slow the other micro-batch's GEMM, and it them, at the exchange's budget.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -24,6 +29,8 @@ struct GemmBetweenHalves {
   double alone_us = 0;       // the GEMM alone
   double in_dispatch_us = 0;  // between dispatch_send and dispatch_recv
   double in_combine_us = 0;   // between combine_send and combine_recv
+  double beside_us = 0;       // on a second stream, beside a whole dispatch and combine
+  double exchange_beside_us = 0;  // that dispatch and combine, beside the GEMM
 };
 
 struct LowLatencyHalves {

@@ -23,8 +23,10 @@
 // outputs must be identical bit for bit (check=true).
 //
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
-//       [--topk 8] [--max-nodes 0] [--dispatch-format fp8] [--combine-format bf16]
-//       [--iters 50] [--warmup 5] [--json] [--timeline]
+//       [--topk 8] [--max-nodes 0] [--sm-budget 0,8,20] [--dispatch-format fp8]
+//       [--combine-format bf16] [--iters 50] [--warmup 5] [--json] [--timeline]
+// --sm-budget: each size once per budget (ExchangeConfig::gpu_sm_budget; 0: no
+// bound), the budget in column sms (JSON: sm_budget).
 // --timeline: after the timed iterations, one more dispatch and combine traced with
 // CUPTI (gpu_timeline.hpp); rank 0 prints their GPU activities and CUDA calls to
 // stderr.
@@ -47,6 +49,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cli.hpp"
@@ -68,6 +71,7 @@ using epcomm_bench::slowest;
 struct Options {
   std::vector<int> tokens{128, 4096};
   std::vector<int> max_nodes{0};  // 0: experts drawn uniformly, no node limit
+  std::vector<int> sm_budgets{0};  // ExchangeConfig::gpu_sm_budget; 0: no bound
   int hidden = 7168, experts = 256, topk = 8, iters = 50, warmup = 5;
   Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
   bool json = false;
@@ -86,6 +90,8 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   add_number(app, "--experts", o.experts, 1, "routed experts, divisible by P");
   add_number(app, "--topk", o.topk, 1, "experts per token");
   add_int_list(app, "--max-nodes", o.max_nodes, 0, "nodes a token may reach (M); 0: no limit, experts uniform");
+  add_int_list(app, "--sm-budget", o.sm_budgets, 0,
+               "SMs the exchange's kernels may take (ExchangeConfig::gpu_sm_budget); 0: no bound");
   add_number(app, "--iters", o.iters, 1, "timed iterations");
   add_number(app, "--warmup", o.warmup, 0, "untimed iterations");
   std::string dispatch_format = epcomm::to_string(o.dispatch_format);
@@ -102,6 +108,16 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   o.dispatch_format = epcomm::parse_format(dispatch_format.c_str());
   o.combine_format = epcomm::parse_format(combine_format.c_str());
   return std::nullopt;
+}
+
+// Every (tokens, SM budget) pair to run, budgets inner: a sweep of budgets at one
+// size reads as consecutive lines.
+std::vector<std::pair<int, int>> sizes_and_budgets(const Options& o) {
+  std::vector<std::pair<int, int>> runs;
+  for (const int T : o.tokens) {
+    for (const int B : o.sm_budgets) runs.emplace_back(T, B);
+  }
+  return runs;
 }
 
 struct Inputs {
@@ -278,14 +294,15 @@ int run(int argc, char** argv) {
   int status = 0;
   if (rank == 0 && !o.json) {
     std::printf(
-        "%7s %6s %5s %4s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s | %10s %10s %10s %10s | "
-        "%5s\n",
-        "tokens", "hidden", "ranks", "maxn", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90", "comb_p50us",
+        "%7s %6s %5s %4s %4s %8s %8s | %10s %10s %10s | %10s %10s %10s | %8s %8s | %10s %10s | "
+        "%10s %10s %10s %10s | %5s\n",
+        "tokens", "hidden", "ranks", "maxn", "sms", "dispatch", "combine", "disp_p50us", "disp_p10", "disp_p90",
+        "comb_p50us",
         "comb_p10", "comb_p90", "disp_GBs", "comb_GBs", "floor_d_us", "floor_c_us", "nccl_d_us", "nccl_c_us",
         "ncclx_d_us", "ncclx_c_us", "check");
   }
   for (const int M : o.max_nodes) {
-    for (const int T : o.tokens) {
+    for (const auto& [T, B] : sizes_and_budgets(o)) {
       epcomm::ExchangeConfig cfg;
       cfg.num_experts = o.experts;
       cfg.topk = o.topk;
@@ -295,6 +312,7 @@ int run(int argc, char** argv) {
       cfg.combine_format = o.combine_format;
       cfg.memory = epcomm::MemorySpace::kDevice;
       cfg.device = dev;
+      cfg.gpu_sm_budget = B;
       const Inputs in = make_inputs(T, o, rank, M, g.num_nodes());
       DeviceBytes x(in.x.data(), in.x.size() * 2), idx(in.idx.data(), in.idx.size() * 4), w(in.w.data(), in.w.size() * 4);
       DeviceBytes out(static_cast<std::size_t>(T) * o.hidden * 2);
@@ -403,6 +421,7 @@ int run(int argc, char** argv) {
           j["experts"] = o.experts;
           j["topk"] = o.topk;
           j["max_nodes"] = M;
+          j["sm_budget"] = ex.config().gpu_sm_budget;
           j["dispatch_format"] = epcomm::to_string(o.dispatch_format);
           j["combine_format"] = epcomm::to_string(o.combine_format);
           epcomm_bench::add_spread(j, "dispatch_us", sd, 1);
@@ -431,9 +450,10 @@ int run(int argc, char** argv) {
           epcomm_bench::JsonLines(true, "").write(j);
         } else {
           std::printf(
-              "%7d %6d %5d %4d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | %10.1f %10.1f | "
-              "%10.1f %10.1f %10.1f %10.1f | %5s\n",
-              T, o.hidden, size, M, epcomm::to_string(o.dispatch_format), epcomm::to_string(o.combine_format), sd.p50,
+              "%7d %6d %5d %4d %4d %8s %8s | %10.1f %10.1f %10.1f | %10.1f %10.1f %10.1f | %8.1f %8.1f | "
+              "%10.1f %10.1f | %10.1f %10.1f %10.1f %10.1f | %5s\n",
+              T, o.hidden, size, M, ex.config().gpu_sm_budget, epcomm::to_string(o.dispatch_format),
+              epcomm::to_string(o.combine_format), sd.p50,
               sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, floor_d.total, floor_c.total, nccl_d, nccl_c,
               nccl_expert_d, nccl_expert_c,
               check ? "true" : "false");

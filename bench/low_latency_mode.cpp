@@ -346,11 +346,13 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
   cudaEvent_t ev[3];
   for (cudaEvent_t& e : ev) cuda_check(cudaEventCreate(&e), "cudaEventCreate");
   if (root) {
-    std::printf("# epcomm-bench --mode low-latency --memory device: %d ranks, %d nodes x %d ranks, warmup %d, "
-                "iters %d; times: CUDA events on each rank's stream, slowest rank per iteration, p50 and p99 over "
-                "iterations (us), calls from the host (ll_) and one iteration captured in a CUDA graph and "
-                "replayed (graph_); check: rows and combine bit-identical to the host LowLatencyExchange\n",
-                group.size(), group.num_nodes(), group.ranks_per_node(), options.warmup, options.iters);
+    std::printf("# epcomm-bench --mode low-latency --memory device: %d ranks, %d nodes x %d ranks, SM budget %d "
+                "(0: none), warmup %d, iters %d; times: CUDA events on each rank's stream, slowest rank per "
+                "iteration, p50 and p99 over iterations (us), calls from the host (ll_) and one iteration captured "
+                "in a CUDA graph and replayed (graph_); check: rows and combine bit-identical to the host "
+                "LowLatencyExchange\n",
+                group.size(), group.num_nodes(), group.ranks_per_node(), options.sm_budget, options.warmup,
+                options.iters);
     std::printf("%7s %7s %8s %5s %10s %10s %11s %11s %11s %11s %11s %11s %11s %11s %6s\n", "#tokens", "hidden",
                 "experts", "topk", "dfmt", "cfmt", "ll_disp", "ll_disp_p99", "ll_comb", "ll_comb_p99", "graph_disp",
                 "graph_d_p99", "graph_comb", "graph_c_p99", "check");
@@ -370,6 +372,7 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
     epcomm::LowLatencyConfig dc = low_latency_config(c);
     dc.memory = epcomm::MemorySpace::kDevice;
     dc.device = device;
+    dc.gpu_sm_budget = options.sm_budget;
     epcomm::LowLatencyExchange gpu(group, dc);
     const RankData data = make_rank_data(c, *router, options.seed, group.rank());
     const int first_expert = group.rank() * (c.experts / group.size());
@@ -546,12 +549,17 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
                   gemm_shape.m, gemm_shape.n, gemm_shape.k, gemm->alone_us, gemm->in_dispatch_us,
                   100.0 * (gemm->in_dispatch_us / gemm->alone_us - 1.0), gemm->in_combine_us,
                   100.0 * (gemm->in_combine_us / gemm->alone_us - 1.0));
+      std::printf("# the same GEMM on a second stream beside a whole dispatch + combine (SM budget %d): %.1f us "
+                  "(%+.1f%%), the dispatch + combine beside it %.1f us\n",
+                  gpu.config().gpu_sm_budget, gemm->beside_us, 100.0 * (gemm->beside_us / gemm->alone_us - 1.0),
+                  gemm->exchange_beside_us);
     }
 #endif
     std::fflush(stdout);
     if (json.enabled()) {
       Json j = header_json(group, options, c);
       j["timing"] = "cuda-events";
+      j["sm_budget"] = gpu.config().gpu_sm_budget;
       add_latency(j, "dispatch_us", l_d);
       add_latency(j, "combine_us", l_c);
       j["total_us"] = rounded(l_d.spread.p50 + l_c.spread.p50, 3);
@@ -574,6 +582,8 @@ int run_low_latency_device(const epcomm::Group& group, const Options& options) {
         j["gemm_alone_us"] = rounded(gemm->alone_us, 3);
         j["gemm_in_dispatch_us"] = rounded(gemm->in_dispatch_us, 3);
         j["gemm_in_combine_us"] = rounded(gemm->in_combine_us, 3);
+        j["gemm_beside_us"] = rounded(gemm->beside_us, 3);
+        j["exchange_beside_gemm_us"] = rounded(gemm->exchange_beside_us, 3);
       }
 #endif
       j["check"] = check;
