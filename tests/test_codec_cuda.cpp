@@ -24,6 +24,7 @@
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
+#include "epcomm_kernels/cuda_rows.hpp"
 
 namespace {
 
@@ -259,6 +260,55 @@ TEST_F(CudaCodec, LogFmtEncodeMatchesTheCpuOnManyRows) {
   }
 }
 
+// Many rows, more than the device runs blocks at once, of 7168 and 9216 values
+// (the latter more tiles than a block's groups take in one step, so some groups
+// take two): pack_rows (gather with repeats) and encode_token_rows (scatter to
+// the listed rows) against the CPU bytes, FP8 with non-finite values too.
+TEST_F(CudaCodec, PackOfManyRowsMatchesTheCpuBytes) {
+  constexpr int kSourceRows = 1500, kPacked = 2500;
+  for (int hidden : {7168, 9216}) {
+    for (Format f : {Format::kFP8, Format::kFP8UE8M0, Format::kLogFMT8, Format::kLogFMT10}) {
+      const Specials sp = epcomm::logfmt_bits(f) != 0 ? Specials::kFinite : Specials::kAll;
+      const Input in = make_input(kSourceRows, hidden, DType::kBF16, 400 + static_cast<uint32_t>(hidden), sp);
+      SCOPED_TRACE(name_of(f, DType::kBF16, hidden));
+      const std::size_t rb = epcomm::encoded_row_bytes(f, hidden);
+      DeviceBuffer src(in.bytes());
+      cuda_ok(cudaMemcpy(src.get(), in.host(), in.bytes(), cudaMemcpyHostToDevice), "upload");
+      DeviceBuffer bad(sizeof(int64_t));
+      std::mt19937 rng(13);
+      std::vector<int32_t> index(kPacked);
+      for (auto& i : index) i = static_cast<int32_t>(rng() % kSourceRows);
+      DeviceBuffer dindex(index);
+      DeviceBuffer packed(index.size() * rb);
+      gpu::pack_rows(f, src.get(), DType::kBF16, hidden, dindex.get<int32_t>(), kPacked, packed.get(),
+                     bad.get<int64_t>(), nullptr);
+      auto d = first_difference(packed.download<uint8_t>(), cpu_encode(f, in, index));
+      EXPECT_EQ(d, -1) << "pack_rows: first different byte in row " << d / static_cast<std::ptrdiff_t>(rb)
+                       << ", offset " << d % static_cast<std::ptrdiff_t>(rb);
+      EXPECT_EQ(bad.download<int64_t>()[0], -1);
+
+      // Every other source row, in a shuffled order, each written to its own row.
+      std::vector<int32_t> tokens;
+      for (int r = 0; r < kSourceRows; r += 2) tokens.push_back(r);
+      std::shuffle(tokens.begin(), tokens.end(), rng);
+      DeviceBuffer dtokens(tokens);
+      std::vector<uint8_t> want(kSourceRows * rb, 0x5a);
+      const auto encoded = cpu_encode(f, in, tokens);
+      for (std::size_t i = 0; i < tokens.size(); ++i) {
+        std::memcpy(want.data() + tokens[i] * rb, encoded.data() + i * rb, rb);
+      }
+      DeviceBuffer scattered(want.size());
+      cuda_ok(cudaMemset(scattered.get(), 0x5a, want.size()), "memset");
+      gpu::encode_token_rows(f, src.get(), DType::kBF16, hidden, dtokens.get<int32_t>(),
+                             static_cast<int64_t>(tokens.size()), scattered.get(), bad.get<int64_t>(), nullptr);
+      d = first_difference(scattered.download<uint8_t>(), want);
+      EXPECT_EQ(d, -1) << "encode_token_rows: first different byte in row " << d / static_cast<std::ptrdiff_t>(rb)
+                       << ", offset " << d % static_cast<std::ptrdiff_t>(rb);
+      EXPECT_EQ(bad.download<int64_t>()[0], -1);
+    }
+  }
+}
+
 // Decoded rows as the CPU produces them, into a buffer of `dst_rows` rows
 // prefilled with `fill`: row dst[i] = decode(enc row i).
 std::vector<uint8_t> cpu_decode(Format f, const std::vector<uint8_t>& enc, int hidden, DType type,
@@ -436,29 +486,32 @@ TEST_F(CudaCodec, SumNodePartialsMatchesTheHostSteps) {
 TEST_F(CudaCodec, LogFmtReportsTheFirstNonFiniteElement) {
   for (int hidden : kHiddens) {
     for (int bits : {3, 8, 10, 16}) {
-      const Format f = epcomm::logfmt_format(bits);
-      Input in = make_input(kRows, hidden, DType::kF32, 400, Specials::kFinite);
-      SCOPED_TRACE(name_of(f, DType::kF32, hidden));
-      const int c = hidden / 2;
-      const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
-      in.f32[static_cast<std::size_t>(9) * hidden + hidden - 1] = inf;
-      in.f32[static_cast<std::size_t>(3) * hidden + hidden - 1] = inf;
-      in.f32[static_cast<std::size_t>(3) * hidden + c] = nan;  // the first in row order
-      in.bf16 = to_bf16(in.f32);
-      // The CPU's report, for the expected column.
-      const auto& codec = epcomm::kernels::codec_for(f);
-      std::vector<uint8_t> scratch(codec.row_bytes(hidden));
-      ASSERT_EQ(codec.encode_row(in.host_row(3), in.type, hidden, scratch.data()), c);
-      ASSERT_EQ(codec.encode_row(in.host_row(9), in.type, hidden, scratch.data()), hidden - 1);
+      for (DType type : {DType::kF32, DType::kBF16}) {
+        const Format f = epcomm::logfmt_format(bits);
+        Input in = make_input(kRows, hidden, type, 400, Specials::kFinite);
+        SCOPED_TRACE(name_of(f, type, hidden));
+        const int c = hidden / 2;
+        const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+        in.f32[static_cast<std::size_t>(9) * hidden + hidden - 1] = inf;
+        in.f32[static_cast<std::size_t>(3) * hidden + hidden - 1] = inf;
+        in.f32[static_cast<std::size_t>(3) * hidden + c] = nan;  // the first in row order
+        in.bf16 = to_bf16(in.f32);
+        // The CPU's report, for the expected column.
+        const auto& codec = epcomm::kernels::codec_for(f);
+        std::vector<uint8_t> scratch(codec.row_bytes(hidden));
+        ASSERT_EQ(codec.encode_row(in.host_row(3), in.type, hidden, scratch.data()), c);
+        ASSERT_EQ(codec.encode_row(in.host_row(9), in.type, hidden, scratch.data()), hidden - 1);
 
-      DeviceBuffer src(in.f32), enc(kRows * scratch.size()), bad(sizeof(int64_t));
-      gpu::encode_rows(f, src.get(), DType::kF32, kRows, hidden, enc.get(), bad.get<int64_t>(), nullptr);
-      EXPECT_EQ(bad.download<int64_t>()[0], int64_t{3} * hidden + c) << "encode_rows";
+        DeviceBuffer src(in.bytes()), enc(kRows * scratch.size()), bad(sizeof(int64_t));
+        cuda_ok(cudaMemcpy(src.get(), in.host(), in.bytes(), cudaMemcpyHostToDevice), "upload");
+        gpu::encode_rows(f, src.get(), type, kRows, hidden, enc.get(), bad.get<int64_t>(), nullptr);
+        EXPECT_EQ(bad.download<int64_t>()[0], int64_t{3} * hidden + c) << "encode_rows";
 
-      // In pack order row 9 comes first (position 1).
-      DeviceBuffer index(std::vector<int32_t>{0, 9, 3, 9});
-      gpu::pack_rows(f, src.get(), DType::kF32, hidden, index.get<int32_t>(), 4, enc.get(), bad.get<int64_t>(), nullptr);
-      EXPECT_EQ(bad.download<int64_t>()[0], int64_t{1} * hidden + hidden - 1) << "pack_rows";
+        // In pack order row 9 comes first (position 1).
+        DeviceBuffer index(std::vector<int32_t>{0, 9, 3, 9});
+        gpu::pack_rows(f, src.get(), type, hidden, index.get<int32_t>(), 4, enc.get(), bad.get<int64_t>(), nullptr);
+        EXPECT_EQ(bad.download<int64_t>()[0], int64_t{1} * hidden + hidden - 1) << "pack_rows";
+      }
     }
   }
 }
