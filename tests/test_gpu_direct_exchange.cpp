@@ -101,7 +101,7 @@ TEST_F(GpuDirectExchangeTest, LogSaysWhichPathInterNodeRowsTake) {
   const epcomm::ExchangeConfig config = on_gpu(small_config(group));
   const std::string log = stderr_of([&] { epcomm::Exchange ex(group, config); });
   const std::string prefix =
-      "[epcomm rank " + std::to_string(group.rank()) + "] info exchange: inter-node rows from GPU memory ";
+      "[epcomm rank " + std::to_string(group.rank()) + "] INFO exchange: inter-node rows from GPU memory ";
   const std::size_t at = log.find(prefix);
   ASSERT_NE(at, std::string::npos) << "no GPU direct line (2 emulated nodes expected) in:\n" << log;
   const std::string line = log.substr(at, log.find('\n', at) - at);
