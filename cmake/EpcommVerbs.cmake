@@ -34,5 +34,17 @@ if(EPCOMM_WITH_VERBS)
   target_include_directories(epcomm_objects PRIVATE ${EPCOMM_IBVERBS_INCLUDE_DIR})
   target_link_libraries(epcomm_objects PRIVATE ${EPCOMM_IBVERBS_LIBRARY} PkgConfig::HWLOC)
   target_compile_definitions(epcomm_objects PRIVATE EPCOMM_WITH_VERBS=1)
+  # GPUDirect RDMA registers GPU memory as a dma-buf (rdma-core 34 and later);
+  # without it the verbs tier stages GPU memory through pinned host memory.
+  include(CheckSymbolExists)
+  set(CMAKE_REQUIRED_INCLUDES ${EPCOMM_IBVERBS_INCLUDE_DIR})
+  set(CMAKE_REQUIRED_LIBRARIES ${EPCOMM_IBVERBS_LIBRARY})
+  check_symbol_exists(ibv_reg_dmabuf_mr infiniband/verbs.h EPCOMM_HAVE_IBV_REG_DMABUF_MR)
+  unset(CMAKE_REQUIRED_INCLUDES)
+  unset(CMAKE_REQUIRED_LIBRARIES)
+  if(EPCOMM_HAVE_IBV_REG_DMABUF_MR)
+    set_property(SOURCE src/transport/verbs/memory_region.cpp src/exchange/rail_memory.cpp
+                 APPEND PROPERTY COMPILE_DEFINITIONS EPCOMM_HAVE_IBV_REG_DMABUF_MR=1)
+  endif()
 endif()
 message(STATUS "epcomm: verbs transport ${EPCOMM_WITH_VERBS}")

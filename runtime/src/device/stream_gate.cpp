@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "device/cuda_call.hpp"
+#include "device/driver_function.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -19,16 +20,8 @@ using WaitValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int
 // (int64_t)(*gate - value) >= 0, so "everything" must stay a positive distance.
 constexpr uint64_t kReleasedAll = uint64_t{1} << 62;
 
-// A driver function by name, without linking the driver library: builds and CPU
-// runs on machines without a GPU driver keep working.
-void* driver_function(const char* name) {
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult found{};
-  EPCOMM_CUDA(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found));
-  EPCOMM_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr, kUnsupported,
-                 "the CUDA driver has no " << name << ", which holds a caller's stream for an exchange operation");
-  return fn;
-}
+// What the driver functions below are needed for, in errors about their absence.
+constexpr const char* kPurpose = "which holds a caller's stream for an exchange operation";
 
 }  // namespace
 
@@ -37,9 +30,9 @@ StreamGate::StreamGate(int device, double timeout_s)
       // Capped at ~4 months so that the deadline arithmetic cannot overflow.
       timeout_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(timeout_s, 1e7)))) {
   EPCOMM_CUDA(cudaSetDevice(device_));
-  auto get_device = reinterpret_cast<CUresult (*)(CUdevice*, int)>(driver_function("cuDeviceGet"));
-  auto get_attribute =
-      reinterpret_cast<CUresult (*)(int*, CUdevice_attribute, CUdevice)>(driver_function("cuDeviceGetAttribute"));
+  auto get_device = reinterpret_cast<CUresult (*)(CUdevice*, int)>(driver_function("cuDeviceGet", kPurpose));
+  auto get_attribute = reinterpret_cast<CUresult (*)(int*, CUdevice_attribute, CUdevice)>(
+      driver_function("cuDeviceGetAttribute", kPurpose));
   CUdevice dev{};
   int wait64 = 0;
   EPCOMM_REQUIRE(get_device(&dev, device_) == CUDA_SUCCESS &&
@@ -48,7 +41,7 @@ StreamGate::StreamGate(int device, double timeout_s)
   EPCOMM_REQUIRE(wait64 != 0, kUnsupported,
                  "GPU " << device_ << " (or its driver) has no 64-bit stream memory operations "
                         << "(cuStreamWaitValue64), which hold a caller's stream for an exchange operation");
-  wait_value_ = driver_function("cuStreamWaitValue64");
+  wait_value_ = driver_function("cuStreamWaitValue64", kPurpose);
   void* p = nullptr;
   EPCOMM_CUDA(cudaHostAlloc(&p, kGates * sizeof(uint64_t), cudaHostAllocMapped | cudaHostAllocPortable));
   gates_ = static_cast<volatile uint64_t*>(p);

@@ -228,7 +228,7 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
     const std::size_t from = at + done * crow, room = chunk == 0 ? 0 : (from / chunk + 1) * chunk - from;
     const int64_t rows = chunk == 0 ? count - done : std::min<int64_t>(count - done, (room + crow - 1) / crow);
     mover.encode(e.config().combine_format, buf_.partial_acc + done * H, DType::kF32, rows, H,
-                 buf_.combine_send.data() + block + from);
+                 buf_.combine_send_block + block + from);
     done += rows;
     partial_blocks_.written_at(node, at + done * crow, mover.mark());
   }
@@ -381,8 +381,11 @@ bool CombineOp::advance() {
     for (int i : recvs_->test_some()) {
       moved = true;
       const IncomingBlocks::Chunk& c = partials_in_.chunk(i);
-      // With device memory each chunk goes on to the GPU as it lands.
-      if (e.device) mover.copy_bytes(buf_.combine_recv_staged + c.offset, buf_.combine_recv.data() + c.offset, c.bytes);
+      // With device memory each chunk goes on to the GPU as it lands (unless the
+      // tier wrote it there).
+      if (e.device && !e.rails_on_device()) {
+        mover.copy_bytes(buf_.combine_recv_staged + c.offset, buf_.combine_recv.data() + c.offset, c.bytes);
+      }
     }
     if (!sends_->test_some().empty()) moved = true;
     // The final sum as soon as its partials are in: it needs neither the sends'

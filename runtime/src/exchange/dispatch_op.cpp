@@ -155,7 +155,9 @@ void DispatchOp::post_layout() {
 // Packs each remote node's tokens once (metadata block, then encoded rows), for the
 // rank with this rank's local index on that node. The rows are copied in pieces
 // that end where the tier's chunks end, each noted, so that a chunk is sent as soon
-// as it is written while later ones are still being packed.
+// as it is written while later ones are still being packed. The records are
+// written by the host into rail_send; with GPU-direct rails the block the tier
+// sends is in GPU memory, and the records are copied there ahead of the rows.
 void DispatchOp::pack_rail_sends() {
   const Engine& e = engine_;
   const Topology& topo = e.topo();
@@ -164,13 +166,15 @@ void DispatchOp::pack_rail_sends() {
   const TokenRoutes& routes = buf_.routes;
   RowMover& mover = *buf_.mover;
   std::byte* cursor = buf_.rail_send.data();
+  std::byte* const block = buf_.rail_send_block;
   rail_blocks_.reset(topo.num_nodes());
   for (int n = 0; n < topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t records = count * meta_bytes;
-    std::byte* rows = cursor + records;
+    const std::size_t start = static_cast<std::size_t>(cursor - buf_.rail_send.data());
+    std::byte* rows = block + start + records;
     for (int32_t i = 0; i < count; ++i) {
       const int32_t t = tokens[i];
       auto* meta = reinterpret_cast<int32_t*>(cursor + i * meta_bytes);
@@ -178,6 +182,7 @@ void DispatchOp::pack_rail_sends() {
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
     }
+    if (block != buf_.rail_send.data()) mover.copy_bytes(block + start, cursor, records);
     const std::size_t bytes = records + count * row_bytes;
     int32_t copied = 0;
     for_each_chunk(bytes, e.internode->chunk_bytes(), [&](std::size_t at, std::size_t chunk) {
@@ -190,7 +195,7 @@ void DispatchOp::pack_rail_sends() {
       mover.copy(copies_);
       rail_blocks_.written_at(n, end, mover.mark());
     });
-    rail_blocks_.add(n, static_cast<std::size_t>(cursor - buf_.rail_send.data()), bytes);
+    rail_blocks_.add(n, start, bytes);
     cursor += bytes;
   }
   rail_packed_ = true;
@@ -531,8 +536,11 @@ bool DispatchOp::advance() {
     for (int i : rail_recvs_->test_some()) {
       moved = true;
       const IncomingBlocks::Chunk& c = rail_in_.chunk(i);
-      // With device memory each chunk goes on to the GPU as it lands.
-      if (e.device) buf_.mover->copy_bytes(buf_.rail_recv_staged + c.offset, buf_.rail_recv.data() + c.offset, c.bytes);
+      // With device memory each chunk goes on to the GPU as it lands (unless the
+      // tier wrote it there).
+      if (e.device && !e.rails_on_device()) {
+        buf_.mover->copy_bytes(buf_.rail_recv_staged + c.offset, buf_.rail_recv.data() + c.offset, c.bytes);
+      }
       if (!rail_in_.arrived(i)) continue;
       const int n = c.node;
       const std::size_t at = block_offset(n, e.group.node, e.rail_block_bytes());

@@ -13,6 +13,7 @@
 #include "exchange/dispatch_op.hpp"
 #include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
+#include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
 #include "util/log.hpp"
@@ -122,6 +123,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       combine_codec_(kernels::codec_for(c.combine_format)),
       group_owner_(std::move(g)) {
   validate_local(config_, group);
+  gpu_direct_mode_ = gpu_direct_mode();
   const ConstructionAgreement agreed = check_config_agrees(config_, group);
   const uint64_t exchange_id = agreed.id;
   comm_ = group.exchange_comms->take(agreed.comm_index, group.comm, group.timeout_s);
@@ -173,6 +175,13 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // a time (a cache-sized scratch, also for the owner partials and the forwarder's
   // own subtotals, which the device sums in its kernels' registers).
   const int64_t partial_rows = config_.memory == MemorySpace::kDevice ? (N == 1 ? 0 : T) : std::min<int64_t>(T, 64);
+  // Rows in GPU memory that cross nodes: what this rank offers for moving them
+  // without host staging, and whether to set GPU send blocks aside for it.
+  if (config_.memory == MemorySpace::kDevice && N > 1 && T > 0) {
+    gpu_direct_ = std::make_unique<GpuDirectSupport>(detect_gpu_direct(config_.device));
+  }
+  const bool direct_blocks =
+      gpu_direct_ && gpu_direct_may_apply(gpu_direct_mode_, config_.checksum, *gpu_direct_, group.transport);
   // One slot's work buffers on the GPU, carved from base (null: only measures).
   // No out_acc: the device sums each output row in registers.
   const auto carve = [&](std::byte* base, SlotBuffers* s) {
@@ -182,9 +191,13 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     auto* partial = piece.take<float>(partial_rows * H);
     auto* rail_staged = piece.take<std::byte>(remote_nodes * rail_block_bytes());
     auto* combine_staged = piece.take<std::byte>(remote_nodes * combine_block_bytes());
+    auto* rail_direct = piece.take<std::byte>(direct_blocks ? remote_nodes * rail_block_bytes() : 0);
+    auto* combine_direct = piece.take<std::byte>(direct_blocks ? remote_nodes * combine_block_bytes() : 0);
     if (s != nullptr) {
       s->rail_recv_staged = rail_staged;
       s->combine_recv_staged = combine_staged;
+      s->rail_send_direct = direct_blocks ? rail_direct : nullptr;
+      s->combine_send_direct = direct_blocks ? combine_direct : nullptr;
       s->token_staging = staging;
       s->own_partials = own;
       s->partial_acc = partial;
@@ -300,18 +313,29 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   }
   EPCOMM_REQUIRE(short_of_memory.empty(), kSystem,
                  "ranks " << short_of_memory << " could not allocate their exchange buffers (see their errors)");
-  const InterNodeSetup setup{group, comm_, tag_base_, config_.checksum, config_.max_inflight, N > 1 && T > 0};
-  internode = make_internode(setup, [this](InterNode& net) {
-    const auto region = [&net](HostBuffer& v) {
-      return net.register_region(v.data(), v.size(), MemorySpace::kHost);
-    };
-    for (SlotBuffers& s : slots) {
-      s.rail_send_region = region(s.rail_send);
-      s.rail_recv_region = region(s.rail_recv);
-      s.combine_send_region = region(s.combine_send);
-      s.combine_recv_region = region(s.combine_recv);
-    }
-  });
+  const InterNodeSetup setup{
+      group, comm_, tag_base_, config_.checksum, config_.max_inflight, N > 1 && T > 0, gpu_direct_.get()};
+  // A rank may fail here alone (EPCOMM_GPU_DIRECT=1 where GPU direct is missing):
+  // all learn it, so none waits in a later collective for it.
+  std::string setup_error;
+  ErrorCode setup_code = ErrorCode::kSystem;
+  try {
+    internode = make_internode(setup, [this](InterNode& net) { register_rail_regions(net); });
+  } catch (const Error& e) {
+    setup_error = e.what();
+    setup_code = e.code();
+  }
+  const std::string setup_failed = ranks_that_failed(comm_, setup_error.empty());
+  if (!setup_error.empty()) throw Error(setup_code, setup_error);
+  EPCOMM_REQUIRE(setup_failed.empty(), kUnsupported,
+                 "ranks " << setup_failed << " could not set up the inter-node transport (see their errors)");
+  if (gpu_direct_) {
+    EPCOMM_LOG(kInfo, "exchange: inter-node rows from GPU memory "
+                          << (rails_on_device() ? "go GPU direct" : "are staged through pinned host memory")
+                          << " over the " << internode->name() << " tier (EPCOMM_GPU_DIRECT="
+                          << to_string(gpu_direct_mode_) << "): " << rails_.why
+                          << "; detected: " << gpu_direct_->describe());
+  }
   // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
   if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
@@ -320,6 +344,42 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                         << slot_layout_.max_rows << " rows, owner partials "
                                         << static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes()
                                         << " bytes), inter-node transport " << internode->name());
+}
+
+void Engine::register_rail_regions(InterNode& net) {
+  // Called again when verbs was tried and abandoned for MPI: chosen anew.
+  for (SlotBuffers& s : slots) {
+    s.rail_send_region = s.rail_recv_region = s.combine_send_region = s.combine_recv_region = -1;
+  }
+  rails_ = gpu_direct_ ? choose_rail_memory(gpu_direct_mode_, config_.checksum, net.name(),
+                                            net.device_memory_unsupported())
+                       : RailMemory{MemorySpace::kHost, "the exchange's memory is host memory"};
+  const auto register_all = [&](MemorySpace space) {
+    const bool direct = space == MemorySpace::kDevice;
+    for (SlotBuffers& s : slots) {
+      s.rail_send_block = direct ? s.rail_send_direct : s.rail_send.data();
+      s.combine_send_block = direct ? s.combine_send_direct : s.combine_send.data();
+      s.rail_send_region = net.register_region(s.rail_send_block, s.rail_send.size(), space);
+      s.rail_recv_region =
+          net.register_region(direct ? s.rail_recv_staged : s.rail_recv.data(), s.rail_recv.size(), space);
+      s.combine_send_region = net.register_region(s.combine_send_block, s.combine_send.size(), space);
+      s.combine_recv_region =
+          net.register_region(direct ? s.combine_recv_staged : s.combine_recv.data(), s.combine_recv.size(), space);
+    }
+  };
+  if (rails_on_device()) {
+    try {
+      register_all(MemorySpace::kDevice);
+      return;
+    } catch (const Error& e) {
+      // The adapter is known only by trying: one that cannot take GPU memory
+      // refuses the first region, before anything is registered, and the blocks
+      // stay in host memory (unless GPU direct was required).
+      if (gpu_direct_mode_ == GpuDirectMode::kOn || slots.front().rail_send_region >= 0) throw;
+      rails_ = {MemorySpace::kHost, std::string("registering GPU memory failed: ") + e.what()};
+    }
+  }
+  register_all(MemorySpace::kHost);
 }
 
 std::size_t Engine::rail_block_bytes() const {

@@ -27,6 +27,7 @@
 #include "exchange/node_peer_checksums.hpp"
 #include "exchange/op_agreement.hpp"
 #include "exchange/peer_requests.hpp"
+#include "exchange/rail_memory.hpp"
 #include "exchange/row_mover.hpp"
 #include "exchange/slot_layout.hpp"
 #include "group_state.hpp"
@@ -75,9 +76,18 @@ struct SlotBuffers {
                                        //   partial_acc_rows at a time
   // Device memory: rail_recv and combine_recv copied to the GPU chunk by chunk as
   // they land, at the same offsets, so kernels read received rows from GPU memory
-  // (a bulk copy by the copy engine) rather than row by row across PCIe.
+  // (a bulk copy by the copy engine) rather than row by row across PCIe. With
+  // GPU-direct rails (Engine::rails_on_device()) the tier writes them itself.
   std::byte* rail_recv_staged = nullptr;
   std::byte* combine_recv_staged = nullptr;
+  // Device memory, where GPU direct may apply (rail_memory.hpp): send blocks in
+  // GPU memory, used instead of rail_send and combine_send with GPU-direct rails.
+  std::byte* rail_send_direct = nullptr;
+  std::byte* combine_send_direct = nullptr;
+  // The send blocks the tier reads, packed and encoded into: rail_send and
+  // combine_send, or the two above with GPU-direct rails.
+  std::byte* rail_send_block = nullptr;
+  std::byte* combine_send_block = nullptr;
   // Device memory: pinned host copies of the routing inputs (the dispatch's, once
   // it took the slot: see Engine's routing inbox).
   int32_t* topk_idx_host = nullptr;
@@ -202,6 +212,11 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
     std::size_t bytes = 0;
   } device_slot_;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
+  GpuDirectMode gpu_direct_mode_ = GpuDirectMode::kAuto;  // EPCOMM_GPU_DIRECT
+  // Device memory with rows crossing nodes: what this rank offers for GPU direct
+  // (else null), and where its inter-node blocks live.
+  std::unique_ptr<GpuDirectSupport> gpu_direct_;
+  RailMemory rails_;
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures_;
   std::unique_ptr<OpAgreement> agreement_;
@@ -223,6 +238,10 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::size_t combine_block_bytes() const;
 
   bool on_device() const { return device != nullptr; }
+  // Device memory: whether the inter-node tier moves this rank's blocks in GPU
+  // memory itself (CUDA-aware MPI, GPUDirect RDMA) rather than pinned host
+  // buffers the GPU packs and unpacks (rail_memory.hpp).
+  bool rails_on_device() const { return rails_.space == MemorySpace::kDevice; }
   // A slot as its users see it: control, layout and plan metadata in the node's
   // shared memory; rows and expert outputs there too, or in GPU memory.
   SlotView slot_view(int local_rank, int slot) const;
@@ -233,6 +252,9 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::string local_ranks_behind(int slot, uint64_t SlotFlags::*flag, uint64_t seq) const;
 
  private:
+  // The make_internode callback: registers every slot's inter-node blocks, in GPU
+  // memory where rail_memory.hpp's choice says so (rails_), else in host memory.
+  void register_rail_regions(InterNode& net);
   bool progress_locked();
   void fail_op(Op& op, ErrorCode code, const std::string& why) { fail(op.seq(), code, why); }
   // Records the failure of operation `seq`, publishes it in shared memory and tells

@@ -68,6 +68,9 @@ class InterNode {
   // before the tier is connected (see make_internode). Throws Error when the
   // tier cannot reach memory of that space.
   virtual RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) = 0;
+  // Why this tier cannot move GPU memory itself (register_region with kDevice:
+  // CUDA-aware MPI, GPUDirect RDMA), or empty when it can (rail_memory.hpp).
+  virtual std::string device_memory_unsupported() const = 0;
 
   // Sends `bytes` at `offset` of region `from` to the rail peer on `node`, landing
   // at `remote_offset` of that peer's region `to`.

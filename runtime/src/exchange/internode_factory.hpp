@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "exchange/internode.hpp"
+#include "exchange/rail_memory.hpp"
 #include "group_state.hpp"
 
 namespace epcomm::detail {
@@ -21,6 +22,9 @@ struct InterNodeSetup {
   bool checksum;            // ExchangeConfig::checksum: a CRC32C with every block
   int max_inflight;         // operations in flight: bounds the live writes per peer
   bool carries_traffic;     // several nodes and room for tokens (else nothing crosses)
+  // What this rank offers for GPU memory (detected by the engine), or null: the
+  // tier then takes host memory only.
+  const GpuDirectSupport* gpu_direct = nullptr;
 };
 
 // Collective over setup.comm. Calls register_regions on the chosen tier before it

@@ -9,7 +9,7 @@
 namespace epcomm::detail {
 
 MpiInterNode::MpiInterNode(const InterNodeSetup& setup)
-    : group_(setup.group), comm_(setup.comm), tag_base_(setup.tag_base),
+    : group_(setup.group), gpu_direct_(setup.gpu_direct), comm_(setup.comm), tag_base_(setup.tag_base),
       checksum_(setup.checksum),
       chunk_bytes_(static_cast<std::size_t>(env::mpi_chunk_bytes())) {
 #ifdef EPCOMM_FAULT_INJECTION
@@ -22,10 +22,17 @@ std::unique_ptr<Transfers> MpiInterNode::new_transfers() {
   return std::make_unique<PeerRequests>();
 }
 
+std::string MpiInterNode::device_memory_unsupported() const {
+  if (gpu_direct_ == nullptr) return "the MPI library was not asked (an exchange on host memory)";
+  if (gpu_direct_->mpi.present()) return {};
+  return "the MPI library is not CUDA-aware (" + gpu_direct_->mpi.describe() + ")";
+}
+
 RegionId MpiInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace space) {
-  EPCOMM_REQUIRE(space == MemorySpace::kHost, kUnsupported,
-                 "the MPI inter-node transport moves host memory only, but rank "
-                     << group_.rank << " registered " << bytes << " bytes of " << to_string(space) << " memory");
+  EPCOMM_REQUIRE(space == MemorySpace::kHost || device_memory_unsupported().empty(), kUnsupported,
+                 "the MPI inter-node transport moves host memory only unless the MPI library is CUDA-aware, but rank "
+                     << group_.rank << " registered " << bytes << " bytes of " << to_string(space)
+                     << " memory: " << device_memory_unsupported());
   regions_.push_back(static_cast<std::byte*>(ptr));
   return static_cast<RegionId>(regions_.size() - 1);
 }

@@ -20,8 +20,9 @@ class MpiInterNode final : public InterNode {
 
   const char* name() const override { return "mpi"; }
   std::unique_ptr<Transfers> new_transfers() override;
-  // Host memory only: MPI libraries without CUDA support cannot read device memory.
+  // Device memory only with a CUDA-aware MPI library: others cannot read it.
   RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
+  std::string device_memory_unsupported() const override;
   void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
             std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
@@ -38,6 +39,7 @@ class MpiInterNode final : public InterNode {
   void post(Transfers& set, std::byte* data, std::size_t bytes, BlockKind kind, int node, uint64_t seq,
             PeerRequests::Kind direction);
   const GroupState& group_;
+  const GpuDirectSupport* gpu_direct_;
   MPI_Comm comm_;
   int tag_base_;
   std::vector<std::byte*> regions_;  // by RegionId

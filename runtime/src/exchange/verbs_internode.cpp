@@ -93,6 +93,7 @@ VerbsTransport::Options transport_options(const InterNodeSetup& setup) {
 
 VerbsInterNode::VerbsInterNode(const InterNodeSetup& setup, MPI_Comm rail_comm)
     : group_(setup.group),
+      gpu_direct_(setup.gpu_direct),
       rail_comm_(rail_comm),
       transport_(std::make_unique<VerbsTransport>(rail_comm, transport_options(setup))),
       checksum_(setup.checksum) {
@@ -108,13 +109,23 @@ VerbsInterNode::~VerbsInterNode() {
   if (!finalized) MPI_Comm_free(&rail_comm_);
 }
 
+std::string VerbsInterNode::device_memory_unsupported() const {
+  if (gpu_direct_ == nullptr) return "GPUDirect RDMA was not looked for (an exchange on host memory)";
+  return gpu_direct_->dmabuf_unsupported;
+}
+
 RegionId VerbsInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace space) {
   // The checksum is taken and checked by the CPU.
   EPCOMM_REQUIRE(!checksum_ || space == MemorySpace::kHost, kUnsupported,
                  "ExchangeConfig::checksum (EPCOMM_CHECKSUM) over the verbs transport needs host memory, but rank "
                      << group_.rank << " registered " << bytes << " bytes of " << to_string(space) << " memory");
+  EPCOMM_REQUIRE(space == MemorySpace::kHost || device_memory_unsupported().empty(), kUnsupported,
+                 "the verbs transport cannot register " << bytes << " bytes of " << to_string(space)
+                                                        << " memory: " << device_memory_unsupported());
+  // The adapter may still refuse: nothing is recorded before it took the region.
+  const RegionId id = transport_->register_region(ptr, bytes, space);
   region_base_.push_back(static_cast<std::byte*>(ptr));
-  return transport_->register_region(ptr, bytes, space);
+  return id;
 }
 
 void VerbsInterNode::connect() {

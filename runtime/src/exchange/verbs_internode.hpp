@@ -40,7 +40,9 @@ class VerbsInterNode final : public InterNode {
 
   const char* name() const override { return "verbs"; }
   std::unique_ptr<Transfers> new_transfers() override;
+  // GPU memory through dma-buf (GPUDirect RDMA) where detected.
   RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
+  std::string device_memory_unsupported() const override;
   void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
             std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
@@ -70,6 +72,7 @@ class VerbsInterNode final : public InterNode {
   }
 
   const GroupState& group_;
+  const GpuDirectSupport* gpu_direct_;
   MPI_Comm rail_comm_;
   std::unique_ptr<VerbsTransport> transport_;
   std::vector<Completion> completions_;

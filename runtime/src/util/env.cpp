@@ -61,6 +61,14 @@ std::string transport() {
   return s;
 }
 
+std::string gpu_direct() {
+  const char* v = std::getenv("EPCOMM_GPU_DIRECT");
+  const std::string s = v && *v ? v : "auto";
+  EPCOMM_REQUIRE(s == "0" || s == "1" || s == "auto", kInvalidArgument,
+                 "EPCOMM_GPU_DIRECT='" << s << "' is not one of 0, 1, auto");
+  return s;
+}
+
 std::string ib_device() {
   const char* v = std::getenv("EPCOMM_IB_DEVICE");
   return v ? std::string(v) : std::string();

@@ -44,6 +44,12 @@ int gpu_sm_budget();
 // receiver's use of a block overlap; 0 = one message per block. Chunks below
 // Open MPI's eager limit (4 KiB on shared memory) flood its queues.
 int mpi_chunk_bytes();
+// EPCOMM_GPU_DIRECT: whether an exchange on GPU memory lets the inter-node tier
+// move GPU memory itself (CUDA-aware MPI, GPUDirect RDMA through dma-buf) instead
+// of staging it through pinned host memory: "auto" (default: where detected),
+// "1" (required: construction fails where it is not available), "0" (never).
+// Anything else throws.
+std::string gpu_direct();
 // EPCOMM_CHECKSUM: 1 = CRC32C over inter-node blocks and over rows that cross a
 // node peer's shared memory (ExchangeConfig::checksum).
 bool checksum();

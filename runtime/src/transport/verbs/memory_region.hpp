@@ -15,9 +15,11 @@ namespace epcomm::detail {
 
 class Region {
  public:
-  // Host memory only today (else Error kUnsupported); device memory (a dma-buf fd
-  // from CUDA) becomes another constructor, and nothing that posts writes needs to
-  // change.
+  // Host memory is pinned by ibv_reg_mr. GPU memory (kDevice, GPUDirect RDMA) is
+  // exported as a dma-buf and registered with ibv_reg_dmabuf_mr at its own
+  // address, so nothing that posts writes tells the two apart; a build whose
+  // rdma-core lacks ibv_reg_dmabuf_mr, a GPU that cannot export and an adapter
+  // that cannot take it throw Error(kUnsupported).
   Region(ibv_pd* pd, void* addr, std::size_t length, MemorySpace space = MemorySpace::kHost);
   ~Region();
   Region(Region&& other) noexcept;
