@@ -373,7 +373,7 @@ void DispatchOp::write_source(const TokenSource& src) {
     // The records are read here, by this thread: hashed just before.
     if (received_sums_) received_sums_->take_head(src.node, src.message, src.count * meta_bytes);
   }
-  // A received block's rows, each signed for the block's check by its first copy.
+  // A received block's rows, each signed for the block's check by one of its copies.
   BlockChecksums* block_sums = received_sums_ && !src.own_tokens ? &*received_sums_ : nullptr;
   place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
 
@@ -388,6 +388,17 @@ void DispatchOp::write_source(const TokenSource& src) {
     if (block_sums && pl.visit_begin[i] == pl.visit_begin[i + 1]) {
       copies_.add(payload, nullptr, block_sums->row(src.node, i));
     }
+    // The copy whose hash the block's check takes: a copy into a node peer's slot
+    // where there is one (its hash signs the row for that owner too), else the
+    // first.
+    int32_t block_visit = pl.visit_begin[i];
+    if (block_sums && peer_rows_) {
+      for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
+        if (pl.visit_rank[v] == e.group.local_rank) continue;
+        block_visit = v;
+        break;
+      }
+    }
     for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
       const int ld = pl.visit_rank[v];
       const SlotView& d = owners[ld];
@@ -395,7 +406,7 @@ void DispatchOp::write_source(const TokenSource& src) {
       const int32_t first = pl.row[pl.row_begin[v]];
       const bool to_peer = peer_rows_ && ld != e.group.local_rank;
       BlockChecksum* sign = to_peer ? &d.row_sum[first] : nullptr;
-      if (block_sums && v == pl.visit_begin[i]) {
+      if (block_sums && v == block_visit) {
         if (sign != nullptr) {
           block_sums->row_is_at(src.node, i, sign);
         } else {
