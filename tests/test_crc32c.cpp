@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // CRC32C against the published check value and a bit-at-a-time reference written
 // here from the definition (no table, no instruction), on random lengths and
-// alignments, and the fused copy against memcpy and that reference.
+// alignments, the fused copy against memcpy and that reference, and the CRC of a
+// concatenation combined from its parts' against the reference of the whole.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -59,6 +60,38 @@ TEST(Crc32c, CopyWithChecksumCopiesAndHashesInOnePass) {
       ASSERT_EQ(dst[i], inside ? src[from + i - to] : 0xEE) << "length " << n << " byte " << i;
     }
   }
+}
+
+// The CRC of a block from the CRCs of its parts, split at random points (empty
+// parts included), equals the CRC of the whole taken by the definition.
+TEST(Crc32c, CombiningPartsGivesTheWhole) {
+  std::mt19937_64 rng(21);
+  std::vector<unsigned char> buf(30000);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  for (int trial = 0; trial < 100; ++trial) {
+    const std::size_t n = rng() % (buf.size() + 1);
+    std::vector<std::size_t> cuts{0, n};
+    for (int k = trial % 5; k > 0; --k) cuts.push_back(n == 0 ? 0 : rng() % (n + 1));
+    std::sort(cuts.begin(), cuts.end());
+    uint32_t crc = epcomm::detail::crc32c(buf.data(), 0);
+    for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
+      const std::size_t part = cuts[k + 1] - cuts[k];
+      crc = epcomm::detail::crc32c_combine(crc, crc32c_bitwise(buf.data() + cuts[k], part), part);
+    }
+    EXPECT_EQ(crc, crc32c_bitwise(buf.data(), n)) << "length " << n << ", " << cuts.size() - 1 << " parts";
+  }
+}
+
+// Rows of one length appended with one Crc32cAppend, after a header of another.
+TEST(Crc32c, AppendingRowsOfOneLength) {
+  std::mt19937_64 rng(5);
+  const std::size_t head = 68, row = 1000, rows = 13;
+  std::vector<unsigned char> buf(head + rows * row);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  const epcomm::detail::Crc32cAppend append(row);
+  uint32_t crc = crc32c_bitwise(buf.data(), head);
+  for (std::size_t r = 0; r < rows; ++r) crc = append(crc, crc32c_bitwise(buf.data() + head + r * row, row));
+  EXPECT_EQ(crc, crc32c_bitwise(buf.data(), buf.size()));
 }
 
 TEST(Crc32c, EverySingleBitFlipChangesIt) {

@@ -632,6 +632,35 @@ TEST_F(Catalogue, BitFlippedInFlightIsCaughtByTheChecksum) {
   }
 }
 
+// The same in a combine block: rank 2's second inter-node block
+// (EPCOMM_FAULT_FLIP_BIT=2; the first is its dispatch block) is its combine block,
+// which its receiver, rank 0, checks in the pass that sums it, before the combine
+// completes.
+TEST_F(Catalogue, BitFlippedInACombineBlockIsCaughtByTheChecksum) {
+#ifndef EPCOMM_FAULT_INJECTION
+  GTEST_SKIP() << "built without EPCOMM_FAULT_INJECTION";
+#endif
+  epcomm::ExchangeConfig c = config();
+  c.checksum = true;
+  if (slow_group.rank() == 2) setenv("EPCOMM_FAULT_FLIP_BIT", "2", 1);
+  epcomm::Exchange ex(slow_group, c);
+  unsetenv("EPCOMM_FAULT_FLIP_BIT");
+  RankInput in = good_input();
+  epcomm::DispatchHandle h = ex.dispatch(as_dispatch(in));
+  std::vector<float> y(static_cast<std::size_t>(h.num_rows()) * 40, 0.5f), out(static_cast<std::size_t>(8) * 40);
+  begin_case();
+  Outcome o = attempt([&] { ex.combine(h, y.data(), h.num_rows(), out.data(), in.num_tokens); });
+  // A rank whose combine needed nothing from rank 0 may finish first: its next call fails.
+  if (!o.failed) o = attempt([&] { ex.dispatch(as_dispatch(in)); });
+  const std::string name = "one bit flipped in rank 2's combine block, checksums on";
+  if (slow_group.rank() == 0) {
+    expect(name, o, ErrorCode::kDataCorrupted,
+           {rank_tag(0), "combine block of operation 2 from rank 2", "arrived corrupted"});
+  } else {
+    expect(name, o, ErrorCode::kGroupFailed, {"because of rank 0", "combine block of operation 2 from rank 2"});
+  }
+}
+
 // ExchangeConfig::checksum inside a node: rank 1 flips one bit of the first row it
 // shows its node peer, rank 0, after signing it (EPCOMM_FAULT_FLIP_NODE_BIT=n: the
 // n-th operation that shows rows; the dispatch is the first, the combine the

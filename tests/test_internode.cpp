@@ -60,7 +60,8 @@ TEST_F(InterNodeTest, BlocksReachEveryRailPeerAtTheirOffsets) {
     const uint64_t seq = 1;
     for (int n = 0; n < g.num_nodes; ++n) {
       if (n == g.node) continue;
-      net->receive(*recvs, BlockKind::kCombine, into, block_offset(n, g.node, kBlockBytes), n, kBlockBytes, seq);
+      net->receive(*recvs, BlockKind::kCombine, into, block_offset(n, g.node, kBlockBytes), n, kBlockBytes, seq,
+                   nullptr);
       if (net->needs_clear_to_send()) net->announce_ready(n, seq);
     }
     std::vector<char> sent(g.num_nodes, 0);
@@ -75,7 +76,7 @@ TEST_F(InterNodeTest, BlocksReachEveryRailPeerAtTheirOffsets) {
         const std::size_t at = static_cast<std::size_t>(n < g.node ? n : n - 1) * kBlockBytes;
         for (std::size_t i = 0; i < kBlockBytes; ++i) send[at + i] = expected_byte(g.rank, n, i);
         net->send(*sends, BlockKind::kCombine, from, at, n, into, block_offset(g.node, n, kBlockBytes), kBlockBytes,
-                  seq);
+                  seq, nullptr);
         sent[n] = 1;
         --to_send;
       }

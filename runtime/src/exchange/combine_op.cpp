@@ -26,11 +26,21 @@ CombineOp::CombineOp(Engine& engine, uint64_t seq, std::shared_ptr<DispatchOp> r
   // This rank's combine_recv is free: the previous combine on this slot finished
   // before this one could begin.
   partials_in_.reset(e.topo().num_nodes());
+  if (e.config().checksum) {
+    sent_sums_.emplace(BlockKind::kCombine, seq);
+    received_sums_.emplace(BlockKind::kCombine, seq);
+    received_sums_->reset(e.topo().num_nodes(), crow);
+  }
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
+    BlockChecksum* sum = nullptr;
+    if (received_sums_) {
+      received_sums_->add(n, count);
+      sum = received_sums_->sent(n);
+    }
     partials_in_.receive(net, *recvs_, BlockKind::kCombine, buf_.combine_recv_region,
-                         block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_);
+                         block_offset(n, e.group.node, e.combine_block_bytes()), n, count * crow, seq_, sum);
     if (net.needs_clear_to_send()) net.announce_ready(n, seq_);
   }
   buf_.mover->after(options.stream);
@@ -85,15 +95,13 @@ void CombineOp::sum_owner_partials() {
       sums.end_destination();
     }
     mover.accumulate(out_format, sums, H, true, buf_.partial_acc);
+    // With checksums each partial is signed as it is encoded (a run's entries,
+    // hence their checksums, are consecutive).
+    BlockChecksum* signs = peer_rows_ ? peer_rows_->owner_partial_sums(mine, entries[b0]) : nullptr;
     mover.encode(e.config().combine_format, buf_.partial_acc, DType::kF32, static_cast<int64_t>(b1 - b0), H,
-                 mine.partial_row(entries[b0]));
+                 mine.partial_row(entries[b0]), signs);
     raise_if_owner_partial_unencodable(entries, static_cast<int64_t>(b0));
     b0 = b1;
-  }
-  if (peer_rows_) {
-    RowCopies signs;
-    peer_rows_->sign_owner_partials(mine, entries, signs);
-    mover.copy(signs);
   }
 }
 
@@ -138,12 +146,14 @@ void CombineOp::reduce_node_partials() {
   const std::vector<SlotView> owners = node_slots();
   std::size_t send_at = 0;
   partial_blocks_.reset(e.topo().num_nodes());
+  if (sent_sums_) sent_sums_->reset(e.topo().num_nodes(), crow);
   stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(crow);
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     // The device sums a node's tokens at once; the host a scratch's worth at a
     // time (its own subtotals and remote partials live in cache-sized scratches).
     const int64_t batch = e.device ? std::max<int64_t>(count, 1) : std::max<int64_t>(1, buf_.partial_acc_rows);
+    if (sent_sums_ && n != me) sent_sums_->add(n, count);
     for (int64_t b0 = 0; b0 < count; b0 += batch) {
       const int64_t b1 = std::min<int64_t>(count, b0 + batch);
       float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
@@ -223,12 +233,14 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   const std::size_t crow = e.combine_row_bytes();
   const std::size_t chunk = logfmt_bits(e.config().combine_format) == 0 ? e.internode->chunk_bytes() : 0;
   RowMover& mover = *buf_.mover;
+  // With checksums on the host each row is signed as it is encoded.
+  BlockChecksum* sums = sent_sums_ && !e.device ? sent_sums_->row(node, static_cast<int32_t>(at / crow)) : nullptr;
   for (int64_t done = 0; done < count;) {
     // Up to the end of the chunk the piece starts in (the rest without chunks).
     const std::size_t from = at + done * crow, room = chunk == 0 ? 0 : (from / chunk + 1) * chunk - from;
     const int64_t rows = chunk == 0 ? count - done : std::min<int64_t>(count - done, (room + crow - 1) / crow);
     mover.encode(e.config().combine_format, buf_.partial_acc + done * H, DType::kF32, rows, H,
-                 buf_.combine_send_block + block + from);
+                 buf_.combine_send_block + block + from, sums ? sums + done : nullptr);
     done += rows;
     partial_blocks_.written_at(node, at + done * crow, mover.mark());
   }
@@ -262,9 +274,19 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
 bool CombineOp::post_ready_sends() {
   Engine& e = engine_;
   InterNode& net = *e.internode;
+  // With checksums: the combination of the sums the encode took, or with device
+  // memory (the GPU encodes) a hash of the whole block.
+  std::function<BlockChecksum(int, std::size_t, std::size_t)> checksum;
+  if (sent_sums_ && e.device) {
+    checksum = [this](int, std::size_t offset, std::size_t bytes) {
+      return block_checksum(buf_.combine_send.data() + offset, bytes);
+    };
+  } else if (sent_sums_) {
+    checksum = [this](int node, std::size_t, std::size_t) { return sent_sums_->block(node); };
+  }
   return partial_blocks_.send_cleared(
       {net, *sends_, BlockKind::kCombine, buf_.combine_send_region, buf_.combine_recv_region, e.group.node,
-       e.combine_block_bytes(), seq_, *buf_.mover},
+       e.combine_block_bytes(), seq_, *buf_.mover, std::move(checksum)},
       [&](int n) { return !net.needs_clear_to_send() || net.take_ready(n, seq_); }, &stats.internode_bytes);
 }
 
@@ -293,26 +315,48 @@ void CombineOp::sum_node_partials() {
   }
   float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
   mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
-  // One pass per node, each adding that node's partial to its tokens' rows.
+  // One pass per node, each adding that node's partial to its tokens' rows. With
+  // checksums a received partial is signed for its block's check as it is summed.
   std::vector<const void*> partial(T);
+  std::vector<BlockChecksum*> sign(T);
   RowSums sums;
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     if (routes.node_count(n) == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t region = block_offset(n, me, e.combine_block_bytes());
     std::fill(partial.begin(), partial.end(), nullptr);
+    std::fill(sign.begin(), sign.end(), nullptr);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
       partial[tokens[i]] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
                                    : buf_.combine_recv.data() + region + i * crow;
+      if (n != me && received_sums_) sign[tokens[i]] = received_sums_->row(n, i);
     }
     sums.clear();
     for (int t = 0; t < T; ++t) {
-      if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f);
+      if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f, nullptr, sign[t]);
       sums.end_destination();
     }
     mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
   encode_output(acc, T);
+}
+
+// Each received block must make the checksum its sender sent: hashed `whole`, or
+// as the summing pass signed its rows.
+void CombineOp::require_received_blocks_intact(bool whole) const {
+  const Engine& e = engine_;
+  const std::size_t crow = e.combine_row_bytes();
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
+    const int32_t count = buf_.routes.node_count(n);
+    if (n == e.group.node || count == 0) continue;
+    const int sender = e.group.global_rank(n, e.group.local_rank);
+    if (whole) {
+      const std::size_t at = block_offset(n, e.group.node, e.combine_block_bytes());
+      received_sums_->require_intact(n, sender, buf_.combine_recv.data() + at, count * crow);
+    } else {
+      received_sums_->require_intact(n, sender, count * crow);
+    }
+  }
 }
 
 bool CombineOp::partials_all_local() const {
@@ -329,7 +373,7 @@ void CombineOp::encode_output(const float* acc, int num_tokens) {
   const Engine& e = engine_;
   const DType dtype = e.config().dtype;
   if (dtype != DType::kF32) {
-    buf_.mover->encode(kernels::plain_format(dtype), acc, DType::kF32, num_tokens, e.config().hidden, out_);
+    buf_.mover->encode(kernels::plain_format(dtype), acc, DType::kF32, num_tokens, e.config().hidden, out_, nullptr);
   }
 }
 
@@ -392,6 +436,9 @@ bool CombineOp::advance() {
     // completion nor the node's outputs_read flags; once every block is posted it
     // holds up no send waiting for the mover to drain.
     if (!summed_ && partial_blocks_.all_sent() && recvs_->all_done()) {
+      // With device memory the blocks are checked whole before the GPU sums them;
+      // on the host, by the summing pass (checked in kSum).
+      if (received_sums_ && e.device) require_received_blocks_intact(true);
       sum_node_partials();
       summed_ = true;
       moved = true;
@@ -404,6 +451,8 @@ bool CombineOp::advance() {
   }
   if (state_ == State::kSum) {
     if (!mover.idle()) return moved;
+    // Before the caller may read an output summed from a corrupted block.
+    if (received_sums_ && !e.device) require_received_blocks_intact(false);
     state_ = State::kDone;
     route_->combine_in_flight = false;
     mark_done();

@@ -6,6 +6,7 @@
 // source's sum in node order.
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "exchange/dispatch_op.hpp"
@@ -42,6 +43,7 @@ class CombineOp : public Op {
   // node, and it forwards no other node's tokens.
   bool partials_all_local() const;
   void encode_output(const float* acc, int num_tokens);
+  void require_received_blocks_intact(bool whole) const;
   // The node's slots of this combine's dispatch, by local rank.
   std::vector<SlotView> node_slots() const;
 
@@ -60,6 +62,8 @@ class CombineOp : public Op {
   OutgoingBlocks partial_blocks_;
   // ExchangeConfig::checksum: this rank's owner partials its node peers read.
   std::optional<NodePeerChecksums::Rows> peer_rows_;
+  // ExchangeConfig::checksum: the inter-node blocks this rank sends and receives.
+  std::optional<BlockChecksums> sent_sums_, received_sums_;
 };
 
 }  // namespace epcomm::detail

@@ -46,6 +46,10 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
   token_rows_ = as_given ? static_cast<const std::byte*>(input.x) : buf_.token_staging;
   rows_encoded_ = as_given;
   if (engine.node_checksums) peer_rows_.emplace(*engine.node_checksums, "dispatch row", seq);
+  if (config.checksum) {
+    sent_sums_.emplace(BlockKind::kDispatch, seq);
+    received_sums_.emplace(BlockKind::kDispatch, seq);
+  }
   // buf_.routes: built by the engine's checks before the slot was taken.
   if (engine.device) {
     // Engine::begin_dispatch brought the routing inputs to the host (the
@@ -168,6 +172,9 @@ void DispatchOp::pack_rail_sends() {
   std::byte* cursor = buf_.rail_send.data();
   std::byte* const block = buf_.rail_send_block;
   rail_blocks_.reset(topo.num_nodes());
+  // With checksums on the host each row is signed as it is packed.
+  BlockChecksums* sums = sent_sums_ && !e.device ? &*sent_sums_ : nullptr;
+  if (sums) sums->reset(topo.num_nodes(), row_bytes);
   for (int n = 0; n < topo.num_nodes(); ++n) {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
@@ -182,6 +189,10 @@ void DispatchOp::pack_rail_sends() {
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
     }
+    if (sums) {
+      sums->add(n, count);
+      sums->take_head(n, cursor, records);
+    }
     if (block != buf_.rail_send.data()) mover.copy_bytes(block + start, cursor, records);
     const std::size_t bytes = records + count * row_bytes;
     int32_t copied = 0;
@@ -191,7 +202,9 @@ void DispatchOp::pack_rail_sends() {
       const auto rows_end =
           static_cast<int32_t>(std::min<std::size_t>(count, (past_records + row_bytes - 1) / row_bytes));
       copies_.clear(row_bytes);
-      for (; copied < rows_end; ++copied) copies_.add(token_row(tokens[copied]), rows + copied * row_bytes);
+      for (; copied < rows_end; ++copied) {
+        copies_.add(token_row(tokens[copied]), rows + copied * row_bytes, sums ? sums->row(n, copied) : nullptr);
+      }
       mover.copy(copies_);
       rail_blocks_.written_at(n, end, mover.mark());
     });
@@ -199,6 +212,19 @@ void DispatchOp::pack_rail_sends() {
     cursor += bytes;
   }
   rail_packed_ = true;
+}
+
+// With checksums, what gives the checksum of a packed block once it is written:
+// the combination of the sums its packing took, or with device memory (the GPU
+// packs) a hash of the whole block.
+std::function<BlockChecksum(int, std::size_t, std::size_t)> DispatchOp::block_checksum_to_send() {
+  if (!sent_sums_) return {};
+  if (engine_.device) {
+    return [this](int, std::size_t offset, std::size_t bytes) {
+      return block_checksum(buf_.rail_send.data() + offset, bytes);
+    };
+  }
+  return [this](int node, std::size_t, std::size_t) { return sent_sums_->block(node); };
 }
 
 // Sends each packed block whose receiver may take it: at once over MPI; over a
@@ -210,7 +236,7 @@ bool DispatchOp::post_cleared_rail_sends() {
   if (rail_blocks_.all_sent()) return false;
   return rail_blocks_.send_cleared(
       {net, *rail_sends_, BlockKind::kDispatch, buf_.rail_send_region, buf_.rail_recv_region, e.group.node,
-       e.rail_block_bytes(), seq_, *buf_.mover},
+       e.rail_block_bytes(), seq_, *buf_.mover, block_checksum_to_send()},
       [&](int n) {
         if (!net.needs_clear_to_send()) return true;
         return reused_ ? net.take_ready(n, seq_) : layout_from_rail_peer_[n] != 0;
@@ -295,6 +321,7 @@ void DispatchOp::on_layout_complete() {
   // source node.
   buf_.handled_offset[0] = 0;
   rail_in_.reset(N);
+  if (received_sums_) received_sums_->reset(N, e.slot_layout().row_bytes);
   for (int n = 0; n < N; ++n) {
     if (n == e.group.node) {
       buf_.handled_offset[n + 1] = buf_.handled_offset[n] + buf_.routes.node_count(n);
@@ -306,8 +333,14 @@ void DispatchOp::on_layout_complete() {
     EPCOMM_REQUIRE(rail_rows_[n] <= e.config().max_tokens_per_rank, kMismatch,
                    "rank " << peer << " announced " << rail_rows_[n] << " tokens for this node, more than max_tokens_per_rank="
                            << e.config().max_tokens_per_rank);
+    BlockChecksum* sum = nullptr;
+    if (received_sums_) {
+      received_sums_->add(n, rail_rows_[n]);
+      sum = received_sums_->sent(n);
+    }
     rail_in_.receive(*e.internode, *rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
-                     block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(), seq_);
+                     block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(), seq_,
+                     sum);
   }
   store_flag(mine_.flags->layout_ready, seq_);
 }
@@ -342,7 +375,11 @@ void DispatchOp::write_source(const TokenSource& src) {
   } else {
     tokens.records = src.message;
     tokens.record_bytes = meta_bytes;
+    // The records are read here, by this thread: hashed just before.
+    if (received_sums_) received_sums_->take_head(src.node, src.message, src.count * meta_bytes);
   }
+  // A received block's rows, each signed for the block's check by one of its copies.
+  BlockChecksums* block_sums = received_sums_ && !src.own_tokens ? &*received_sums_ : nullptr;
   place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
 
   const RowPlacement& pl = placement_;
@@ -352,15 +389,39 @@ void DispatchOp::write_source(const TokenSource& src) {
     const int32_t t = pl.token[i];
     const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
     int route_n = 0;
+    // A row its sender sent for no expert here (corrupted metadata) is hashed alone.
+    if (block_sums && pl.visit_begin[i] == pl.visit_begin[i + 1]) {
+      copies_.add(payload, nullptr, block_sums->row(src.node, i));
+    }
+    // The copy whose hash the block's check takes: a copy into a node peer's slot
+    // where there is one (its hash signs the row for that owner too), else the
+    // first.
+    int32_t block_visit = pl.visit_begin[i];
+    if (block_sums && peer_rows_) {
+      for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
+        if (pl.visit_rank[v] == e.group.local_rank) continue;
+        block_visit = v;
+        break;
+      }
+    }
     for (int32_t v = pl.visit_begin[i]; v < pl.visit_begin[i + 1]; ++v) {
       const int ld = pl.visit_rank[v];
       const SlotView& d = owners[ld];
       int32_t* token_rows = d.token_rows + static_cast<std::size_t>(pl.visit_entry[v]) * L;
       const int32_t first = pl.row[pl.row_begin[v]];
-      if (peer_rows_ && ld != e.group.local_rank) {
-        peer_rows_->add_signed_copy(copies_, payload, d.row(first), &d.row_sum[first]);
+      const bool to_peer = peer_rows_ && ld != e.group.local_rank;
+      BlockChecksum* sign = to_peer ? &d.row_sum[first] : nullptr;
+      if (block_sums && v == block_visit) {
+        if (sign != nullptr) {
+          block_sums->row_is_at(src.node, i, sign);
+        } else {
+          sign = block_sums->row(src.node, i);
+        }
+      }
+      if (to_peer) {
+        peer_rows_->add_signed_copy(copies_, payload, d.row(first), sign);
       } else {
-        copies_.add(payload, d.row(first));
+        copies_.add(payload, d.row(first), sign);
       }
       const int32_t rows = pl.row_begin[v + 1] - pl.row_begin[v];
       for (int32_t c = 0; c < rows; ++c) {
@@ -434,6 +495,18 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
       }
       stats.intranode_bytes += 16;
     }
+  }
+}
+
+// Once the copies of the received blocks' rows ran: each block's rows, as they
+// were copied, and records must make the checksum its sender sent, before any of
+// them is shown to a node peer or to the caller.
+void DispatchOp::require_received_blocks_intact() const {
+  const Engine& e = engine_;
+  for (int n = 0; n < e.topo().num_nodes(); ++n) {
+    if (n == e.group.node || rail_rows_[n] == 0) continue;
+    const int sender = e.group.global_rank(n, e.group.local_rank);
+    received_sums_->require_intact(n, sender, rail_rows_[n] * e.rail_row_bytes());
   }
 }
 
@@ -544,8 +617,21 @@ bool DispatchOp::advance() {
       if (!rail_in_.arrived(i)) continue;
       const int n = c.node;
       const std::size_t at = block_offset(n, e.group.node, e.rail_block_bytes());
-      write_source(TokenSource{rail_recvs_->peer(i), n, rail_rows_[n], nullptr, buf_.rail_recv.data() + at,
-                               e.device ? buf_.rail_recv_staged + at : nullptr});
+      const std::byte* block = buf_.rail_recv.data() + at;
+      const std::size_t bytes = rail_rows_[n] * e.rail_row_bytes();
+      const int sender = rail_recvs_->peer(i);
+      // With device memory the block is checked whole before the GPU reads it; on
+      // the host, by the pass that copies its rows (checked in kWritten).
+      if (received_sums_ && e.device) received_sums_->require_intact(n, sender, block, bytes);
+      try {
+        write_source(
+            TokenSource{sender, n, rail_rows_[n], nullptr, block, e.device ? buf_.rail_recv_staged + at : nullptr});
+      } catch (const Error&) {
+        // Records that make no sense (an expert of another node, too many rows) may
+        // be a corrupted block: say so if it is.
+        if (received_sums_) received_sums_->require_intact(n, sender, block, bytes);
+        throw;
+      }
     }
     if (rail_in_.blocks_left() > 0) return moved;
     state_ = State::kWritten;
@@ -558,6 +644,7 @@ bool DispatchOp::advance() {
       const std::string why = buf_.plan->placement_error();
       EPCOMM_REQUIRE(why.empty(), kMismatch, why);
     }
+    if (received_sums_ && !e.device) require_received_blocks_intact();
     if (peer_rows_) peer_rows_->publish();
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;

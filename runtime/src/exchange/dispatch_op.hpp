@@ -3,10 +3,12 @@
 // into each owner's expert-major slot, and the local fan-out of multi-expert rows.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
 
+#include "exchange/block_checksums.hpp"
 #include "exchange/engine.hpp"
 #include "exchange/incoming_blocks.hpp"
 #include "exchange/outgoing_blocks.hpp"
@@ -88,6 +90,8 @@ class DispatchOp : public Op {
   void write_source(const TokenSource& src);
   void write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts);
   void count_node_peer_bytes(const TokenSource& src);
+  std::function<BlockChecksum(int, std::size_t, std::size_t)> block_checksum_to_send();
+  void require_received_blocks_intact() const;
   void finish();
 
   int slot_;
@@ -120,6 +124,8 @@ class DispatchOp : public Op {
   RowPlacement placement_;  // of the source being written
   // ExchangeConfig::checksum: the rows this rank writes into node peers' slots.
   std::optional<NodePeerChecksums::Rows> peer_rows_;
+  // ExchangeConfig::checksum: the inter-node blocks this rank sends and receives.
+  std::optional<BlockChecksums> sent_sums_, received_sums_;
 };
 
 }  // namespace epcomm::detail

@@ -550,7 +550,7 @@ bool Engine::fetch_device_input(DispatchInput& input) {
     // stays free (only a begin takes a slot, and begins wait for begin_mu_).
     if (!s.busy) {
       s.mover->after(input.stream);
-      s.mover->encode(format, input.x, config_.dtype, input.num_tokens, config_.hidden, s.token_staging);
+      s.mover->encode(format, input.x, config_.dtype, input.num_tokens, config_.hidden, s.token_staging, nullptr);
       encoded = true;
     }
   }

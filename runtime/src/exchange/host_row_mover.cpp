@@ -96,32 +96,43 @@ class HostRowMover final : public RowMover {
     // the check has brought it into cache.
     std::vector<const BlockChecksum*> check;
     if (sums.corrupt) check = sums.check;
+    std::vector<BlockChecksum*> sign;
+    if (std::any_of(sums.sign.begin(), sums.sign.end(), [](const BlockChecksum* s) { return s != nullptr; })) {
+      sign = sums.sign;
+    }
     push(rows, sources_per_row * static_cast<std::size_t>(hidden) * sizeof(float),
          [&codec, offsets = sums.offsets, src = sums.rows, weights = sums.weights, check = std::move(check),
-          corrupt = sums.corrupt, row_bytes = codec.row_bytes(hidden), hidden, from_zero, acc](int64_t b, int64_t e) {
+          sign = std::move(sign), corrupt = sums.corrupt, row_bytes = codec.row_bytes(hidden), hidden, from_zero,
+          acc](int64_t b, int64_t e) {
            for (int64_t d = b; d < e; ++d) {
              float* out = acc + d * hidden;
              if (from_zero) std::fill(out, out + hidden, 0.0f);
              for (int32_t j = offsets[d]; j < offsets[d + 1]; ++j) {
-               if (!check.empty() && check[j] != nullptr && !(block_checksum(src[j], row_bytes) == *check[j])) {
-                 corrupt->report(src[j]);
+               const bool checked = !check.empty() && check[j] != nullptr;
+               const bool signed_row = !sign.empty() && sign[j] != nullptr;
+               if (checked || signed_row) {
+                 const BlockChecksum sum = block_checksum(src[j], row_bytes);
+                 if (checked && !(sum == *check[j])) corrupt->report(src[j]);
+                 if (signed_row) *sign[j] = sum;
                }
                codec.accumulate_row(src[j], hidden, weights[j], out);
              }
            }
          });
   }
-  void encode(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst) override {
+  void encode(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst,
+              BlockChecksum* row_sums) override {
     const kernels::Codec& codec = kernels::codec_for(format);
     const std::size_t in_row = static_cast<std::size_t>(hidden) * dtype_size(src_type);
     const std::size_t out_row = codec.row_bytes(hidden);
     auto bad = new_bad();
     push(rows, in_row + out_row,
          [&codec, s = static_cast<const std::byte*>(src), d = static_cast<std::byte*>(dst), src_type, hidden, in_row,
-          out_row, bad](int64_t b, int64_t e) {
+          out_row, bad, row_sums](int64_t b, int64_t e) {
            for (int64_t r = b; r < e; ++r) {
              const int at = codec.encode_row(s + r * in_row, src_type, hidden, d + r * out_row);
              if (at >= 0) keep_first(*bad, r * hidden + at);
+             if (row_sums != nullptr) row_sums[r] = block_checksum(d + r * out_row, out_row);
            }
          });
   }

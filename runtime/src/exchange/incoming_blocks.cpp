@@ -10,9 +10,9 @@ void IncomingBlocks::reset(int num_nodes) {
 }
 
 void IncomingBlocks::receive(InterNode& net, Transfers& set, BlockKind kind, RegionId into, std::size_t offset,
-                             int node, std::size_t bytes, uint64_t seq) {
+                             int node, std::size_t bytes, uint64_t seq, BlockChecksum* sum) {
   for_each_chunk(bytes, net.chunk_bytes(), [&](std::size_t at, std::size_t chunk) {
-    net.receive(set, kind, into, offset + at, node, chunk, seq);
+    net.receive(set, kind, into, offset + at, node, chunk, seq, at + chunk == bytes ? sum : nullptr);
     chunks_.push_back({node, offset + at, chunk});
     ++chunks_left_[node];
   });

@@ -25,8 +25,10 @@ class IncomingBlocks {
   void reset(int num_nodes);
   // Posts the receives of the block of `bytes` at `offset` of region `into` from
   // `node` on `set`, which must hold this object's receives only, in this order.
+  // With checksums, `sum` receives the block's checksum, which comes with its last
+  // chunk (else null).
   void receive(InterNode& net, Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
-               std::size_t bytes, uint64_t seq);
+               std::size_t bytes, uint64_t seq, BlockChecksum* sum);
   // The chunk of the set's transfer `index` (as test_some() names it).
   const Chunk& chunk(int index) const { return chunks_[static_cast<std::size_t>(index)]; }
   // Notes that transfer `index` completed; true if it was its block's last chunk.

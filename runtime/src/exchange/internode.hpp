@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "util/crc32c.hpp"
+
 namespace epcomm::detail {
 
 // A registered region: its index in registration order (the same on every rank).
@@ -73,13 +75,20 @@ class InterNode {
   virtual std::string device_memory_unsupported() const = 0;
 
   // Sends `bytes` at `offset` of region `from` to the rail peer on `node`, landing
-  // at `remote_offset` of that peer's region `to`.
+  // at `remote_offset` of that peer's region `to`. With checksums
+  // (InterNodeSetup::checksum), `sum` is given with a block's last chunk: the
+  // block's checksum, which the sender took as it built the block
+  // (block_checksums.hpp) and the tier carries beside it (read at the call);
+  // null otherwise.
   virtual void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
-                    std::size_t remote_offset, std::size_t bytes, uint64_t seq) = 0;
+                    std::size_t remote_offset, std::size_t bytes, uint64_t seq, const BlockChecksum* sum) = 0;
   // Expects `bytes` at `offset` of region `into` from the rail peer on `node` (both
-  // sides of a transfer must agree on kind, seq, size and place).
+  // sides of a transfer must agree on kind, seq, size and place, and on which
+  // transfer carries a checksum). `sum`, given where the sender gives one,
+  // receives the checksum the sender sent by the time the transfer completes; the
+  // receiver checks the block against it.
   virtual void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
-                       std::size_t bytes, uint64_t seq) = 0;
+                       std::size_t bytes, uint64_t seq, BlockChecksum* sum) = 0;
 
   // The largest message a block is sent in: a block goes as consecutive chunks of
   // this many bytes (the last one shorter), each a send of its own, and the receiver

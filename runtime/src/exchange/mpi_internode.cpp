@@ -38,37 +38,37 @@ RegionId MpiInterNode::register_region(void* ptr, std::size_t bytes, MemorySpace
 }
 
 void MpiInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId,
-                        std::size_t, std::size_t bytes, uint64_t seq) {
-  post(set, regions_[from] + offset, bytes, kind, node, seq, PeerRequests::Kind::kSend);
+                        std::size_t, std::size_t bytes, uint64_t seq, const BlockChecksum* sum) {
+  std::byte* data = regions_[from] + offset;
+  const int peer = group_.global_rank(node, group_.local_rank);
+  const int tag = block_tag(kind, seq);
+  if (checksum_) {
+    // Fault injection: a bit of the data flipped after its checksum was taken.
+    if (++blocks_sent_ == flip_at_ && bytes > 0) data[bytes / 2] ^= std::byte{0x10};
+    static_cast<ChecksummedTransfers&>(set).send(data, bytes, peer, tag, comm_, sum);
+    return;
+  }
+  MPI_Request r;
+  EPCOMM_MPI(MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm_, &r));
+  static_cast<PeerRequests&>(set).add(r, peer, PeerRequests::Kind::kSend);
 }
 
 void MpiInterNode::receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
-                           std::size_t bytes, uint64_t seq) {
-  post(set, regions_[into] + offset, bytes, kind, node, seq, PeerRequests::Kind::kRecv);
-}
-
-void MpiInterNode::post(Transfers& set, std::byte* data, std::size_t bytes, BlockKind kind, int node, uint64_t seq,
-                        PeerRequests::Kind direction) {
+                           std::size_t bytes, uint64_t seq, BlockChecksum* sum) {
+  std::byte* data = regions_[into] + offset;
   const int peer = group_.global_rank(node, group_.local_rank);
-  const int tag = exchange_tag(tag_base_, seq, kind == BlockKind::kDispatch ? kTagDispatch : kTagCombine);
+  const int tag = block_tag(kind, seq);
   if (checksum_) {
-    auto& checked = static_cast<ChecksummedTransfers&>(set);
-    const ChecksummedTransfers::Block block{block_name(kind), seq};
-    if (direction == PeerRequests::Kind::kSend) {
-      checked.send(data, bytes, peer, tag, comm_, block, ++blocks_sent_ == flip_at_);
-    } else {
-      checked.receive(data, bytes, peer, tag, comm_, block);
-    }
+    static_cast<ChecksummedTransfers&>(set).receive(data, bytes, peer, tag, comm_, sum);
     return;
   }
-  const int count = static_cast<int>(bytes);
   MPI_Request r;
-  if (direction == PeerRequests::Kind::kSend) {
-    EPCOMM_MPI(MPI_Isend(data, count, MPI_BYTE, peer, tag, comm_, &r));
-  } else {
-    EPCOMM_MPI(MPI_Irecv(data, count, MPI_BYTE, peer, tag, comm_, &r));
-  }
-  static_cast<PeerRequests&>(set).add(r, peer, direction);
+  EPCOMM_MPI(MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm_, &r));
+  static_cast<PeerRequests&>(set).add(r, peer, PeerRequests::Kind::kRecv);
+}
+
+int MpiInterNode::block_tag(BlockKind kind, uint64_t seq) const {
+  return exchange_tag(tag_base_, seq, kind == BlockKind::kDispatch ? kTagDispatch : kTagCombine);
 }
 
 }  // namespace epcomm::detail

@@ -2,7 +2,7 @@
 // The MPI inter-node tier: one MPI_Isend/MPI_Irecv pair per block, matched by a
 // tag made of the operation's sequence number and phase. Works on any cluster; the
 // MPI library picks the wire (TCP, UCX, ...). With ExchangeConfig::checksum every
-// block carries a CRC32C (checksummed_transfers.hpp).
+// block's CRC32C travels beside its last chunk (checksummed_transfers.hpp).
 #pragma once
 
 #include <mpi.h>
@@ -24,9 +24,9 @@ class MpiInterNode final : public InterNode {
   RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
   std::string device_memory_unsupported() const override;
   void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
-            std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
+            std::size_t remote_offset, std::size_t bytes, uint64_t seq, const BlockChecksum* sum) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
-               uint64_t seq) override;
+               uint64_t seq, BlockChecksum* sum) override;
   // EPCOMM_MPI_CHUNK_BYTES: several messages in flight per block.
   std::size_t chunk_bytes() const override { return chunk_bytes_; }
   // The receive is posted where the data lands; MPI holds early data until then.
@@ -36,14 +36,13 @@ class MpiInterNode final : public InterNode {
   bool poll() override { return false; }
 
  private:
-  void post(Transfers& set, std::byte* data, std::size_t bytes, BlockKind kind, int node, uint64_t seq,
-            PeerRequests::Kind direction);
+  int block_tag(BlockKind kind, uint64_t seq) const;
   const GroupState& group_;
   const GpuDirectSupport* gpu_direct_;
   MPI_Comm comm_;
   int tag_base_;
   std::vector<std::byte*> regions_;  // by RegionId
-  const bool checksum_;  // ChecksummedTransfers: CRC32C over every block
+  const bool checksum_;  // ChecksummedTransfers: a block's CRC32C travels beside it
   std::size_t chunk_bytes_;
   int flip_at_ = 0;      // fault injection: corrupt the n-th message sent (0: none)
   int blocks_sent_ = 0;

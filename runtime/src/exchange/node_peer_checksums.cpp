@@ -59,13 +59,9 @@ void NodePeerChecksums::Rows::raise_if_dispatch_row_corrupt(const SlotView& mine
        mine.src_token[p]);
 }
 
-void NodePeerChecksums::Rows::sign_owner_partials(const SlotView& mine, const std::vector<int32_t>& entries,
-                                                  RowCopies& copies) {
-  copies.clear(mine.partial_row_bytes);
-  for (const int32_t e : entries) {
-    copies.add(mine.partial_row(e), nullptr, &mine.partial_sum[e]);
-    note_signed(mine.partial_row(e), mine.partial_row_bytes);
-  }
+BlockChecksum* NodePeerChecksums::Rows::owner_partial_sums(const SlotView& mine, int32_t entry) {
+  note_signed(mine.partial_row(entry), mine.partial_row_bytes);
+  return &mine.partial_sum[entry];
 }
 
 void NodePeerChecksums::Rows::raise_if_owner_partial_corrupt(const std::vector<SlotView>& owners) const {

@@ -9,12 +9,12 @@
 //             up, in the pass of its fan-out (the copy of the row into the token's
 //             other experts' rows, or the check alone for a row without one);
 //   combine   an owner sums its expert outputs of each token a node peer forwards
-//             into one owner partial in its own slot (combine_op.cpp); a pass
-//             after the encoding signs each partial into partial_sum, and each
-//             forwarder checks the partials it reads as its node pre-reduction
-//             sums them.
-// So, but for the owner partials (one row per token instead of one per expert
-// row, small next to what they sum), no byte is read for its checksum alone: the row mover (host_row_mover.cpp)
+//             into one owner partial in its own slot (combine_op.cpp); the
+//             encode of each partial signs it into partial_sum as it writes it,
+//             and each forwarder checks the partials it reads as its node
+//             pre-reduction sums them.
+// So, but for a dispatch row without a second expert on its owner (nothing else
+// there reads it), no byte is read for its checksum alone: the row mover (host_row_mover.cpp)
 // takes and checks the checksums in the passes that move the rows, on the worker
 // pool, and reports a row that failed to a CorruptRows; the operation raises the
 // error once its mover is idle, before it publishes anything built from the row.
@@ -68,9 +68,10 @@ class NodePeerChecksums {
     // of `mine` corrupted.
     void raise_if_dispatch_row_corrupt(const SlotView& mine) const;
 
-    // Combine, owner side, once the owner partials of token-list `entries` are
-    // written into `mine` (this rank's slot): `copies` signs them (hashes, no copy).
-    void sign_owner_partials(const SlotView& mine, const std::vector<int32_t>& entries, RowCopies& copies);
+    // Combine, owner side: where the encode of the owner partials of token-list
+    // entries `entry`, `entry` + 1, ... into `mine` (this rank's slot) signs them
+    // (RowMover::encode's row_sums).
+    BlockChecksum* owner_partial_sums(const SlotView& mine, int32_t entry);
     // Combine, reader side: the checksum the owner partial of token-list entry
     // `entry` in node peer `owner`'s slot must have.
     const BlockChecksum* owner_partial_sum(const SlotView& owner, int64_t entry) const {

@@ -43,7 +43,12 @@ bool OutgoingBlocks::send_cleared(const Target& to, const std::function<bool(int
     while (sent_[n] < bytes_[n]) {
       const std::size_t at = sent_[n], bytes = std::min(step, bytes_[n] - at);
       if (at + bytes > written_[n]) break;
-      to.net.send(to.transfers, to.kind, to.from, offset_[n] + at, n, to.to, remote + at, bytes, to.seq);
+      // With checksums the block's goes with its last chunk, every row of it written.
+      BlockChecksum sum{};
+      const bool last = at + bytes == bytes_[n];
+      if (last && to.checksum) sum = to.checksum(n, offset_[n], bytes_[n]);
+      to.net.send(to.transfers, to.kind, to.from, offset_[n] + at, n, to.to, remote + at, bytes, to.seq,
+                  last && to.checksum ? &sum : nullptr);
       sent_[n] = at + bytes;
       *bytes_sent += static_cast<int64_t>(bytes);
       any = true;

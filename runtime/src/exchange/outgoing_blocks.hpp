@@ -37,6 +37,10 @@ class OutgoingBlocks {
     std::size_t block_bytes;  // of a receive block (see block_offset)
     uint64_t seq;
     RowMover& mover;  // the one that packs the blocks
+    // With checksums: the checksum of node's block (`bytes` at `offset` of the
+    // send region), asked once the mover wrote all of it (block_checksums.hpp);
+    // empty without.
+    std::function<BlockChecksum(int node, std::size_t offset, std::size_t bytes)> checksum;
   };
   // Sends every written, unsent chunk of every block whose node passes
   // cleared(node) (asked until it returns true once); adds the bytes sent to

@@ -76,14 +76,16 @@ struct RowCopies {
 
 // acc row d = sum, in list order, of weight[j] * decode(row[j]) for j in
 // [offsets[d], offsets[d + 1]): the fixed reduction order of a combine. With
-// checksums (host mover only): check[j], if not null, is the checksum row[j] must
-// have, compared just before the row is summed (while it is in cache), a mismatch
-// reported to `corrupt`.
+// checksums (host mover only), hashed just before the row is summed (the sum then
+// finds it in cache): check[j], if not null, is the checksum row[j] must have, a
+// mismatch reported to `corrupt`; sign[j], if not null, receives row[j]'s
+// checksum (for the check of the block it belongs to, once the batch ran).
 struct RowSums {
   std::vector<int32_t> offsets{0};
   std::vector<const void*> rows;
   std::vector<float> weights;
   std::vector<const BlockChecksum*> check;
+  std::vector<BlockChecksum*> sign;
   std::shared_ptr<CorruptRows> corrupt;
 
   void clear() {
@@ -91,12 +93,15 @@ struct RowSums {
     rows.clear();
     weights.clear();
     check.clear();
+    sign.clear();
     corrupt.reset();
   }
-  void add_source(const void* row, float weight, const BlockChecksum* checked_against = nullptr) {
+  void add_source(const void* row, float weight, const BlockChecksum* checked_against = nullptr,
+                  BlockChecksum* signed_into = nullptr) {
     rows.push_back(row);
     weights.push_back(weight);
     check.push_back(checked_against);
+    sign.push_back(signed_into);
   }
   void end_destination() { offsets.push_back(static_cast<int32_t>(rows.size())); }
   int64_t destinations() const { return static_cast<int64_t>(offsets.size()) - 1; }
@@ -115,8 +120,11 @@ class RowMover {
   virtual void zero(void* dst, std::size_t bytes) = 0;
   // acc ([destinations, hidden] FP32) = the sums (from_zero) or acc + the sums.
   virtual void accumulate(Format format, const RowSums& sums, int hidden, bool from_zero, float* acc) = 0;
-  // dst row i = encode(format, src row i) for i < rows, rows back to back.
-  virtual void encode(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst) = 0;
+  // dst row i = encode(format, src row i) for i < rows, rows back to back. With
+  // row_sums (checksums; host mover only, else null), row_sums[i] receives the
+  // checksum of dst row i, hashed right after it was encoded (still in cache).
+  virtual void encode(Format format, const void* src, DType src_type, int64_t rows, int hidden, void* dst,
+                      BlockChecksum* row_sums) = 0;
   // dst row i = decode(format, src row i) as dst_type, for i < rows.
   virtual void decode(Format format, const void* src, int64_t rows, int hidden, void* dst, DType dst_type) = 0;
   // dst row t = encode(format, x row t) for t in tokens (a staging matrix indexed

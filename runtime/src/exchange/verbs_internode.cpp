@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "exchange/verbs_internode.hpp"
 
-#include "exchange/checksummed_transfers.hpp"
 #include "transport/verbs/immediate.hpp"
 #include "util/check.hpp"
 #include "util/env.hpp"
@@ -26,11 +25,10 @@ class VerbsTransfers final : public Transfers {
     int node;
     bool receive;  // else a write of ours
     uint64_t key;  // receive: immediate; write: write id
-    // Receive: where the block lands, for its checksum.
-    BlockKind kind = BlockKind::kDispatch;
+    // Receive with checksums: where the sender's checksum of the block goes, and
+    // the inbox entry it arrives in.
+    BlockChecksum* sum = nullptr;
     RegionId into = -1;
-    std::size_t offset = 0, bytes = 0;
-    uint64_t seq = 0;
     bool done = false;
   };
   void add(Entry e) {
@@ -45,7 +43,7 @@ class VerbsTransfers final : public Transfers {
       if (e.done) continue;
       e.done = e.receive ? net_.take_arrival(e.node, static_cast<uint32_t>(e.key)) : net_.take_ack(e.key);
       if (!e.done) continue;
-      if (e.receive && net_.checksum()) net_.verify_arrival(e.kind, e.into, e.offset, e.node, e.bytes, e.seq);
+      if (e.sum != nullptr) *e.sum = net_.inbox(e.into, e.node);
       --pending_;
       newly_done_.push_back(static_cast<int>(i));
     }
@@ -144,13 +142,14 @@ void VerbsInterNode::connect() {
 std::unique_ptr<Transfers> VerbsInterNode::new_transfers() { return std::make_unique<VerbsTransfers>(*this); }
 
 void VerbsInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
-                          std::size_t remote_offset, std::size_t bytes, uint64_t seq) {
-  if (checksum_) {
-    std::byte* data = region_base_[from] + offset;
+                          std::size_t remote_offset, std::size_t bytes, uint64_t seq, const BlockChecksum* sum) {
+  if (checksum_ && sum != nullptr) {
     const std::size_t sent = sum_index(to, node), lands = sum_index(to, group_.node);
-    outbox_[sent] = block_checksum(data, bytes);
+    outbox_[sent] = *sum;
     transport_->write_without_immediate(node, outbox_region_, sent * sizeof(BlockChecksum), inbox_region_,
                                         lands * sizeof(BlockChecksum), sizeof(BlockChecksum), 0);
+    // Fault injection: a bit of the data flipped after its checksum was taken.
+    std::byte* data = region_base_[from] + offset;
     if (++blocks_sent_ == flip_at_ && bytes > 0) data[bytes / 2] ^= std::byte{0x10};
   }
   const uint64_t id = next_write_id_++;
@@ -159,16 +158,10 @@ void VerbsInterNode::send(Transfers& set, BlockKind kind, RegionId from, std::si
 }
 
 // The data arrives by the peer's write; its immediate says the block is complete.
-void VerbsInterNode::receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node,
-                             std::size_t bytes, uint64_t seq) {
+void VerbsInterNode::receive(Transfers& set, BlockKind kind, RegionId into, std::size_t, int node, std::size_t,
+                             uint64_t seq, BlockChecksum* sum) {
   static_cast<VerbsTransfers&>(set).add(
-      {rank_of(node), node, true, encode_immediate(seq, data_kind(kind), 0), kind, into, offset, bytes, seq});
-}
-
-void VerbsInterNode::verify_arrival(BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
-                                    uint64_t seq) const {
-  verify_block(inbox_[sum_index(into, node)], region_base_[into] + offset, bytes, block_name(kind), seq,
-               rank_of(node));
+      {rank_of(node), node, true, encode_immediate(seq, data_kind(kind), 0), checksum_ ? sum : nullptr, into});
 }
 
 // A write of zero bytes: only its immediate matters (region 0 exists on every rank

@@ -9,9 +9,11 @@
 // With ExchangeConfig::checksum the sender first writes the block's checksum
 // (BlockChecksum, its CRC32C) into the peer's checksum inbox, a registered
 // array with one entry per (receive region, source node): a plain write, without
-// immediate, which RC places before the block's. The receiver checks the block when
-// its immediate arrives. An entry is reused only by the next write into the same
-// block, which waits for the receiver's clear-to-send, sent after it checked.
+// immediate, which RC places before the block's. When the immediate arrives, the
+// entry is copied to where the receiving operation keeps it, and the operation
+// checks the block in its first pass over it (block_checksums.hpp). An entry is
+// reused only by the next write into the same block, which waits for the
+// receiver's clear-to-send, sent once the operation that received it began again.
 #pragma once
 
 #include <mpi.h>
@@ -44,9 +46,9 @@ class VerbsInterNode final : public InterNode {
   RegionId register_region(void* ptr, std::size_t bytes, MemorySpace space) override;
   std::string device_memory_unsupported() const override;
   void send(Transfers& set, BlockKind kind, RegionId from, std::size_t offset, int node, RegionId to,
-            std::size_t remote_offset, std::size_t bytes, uint64_t seq) override;
+            std::size_t remote_offset, std::size_t bytes, uint64_t seq, const BlockChecksum* sum) override;
   void receive(Transfers& set, BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
-               uint64_t seq) override;
+               uint64_t seq, BlockChecksum* sum) override;
   // One RDMA write per block: its checksum and its arrival are tracked per block.
   std::size_t chunk_bytes() const override { return 0; }
   bool needs_clear_to_send() const override { return true; }
@@ -57,12 +59,9 @@ class VerbsInterNode final : public InterNode {
   // Arrivals and acknowledgements seen by poll() and not yet claimed.
   bool take_arrival(int node, uint32_t imm);
   bool take_ack(uint64_t write_id) { return acked_.erase(write_id) > 0; }
-  // With checksums: throws Error(kDataCorrupted) unless the `bytes` at `offset` of
-  // region `into`, the `kind` block of operation `seq` from `node`, match the
-  // checksum that node wrote ahead of them.
-  void verify_arrival(BlockKind kind, RegionId into, std::size_t offset, int node, std::size_t bytes,
-                      uint64_t seq) const;
-  bool checksum() const { return checksum_; }
+  // With checksums: the checksum `node` wrote ahead of its last block into region
+  // `into`.
+  BlockChecksum inbox(RegionId into, int node) const { return inbox_[sum_index(into, node)]; }
 
  private:
   static uint64_t arrival_key(int node, uint32_t imm) { return (static_cast<uint64_t>(node) << 32) | imm; }
@@ -79,7 +78,8 @@ class VerbsInterNode final : public InterNode {
   std::unordered_map<uint64_t, int> arrived_;  // (node, immediate) -> writes not yet claimed
   std::unordered_set<uint64_t> acked_;         // write ids acknowledged, not yet claimed
   uint64_t next_write_id_ = 1;                 // 0: a write nobody waits for (ready signals)
-  // Checksums (ExchangeConfig::checksum): host addresses of the regions, and per
+  // Checksums (ExchangeConfig::checksum): host addresses of the regions (fault
+  // injection), and per
   // (region, node) the checksum received from that node (inbox) and the one sent
   // to it (outbox), both registered after the caller's regions.
   const bool checksum_;

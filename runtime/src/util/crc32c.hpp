@@ -26,4 +26,21 @@ BlockChecksum block_checksum(const void* data, std::size_t bytes);
 // costs no second read of them from memory.
 BlockChecksum copy_with_checksum(void* dst, const void* src, std::size_t bytes);
 
+// The CRC32C of a concatenation from the CRC32Cs of its parts, for ranges hashed
+// apart (rows split across threads): CRC32C(A B) from CRC32C(A), CRC32C(B) and the
+// length of B, a multiplication by x^(8 |B|) modulo the polynomial (as zlib's
+// crc32_combine does for its CRC-32). Appending parts of one length, make one
+// Crc32cAppend for that length and reuse it: each append is then one
+// multiplication.
+class Crc32cAppend {
+ public:
+  explicit Crc32cAppend(std::size_t part_bytes);
+  // CRC32C(A B) for crc_a = CRC32C(A), crc_b = CRC32C(B), |B| = part_bytes.
+  uint32_t operator()(uint32_t crc_a, uint32_t crc_b) const;
+
+ private:
+  uint32_t shift_;  // x^(8 part_bytes) mod P, reflected
+};
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, std::size_t bytes_b);
+
 }  // namespace epcomm::detail
