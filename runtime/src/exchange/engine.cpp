@@ -139,8 +139,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              ? config_.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
   slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
-  slot_layout_.payload_in_shm = config_.memory == MemorySpace::kHost;
+  // Host memory: the whole payload in the node's shared memory, checksums
+  // included. Device memory: in GPU memory, unchecksummed (docs/failures.md).
+  const bool host = config_.memory == MemorySpace::kHost;
+  slot_layout_.shm_parts = host ? kAllSlotParts : 0u;
   slot_layout_.compute();
+  device_payload_ = slot_layout_.payload(host ? 0u : kPeerArrays | kOwnArrays);
   rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
@@ -166,7 +170,6 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
   const std::size_t H = static_cast<std::size_t>(config_.hidden);
-  const std::size_t max_rows = static_cast<std::size_t>(slot_layout_.max_rows);
   // Rows are encoded once into a staging matrix unless the input already is rows.
   const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
@@ -200,25 +203,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   ErrorCode alloc_code = ErrorCode::kSystem;
   try {
     if (config_.memory == MemorySpace::kDevice) {
-      // One slot of the shared region: rows, expert outputs, row metadata.
-      Carver shared(nullptr);
-      const auto at = [&shared](std::size_t bytes) {
-        const std::size_t offset = shared.bytes();
-        shared.take<std::byte>(bytes);
-        return offset;
-      };
-      at(max_rows * slot_layout_.row_bytes);
-      device_slot_.expert_out = at(max_rows * slot_layout_.out_row_bytes);
-      device_slot_.src_rank = at(max_rows * sizeof(int32_t));
-      device_slot_.src_token = at(max_rows * sizeof(int32_t));
-      device_slot_.weight = at(max_rows * sizeof(float));
-      device_slot_.first_row = at(max_rows * sizeof(int32_t));
-      device_slot_.token_rows =
-          at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
-      device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
-      device_slot_.bytes = shared.bytes();
       device = make_device_resources(group, config_.device, config_.gpu_sm_budget,
-                                     device_slot_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
+                                     device_payload_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
                                      pinned_slot * (config_.max_inflight + 1));
       Carver inbox(device->pinned_base() + pinned_slot * config_.max_inflight);
       inbox_topk_idx_ = inbox.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
@@ -313,10 +299,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
     }
   });
   // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
-  if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
+  if (config_.checksum && (slot_layout_.shm_parts & kChecksumArrays) != 0) {
+    node_checksums = std::make_unique<NodePeerChecksums>(group);
+  }
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
-                                        << slot_layout_.bytes + device_slot_.bytes << " shared bytes ("
+                                        << slot_layout_.bytes + device_payload_.bytes << " shared bytes ("
                                         << slot_layout_.max_rows << " rows, owner partials "
                                         << static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes()
                                         << " bytes), inter-node transport " << internode->name());
@@ -373,17 +361,7 @@ void Engine::abandon_all() {
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
   SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout_.bytes * slot, slot_layout_);
-  if (device) {
-    std::byte* base = device->shared_base(local_rank) + device_slot_.bytes * slot;
-    v.rows = base;
-    v.expert_out = base + device_slot_.expert_out;
-    v.src_rank = reinterpret_cast<int32_t*>(base + device_slot_.src_rank);
-    v.src_token = reinterpret_cast<int32_t*>(base + device_slot_.src_token);
-    v.weight = reinterpret_cast<float*>(base + device_slot_.weight);
-    v.first_row = reinterpret_cast<int32_t*>(base + device_slot_.first_row);
-    v.token_rows = reinterpret_cast<int32_t*>(base + device_slot_.token_rows);
-    v.owner_partials = base + device_slot_.owner_partials;
-  }
+  if (device) slot_layout_.point(device_payload_, device->shared_base(local_rank) + device_payload_.bytes * slot, v);
   return v;
 }
 

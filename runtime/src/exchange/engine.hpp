@@ -194,13 +194,9 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::unique_ptr<DeviceResources> device;
 
  private:
-  // One slot of the shared GPU region: rows, expert outputs, row metadata and
-  // owner partials, at these offsets.
-  struct DeviceSlotOffsets {
-    std::size_t expert_out = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
-    std::size_t owner_partials = 0;
-    std::size_t bytes = 0;
-  } device_slot_;
+  // One slot's payload arrays in the GPU region node peers map: those not in the
+  // node's shared memory (slot_layout_.shm_parts).
+  SlotPayload device_payload_;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures_;
