@@ -11,6 +11,7 @@
 #include "exchange/combine_op.hpp"
 #include "exchange/config_agreement.hpp"
 #include "exchange/dispatch_op.hpp"
+#include "device/peer_access.hpp"
 #include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
@@ -140,11 +141,16 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
   slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
   // Host memory: the whole payload in the node's shared memory, checksums
-  // included. Device memory: in GPU memory, unchecksummed (docs/failures.md).
+  // included. Device memory: in GPU memory, unchecksummed (docs/failures.md);
+  // but where the node's GPUs cannot map each other's memory, the arrays node
+  // peers write or read stay in the node's shared memory, which every GPU of the
+  // node reaches over PCIe once registered (docs/gpu.md).
   const bool host = config_.memory == MemorySpace::kHost;
-  slot_layout_.shm_parts = host ? kAllSlotParts : 0u;
+  const NodePeerAccess peer_access = host ? NodePeerAccess{} : node_peer_access(group, config_.device);
+  gpu_payload_shared_ = peer_access.all;
+  slot_layout_.shm_parts = host ? kAllSlotParts : peer_access.all ? 0u : unsigned{kPeerArrays};
   slot_layout_.compute();
-  device_payload_ = slot_layout_.payload(host ? 0u : kPeerArrays | kOwnArrays);
+  device_payload_ = slot_layout_.payload(host ? 0u : (kPeerArrays | kOwnArrays) & ~slot_layout_.shm_parts);
   rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
@@ -204,8 +210,21 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   try {
     if (config_.memory == MemorySpace::kDevice) {
       device = make_device_resources(group, config_.device, config_.gpu_sm_budget,
-                                     device_payload_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
-                                     pinned_slot * (config_.max_inflight + 1));
+                                     device_payload_.bytes * config_.max_inflight, gpu_payload_shared_,
+                                     private_slot * config_.max_inflight, pinned_slot * (config_.max_inflight + 1));
+      if (!gpu_payload_shared_) {
+        for (int ld = 0; ld < topo_.ranks_per_node; ++ld) {
+          shm_registrations_.push_back(device->register_host(shm_->base(ld), shm_->bytes_per_rank()));
+        }
+        const char* what = "the exchange's rows, row metadata and owner partials go through the node's shared memory "
+                           "(pinned, mapped into each GPU: PCIe) rather than over NVLink; expert outputs stay in GPU "
+                           "memory";
+        if (peer_access.forced) {
+          EPCOMM_LOG(kInfo, "exchange: " << peer_access.why_not << ": " << what);
+        } else {
+          EPCOMM_LOG(kWarn, "exchange: " << peer_access.why_not << ": " << what);
+        }
+      }
       Carver inbox(device->pinned_base() + pinned_slot * config_.max_inflight);
       inbox_topk_idx_ = inbox.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
       inbox_topk_weights_ = inbox.take<float>(static_cast<std::size_t>(T) * config_.topk);
@@ -361,7 +380,11 @@ void Engine::abandon_all() {
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
   SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout_.bytes * slot, slot_layout_);
-  if (device) slot_layout_.point(device_payload_, device->shared_base(local_rank) + device_payload_.bytes * slot, v);
+  // A node peer's GPU payload is not mapped here where the GPUs lack peer access
+  // (nor needed: it holds only that peer's own arrays): left null.
+  if (device && (gpu_payload_shared_ || local_rank == group.local_rank)) {
+    slot_layout_.point(device_payload_, device->shared_base(local_rank) + device_payload_.bytes * slot, v);
+  }
   return v;
 }
 

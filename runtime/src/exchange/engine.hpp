@@ -194,9 +194,13 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::unique_ptr<DeviceResources> device;
 
  private:
-  // One slot's payload arrays in the GPU region node peers map: those not in the
-  // node's shared memory (slot_layout_.shm_parts).
+  // Where the node's GPUs lack peer access, the node's shared memory registered with
+  // every GPU, one segment per node rank (after shm_ and device: released first).
+  std::vector<std::shared_ptr<void>> shm_registrations_;
+  // One slot's payload arrays in GPU memory: those not in the node's shared memory
+  // (slot_layout_.shm_parts), in a region node peers map where gpu_payload_shared_.
   SlotPayload device_payload_;
+  bool gpu_payload_shared_ = true;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   // After shm and comm: destroyed before both (it reads one and receives on the other).
   std::unique_ptr<FailureChannel> failures_;
