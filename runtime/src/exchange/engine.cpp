@@ -8,10 +8,10 @@
 #include <cstring>
 #include <thread>
 
+#include "device/peer_access.hpp"
 #include "exchange/combine_op.hpp"
 #include "exchange/config_agreement.hpp"
 #include "exchange/dispatch_op.hpp"
-#include "device/peer_access.hpp"
 #include "exchange/internode_factory.hpp"
 #include "progress/backoff.hpp"
 #include "util/check.hpp"
@@ -217,8 +217,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
           shm_registrations_.push_back(device->register_host(shm_->base(ld), shm_->bytes_per_rank()));
         }
         const char* what = "the exchange's rows, row metadata and owner partials go through the node's shared memory "
-                           "(pinned, mapped into each GPU: PCIe) rather than over NVLink; expert outputs stay in GPU "
-                           "memory";
+                           "(pinned, mapped into each GPU: PCIe) rather than from GPU to GPU; expert outputs stay in "
+                           "GPU memory";
         if (peer_access.forced) {
           EPCOMM_LOG(kInfo, "exchange: " << peer_access.why_not << ": " << what);
         } else {
