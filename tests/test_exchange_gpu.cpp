@@ -82,15 +82,31 @@ struct DeviceInputs {
   }
 };
 
-// The exchange's outputs may be pinned host memory (GPUs without peer access):
-// the copy's direction follows the pointers.
-std::vector<std::byte> to_host(const void* dev, std::size_t bytes, cudaStream_t stream) {
+bool is_host_memory(const void* p) {
+  cudaPointerAttributes a{};
+  CUDA_OK(cudaPointerGetAttributes(&a, p));
+  return a.type == cudaMemoryTypeHost;
+}
+
+// The exchange's outputs may be pinned host memory (GPUs without peer access).
+// Those go through GPU memory: a copy from host to host memory is not a stream
+// operation but the CPU's, done at once (CUDA makes it synchronous), while the
+// copy engine reads them in stream order like GPU memory.
+std::vector<std::byte> to_host(const void* src, std::size_t bytes, cudaStream_t stream) {
   void* pinned = nullptr;
   CUDA_OK(cudaMallocHost(&pinned, bytes > 0 ? bytes : 1));
-  if (bytes > 0) CUDA_OK(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDefault, stream));
+  const bool via_gpu = bytes > 0 && is_host_memory(src);
+  void* staged = nullptr;
+  if (via_gpu) {
+    CUDA_OK(cudaMallocAsync(&staged, bytes, stream));  // stream-ordered: waits for no other stream
+    CUDA_OK(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyHostToDevice, stream));
+    src = staged;
+  }
+  if (bytes > 0) CUDA_OK(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDeviceToHost, stream));
   CUDA_OK(cudaStreamSynchronize(stream));
   const auto* p = static_cast<const std::byte*>(pinned);
   std::vector<std::byte> out(p, p + bytes);
+  if (staged != nullptr) CUDA_OK(cudaFreeAsync(staged, stream));
   cudaFreeHost(pinned);
   return out;
 }
@@ -465,12 +481,6 @@ TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
   CUDA_OK(cudaStreamCreate(&stream));
   expect_identical(run_device(ex, su, stream, ref, false), ref);
   CUDA_OK(cudaStreamDestroy(stream));
-}
-
-bool is_host_memory(const void* p) {
-  cudaPointerAttributes a{};
-  CUDA_OK(cudaPointerGetAttributes(&a, p));
-  return a.type == cudaMemoryTypeHost;
 }
 
 // EPCOMM_GPU_PEER_ACCESS=0 with node peers: received rows and their metadata are
