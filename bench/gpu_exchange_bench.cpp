@@ -20,7 +20,9 @@
 // copy, MPI transfer between the rail peers, host-to-device copy (*_floor_us, the
 // MPI part *_floor_mpi_us, the exchange over it *_vs_floor).
 // Check: once per size, the same inputs through the host exchange; rows and combine
-// outputs must be identical bit for bit (check=true).
+// outputs must be identical bit for bit (check=true). rows_memory: where the
+// received rows live, pinned_host where node peers' GPUs lack peer access or
+// EPCOMM_GPU_PEER_ACCESS=0 (docs/gpu.md), else device.
 //
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
 //       [--topk 8] [--max-nodes 0] [--sm-budget 0,8,20] [--dispatch-format fp8]
@@ -329,11 +331,17 @@ int run(int argc, char** argv) {
 
       // Check once, against the host exchange, with deterministic expert outputs.
       bool check = false;
+      // Where node peers' GPUs have no peer access (or EPCOMM_GPU_PEER_ACCESS=0),
+      // received rows live in pinned host memory: recorded beside the times.
+      bool rows_on_host = false;
       {
         epcomm::DispatchHandle h = ex.dispatch(d);
         const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
         std::vector<std::byte> rows(rows_bytes);
-        cuda_ok(cudaMemcpy(rows.data(), h.rows(), rows_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+        cudaPointerAttributes where{};
+        cuda_ok(cudaPointerGetAttributes(&where, h.rows()), "cudaPointerGetAttributes");
+        rows_on_host = where.type == cudaMemoryTypeHost;
+        cuda_ok(cudaMemcpy(rows.data(), h.rows(), rows_bytes, cudaMemcpyDefault), "cudaMemcpy");
         std::vector<std::byte> y(static_cast<std::size_t>(h.num_rows()) * o.hidden * 2);
         for (std::size_t i = 0; i < y.size() / 2; ++i) {
           const float f = static_cast<float>(static_cast<int>(i % 37) - 18) / 8.0f;
@@ -416,6 +424,7 @@ int run(int argc, char** argv) {
           header.progress_thread = g.progress_thread();
           epcomm_bench::Json j = epcomm_bench::run_header_json(header);
           j["memory"] = "device";
+          j["rows_memory"] = rows_on_host ? "pinned_host" : "device";
           j["tokens"] = T;
           j["hidden"] = o.hidden;
           j["experts"] = o.experts;
@@ -457,6 +466,7 @@ int run(int argc, char** argv) {
               sd.p10, sd.p90, sc.p50, sc.p10, sc.p90, gbd, gbc, floor_d.total, floor_c.total, nccl_d, nccl_c,
               nccl_expert_d, nccl_expert_c,
               check ? "true" : "false");
+          if (rows_on_host) std::printf("# rows in pinned host memory: node peers exchange through shared memory\n");
         }
         std::fflush(stdout);
       }

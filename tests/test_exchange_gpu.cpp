@@ -82,13 +82,31 @@ struct DeviceInputs {
   }
 };
 
-std::vector<std::byte> to_host(const void* dev, std::size_t bytes, cudaStream_t stream) {
+bool is_host_memory(const void* p) {
+  cudaPointerAttributes a{};
+  CUDA_OK(cudaPointerGetAttributes(&a, p));
+  return a.type == cudaMemoryTypeHost;
+}
+
+// The exchange's outputs may be pinned host memory (GPUs without peer access).
+// Those go through GPU memory: a copy from host to host memory is not a stream
+// operation but the CPU's, done at once (CUDA makes it synchronous), while the
+// copy engine reads them in stream order like GPU memory.
+std::vector<std::byte> to_host(const void* src, std::size_t bytes, cudaStream_t stream) {
   void* pinned = nullptr;
   CUDA_OK(cudaMallocHost(&pinned, bytes > 0 ? bytes : 1));
-  if (bytes > 0) CUDA_OK(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDeviceToHost, stream));
+  const bool via_gpu = bytes > 0 && is_host_memory(src);
+  void* staged = nullptr;
+  if (via_gpu) {
+    CUDA_OK(cudaMallocAsync(&staged, bytes, stream));  // stream-ordered: waits for no other stream
+    CUDA_OK(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyHostToDevice, stream));
+    src = staged;
+  }
+  if (bytes > 0) CUDA_OK(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDeviceToHost, stream));
   CUDA_OK(cudaStreamSynchronize(stream));
   const auto* p = static_cast<const std::byte*>(pinned);
   std::vector<std::byte> out(p, p + bytes);
+  if (staged != nullptr) CUDA_OK(cudaFreeAsync(staged, stream));
   cudaFreeHost(pinned);
   return out;
 }
@@ -463,6 +481,33 @@ TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
   CUDA_OK(cudaStreamCreate(&stream));
   expect_identical(run_device(ex, su, stream, ref, false), ref);
   CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// EPCOMM_GPU_PEER_ACCESS=0 with node peers: received rows and their metadata are
+// in the node's shared memory (pinned host memory), expert outputs on the GPU;
+// without node peers, or without the variable where ranks share a GPU, all of it
+// is GPU memory. (The bit-identical cases above then test that path.)
+TEST_F(MpiTest, RowsLiveWherePeerAccessAllows) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const char* setting = std::getenv("EPCOMM_GPU_PEER_ACCESS");
+  const bool forced = setting != nullptr && std::string(setting) == "0";
+  const Case c{"where", Format::kFP8, Format::kBF16, DType::kBF16, 256, 32, 4, 2, Pattern::kRandom};
+  const CaseInput su = make_setup(g, c, 7);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  int count = 0;
+  CUDA_OK(cudaGetDeviceCount(&count));
+  if (!forced && g.ranks_per_node() > 1 && count > 1) {
+    GTEST_SKIP() << "node peers on several GPUs: where rows live depends on their peer access";
+  }
+  epcomm::Exchange ex(g, on_device(su.config));
+  const DeviceInputs inputs(su.input, su.x);
+  epcomm::DispatchHandle h = ex.dispatch(inputs.dispatch(su.input.num_tokens, nullptr));
+  const bool staged = forced && g.ranks_per_node() > 1;
+  EXPECT_EQ(is_host_memory(h.rows()), staged);
+  EXPECT_EQ(is_host_memory(h.row_weights()), staged);
+  EXPECT_EQ(is_host_memory(h.row_src_token()), staged);
+  EXPECT_FALSE(is_host_memory(h.expert_out_buffer()));
 }
 
 // Bad input: a clear error on every rank, nothing taken, the exchange usable after.

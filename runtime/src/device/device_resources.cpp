@@ -33,11 +33,11 @@ int chosen_device(int device) {
 
 class CudaResources final : public DeviceResources {
  public:
-  CudaResources(GroupState& group, int device, int sm_budget, std::size_t shared_bytes, std::size_t private_bytes,
-                std::size_t pinned_bytes)
+  CudaResources(GroupState& group, int device, int sm_budget, std::size_t shared_bytes, bool share,
+                std::size_t private_bytes, std::size_t pinned_bytes)
       : device_(device),
         sm_budget_(sm_budget),
-        shared_(group, device, shared_bytes),
+        shared_(group, device, shared_bytes, share),
         private_(device, private_bytes, "the exchange's staging buffers"),
         gate_(device, group.timeout_s),
         hold_streams_(env::hold_streams()) {
@@ -116,7 +116,7 @@ class CudaResources final : public DeviceResources {
 }  // namespace
 
 std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, int sm_budget,
-                                                       std::size_t shared_bytes, std::size_t private_bytes,
+                                                       std::size_t shared_bytes, bool share, std::size_t private_bytes,
                                                        std::size_t pinned_bytes) {
   // Every rank of the node checks its device first, so none waits in the mapping
   // collective for a peer that already gave up.
@@ -137,10 +137,11 @@ std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int de
   if (!why.empty()) throw Error(code, why);
   EPCOMM_REQUIRE(failed.empty(), kUnsupported,
                  "node peer(s) " << failed << " cannot use a CUDA device for the exchange; see their errors");
-  EPCOMM_LOG(kInfo, "exchange on CUDA device " << device << ": " << shared_bytes << " bytes shared with node peers, "
+  EPCOMM_LOG(kInfo, "exchange on CUDA device " << device << ": " << shared_bytes
+                                               << (share ? " bytes shared with node peers, " : " bytes of slots, ")
                                                << private_bytes << " private, " << pinned_bytes << " pinned host");
   if (sm_budget > 0) EPCOMM_LOG(kInfo, "exchange kernels: " << sm_budget << " SMs at most (gpu_sm_budget)");
-  return std::make_unique<CudaResources>(group, device, sm_budget, shared_bytes, private_bytes, pinned_bytes);
+  return std::make_unique<CudaResources>(group, device, sm_budget, shared_bytes, share, private_bytes, pinned_bytes);
 }
 
 }  // namespace epcomm::detail

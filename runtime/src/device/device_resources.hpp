@@ -20,7 +20,8 @@ class DeviceResources {
  public:
   virtual ~DeviceResources() = default;
   virtual int device() const = 0;
-  // A node peer's shared region (this rank's own at its local rank).
+  // A node peer's shared region (this rank's own at its local rank; a peer's is
+  // null where the region is not shared).
   virtual std::byte* shared_base(int local_rank) const = 0;
   // This rank's private GPU memory and its pinned host memory.
   virtual std::byte* private_base() const = 0;
@@ -56,10 +57,12 @@ class DeviceResources {
 
 // Collective over the node. device < 0: the calling thread's current device.
 // sm_budget: the SMs each kernel on the movers' streams may occupy (0: no bound;
-// checked against the device, device/sm_budget.hpp). Throws Error(kUnsupported) in
-// a build without CUDA or where node peers' GPUs cannot map each other's memory.
+// checked against the device, device/sm_budget.hpp). shared_bytes: the region node
+// peers map (share false: where their GPUs have no peer access, peer_access.hpp: the
+// rank's alone, shared_base() of a peer null). Throws Error(kUnsupported) in a build
+// without CUDA or where node peers' GPUs cannot map each other's memory.
 std::unique_ptr<DeviceResources> make_device_resources(GroupState& group, int device, int sm_budget,
-                                                       std::size_t shared_bytes, std::size_t private_bytes,
+                                                       std::size_t shared_bytes, bool share, std::size_t private_bytes,
                                                        std::size_t pinned_bytes);
 
 }  // namespace epcomm::detail

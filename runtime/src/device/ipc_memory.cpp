@@ -30,7 +30,7 @@ std::byte* allocate(int device, std::size_t bytes, const char* purpose) {
 
 }  // namespace
 
-IpcMemory::IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank)
+IpcMemory::IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank, bool map_peers)
     : bases_(group.ranks_per_node, nullptr), local_rank_(group.local_rank), device_(device) {
   // Allocation and export fail together: a rank that threw alone would leave its
   // peers in the handle exchange.
@@ -39,7 +39,7 @@ IpcMemory::IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank)
   ErrorCode code = ErrorCode::kSystem;
   try {
     bases_[local_rank_] = allocate(device, bytes_per_rank, "the exchange's receive buffers");
-    EPCOMM_CUDA(cudaIpcGetMemHandle(&mine, bases_[local_rank_]));
+    if (map_peers) EPCOMM_CUDA(cudaIpcGetMemHandle(&mine, bases_[local_rank_]));
   } catch (const Error& e) {
     why = e.what();
     code = e.code();
@@ -49,6 +49,7 @@ IpcMemory::IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank)
   if (!why.empty()) throw Error(code, why);
   EPCOMM_REQUIRE(cannot.empty(), kBufferTooSmall,
                  "node peer(s) " << cannot << " could not allocate or export their GPU receive buffers; see their errors");
+  if (!map_peers) return;
   std::vector<cudaIpcMemHandle_t> all(group.ranks_per_node);
   EPCOMM_MPI(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, group.node_comm));
   std::string failed;
@@ -98,6 +99,16 @@ DeviceBuffer::~DeviceBuffer() {
 HostRegistration::HostRegistration(void* ptr, std::size_t bytes) {
   if (ptr == nullptr || bytes == 0) return;
   EPCOMM_CUDA(cudaHostRegister(ptr, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable));
+  // The exchange hands kernels host addresses, which holds on devices that report
+  // cudaDevAttrCanUseHostPointerForRegisteredMem (current GPUs on 64-bit Linux).
+  void* on_device = nullptr;
+  const cudaError_t s = cudaHostGetDevicePointer(&on_device, ptr, 0);
+  if (s != cudaSuccess || on_device != ptr) {
+    cudaHostUnregister(ptr);
+    EPCOMM_CUDA(s);
+    EPCOMM_FAIL(kUnsupported, "kernels see registered host memory at " << on_device << ", not at its host address "
+                                                                        << ptr << "; the exchange needs the same");
+  }
   ptr_ = ptr;
 }
 

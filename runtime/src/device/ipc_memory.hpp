@@ -17,7 +17,9 @@ class IpcMemory {
   // Collective over the node. Throws Error(kUnsupported) naming the peer whose
   // region cannot be mapped (no peer access between the two GPUs), and
   // Error(kBufferTooSmall) naming the bytes when the GPU cannot hold the region.
-  IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank);
+  // map_peers false: each rank keeps its region to itself (base() of a node peer
+  // is null), for GPUs without peer access (peer_access.hpp).
+  IpcMemory(GroupState& group, int device, std::size_t bytes_per_rank, bool map_peers = true);
   ~IpcMemory();
   IpcMemory(const IpcMemory&) = delete;
   IpcMemory& operator=(const IpcMemory&) = delete;
@@ -46,8 +48,10 @@ class DeviceBuffer {
   int device_ = 0;
 };
 
-// Makes host memory (the inter-node buffers) readable and writable by kernels of
-// `device`, at the same address, for as long as this object lives.
+// Makes host memory (the inter-node buffers; the node's shared memory where GPUs
+// lack peer access) readable and writable by kernels of every device, at the same
+// address, for as long as this object lives. Throws Error(kUnsupported) where
+// kernels would need another address for it.
 class HostRegistration {
  public:
   HostRegistration(void* ptr, std::size_t bytes);

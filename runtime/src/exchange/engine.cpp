@@ -8,6 +8,7 @@
 #include <cstring>
 #include <thread>
 
+#include "device/peer_access.hpp"
 #include "exchange/combine_op.hpp"
 #include "exchange/config_agreement.hpp"
 #include "exchange/dispatch_op.hpp"
@@ -141,8 +142,17 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              ? config_.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
   slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
-  slot_layout_.payload_in_shm = config_.memory == MemorySpace::kHost;
+  // Host memory: the whole payload in the node's shared memory, checksums
+  // included. Device memory: in GPU memory, unchecksummed (docs/failures.md);
+  // but where the node's GPUs cannot map each other's memory, the arrays node
+  // peers write or read stay in the node's shared memory, which every GPU of the
+  // node reaches over PCIe once registered (docs/gpu.md).
+  const bool host = config_.memory == MemorySpace::kHost;
+  const NodePeerAccess peer_access = host ? NodePeerAccess{} : node_peer_access(group, config_.device);
+  gpu_payload_shared_ = peer_access.all;
+  slot_layout_.shm_parts = host ? kAllSlotParts : peer_access.all ? 0u : unsigned{kPeerArrays};
   slot_layout_.compute();
+  device_payload_ = slot_layout_.payload(host ? 0u : (kPeerArrays | kOwnArrays) & ~slot_layout_.shm_parts);
   rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
@@ -168,7 +178,6 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const std::size_t remote_nodes = static_cast<std::size_t>(N - 1);
   const std::size_t handled = static_cast<std::size_t>(T) * N;
   const std::size_t H = static_cast<std::size_t>(config_.hidden);
-  const std::size_t max_rows = static_cast<std::size_t>(slot_layout_.max_rows);
   // Rows are encoded once into a staging matrix unless the input already is rows.
   const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
@@ -213,26 +222,22 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   ErrorCode alloc_code = ErrorCode::kSystem;
   try {
     if (config_.memory == MemorySpace::kDevice) {
-      // One slot of the shared region: rows, expert outputs, row metadata.
-      Carver shared(nullptr);
-      const auto at = [&shared](std::size_t bytes) {
-        const std::size_t offset = shared.bytes();
-        shared.take<std::byte>(bytes);
-        return offset;
-      };
-      at(max_rows * slot_layout_.row_bytes);
-      device_slot_.expert_out = at(max_rows * slot_layout_.out_row_bytes);
-      device_slot_.src_rank = at(max_rows * sizeof(int32_t));
-      device_slot_.src_token = at(max_rows * sizeof(int32_t));
-      device_slot_.weight = at(max_rows * sizeof(float));
-      device_slot_.first_row = at(max_rows * sizeof(int32_t));
-      device_slot_.token_rows =
-          at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
-      device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
-      device_slot_.bytes = shared.bytes();
       device = make_device_resources(group, config_.device, config_.gpu_sm_budget,
-                                     device_slot_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
-                                     pinned_slot * (config_.max_inflight + 1));
+                                     device_payload_.bytes * config_.max_inflight, gpu_payload_shared_,
+                                     private_slot * config_.max_inflight, pinned_slot * (config_.max_inflight + 1));
+      if (!gpu_payload_shared_) {
+        for (int ld = 0; ld < topo_.ranks_per_node; ++ld) {
+          shm_registrations_.push_back(device->register_host(shm_->base(ld), shm_->bytes_per_rank()));
+        }
+        const char* what = "the exchange's rows, row metadata and owner partials go through the node's shared memory "
+                           "(pinned, mapped into each GPU: PCIe) rather than from GPU to GPU; expert outputs stay in "
+                           "GPU memory";
+        if (peer_access.forced) {
+          EPCOMM_LOG(kInfo, "exchange: " << peer_access.why_not << ": " << what);
+        } else {
+          EPCOMM_LOG(kWarn, "exchange: " << peer_access.why_not << ": " << what);
+        }
+      }
       Carver inbox(device->pinned_base() + pinned_slot * config_.max_inflight);
       inbox_topk_idx_ = inbox.take<int32_t>(static_cast<std::size_t>(T) * config_.topk);
       inbox_topk_weights_ = inbox.take<float>(static_cast<std::size_t>(T) * config_.topk);
@@ -337,10 +342,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                           << "; detected: " << gpu_direct_->describe());
   }
   // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
-  if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
+  if (config_.checksum && (slot_layout_.shm_parts & kChecksumArrays) != 0) {
+    node_checksums = std::make_unique<NodePeerChecksums>(group);
+  }
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
-                                        << slot_layout_.bytes + device_slot_.bytes << " shared bytes ("
+                                        << slot_layout_.bytes + device_payload_.bytes << " shared bytes ("
                                         << slot_layout_.max_rows << " rows, owner partials "
                                         << static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes()
                                         << " bytes), inter-node transport " << internode->name());
@@ -433,16 +440,10 @@ void Engine::abandon_all() {
 
 SlotView Engine::slot_view(int local_rank, int slot) const {
   SlotView v = SlotView::at(shm_->base(local_rank) + kHeaderBytes + slot_layout_.bytes * slot, slot_layout_);
-  if (device) {
-    std::byte* base = device->shared_base(local_rank) + device_slot_.bytes * slot;
-    v.rows = base;
-    v.expert_out = base + device_slot_.expert_out;
-    v.src_rank = reinterpret_cast<int32_t*>(base + device_slot_.src_rank);
-    v.src_token = reinterpret_cast<int32_t*>(base + device_slot_.src_token);
-    v.weight = reinterpret_cast<float*>(base + device_slot_.weight);
-    v.first_row = reinterpret_cast<int32_t*>(base + device_slot_.first_row);
-    v.token_rows = reinterpret_cast<int32_t*>(base + device_slot_.token_rows);
-    v.owner_partials = base + device_slot_.owner_partials;
+  // A node peer's GPU payload is not mapped here where the GPUs lack peer access
+  // (nor needed: it holds only that peer's own arrays): left null.
+  if (device && (gpu_payload_shared_ || local_rank == group.local_rank)) {
+    slot_layout_.point(device_payload_, device->shared_base(local_rank) + device_payload_.bytes * slot, v);
   }
   return v;
 }

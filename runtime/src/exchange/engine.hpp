@@ -204,13 +204,13 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::unique_ptr<DeviceResources> device;
 
  private:
-  // One slot of the shared GPU region: rows, expert outputs, row metadata and
-  // owner partials, at these offsets.
-  struct DeviceSlotOffsets {
-    std::size_t expert_out = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
-    std::size_t owner_partials = 0;
-    std::size_t bytes = 0;
-  } device_slot_;
+  // Where the node's GPUs lack peer access, the node's shared memory registered with
+  // every GPU, one segment per node rank (after shm_ and device: released first).
+  std::vector<std::shared_ptr<void>> shm_registrations_;
+  // One slot's payload arrays in GPU memory: those not in the node's shared memory
+  // (slot_layout_.shm_parts), in a region node peers map where gpu_payload_shared_.
+  SlotPayload device_payload_;
+  bool gpu_payload_shared_ = true;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
   GpuDirectMode gpu_direct_mode_ = GpuDirectMode::kAuto;  // EPCOMM_GPU_DIRECT
   // Device memory with rows crossing nodes: what this rank offers for GPU direct

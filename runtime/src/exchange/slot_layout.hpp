@@ -31,6 +31,25 @@ inline void store_flag(uint64_t& f, uint64_t v) {
   std::atomic_ref<uint64_t>(f).store(v, std::memory_order_release);
 }
 
+// A slot's payload arrays fall into parts, which may live in different memory:
+// what node peers write or read (rows, their metadata, owner partials), what only
+// the slot's rank touches (expert outputs), and the checksums of the former
+// (ExchangeConfig::checksum, host memory only).
+enum SlotPart : unsigned { kPeerArrays = 1, kOwnArrays = 2, kChecksumArrays = 4 };
+constexpr unsigned kAllSlotParts = kPeerArrays | kOwnArrays | kChecksumArrays;
+
+// Byte offsets of the payload arrays of some parts (SlotLayout::payload) from the
+// base of one slot's payload; arrays of other parts are absent. Identical on
+// every rank.
+struct SlotPayload {
+  unsigned parts = 0;
+  std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
+  std::size_t expert_out = 0, owner_partials = 0, row_sum = 0, partial_sum = 0;
+  std::size_t bytes = 0;  // one slot's payload, a multiple of 256
+};
+
+struct SlotView;
+
 // Byte offsets of each array inside a slot; identical on every rank.
 struct SlotLayout {
   int num_sources = 0;
@@ -41,18 +60,21 @@ struct SlotLayout {
   std::size_t row_bytes = 0;      // dispatch format
   std::size_t out_row_bytes = 0;  // expert outputs, config dtype
   std::size_t partial_row_bytes = 0;  // owner partials, combine format
-  // Rows, expert outputs, owner partials and row metadata live here, or (device
-  // memory) in GPU memory, where kernels of every GPU of the node write and read
-  // them.
-  bool payload_in_shm = true;
+  // The payload parts kept here, after the control block and the layout; with
+  // device memory, the others are in GPU memory (payload()), where kernels of
+  // every GPU of the node write and read them.
+  unsigned shm_parts = kAllSlotParts;
 
   std::size_t flags = 0, row_base = 0, token_base = 0, expert_offset = 0, expert_count = 0;
-  std::size_t rows = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0;
-  std::size_t token_rows = 0, expert_out = 0, owner_partials = 0;
-  std::size_t row_sum = 0, partial_sum = 0;  // with the payload: checksums (node_peer_checksums.hpp)
+  std::size_t payload_at = 0;  // of shm_payload
+  SlotPayload shm_payload;
   std::size_t bytes = 0;
 
   void compute();
+  // The arrays of `parts`, packed from offset 0.
+  SlotPayload payload(unsigned parts) const;
+  // Points the arrays of p's parts in v at the slot payload starting at base.
+  void point(const SlotPayload& p, std::byte* base, SlotView& v) const;
 };
 
 // Typed pointers into one slot of one rank's segment.
@@ -81,6 +103,8 @@ struct SlotView {
   std::size_t partial_row_bytes;
   int max_rows_per_token;
 
+  // The slot at base in shared memory: its control block, layout and the payload
+  // parts kept there (the others are left null).
   static SlotView at(std::byte* base, const SlotLayout& l);
   std::byte* row(int64_t r) const { return rows + static_cast<std::size_t>(r) * row_bytes; }
   std::byte* out_row(int64_t r) const { return expert_out + static_cast<std::size_t>(r) * out_row_bytes; }

@@ -39,6 +39,11 @@ bool hold_streams();
 // config leaves it 0 (ExchangeConfig / LowLatencyConfig::gpu_sm_budget); 0 (default)
 // = no bound.
 int gpu_sm_budget();
+// EPCOMM_GPU_PEER_ACCESS: 1 (default) = with device memory, node peers on different
+// GPUs write and read each other's GPU memory (CUDA IPC) where the GPUs have peer
+// access; 0 = they go through the node's shared memory as where they have none
+// (docs/gpu.md), to test or measure that path on any GPU host.
+bool gpu_peer_access();
 // EPCOMM_MPI_CHUNK_BYTES: the MPI inter-node tier sends each block as messages of
 // at most this many bytes (default 1 MiB), so that packing, the transfer and the
 // receiver's use of a block overlap; 0 = one message per block. Chunks below
