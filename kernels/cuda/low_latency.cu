@@ -488,22 +488,30 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm) dispatch_recv_ker
 }
 
 // Block i: received rows recv_list[i], recv_list[i + gridDim.x], ..., each
-// encoded straight into its source's (token, k) slot; the last block publishes
-// one word per source.
+// encoded straight into its source's (token, k) slot; the block counts its rows
+// per source in shared memory and adds them to rows_to once, and the last block
+// publishes one word per source.
 template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
     combine_send_kernel(G g, B b, Layout layout, const Src* y, bool reject) {
+  extern __shared__ int block_rows_to[];  // [ranks]
   LowLatencyControl* const c = b.control;
-  if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
   const int rows = reject ? 0 : c->recv_rows;
+  if (load_volatile(&c->failed)) return;
+  for (int s = threadIdx.x; s < g.ranks; s += blockDim.x) block_rows_to[s] = 0;
+  __syncthreads();
   for (int q = blockIdx.x; q < rows; q += gridDim.x) {
     const int64_t row = b.recv_list[q];
     const int s = b.out_src_rank[row];
     const int64_t at = static_cast<int64_t>(b.out_src_token[row]) * g.topk + b.out_k[row];
     put_row<F>(y + row * g.hidden, row, layout, b.shared[s] + g.combine_rows + at * layout.row_bytes, g.hidden,
                &c->bad_output);
-    if (threadIdx.x == 0) atomicAdd(&b.rows_to[s], 1);
+    if (threadIdx.x == 0) ++block_rows_to[s];
+  }
+  __syncthreads();
+  for (int s = threadIdx.x; s < g.ranks; s += blockDim.x) {
+    if (block_rows_to[s] != 0) atomicAdd(&b.rows_to[s], block_rows_to[s]);
   }
   if (!last_block(&c->combine_blocks_done)) return;
   const unsigned long long bad = load_volatile(&c->bad_output);
@@ -759,8 +767,8 @@ void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffe
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      combine_send_kernel<F, Src><<<blocks, kBlockThreads, 0, s>>>(g, b, layout, static_cast<const Src*>(expert_out),
-                                                                   reject);
+      combine_send_kernel<F, Src><<<blocks, kBlockThreads, sizeof(int) * g.ranks, s>>>(
+          g, b, layout, static_cast<const Src*>(expert_out), reject);
     });
   });
   check(cudaGetLastError(), "low-latency combine send kernel launch");
