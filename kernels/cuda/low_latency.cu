@@ -3,9 +3,10 @@
 // from the CUDA codecs' per-tile code (tile_formats.cuh) so rows are the bytes the
 // CPU codecs write.
 //
-// Ordering: every thread of a send kernel ends with __threadfence_system(), then
-// its block counts itself done with an atomic; the last block sees every count,
-// fences again and stores the arrival words with st.release.sys. A wait reads the
+// Ordering: a send kernel's block ends with a barrier, then one thread fences
+// (__threadfence_system(), cumulative: it orders the whole block's stores) and
+// counts the block done with an atomic; the last block sees every count, fences
+// again and stores the arrival words with st.release.sys. A wait reads the
 // words with ld.acquire.sys, so the rows it then reads are the ones stored before
 // the words (the fence-fence pattern of CUDA's threadFenceReduction sample).
 // A kernel's round is LowLatencyControl::round, which the dispatch kernel's last
@@ -162,87 +163,157 @@ __device__ inline void put_row(const Src* src, int64_t pos, const Layout& layout
 }
 
 // Counts this block done; true in the last block of the grid to finish, which
-// then sees every other block's stores (they fenced before counting).
+// then sees every other block's stores. One thread fences for the block: the
+// barrier orders the block's stores before that fence, and a PTX fence is
+// cumulative, so the wait for the block's outstanding NVLink writes is paid once
+// per block, not once per thread.
 __device__ inline bool last_block(unsigned int* done) {
   __shared__ bool last;
-  __threadfence_system();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
+  if (threadIdx.x == 0) {
+    __threadfence_system();
+    last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
+    if (last) __threadfence_system();
+  }
   __syncthreads();
-  if (last) __threadfence_system();
   return last;
 }
 
-// How many blocks a send kernel that loops over (token, k) pairs or received rows
-// launches at most: more than a large GPU holds at once, so every SM is busy.
-constexpr int64_t kMaxSendBlocks = 1 << 12;
-// How many blocks a receive kernel aims for, split over experts or tokens.
+// Blocks of the kernels that loop over tokens or rows: this many per SM
+// (kBlockThreads threads each) stay resident together, so the grid is one wave.
+// The dispatch kernels' __launch_bounds__ keep their registers within it;
+// combine_send's LogFMT encoders would spill there, and need more than one wave.
+constexpr int kBlocksPerSm = 4;
+// How many blocks combine_recv aims for, split over tokens.
 constexpr int kRecvBlocks = 1024;
 
-// Block i: (token, k) pairs i, i + gridDim.x, ... A pair's slot is the number of
-// earlier tokens that chose its expert (the block counts matches among the
-// earlier tokens' entries), and the block encodes the token's row straight into
-// that slot of the owner: the K copies of a token are K blocks writing in
-// parallel, not one block writing them in turn. Each block encodes the row
-// itself (the encode is cheap next to the stores; a row encoded once would need
-// a second pass or one block writing all K copies).
+// The device path sends a token's encoded row once per owner rank, not once per
+// (token, k): the dispatch rows region of the round's parity begins with
+// [ranks][max_tokens] token rows (the region holds local_experts times as many),
+// and the slots' (token, k) entries say which token row each slot takes.
+__device__ inline int64_t token_row(const G& g, int s, int t) {
+  return static_cast<int64_t>(s) * g.max_tokens + t;
+}
+
+// The block copies n bytes from src (shared memory, 16-byte aligned) to dst with
+// the widest stores dst's alignment and n allow.
+__device__ inline void copy_staged(const uint8_t* src, uint8_t* dst, int64_t n) {
+  if (n % 16 == 0 && aligned<16>(dst)) {
+    for (int64_t i = threadIdx.x; i < n / 16; i += blockDim.x) {
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+    }
+  } else if (n % 4 == 0 && aligned<4>(dst)) {
+    for (int64_t i = threadIdx.x; i < n / 4; i += blockDim.x) {
+      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
+// Bytes of dispatch_send_kernel's dynamic shared memory: the encoded row
+// (rounded to 16), the token's entries, weights and slots, a flag per owner rank.
+__host__ __device__ inline int64_t staged_bytes(int64_t row_bytes) { return (row_bytes + 15) / 16 * 16; }
+inline std::size_t dispatch_send_smem(const G& g, int64_t row_bytes) {
+  return static_cast<std::size_t>(staged_bytes(row_bytes)) + sizeof(int) * (3 * static_cast<std::size_t>(g.topk) + g.ranks);
+}
+
+// Earlier tokens' entries a thread of dispatch_send loads before it compares any.
+constexpr int kScanAhead = 4;
+
+// Block i: tokens i, i + gridDim.x, ... (a block per token at decode sizes, one
+// wave). The block encodes the token's row once into shared memory (encoding
+// needs no routing, so its loads go out first), then checks the token's entries
+// (the host's send_plan rules) and finds each one's slot: the number of earlier
+// tokens' entries that chose the same expert, counted with the block's threads
+// each comparing its share of them with the token's K experts. It writes each
+// slot's (token, k) into the owner and the encoded row once into every owner
+// rank that one of the token's experts lives on: per token at most
+// min(topk, ranks) rows cross NVLink instead of topk.
 template <class F, class Src>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm)
     dispatch_send_kernel(G g, B b, Layout layout, const Src* x, const int32_t* idx, const float* w, int num_tokens,
                          bool reject) {
+  extern __shared__ uint4 staged[];  // the encoded row, then entry[topk], weight[topk], earlier[topk], to_owner[ranks]
   LowLatencyControl* const c = b.control;
-  if (load_volatile(&c->failed)) return;  // the same in every block: set by an earlier kernel only
   const uint64_t round = c->round + 1;    // the last block stores it, after every block read it
+  if (load_volatile(&c->failed)) return;  // the same in every block: set by an earlier kernel only
   const int K = g.topk, J = g.local_experts, E = J * g.ranks;
-  const int64_t pairs = reject ? 0 : static_cast<int64_t>(num_tokens) * K;
-  __shared__ int matches;
-  for (int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) {
-    const int t = static_cast<int>(pair / K), k = static_cast<int>(pair % K);
-    const int e = idx[pair];
-    const float wk = w[pair];
-    // The host's send_plan rules for this entry; every value here is the same in
-    // all threads, so the block's barriers below are uniform.
-    bool bad = e < -1 || e >= E || (e != -1 && !elem::is_finite(wk));
-    const int32_t* my_idx = idx + static_cast<int64_t>(t) * K;
-    for (int k0 = 0; k0 < k && e != -1; k0 += blockDim.x) {
-      const int k2 = k0 + static_cast<int>(threadIdx.x);
-      bad = __syncthreads_or(bad || (k2 < k && my_idx[k2] == e)) != 0;
+  const int64_t row_bytes = layout.row_bytes;
+  int* const entry = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(staged) + staged_bytes(row_bytes));
+  float* const weight = reinterpret_cast<float*>(entry + K);
+  int* const earlier = reinterpret_cast<int*>(weight + K);
+  int* const to_owner = earlier + K;
+  const int tokens = reject ? 0 : num_tokens;
+  for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const int64_t first = static_cast<int64_t>(t) * K;
+    // Every load of the token's first steps goes out before any result is used:
+    // earlier entries (kScanAhead a thread), the token's entries, its row.
+    int seen[kScanAhead];
+    const auto load_seen = [&](int64_t i0) {
+#pragma unroll
+      for (int a = 0; a < kScanAhead; ++a) {
+        const int64_t i = i0 + static_cast<int64_t>(a) * blockDim.x;
+        seen[a] = i < first ? idx[i] : -1;
+      }
+    };
+    load_seen(threadIdx.x);
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+      entry[k] = idx[first + k];
+      weight[k] = w[first + k];
+      earlier[k] = 0;
     }
-    // The slot: matches among the earlier tokens' entries, each thread's loads
-    // independent of one another, summed per warp, then per block.
-    int earlier = 0;
-    if (!bad && e >= 0) {
-      if (threadIdx.x == 0) matches = 0;
-      int mine = 0;
-      const int64_t before = static_cast<int64_t>(t) * K;
-      for (int64_t i = threadIdx.x; i < before; i += blockDim.x) mine += idx[i] == e ? 1 : 0;
-      mine = __reduce_add_sync(0xffffffffu, mine);
-      __syncthreads();
-      if (threadIdx.x % 32 == 0 && mine != 0) atomicAdd(&matches, mine);
-      __syncthreads();
-      earlier = matches;
+    for (int r = threadIdx.x; r < g.ranks; r += blockDim.x) to_owner[r] = 0;
+    if constexpr (F::kFormat == Format::kFP8) {
+      // The bytes between the codes and the 4-byte aligned scales, which no
+      // encode writes: zero, as in the slots the host's rows are compared with.
+      auto* row = reinterpret_cast<uint8_t*>(staged);
+      for (int64_t i = g.hidden + static_cast<int64_t>(threadIdx.x); i < layout.meta_offset; i += blockDim.x) row[i] = 0;
     }
-    // A token that repeats an expert (a rejected round) can push a later
-    // token's count past the region: such a row is not written.
-    const bool send = !bad && e >= 0 && earlier < g.max_tokens;
-    const int r = send ? e / J : 0, j = send ? e % J : 0;
-    const int64_t at = slot_index(g, j, g.rank, earlier);
-    if (threadIdx.x == 0) {
-      if (bad) atomicMin(&c->bad_input, static_cast<int>(pair));
-      b.weights[pair] = wk;
-      b.slot[pair] = send ? earlier : -1;
-      if (send) {
-        atomicAdd(&b.counts[e], 1);
-        int32_t* meta = reinterpret_cast<int32_t*>(b.shared[r] + g.meta[round & 1]) + 2 * at;
-        meta[0] = t;
-        meta[1] = k;
+    put_row<F>(x + static_cast<int64_t>(t) * g.hidden, t, layout, reinterpret_cast<uint8_t*>(staged), g.hidden,
+               nullptr);
+    __syncthreads();
+    // An earlier entry matches at most one of a valid token's experts; a token
+    // that repeats one is rejected, its rows do not matter.
+    for (int64_t i0 = threadIdx.x; i0 < first; i0 += static_cast<int64_t>(kScanAhead) * blockDim.x) {
+      if (i0 != threadIdx.x) load_seen(i0);
+#pragma unroll
+      for (int a = 0; a < kScanAhead; ++a) {
+        if (seen[a] < 0) continue;
+        for (int k = 0; k < K; ++k) {
+          if (entry[k] == seen[a]) atomicAdd(&earlier[k], 1);
+        }
       }
     }
-    if (send) {
-      uint8_t* dst = b.shared[r] + g.rows[round & 1] + at * layout.row_bytes;
-      put_row<F>(x + static_cast<int64_t>(t) * g.hidden, t, layout, dst, g.hidden, nullptr);
+    __syncthreads();
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+      const int e = entry[k];
+      const float wk = weight[k];
+      bool bad = e < -1 || e >= E || (e != -1 && !elem::is_finite(wk));
+      for (int k2 = 0; k2 < k && e != -1; ++k2) bad = bad || entry[k2] == e;
+      // A token that repeats an expert (a rejected round) can push a later
+      // token's count past the region: such a row is not written.
+      const int n = earlier[k];
+      const bool send = !bad && e >= 0 && n < g.max_tokens;
+      if (bad) atomicMin(&c->bad_input, static_cast<int>(first + k));
+      b.weights[first + k] = wk;
+      b.slot[first + k] = send ? n : -1;
+      if (send) {
+        const int r = e / J, j = e % J;
+        atomicAdd(&b.counts[e], 1);
+        int32_t* meta = reinterpret_cast<int32_t*>(b.shared[r] + g.meta[round & 1]) + 2 * slot_index(g, j, g.rank, n);
+        meta[0] = t;
+        meta[1] = k;
+        to_owner[r] = 1;
+      }
     }
-    __syncthreads();  // every thread read `matches` before the next pair resets it
+    __syncthreads();
+    for (int r = 0; r < g.ranks; ++r) {
+      if (to_owner[r] == 0) continue;
+      copy_staged(reinterpret_cast<const uint8_t*>(staged),
+                  b.shared[r] + g.rows[round & 1] + token_row(g, g.rank, t) * row_bytes, row_bytes);
+    }
+    __syncthreads();  // the next token rewrites the staged row and the entries
   }
   if (!last_block(&c->dispatch_blocks_done)) return;
   // The last block: every row of the round is stored; publish, then reset.
@@ -266,31 +337,33 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     c->round = round;
     c->dispatch_blocks_done = 0;
-    c->recv_rows = 0;
+    c->recv_rows = 0;  // until dispatch_recv lays the round's rows out
     c->bad_input = INT_MAX;
   }
 }
 
-// Threads spin on words[i * stride] for i < n (word i from rank i) until each
-// carries the round or g.timeout_ns pass; reports the first silent or rejecting
-// rank and returns false then (in every thread of the block).
-__device__ bool wait_words(const G& g, const B& b, const uint64_t* words, int stride, uint64_t round, uint32_t op,
-                           uint64_t* got) {
+// Threads spin on the n words words[0..n) (word i from rank i / per_rank) until
+// each carries the round or g.timeout_ns pass; reports the first silent or
+// rejecting rank and returns false then (in every thread of the block).
+__device__ bool wait_words(const G& g, const B& b, const uint64_t* words, int n, int per_rank, uint64_t round,
+                           uint32_t op, uint64_t* got) {
   __shared__ int silent, rejecting;
   if (threadIdx.x == 0) silent = rejecting = INT_MAX;
   __syncthreads();
   const uint64_t start = now_ns();
-  for (int i = threadIdx.x; i < g.ranks; i += blockDim.x) {
-    uint64_t v = load_acquire(words + static_cast<int64_t>(i) * stride);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    uint64_t v = load_acquire(words + i);
     while (wire::word_round(v) != static_cast<uint32_t>(round)) {
       if (now_ns() - start > g.timeout_ns) {
-        atomicMin(&silent, i);
+        atomicMin(&silent, i / per_rank);
         break;
       }
       __nanosleep(100);
-      v = load_acquire(words + static_cast<int64_t>(i) * stride);
+      v = load_acquire(words + i);
     }
-    if (wire::word_round(v) == static_cast<uint32_t>(round) && wire::word_rejected(v)) atomicMin(&rejecting, i);
+    if (wire::word_round(v) == static_cast<uint32_t>(round) && wire::word_rejected(v)) {
+      atomicMin(&rejecting, i / per_rank);
+    }
     got[i] = v;
   }
   __syncthreads();
@@ -302,118 +375,143 @@ __device__ bool wait_words(const G& g, const B& b, const uint64_t* words, int st
   return false;
 }
 
-// The threads of gridDim.y blocks copy n rows of `Word`s from slot regions into
-// consecutive output rows, each thread kAhead words ahead of its stores. Row q
-// comes from source rank s (first[s] <= q < first[s + 1]), slot q - first[s].
-template <class Word>
-__device__ inline void copy_expert_rows(const G& g, int j, int n, const int* first, const uint8_t* slots,
-                                        uint8_t* out, int64_t row_bytes) {
-  const int64_t words = row_bytes / static_cast<int64_t>(sizeof(Word));
-  const int64_t total = n * words;
-  const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.x;
-  for (int64_t i0 = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; i0 < total; i0 += kAhead * stride) {
-    Word v[kAhead];
-    int64_t to[kAhead];
+// start[i] = sum of count[0..i) for i <= n, by the block (n counts in shared
+// memory, start too): each thread sums a run of counts, a warp scan and a scan of
+// the warp totals give each run's start.
+__device__ void block_exclusive_scan(const int* count, int n, int* start) {
+  __shared__ int warp_total[kBlockThreads / 32];
+  const int per = (n + kBlockThreads - 1) / kBlockThreads;
+  const int lo = min(n, static_cast<int>(threadIdx.x) * per), hi = min(n, lo + per);
+  int run = 0;
+  for (int i = lo; i < hi; ++i) run += count[i];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int incl = run;
 #pragma unroll
-    for (int a = 0; a < kAhead; ++a) {
-      const int64_t i = i0 + a * stride;
-      to[a] = -1;
-      if (i >= total) continue;
-      const int q = static_cast<int>(i / words);
-      const int64_t within = i - q * words;
-      int s = 0;
-      while (first[s + 1] <= q) ++s;
-      to[a] = q * words + within;
-      v[a] = reinterpret_cast<const Word*>(slots + slot_index(g, j, s, q - first[s]) * row_bytes)[within];
-    }
-#pragma unroll
-    for (int a = 0; a < kAhead; ++a) {
-      if (to[a] >= 0) reinterpret_cast<Word*>(out)[to[a]] = v[a];
-    }
+  for (int o = 1; o < 32; o *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
   }
-}
-
-// Expert j's part of a receive, by the blocks (., y) of the grid: false once the
-// wait failed (reported).
-__device__ inline bool receive_expert(const G& g, const B& b, int j, int64_t row_bytes) {
-  extern __shared__ uint64_t words[];  // [ranks], then first[ranks + 1]
-  LowLatencyControl* const c = b.control;
-  const uint64_t round = c->round;
-  const int P = g.ranks, J = g.local_experts;
-  const uint8_t* mine = b.own_shared;
-  const auto* all = reinterpret_cast<const uint64_t*>(mine + g.counts[round & 1]) + j;
-  if (!wait_words(g, b, all, J, round, 0, words)) return false;
-  int* first = reinterpret_cast<int*>(words + P);
-  __shared__ int base;
-  if (threadIdx.x == 0) {
-    int acc = 0;
-    for (int s = 0; s < P; ++s) {
-      first[s] = acc;
-      acc += static_cast<int>(wire::word_count(words[s]));
-    }
-    first[P] = acc;
-    if (blockIdx.y == 0) {
-      b.out_counts[j] = acc;
-      base = atomicAdd(&c->recv_rows, acc);
-    }
-  }
+  if (lane == 31) warp_total[warp] = incl;
   __syncthreads();
-  const int n = first[P];
-  const int64_t per_expert = static_cast<int64_t>(P) * g.max_tokens;
-  const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.x;
-  for (int64_t q = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; q < n; q += stride) {
-    int s = 0;
-    while (first[s + 1] <= q) ++s;
-    const int64_t from = slot_index(g, j, s, static_cast<int>(q) - first[s]), to = j * per_expert + q;
-    const int32_t* meta = reinterpret_cast<const int32_t*>(mine + g.meta[round & 1]) + 2 * from;
-    b.out_src_rank[to] = s;
-    b.out_src_token[to] = meta[0];
-    b.out_k[to] = meta[1];
+  int before = incl - run;
+  for (int w2 = 0; w2 < warp; ++w2) before += warp_total[w2];
+  for (int i = lo; i < hi; ++i) {
+    start[i] = before;
+    before += count[i];
   }
-  if (blockIdx.y == 0) {
-    for (int q = threadIdx.x; q < n; q += blockDim.x) b.recv_list[base + q] = static_cast<int32_t>(j * per_expert + q);
-  }
-  // Slot regions and the output start 256-byte aligned.
-  const uint8_t* slots = mine + g.rows[round & 1];
-  uint8_t* out = b.out_rows + j * per_expert * row_bytes;
-  if (row_bytes % sizeof(uint4) == 0) {
-    copy_expert_rows<uint4>(g, j, n, first, slots, out, row_bytes);
-  } else {
-    copy_expert_rows<uint8_t>(g, j, n, first, slots, out, row_bytes);
-  }
-  return true;
+  if (threadIdx.x == kBlockThreads - 1) start[n] = before;
+  __syncthreads();
 }
 
-// Block (x, y) takes experts j = x, x + gridDim.x, ... in turn: waits for expert
-// j's word from every source, then the gridDim.y blocks of expert j copy its slot
-// regions source by source into the output rows together; block (x, 0) also takes
-// the expert's entries of the received row list. The words come from the send
-// kernels of the node's GPUs, none from a block of this grid: any grid finishes.
-__global__ void __launch_bounds__(kBlockThreads) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
+// A warp's part of dispatch_recv: kAhead words a lane, all loaded before any is stored.
+constexpr int kRecvWarpWords = 32 * kAhead;
+
+template <class Word>
+__device__ inline void copy_row_part(const uint8_t* from, uint8_t* to, int64_t words, int part) {
+  const int lane = threadIdx.x % 32;
+  Word v[kAhead];
+#pragma unroll
+  for (int a = 0; a < kAhead; ++a) {
+    const int64_t i = static_cast<int64_t>(part) * kRecvWarpWords + a * 32 + lane;
+    if (i < words) v[a] = reinterpret_cast<const Word*>(from)[i];
+  }
+#pragma unroll
+  for (int a = 0; a < kAhead; ++a) {
+    const int64_t i = static_cast<int64_t>(part) * kRecvWarpWords + a * 32 + lane;
+    if (i < words) reinterpret_cast<Word*>(to)[i] = v[a];
+  }
+}
+
+// Every block waits for all P x J words of the round (one a thread), scans their
+// counts in output order (expert, then source) and so knows where every output
+// row comes from. Output row R (over all experts) is split into parts of
+// kRecvWarpWords words, and warp w of the grid copies parts w, w + warps, ...
+// from its source's token row: every row's copy is spread over the whole GPU
+// whatever the experts' counts. The warp copying part 0 of a row also writes its
+// source rank, token, k and its entry of the received row list. The words come
+// from the send kernels of the node's GPUs, none from a block of this grid: any
+// grid finishes.
+template <class Word>
+__global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
+  extern __shared__ uint64_t words[];  // [ranks * J] words, then count[J * ranks], start[J * ranks + 1]
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;
-  for (int j = blockIdx.x; j < g.local_experts; j += gridDim.x) {
-    if (!receive_expert(g, b, j, row_bytes)) return;
+  const uint64_t round = c->round;
+  const int P = g.ranks, J = g.local_experts, n = P * J;
+  const uint8_t* mine = b.own_shared;
+  const auto* all = reinterpret_cast<const uint64_t*>(mine + g.counts[round & 1]);  // word s * J + j
+  if (!wait_words(g, b, all, n, J, round, 0, words)) return;
+  int* const count = reinterpret_cast<int*>(words + n);  // count[j * P + s]
+  int* const start = count + n;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int j = i / P, s = i % P;
+    count[i] = static_cast<int>(wire::word_count(words[static_cast<int64_t>(s) * J + j]));
+  }
+  __syncthreads();
+  block_exclusive_scan(count, n, start);
+  const int total = start[n];
+  const int64_t per_expert = static_cast<int64_t>(P) * g.max_tokens;
+  if (blockIdx.x == 0) {
+    for (int j = threadIdx.x; j < J; j += blockDim.x) b.out_counts[j] = start[(j + 1) * P] - start[j * P];
+    if (threadIdx.x == 0) c->recv_rows = total;
+  }
+  const int64_t words_per_row = row_bytes / static_cast<int64_t>(sizeof(Word));
+  const int parts = static_cast<int>((words_per_row + kRecvWarpWords - 1) / kRecvWarpWords);
+  const int64_t units = static_cast<int64_t>(total) * parts;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const uint8_t* tokens = mine + g.rows[round & 1];
+  const auto* meta_all = reinterpret_cast<const int32_t*>(mine + g.meta[round & 1]);
+  for (int64_t u = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; u < units; u += warps) {
+    const int R = static_cast<int>(u / parts), part = static_cast<int>(u % parts);
+    // The (expert, source) pair of row R: the last p with start[p] <= R.
+    int lo = 0, hi = n;  // start[lo] <= R < start[hi]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (start[mid] <= R) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    const int j = lo / P, s = lo % P;
+    const int64_t to = j * per_expert + (R - start[j * P]);
+    const int32_t* meta = meta_all + 2 * slot_index(g, j, s, R - start[lo]);
+    const int t = meta[0];
+    if (part == 0 && threadIdx.x % 32 == 0) {
+      b.out_src_rank[to] = s;
+      b.out_src_token[to] = t;
+      b.out_k[to] = meta[1];
+      b.recv_list[R] = static_cast<int32_t>(to);
+    }
+    copy_row_part<Word>(tokens + token_row(g, s, t) * row_bytes, b.out_rows + to * row_bytes, words_per_row, part);
   }
 }
 
 // Block i: received rows recv_list[i], recv_list[i + gridDim.x], ..., each
-// encoded straight into its source's (token, k) slot; the last block publishes
-// one word per source.
+// encoded straight into its source's (token, k) slot; the block counts its rows
+// per source in shared memory and adds them to rows_to once, and the last block
+// publishes one word per source.
 template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads)
     combine_send_kernel(G g, B b, Layout layout, const Src* y, bool reject) {
+  extern __shared__ int block_rows_to[];  // [ranks]
   LowLatencyControl* const c = b.control;
-  if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
   const int rows = reject ? 0 : c->recv_rows;
+  if (load_volatile(&c->failed)) return;
+  for (int s = threadIdx.x; s < g.ranks; s += blockDim.x) block_rows_to[s] = 0;
+  __syncthreads();
   for (int q = blockIdx.x; q < rows; q += gridDim.x) {
     const int64_t row = b.recv_list[q];
     const int s = b.out_src_rank[row];
     const int64_t at = static_cast<int64_t>(b.out_src_token[row]) * g.topk + b.out_k[row];
     put_row<F>(y + row * g.hidden, row, layout, b.shared[s] + g.combine_rows + at * layout.row_bytes, g.hidden,
                &c->bad_output);
-    if (threadIdx.x == 0) atomicAdd(&b.rows_to[s], 1);
+    if (threadIdx.x == 0) ++block_rows_to[s];
+  }
+  __syncthreads();
+  for (int s = threadIdx.x; s < g.ranks; s += blockDim.x) {
+    if (block_rows_to[s] != 0) atomicAdd(&b.rows_to[s], block_rows_to[s]);
   }
   if (!last_block(&c->combine_blocks_done)) return;
   const unsigned long long bad = load_volatile(&c->bad_output);
@@ -497,7 +595,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
   const uint8_t* rows = b.own_shared + g.combine_rows;
-  if (!wait_words(g, b, reinterpret_cast<const uint64_t*>(b.own_shared + g.combine_flags), 1, round, 1, words)) {
+  if (!wait_words(g, b, reinterpret_cast<const uint64_t*>(b.own_shared + g.combine_flags), g.ranks, 1, round, 1,
+                  words)) {
     return;
   }
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
@@ -544,16 +643,77 @@ void visit_dtype(DType t, Fn&& fn) {
 }  // namespace
 }  // namespace detail
 
-void low_latency_prepare(const LowLatencyGeometry& g) {
+namespace {
+// Lets `kernel` use `bytes` of dynamic shared memory (past 48 KB CUDA asks for
+// it), or throws naming what needs more than the device has.
+void allow_smem(const void* kernel, std::size_t bytes, const char* what) {
+  int device = 0, most = 0;
+  detail::check(cudaGetDevice(&device), "cudaGetDevice");
+  detail::check(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  if (bytes > static_cast<std::size_t>(most)) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("epcomm: the low-latency exchange on the GPU needs ") +
+                                                 std::to_string(bytes) + " bytes of shared memory per block for " +
+                                                 what + ", more than the device's " + std::to_string(most));
+  }
+  if (bytes > 48 * 1024) {
+    detail::check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+          "cudaFuncSetAttribute");
+  }
+}
+// dispatch_recv_kernel's dynamic shared memory: the P x J words, their counts and starts.
+std::size_t dispatch_recv_smem(const LowLatencyGeometry& g) {
+  const std::size_t n = static_cast<std::size_t>(g.ranks) * g.local_experts;
+  return sizeof(uint64_t) * n + sizeof(int) * (2 * n + 1);
+}
+// The dispatch_recv kernel instance for the rows' widest common word.
+template <class Fn>
+void visit_row_word(int64_t row_bytes, Fn&& fn) {
+  if (row_bytes % 16 == 0) {
+    fn(static_cast<uint4*>(nullptr));
+  } else if (row_bytes % 4 == 0) {
+    fn(static_cast<uint32_t*>(nullptr));
+  } else {
+    fn(static_cast<uint8_t*>(nullptr));
+  }
+}
+// Blocks for `units` units of work, at most one wave of the GPU and the SM
+// budget (the blocks loop).
+unsigned wave_blocks(const LowLatencyGeometry& g, int64_t units) {
+  const int64_t wave = static_cast<int64_t>(g.sm_count > 0 ? g.sm_count : 1) * detail::kBlocksPerSm;
+  return budget_blocks(units < wave ? units : wave, g.sm_budget);
+}
+// `groups` tokens, each split over blocks so that they make about kRecvBlocks,
+// at most `most` a group (the units a group splits into); within the SM budget,
+// the blocks loop over groups.
+dim3 recv_grid(const LowLatencyGeometry& g, int64_t groups, int64_t most) {
+  const int64_t want = (detail::kRecvBlocks + groups - 1) / (groups > 0 ? groups : 1);
+  const unsigned split = static_cast<unsigned>(want < 1 ? 1 : (want < most ? want : most));
+  const GridShape grid = budget_grid({static_cast<unsigned>(groups), split}, g.sm_budget);
+  return dim3(grid.x, grid.y);
+}
+}  // namespace
+
+void low_latency_prepare(LowLatencyGeometry& g) {
   using namespace detail;
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&g.sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  const int64_t dispatch_row = layout_of(g.dispatch_format, g.hidden).row_bytes;
   visit_dispatch_format(g.dispatch_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      preload(reinterpret_cast<const void*>(&dispatch_send_kernel<F, Src>));
+      const void* kernel = reinterpret_cast<const void*>(&dispatch_send_kernel<F, Src>);
+      preload(kernel);
+      allow_smem(kernel, dispatch_send_smem(g, dispatch_row), "a dispatch row");
     });
   });
-  preload(reinterpret_cast<const void*>(&dispatch_recv_kernel));
+  visit_row_word(dispatch_row, [&](auto* word) {
+    using Word = std::remove_pointer_t<decltype(word)>;
+    const void* kernel = reinterpret_cast<const void*>(&dispatch_recv_kernel<Word>);
+    preload(kernel);
+    allow_smem(kernel, dispatch_recv_smem(g), "the arrival words");
+  });
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
@@ -564,36 +724,20 @@ void low_latency_prepare(const LowLatencyGeometry& g) {
   });
 }
 
-namespace {
-// Blocks for `units` units of work, each block looping when there are more (past
-// kMaxSendBlocks or the SM budget).
-unsigned send_blocks(const LowLatencyGeometry& g, int64_t units) {
-  return budget_blocks(units < detail::kMaxSendBlocks ? units : detail::kMaxSendBlocks, g.sm_budget);
-}
-// `groups` experts or tokens, each split over blocks so that they make about
-// kRecvBlocks, at most `most` a group (the units a group splits into); within the
-// SM budget, the blocks loop over groups.
-dim3 recv_grid(const LowLatencyGeometry& g, int64_t groups, int64_t most) {
-  const int64_t want = (detail::kRecvBlocks + groups - 1) / (groups > 0 ? groups : 1);
-  const unsigned split = static_cast<unsigned>(want < 1 ? 1 : (want < most ? want : most));
-  const GridShape grid = budget_grid({static_cast<unsigned>(groups), split}, g.sm_budget);
-  return dim3(grid.x, grid.y);
-}
-}  // namespace
-
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
                                const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream) {
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.dispatch_format, g.hidden);
-  const unsigned blocks = send_blocks(g, static_cast<int64_t>(num_tokens) * g.topk);
+  const unsigned blocks = wave_blocks(g, num_tokens);  // a block per token
+  const std::size_t smem = dispatch_send_smem(g, layout.row_bytes);
   visit_dispatch_format(g.dispatch_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      dispatch_send_kernel<F, Src><<<blocks, kBlockThreads, 0, s>>>(g, b, layout, static_cast<const Src*>(x),
-                                                                     topk_idx, topk_weights, num_tokens, reject);
+      dispatch_send_kernel<F, Src><<<blocks, kBlockThreads, smem, s>>>(g, b, layout, static_cast<const Src*>(x),
+                                                                        topk_idx, topk_weights, num_tokens, reject);
     });
   });
   check(cudaGetLastError(), "low-latency dispatch send kernel launch");
@@ -603,10 +747,13 @@ void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuff
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const int64_t row_bytes = layout_of(g.dispatch_format, g.hidden).row_bytes;
-  const std::size_t smem = sizeof(uint64_t) * g.ranks + sizeof(int) * (g.ranks + 1);
-  // An expert receives a few rows on average: its blocks split them word by word.
-  const dim3 grid = recv_grid(g, g.local_experts, 64);
-  dispatch_recv_kernel<<<grid, kBlockThreads, smem, s>>>(g, b, row_bytes);
+  visit_row_word(row_bytes, [&](auto* word) {
+    using Word = std::remove_pointer_t<decltype(word)>;
+    const int64_t parts = (row_bytes / static_cast<int64_t>(sizeof(Word)) + kRecvWarpWords - 1) / kRecvWarpWords;
+    const int64_t warps_per_block = kBlockThreads / 32;
+    const int64_t most = (low_latency_max_recv_rows(g) * parts + warps_per_block - 1) / warps_per_block;
+    dispatch_recv_kernel<Word><<<wave_blocks(g, most), kBlockThreads, dispatch_recv_smem(g), s>>>(g, b, row_bytes);
+  });
   check(cudaGetLastError(), "low-latency dispatch receive kernel launch");
 }
 
@@ -615,13 +762,13 @@ void low_latency_combine_send(const LowLatencyGeometry& g, const LowLatencyBuffe
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout layout = layout_of(g.combine_format, g.hidden);
-  const unsigned blocks = send_blocks(g, low_latency_max_recv_rows(g));
+  const unsigned blocks = wave_blocks(g, low_latency_max_recv_rows(g));  // a row at a time
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {
       using Src = std::remove_pointer_t<decltype(type)>;
-      combine_send_kernel<F, Src><<<blocks, kBlockThreads, 0, s>>>(g, b, layout, static_cast<const Src*>(expert_out),
-                                                                   reject);
+      combine_send_kernel<F, Src><<<blocks, kBlockThreads, sizeof(int) * g.ranks, s>>>(
+          g, b, layout, static_cast<const Src*>(expert_out), reject);
     });
   });
   check(cudaGetLastError(), "low-latency combine send kernel launch");

@@ -43,6 +43,7 @@ struct LowLatencyGeometry {
   // no bound. The kernels loop over their experts, tokens and rows, so any grid
   // computes the same rows; no block waits for another of its grid.
   int sm_budget = 0;
+  int sm_count = 0;         // the device's multiprocessors: low_latency_prepare sets it
 };
 
 // What a kernel found wrong, written to pinned host memory for the host to
@@ -108,24 +109,29 @@ inline int64_t low_latency_max_recv_rows(const LowLatencyGeometry& g) {
 }
 
 // Loads the kernels of g's formats now (CUDA loads lazily at the first launch,
-// which can wait for running kernels, as the ones spinning on arrival words).
-void low_latency_prepare(const LowLatencyGeometry& g);
+// which can wait for running kernels, as the ones spinning on arrival words),
+// grants them the shared memory g needs (or throws kInvalidArgument when the
+// current device has too little: a dispatch row must fit in a block's shared
+// memory, 227 KB on an H100 or H200) and sets g.sm_count.
+void low_latency_prepare(LowLatencyGeometry& g);
 
-// One kernel, a block per (token, k): checks the entry (the host's send_plan
-// rules), finds its slot and encodes the token's row straight into the chosen
-// owner's slot with its (token, k); the last block to finish publishes every
-// (owner, local expert) arrival word. num_tokens in [0, max_tokens] (checked by
+// One kernel, a block per token (one wave; the blocks loop past it): encodes the
+// token's row once, checks its entries (the host's send_plan rules), finds each
+// one's slot, writes the slot's (token, k) into the owner and the encoded row
+// once into each owner rank's token row for this source (not once per k); the
+// last block to finish publishes every (owner, local expert) arrival word. num_tokens in [0, max_tokens] (checked by
 // the host).
 // reject: the host refused this rank's input (and threw): only the words go out,
 // marked rejected, so peers fail the round instead of waiting for it.
 void low_latency_dispatch_send(const LowLatencyGeometry& g, const LowLatencyBuffers& b, const void* x,
                                const int32_t* topk_idx, const float* topk_weights, int num_tokens, bool reject,
                                void* stream);
-// One kernel, blocks per local expert (a block loops over experts when the SM
-// budget allows fewer): each waits for every source's word of the round
-// (g.timeout_ns), then together they lay the expert's rows out in source order.
+// One kernel, one wave of blocks (at most the SM budget's): each waits for every
+// (source, local expert) word of the round (g.timeout_ns), then together they
+// lay every expert's rows out in source order, each slot's row copied from its
+// source's token row.
 void low_latency_dispatch_recv(const LowLatencyGeometry& g, const LowLatencyBuffers& b, void* stream);
-// One kernel, a block per received row (looping past 4096 rows): encodes
+// One kernel, one wave of blocks looping over the received rows: encodes
 // expert_out's row ([J, ranks * max_tokens, hidden] of g.dtype) into its source's
 // (token, k) slot; the last block publishes one word per source. reject: as for
 // dispatch.

@@ -468,7 +468,7 @@ std::shared_ptr<LowLatencyBackend> make_device_low_latency_engine(std::shared_pt
   std::string why;
   ErrorCode code = ErrorCode::kUnsupported;
   int device = -1;
-  const kc::LowLatencyGeometry geometry = geometry_of(config, *group);
+  kc::LowLatencyGeometry geometry = geometry_of(config, *group);
   try {
     device = chosen_device(config.device);
     check_sm_budget(config.gpu_sm_budget, device, "LowLatencyConfig");
