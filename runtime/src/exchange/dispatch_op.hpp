@@ -89,6 +89,8 @@ class DispatchOp : public Op {
   void write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts);
   void count_node_peer_bytes(const TokenSource& src);
   void finish();
+  void publish_signed_rows();
+  void raise_if_row_corrupt();
 
   int slot_;
   DispatchInput input_;

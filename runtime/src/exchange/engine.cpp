@@ -229,6 +229,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       device_slot_.token_rows =
           at(static_cast<std::size_t>(slot_layout_.max_tokens) * slot_layout_.max_rows_per_token * sizeof(int32_t));
       device_slot_.owner_partials = at(static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes());
+      if (config_.checksum) {
+        // Beside the rows, where the writing kernels sign and the reading ones check.
+        device_slot_.row_sum = at(max_rows * sizeof(BlockChecksum));
+        device_slot_.partial_sum = at(static_cast<std::size_t>(slot_layout_.max_tokens) * sizeof(BlockChecksum));
+      }
       device_slot_.bytes = shared.bytes();
       device = make_device_resources(group, config_.device, config_.gpu_sm_budget,
                                      device_slot_.bytes * config_.max_inflight, private_slot * config_.max_inflight,
@@ -270,6 +275,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         shape.max_entries = slot_layout_.max_tokens;
         shape.record_bytes = rail_meta_bytes_;
         for (int ld = 0; ld < topo_.ranks_per_node; ++ld) shape.owners.push_back(slot_view(ld, i));
+        shape.checksum = config_.checksum;
         s.plan = device->make_plan_steps(*s.mover, std::move(shape));
       } else {
         s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
@@ -336,8 +342,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                           << to_string(gpu_direct_mode_) << "): " << rails_.why
                           << "; detected: " << gpu_direct_->describe());
   }
-  // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
-  if (config_.checksum && slot_layout_.payload_in_shm) node_checksums = std::make_unique<NodePeerChecksums>(group);
+  if (config_.checksum) node_checksums = std::make_unique<NodePeerChecksums>(group, device != nullptr);
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
                                         << slot_layout_.bytes + device_slot_.bytes << " shared bytes ("
@@ -443,6 +448,10 @@ SlotView Engine::slot_view(int local_rank, int slot) const {
     v.first_row = reinterpret_cast<int32_t*>(base + device_slot_.first_row);
     v.token_rows = reinterpret_cast<int32_t*>(base + device_slot_.token_rows);
     v.owner_partials = base + device_slot_.owner_partials;
+    if (device_slot_.row_sum != 0) {
+      v.row_sum = reinterpret_cast<BlockChecksum*>(base + device_slot_.row_sum);
+      v.partial_sum = reinterpret_cast<BlockChecksum*>(base + device_slot_.partial_sum);
+    }
   }
   return v;
 }

@@ -205,10 +205,10 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
 
  private:
   // One slot of the shared GPU region: rows, expert outputs, row metadata and
-  // owner partials, at these offsets.
+  // owner partials, at these offsets, and with checksums their tables (else 0).
   struct DeviceSlotOffsets {
     std::size_t expert_out = 0, src_rank = 0, src_token = 0, weight = 0, first_row = 0, token_rows = 0;
-    std::size_t owner_partials = 0;
+    std::size_t owner_partials = 0, row_sum = 0, partial_sum = 0;
     std::size_t bytes = 0;
   } device_slot_;
   int tag_base_ = 0;                   // the exchange's first MPI tag (mpi_tags.hpp)
@@ -225,7 +225,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
-  // ExchangeConfig::checksum with rows in host memory, else null.
+  // ExchangeConfig::checksum, else null.
   std::unique_ptr<NodePeerChecksums> node_checksums;
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing
