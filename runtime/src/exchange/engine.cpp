@@ -810,6 +810,9 @@ void Engine::wait(Op& op) {
 
 void Engine::set_inflight_aside() {
   // Their queued row work never runs: the operations cannot complete anywhere.
+  // Streams held for them go on (a peer's failure as well as this rank's; wait()
+  // reports why), not after the group's timeout.
+  if (device) device->release_all();
   for (SlotBuffers& s : slots) s.mover->forget_queued();
   abandoned_.insert(abandoned_.end(), inflight_.begin(), inflight_.end());
   inflight_.clear();
@@ -820,8 +823,6 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_code_ = code;
   failure_reported_ = true;
   failures_->raise(group.rank, seq, why, true);
-  // Streams held for operations that will not complete go on; wait() reports why.
-  if (device) device->release_all();
   set_inflight_aside();
 }
 
