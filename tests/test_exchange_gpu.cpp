@@ -358,16 +358,20 @@ INSTANTIATE_TEST_SUITE_P(Cases, GpuExchangeChecksums, testing::ValuesIn(kChecksu
 // n-th operation that signs rows; the dispatch is the first, the combine, whose
 // owner partials rank 1 signs, the second). Rank 0 checks the row before it
 // completes the operation and fails naming the row, rank 1 and the operation;
-// rank 1 fails at once naming rank 0. Needs two ranks on one node.
+// rank 1 fails at once naming rank 0; and nothing after the failure (the held
+// streams, the failed exchange's teardown) waits for the group's timeout. Needs
+// two ranks on one node.
 class GpuNodePeerBitFlip : public MpiTest {
  protected:
-  // A group whose timeout (30 s) cannot end a case within its bound.
+  // A group whose timeout (30 s) cannot end a case within its bounds.
   static constexpr double kBoundS = 2.0;
+  static constexpr double kTeardownBoundS = 5.0;
   struct Outcome {
     bool failed = false;
     epcomm::ErrorCode code{};
     std::string what;
     double seconds = 0;
+    double with_teardown_seconds = 0;  // until the stream drained and the exchange was gone
   };
 
   // A dispatch and, when in_combine, a combine on an exchange made while rank 1
@@ -380,7 +384,8 @@ class GpuNodePeerBitFlip : public MpiTest {
     epcomm::ExchangeConfig config = on_device(su.config);
     config.checksum = true;
     if (g.rank() == 1) setenv("EPCOMM_FAULT_FLIP_NODE_BIT", std::to_string(flip_at).c_str(), 1);
-    epcomm::Exchange ex(g, config);
+    std::optional<epcomm::Exchange> exchange(std::in_place, g, config);
+    epcomm::Exchange& ex = *exchange;
     unsetenv("EPCOMM_FAULT_FLIP_NODE_BIT");
     cudaStream_t stream;
     CUDA_OK(cudaStreamCreate(&stream));
@@ -421,6 +426,8 @@ class GpuNodePeerBitFlip : public MpiTest {
     if (!o.failed) attempt([&] { dispatch(); }, start);
     h.reset();
     CUDA_OK(cudaStreamSynchronize(stream));
+    exchange.reset();
+    o.with_teardown_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     CUDA_OK(cudaStreamDestroy(stream));
     return o;
   }
@@ -433,8 +440,11 @@ class GpuNodePeerBitFlip : public MpiTest {
       for (const std::string& n : needles) EXPECT_NE(o.what.find(n), std::string::npos) << name << ": " << o.what;
     }
     EXPECT_LT(o.seconds, kBoundS) << name << ": rank " << g.rank() << " took " << o.seconds << " s";
-    std::printf("[gpu checksum] %s: rank %d %s in %.1f ms\n", name.c_str(), g.rank(),
-                o.failed ? epcomm::to_string(o.code) : "ok", o.seconds * 1e3);
+    EXPECT_LT(o.with_teardown_seconds, kTeardownBoundS)
+        << name << ": rank " << g.rank() << " took " << o.with_teardown_seconds << " s to drain its stream and drop "
+        << "the failed exchange";
+    std::printf("[gpu checksum] %s: rank %d %s in %.1f ms, %.1f ms with the teardown\n", name.c_str(), g.rank(),
+                o.failed ? epcomm::to_string(o.code) : "ok", o.seconds * 1e3, o.with_teardown_seconds * 1e3);
   }
 
   // Why the case cannot run here, or empty.
