@@ -394,9 +394,11 @@ bool CombineOp::advance() {
     // With no partial crossing nodes (always so on one node), the final sum reads
     // only the own partials just enqueued on the same mover, and no send waits for
     // the mover to drain: the sum follows at once, with no round trip through the
-    // host. Not with checksums, which must clear the expert outputs before
-    // anything summed from them is kept.
-    if (!peer_rows_ && partials_all_local()) {
+    // host. Not with checksums on the host, which must clear the owner partials
+    // before anything summed from them is kept; on the GPU the sum goes on, and
+    // a mismatch its checks record fails the combine before it completes (the
+    // caller trusts out only once wait() returned, docs/failures.md).
+    if ((!peer_rows_ || e.device) && partials_all_local()) {
       sum_node_partials();
       summed_ = true;
     }
