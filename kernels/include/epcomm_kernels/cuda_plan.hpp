@@ -135,20 +135,12 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
                  int num_local_experts, int64_t rows, int64_t row_bytes, int ranks_per_node, int local_rank,
                  ChecksumReport checksums, void* stream);
 
-// The combine's node peer checksums (node_peer_checksums.cu), each a pass of its
-// own over rows another kernel wrote or will read:
-//
+// The combine's node peer checksums, the owner's part (node_peer_checksums.cu;
+// the forwarders check in sum_routed_partials):
 // The owner's signature of its partials: partial_sum[entries[i]] = CRC32C of
 // partials row entries[i], for i < count; the record's signed_row gets one of them.
 void sign_owner_partials(const SlotArrays& mine, const int32_t* entries, int64_t count, int64_t row_bytes,
                          ChecksumReport report, void* stream);
-// The forwarder's check of the owner partials sum_routed_partials reads for
-// handled tokens [first, first + count) (same arguments): each partial of an
-// owner other than local_rank must have CRC32C owners[ld].partial_sum[entry];
-// the first that does not goes into report (owner ld, row the entry).
-void check_routed_partials(const SlotArrays* owners, int ranks_per_node, int local_rank, const int32_t* route_count,
-                           const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
-                           int64_t row_bytes, ChecksumReport report, void* stream);
 
 // Combine's owner partials: for i < count, with entry = entries[i] of this owner's
 // token list (mine), mine.partials row entry = encode(partial_format, the FP32 sum
@@ -165,11 +157,14 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
 // (owners: device array of ranks_per_node), of this rank's (local_rank's) FP32
 // subtotal of its rows as sum_owner_partials forms it, from expert_out, when the
 // owner is itself, else decode(partial_format, the owner's partial of the entry),
-// each added as acc + 1 * part.
+// each added as acc + 1 * part. checksums (record null: off): each owner partial
+// read (an owner ld other than local_rank) must have CRC32C
+// owners[ld].partial_sum[entry], checked as the block reads it; the first that
+// does not goes into the report (owner ld, row the entry).
 void sum_routed_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
                        int local_rank, int max_rows_per_token, const uint8_t* expert_out, const int32_t* route_count,
                        const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
-                       bool weighted, int hidden, float* acc, void* stream);
+                       bool weighted, int hidden, float* acc, ChecksumReport checksums, void* stream);
 
 // One node's partials of a source's tokens, for sum_node_partials: the partial of
 // the node's i-th token at rows + i * row_bytes, FP32 if f32 (the source's own

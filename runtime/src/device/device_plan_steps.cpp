@@ -197,18 +197,12 @@ class CudaPlanSteps final : public DevicePlanSteps {
     if (count <= 0) return;
     const Topology& topo = shape_.topo;
     use_device();
-    // The partials it reads, checked just before (the host raises a mismatch
-    // before anything summed from them is sent or kept).
-    if (shape_.checksum) {
-      cuda::check_routed_partials(owners_, topo.ranks_per_node, shape_.local_rank, route_count_, route_local_,
-                                  route_entry_, first, count,
-                                  static_cast<int64_t>(shape_.owners[0].partial_row_bytes), report(),
-                                  mover_.stream());
-    }
+    // With checksums the sums check the owner partials they read; the host raises
+    // a mismatch before anything summed from them is sent.
     cuda::sum_routed_partials(out_format, partial_format, owners_, topo.ranks_per_node, shape_.local_rank,
                               topo.max_rows_per_token_rank(), reinterpret_cast<const uint8_t*>(expert_out),
                               route_count_, route_local_, route_entry_, first, count, weighted, shape_.hidden, acc,
-                              mover_.stream());
+                              checksums(), mover_.stream());
   }
 
   void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype, void* out) override {
