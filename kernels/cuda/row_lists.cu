@@ -38,7 +38,6 @@ void preload_kernels() {
   preload_checksum_kernels();
   preload_place_kernels();
   preload_finish_kernels();
-  preload_node_peer_checksum_kernels();
   preload_node_partial_sum_kernels();
   preload_owner_partial_kernels();
   preload(reinterpret_cast<const void*>(&copy_row_list_kernel<uint4>));

@@ -135,22 +135,18 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
                  int num_local_experts, int64_t rows, int64_t row_bytes, int ranks_per_node, int local_rank,
                  ChecksumReport checksums, void* stream);
 
-// The combine's node peer checksums, the owner's part (node_peer_checksums.cu;
-// the forwarders check in sum_routed_partials):
-// The owner's signature of its partials: partial_sum[entries[i]] = CRC32C of
-// partials row entries[i], for i < count; the record's signed_row gets one of them.
-void sign_owner_partials(const SlotArrays& mine, const int32_t* entries, int64_t count, int64_t row_bytes,
-                         ChecksumReport report, void* stream);
-
 // Combine's owner partials: for i < count, with entry = entries[i] of this owner's
 // token list (mine), mine.partials row entry = encode(partial_format, the FP32 sum
 // from zero over the entry's rows p in token_rows order of (weighted ? weight[p] :
 // 1) * decode(out_format, expert_out row p)), multiply and add rounded separately.
 // expert_out: this GPU's expert outputs in the dispatch's row order (out_format,
 // the dtype's plain format). *bad_index as for encode_rows, i being the row.
+// checksums (record null: off): each partial written is signed into
+// mine.partial_sum[entry] from the bytes written, once its block wrote it; the
+// record's signed_row gets one of them.
 void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays& mine, const uint8_t* expert_out,
                         int max_rows_per_token, const int32_t* entries, int64_t count, bool weighted, int hidden,
-                        int64_t* bad_index, void* stream);
+                        int64_t* bad_index, ChecksumReport checksums, void* stream);
 
 // Combine's node partials: acc row d (FP32, [count, hidden]) for handled token h =
 // first + d = the sum from zero, over the owners the token reached in route order

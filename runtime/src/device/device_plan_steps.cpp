@@ -178,12 +178,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     cuda::sum_owner_partials(out_format, partial_format, arrays_of(shape_.owners[shape_.local_rank]),
                              reinterpret_cast<const uint8_t*>(expert_out), shape_.topo.max_rows_per_token_rank(),
                              entries_, static_cast<int64_t>(entries.size()), weighted, shape_.hidden, bad_,
-                             mover_.stream());
-    if (shape_.checksum) {
-      const SlotView& me = shape_.owners[shape_.local_rank];
-      cuda::sign_owner_partials(arrays_of(me), entries_, static_cast<int64_t>(entries.size()),
-                                static_cast<int64_t>(me.partial_row_bytes), report(), mover_.stream());
-    }
+                             checksums(), mover_.stream());
   }
 
   int64_t owner_partials_bad() override {

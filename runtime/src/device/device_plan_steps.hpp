@@ -15,8 +15,8 @@
 //     host combine's order;
 //   with node peer checksums (PlanStepsShape::checksum): the writer signs each
 //     payload it writes into a peer's slot in the writing kernel, the owner checks
-//     them in its fan-out; the owner signs its partials after summing them, the
-//     forwarder checks those it reads in the kernel that sums them. A
+//     them in its fan-out; the owner signs its partials in the kernel that sums
+//     them, the forwarder checks those it reads in the kernel that sums them. A
 //     mismatch is recorded in pinned host memory, which the host reads once the
 //     mover is idle (checksum_mismatch), where the operation waits anyway.
 //

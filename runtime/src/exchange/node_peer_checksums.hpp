@@ -24,7 +24,7 @@
 // the token and the operation, which fails the group.
 //
 // With rows in GPU memory the same rows are signed and checked at the same
-// points by kernels (device_plan_steps.hpp, kernels/cuda/node_peer_checksums.cu),
+// points by the kernels that write and read them (device_plan_steps.hpp),
 // which record the first mismatch for the host; the operation raises it here,
 // with the same message, once its mover is idle.
 #pragma once
