@@ -23,10 +23,14 @@
 // outputs must be identical bit for bit (check=true). rows_memory: where the
 // received rows live, pinned_host where node peers' GPUs lack peer access or
 // EPCOMM_GPU_PEER_ACCESS=0 (docs/gpu.md), else device.
+// --checksum: a second exchange with ExchangeConfig::checksum on (node peers'
+// rows in GPU memory signed and checked by kernels), timed in the same run, its
+// iterations interleaved with the first's, and checked the same way; its medians
+// and their ratio to the first's (checksum_*).
 //
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
 //       [--topk 8] [--max-nodes 0] [--sm-budget 0,8,20] [--dispatch-format fp8]
-//       [--combine-format bf16] [--iters 50] [--warmup 5] [--json] [--timeline]
+//       [--combine-format bf16] [--iters 50] [--warmup 5] [--json] [--timeline] [--checksum]
 // --sm-budget: each size once per budget (ExchangeConfig::gpu_sm_budget; 0: no
 // bound), the budget in column sms (JSON: sm_budget).
 // --timeline: after the timed iterations, one more dispatch and combine traced with
@@ -78,6 +82,7 @@ struct Options {
   Format dispatch_format = Format::kFP8, combine_format = Format::kBF16;
   bool json = false;
   bool timeline = false;
+  bool checksum = false;
 };
 
 // Fills o from argv; returns the exit status when the program should stop (0 after
@@ -103,6 +108,9 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
       ->check(wire_format())
       ->capture_default_str();
   app.add_flag("--json", o.json, "one JSON object per size instead of the table");
+  app.add_flag("--checksum", o.checksum,
+               "also time a second exchange with ExchangeConfig::checksum on, interleaved with the first (leave "
+               "EPCOMM_CHECKSUM unset: it turns checksums on in both)");
 #ifdef EPCOMM_BENCH_TIMELINE
   app.add_flag("--timeline", o.timeline, "trace one more dispatch and combine (CUPTI); rank 0 prints it to stderr");
 #endif
@@ -330,12 +338,11 @@ int run(int argc, char** argv) {
       d.stream = stream;
 
       // Check once, against the host exchange, with deterministic expert outputs.
-      bool check = false;
       // Where node peers' GPUs have no peer access (or EPCOMM_GPU_PEER_ACCESS=0),
       // received rows live in pinned host memory: recorded beside the times.
       bool rows_on_host = false;
-      {
-        epcomm::DispatchHandle h = ex.dispatch(d);
+      const auto check_exchange = [&](epcomm::Exchange& exchange) {
+        epcomm::DispatchHandle h = exchange.dispatch(d);
         const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
         std::vector<std::byte> rows(rows_bytes);
         cudaPointerAttributes where{};
@@ -351,43 +358,61 @@ int run(int argc, char** argv) {
           std::memcpy(y.data() + 2 * i, &b, 2);
         }
         DeviceBytes y_dev(y.data(), y.size());
-        ex.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
+        exchange.combine(h, y_dev.p, h.num_rows(), out.p, T, on_stream);
         std::vector<std::byte> outs(static_cast<std::size_t>(T) * o.hidden * 2);
         cuda_ok(cudaMemcpy(outs.data(), out.p, outs.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
-        check = check_against_host(g, cfg, in, T, rows, outs, y);
+        return check_against_host(g, cfg, in, T, rows, outs, y);
+      };
+      bool check = check_exchange(ex);
+      // The same exchange with checksums, made after the first is checked.
+      std::optional<epcomm::Exchange> checked;
+      if (o.checksum) {
+        epcomm::ExchangeConfig checked_cfg = cfg;
+        checked_cfg.checksum = true;
+        checked.emplace(g, checked_cfg);
+        check = check_exchange(*checked) && check;
       }
-      std::vector<double> td, tc;
+      std::vector<double> td, tc, checked_td, checked_tc;
       int64_t disp_bytes = 0, comb_bytes = 0, disp_inter_bytes = 0, comb_inter_bytes = 0;
-      for (int i = 0; i < o.warmup + o.iters; ++i) {
+      // One timed dispatch + combine on `exchange`, the slowest rank's times kept
+      // after the warmup.
+      const auto time_round = [&](epcomm::Exchange& exchange, bool keep, std::vector<double>& tds,
+                                  std::vector<double>& tcs) {
         MPI_Barrier(MPI_COMM_WORLD);
         const auto t0 = Clock::now();
-        epcomm::DispatchHandle h = ex.dispatch(d);
+        epcomm::DispatchHandle h = exchange.dispatch(d);
         cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         const auto t1 = Clock::now();
         MPI_Barrier(MPI_COMM_WORLD);
         const auto t2 = Clock::now();
-        epcomm::CombineHandle c = ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, on_stream);
+        epcomm::CombineHandle c = exchange.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out.p, T, on_stream);
         c.wait();
         cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         const auto t3 = Clock::now();
-        const double us_d = std::chrono::duration<double, std::micro>(t1 - t0).count();
-        const double us_c = std::chrono::duration<double, std::micro>(t3 - t2).count();
-        if (i >= o.warmup) {
-          td.push_back(slowest(MPI_COMM_WORLD, us_d));
-          tc.push_back(slowest(MPI_COMM_WORLD, us_c));
-        } else {
-          slowest(MPI_COMM_WORLD, us_d);
-          slowest(MPI_COMM_WORLD, us_c);
+        const double us_d = slowest(MPI_COMM_WORLD, std::chrono::duration<double, std::micro>(t1 - t0).count());
+        const double us_c = slowest(MPI_COMM_WORLD, std::chrono::duration<double, std::micro>(t3 - t2).count());
+        if (keep) {
+          tds.push_back(us_d);
+          tcs.push_back(us_c);
         }
         disp_bytes = h.stats().intranode_bytes + h.stats().internode_bytes;
         comb_bytes = c.stats().intranode_bytes + c.stats().internode_bytes;
         disp_inter_bytes = h.stats().internode_bytes;
         comb_inter_bytes = c.stats().internode_bytes;
+      };
+      for (int i = 0; i < o.warmup + o.iters; ++i) {
+        if (checked) time_round(*checked, i >= o.warmup, checked_td, checked_tc);
+        time_round(ex, i >= o.warmup, td, tc);
       }
 #ifdef EPCOMM_BENCH_TIMELINE
       if (timeline) print_timeline(*timeline, ex, d, on_stream, out.p, T, M);
 #endif
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
+      epcomm_bench::Spread checked_sd{}, checked_sc{};
+      if (checked) {
+        checked_sd = epcomm_bench::spread_of(checked_td);
+        checked_sc = epcomm_bench::spread_of(checked_tc);
+      }
       StagingFloor floor_d, floor_c;
       if (g.num_nodes() == 2) {
         // The rail peer: the same local index on the other node, as a world rank.
@@ -455,6 +480,13 @@ int run(int argc, char** argv) {
           j["nccl_combine_us"] = epcomm_bench::rounded(nccl_c, 1);
           j["nccl_expert_dispatch_us"] = epcomm_bench::rounded(nccl_expert_d, 1);
           j["nccl_expert_combine_us"] = epcomm_bench::rounded(nccl_expert_c, 1);
+          if (checked) {
+            epcomm_bench::add_spread(j, "checksum_dispatch_us", checked_sd, 1);
+            epcomm_bench::add_spread(j, "checksum_combine_us", checked_sc, 1);
+            j["checksum_dispatch_ratio"] = epcomm_bench::rounded(checked_sd.p50 / sd.p50, 3);
+            j["checksum_combine_ratio"] = epcomm_bench::rounded(checked_sc.p50 / sc.p50, 3);
+            j["checksum_ratio"] = epcomm_bench::rounded((checked_sd.p50 + checked_sc.p50) / (sd.p50 + sc.p50), 3);
+          }
           j["check"] = check;
           epcomm_bench::JsonLines(true, "").write(j);
         } else {
@@ -467,6 +499,12 @@ int run(int argc, char** argv) {
               nccl_expert_d, nccl_expert_c,
               check ? "true" : "false");
           if (rows_on_host) std::printf("# rows in pinned host memory: node peers exchange through shared memory\n");
+          if (checked) {
+            std::printf("# with ExchangeConfig::checksum: dispatch median %.1f us (%.3f x), combine median %.1f us "
+                        "(%.3f x), total %.3f x the same exchange without\n",
+                        checked_sd.p50, checked_sd.p50 / sd.p50, checked_sc.p50, checked_sc.p50 / sc.p50,
+                        (checked_sd.p50 + checked_sc.p50) / (sd.p50 + sc.p50));
+          }
         }
         std::fflush(stdout);
       }

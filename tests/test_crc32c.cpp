@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "common/crc32c_math.hpp"
 #include "util/crc32c.hpp"
 
 namespace {
@@ -92,6 +93,32 @@ TEST(Crc32c, AppendingRowsOfOneLength) {
   uint32_t crc = crc32c_bitwise(buf.data(), head);
   for (std::size_t r = 0; r < rows; ++r) crc = append(crc, crc32c_bitwise(buf.data() + head + r * row, row));
   EXPECT_EQ(crc, crc32c_bitwise(buf.data(), buf.size()));
+}
+
+// The pieces the GPU's warps hash and join (kernels/common/crc32c_math.hpp): the
+// table-driven byte update gives the library's CRC, and joining the CRCs of two
+// adjacent pieces gives the CRC of both, for every split of random blocks.
+TEST(Crc32c, TableUpdateAndJoinGiveTheLibrarysCrc) {
+  namespace m = epcomm::kernels::crc32c;
+  uint32_t table[256];
+  for (uint32_t b = 0; b < 256; ++b) table[b] = m::table_entry(b);
+  const auto table_crc = [&](const unsigned char* p, std::size_t n) {
+    uint32_t reg = 0xFFFFFFFFu;
+    for (std::size_t i = 0; i < n; ++i) reg = m::update_byte(table, reg, p[i]);
+    return ~reg;
+  };
+  std::mt19937_64 rng(21);
+  std::vector<unsigned char> buf(9000);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::size_t n = trial < 3 ? static_cast<std::size_t>(trial) : rng() % buf.size();
+    const std::size_t split = n == 0 ? 0 : rng() % (n + 1);
+    const unsigned char* p = buf.data();
+    const uint32_t whole = epcomm::detail::crc32c(p, n);
+    ASSERT_EQ(table_crc(p, n), whole) << "length " << n;
+    const uint32_t joined = m::combine(table_crc(p, split), table_crc(p + split, n - split), m::shift_operator(n - split));
+    ASSERT_EQ(joined, whole) << "length " << n << " split at " << split;
+  }
 }
 
 TEST(Crc32c, EverySingleBitFlipChangesIt) {

@@ -11,9 +11,13 @@
 #include <epcomm/epcomm.hpp>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -298,17 +302,16 @@ void expect_identical(const Result& dev, const Result& ref) {
   EXPECT_EQ(first, dev.out.size()) << "combine output differs from the host exchange's first at byte " << first;
 }
 
-class GpuExchange : public MpiTest, public testing::WithParamInterface<Case> {};
-
-TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
-  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+// Three rounds of case c on one device exchange (slots are reused, inputs
+// change), each against the host exchange without checksums.
+void expect_bit_identical_rounds(const Case& c, bool checksum) {
   epcomm::Group g(MPI_COMM_WORLD);
-  const Case& c = GetParam();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
-  epcomm::Exchange ex(g, on_device(make_setup(g, c, 1).config));
+  epcomm::ExchangeConfig config = on_device(make_setup(g, c, 1).config);
+  config.checksum = checksum;
+  epcomm::Exchange ex(g, config);
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
-  // Three rounds on the same exchange: slots are reused, inputs change.
   for (uint64_t round = 1; round <= 3; ++round) {
     const CaseInput su = make_setup(g, c, round);
     const Result ref = run_host(g, su);
@@ -316,6 +319,13 @@ TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
     expect_identical(dev, ref);
   }
   CUDA_OK(cudaStreamDestroy(stream));
+}
+
+class GpuExchange : public MpiTest, public testing::WithParamInterface<Case> {};
+
+TEST_P(GpuExchange, BitIdenticalToTheHostExchange) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  expect_bit_identical_rounds(GetParam(), false);
 }
 
 // Within an SM budget (ExchangeConfig::gpu_sm_budget) every kernel gets at most
@@ -343,6 +353,161 @@ TEST_P(GpuExchange, BitIdenticalWithinAnSmBudget) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuExchange, testing::ValuesIn(kCases),
                          [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+// ExchangeConfig::checksum on: the rows node peers write into each other's GPU
+// memory and the owner partials they read are signed and checked by kernels, and
+// the results must not change. Cases with aligned and odd row sizes, quantised
+// and LogFMT partials, an empty rank and many tokens.
+const Case kChecksumCases[] = {kCases[0], kCases[2], kCases[7], kCases[9], kCases[11], kCases[12]};
+
+class GpuExchangeChecksums : public MpiTest, public testing::WithParamInterface<Case> {};
+
+TEST_P(GpuExchangeChecksums, BitIdenticalToTheHostExchange) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  expect_bit_identical_rounds(GetParam(), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GpuExchangeChecksums, testing::ValuesIn(kChecksumCases),
+                         [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+// ExchangeConfig::checksum with rows in GPU memory, as tests/test_failures.cpp
+// checks it for shared memory: rank 1 flips one bit of a row it shows its node
+// peer rank 0, after its checksum was taken (EPCOMM_FAULT_FLIP_NODE_BIT=n: the
+// n-th operation that signs rows; the dispatch is the first, the combine, whose
+// owner partials rank 1 signs, the second). Rank 0 checks the row before it
+// completes the operation and fails naming the row, rank 1 and the operation;
+// rank 1 fails at once naming rank 0; and nothing after the failure (the held
+// streams, the failed exchange's teardown) waits for the group's timeout. Needs
+// two ranks on one node.
+class GpuNodePeerBitFlip : public MpiTest {
+ protected:
+  // A group whose timeout (30 s) cannot end a case within its bounds.
+  static constexpr double kBoundS = 2.0;
+  static constexpr double kTeardownBoundS = 5.0;
+  struct Outcome {
+    bool failed = false;
+    epcomm::ErrorCode code{};
+    std::string what;
+    double seconds = 0;
+    double with_teardown_seconds = 0;  // until the stream drained and the exchange was gone
+  };
+
+  // A dispatch and, when in_combine, a combine on an exchange made while rank 1
+  // has EPCOMM_FAULT_FLIP_NODE_BIT=flip_at; a rank whose operation completed
+  // before the failure reached it fails in its next dispatch.
+  Outcome run(epcomm::Group& g, int flip_at, bool in_combine) {
+    const Case c{"flip", Format::kBF16, Format::kBF16, DType::kBF16, 256, 64, 4, 4, Pattern::kRandom};
+    const CaseInput su = make_setup(g, c, 21);
+    CUDA_OK(cudaSetDevice(host_local_gpu()));
+    epcomm::ExchangeConfig config = on_device(su.config);
+    config.checksum = true;
+    if (g.rank() == 1) setenv("EPCOMM_FAULT_FLIP_NODE_BIT", std::to_string(flip_at).c_str(), 1);
+    std::optional<epcomm::Exchange> exchange(std::in_place, g, config);
+    epcomm::Exchange& ex = *exchange;
+    unsetenv("EPCOMM_FAULT_FLIP_NODE_BIT");
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreate(&stream));
+    const DeviceInputs inputs(su.input, su.x);
+    const auto dispatch = [&] {
+      epcomm::DispatchHandle h = ex.dispatch_begin(inputs.dispatch(su.input.num_tokens, stream));
+      h.wait();
+      return h;
+    };
+    Outcome o;
+    const auto attempt = [&](const std::function<void()>& body, std::chrono::steady_clock::time_point start) {
+      try {
+        body();
+      } catch (const epcomm::Error& e) {
+        o.failed = true;
+        o.code = e.code();
+        o.what = e.what();
+      }
+      o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    std::optional<epcomm::DispatchHandle> h;
+    if (in_combine) h = dispatch();
+    DeviceArray y(h ? static_cast<std::size_t>(h->num_rows()) * c.hidden * 2 : 0);
+    DeviceArray out(static_cast<std::size_t>(su.input.num_tokens) * c.hidden * 2);
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto start = std::chrono::steady_clock::now();
+    if (in_combine) {
+      attempt(
+          [&] {
+            epcomm::CombineOptions on_stream;
+            on_stream.stream = stream;
+            ex.combine_begin(*h, y.get(), h->num_rows(), out.get(), su.input.num_tokens, on_stream).wait();
+          },
+          start);
+    } else {
+      attempt([&] { dispatch(); }, start);
+    }
+    if (!o.failed) attempt([&] { dispatch(); }, start);
+    h.reset();
+    CUDA_OK(cudaStreamSynchronize(stream));
+    exchange.reset();
+    o.with_teardown_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CUDA_OK(cudaStreamDestroy(stream));
+    return o;
+  }
+
+  void expect(const epcomm::Group& g, const std::string& name, const Outcome& o, epcomm::ErrorCode code,
+              const std::vector<std::string>& needles) {
+    EXPECT_TRUE(o.failed) << name << ": rank " << g.rank() << " did not fail";
+    if (o.failed) {
+      EXPECT_EQ(o.code, code) << name << ": " << o.what;
+      for (const std::string& n : needles) EXPECT_NE(o.what.find(n), std::string::npos) << name << ": " << o.what;
+    }
+    EXPECT_LT(o.seconds, kBoundS) << name << ": rank " << g.rank() << " took " << o.seconds << " s";
+    EXPECT_LT(o.with_teardown_seconds, kTeardownBoundS)
+        << name << ": rank " << g.rank() << " took " << o.with_teardown_seconds << " s to drain its stream and drop "
+        << "the failed exchange";
+    std::printf("[gpu checksum] %s: rank %d %s in %.1f ms, %.1f ms with the teardown\n", name.c_str(), g.rank(),
+                o.failed ? epcomm::to_string(o.code) : "ok", o.seconds * 1e3, o.with_teardown_seconds * 1e3);
+  }
+
+  // Why the case cannot run here, or empty.
+  static std::string unable(const epcomm::Group& g) {
+    if (!cuda_device_present()) return "no CUDA device on this host: GPU exchange tests skipped";
+#ifndef EPCOMM_FAULT_INJECTION
+    return "built without EPCOMM_FAULT_INJECTION";
+#endif
+    if (g.size() != 2 || g.ranks_per_node() != 2) return "needs 2 ranks on one node";
+    return "";
+  }
+  static epcomm::GroupOptions slow() {
+    epcomm::GroupOptions o;
+    o.timeout_s = 30;
+    return o;
+  }
+};
+
+TEST_F(GpuNodePeerBitFlip, InADispatchRowIsCaughtByItsOwner) {
+  epcomm::Group g(MPI_COMM_WORLD, slow());
+  const std::string why = unable(g);
+  if (!why.empty()) GTEST_SKIP() << why;
+  const Outcome o = run(g, 1, false);
+  const std::string name = "one bit flipped in a dispatch row rank 1 wrote into rank 0's GPU memory";
+  if (g.rank() == 0) {
+    expect(g, name, o, epcomm::ErrorCode::kDataCorrupted,
+           {"dispatch row", "of operation 1 in rank 0's GPU memory", "written by rank 1, is corrupted"});
+  } else {
+    expect(g, name, o, epcomm::ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});
+  }
+}
+
+TEST_F(GpuNodePeerBitFlip, InAnOwnerPartialIsCaughtByItsReader) {
+  epcomm::Group g(MPI_COMM_WORLD, slow());
+  const std::string why = unable(g);
+  if (!why.empty()) GTEST_SKIP() << why;
+  const Outcome o = run(g, 2, true);
+  const std::string name = "one bit flipped in an owner partial in rank 1's GPU memory that rank 0 reads";
+  if (g.rank() == 0) {
+    expect(g, name, o, epcomm::ErrorCode::kDataCorrupted,
+           {"owner partial row", "of operation 2 in rank 1's GPU memory", "written by rank 1, is corrupted"});
+  } else {
+    expect(g, name, o, epcomm::ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});
+  }
+}
 
 // Two micro-batches in flight on two streams at once.
 TEST_F(MpiTest, TwoMicroBatchesOnTwoStreams) {

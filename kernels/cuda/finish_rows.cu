@@ -3,11 +3,14 @@
 // with several experts on this rank that a node peer wrote arrived once, at its
 // first row; its other rows take a copy. (This GPU's own writes filled every row:
 // each is its own first row.) Padding rows are marked empty with a zero payload, so a grouped GEMM
-// over whole segments reads finite values. A warp per row.
+// over whole segments reads finite values. With node peer checksums, the warp
+// of a row a node peer wrote checks it against the CRC32C its writer took. A warp
+// per row.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
 #include "launch.hpp"
 #include "row_copy.cuh"
+#include "warp_crc32c.cuh"
 
 namespace epcomm::kernels::cuda {
 namespace detail {
@@ -18,8 +21,14 @@ constexpr int kWarpsPerBlock = kThreads / 32;
 
 __global__ void __launch_bounds__(kThreads)
     finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count, int J,
-                       int64_t rows, int64_t row_bytes, bool aligned16) {
+                       int64_t rows, int64_t row_bytes, bool aligned16, int R, int me, ChecksumReport checksums) {
   const int lane = threadIdx.x % 32;
+  __shared__ Crc32cTables crc_tables;
+  const bool check = checksums.record != nullptr;  // uniform over the block
+  if (check) {
+    load_crc32c_tables(crc_tables, row_bytes);
+    __syncthreads();
+  }
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     // The segment holding r: the last j with expert_offset[j] <= r.
@@ -46,6 +55,14 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t f = mine.first_row[r];
     // Row f is a first row (first_row[f] == f): no warp writes it here.
     if (f >= 0 && f != r) warp_copy_row(row, mine.rows + static_cast<int64_t>(f) * row_bytes, row_bytes, aligned16, lane);
+    // A first row its source's forwarder (local rank src_rank % R) wrote from
+    // another GPU. (Only real rows: a padding row's metadata is the last
+    // dispatch's until this kernel marks it.)
+    const int32_t source = mine.src_rank[r];
+    if (check && f == r && source >= 0 && source % R != me) {
+      const uint32_t crc = warp_crc32c(crc_tables, row, row_bytes, lane);
+      if (lane == 0 && crc != mine.row_sum[r]) record_mismatch(checksums, me, r, crc, mine.row_sum[r]);
+    }
   }
 }
 
@@ -56,7 +73,8 @@ void preload_finish_kernels() { preload(reinterpret_cast<const void*>(&finish_ro
 }  // namespace detail
 
 void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,
-                 int num_local_experts, int64_t rows, int64_t row_bytes, void* stream) {
+                 int num_local_experts, int64_t rows, int64_t row_bytes, int ranks_per_node, int local_rank,
+                 ChecksumReport checksums, void* stream) {
   using namespace detail;
   if (rows <= 0) return;
   const int64_t blocks64 = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
@@ -65,7 +83,8 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
   // The slot's rows start 256-byte aligned.
   const bool aligned16 = row_bytes % 16 == 0;
   finish_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16);
+      mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16, ranks_per_node, local_rank,
+      checksums);
   check(cudaGetLastError(), "finish_rows kernel launch");
 }
 

@@ -69,6 +69,7 @@ void preload_encode_kernels();
 void preload_decode_kernels();
 void preload_accumulate_kernels();
 void preload_copy_kernels();
+void preload_checksum_kernels();
 void preload_place_kernels();
 void preload_finish_kernels();
 void preload_node_partial_sum_kernels();

@@ -9,10 +9,14 @@
 // exchange's passes over the same lists; the encoding is the codecs' own
 // (tile_formats.cuh). Blocks walk rows as the encode kernels do (lane_io.cuh): one
 // token a block for rows of 16 tiles or more, the 16-lane groups over its tiles.
+// With node peer checksums an owner's blocks sign the partials they just wrote
+// and the forwarder's blocks first check, a warp a row, the owners' partials of
+// their tokens, which the sums then find in L1: a partial crosses NVLink once.
 #include "cuda_check.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
 #include "format_dispatch.cuh"
 #include "launch.hpp"
+#include "warp_crc32c.cuh"
 #include "x86_nan.cuh"
 
 namespace epcomm::kernels::cuda {
@@ -41,22 +45,43 @@ template <class Out, class Part>
 __global__ void __launch_bounds__(kBlockThreads)
     owner_partials_kernel(SlotArrays mine, const uint8_t* expert_out, int L, const int32_t* entries, int64_t count,
                           bool weighted, int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
-                          unsigned long long* bad) {
+                          unsigned long long* bad, ChecksumReport checksums) {
+  __shared__ Crc32cTables crc_tables;
+  const bool sign = checksums.record != nullptr;  // uniform over the block
+  if (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const GroupWalk w = group_walk(tiles, rows_per_block);
-  if (!w.active) return;
-  // Uniform over the 16 lanes of a tile, as Part::encode's shuffles need.
-  for (int64_t i = w.first_row; i < count; i += w.row_stride) {
-    const int32_t entry = entries[i];
-    const int32_t* rows = mine.token_rows + static_cast<int64_t>(entry) * L;
-    uint8_t* out = mine.partials + static_cast<int64_t>(entry) * part_layout.row_bytes;
-    for (int t = w.first_tile; t < tiles; t += w.tile_stride) {
-      const Lane l = lane_in(i, t, hidden);
-      Elems a;
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  // The block's rows_per_block rows at a time (the groups' walk, row by row of it).
+  const int64_t in_block = w.first_row - static_cast<int64_t>(blockIdx.x) * rows_per_block;
+  for (int64_t i0 = static_cast<int64_t>(blockIdx.x) * rows_per_block; i0 < count; i0 += w.row_stride) {
+    const int64_t i = i0 + in_block;
+    // Uniform over the 16 lanes of a tile, as Part::encode's shuffles need.
+    if (w.active && i < count) {
+      const int32_t entry = entries[i];
+      const int32_t* rows = mine.token_rows + static_cast<int64_t>(entry) * L;
+      uint8_t* out = mine.partials + static_cast<int64_t>(entry) * part_layout.row_bytes;
+      for (int t = w.first_tile; t < tiles; t += w.tile_stride) {
+        const Lane l = lane_in(i, t, hidden);
+        Elems a;
 #pragma unroll
-      for (int k = 0; k < kElemsPerLane; ++k) a[k] = 0.0f;
-      add_rows<Out>(mine, expert_out, rows, L, weighted, l, out_layout, a);
-      Part::encode(a, l, part_layout, out, i, hidden, bad);
+        for (int k = 0; k < kElemsPerLane; ++k) a[k] = 0.0f;
+        add_rows<Out>(mine, expert_out, rows, L, weighted, l, out_layout, a);
+        Part::encode(a, l, part_layout, out, i, hidden, bad);
+      }
+    }
+    if (!sign) continue;
+    // Signed once the whole block wrote them, from the bytes as written (in this
+    // SM's reach still), a warp a row.
+    __syncthreads();
+    for (int r = warp; r < rows_per_block && i0 + r < count; r += kBlockThreads / 32) {
+      const int32_t entry = entries[i0 + r];
+      const uint8_t* row = mine.partials + static_cast<int64_t>(entry) * part_layout.row_bytes;
+      const uint32_t crc = warp_crc32c(crc_tables, row, part_layout.row_bytes, lane);
+      if (lane == 0) {
+        mine.partial_sum[entry] = crc;
+        note_signed_row(checksums, row);
+      }
     }
   }
 }
@@ -66,11 +91,35 @@ __global__ void __launch_bounds__(kBlockThreads)
     node_partials_kernel(const SlotArrays* owners, int R, int me, int L, const uint8_t* expert_out,
                          const int32_t* route_count, const int32_t* route_local, const int32_t* route_entry,
                          int64_t first, int64_t count, bool weighted, int hidden, int rows_per_block,
-                         Layout out_layout, Layout part_layout, float* acc) {
+                         Layout out_layout, Layout part_layout, float* acc, ChecksumReport checksums) {
+  __shared__ Crc32cTables crc_tables;
+  const bool check = checksums.record != nullptr;  // uniform over the block
+  if (check) {
+    load_crc32c_tables(crc_tables, part_layout.row_bytes);
+    __syncthreads();
+  }
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const GroupWalk w = group_walk(tiles, rows_per_block);
-  if (!w.active) return;
-  for (int64_t d = w.first_row; d < count; d += w.row_stride) {
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  // The block's rows_per_block rows at a time (the groups' walk, row by row of it).
+  const int64_t in_block = w.first_row - static_cast<int64_t>(blockIdx.x) * rows_per_block;
+  for (int64_t d0 = static_cast<int64_t>(blockIdx.x) * rows_per_block; d0 < count; d0 += w.row_stride) {
+    // A warp per (row, route) of an owner other than this rank; every branch is
+    // uniform over the warp, as warp_crc32c's shuffles need.
+    for (int item = warp; check && item < rows_per_block * R; item += kBlockThreads / 32) {
+      const int64_t dc = d0 + item / R;
+      const int c = item % R;
+      if (dc >= count || c >= route_count[first + dc]) continue;
+      const int ld = route_local[(first + dc) * R + c];
+      if (ld == me) continue;
+      const int64_t entry = route_entry[(first + dc) * R + c];
+      const SlotArrays& o = owners[ld];
+      const uint32_t crc = warp_crc32c(crc_tables, o.partials + entry * part_layout.row_bytes, part_layout.row_bytes,
+                                       lane);
+      if (lane == 0 && crc != o.partial_sum[entry]) record_mismatch(checksums, ld, entry, crc, o.partial_sum[entry]);
+    }
+    const int64_t d = d0 + in_block;
+    if (!w.active || d >= count) continue;
     const int64_t h = first + d;
     const int routes = route_count[h];
     for (int t = w.first_tile; t < tiles; t += w.tile_stride) {
@@ -129,7 +178,7 @@ void preload_owner_partial_kernels() {
 
 void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays& mine, const uint8_t* expert_out,
                         int max_rows_per_token, const int32_t* entries, int64_t count, bool weighted, int hidden,
-                        int64_t* bad_index, void* stream) {
+                        int64_t* bad_index, ChecksumReport checksums, void* stream) {
   using namespace detail;
   const auto s = static_cast<cudaStream_t>(stream);
   check_shape("sum_owner_partials", partial_format, count, hidden);
@@ -143,7 +192,7 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
     owner_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
         mine, expert_out, max_rows_per_token, entries, count, weighted, hidden, walk.rows_per_block, out_layout,
-        part_layout, bad);
+        part_layout, bad, checksums);
   });
   check(cudaGetLastError(), "owner_partials kernel launch");
 }
@@ -151,7 +200,7 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
 void sum_routed_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
                        int local_rank, int max_rows_per_token, const uint8_t* expert_out, const int32_t* route_count,
                        const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
-                       bool weighted, int hidden, float* acc, void* stream) {
+                       bool weighted, int hidden, float* acc, ChecksumReport checksums, void* stream) {
   using namespace detail;
   check_shape("sum_routed_partials", partial_format, count, hidden);
   if (count == 0) return;
@@ -162,7 +211,7 @@ void sum_routed_partials(Format out_format, Format partial_format, const SlotArr
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
     node_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
         owners, ranks_per_node, local_rank, max_rows_per_token, expert_out, route_count, route_local, route_entry,
-        first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc);
+        first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc, checksums);
   });
   check(cudaGetLastError(), "node_partials kernel launch");
 }

@@ -15,6 +15,7 @@
 #include "epcomm_kernels/cuda_plan.hpp"
 #include "launch.hpp"
 #include "row_copy.cuh"
+#include "warp_crc32c.cuh"
 
 namespace epcomm::kernels::cuda {
 namespace detail {
@@ -112,9 +113,16 @@ __global__ void __launch_bounds__(kScanThreads)
 __global__ void __launch_bounds__(kWriteThreads)
     write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const SlotArrays* owners, int L, int64_t row_bytes,
                              bool aligned16, const int32_t* row_pos, const int32_t* entry, int64_t first_handled,
-                             int32_t* route_count, int32_t* route_local, int32_t* route_entry) {
+                             int32_t* route_count, int32_t* route_local, int32_t* route_entry,
+                             ChecksumReport checksums) {
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
   const int lane = threadIdx.x % 32;
+  __shared__ Crc32cTables crc_tables;
+  const bool sign = checksums.record != nullptr;  // uniform over the block
+  if (sign) {
+    load_crc32c_tables(crc_tables, row_bytes);
+    __syncthreads();
+  }
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; i < s.count;
        i += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const TokenView tv = token_at(s, K, i);
@@ -163,6 +171,15 @@ __global__ void __launch_bounds__(kWriteThreads)
       for (int c = rows + lane; c < L; c += 32) token_rows[c] = -1;
       uint8_t* first_payload = o.rows + static_cast<int64_t>(first) * row_bytes;
       warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
+      if (sign && !own) {
+        // Signed from the bytes this warp just copied (in L1 now), as the host's
+        // signed copy does; the owner checks what landed.
+        const uint32_t crc = warp_crc32c(crc_tables, payload, row_bytes, lane);
+        if (lane == 0) {
+          o.row_sum[first] = crc;
+          note_signed_row(checksums, first_payload);
+        }
+      }
       if (own) {
         // The other rows copy the first (just written, in L2): a payload in pinned
         // host memory (a received block) crosses PCIe once.
@@ -214,7 +231,7 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
 void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, const SlotArrays* owners,
                        int max_rows_per_token, int64_t row_bytes, const int32_t* row_pos, const int32_t* entry,
                        int64_t first_handled, int32_t* route_count, int32_t* route_local, int32_t* route_entry,
-                       void* stream) {
+                       ChecksumReport checksums, void* stream) {
   using namespace detail;
   if (source.count <= 0) return;
   // Owners' rows start 256-byte aligned (the slots are carved so).
@@ -222,7 +239,7 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
   const auto s = static_cast<cudaStream_t>(stream);
   write_placed_rows_kernel<<<grid_blocks(warp_blocks(source.count), s), kWriteThreads, 0, s>>>(
       source, layouts, owners, max_rows_per_token, row_bytes, aligned16, row_pos, entry, first_handled, route_count,
-      route_local, route_entry);
+      route_local, route_entry, checksums);
   check(cudaGetLastError(), "write_placed_rows kernel launch");
 }
 

@@ -35,6 +35,7 @@ void preload_kernels() {
   preload_decode_kernels();
   preload_accumulate_kernels();
   preload_copy_kernels();
+  preload_checksum_kernels();
   preload_place_kernels();
   preload_finish_kernels();
   preload_node_partial_sum_kernels();

@@ -28,6 +28,31 @@ struct SlotArrays {
   float* weight;
   int32_t* first_row;   // the row holding the payload of each row
   int32_t* token_rows;  // [tokens][max_rows_per_token]: each received token's rows, -1 padded
+  // With node peer checksums (ExchangeConfig::checksum), else null: the CRC32C of
+  // each row a node peer wrote ([rows]) and of each owner partial ([tokens]).
+  uint32_t* row_sum;
+  uint32_t* partial_sum;
+};
+
+// What the node peer checksum kernels tell the host: a record in pinned host
+// memory mapped for the GPU, read once the stream drained (no synchronisation of
+// its own), written by plain stores from the one thread that won a claim in GPU
+// memory (atomics on mapped host memory are not portable).
+struct ChecksumRecord {
+  // 1 once a row failed its check, written after the fields below; the host
+  // clears it.
+  int32_t found;
+  int32_t owner;  // the local rank whose slot holds the row
+  int64_t row;    // dispatch: the row; combine: the owner partial's token-list entry
+  uint32_t got;   // the CRC32C the row has
+  uint32_t expected;  // the CRC32C its writer took
+  // The address of one row signed since the host cleared it (0: none), for fault
+  // injection (a bit flipped after the checksum was taken).
+  unsigned long long signed_row;
+};
+struct ChecksumReport {
+  ChecksumRecord* record;  // pinned host memory
+  int32_t* claims;         // GPU memory, [2]: the mismatch's and the signed row's, zeroed with the record
 };
 
 // The tokens of one source bound for one node, as the node's writer reads them:
@@ -88,18 +113,27 @@ void place_rows(const PlacedSource& source, const NodeLayouts& layouts, int32_t*
 // record combine reads back, for handled token first_handled + i: route_count, and
 // (local rank, token entry) per reached owner in local-rank order, ranks_per_node
 // apart. An owner whose rows of the token were not all placed is skipped.
+// checksums (record null: off): each payload written into a node peer's slot (an owner
+// other than layouts.writer) is signed, its CRC32C taken from the bytes copied
+// by the warp that copies them, into that owner's row_sum at the row; the
+// record's signed_row gets one such row.
 void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, const SlotArrays* owners,
                        int max_rows_per_token, int64_t row_bytes, const int32_t* row_pos, const int32_t* entry,
                        int64_t first_handled, int32_t* route_count, int32_t* route_local, int32_t* route_entry,
-                       void* stream);
+                       ChecksumReport checksums, void* stream);
 
 // The owner's side once every writer is done, for rows [0, expert_offset[J]):
 // a row whose first_row is another copies that row's payload (a token with several
 // experts here that a node peer wrote arrived once); a padding row (past expert_count of its segment)
 // gets src_rank = src_token = first_row = -1, weight 0 and a zero payload.
-// expert_offset / expert_count: this GPU's copies of the layout.
+// expert_offset / expert_count: this GPU's copies of the layout. checksums
+// (record null: off): every real row that holds a payload (first_row[r] == r)
+// written by a node peer (its source's forwarder, the local rank src_rank[r] %
+// ranks_per_node, is not local_rank) must have CRC32C row_sum[r]; the first that
+// does not goes into the report (owner local_rank).
 void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int64_t* expert_count,
-                 int num_local_experts, int64_t rows, int64_t row_bytes, void* stream);
+                 int num_local_experts, int64_t rows, int64_t row_bytes, int ranks_per_node, int local_rank,
+                 ChecksumReport checksums, void* stream);
 
 // Combine's owner partials: for i < count, with entry = entries[i] of this owner's
 // token list (mine), mine.partials row entry = encode(partial_format, the FP32 sum
@@ -107,20 +141,26 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
 // 1) * decode(out_format, expert_out row p)), multiply and add rounded separately.
 // expert_out: this GPU's expert outputs in the dispatch's row order (out_format,
 // the dtype's plain format). *bad_index as for encode_rows, i being the row.
+// checksums (record null: off): each partial written is signed into
+// mine.partial_sum[entry] from the bytes written, once its block wrote it; the
+// record's signed_row gets one of them.
 void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays& mine, const uint8_t* expert_out,
                         int max_rows_per_token, const int32_t* entries, int64_t count, bool weighted, int hidden,
-                        int64_t* bad_index, void* stream);
+                        int64_t* bad_index, ChecksumReport checksums, void* stream);
 
 // Combine's node partials: acc row d (FP32, [count, hidden]) for handled token h =
 // first + d = the sum from zero, over the owners the token reached in route order
 // (owners: device array of ranks_per_node), of this rank's (local_rank's) FP32
 // subtotal of its rows as sum_owner_partials forms it, from expert_out, when the
 // owner is itself, else decode(partial_format, the owner's partial of the entry),
-// each added as acc + 1 * part.
+// each added as acc + 1 * part. checksums (record null: off): each owner partial
+// read (an owner ld other than local_rank) must have CRC32C
+// owners[ld].partial_sum[entry], checked as the block reads it; the first that
+// does not goes into the report (owner ld, row the entry).
 void sum_routed_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
                        int local_rank, int max_rows_per_token, const uint8_t* expert_out, const int32_t* route_count,
                        const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
-                       bool weighted, int hidden, float* acc, void* stream);
+                       bool weighted, int hidden, float* acc, ChecksumReport checksums, void* stream);
 
 // One node's partials of a source's tokens, for sum_node_partials: the partial of
 // the node's i-th token at rows + i * row_bytes, FP32 if f32 (the source's own

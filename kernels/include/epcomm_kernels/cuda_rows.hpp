@@ -40,4 +40,9 @@ void accumulate_row_list(Format format, const void* const* src_rows, const float
 void encode_token_rows(Format format, const void* src, DType src_type, int hidden, const int32_t* tokens,
                        int64_t count, void* dst, int64_t* bad_index, void* stream);
 
+// out[i] = CRC32C of the row_bytes bytes at rows[i], for i < count: the host's
+// checksum (initial value and final xor 0xFFFFFFFF, polynomial 0x82F63B78), so a
+// row hashed by one side is checked by the other.
+void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, void* stream);
+
 }  // namespace epcomm::kernels::cuda

@@ -37,9 +37,12 @@ struct ExchangeConfig {
   int64_t max_recv_rows = 0;         // rows a rank may receive; 0: worst case
   int max_inflight = 2;              // dispatch handles alive at once
   // CRC32C over every block that crosses a node boundary (MPI or verbs) and every
-  // row that crosses a node peer's shared memory (host memory only), checked by the
-  // reader; a mismatch fails the group (ErrorCode::kDataCorrupted) naming the
-  // writer, the block or row and the operation. Also turned on by EPCOMM_CHECKSUM=1.
+  // row that crosses a node peer's memory (shared host memory, or GPU memory with
+  // kDevice, where kernels take and check it), checked by the reader; a mismatch
+  // fails the group (ErrorCode::kDataCorrupted) naming the writer, the block or
+  // row and the operation, raised by the operation's wait() (so with kDevice do
+  // not trust results a stream read before wait() returned). Also turned on by
+  // EPCOMM_CHECKSUM=1.
   bool checksum = false;
   // Where every array the exchange reads or returns lives: inputs (x, topk_idx,
   // topk_weights), rows() and the row metadata, expert_out_buffer(), combine's

@@ -40,8 +40,11 @@ cuda::SlotArrays arrays_of(const SlotView& v) {
           v.src_token,
           v.weight,
           v.first_row,
-          v.token_rows};
+          v.token_rows,
+          reinterpret_cast<uint32_t*>(v.row_sum),
+          reinterpret_cast<uint32_t*>(v.partial_sum)};
 }
+static_assert(sizeof(BlockChecksum) == sizeof(uint32_t), "the GPU's checksum tables hold bare CRC32Cs");
 
 class CudaPlanSteps final : public DevicePlanSteps {
  public:
@@ -66,6 +69,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
       node_partials_ = p.take<cuda::NodePartials>(N);
       entries_ = p.take<int32_t>(static_cast<std::size_t>(shape_.max_entries));
       bad_ = p.take<int64_t>(1);
+      claims_ = p.take<int32_t>(2);
       return p.bytes();
     };
     memory_ = std::make_unique<DeviceBuffer>(device_, carve(nullptr), "the exchange's plan buffers");
@@ -82,12 +86,19 @@ class CudaPlanSteps final : public DevicePlanSteps {
     error_ = static_cast<volatile int32_t*>(error);
     error_[0] = 0;
     error_[1] = 0;
+    if (shape_.checksum) {
+      void* record = nullptr;
+      EPCOMM_CUDA(cudaHostAlloc(&record, sizeof(cuda::ChecksumRecord), cudaHostAllocMapped | cudaHostAllocPortable));
+      record_ = static_cast<cuda::ChecksumRecord*>(record);
+      *record_ = {};
+    }
   }
   ~CudaPlanSteps() override {
     // Kernels still queued may read the plan buffers.
     cudaSetDevice(device_);
     cudaStreamSynchronize(static_cast<cudaStream_t>(mover_.stream()));
     cudaFreeHost(const_cast<int32_t*>(error_));
+    if (record_ != nullptr) cudaFreeHost(record_);
   }
 
   void set_routes(const TokenRoutes& routes) override {
@@ -153,8 +164,11 @@ class CudaPlanSteps final : public DevicePlanSteps {
     const int J = shape_.topo.experts_per_rank();
     const SlotView& me = shape_.owners[shape_.local_rank];
     use_device();
+    // With checksums the fan-out checks the rows node peers wrote; the host
+    // raises a mismatch before the dispatch completes.
     cuda::finish_rows(arrays_of(me), own_layout_, own_layout_ + J + 1, J, own_rows_,
-                      static_cast<int64_t>(me.row_bytes), mover_.stream());
+                      static_cast<int64_t>(me.row_bytes), shape_.topo.ranks_per_node, shape_.local_rank,
+                      checksums(), mover_.stream());
   }
 
   void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out, bool weighted,
@@ -164,7 +178,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     cuda::sum_owner_partials(out_format, partial_format, arrays_of(shape_.owners[shape_.local_rank]),
                              reinterpret_cast<const uint8_t*>(expert_out), shape_.topo.max_rows_per_token_rank(),
                              entries_, static_cast<int64_t>(entries.size()), weighted, shape_.hidden, bad_,
-                             mover_.stream());
+                             checksums(), mover_.stream());
   }
 
   int64_t owner_partials_bad() override {
@@ -178,10 +192,12 @@ class CudaPlanSteps final : public DevicePlanSteps {
     if (count <= 0) return;
     const Topology& topo = shape_.topo;
     use_device();
+    // With checksums the sums check the owner partials they read; the host raises
+    // a mismatch before anything summed from them is sent.
     cuda::sum_routed_partials(out_format, partial_format, owners_, topo.ranks_per_node, shape_.local_rank,
                               topo.max_rows_per_token_rank(), reinterpret_cast<const uint8_t*>(expert_out),
                               route_count_, route_local_, route_entry_, first, count, weighted, shape_.hidden, acc,
-                              mover_.stream());
+                              checksums(), mover_.stream());
   }
 
   void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype, void* out) override {
@@ -207,8 +223,39 @@ class CudaPlanSteps final : public DevicePlanSteps {
     mover_.download(entry, route_entry_ + at, sizeof(int32_t));
   }
 
+  void begin_checksums() override {
+    record_->found = 0;
+    record_->signed_row = 0;
+    const int32_t zero[2] = {0, 0};
+    mover_.upload(claims_, zero, sizeof zero);
+  }
+
+  std::optional<PeerRowMismatch> checksum_mismatch() override {
+    const volatile cuda::ChecksumRecord* r = record_;
+    if (r == nullptr || r->found == 0) return std::nullopt;
+    return PeerRowMismatch{r->owner, r->row, r->got, r->expected};
+  }
+
+  bool signed_any() override {
+    return record_ != nullptr && static_cast<volatile cuda::ChecksumRecord*>(record_)->signed_row != 0;
+  }
+
+  bool flip_signed_row_bit(std::size_t row_bytes) override {
+    if (!signed_any() || row_bytes == 0) return false;
+    auto* byte = reinterpret_cast<std::byte*>(static_cast<uintptr_t>(record_->signed_row)) + row_bytes / 2;
+    std::byte b{};
+    mover_.download(&b, byte, 1);
+    b ^= std::byte{0x10};
+    mover_.upload(byte, &b, 1);
+    mover_.synchronize();
+    return true;
+  }
+
  private:
   void use_device() { EPCOMM_CUDA(cudaSetDevice(device_)); }
+  // Where the checksum kernels report; all null with checksums off.
+  cuda::ChecksumReport report() const { return {record_, claims_}; }
+  cuda::ChecksumReport checksums() const { return shape_.checksum ? report() : cuda::ChecksumReport{nullptr, nullptr}; }
 
   bool same_partials(const std::vector<cuda::NodePartials>& p) const {
     const auto same = [](const cuda::NodePartials& a, const cuda::NodePartials& b) {
@@ -251,7 +298,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     cuda::place_rows(s, n, row_pos_, entry_, error_, mover_.stream());
     cuda::write_placed_rows(s, n, owners_, topo.max_rows_per_token_rank(),
                             static_cast<int64_t>(shape_.owners[0].row_bytes), row_pos_, entry_, first_handled,
-                            route_count_, route_local_, route_entry_, mover_.stream());
+                            route_count_, route_local_, route_entry_, checksums(), mover_.stream());
   }
 
   int device_;
@@ -278,6 +325,8 @@ class CudaPlanSteps final : public DevicePlanSteps {
   cuda::NodePartials* node_partials_ = nullptr;
   int32_t* entries_ = nullptr;  // the token-list entries of the last sum_owner_partials
   int64_t* bad_ = nullptr;      // its first unencodable element
+  int32_t* claims_ = nullptr;   // the checksum report's claims (ChecksumReport)
+  cuda::ChecksumRecord* record_ = nullptr;  // pinned, mapped; with checksums only
 };
 
 }  // namespace

@@ -12,7 +12,13 @@
 //   combine: each owner's partials of the tokens node peers forward, the
 //     forwarder's per-token sums over its own rows and those partials (read over
 //     CUDA IPC) from that record, and the source's sum over node partials, in the
-//     host combine's order.
+//     host combine's order;
+//   with node peer checksums (PlanStepsShape::checksum): the writer signs each
+//     payload it writes into a peer's slot in the writing kernel, the owner checks
+//     them in its fan-out; the owner signs its partials in the kernel that sums
+//     them, the forwarder checks those it reads in the kernel that sums them. A
+//     mismatch is recorded in pinned host memory, which the host reads once the
+//     mover is idle (checksum_mismatch), where the operation waits anyway.
 //
 // The host keeps the checks, the routes and counts, the layout exchange and the
 // phase flags; what it sends the GPU per operation are the small layouts and the
@@ -27,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,8 +53,17 @@ struct PlanStepsShape {
   int64_t max_tokens = 0;        // per rank (max_tokens_per_rank)
   int64_t max_entries = 0;       // of one owner's token list (SlotLayout::max_tokens)
   std::size_t record_bytes = 0;  // one token's record in an inter-node block
-  // The slot on every rank of the node, by local rank: rows, outputs, metadata.
+  // The slot on every rank of the node, by local rank: rows, outputs, metadata
+  // (and with checksums the row_sum and partial_sum tables, in GPU memory).
   std::vector<SlotView> owners;
+  bool checksum = false;  // ExchangeConfig::checksum: sign and check node peers' rows
+};
+
+// A row that failed its node peer checksum (DevicePlanSteps::checksum_mismatch).
+struct PeerRowMismatch {
+  int owner = 0;    // the local rank whose slot holds the row
+  int64_t row = 0;  // dispatch: the row there; combine: the owner partial's token-list entry
+  uint32_t got = 0, expected = 0;  // its CRC32C, and the one its writer took
 };
 
 class DevicePlanSteps {
@@ -108,6 +124,19 @@ class DevicePlanSteps {
   // The first (local rank, token entry) of handled token h's forwarding record,
   // read back for an error message (waits for the mover).
   virtual void first_route(int64_t h, int32_t* local_rank, int32_t* entry) = 0;
+
+  // With checksums, at the start of each operation on the slot (the slot's
+  // earlier operations complete): forgets the last one's mismatch and signed row.
+  virtual void begin_checksums() = 0;
+  // Once the mover is idle: the first row the checks enqueued since
+  // begin_checksums found corrupted, if any. Reads pinned memory only.
+  virtual std::optional<PeerRowMismatch> checksum_mismatch() = 0;
+  // Fault injection, once the mover is idle: flips one bit in the middle of a row
+  // (row_bytes long) signed since begin_checksums, after its checksum was taken,
+  // and waits for the flip; false if no row was signed.
+  virtual bool flip_signed_row_bit(std::size_t row_bytes) = 0;
+  // Whether a row was signed since begin_checksums (once the mover is idle).
+  virtual bool signed_any() = 0;
 };
 
 // CUDA builds only (DeviceResources::make_plan_steps): steps on `mover`'s stream

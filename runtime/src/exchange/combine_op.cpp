@@ -66,6 +66,7 @@ void CombineOp::sum_owner_partials() {
   const Format out_format = kernels::plain_format(e.config().dtype);
   const SlotView& mine = route_->output();
   const RecvLayoutView& layout = mine.layout;
+  if (e.device && peer_rows_) buf_.plan->begin_checksums();
   std::vector<int32_t> entries;
   for (int s = 0; s < layout.num_sources; ++s) {
     if (s % R == e.group.local_rank) continue;
@@ -124,6 +125,42 @@ void CombineOp::raise_if_owner_partial_unencodable(const std::vector<int32_t>& e
                                     << token << " of rank " << source << " is not finite at column " << bad % H
                                     << " (expert outputs hold a non-finite value), which combine_format "
                                     << to_string(e.config().combine_format) << " cannot encode");
+}
+
+// Once this rank's owner partials are signed (the mover is idle), before the
+// flag that shows them (fault injection may flip a bit in one).
+void CombineOp::publish_owner_partials() {
+  if (!engine_.device) {
+    peer_rows_->publish();
+    return;
+  }
+  DevicePlanSteps& plan = *buf_.plan;
+  if (peer_rows_->flip_due(plan.signed_any())) plan.flip_signed_row_bit(route_->output().partial_row_bytes);
+}
+
+// Once the forwarder's checks ran (the mover is idle): throws if an owner
+// partial it read arrived corrupted.
+void CombineOp::raise_if_owner_partial_corrupt() {
+  Engine& e = engine_;
+  if (!e.device) {
+    peer_rows_->raise_if_owner_partial_corrupt(node_slots());
+    return;
+  }
+  const std::optional<PeerRowMismatch> m = buf_.plan->checksum_mismatch();
+  if (!m) return;
+  // The token's first row in the owner's slot names it (GPU memory, the error
+  // path only).
+  const SlotView owner = e.slot_view(m->owner, route_->slot());
+  const int L = e.topo().max_rows_per_token_rank();
+  int32_t row = 0, source = -1, token = -1;
+  RowMover& mover = *buf_.mover;
+  mover.download(&row, owner.token_rows + static_cast<std::size_t>(m->row) * L, sizeof row);
+  if (row >= 0) {
+    mover.download(&source, owner.src_rank + row, sizeof source);
+    mover.download(&token, owner.src_token + row, sizeof token);
+  }
+  peer_rows_->raise_owner_partial_mismatch(m->owner, m->row, m->got, m->expected, owner.partial_row_bytes, source,
+                                           token);
 }
 
 std::vector<SlotView> CombineOp::node_slots() const {
@@ -248,7 +285,7 @@ void CombineOp::encode_remote_partials(int node, int64_t first, int64_t count, s
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
   // A corrupted owner partial may be what made the partial unencodable.
-  if (peer_rows_) peer_rows_->raise_if_owner_partial_corrupt(node_slots());
+  if (peer_rows_) raise_if_owner_partial_corrupt();
   const std::size_t h = static_cast<std::size_t>(first + bad / H);
   int32_t token = -1;
   if (e.device) {
@@ -390,7 +427,7 @@ bool CombineOp::advance() {
       moved = true;
     }
     if (!mover.idle()) return moved;
-    if (peer_rows_) peer_rows_->publish();
+    if (peer_rows_) publish_owner_partials();
     store_flag(route_->output().flags->outputs_ready, seq_);
     state_ = State::kPartials;
     moved = true;
@@ -401,9 +438,11 @@ bool CombineOp::advance() {
     // With no partial crossing nodes (always so on one node), the final sum reads
     // only the own partials just enqueued on the same mover, and no send waits for
     // the mover to drain: the sum follows at once, with no round trip through the
-    // host. Not with checksums, which must clear the expert outputs before
-    // anything summed from them is kept.
-    if (!peer_rows_ && partials_all_local()) {
+    // host. Not with checksums on the host, which must clear the owner partials
+    // before anything summed from them is kept; on the GPU the sum goes on, and
+    // a mismatch its checks record fails the combine before it completes (the
+    // caller trusts out only once wait() returned, docs/failures.md).
+    if ((!peer_rows_ || e.device) && partials_all_local()) {
       sum_node_partials();
       summed_ = true;
     }
@@ -415,7 +454,7 @@ bool CombineOp::advance() {
     if (!peer_rows_ && !partial_blocks_.all_sent() && post_ready_sends()) moved = true;
     if (!mover.idle()) return moved;
     // Before anything summed from a corrupted row is sent or kept.
-    if (peer_rows_) peer_rows_->raise_if_owner_partial_corrupt(node_slots());
+    if (peer_rows_) raise_if_owner_partial_corrupt();
     store_flag(route_->output().flags->outputs_read, seq_);
     state_ = State::kReturn;
     moved = true;

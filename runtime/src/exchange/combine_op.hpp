@@ -33,6 +33,8 @@ class CombineOp : public Op {
   enum class State { kOwner, kPartials, kReduced, kReturn, kSum, kDone };
 
   void sum_owner_partials();
+  void publish_owner_partials();
+  void raise_if_owner_partial_corrupt();
   void raise_if_owner_partial_unencodable(const std::vector<int32_t>& entries, int64_t first);
   void reduce_node_partials();
   void sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc);

@@ -63,6 +63,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
     device_topk_idx_ = device_input->topk_idx;
     device_topk_weights_ = device_input->topk_weights;
     buf_.plan->set_routes(buf_.routes);
+    if (peer_rows_) buf_.plan->begin_checksums();
     engine.device->hold(input.stream, seq);
   }
   post_layout();
@@ -543,6 +544,33 @@ void DispatchOp::finish() {
   buf_.mover->copy(copies_);
 }
 
+// Once the rows this rank signed landed, before the flag that shows them
+// (fault injection may flip a bit in one).
+void DispatchOp::publish_signed_rows() {
+  if (!engine_.device) {
+    peer_rows_->publish();
+    return;
+  }
+  DevicePlanSteps& plan = *buf_.plan;
+  if (peer_rows_->flip_due(plan.signed_any())) plan.flip_signed_row_bit(mine_.row_bytes);
+}
+
+// Once the owner's check ran (the mover is idle): throws if a row a node peer
+// wrote into this rank's slot arrived corrupted.
+void DispatchOp::raise_if_row_corrupt() {
+  if (!engine_.device) {
+    peer_rows_->raise_if_dispatch_row_corrupt(mine_);
+    return;
+  }
+  const std::optional<PeerRowMismatch> m = buf_.plan->checksum_mismatch();
+  if (!m) return;
+  // The row's metadata for the message, from GPU memory (the error path only).
+  int32_t source = -1, token = -1;
+  buf_.mover->download(&source, mine_.src_rank + m->row, sizeof source);
+  buf_.mover->download(&token, mine_.src_token + m->row, sizeof token);
+  peer_rows_->raise_dispatch_row_mismatch(m->row, m->got, m->expected, mine_.row_bytes, source, token);
+}
+
 std::shared_ptr<const ReusableLayout> DispatchOp::reusable_layout() const {
   if (reused_) return reused_;
   auto layout = std::make_shared<ReusableLayout>();
@@ -645,7 +673,7 @@ bool DispatchOp::advance() {
       EPCOMM_REQUIRE(why.empty(), kMismatch, why);
     }
     if (received_sums_ && !e.device) require_received_blocks_intact();
-    if (peer_rows_) peer_rows_->publish();
+    if (peer_rows_) publish_signed_rows();
     store_flag(mine_.flags->writes_done, seq_);
     state_ = State::kArrive;
     moved = true;
@@ -660,7 +688,7 @@ bool DispatchOp::advance() {
   }
   if (state_ == State::kFinish) {
     if (!buf_.mover->idle()) return moved;
-    if (peer_rows_) peer_rows_->raise_if_dispatch_row_corrupt(mine_);
+    if (peer_rows_) raise_if_row_corrupt();
     state_ = State::kDone;
     mark_done();
     moved = true;

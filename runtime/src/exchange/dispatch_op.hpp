@@ -93,6 +93,8 @@ class DispatchOp : public Op {
   std::function<BlockChecksum(int, std::size_t, std::size_t)> block_checksum_to_send();
   void require_received_blocks_intact() const;
   void finish();
+  void publish_signed_rows();
+  void raise_if_row_corrupt();
 
   int slot_;
   DispatchInput input_;

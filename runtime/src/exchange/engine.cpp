@@ -143,8 +143,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
   slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
   // Host memory: the whole payload in the node's shared memory, checksums
-  // included. Device memory: in GPU memory, unchecksummed (docs/failures.md);
-  // but where the node's GPUs cannot map each other's memory, the arrays node
+  // included. Device memory: in GPU memory, checksums beside the rows
+  // (docs/failures.md); but where the node's GPUs cannot map each other's memory, the arrays node
   // peers write or read stay in the node's shared memory, which every GPU of the
   // node reaches over PCIe once registered (docs/gpu.md).
   const bool host = config_.memory == MemorySpace::kHost;
@@ -152,7 +152,11 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   gpu_payload_shared_ = peer_access.all;
   slot_layout_.shm_parts = host ? kAllSlotParts : peer_access.all ? 0u : unsigned{kPeerArrays};
   slot_layout_.compute();
-  device_payload_ = slot_layout_.payload(host ? 0u : (kPeerArrays | kOwnArrays) & ~slot_layout_.shm_parts);
+  // With checksums and peer access, the checksum tables sit in GPU memory beside
+  // the rows, where the kernels that write and read the rows sign and check them.
+  const unsigned device_checksums = config_.checksum && peer_access.all ? unsigned{kChecksumArrays} : 0u;
+  device_payload_ =
+      slot_layout_.payload(host ? 0u : (kPeerArrays | kOwnArrays | device_checksums) & ~slot_layout_.shm_parts);
   rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
@@ -275,6 +279,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         shape.max_entries = slot_layout_.max_tokens;
         shape.record_bytes = rail_meta_bytes_;
         for (int ld = 0; ld < topo_.ranks_per_node; ++ld) shape.owners.push_back(slot_view(ld, i));
+        shape.checksum = config_.checksum;
         s.plan = device->make_plan_steps(*s.mover, std::move(shape));
       } else {
         s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
@@ -341,9 +346,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                           << to_string(gpu_direct_mode_) << "): " << rails_.why
                           << "; detected: " << gpu_direct_->describe());
   }
-  // Rows in GPU memory are not checksummed between node peers (docs/failures.md).
-  if (config_.checksum && (slot_layout_.shm_parts & kChecksumArrays) != 0) {
-    node_checksums = std::make_unique<NodePeerChecksums>(group);
+  // Rows in GPU memory carry checksums in GPU memory beside them, signed and
+  // checked by the kernels; not where node peers go through shared memory without
+  // peer access (docs/failures.md).
+  if (config_.checksum &&
+      ((slot_layout_.shm_parts & kChecksumArrays) != 0 || (device_payload_.parts & kChecksumArrays) != 0)) {
+    node_checksums = std::make_unique<NodePeerChecksums>(group, device != nullptr);
   }
   EPCOMM_LOG(kInfo, "exchange: hidden " << config_.hidden << ", " << config_.num_experts << " experts, top-"
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
@@ -802,6 +810,9 @@ void Engine::wait(Op& op) {
 
 void Engine::set_inflight_aside() {
   // Their queued row work never runs: the operations cannot complete anywhere.
+  // Streams held for them go on (a peer's failure as well as this rank's; wait()
+  // reports why), not after the group's timeout.
+  if (device) device->release_all();
   for (SlotBuffers& s : slots) s.mover->forget_queued();
   abandoned_.insert(abandoned_.end(), inflight_.begin(), inflight_.end());
   inflight_.clear();
@@ -812,8 +823,6 @@ void Engine::fail(uint64_t seq, ErrorCode code, const std::string& why) {
   failure_code_ = code;
   failure_reported_ = true;
   failures_->raise(group.rank, seq, why, true);
-  // Streams held for operations that will not complete go on; wait() reports why.
-  if (device) device->release_all();
   set_inflight_aside();
 }
 

@@ -225,7 +225,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   std::deque<SlotBuffers> slots;  // a deque: slots hold atomics and never move
   // After the slots: destroyed first, deregistering their memory before it is freed.
   std::unique_ptr<InterNode> internode;
-  // ExchangeConfig::checksum with rows in host memory, else null.
+  // ExchangeConfig::checksum, else null.
   std::unique_ptr<NodePeerChecksums> node_checksums;
 
   // Bytes of one row on the inter-node tier: a dispatch row with its routing

@@ -6,7 +6,8 @@
 
 namespace epcomm::detail {
 
-NodePeerChecksums::NodePeerChecksums(const GroupState& group) : group_(group) {
+NodePeerChecksums::NodePeerChecksums(const GroupState& group, bool device_memory)
+    : group_(group), memory_(device_memory ? "GPU memory" : "shared memory") {
 #ifdef EPCOMM_FAULT_INJECTION
   flip_at_ = env::fault_flip_node_bit();
 #endif
@@ -24,19 +25,35 @@ void NodePeerChecksums::Rows::add_signed_copy(RowCopies& copies, const std::byte
   note_signed(dst, copies.row_bytes);
 }
 
-void NodePeerChecksums::Rows::publish() {
-  if (first_dst_ == nullptr) return;
-  if (++sums_.published_ == sums_.flip_at_ && first_bytes_ > 0) first_dst_[first_bytes_ / 2] ^= std::byte{0x10};
+bool NodePeerChecksums::Rows::flip_due(bool signed_any) {
+  return signed_any && ++sums_.published_ == sums_.flip_at_;
 }
 
-void NodePeerChecksums::Rows::fail(const BlockChecksum* table, int64_t row, const std::byte* data, std::size_t bytes,
-                                   int owner, int writer, int32_t source, int32_t token) const {
-  const BlockChecksum got = block_checksum(data, bytes);
+void NodePeerChecksums::Rows::publish() {
+  if (flip_due(first_dst_ != nullptr) && first_bytes_ > 0) first_dst_[first_bytes_ / 2] ^= std::byte{0x10};
+}
+
+void NodePeerChecksums::Rows::fail(int64_t row, uint32_t got, uint32_t expected, std::size_t bytes, int owner,
+                                   int writer, int32_t source, int32_t token) const {
   EPCOMM_FAIL(kDataCorrupted, "the " << what_ << " " << row << " of operation " << seq_ << " in rank " << owner
-                                     << "'s shared memory (token " << token << " of rank " << source << ", " << bytes
-                                     << " bytes), written by rank " << writer << ", is corrupted: it has CRC32C "
-                                     << std::hex << got.crc << ", rank " << std::dec << writer << " wrote " << std::hex
-                                     << table[row].crc);
+                                     << "'s " << sums_.memory_ << " (token " << token << " of rank " << source << ", "
+                                     << bytes << " bytes), written by rank " << writer << ", is corrupted: it has CRC32C "
+                                     << std::hex << got << ", rank " << std::dec << writer << " wrote " << std::hex
+                                     << expected);
+}
+
+void NodePeerChecksums::Rows::raise_dispatch_row_mismatch(int64_t p, uint32_t got, uint32_t expected,
+                                                          std::size_t bytes, int32_t source, int32_t token) const {
+  const GroupState& g = sums_.group_;
+  const int writer = source < 0 ? -1 : g.global_rank(g.node, source % g.ranks_per_node);
+  fail(p, got, expected, bytes, g.rank, writer, source, token);
+}
+
+void NodePeerChecksums::Rows::raise_owner_partial_mismatch(int owner, int64_t entry, uint32_t got, uint32_t expected,
+                                                           std::size_t bytes, int32_t source, int32_t token) const {
+  const GroupState& g = sums_.group_;
+  const int rank = g.global_rank(g.node, owner);
+  fail(entry, got, expected, bytes, rank, rank, source, token);
 }
 
 const BlockChecksum* NodePeerChecksums::Rows::peer_written(const SlotView& mine, int64_t p) const {
@@ -55,8 +72,8 @@ void NodePeerChecksums::Rows::raise_if_dispatch_row_corrupt(const SlotView& mine
   const GroupState& g = sums_.group_;
   const int64_t p = (row - mine.rows) / static_cast<std::ptrdiff_t>(mine.row_bytes);
   const int32_t source = mine.src_rank[p];
-  fail(mine.row_sum, p, row, mine.row_bytes, g.rank, g.global_rank(g.node, source % g.ranks_per_node), source,
-       mine.src_token[p]);
+  fail(p, block_checksum(row, mine.row_bytes).crc, mine.row_sum[p].crc, mine.row_bytes, g.rank,
+       g.global_rank(g.node, source % g.ranks_per_node), source, mine.src_token[p]);
 }
 
 BlockChecksum* NodePeerChecksums::Rows::owner_partial_sums(const SlotView& mine, int32_t entry) {
@@ -76,7 +93,8 @@ void NodePeerChecksums::Rows::raise_if_owner_partial_corrupt(const std::vector<S
     // The token's first row here names it.
     const int32_t p = owner.token_rows[static_cast<std::size_t>(e) * owner.max_rows_per_token];
     const int rank = g.global_rank(g.node, ld);
-    fail(owner.partial_sum, e, row, owner.partial_row_bytes, rank, rank, owner.src_rank[p], owner.src_token[p]);
+    fail(e, block_checksum(row, owner.partial_row_bytes).crc, owner.partial_sum[e].crc, owner.partial_row_bytes, rank,
+         rank, owner.src_rank[p], owner.src_token[p]);
   }
   EPCOMM_FAIL(kDataCorrupted, "an " << what_ << " of operation " << seq_
                                     << " in a node peer's shared memory is corrupted (its address is in no slot)");

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// CRC32C over the rows that cross a node peer's shared memory
-// (ExchangeConfig::checksum; rows in host memory).
+// CRC32C over the rows that cross a node peer's memory (ExchangeConfig::checksum):
+// the host part, and the whole of it for rows in host (shared) memory.
 //
 // Two places rows cross between node peers:
 //   dispatch  a forwarder copies each payload row into its owner's slot; the copy
@@ -22,6 +22,11 @@
 // rank writes and reads itself are not signed: they never leave its own memory.
 // A mismatch throws Error(kDataCorrupted) naming the row, the rank that wrote it,
 // the token and the operation, which fails the group.
+//
+// With rows in GPU memory the same rows are signed and checked at the same
+// points by the kernels that write and read them (device_plan_steps.hpp),
+// which record the first mismatch for the host; the operation raises it here,
+// with the same message, once its mover is idle.
 #pragma once
 
 #include <cstddef>
@@ -39,7 +44,8 @@ namespace epcomm::detail {
 // The exchange's part: who this rank is, and the fault-injection count.
 class NodePeerChecksums {
  public:
-  explicit NodePeerChecksums(const GroupState& group);
+  // device_memory: the rows live in GPU memory (named so in the messages).
+  NodePeerChecksums(const GroupState& group, bool device_memory);
 
   // One operation's signed and checked rows.
   class Rows {
@@ -59,6 +65,9 @@ class NodePeerChecksums {
     // Fault injection (EPCOMM_FAULT_FLIP_NODE_BIT=n): the n-th operation of this
     // exchange that signed a row gets one bit of its first signed row flipped.
     void publish();
+    // The same decision for rows in GPU memory, where the caller flips the bit:
+    // whether this operation, which signed a row if signed_any, is the one.
+    bool flip_due(bool signed_any);
 
     // Dispatch, owner side: the checksum row `p` of `mine` (this rank's slot) must
     // have, if a node peer wrote it (a payload row of a source whose forwarder is
@@ -81,12 +90,22 @@ class NodePeerChecksums {
     // partial corrupted; `owners` are the node's slots by local rank.
     void raise_if_owner_partial_corrupt(const std::vector<SlotView>& owners) const;
 
+    // Rows in GPU memory, checked there: throws the mismatch of dispatch row `p`
+    // of this rank's slot (token `token` of rank `source`), which has CRC32C `got`
+    // where its writer took `expected`.
+    [[noreturn]] void raise_dispatch_row_mismatch(int64_t p, uint32_t got, uint32_t expected, std::size_t bytes,
+                                                  int32_t source, int32_t token) const;
+    // The same for the owner partial of token-list entry `entry` in the slot of
+    // local rank `owner`, its writer.
+    [[noreturn]] void raise_owner_partial_mismatch(int owner, int64_t entry, uint32_t got, uint32_t expected,
+                                                   std::size_t bytes, int32_t source, int32_t token) const;
+
    private:
-    // Throws the mismatch of row `row` (at `data`) against table[row]; `owner`
-    // holds the memory, `writer` (epcomm ranks both) wrote the row, for source
-    // token `token` of rank `source`.
-    [[noreturn]] void fail(const BlockChecksum* table, int64_t row, const std::byte* data, std::size_t bytes,
-                           int owner, int writer, int32_t source, int32_t token) const;
+    // Throws the mismatch of row `row` (`bytes` long), which has CRC32C `got`
+    // where its writer took `expected`; `owner` holds the memory, `writer` (epcomm
+    // ranks both) wrote the row, for source token `token` of rank `source`.
+    [[noreturn]] void fail(int64_t row, uint32_t got, uint32_t expected, std::size_t bytes, int owner, int writer,
+                           int32_t source, int32_t token) const;
     void note_signed(std::byte* dst, std::size_t bytes);
 
     NodePeerChecksums& sums_;
@@ -99,6 +118,7 @@ class NodePeerChecksums {
 
  private:
   const GroupState& group_;
+  const char* memory_;  // "shared memory" or "GPU memory"
   int flip_at_ = 0;    // fault injection: the n-th signing operation (0: none)
   int published_ = 0;  // signing operations so far
 };

@@ -94,8 +94,8 @@ struct SlotView {
   // forwarder reads (the owner's own entries are left unwritten).
   std::byte* owner_partials;
   // Checksums of the rows ([max_rows]) and of the owner partials ([max_tokens])
-  // that node peers write or read (ExchangeConfig::checksum; null with device
-  // memory).
+  // that node peers write or read (ExchangeConfig::checksum, else null; with
+  // device memory in GPU memory beside the rows, as bare CRC32Cs).
   BlockChecksum* row_sum;
   BlockChecksum* partial_sum;
   std::size_t row_bytes;
