@@ -279,7 +279,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         shape.max_entries = slot_layout_.max_tokens;
         shape.record_bytes = rail_meta_bytes_;
         for (int ld = 0; ld < topo_.ranks_per_node; ++ld) shape.owners.push_back(slot_view(ld, i));
-        shape.checksum = config_.checksum;
+        // The kernels sign and check node peers' rows only where the checksum
+        // tables are in GPU memory beside them (not through shared memory).
+        shape.checksum = (device_payload_.parts & kChecksumArrays) != 0;
         s.plan = device->make_plan_steps(*s.mover, std::move(shape));
       } else {
         s.host_staging.allocate(staged ? static_cast<std::size_t>(T) * slot_layout_.row_bytes : 0, movers,
