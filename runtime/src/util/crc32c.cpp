@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/crc32c_math.hpp"
+
 namespace epcomm::detail {
 namespace {
 
@@ -27,40 +29,15 @@ uint32_t update(uint32_t state, const unsigned char* p, std::size_t bytes) {
   return state;
 }
 
-constexpr uint32_t kPolynomial = 0x82F63B78u;  // reflected
-
-// a * b modulo the polynomial, both reflected (bit 31 is x^0).
-uint32_t multiply_mod_p(uint32_t a, uint32_t b) {
-  uint32_t m = uint32_t{1} << 31, p = 0;
-  for (;;) {
-    if (a & m) {
-      p ^= b;
-      if ((a & (m - 1)) == 0) break;
-    }
-    m >>= 1;
-    b = (b & 1u) ? (b >> 1) ^ kPolynomial : b >> 1;
-  }
-  return p;
-}
-
-// x^(8 bytes) modulo the polynomial, by squaring: x^(2^k) for the bits of 8 bytes.
-uint32_t x_to_8n_mod_p(std::size_t bytes) {
-  uint32_t result = uint32_t{1} << 31;  // x^0
-  uint32_t power = uint32_t{1} << 23;   // x^8: one byte
-  for (; bytes > 0; bytes >>= 1) {
-    if (bytes & 1u) result = multiply_mod_p(power, result);
-    power = multiply_mod_p(power, power);
-  }
-  return result;
-}
-
 }  // namespace
 
-Crc32cAppend::Crc32cAppend(std::size_t part_bytes) : shift_(x_to_8n_mod_p(part_bytes)) {}
+// The GF(2) arithmetic is the GPU kernels' (kernels/common/crc32c_math.hpp), so
+// host and GPU combine CRCs alike.
+Crc32cAppend::Crc32cAppend(std::size_t part_bytes) : shift_(kernels::crc32c::shift_operator(part_bytes)) {}
 
 // The pre- and post-inversions cancel: CRC32C(A B) = CRC32C(A) x^(8|B|) + CRC32C(B).
 uint32_t Crc32cAppend::operator()(uint32_t crc_a, uint32_t crc_b) const {
-  return multiply_mod_p(shift_, crc_a) ^ crc_b;
+  return kernels::crc32c::combine(crc_a, crc_b, shift_);
 }
 
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, std::size_t bytes_b) {
