@@ -11,18 +11,12 @@
 #include <vector>
 
 #include "common/crc32c_math.hpp"
+#include "support/crc32c_bitwise.hpp"
 #include "util/crc32c.hpp"
 
 namespace {
 
-uint32_t crc32c_bitwise(const unsigned char* p, std::size_t n) {
-  uint32_t c = 0xFFFFFFFFu;
-  for (std::size_t i = 0; i < n; ++i) {
-    c ^= p[i];
-    for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-  }
-  return ~c;
-}
+using epcomm_test::crc32c_bitwise;
 
 TEST(Crc32c, CheckValue) {
   const char text[] = "123456789";
