@@ -234,10 +234,15 @@ RunResult run_exchange(epcomm::Exchange& ex, const CaseSetup& su, bool jitter, i
         << "token " << i / s.hidden << " element " << i % s.hidden << ": got " << got << " want " << ref[i];
     if (::testing::Test::HasFailure()) break;
   }
-  // Deduplication: each (token, remote node) pair crosses the network exactly once.
-  const int64_t rail_row = 4 + 8 * static_cast<int64_t>(s.topk) + static_cast<int64_t>(h.row_bytes());
-  EXPECT_EQ(h.stats().internode_bytes,
-            remote_node_pairs(su.input, s, su.group.node()) * rail_row);
+  // Deduplication: each (token, remote node) pair crosses the network exactly once,
+  // as a record (index, ids, weights) and a row; a block's records are padded to a
+  // multiple of 16 bytes.
+  int64_t wire = 0;
+  for (int64_t tokens : remote_node_tokens(su.input, s, su.group.node())) {
+    const int64_t records = tokens * (4 + 8 * static_cast<int64_t>(s.topk));
+    wire += (records + 15) / 16 * 16 + tokens * static_cast<int64_t>(h.row_bytes());
+  }
+  EXPECT_EQ(h.stats().internode_bytes, wire);
   run.rows.assign(static_cast<const std::byte*>(h.rows()),
                   static_cast<const std::byte*>(h.rows()) + h.num_rows() * h.row_bytes());
   return run;

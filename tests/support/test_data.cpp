@@ -132,16 +132,22 @@ void expected_combine(const RankInput& in, const Shape& s, std::vector<double>& 
   }
 }
 
-int64_t remote_node_pairs(const RankInput& in, const Shape& s, int my_node) {
-  int64_t pairs = 0;
+std::vector<int64_t> remote_node_tokens(const RankInput& in, const Shape& s, int my_node) {
+  std::vector<int64_t> tokens(static_cast<std::size_t>(s.ranks / s.ranks_per_node), 0);
   for (int t = 0; t < in.num_tokens; ++t) {
     std::set<int> nodes;
     for (int k = 0; k < s.topk; ++k) {
       const int e = in.topk_idx[static_cast<std::size_t>(t) * s.topk + k];
       if (e >= 0 && s.node_of_expert(e) != my_node) nodes.insert(s.node_of_expert(e));
     }
-    pairs += static_cast<int64_t>(nodes.size());
+    for (int n : nodes) ++tokens[static_cast<std::size_t>(n)];
   }
+  return tokens;
+}
+
+int64_t remote_node_pairs(const RankInput& in, const Shape& s, int my_node) {
+  int64_t pairs = 0;
+  for (int64_t n : remote_node_tokens(in, s, my_node)) pairs += n;
   return pairs;
 }
 

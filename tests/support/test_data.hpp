@@ -62,8 +62,10 @@ float expert_fn(int expert, int h, float x);
 // double, and the magnitude sum_k |w_k expert_fn| used for tolerances.
 void expected_combine(const RankInput& in, const Shape& shape, std::vector<double>& out, std::vector<double>& mag);
 
-// Distinct (token, node) pairs of this input whose node differs from `my_node`:
-// how many token rows must cross the network.
+// For each node other than `my_node`, the tokens of this input with an expert
+// there: how many token rows must cross the network to it (0 for `my_node`).
+std::vector<int64_t> remote_node_tokens(const RankInput& in, const Shape& shape, int my_node);
+// Their sum: the distinct (token, remote node) pairs.
 int64_t remote_node_pairs(const RankInput& in, const Shape& shape, int my_node);
 
 }  // namespace epcomm_test

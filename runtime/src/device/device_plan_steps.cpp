@@ -9,6 +9,7 @@
 #include "device/cuda_call.hpp"
 #include "device/ipc_memory.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
+#include "plan/rail_block.hpp"
 
 namespace epcomm::detail {
 namespace {
@@ -129,7 +130,8 @@ class CudaPlanSteps final : public DevicePlanSteps {
     s.rank = source;
     s.records = reinterpret_cast<const uint8_t*>(block);
     s.record_bytes = static_cast<int64_t>(record_bytes);
-    s.payload = reinterpret_cast<const uint8_t*>(block + static_cast<std::size_t>(count) * record_bytes);
+    s.payload =
+        reinterpret_cast<const uint8_t*>(block + rail_records_bytes(static_cast<std::size_t>(count), record_bytes));
     write(s, first_handled, owners);
   }
 

@@ -180,7 +180,7 @@ void DispatchOp::pack_rail_sends() {
     const int32_t count = routes.node_count(n);
     if (n == e.group.node || count == 0) continue;
     const int32_t* tokens = routes.node_begin(n);
-    const std::size_t records = count * meta_bytes;
+    const std::size_t records = e.rail_records_bytes(count);
     const std::size_t start = static_cast<std::size_t>(cursor - buf_.rail_send.data());
     std::byte* rows = block + start + records;
     for (int32_t i = 0; i < count; ++i) {
@@ -190,12 +190,15 @@ void DispatchOp::pack_rail_sends() {
       std::memcpy(meta + 1, input_.topk_idx + static_cast<std::size_t>(t) * K, K * sizeof(int32_t));
       std::memcpy(meta + 1 + K, input_.topk_weights + static_cast<std::size_t>(t) * K, K * sizeof(float));
     }
+    // The padding goes on the wire and into the block's checksum: zeros, not
+    // whatever an earlier operation left there.
+    std::memset(cursor + count * meta_bytes, 0, records - count * meta_bytes);
     if (sums) {
       sums->add(n, count);
       sums->take_head(n, cursor, records);
     }
     if (block != buf_.rail_send.data()) mover.copy_bytes(block + start, cursor, records);
-    const std::size_t bytes = records + count * row_bytes;
+    const std::size_t bytes = e.rail_bytes(count);
     int32_t copied = 0;
     for_each_chunk(bytes, e.internode->chunk_bytes(), [&](std::size_t at, std::size_t chunk) {
       // The rows that reach into the chunk, up to its end.
@@ -340,7 +343,7 @@ void DispatchOp::on_layout_complete() {
       sum = received_sums_->sent(n);
     }
     rail_in_.receive(*e.internode, *rail_recvs_, BlockKind::kDispatch, buf_.rail_recv_region,
-                     block_offset(n, e.group.node, e.rail_block_bytes()), n, rail_rows_[n] * e.rail_row_bytes(), seq_,
+                     block_offset(n, e.group.node, e.rail_block_bytes()), n, e.rail_bytes(rail_rows_[n]), seq_,
                      sum);
   }
   store_flag(mine_.flags->layout_ready, seq_);
@@ -377,7 +380,7 @@ void DispatchOp::write_source(const TokenSource& src) {
     tokens.records = src.message;
     tokens.record_bytes = meta_bytes;
     // The records are read here, by this thread: hashed just before.
-    if (received_sums_) received_sums_->take_head(src.node, src.message, src.count * meta_bytes);
+    if (received_sums_) received_sums_->take_head(src.node, src.message, e.rail_records_bytes(src.count));
   }
   // A received block's rows, each signed for the block's check by one of its copies.
   BlockChecksums* block_sums = received_sums_ && !src.own_tokens ? &*received_sums_ : nullptr;
@@ -388,7 +391,8 @@ void DispatchOp::write_source(const TokenSource& src) {
   copies_.clear(row_bytes);
   for (int32_t i = 0; i < pl.num_tokens(); ++i) {
     const int32_t t = pl.token[i];
-    const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
+    const std::byte* payload =
+        src.own_tokens ? token_row(t) : src.message + e.rail_records_bytes(src.count) + i * row_bytes;
     int route_n = 0;
     // A row its sender sent for no expert here (corrupted metadata) is hashed alone.
     if (block_sums && pl.visit_begin[i] == pl.visit_begin[i + 1]) {
@@ -507,7 +511,7 @@ void DispatchOp::require_received_blocks_intact() const {
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     if (n == e.group.node || rail_rows_[n] == 0) continue;
     const int sender = e.group.global_rank(n, e.group.local_rank);
-    received_sums_->require_intact(n, sender, rail_rows_[n] * e.rail_row_bytes());
+    received_sums_->require_intact(n, sender, e.rail_bytes(rail_rows_[n]));
   }
 }
 
@@ -646,7 +650,7 @@ bool DispatchOp::advance() {
       const int n = c.node;
       const std::size_t at = block_offset(n, e.group.node, e.rail_block_bytes());
       const std::byte* block = buf_.rail_recv.data() + at;
-      const std::size_t bytes = rail_rows_[n] * e.rail_row_bytes();
+      const std::size_t bytes = e.rail_bytes(rail_rows_[n]);
       const int sender = rail_recvs_->peer(i);
       // With device memory the block is checked whole before the GPU reads it; on
       // the host, by the pass that copies its rows (checked in kWritten).

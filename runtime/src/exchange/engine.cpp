@@ -160,10 +160,10 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   rail_meta_bytes_ = sizeof(int32_t) * (1 + 2 * static_cast<std::size_t>(config_.topk));
 
   // One MPI message carries all rows between a rank and one rail peer.
-  const std::size_t widest_row = std::max(rail_row_bytes(), combine_row_bytes());
-  EPCOMM_REQUIRE(static_cast<double>(T) * widest_row < INT_MAX, kInvalidArgument,
-                 "max_tokens_per_rank=" << T << " x " << widest_row
-                                        << " bytes per row exceeds one MPI message (2 GiB); lower it");
+  const std::size_t widest_block = std::max(rail_block_bytes(), combine_block_bytes());
+  EPCOMM_REQUIRE(static_cast<double>(widest_block) < INT_MAX, kInvalidArgument,
+                 "max_tokens_per_rank=" << T << " makes blocks of " << widest_block
+                                        << " bytes, more than one MPI message (2 GiB); lower it");
 
   shm_ = std::make_unique<NodeShm>(group, kHeaderBytes + slot_layout_.bytes * config_.max_inflight,
                                   "exchange slots");
@@ -400,7 +400,8 @@ void Engine::register_rail_regions(InterNode& net) {
 }
 
 std::size_t Engine::rail_block_bytes() const {
-  return static_cast<std::size_t>(config_.max_tokens_per_rank) * rail_row_bytes();
+  const std::size_t bytes = rail_bytes(static_cast<std::size_t>(config_.max_tokens_per_rank));
+  return (bytes + detail::kRailBlockAlign - 1) / detail::kRailBlockAlign * detail::kRailBlockAlign;
 }
 
 std::size_t Engine::combine_block_bytes() const {

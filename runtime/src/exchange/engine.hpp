@@ -33,6 +33,7 @@
 #include "group_state.hpp"
 #include "node_peer_liveness.hpp"
 #include "node_shm.hpp"
+#include "plan/rail_block.hpp"
 #include "plan/token_routes.hpp"
 #include "plan/topology.hpp"
 #include "util/host_buffer.hpp"
@@ -228,12 +229,18 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // ExchangeConfig::checksum, else null.
   std::unique_ptr<NodePeerChecksums> node_checksums;
 
-  // Bytes of one row on the inter-node tier: a dispatch row with its routing
-  // metadata; a combine partial.
-  std::size_t rail_row_bytes() const { return rail_meta_bytes_ + slot_layout_.row_bytes; }
+  // Bytes on the inter-node tier: the dispatch block of `tokens` tokens, records
+  // and rows (plan/rail_block.hpp); a combine partial.
+  std::size_t rail_bytes(std::size_t tokens) const {
+    return detail::rail_block_bytes(tokens, rail_meta_bytes_, slot_layout_.row_bytes);
+  }
+  std::size_t rail_records_bytes(std::size_t tokens) const {
+    return detail::rail_records_bytes(tokens, rail_meta_bytes_);
+  }
   std::size_t combine_row_bytes() const { return combine_codec_.row_bytes(config_.hidden); }
-  // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank rows.
-  // Every inter-node buffer holds num_nodes - 1 of them.
+  // Bytes of one node's block in an inter-node buffer: max_tokens_per_rank tokens,
+  // rounded up to keep the next block 16-byte aligned. Every inter-node buffer
+  // holds num_nodes - 1 of them.
   std::size_t rail_block_bytes() const;
   std::size_t combine_block_bytes() const;
 
