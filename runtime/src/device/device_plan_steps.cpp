@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "device/cuda_call.hpp"
@@ -68,10 +69,9 @@ class CudaPlanSteps final : public DevicePlanSteps {
       route_entry_ = p.take<int32_t>(T * N * R);
       owners_ = p.take<cuda::SlotArrays>(R);
       node_partials_ = p.take<cuda::NodePartials>(N);
-      // A dispatch's partial pushes, one upload: entries, sources, then the bases.
-      entries_ = p.take<int32_t>(2 * static_cast<std::size_t>(shape_.max_entries));
-      sources_ = entries_ == nullptr ? nullptr : entries_ + shape_.max_entries;
-      push_bases_ = p.take<int64_t>(static_cast<std::size_t>(topo.num_ranks) + N * R);
+      // A dispatch's partial pushes, one upload: the bases, then its entries and
+      // their sources (set_partial_pushes).
+      push_bases_ = p.take<int64_t>(topo.num_ranks + N * R + static_cast<std::size_t>(shape_.max_entries));
       bad_ = p.take<int64_t>(1);
       claims_ = p.take<int32_t>(2);
       return p.bytes();
@@ -189,11 +189,20 @@ class CudaPlanSteps final : public DevicePlanSteps {
                    "partial pushes of " << count << " entries for a token list of " << shape_.max_entries);
     pushes_ = std::move(pushes);
     pushes_dispatch_ = dispatch;
-    mover_.upload(entries_, pushes_.entries.data(), count * sizeof(int32_t));
-    mover_.upload(sources_, pushes_.sources.data(), count * sizeof(int32_t));
-    std::vector<int64_t> bases(pushes_.to_forwarders);
-    bases.insert(bases.end(), pushes_.from_owners.begin(), pushes_.from_owners.end());
-    mover_.upload(push_bases_, bases.data(), bases.size() * sizeof(int64_t));
+    const std::size_t bases = pushes_.to_forwarders.size() + pushes_.from_owners.size();
+    std::vector<std::byte> upload(bases * sizeof(int64_t) + 2 * count * sizeof(int32_t));
+    auto put = [at = upload.data()](const auto& v) mutable {
+      if (v.empty()) return;
+      std::memcpy(at, v.data(), v.size() * sizeof(v[0]));
+      at += v.size() * sizeof(v[0]);
+    };
+    put(pushes_.to_forwarders);
+    put(pushes_.from_owners);
+    put(pushes_.entries);
+    put(pushes_.sources);
+    mover_.upload(push_bases_, upload.data(), upload.size());
+    entries_ = reinterpret_cast<int32_t*>(push_bases_ + bases);
+    sources_ = entries_ + count;
     return pushes_;
   }
 
@@ -376,8 +385,9 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int32_t* route_entry_ = nullptr;
   cuda::SlotArrays* owners_ = nullptr;
   cuda::NodePartials* node_partials_ = nullptr;
-  // The partial pushes of dispatch pushes_dispatch_ (0: none), as uploaded:
-  // entries_, sources_, and push_bases_ (to_forwarders, then from_owners).
+  // The partial pushes of dispatch pushes_dispatch_ (0: none), as uploaded in
+  // memory_: push_bases_ (to_forwarders, then from_owners), then entries_ and
+  // sources_.
   PartialPushes pushes_;
   uint64_t pushes_dispatch_ = 0;
   int32_t* entries_ = nullptr;
