@@ -354,9 +354,9 @@ TEST_P(GpuExchange, BitIdenticalWithinAnSmBudget) {
 INSTANTIATE_TEST_SUITE_P(Cases, GpuExchange, testing::ValuesIn(kCases),
                          [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
-// ExchangeConfig::checksum on: the rows node peers write into each other's GPU
-// memory and the owner partials they read are signed and checked by kernels, and
-// the results must not change. Cases with aligned and odd row sizes, quantised
+// ExchangeConfig::checksum on: the rows and the owner partials node peers write
+// into each other's GPU memory are signed and checked by kernels, and the
+// results must not change. Cases with aligned and odd row sizes, quantised
 // and LogFMT partials, an empty rank and many tokens.
 const Case kChecksumCases[] = {kCases[0], kCases[2], kCases[7], kCases[9], kCases[11], kCases[12]};
 
@@ -374,11 +374,11 @@ INSTANTIATE_TEST_SUITE_P(Cases, GpuExchangeChecksums, testing::ValuesIn(kChecksu
 // checks it for shared memory: rank 1 flips one bit of a row it shows its node
 // peer rank 0, after its checksum was taken (EPCOMM_FAULT_FLIP_NODE_BIT=n: the
 // n-th operation that signs rows; the dispatch is the first, the combine, whose
-// owner partials rank 1 signs, the second). Rank 0 checks the row before it
-// completes the operation and fails naming the row, rank 1 and the operation;
-// rank 1 fails at once naming rank 0; and nothing after the failure (the held
-// streams, the failed exchange's teardown) waits for the group's timeout. Needs
-// two ranks on one node.
+// owner partials rank 1 pushes into rank 0's GPU and signs, the second). Rank 0
+// checks the row before it completes the operation and fails naming the row,
+// rank 1 and the operation; rank 1 fails at once naming rank 0; and nothing
+// after the failure (the held streams, the failed exchange's teardown) waits for
+// the group's timeout. Needs two ranks on one node.
 class GpuNodePeerBitFlip : public MpiTest {
  protected:
   // A group whose timeout (30 s) cannot end a case within its bounds.
@@ -504,10 +504,10 @@ TEST_F(GpuNodePeerBitFlip, InAnOwnerPartialIsCaughtByItsReader) {
   const std::string why = unable(g);
   if (!why.empty()) GTEST_SKIP() << why;
   const Outcome o = run(g, 2, true);
-  const std::string name = "one bit flipped in an owner partial in rank 1's GPU memory that rank 0 reads";
+  const std::string name = "one bit flipped in an owner partial rank 1 pushed into rank 0's GPU memory";
   if (g.rank() == 0) {
     expect(g, name, o, epcomm::ErrorCode::kDataCorrupted,
-           {"owner partial row", "of operation 2 in rank 1's GPU memory", "written by rank 1, is corrupted"});
+           {"owner partial row", "of operation 2 in rank 0's GPU memory", "written by rank 1, is corrupted"});
   } else {
     expect(g, name, o, epcomm::ErrorCode::kGroupFailed, {"because of rank 0", "written by rank 1"});
   }

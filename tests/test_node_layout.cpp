@@ -12,8 +12,11 @@
 #include <random>
 #include <set>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "plan/node_layout.hpp"
+#include "plan/pushed_partials.hpp"
 #include "plan/row_placement.hpp"
 #include "plan/saved_layout.hpp"
 #include "plan/token_routes.hpp"
@@ -24,6 +27,7 @@ using epcomm::detail::build_recv_layout;
 using epcomm::detail::build_token_routes;
 using epcomm::detail::first_count_difference;
 using epcomm::detail::place_source_rows;
+using epcomm::detail::pushed_partial_bases;
 using epcomm::detail::restore_layout;
 using epcomm::detail::RowPlacement;
 using epcomm::detail::save_layout;
@@ -354,6 +358,47 @@ TEST(SavedLayout, RestoresTheLayoutAndNamesTheFirstCountThatDiffers) {
   build_recv_layout(et, rt, 1, l.view);
   EXPECT_EQ(first_count_difference(save_layout(a, l.view, {0, 0}), b),
             "this rank's topk_idx sends 2 tokens to rank 0, the layout was made for 1");
+}
+
+// Combine's pushed owner partials: on each forwarder, every (owner, entry) the
+// owners push (the entries of the sources it forwards, owners other than itself)
+// gets its own row, the rows fill [0, total) without a gap, and total stays
+// within the region's size, for token lists of random lengths (0 included).
+TEST(PushedPartials, EachForwarderGetsOneRowPerPushedPartialWithinItsRegion) {
+  std::mt19937 rng(17);
+  for (const auto& [R, N] : std::vector<std::pair<int, int>>{{1, 2}, {2, 1}, {4, 1}, {3, 2}, {8, 3}}) {
+    const int S = R * N;
+    const int32_t T = 9;  // tokens per source, at most
+    std::vector<std::vector<int32_t>> lists(R, std::vector<int32_t>(S + 1, 0));
+    int64_t longest = 0;
+    for (auto& list : lists) {
+      for (int s = 0; s < S; ++s) list[s + 1] = list[s] + std::uniform_int_distribution<int32_t>(0, T)(rng);
+      longest = std::max<int64_t>(longest, list[S]);
+    }
+    std::vector<const int32_t*> token_base;
+    for (const auto& list : lists) token_base.push_back(list.data());
+    for (int f = 0; f < R; ++f) {
+      const std::vector<int64_t> base = pushed_partial_bases(f, token_base, N);
+      ASSERT_EQ(base.size(), static_cast<std::size_t>(N * R));
+      std::set<int64_t> rows;
+      int64_t pushed = 0;
+      for (int ld = 0; ld < R; ++ld) {
+        if (ld == f) continue;
+        for (int n = 0; n < N; ++n) {
+          const int s = n * R + f;
+          for (int32_t e = lists[ld][s]; e < lists[ld][s + 1]; ++e, ++pushed) {
+            EXPECT_TRUE(rows.insert(base[n * R + ld] + e).second)
+                << "R " << R << " N " << N << ": forwarder " << f << " gets two partials in one row";
+          }
+        }
+      }
+      ASSERT_EQ(static_cast<int64_t>(rows.size()), pushed);
+      if (pushed == 0) continue;
+      EXPECT_EQ(*rows.begin(), 0);
+      EXPECT_EQ(*rows.rbegin(), pushed - 1) << "R " << R << " N " << N << ": rows with gaps";
+      EXPECT_LE(pushed, int64_t{R - 1} * std::min<int64_t>(int64_t{T} * N, longest));
+    }
+  }
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ SlotLayout shape() {
   l.max_rows_per_token = 2;
   l.max_rows = 101;
   l.max_tokens = 37;
+  l.partial_rows = 53;
   l.row_bytes = 129 + 4;
   l.out_row_bytes = 129 * 2;
   l.partial_row_bytes = 129 * 2 + 8;
@@ -47,7 +48,7 @@ struct Array {
 
 // Each payload array of v with its part and the bytes it must hold.
 std::vector<Array> payload_arrays(const SlotView& v, const SlotLayout& l) {
-  const std::size_t R = l.max_rows, T = l.max_tokens, L = l.max_rows_per_token;
+  const std::size_t R = l.max_rows, T = l.max_tokens, L = l.max_rows_per_token, Q = l.partial_rows;
   const auto b = [](const void* p) { return static_cast<const std::byte*>(p); };
   return {{"rows", kPeerArrays, b(v.rows), R * l.row_bytes},
           {"src_rank", kPeerArrays, b(v.src_rank), R * 4},
@@ -55,10 +56,10 @@ std::vector<Array> payload_arrays(const SlotView& v, const SlotLayout& l) {
           {"weight", kPeerArrays, b(v.weight), R * 4},
           {"first_row", kPeerArrays, b(v.first_row), R * 4},
           {"token_rows", kPeerArrays, b(v.token_rows), T * L * 4},
-          {"owner_partials", kPeerArrays, b(v.owner_partials), T * l.partial_row_bytes},
+          {"owner_partials", kPeerArrays, b(v.owner_partials), Q * l.partial_row_bytes},
           {"expert_out", kOwnArrays, b(v.expert_out), R * l.out_row_bytes},
           {"row_sum", kChecksumArrays, b(v.row_sum), R * sizeof(BlockChecksum)},
-          {"partial_sum", kChecksumArrays, b(v.partial_sum), T * sizeof(BlockChecksum)}};
+          {"partial_sum", kChecksumArrays, b(v.partial_sum), Q * sizeof(BlockChecksum)}};
 }
 
 // The arrays of `parts` are inside [base, base + bytes), 256-byte aligned and

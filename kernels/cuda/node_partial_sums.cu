@@ -9,26 +9,11 @@
 #include "epcomm_kernels/cuda_plan.hpp"
 #include "format_dispatch.cuh"
 #include "launch.hpp"
+#include "token_index.cuh"
 
 namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
-
-// The index of token t in the ascending list tokens[0, count), or -1. A list of
-// every token (a single node's, all routed) is the identity: no search.
-__device__ inline int64_t token_index(const int32_t* tokens, int32_t count, int64_t rows, int64_t t) {
-  if (count == rows) return t;
-  int32_t lo = 0, hi = count;
-  while (lo < hi) {
-    const int32_t mid = lo + (hi - lo) / 2;
-    if (tokens[mid] < t) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo < count && tokens[lo] == t ? lo : -1;
-}
 
 // a[u] += the lane's elements of tile l[u] of `row`, in format P (kAhead tiles'
 // loads in flight together). Decoding needs no shuffles: lanes past the row's end

@@ -22,14 +22,16 @@ namespace epcomm::kernels::cuda {
 struct SlotArrays {
   uint8_t* rows;
   uint8_t* expert_out;
-  uint8_t* partials;  // [tokens] one row per token-list entry, combine format
+  // Combine's owner partials node peers pushed to this rank as their forwarder
+  // (runtime/src/plan/pushed_partials.hpp), combine format.
+  uint8_t* partials;
   int32_t* src_rank;
   int32_t* src_token;
   float* weight;
   int32_t* first_row;   // the row holding the payload of each row
   int32_t* token_rows;  // [tokens][max_rows_per_token]: each received token's rows, -1 padded
   // With node peer checksums (ExchangeConfig::checksum), else null: the CRC32C of
-  // each row a node peer wrote ([rows]) and of each owner partial ([tokens]).
+  // each row a node peer wrote ([rows]) and of each partial pushed here.
   uint32_t* row_sum;
   uint32_t* partial_sum;
 };
@@ -135,32 +137,65 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
                  int num_local_experts, int64_t rows, int64_t row_bytes, int ranks_per_node, int local_rank,
                  ChecksumReport checksums, void* stream);
 
-// Combine's owner partials: for i < count, with entry = entries[i] of this owner's
-// token list (mine), mine.partials row entry = encode(partial_format, the FP32 sum
-// from zero over the entry's rows p in token_rows order of (weighted ? weight[p] :
-// 1) * decode(out_format, expert_out row p)), multiply and add rounded separately.
-// expert_out: this GPU's expert outputs in the dispatch's row order (out_format,
-// the dtype's plain format). *bad_index as for encode_rows, i being the row.
-// checksums (record null: off): each partial written is signed into
-// mine.partial_sum[entry] from the bytes written, once its block wrote it; the
-// record's signed_row gets one of them.
-void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays& mine, const uint8_t* expert_out,
-                        int max_rows_per_token, const int32_t* entries, int64_t count, bool weighted, int hidden,
-                        int64_t* bad_index, ChecksumReport checksums, void* stream);
+// Combine's owner partials, pushed to their forwarders: for i < count, with entry
+// = entries[i] of this owner's token list (mine) and s = sources[i] the source of
+// that token, row push_base[s] + entry of the owner partials of owners[s %
+// ranks_per_node] (the forwarder's slot: a node peer's GPU memory over CUDA IPC,
+// or mapped shared memory) = encode(partial_format, the FP32 sum from zero over
+// the entry's rows p in token_rows order of (weighted ? weight[p] : 1) *
+// decode(out_format, expert_out row p)), multiply and add rounded separately.
+// owners: device array of ranks_per_node; push_base: device array by source
+// (runtime/src/plan/pushed_partials.hpp). expert_out: this GPU's expert outputs
+// in the dispatch's row order (out_format, the dtype's plain format). *bad_index
+// must be -1 on entry; it becomes i * hidden + column of the first element the
+// partial format cannot encode (as for encode_rows), else stays -1.
+// checksums (record null: off): each partial pushed is signed, from the bytes as
+// they landed, into the forwarder's partial_sum at the same row, once its block
+// wrote it; the record's signed_row gets one of them.
+void sum_owner_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
+                        const SlotArrays& mine, const uint8_t* expert_out, int max_rows_per_token,
+                        const int32_t* entries, const int32_t* sources, const int64_t* push_base, int64_t count,
+                        bool weighted, int hidden, int64_t* bad_index, ChecksumReport checksums, void* stream);
+
+// What the forwarder's sums read: the node's slots (owners, device array of
+// ranks_per_node; this rank is local_rank), the forwarding record of the tokens it
+// wrote (write_placed_rows: route_count, and route_local / route_entry
+// ranks_per_node apart), and where the owners pushed their partials of one node's
+// tokens: owner ld's partial of its token-list entry e at row push_base[ld] + e of
+// this rank's owner partials (push_base: device array of ranks_per_node).
+struct RoutedPartials {
+  const SlotArrays* owners = nullptr;
+  int ranks_per_node = 1;
+  int local_rank = 0;
+  int max_rows_per_token = 1;
+  const int32_t* route_count = nullptr;
+  const int32_t* route_local = nullptr;
+  const int32_t* route_entry = nullptr;
+  const int64_t* push_base = nullptr;
+};
 
 // Combine's node partials: acc row d (FP32, [count, hidden]) for handled token h =
-// first + d = the sum from zero, over the owners the token reached in route order
-// (owners: device array of ranks_per_node), of this rank's (local_rank's) FP32
-// subtotal of its rows as sum_owner_partials forms it, from expert_out, when the
-// owner is itself, else decode(partial_format, the owner's partial of the entry),
-// each added as acc + 1 * part. checksums (record null: off): each owner partial
-// read (an owner ld other than local_rank) must have CRC32C
-// owners[ld].partial_sum[entry], checked as the block reads it; the first that
-// does not goes into the report (owner ld, row the entry).
-void sum_routed_partials(Format out_format, Format partial_format, const SlotArrays* owners, int ranks_per_node,
-                       int local_rank, int max_rows_per_token, const uint8_t* expert_out, const int32_t* route_count,
-                       const int32_t* route_local, const int32_t* route_entry, int64_t first, int64_t count,
-                       bool weighted, int hidden, float* acc, ChecksumReport checksums, void* stream);
+// first + d = the sum from zero, over the owners the token reached in route order,
+// of this rank's (local_rank's) FP32 subtotal of its rows as sum_owner_partials
+// forms it, from expert_out, when the owner is itself, else decode(partial_format,
+// the partial that owner pushed here), each added as acc + 1 * part. checksums
+// (record null: off): each pushed partial read must have the CRC32C pushed with
+// it, checked as the block reads it; the first that does not goes into the report
+// (owner: the local rank that pushed it, row: its token-list entry there).
+void sum_routed_partials(Format out_format, Format partial_format, const RoutedPartials& routed,
+                         const uint8_t* expert_out, int64_t first, int64_t count, bool weighted, int hidden, float* acc,
+                         ChecksumReport checksums, void* stream);
+
+// The same node partials summed straight into combine's output where this node is
+// the only one any of them concerns: for t < num_tokens, out[t] (out_format, the
+// dtype's plain format) = encode(0 + the node partial of handled token first + i)
+// where tokens[i] = t in the node's ascending token list tokens[0, listed), +0 for
+// a token not on it: bit-identical to sum_routed_partials followed by
+// sum_node_partials over the one node. Checksums as for sum_routed_partials.
+void sum_routed_to_output(Format out_format, Format partial_format, const RoutedPartials& routed,
+                          const uint8_t* expert_out, int64_t first, const int32_t* tokens, int32_t listed,
+                          int64_t num_tokens, bool weighted, int hidden, void* out, ChecksumReport checksums,
+                          void* stream);
 
 // One node's partials of a source's tokens, for sum_node_partials: the partial of
 // the node's i-th token at rows + i * row_bytes, FP32 if f32 (the source's own

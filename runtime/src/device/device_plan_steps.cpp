@@ -4,10 +4,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "device/cuda_call.hpp"
 #include "device/ipc_memory.hpp"
+#include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
 #include "plan/rail_block.hpp"
 
@@ -68,7 +70,9 @@ class CudaPlanSteps final : public DevicePlanSteps {
       route_entry_ = p.take<int32_t>(T * N * R);
       owners_ = p.take<cuda::SlotArrays>(R);
       node_partials_ = p.take<cuda::NodePartials>(N);
-      entries_ = p.take<int32_t>(static_cast<std::size_t>(shape_.max_entries));
+      // A dispatch's partial pushes, one upload: the bases, then its entries and
+      // their sources (set_partial_pushes).
+      push_bases_ = p.take<int64_t>(topo.num_ranks + N * R + static_cast<std::size_t>(shape_.max_entries));
       bad_ = p.take<int64_t>(1);
       claims_ = p.take<int32_t>(2);
       return p.bytes();
@@ -81,6 +85,9 @@ class CudaPlanSteps final : public DevicePlanSteps {
     std::vector<cuda::SlotArrays> owners;
     for (const SlotView& v : shape_.owners) owners.push_back(arrays_of(v));
     mover_.upload(owners_, owners.data(), owners.size() * sizeof(cuda::SlotArrays));
+    // Only LogFMT partials can be unencodable, and only those reset it after a
+    // sum (sum_owner_partials); the others never touch it.
+    mover_.upload(bad_, &kNone, sizeof kNone);
     EPCOMM_CUDA(cudaSetDevice(device_));
     void* error = nullptr;
     EPCOMM_CUDA(cudaHostAlloc(&error, 2 * sizeof(int32_t), cudaHostAllocMapped | cudaHostAllocPortable));
@@ -173,14 +180,45 @@ class CudaPlanSteps final : public DevicePlanSteps {
                       checksums(), mover_.stream());
   }
 
-  void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out, bool weighted,
-                          const std::vector<int32_t>& entries) override {
-    mover_.upload(entries_, entries.data(), entries.size() * sizeof(int32_t));
+  const PartialPushes* partial_pushes(uint64_t dispatch) const override {
+    return pushes_dispatch_ == dispatch && pushes_dispatch_ != 0 ? &pushes_ : nullptr;
+  }
+
+  const PartialPushes& set_partial_pushes(uint64_t dispatch, PartialPushes pushes) override {
+    const std::size_t count = pushes.entries.size();
+    EPCOMM_REQUIRE(static_cast<int64_t>(count) <= shape_.max_entries && pushes.sources.size() == count,
+                   kBufferTooSmall,
+                   "partial pushes of " << count << " entries for a token list of " << shape_.max_entries);
+    pushes_ = std::move(pushes);
+    pushes_dispatch_ = dispatch;
+    const std::size_t bases = pushes_.to_forwarders.size() + pushes_.from_owners.size();
+    std::vector<std::byte> upload(bases * sizeof(int64_t) + 2 * count * sizeof(int32_t));
+    auto put = [at = upload.data()](const auto& v) mutable {
+      if (v.empty()) return;
+      std::memcpy(at, v.data(), v.size() * sizeof(v[0]));
+      at += v.size() * sizeof(v[0]);
+    };
+    put(pushes_.to_forwarders);
+    put(pushes_.from_owners);
+    put(pushes_.entries);
+    put(pushes_.sources);
+    mover_.upload(push_bases_, upload.data(), upload.size());
+    entries_ = reinterpret_cast<int32_t*>(push_bases_ + bases);
+    sources_ = entries_ + count;
+    return pushes_;
+  }
+
+  void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out,
+                          bool weighted) override {
+    const Topology& topo = shape_.topo;
+    // Lowered only by LogFMT, and left at -1 by every other sum.
+    if (logfmt_bits(partial_format) != 0) mover_.upload(bad_, &kNone, sizeof kNone);
     use_device();
-    cuda::sum_owner_partials(out_format, partial_format, arrays_of(shape_.owners[shape_.local_rank]),
-                             reinterpret_cast<const uint8_t*>(expert_out), shape_.topo.max_rows_per_token_rank(),
-                             entries_, static_cast<int64_t>(entries.size()), weighted, shape_.hidden, bad_,
-                             checksums(), mover_.stream());
+    cuda::sum_owner_partials(out_format, partial_format, owners_, topo.ranks_per_node,
+                             arrays_of(shape_.owners[shape_.local_rank]), reinterpret_cast<const uint8_t*>(expert_out),
+                             topo.max_rows_per_token_rank(), entries_, sources_, push_bases_,
+                             static_cast<int64_t>(pushes_.entries.size()), weighted, shape_.hidden, bad_, checksums(),
+                             mover_.stream());
   }
 
   int64_t owner_partials_bad() override {
@@ -189,17 +227,25 @@ class CudaPlanSteps final : public DevicePlanSteps {
     return bad;
   }
 
-  void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int64_t first, int64_t count,
-                  bool weighted, float* acc) override {
+  void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int node, int64_t first,
+                  int64_t count, bool weighted, float* acc) override {
     if (count <= 0) return;
-    const Topology& topo = shape_.topo;
     use_device();
     // With checksums the sums check the owner partials they read; the host raises
     // a mismatch before anything summed from them is sent.
-    cuda::sum_routed_partials(out_format, partial_format, owners_, topo.ranks_per_node, shape_.local_rank,
-                              topo.max_rows_per_token_rank(), reinterpret_cast<const uint8_t*>(expert_out),
-                              route_count_, route_local_, route_entry_, first, count, weighted, shape_.hidden, acc,
-                              checksums(), mover_.stream());
+    cuda::sum_routed_partials(out_format, partial_format, routed(node), reinterpret_cast<const uint8_t*>(expert_out),
+                              first, count, weighted, shape_.hidden, acc, checksums(), mover_.stream());
+  }
+
+  void sum_routed_to_output(Format partial_format, const std::byte* expert_out, int64_t first, bool weighted,
+                            DType dtype, void* out) override {
+    if (num_tokens_ == 0) return;
+    const int n = shape_.node;
+    use_device();
+    cuda::sum_routed_to_output(kernels::plain_format(dtype), partial_format, routed(n),
+                               reinterpret_cast<const uint8_t*>(expert_out), first, node_tokens_ + node_offset_[n],
+                               node_offset_[n + 1] - node_offset_[n], num_tokens_, weighted, shape_.hidden, out,
+                               checksums(), mover_.stream());
   }
 
   void sum_node_partials(Format format, const std::vector<NodePartialRows>& nodes, DType dtype, void* out) override {
@@ -254,10 +300,26 @@ class CudaPlanSteps final : public DevicePlanSteps {
   }
 
  private:
+  static constexpr int64_t kNone = -1;  // bad_ when every element was encodable
   void use_device() { EPCOMM_CUDA(cudaSetDevice(device_)); }
   // Where the checksum kernels report; all null with checksums off.
   cuda::ChecksumReport report() const { return {record_, claims_}; }
   cuda::ChecksumReport checksums() const { return shape_.checksum ? report() : cuda::ChecksumReport{nullptr, nullptr}; }
+
+  // The forwarding record, and the bases of node n's pushes here.
+  cuda::RoutedPartials routed(int n) const {
+    const Topology& topo = shape_.topo;
+    cuda::RoutedPartials r;
+    r.owners = owners_;
+    r.ranks_per_node = topo.ranks_per_node;
+    r.local_rank = shape_.local_rank;
+    r.max_rows_per_token = topo.max_rows_per_token_rank();
+    r.route_count = route_count_;
+    r.route_local = route_local_;
+    r.route_entry = route_entry_;
+    r.push_base = push_bases_ + topo.num_ranks + static_cast<std::ptrdiff_t>(n) * topo.ranks_per_node;
+    return r;
+  }
 
   bool same_partials(const std::vector<cuda::NodePartials>& p) const {
     const auto same = [](const cuda::NodePartials& a, const cuda::NodePartials& b) {
@@ -325,7 +387,14 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int32_t* route_entry_ = nullptr;
   cuda::SlotArrays* owners_ = nullptr;
   cuda::NodePartials* node_partials_ = nullptr;
-  int32_t* entries_ = nullptr;  // the token-list entries of the last sum_owner_partials
+  // The partial pushes of dispatch pushes_dispatch_ (0: none), as uploaded in
+  // memory_: push_bases_ (to_forwarders, then from_owners), then entries_ and
+  // sources_.
+  PartialPushes pushes_;
+  uint64_t pushes_dispatch_ = 0;
+  int32_t* entries_ = nullptr;
+  int32_t* sources_ = nullptr;
+  int64_t* push_bases_ = nullptr;
   int64_t* bad_ = nullptr;      // its first unencodable element
   int32_t* claims_ = nullptr;   // the checksum report's claims (ChecksumReport)
   cuda::ChecksumRecord* record_ = nullptr;  // pinned, mapped; with checksums only

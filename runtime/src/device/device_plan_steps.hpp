@@ -9,14 +9,15 @@
 //     (into the writer's own slot, the payload into every row of a token at once);
 //     the owner's fan-out of the rows node peers wrote, and padding rows, once
 //     every writer is done;
-//   combine: each owner's partials of the tokens node peers forward, the
-//     forwarder's per-token sums over its own rows and those partials (read over
-//     CUDA IPC) from that record, and the source's sum over node partials, in the
-//     host combine's order;
+//   combine: each owner's partials of the tokens node peers forward, written
+//     straight into each forwarder's GPU over CUDA IPC, the forwarder's per-token
+//     sums over its own rows and those partials (in its own memory) from that
+//     record, and the source's sum over node partials, in the host combine's
+//     order (fused with the forwarder's sums where only this node is involved);
 //   with node peer checksums (PlanStepsShape::checksum): the writer signs each
 //     payload it writes into a peer's slot in the writing kernel, the owner checks
 //     them in its fan-out; the owner signs its partials in the kernel that sums
-//     them, the forwarder checks those it reads in the kernel that sums them. A
+//     and pushes them, the forwarder checks them in the kernel that sums them. A
 //     mismatch is recorded in pinned host memory, which the host reads once the
 //     mover is idle (checksum_mismatch), where the operation waits anyway.
 //
@@ -94,21 +95,41 @@ class DevicePlanSteps {
   virtual void set_own_layout(const RecvLayoutView& mine) = 0;
   // The owner's fan-out and padding rows, over the layout set_own_layout gave.
   virtual void finish() = 0;
-  // This rank's owner partials, as the host combine forms them: for each token-list
-  // entry in `entries`, the FP32 sum of (weighted ? weight : 1) * decode(out_format,
-  // expert_out row) over its rows in expert order, encoded in partial_format into
-  // the slot. expert_out: the caller's, this GPU's memory.
+  // Where one dispatch's combines push owner partials (plan/pushed_partials.hpp):
+  // as owner, the token-list entries node peers forward and their sources, and
+  // by source the base of its entries' rows on its forwarder; as forwarder, by
+  // node n and owner ld (n * R + ld), the base of the rows ld pushes here.
+  struct PartialPushes {
+    std::vector<int32_t> entries, sources;
+    std::vector<int64_t> to_forwarders;
+    std::vector<int64_t> from_owners;
+  };
+  // The pushes set for dispatch `dispatch` (its sequence number), or null: a
+  // dispatch's combines upload them once.
+  virtual const PartialPushes* partial_pushes(uint64_t dispatch) const = 0;
+  virtual const PartialPushes& set_partial_pushes(uint64_t dispatch, PartialPushes pushes) = 0;
+  // This rank's owner partials, as the host combine forms them: for each entry of
+  // the pushes set last, the FP32 sum of (weighted ? weight : 1) *
+  // decode(out_format, expert_out row) over its rows in expert order, encoded in
+  // partial_format straight into its forwarder's slot. expert_out: the caller's,
+  // this GPU's memory.
   virtual void sum_owner_partials(Format out_format, Format partial_format, const std::byte* expert_out,
-                                  bool weighted, const std::vector<int32_t>& entries) = 0;
+                                  bool weighted) = 0;
   // Once the mover is idle: the first element the last sum_owner_partials could
   // not encode, as (position in entries) * hidden + column, or -1 (waits).
   virtual int64_t owner_partials_bad() = 0;
   // acc[d] = the node partial, in the host combine's order, of handled token
-  // first + d, for d < count: over the owners it reached in route order, this
-  // rank's FP32 subtotal of its rows (from expert_out) or decode(partial_format,
-  // the owner's partial), read over CUDA IPC.
-  virtual void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int64_t first,
-                          int64_t count, bool weighted, float* acc) = 0;
+  // first + d (of node `node`'s tokens), for d < count: over the owners it
+  // reached in route order, this rank's FP32 subtotal of its rows (from
+  // expert_out) or decode(partial_format, the partial the owner pushed here).
+  virtual void sum_routed(Format out_format, Format partial_format, const std::byte* expert_out, int node,
+                          int64_t first, int64_t count, bool weighted, float* acc) = 0;
+  // Where every token of the routes concerns this node only: out[t] = the final
+  // sum of token t (its node partial, handled token first + its index in this
+  // node's list, added to zero; +0 for a token not on the list), in dtype, in
+  // one pass: sum_routed and sum_node_partials fused.
+  virtual void sum_routed_to_output(Format partial_format, const std::byte* expert_out, int64_t first,
+                                    bool weighted, DType dtype, void* out) = 0;
   // Where node n's partials of this rank's tokens are: the partial of the i-th
   // token of the node's list in the routes at rows + i * row_bytes.
   struct NodePartialRows {

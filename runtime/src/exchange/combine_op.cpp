@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "plan/pushed_partials.hpp"
 #include "util/check.hpp"
 
 namespace epcomm::detail {
@@ -59,26 +60,33 @@ CombineOp::~CombineOp() {
 // FP32 sum over the token's rows here, in expert order, of weight * output, encoded
 // in the combine format into the slot's owner partials, which that peer reads: one
 // row per (token, owner) crosses to the forwarder instead of one per expert row.
-// The sums read the caller's expert_out where it is: nothing is staged.
+// The sums read the caller's expert_out where it is: nothing is staged. With
+// device memory the owner pushes each partial straight into its forwarder's slot
+// (plan/pushed_partials.hpp), where the forwarder reads it locally.
 void CombineOp::sum_owner_partials() {
   Engine& e = engine_;
   const int H = e.config().hidden, R = e.topo().ranks_per_node, L = e.topo().max_rows_per_token_rank();
   const Format out_format = kernels::plain_format(e.config().dtype);
   const SlotView& mine = route_->output();
+  const auto* expert_out = static_cast<const std::byte*>(expert_out_);
+  if (e.device) {
+    DevicePlanSteps& plan = *buf_.plan;
+    if (peer_rows_) plan.begin_checksums();
+    // A dispatch's combines share its pushes: computed and uploaded once.
+    const DevicePlanSteps::PartialPushes* pushes = plan.partial_pushes(route_->seq());
+    if (pushes == nullptr) pushes = &plan.set_partial_pushes(route_->seq(), partial_pushes());
+    if (pushes->entries.empty()) return;
+    plan.sum_owner_partials(out_format, e.config().combine_format, expert_out, options_.weighted);
+    raise_if_owner_partial_unencodable(pushes->entries, 0);
+    return;
+  }
   const RecvLayoutView& layout = mine.layout;
-  if (e.device && peer_rows_) buf_.plan->begin_checksums();
   std::vector<int32_t> entries;
   for (int s = 0; s < layout.num_sources; ++s) {
     if (s % R == e.group.local_rank) continue;
     for (int32_t t = layout.token_base[s]; t < layout.token_base[s + 1]; ++t) entries.push_back(t);
   }
   if (entries.empty()) return;
-  const auto* expert_out = static_cast<const std::byte*>(expert_out_);
-  if (e.device) {
-    buf_.plan->sum_owner_partials(out_format, e.config().combine_format, expert_out, options_.weighted, entries);
-    raise_if_owner_partial_unencodable(entries, 0);
-    return;
-  }
   // Runs of consecutive entries, a scratch's worth at a time, encoded back to back.
   RowMover& mover = *buf_.mover;
   const int64_t batch = std::max<int64_t>(1, buf_.partial_acc_rows);
@@ -104,6 +112,36 @@ void CombineOp::sum_owner_partials() {
     raise_if_owner_partial_unencodable(entries, static_cast<int64_t>(b0));
     b0 = b1;
   }
+}
+
+// Where this dispatch's combines push owner partials, from the node's receive
+// layouts: this rank's entries that node peers forward (those of sources whose
+// local index is another's), and the bases of the rows pushed out and in.
+DevicePlanSteps::PartialPushes CombineOp::partial_pushes() const {
+  const Engine& e = engine_;
+  const int R = e.topo().ranks_per_node, N = e.topo().num_nodes(), me = e.group.local_rank;
+  const std::vector<SlotView> owners = node_slots();
+  std::vector<const int32_t*> token_base;
+  for (const SlotView& o : owners) token_base.push_back(o.layout.token_base);
+  DevicePlanSteps::PartialPushes p;
+  p.to_forwarders.assign(static_cast<std::size_t>(e.topo().num_ranks), 0);
+  for (int f = 0; f < R; ++f) {
+    if (f == me) continue;
+    const std::vector<int64_t> bases = pushed_partial_bases(f, token_base, N);
+    for (int n = 0; n < N; ++n) {
+      p.to_forwarders[e.group.global_rank(n, f)] = bases[static_cast<std::size_t>(n) * R + me];
+    }
+  }
+  p.from_owners = pushed_partial_bases(me, token_base, N);
+  const RecvLayoutView& layout = owners[me].layout;
+  for (int s = 0; s < layout.num_sources; ++s) {
+    if (s % R == me) continue;
+    for (int32_t t = layout.token_base[s]; t < layout.token_base[s + 1]; ++t) {
+      p.entries.push_back(t);
+      p.sources.push_back(s);
+    }
+  }
+  return p;
 }
 
 // After the encoding of the owner partials of entries [first, ...): a value the
@@ -159,8 +197,9 @@ void CombineOp::raise_if_owner_partial_corrupt() {
     mover.download(&source, owner.src_rank + row, sizeof source);
     mover.download(&token, owner.src_token + row, sizeof token);
   }
-  peer_rows_->raise_owner_partial_mismatch(m->owner, m->row, m->got, m->expected, owner.partial_row_bytes, source,
-                                           token);
+  // The owner pushed it into this rank's slot.
+  peer_rows_->raise_owner_partial_mismatch(m->owner, e.group.local_rank, m->row, m->got, m->expected,
+                                           owner.partial_row_bytes, source, token);
 }
 
 std::vector<SlotView> CombineOp::node_slots() const {
@@ -196,7 +235,7 @@ void CombineOp::reduce_node_partials() {
       float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
       if (e.device) {
         // The same sums from the forwarding record on the GPU.
-        buf_.plan->sum_routed(out_format, e.config().combine_format, static_cast<const std::byte*>(expert_out_),
+        buf_.plan->sum_routed(out_format, e.config().combine_format, static_cast<const std::byte*>(expert_out_), n,
                               first + b0, b1 - b0, options_.weighted, acc);
       } else {
         sum_routed_on_host(first + b0, first + b1, owners, acc);
@@ -207,6 +246,17 @@ void CombineOp::reduce_node_partials() {
     partial_blocks_.add(n, send_at, count * crow);
     send_at += count * crow;
   }
+}
+
+// Device memory, no partial crossing nodes: the node partials of this rank's
+// tokens are its combine's output, summed and stored in one pass (no FP32 node
+// partials in memory, no final-sum pass over them).
+void CombineOp::reduce_into_output() {
+  Engine& e = engine_;
+  partial_blocks_.reset(e.topo().num_nodes());
+  stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(e.combine_row_bytes());
+  buf_.plan->sum_routed_to_output(e.config().combine_format, static_cast<const std::byte*>(expert_out_),
+                                  buf_.handled_offset[e.group.node], options_.weighted, e.config().dtype, out_);
 }
 
 // acc rows = the node partials of handled tokens [h0, h1), in passes that keep
@@ -434,17 +484,23 @@ bool CombineOp::advance() {
   }
   if (state_ == State::kPartials) {
     if (e.first_local_behind(route_->slot(), &SlotFlags::outputs_ready, seq_) >= 0) return moved;
-    reduce_node_partials();
     // With no partial crossing nodes (always so on one node), the final sum reads
     // only the own partials just enqueued on the same mover, and no send waits for
     // the mover to drain: the sum follows at once, with no round trip through the
-    // host. Not with checksums on the host, which must clear the owner partials
-    // before anything summed from them is kept; on the GPU the sum goes on, and
-    // a mismatch its checks record fails the combine before it completes (the
-    // caller trusts out only once wait() returned, docs/failures.md).
-    if ((!peer_rows_ || e.device) && partials_all_local()) {
-      sum_node_partials();
+    // host (on the GPU in the same pass). Not with checksums on the host, which
+    // must clear the owner partials before anything summed from them is kept; on
+    // the GPU the sum goes on, and a mismatch its checks record fails the combine
+    // before it completes (the caller trusts out only once wait() returned,
+    // docs/failures.md).
+    if (e.device && partials_all_local()) {
+      reduce_into_output();
       summed_ = true;
+    } else {
+      reduce_node_partials();
+      if (!peer_rows_ && partials_all_local()) {
+        sum_node_partials();
+        summed_ = true;
+      }
     }
     state_ = State::kReduced;
     moved = true;

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // One combine along a dispatch's route: each owner's pre-reduction of the tokens a
 // node peer forwards (one owner partial per (token, owner), in the combine format,
-// in its slot), node pre-reduction by the forwarder from its own rows and the
-// owners' partials, one partial per (token, node) back over the network, and the
-// source's sum in node order.
+// in its slot, or with device memory pushed into the forwarder's), node
+// pre-reduction by the forwarder from its own rows and the owners' partials, one
+// partial per (token, node) back over the network, and the source's sum in node
+// order.
 #pragma once
 
 #include <functional>
@@ -33,10 +34,12 @@ class CombineOp : public Op {
   enum class State { kOwner, kPartials, kReduced, kReturn, kSum, kDone };
 
   void sum_owner_partials();
+  DevicePlanSteps::PartialPushes partial_pushes() const;
   void publish_owner_partials();
   void raise_if_owner_partial_corrupt();
   void raise_if_owner_partial_unencodable(const std::vector<int32_t>& entries, int64_t first);
   void reduce_node_partials();
+  void reduce_into_output();
   void sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc);
   void encode_remote_partials(int node, int64_t first, int64_t count, std::size_t block, std::size_t at);
   bool post_ready_sends();

@@ -142,6 +142,13 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                              ? config_.max_recv_rows
                              : std::min<int64_t>(INT32_MAX, T * P * L + int64_t{J} * (config_.expert_alignment - 1));
   slot_layout_.max_tokens = std::min<int64_t>(T * P, slot_layout_.max_rows);
+  // Host memory: each owner keeps its partials, by token-list entry. Device
+  // memory: the R - 1 node peers push theirs to the forwarder, each at most one
+  // per token that forwarder handles (T per node) and per entry of its list.
+  const int64_t R = topo_.ranks_per_node;
+  slot_layout_.partial_rows = config_.memory == MemorySpace::kHost
+                                  ? slot_layout_.max_tokens
+                                  : (R - 1) * std::min<int64_t>(T * topo_.num_nodes(), slot_layout_.max_tokens);
   // Host memory: the whole payload in the node's shared memory, checksums
   // included. Device memory: in GPU memory, checksums beside the rows
   // (docs/failures.md); but where the node's GPUs cannot map each other's memory, the arrays node
@@ -196,11 +203,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   const bool direct_blocks =
       gpu_direct_ && gpu_direct_may_apply(gpu_direct_mode_, config_.checksum, *gpu_direct_, group.transport);
   // One slot's work buffers on the GPU, carved from base (null: only measures).
-  // No out_acc: the device sums each output row in registers.
+  // No out_acc: the device sums each output row in registers; on one node no
+  // own_partials either: the forwarder's sums are the output (combine_op.cpp).
   const auto carve = [&](std::byte* base, SlotBuffers* s) {
     Carver piece(base);
     auto* staging = piece.take<std::byte>(staged ? T * slot_layout_.row_bytes : 0);
-    auto* own = piece.take<float>(T * H);
+    auto* own = piece.take<float>(N == 1 ? 0 : T * H);
     auto* partial = piece.take<float>(partial_rows * H);
     auto* rail_staged = piece.take<std::byte>(remote_nodes * rail_block_bytes());
     auto* combine_staged = piece.take<std::byte>(remote_nodes * combine_block_bytes());
@@ -266,10 +274,10 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
         }
         // One operation's lists: row copies (16 bytes each) of the rail packing, and
         // what the plan steps upload (the routes' token lists, the layouts, the
-        // token-list entries of the owner partials).
+        // token-list entries of the owner partials and their sources).
         const std::size_t TN = static_cast<std::size_t>(T) * N;
         const std::size_t entries = static_cast<std::size_t>(slot_layout_.max_tokens);
-        s.mover = device->make_mover(16 * TN + 4 * TN + 4 * entries + (1 << 20));
+        s.mover = device->make_mover(16 * TN + 4 * TN + 8 * entries + (1 << 20));
         PlanStepsShape shape;
         shape.topo = topo_;
         shape.node = group.node;
@@ -359,7 +367,7 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                         << config_.topk << ", " << config_.max_inflight << " slots of "
                                         << slot_layout_.bytes + device_payload_.bytes << " shared bytes ("
                                         << slot_layout_.max_rows << " rows, owner partials "
-                                        << static_cast<std::size_t>(slot_layout_.max_tokens) * combine_row_bytes()
+                                        << static_cast<std::size_t>(slot_layout_.partial_rows) * combine_row_bytes()
                                         << " bytes), inter-node transport " << internode->name());
 }
 

@@ -69,7 +69,7 @@ struct SlotBuffers {
 
   // Work buffers in the exchange's memory space (host storage below, or GPU).
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
-  float* own_partials = nullptr;       // combine: this node's partials of my own tokens
+  float* own_partials = nullptr;       // combine: this node's partials of my own tokens (device, one node: none)
   float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16 (host)
   float* partial_acc = nullptr;        // combine: owner and remote partials before
   int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time

@@ -49,11 +49,11 @@ void NodePeerChecksums::Rows::raise_dispatch_row_mismatch(int64_t p, uint32_t go
   fail(p, got, expected, bytes, g.rank, writer, source, token);
 }
 
-void NodePeerChecksums::Rows::raise_owner_partial_mismatch(int owner, int64_t entry, uint32_t got, uint32_t expected,
-                                                           std::size_t bytes, int32_t source, int32_t token) const {
+void NodePeerChecksums::Rows::raise_owner_partial_mismatch(int owner, int holder, int64_t entry, uint32_t got,
+                                                           uint32_t expected, std::size_t bytes, int32_t source,
+                                                           int32_t token) const {
   const GroupState& g = sums_.group_;
-  const int rank = g.global_rank(g.node, owner);
-  fail(entry, got, expected, bytes, rank, rank, source, token);
+  fail(entry, got, expected, bytes, g.global_rank(g.node, holder), g.global_rank(g.node, owner), source, token);
 }
 
 const BlockChecksum* NodePeerChecksums::Rows::peer_written(const SlotView& mine, int64_t p) const {

@@ -26,7 +26,9 @@
 // With rows in GPU memory the same rows are signed and checked at the same
 // points by the kernels that write and read them (device_plan_steps.hpp),
 // which record the first mismatch for the host; the operation raises it here,
-// with the same message, once its mover is idle.
+// with the same message, once its mover is idle. There an owner pushes each
+// partial into its forwarder's slot instead, and signs it there (into the
+// forwarder's partial_sum) from the bytes as they landed.
 #pragma once
 
 #include <cstddef>
@@ -95,10 +97,12 @@ class NodePeerChecksums {
     // where its writer took `expected`.
     [[noreturn]] void raise_dispatch_row_mismatch(int64_t p, uint32_t got, uint32_t expected, std::size_t bytes,
                                                   int32_t source, int32_t token) const;
-    // The same for the owner partial of token-list entry `entry` in the slot of
-    // local rank `owner`, its writer.
-    [[noreturn]] void raise_owner_partial_mismatch(int owner, int64_t entry, uint32_t got, uint32_t expected,
-                                                   std::size_t bytes, int32_t source, int32_t token) const;
+    // The same for the owner partial of token-list entry `entry` of local rank
+    // `owner`, its writer, in the slot of local rank `holder` (the owner's own
+    // where forwarders read it, the forwarder's where the owner pushes it).
+    [[noreturn]] void raise_owner_partial_mismatch(int owner, int holder, int64_t entry, uint32_t got,
+                                                   uint32_t expected, std::size_t bytes, int32_t source,
+                                                   int32_t token) const;
 
    private:
     // Throws the mismatch of row `row` (`bytes` long), which has CRC32C `got`

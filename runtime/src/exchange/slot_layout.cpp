@@ -18,6 +18,7 @@ template <class Visit>
 void for_each_payload_array(const SlotLayout& l, Visit&& visit) {
   const std::size_t R = static_cast<std::size_t>(l.max_rows), T = static_cast<std::size_t>(l.max_tokens);
   const std::size_t L = static_cast<std::size_t>(l.max_rows_per_token);
+  const std::size_t Q = static_cast<std::size_t>(l.partial_rows);
   visit(kPeerArrays, R * l.row_bytes, &SlotPayload::rows, &SlotView::rows);
   visit(kPeerArrays, R * sizeof(int32_t), &SlotPayload::src_rank, &SlotView::src_rank);
   visit(kPeerArrays, R * sizeof(int32_t), &SlotPayload::src_token, &SlotView::src_token);
@@ -25,9 +26,9 @@ void for_each_payload_array(const SlotLayout& l, Visit&& visit) {
   visit(kPeerArrays, R * sizeof(int32_t), &SlotPayload::first_row, &SlotView::first_row);
   visit(kPeerArrays, T * L * sizeof(int32_t), &SlotPayload::token_rows, &SlotView::token_rows);
   visit(kOwnArrays, R * l.out_row_bytes, &SlotPayload::expert_out, &SlotView::expert_out);
-  visit(kPeerArrays, T * l.partial_row_bytes, &SlotPayload::owner_partials, &SlotView::owner_partials);
+  visit(kPeerArrays, Q * l.partial_row_bytes, &SlotPayload::owner_partials, &SlotView::owner_partials);
   visit(kChecksumArrays, R * sizeof(BlockChecksum), &SlotPayload::row_sum, &SlotView::row_sum);
-  visit(kChecksumArrays, T * sizeof(BlockChecksum), &SlotPayload::partial_sum, &SlotView::partial_sum);
+  visit(kChecksumArrays, Q * sizeof(BlockChecksum), &SlotPayload::partial_sum, &SlotView::partial_sum);
 }
 
 // Payload arrays start 256-byte aligned (what CUDA allocations give), control

@@ -57,6 +57,10 @@ struct SlotLayout {
   int max_rows_per_token = 0;  // L: rows one token can take on one rank
   int64_t max_rows = 0;
   int64_t max_tokens = 0;
+  // Rows of owner_partials (and partial_sum): max_tokens where owners keep their
+  // partials for forwarders to read (host memory), the bound on the partials
+  // node peers push to one forwarder where they push them (device memory).
+  int64_t partial_rows = 0;
   std::size_t row_bytes = 0;      // dispatch format
   std::size_t out_row_bytes = 0;  // expert outputs, config dtype
   std::size_t partial_row_bytes = 0;  // owner partials, combine format
@@ -89,11 +93,14 @@ struct SlotView {
   int32_t* first_row;   // row holding the payload (itself, or the token's first row here)
   int32_t* token_rows;   // [max_tokens][L]: the rows of each received token, -1 padded
   std::byte* expert_out; // [max_rows] rows of expert outputs (combine input, in place)
-  // [max_tokens] combine: per token-list entry that a node peer forwards, the
-  // owner's sum over the token's rows here in the combine format, which that
-  // forwarder reads (the owner's own entries are left unwritten).
+  // [partial_rows] combine's owner partials: an owner's sum over a token's rows
+  // in the combine format, one per token-list entry that a node peer forwards.
+  // Host memory: the owner's own, by entry, which that forwarder reads (the
+  // owner's own entries are left unwritten). Device memory: those node peers
+  // pushed to this rank as their forwarder, at the positions PushedPartials
+  // (exchange/pushed_partials.hpp) gives.
   std::byte* owner_partials;
-  // Checksums of the rows ([max_rows]) and of the owner partials ([max_tokens])
+  // Checksums of the rows ([max_rows]) and of the owner partials ([partial_rows])
   // that node peers write or read (ExchangeConfig::checksum, else null; with
   // device memory in GPU memory beside the rows, as bare CRC32Cs).
   BlockChecksum* row_sum;
