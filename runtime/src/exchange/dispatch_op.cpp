@@ -62,6 +62,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
     }
     device_topk_idx_ = device_input->topk_idx;
     device_topk_weights_ = device_input->topk_weights;
+    verdict_pending_ = device_input->routes == DeviceDispatchInput::Routes::kReused;
     buf_.plan->set_routes(buf_.routes);
     if (peer_rows_) buf_.plan->begin_checksums();
     engine.device->hold(input.stream, seq);
@@ -79,6 +80,14 @@ DispatchOp::~DispatchOp() {
 void DispatchOp::encode_routed_tokens() {
   const Engine& e = engine_;
   const TokenRoutes& routes = buf_.routes;
+  if (routes.lists_on_device) {
+    // One node, its token list on the GPU: every routed token once.
+    const DevicePlanSteps::BadElement bad =
+        buf_.plan->encode_routed_tokens(e.config().dispatch_format, input_.x, e.config().dtype, buf_.token_staging);
+    rows_encoded_ = true;
+    if (bad.token >= 0) reject_unencodable(bad.token, bad.column);
+    return;
+  }
   std::vector<bool> seen(static_cast<std::size_t>(input_.num_tokens), false);
   std::vector<int32_t> tokens;
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
@@ -97,16 +106,49 @@ void DispatchOp::encode_routed_tokens() {
   if (logfmt_bits(e.config().dispatch_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
-  const int32_t t = tokens[static_cast<std::size_t>(bad / H)];
-  const int col = static_cast<int>(bad % H);
+  reject_unencodable(tokens[static_cast<std::size_t>(bad / H)], static_cast<int>(bad % H));
+}
+
+// Fails the dispatch on an input value its format cannot encode, naming it.
+void DispatchOp::reject_unencodable(int32_t token, int column) const {
+  const Engine& e = engine_;
+  const int H = e.config().hidden;
   const std::size_t elem = dtype_size(e.config().dtype);
   std::byte raw[4];
-  mover.download(raw, static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(t) * H + col) * elem, elem);
+  buf_.mover->download(raw,
+                       static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(token) * H + column) * elem,
+                       elem);
   float v;
   e.dtype_codec().decode_row(raw, 1, &v, DType::kF32);
-  EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << col << " is " << v
+  EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << token << " column " << column << " is " << v
                                     << ", which dispatch_format " << to_string(e.config().dispatch_format)
                                     << " cannot encode");
+}
+
+// With a reused layout on the GPU (verdict_pending_), once the mover passed the
+// check: the routing's first bad pick, or the first count that differs from the
+// layout's, fails the dispatch with the message the begin's checks give.
+void DispatchOp::raise_if_routing_rejected() {
+  const DevicePlanSteps::RouteVerdict v = buf_.plan->route_verdict();
+  if (!v.rejected) return;
+  const Engine& e = engine_;
+  const Topology& topo = e.topo();
+  const int K = topo.topk;
+  if (v.token >= 0) {
+    std::vector<int32_t> idx(K);
+    std::vector<float> w(K);
+    const std::size_t at = static_cast<std::size_t>(v.token) * K;
+    buf_.mover->download(idx.data(), device_topk_idx_ + at, K * sizeof(int32_t));
+    buf_.mover->download(w.data(), device_topk_weights_ + at, K * sizeof(float));
+    reject_token_pick(topo, idx.data(), w.data(), v.token, v.k);
+  }
+  const std::vector<int32_t> counts = buf_.plan->download_route_counts();
+  const int32_t* c = counts.data() + kRouteCountsHeader;
+  TokenRoutes counted;
+  routes_from_counts(topo, input_.num_tokens, c, c + topo.num_experts, c + topo.num_experts + topo.num_ranks, counted);
+  EPCOMM_FAIL(kInvalidArgument, "dispatch on the layout of dispatch "
+                                    << reused_->origin << ": " << first_count_difference(reused_->saved, counted)
+                                    << " (a reused layout needs the counts it was made from)");
 }
 
 // Token t's row in the dispatch format.
@@ -669,6 +711,7 @@ bool DispatchOp::advance() {
     // Node peers read the rows once the flag says so: after they landed.
     if (!buf_.mover->idle()) return moved;
     if (e.device) {
+      if (verdict_pending_) raise_if_routing_rejected();
       const std::string why = buf_.plan->placement_error();
       EPCOMM_REQUIRE(why.empty(), kMismatch, why);
     }
