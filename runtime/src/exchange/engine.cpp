@@ -631,7 +631,9 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   if (device && input.memory == MemorySpace::kDevice) {
     begin_lk.lock();
     try {
-      fetch_device_input(input, layout ? &layout->saved : nullptr, device_input);
+      // A layout of another exchange is refused by the checks below.
+      const bool own_layout = layout && layout->exchange.lock().get() == static_cast<const void*>(this);
+      fetch_device_input(input, own_layout ? &layout->saved : nullptr, device_input);
     } catch (const Error&) {
       device_error = std::current_exception();
     }
