@@ -122,7 +122,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
       dispatch_codec_(kernels::codec_for(c.dispatch_format)),
       combine_codec_(kernels::codec_for(c.combine_format)),
-      group_owner_(std::move(g)) {
+      group_owner_(std::move(g)),
+      gpu_counts_(env::gpu_counts()) {
   validate_local(config_, group);
   gpu_direct_mode_ = gpu_direct_mode();
   const ConstructionAgreement agreed = check_config_agrees(config_, group);
@@ -562,7 +563,7 @@ void Engine::fetch_device_input(DispatchInput& input, const SavedLayout* reuse, 
     if (!s.busy) {
       // Across nodes the host packs the inter-node records from its copies of the
       // routing inputs and the routes' token lists: those still come to the host.
-      const bool count_here = topo_.num_nodes() == 1 && s.plan->can_count_routes();
+      const bool count_here = gpu_counts_ && topo_.num_nodes() == 1 && s.plan->can_count_routes();
       if (count_here || encode_now) s.mover->after(input.stream);
       if (count_here) {
         plan = s.plan.get();

@@ -288,6 +288,9 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   // Device memory: dispatch begins one at a time (taken before mu_), so the routing
   // inbox and the slot a begin encodes into stay its own until it took the slot.
   std::mutex begin_mu_;
+  // Whether a dispatch on GPU memory on one node may be counted on the GPU
+  // (EPCOMM_GPU_COUNTS).
+  const bool gpu_counts_;
   // Pinned host memory the next dispatch's routing inputs are copied into; it
   // trades places with the slot's copies when the dispatch takes the slot.
   int32_t* inbox_topk_idx_ = nullptr;
