@@ -101,7 +101,8 @@ constexpr int kRouteCountsHeader = 3;
 // which the counts must equal. The header is also written to report (pinned host
 // memory mapped for the GPU, 3 ints), which the host may read once the stream
 // passed the kernel without copying the counts. One block; its shared memory is
-// route_count_shared_bytes(shape), at most 48 KiB.
+// route_count_shared_bytes(shape) beside a few hundred bytes of its own, within
+// 48 KiB in all.
 void count_routes(const int32_t* topk_idx, const float* topk_weights, const RouteShape& shape, const int32_t* expected,
                   int32_t* counts, int32_t* node_tokens, volatile int32_t* report, void* stream);
 std::size_t route_count_shared_bytes(const RouteShape& shape);
