@@ -25,9 +25,13 @@ struct DispatchOp::TokenSource {
   int rank;
   int node;
   int32_t count;
-  const int32_t* own_tokens;  // own input: token indices, else null
-  const std::byte* message;   // inter-node message, else null
-  const std::byte* staged;    // the same message copied to GPU memory (device exchange)
+  // Own input: its token indices on the host, or null where they are only on the
+  // GPU (TokenRoutes::lists_on_device).
+  const int32_t* own_tokens;
+  const std::byte* message;  // inter-node message, else null (own input)
+  const std::byte* staged;   // the same message copied to GPU memory (device exchange)
+
+  bool own() const { return message == nullptr; }
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
@@ -411,7 +415,7 @@ void DispatchOp::write_source(const TokenSource& src) {
   }
   SourceTokens tokens;
   tokens.count = src.count;
-  if (src.own_tokens) {
+  if (src.own()) {
     tokens.tokens = src.own_tokens;
     tokens.topk_idx = input_.topk_idx;
     tokens.topk_weights = input_.topk_weights;
@@ -422,7 +426,7 @@ void DispatchOp::write_source(const TokenSource& src) {
     if (received_sums_) received_sums_->take_head(src.node, src.message, src.count * meta_bytes);
   }
   // A received block's rows, each signed for the block's check by one of its copies.
-  BlockChecksums* block_sums = received_sums_ && !src.own_tokens ? &*received_sums_ : nullptr;
+  BlockChecksums* block_sums = received_sums_ && !src.own() ? &*received_sums_ : nullptr;
   place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
 
   const RowPlacement& pl = placement_;
@@ -430,7 +434,7 @@ void DispatchOp::write_source(const TokenSource& src) {
   copies_.clear(row_bytes);
   for (int32_t i = 0; i < pl.num_tokens(); ++i) {
     const int32_t t = pl.token[i];
-    const std::byte* payload = src.own_tokens ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
+    const std::byte* payload = src.own() ? token_row(t) : src.message + src.count * meta_bytes + i * row_bytes;
     int route_n = 0;
     // A row its sender sent for no expert here (corrupted metadata) is hashed alone.
     if (block_sums && pl.visit_begin[i] == pl.visit_begin[i + 1]) {
@@ -495,7 +499,7 @@ void DispatchOp::write_source(const TokenSource& src) {
 void DispatchOp::write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts) {
   DevicePlanSteps& plan = *buf_.plan;
   const int32_t handled = buf_.handled_offset[src.node];
-  if (src.own_tokens) {
+  if (src.own()) {
     plan.write_own_tokens(src.rank, device_topk_idx_, device_topk_weights_, token_rows_, handled, layouts);
   } else {
     plan.write_block_tokens(src.rank, src.count, src.staged, handled, layouts);
@@ -512,7 +516,7 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
   const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
   const int L = topo.max_rows_per_token_rank();
   const int64_t per_token = static_cast<int64_t>(e.slot_layout().row_bytes) + L * 4;
-  if (src.own_tokens) {
+  if (src.own()) {
     const TokenRoutes& routes = buf_.routes;
     for (int ld = 0; ld < R; ++ld) {
       if (ld == e.group.local_rank) continue;
@@ -670,8 +674,9 @@ bool DispatchOp::advance() {
   if (state_ == State::kNodeLayout) {
     if (e.first_local_behind(slot_, &SlotFlags::layout_ready, seq_) >= 0) return moved;
     const int me = e.group.node;
-    write_source(
-        TokenSource{e.group.rank, me, buf_.routes.node_count(me), buf_.routes.node_begin(me), nullptr, nullptr});
+    const TokenRoutes& routes = buf_.routes;
+    write_source(TokenSource{e.group.rank, me, routes.node_count(me),
+                             routes.lists_on_device ? nullptr : routes.node_begin(me), nullptr, nullptr});
     state_ = State::kForward;
     moved = true;
   }
