@@ -31,11 +31,16 @@
 //   mpirun -np 2 epcomm-gpu-bench [--tokens 128,4096] [--hidden 7168] [--experts 256]
 //       [--topk 8] [--max-nodes 0] [--sm-budget 0,8,20] [--dispatch-format fp8]
 //       [--combine-format bf16] [--iters 50] [--warmup 5] [--json] [--timeline] [--checksum]
+//       [--reuse-layout]
 // --sm-budget: each size once per budget (ExchangeConfig::gpu_sm_budget; 0: no
 // bound), the budget in column sms (JSON: sm_budget).
 // --timeline: after the timed iterations, one more dispatch and combine traced with
 // CUPTI (gpu_timeline.hpp); rank 0 prints their GPU activities and CUDA calls to
-// stderr.
+// stderr (with --reuse-layout, then a dispatch on the reused layout too).
+// --reuse-layout: every timed round also dispatches on the layout of the check's
+// dispatch (DispatchHandle::layout(), the same routing: no layout exchange, and on
+// one node no copy of the counts), interleaved with the others; its median and its
+// ratio to the dispatch that exchanges its layout (reuse_dispatch_*).
 #include <cuda_runtime_api.h>
 #include <epcomm/epcomm.hpp>
 #include <mpi.h>
@@ -83,6 +88,7 @@ struct Options {
   bool json = false;
   bool timeline = false;
   bool checksum = false;
+  bool reuse_layout = false;
 };
 
 // Fills o from argv; returns the exit status when the program should stop (0 after
@@ -111,6 +117,8 @@ std::optional<int> parse(int argc, char** argv, bool print, Options& o) {
   app.add_flag("--checksum", o.checksum,
                "also time a second exchange with ExchangeConfig::checksum on, interleaved with the first (leave "
                "EPCOMM_CHECKSUM unset: it turns checksums on in both)");
+  app.add_flag("--reuse-layout", o.reuse_layout,
+               "also time dispatches on the layout of the check's dispatch (no layout exchange), interleaved");
 #ifdef EPCOMM_BENCH_TIMELINE
   app.add_flag("--timeline", o.timeline, "trace one more dispatch and combine (CUPTI); rank 0 prints it to stderr");
 #endif
@@ -242,19 +250,22 @@ StagingFloor staging_floor_us(std::size_t bytes, int peer, cudaStream_t s, int i
 #ifdef EPCOMM_BENCH_TIMELINE
 // Two more dispatches and combines, as timed, under the timeline; rank 0 prints the
 // second (the first pays for CUPTI's start, milliseconds on each rank).
+// layout: dispatch on it (and say so), or null.
 void print_timeline(epcomm_bench::GpuTimeline& tl, epcomm::Exchange& ex, const epcomm::DispatchInput& d,
-                const epcomm::CombineOptions& on_stream, void* out, int tokens, int max_nodes) {
+                    const epcomm::CombineOptions& on_stream, void* out, int tokens, int max_nodes,
+                    const epcomm::DispatchLayout* layout) {
+  const auto dispatch = [&] { return layout != nullptr ? ex.dispatch(d, *layout) : ex.dispatch(d); };
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   tl.start();
   {
-    epcomm::DispatchHandle h = ex.dispatch(d);
+    epcomm::DispatchHandle h = dispatch();
     ex.combine_begin(h, h.expert_out_buffer(), h.num_rows(), out, tokens, on_stream).wait();
     cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(d.stream)), "cudaStreamSynchronize");
   }
   MPI_Barrier(MPI_COMM_WORLD);
   const uint64_t t0 = epcomm_bench::GpuTimeline::now_ns();
-  epcomm::DispatchHandle h = ex.dispatch(d);
+  epcomm::DispatchHandle h = dispatch();
   cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(d.stream)), "cudaStreamSynchronize");
   const uint64_t t1 = epcomm_bench::GpuTimeline::now_ns();
   MPI_Barrier(MPI_COMM_WORLD);
@@ -265,7 +276,8 @@ void print_timeline(epcomm_bench::GpuTimeline& tl, epcomm::Exchange& ex, const e
   const uint64_t t3 = epcomm_bench::GpuTimeline::now_ns();
   tl.stop();
   if (rank != 0) return;
-  const std::string what = std::to_string(tokens) + " tokens, max_nodes " + std::to_string(max_nodes) + ", rank 0";
+  const std::string what = std::to_string(tokens) + " tokens, max_nodes " + std::to_string(max_nodes) +
+                           (layout != nullptr ? ", on a reused layout" : "") + ", rank 0";
   tl.print(stderr, ("dispatch, " + what).c_str(), t0, t1);
   tl.print(stderr, ("combine, " + what).c_str(), t2, t3);
   std::fflush(stderr);
@@ -341,8 +353,10 @@ int run(int argc, char** argv) {
       // Where node peers' GPUs have no peer access (or EPCOMM_GPU_PEER_ACCESS=0),
       // received rows live in pinned host memory: recorded beside the times.
       bool rows_on_host = false;
+      epcomm::DispatchLayout layout;  // the first check's dispatch's, for --reuse-layout
       const auto check_exchange = [&](epcomm::Exchange& exchange) {
         epcomm::DispatchHandle h = exchange.dispatch(d);
+        if (&exchange == &ex) layout = h.layout();
         const std::size_t rows_bytes = static_cast<std::size_t>(h.num_rows()) * h.row_bytes();
         std::vector<std::byte> rows(rows_bytes);
         cudaPointerAttributes where{};
@@ -372,15 +386,16 @@ int run(int argc, char** argv) {
         checked.emplace(g, checked_cfg);
         check = check_exchange(*checked) && check;
       }
-      std::vector<double> td, tc, checked_td, checked_tc;
+      std::vector<double> td, tc, checked_td, checked_tc, reuse_td, reuse_tc;
       int64_t disp_bytes = 0, comb_bytes = 0, disp_inter_bytes = 0, comb_inter_bytes = 0;
       // One timed dispatch + combine on `exchange`, the slowest rank's times kept
       // after the warmup.
+      // reuse: on the check's layout.
       const auto time_round = [&](epcomm::Exchange& exchange, bool keep, std::vector<double>& tds,
-                                  std::vector<double>& tcs) {
+                                  std::vector<double>& tcs, bool reuse = false) {
         MPI_Barrier(MPI_COMM_WORLD);
         const auto t0 = Clock::now();
-        epcomm::DispatchHandle h = exchange.dispatch(d);
+        epcomm::DispatchHandle h = reuse ? exchange.dispatch(d, layout) : exchange.dispatch(d);
         cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         const auto t1 = Clock::now();
         MPI_Barrier(MPI_COMM_WORLD);
@@ -402,13 +417,18 @@ int run(int argc, char** argv) {
       };
       for (int i = 0; i < o.warmup + o.iters; ++i) {
         if (checked) time_round(*checked, i >= o.warmup, checked_td, checked_tc);
+        if (o.reuse_layout) time_round(ex, i >= o.warmup, reuse_td, reuse_tc, true);
         time_round(ex, i >= o.warmup, td, tc);
       }
 #ifdef EPCOMM_BENCH_TIMELINE
-      if (timeline) print_timeline(*timeline, ex, d, on_stream, out.p, T, M);
+      if (timeline) {
+        print_timeline(*timeline, ex, d, on_stream, out.p, T, M, nullptr);
+        if (o.reuse_layout) print_timeline(*timeline, ex, d, on_stream, out.p, T, M, &layout);
+      }
 #endif
       const epcomm_bench::Spread sd = epcomm_bench::spread_of(td), sc = epcomm_bench::spread_of(tc);
-      epcomm_bench::Spread checked_sd{}, checked_sc{};
+      epcomm_bench::Spread checked_sd{}, checked_sc{}, reuse_sd{};
+      if (o.reuse_layout) reuse_sd = epcomm_bench::spread_of(reuse_td);
       if (checked) {
         checked_sd = epcomm_bench::spread_of(checked_td);
         checked_sc = epcomm_bench::spread_of(checked_tc);
@@ -487,6 +507,10 @@ int run(int argc, char** argv) {
             j["checksum_combine_ratio"] = epcomm_bench::rounded(checked_sc.p50 / sc.p50, 3);
             j["checksum_ratio"] = epcomm_bench::rounded((checked_sd.p50 + checked_sc.p50) / (sd.p50 + sc.p50), 3);
           }
+          if (o.reuse_layout) {
+            epcomm_bench::add_spread(j, "reuse_dispatch_us", reuse_sd, 1);
+            j["reuse_dispatch_ratio"] = epcomm_bench::rounded(reuse_sd.p50 / sd.p50, 3);
+          }
           j["check"] = check;
           epcomm_bench::JsonLines(true, "").write(j);
         } else {
@@ -504,6 +528,11 @@ int run(int argc, char** argv) {
                         "(%.3f x), total %.3f x the same exchange without\n",
                         checked_sd.p50, checked_sd.p50 / sd.p50, checked_sc.p50, checked_sc.p50 / sc.p50,
                         (checked_sd.p50 + checked_sc.p50) / (sd.p50 + sc.p50));
+          }
+          if (o.reuse_layout) {
+            std::printf("# dispatch on a reused layout: median %.1f us, p10 %.1f, p90 %.1f (%.3f x the dispatch that "
+                        "exchanges its layout)\n",
+                        reuse_sd.p50, reuse_sd.p10, reuse_sd.p90, reuse_sd.p50 / sd.p50);
           }
         }
         std::fflush(stdout);

@@ -11,11 +11,13 @@
 #include <epcomm/epcomm.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -245,10 +247,12 @@ epcomm::ExchangeConfig on_device(epcomm::ExchangeConfig c) {
 // One dispatch + combine on the GPU through `stream`, results read on that stream
 // before any host wait. expert_out_in_place: the outputs are written into
 // expert_out_buffer() (combine skips its staging copy).
+// layout: dispatch on that earlier dispatch's layout (DispatchHandle::layout()).
 Result run_device(epcomm::Exchange& ex, const CaseInput& su, cudaStream_t stream, const Result& ref,
-                  bool expert_out_in_place) {
+                  bool expert_out_in_place, const epcomm::DispatchLayout* layout = nullptr) {
   const DeviceInputs inputs(su.input, su.x);
-  epcomm::DispatchHandle h = ex.dispatch_begin(inputs.dispatch(su.input.num_tokens, stream));
+  const epcomm::DispatchInput input = inputs.dispatch(su.input.num_tokens, stream);
+  epcomm::DispatchHandle h = layout != nullptr ? ex.dispatch_begin(input, *layout) : ex.dispatch_begin(input);
   Result r;
   const int64_t n_ref = static_cast<int64_t>(ref.weight.size() / 4);
   const std::size_t row_bytes = epcomm::row_layout(su.config.dispatch_format, su.config.hidden).row_bytes;
@@ -725,6 +729,198 @@ TEST_F(MpiTest, HostPointersAndForeignStreamsAreRefused) {
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   expect_identical(run_device(ex, su, stream, ref, false), ref);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// The message of the error `f` throws, and checks its code.
+std::string error_of(const std::function<void()>& f, epcomm::ErrorCode code) {
+  try {
+    f();
+  } catch (const epcomm::Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error";
+  return "";
+}
+
+// Bad routing, the same on every rank, checked by the GPU on one node (by the host
+// across nodes): each rank rejects the begin with the very message the host
+// exchange's check gives for the same input, naming the first bad pick in token
+// order (here past the first 1024 tokens, with another bad one after it); then a
+// correct dispatch + combine on the same Exchange matches the oracle.
+TEST_F(MpiTest, BadRoutingIsRejectedOnEveryRankAsTheHostRejectsIt) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"bad_routing", Format::kFP8, Format::kBF16, DType::kBF16, 128, 4096, 16, 8, Pattern::kRandom};
+  const CaseInput su = make_setup(g, c, 11);
+  const int K = c.topk, E = su.config.num_experts;
+  const Result ref = run_host(g, su);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  epcomm::Exchange ex(g, on_device(su.config));
+  epcomm::Exchange host(g, su.config);
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  const int t1 = 1100 + g.rank(), t2 = su.input.num_tokens - 1;  // 2048 tokens or more
+  // Token t's picks: distinct valid experts, so that only the change made is bad.
+  const auto valid_row = [&](RankInput& in, int t) {
+    for (int k = 0; k < K; ++k) in.topk_idx[static_cast<std::size_t>(t) * K + k] = (t + k) % E;
+  };
+  struct Bad {
+    const char* name;
+    std::function<void(RankInput&)> apply;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const Bad bads[] = {
+      {"expert id past the experts", [&](RankInput& in) { in.topk_idx[static_cast<std::size_t>(t1) * K + 2] = E + 3; }},
+      {"expert id below -1", [&](RankInput& in) { in.topk_idx[static_cast<std::size_t>(t1) * K + 5] = -2; }},
+      {"expert chosen twice",
+       [&](RankInput& in) {
+         valid_row(in, t1);
+         in.topk_idx[static_cast<std::size_t>(t1) * K + 6] = in.topk_idx[static_cast<std::size_t>(t1) * K + 1];
+       }},
+      {"NaN weight",
+       [&](RankInput& in) {
+         valid_row(in, t1);
+         in.topk_weights[static_cast<std::size_t>(t1) * K + 4] = nan;
+       }},
+      {"infinite weight after a pick of no expert with one",
+       [&](RankInput& in) {
+         // A pick of no expert is not checked: its weight may be anything.
+         in.topk_idx[static_cast<std::size_t>(t1 - 7) * K + 3] = -1;
+         in.topk_weights[static_cast<std::size_t>(t1 - 7) * K + 3] = inf;
+         valid_row(in, t1);
+         in.topk_weights[static_cast<std::size_t>(t1) * K + 7] = -inf;
+       }},
+  };
+  for (const Bad& bad : bads) {
+    SCOPED_TRACE(bad.name);
+    RankInput in = su.input;
+    bad.apply(in);
+    in.topk_idx[static_cast<std::size_t>(t2) * K] = E;  // a later bad pick, not the one named
+    epcomm::DispatchInput host_input;
+    host_input.x = su.x.data();
+    host_input.topk_idx = in.topk_idx.data();
+    host_input.topk_weights = in.topk_weights.data();
+    host_input.num_tokens = in.num_tokens;
+    const std::string expected =
+        error_of([&] { host.dispatch_begin(host_input); }, epcomm::ErrorCode::kInvalidArgument);
+    EXPECT_NE(expected.find(std::to_string(t1)), std::string::npos) << expected;
+    const DeviceInputs on_gpu(in, su.x);
+    const std::string got = error_of([&] { ex.dispatch_begin(on_gpu.dispatch(in.num_tokens, stream)); },
+                                     epcomm::ErrorCode::kInvalidArgument);
+    EXPECT_EQ(got, expected);
+  }
+  ASSERT_FALSE(HasFailure());
+  expect_identical(run_device(ex, su, stream, ref, false), ref);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// The case's routing with its tokens in reverse order: the same counts per expert,
+// rank and node (so the same layout), other rows in other places.
+CaseInput reversed_tokens(const CaseInput& su) {
+  CaseInput r = su;
+  const int T = su.input.num_tokens, K = su.config.topk;
+  for (int t = 0; t < T; ++t) {
+    for (int k = 0; k < K; ++k) {
+      const std::size_t to = static_cast<std::size_t>(t) * K + k, from = static_cast<std::size_t>(T - 1 - t) * K + k;
+      r.input.topk_idx[to] = su.input.topk_idx[from];
+      r.input.topk_weights[to] = su.input.topk_weights[from];
+    }
+  }
+  return r;
+}
+
+// A dispatch on an earlier dispatch's layout (no layout exchange; on one node no
+// copy of the counts either: the GPU compares them) is bit-identical to a host
+// dispatch of the same input that exchanged its own, for routings with those
+// counts, in a format encoded before routing and in one encoded after.
+TEST_F(MpiTest, DispatchOnAReusedLayoutIsBitIdentical) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  for (const Case& c : {Case{"reuse_fp8", Format::kFP8, Format::kBF16, DType::kBF16, 256, 1500, 4, 8, Pattern::kRandom},
+                        Case{"reuse_logfmt8", Format::kLogFMT8, Format::kBF16, DType::kBF16, 256, 300, 4, 4,
+                             Pattern::kRandom}}) {
+    SCOPED_TRACE(c.name);
+    const CaseInput su = make_setup(g, c, 21);
+    epcomm::Exchange ex(g, on_device(su.config));
+    const Result ref = run_host(g, su);
+    expect_identical(run_device(ex, su, stream, ref, false), ref);
+    epcomm::DispatchLayout layout;
+    {
+      const DeviceInputs inputs(su.input, su.x);
+      layout = ex.dispatch(inputs.dispatch(su.input.num_tokens, stream)).layout();
+    }
+    for (const CaseInput& again : {su, reversed_tokens(su)}) {
+      const Result ref2 = run_host(g, again);
+      expect_identical(run_device(ex, again, stream, ref2, false, &layout), ref2);
+    }
+  }
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// A dispatch on a reused layout whose routing has other counts, or a bad pick,
+// fails on every rank with the message the host's check gives: at its begin where
+// the host checks (across nodes, or a format encoded after routing), at wait()
+// where the GPU does, failing the group. Each on a fresh Exchange.
+TEST_F(MpiTest, DispatchOnAReusedLayoutWithOtherCountsOrABadPickFails) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: GPU exchange tests skipped";
+  epcomm::Group g(MPI_COMM_WORLD);
+  const Case c{"reuse_bad", Format::kFP8, Format::kBF16, DType::kBF16, 256, 300, 4, 4, Pattern::kRandom};
+  const CaseInput su = make_setup(g, c, 31);
+  const int K = c.topk, E = su.config.num_experts;
+  CUDA_OK(cudaSetDevice(host_local_gpu()));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  // Token 5's first pick moves to an expert the token does not have: other counts.
+  CaseInput other = su;
+  {
+    int32_t* row = other.input.topk_idx.data() + 5 * K;
+    row[0] = 0;
+    for (int e = 0; e < E; ++e) {
+      if (std::find(row + 1, row + K, e) == row + K) {
+        row[0] = e;
+        break;
+      }
+    }
+    if (row[0] == su.input.topk_idx[5 * K]) row[0] = -1;  // it had no free expert: drop the pick
+  }
+  CaseInput nan_weight = su;
+  {
+    // The same counts, a NaN weight on a real pick.
+    int k = 0;
+    while (su.input.topk_idx[7 * K + k] == -1 && k + 1 < K) ++k;
+    if (su.input.topk_idx[7 * K + k] == -1) nan_weight.input.topk_idx[7 * K + k] = 0;
+    nan_weight.input.topk_weights[7 * K + k] = std::numeric_limits<float>::quiet_NaN();
+  }
+  const std::pair<const CaseInput*, const char*> bads[] = {
+      {&other, "(a reused layout needs the counts it was made from)"},
+      {&nan_weight, "is not finite"},
+  };
+  for (const auto& [bad, needle] : bads) {
+    SCOPED_TRACE(needle);
+    epcomm::Exchange ex(g, on_device(su.config));
+    epcomm::DispatchLayout layout;
+    {
+      const DeviceInputs inputs(su.input, su.x);
+      layout = ex.dispatch(inputs.dispatch(su.input.num_tokens, stream)).layout();
+    }
+    const DeviceInputs inputs(bad->input, bad->x);
+    try {
+      epcomm::DispatchHandle h = ex.dispatch_begin(inputs.dispatch(bad->input.num_tokens, stream), layout);
+      h.wait();
+      ADD_FAILURE() << "a dispatch on a layout its routing does not fit completed";
+    } catch (const epcomm::Error& e) {
+      // Its own error, or a peer's that reached it first (kGroupFailed, naming it).
+      EXPECT_TRUE(e.code() == epcomm::ErrorCode::kInvalidArgument || e.code() == epcomm::ErrorCode::kGroupFailed)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    CUDA_OK(cudaStreamSynchronize(stream));
+  }
   CUDA_OK(cudaStreamDestroy(stream));
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <random>
@@ -106,6 +107,65 @@ TEST(TokenRoutes, RejectsBadIdsNamingThem) {
   expect_error({0, 1, 3, 3}, w, "chooses expert 3 twice");
   const float nan_w[4] = {1, 1, 1, std::numeric_limits<float>::quiet_NaN()};
   expect_error({0, 1, 2, 3}, nan_w, "topk_weights[1][1]");
+}
+
+// The GPU's check names a pick and the host spells it out: the same message as
+// the host's own check, word for word.
+TEST(TokenRoutes, RejectingOnePickGivesTheHostChecksMessage) {
+  Topology topo{2, 1, 4, 2};
+  TokenRoutes routes;
+  const float w[6] = {1, 1, 1, 1, 1, 1};
+  const float nan_w[6] = {1, 1, 1, 1, std::numeric_limits<float>::quiet_NaN(), 1};
+  const auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const epcomm::Error& e) {
+      EXPECT_EQ(e.code(), epcomm::ErrorCode::kInvalidArgument);
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "no error";
+    return std::string();
+  };
+  // (routing, weights, the first bad pick's token and k)
+  const std::tuple<std::vector<int32_t>, const float*, int, int> cases[] = {
+      {{0, 1, -1, 2, 3, 4}, w, 2, 1},
+      {{0, 1, 2, -5, 0, 1}, w, 1, 1},
+      {{0, 1, 3, 3, 0, 0}, w, 1, 1},
+      {{0, 1, 2, 3, 1, 2}, nan_w, 2, 0},
+  };
+  for (const auto& [idx, weights, t, k] : cases) {
+    const std::string host = message([&] { build_token_routes(topo, idx.data(), weights, 3, routes); });
+    const std::string named = message(
+        [&] { epcomm::detail::reject_token_pick(topo, idx.data() + t * 2, weights + t * 2, t, k); });
+    EXPECT_EQ(named, host);
+  }
+}
+
+// Routes from the counts alone (the GPU's) carry the counts build_token_routes
+// gives, and say that the lists are elsewhere.
+TEST(TokenRoutes, FromCountsMatchTheHostsCounts) {
+  const Topology topo{4, 2, 16, 3};
+  std::mt19937 rng(5);
+  const int T = 50;
+  std::vector<int32_t> idx(T * 3);
+  std::vector<float> w(T * 3, 0.5f);
+  for (int t = 0; t < T; ++t) {
+    std::vector<int32_t> experts(16);
+    for (int e = 0; e < 16; ++e) experts[e] = e;
+    std::shuffle(experts.begin(), experts.end(), rng);
+    for (int k = 0; k < 3; ++k) idx[t * 3 + k] = rng() % 5 == 0 ? -1 : experts[k];
+  }
+  TokenRoutes host, counted;
+  build_token_routes(topo, idx.data(), w.data(), T, host);
+  epcomm::detail::routes_from_counts(topo, T, host.expert_tokens.data(), host.rank_tokens.data(),
+                                     host.node_offset.data(), counted);
+  EXPECT_EQ(counted.num_tokens, T);
+  EXPECT_EQ(counted.expert_tokens, host.expert_tokens);
+  EXPECT_EQ(counted.rank_tokens, host.rank_tokens);
+  EXPECT_EQ(counted.node_offset, host.node_offset);
+  EXPECT_TRUE(counted.lists_on_device);
+  EXPECT_TRUE(counted.node_tokens.empty());
+  EXPECT_FALSE(host.lists_on_device);
 }
 
 TEST(RecvLayout, ExpertMajorSourceOrderedAndPadded) {

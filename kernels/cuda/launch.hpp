@@ -71,6 +71,7 @@ void preload_accumulate_kernels();
 void preload_copy_kernels();
 void preload_checksum_kernels();
 void preload_place_kernels();
+void preload_route_count_kernels();
 void preload_finish_kernels();
 void preload_node_partial_sum_kernels();
 void preload_owner_partial_kernels();

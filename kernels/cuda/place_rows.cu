@@ -106,6 +106,7 @@ __device__ inline void place_column(const PlacedSource& s, const NodeLayouts& n,
 
 __global__ void __launch_bounds__(kScanThreads)
     place_rows_kernel(PlacedSource s, NodeLayouts n, int32_t* row_pos, int32_t* entry, volatile int32_t* error) {
+  if (s.rejected != nullptr && *s.rejected != 0) return;  // the same for the whole grid
   const int R = n.ranks_per_node, J = n.experts_per_rank;
   for (int col = blockIdx.x; col < R * J + R; col += gridDim.x) place_column(s, n, col, row_pos, entry, error);
 }
@@ -115,6 +116,7 @@ __global__ void __launch_bounds__(kWriteThreads)
                              bool aligned16, const int32_t* row_pos, const int32_t* entry, int64_t first_handled,
                              int32_t* route_count, int32_t* route_local, int32_t* route_entry,
                              ChecksumReport checksums) {
+  if (s.rejected != nullptr && *s.rejected != 0) return;  // the same for the whole grid
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;

@@ -37,6 +37,7 @@ void preload_kernels() {
   preload_copy_kernels();
   preload_checksum_kernels();
   preload_place_kernels();
+  preload_route_count_kernels();
   preload_finish_kernels();
   preload_node_partial_sum_kernels();
   preload_owner_partial_kernels();

@@ -12,6 +12,7 @@
 
 #include <epcomm/types.hpp>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace epcomm::kernels::cuda {
@@ -71,7 +72,42 @@ struct PlacedSource {
   const uint8_t* records = nullptr;
   int64_t record_bytes = 0;
   const uint8_t* payload = nullptr;  // row 0 (own input: of token 0; block: of record 0)
+  // GPU memory or null: while *rejected is not 0 (count_routes found the routing
+  // bad, or its counts not those of a reused layout) nothing is placed or written.
+  const int32_t* rejected = nullptr;
 };
+
+// What count_routes checks and counts: a source's [num_tokens, topk] routing over
+// num_nodes nodes of ranks_per_node ranks, each owning experts_per_rank experts.
+struct RouteShape {
+  int64_t num_tokens = 0;
+  int topk = 1;
+  int num_experts = 1;
+  int experts_per_rank = 1;
+  int ranks_per_node = 1;
+  int num_nodes = 1;
+};
+// counts[0 .. kRouteCountsHeader): the first bad pick's token and k (-1, -1 if
+// none), and 1 if the dispatch is rejected (a bad pick, or counts other than
+// `expected`), else 0.
+constexpr int kRouteCountsHeader = 3;
+
+// The host's build_token_routes on the GPU, for one source. Checks every pick as
+// the host does (id in [-1, num_experts), finite weight, no expert twice in a
+// token) and finds the first bad one in (token, pick) order; if there is none,
+// writes after the header the tokens routed to each expert [num_experts], the
+// distinct tokens reaching each rank [num_ranks] and the node offsets
+// [num_nodes + 1] of node_tokens, where node n's tokens are, ascending, at
+// [offset[n], offset[n + 1]) (each token once per node). expected: null, or a
+// reused layout's counts (experts, ranks, then tokens per node) in GPU memory,
+// which the counts must equal. The header is also written to report (pinned host
+// memory mapped for the GPU, 3 ints), which the host may read once the stream
+// passed the kernel without copying the counts. One block; its shared memory is
+// route_count_shared_bytes(shape) beside a few hundred bytes of its own, within
+// 48 KiB in all.
+void count_routes(const int32_t* topk_idx, const float* topk_weights, const RouteShape& shape, const int32_t* expected,
+                  int32_t* counts, int32_t* node_tokens, volatile int32_t* report, void* stream);
+std::size_t route_count_shared_bytes(const RouteShape& shape);
 
 // The node's shape and the owners' receive layouts as they concern one source:
 // owner ld's rows of its local expert j for this source are

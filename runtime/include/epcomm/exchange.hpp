@@ -83,9 +83,12 @@ struct DispatchInput {
   bool x_encoded = false;
   MemorySpace memory = MemorySpace::kHost;  // must be ExchangeConfig::memory
   // With device memory: a cudaStream_t (null: the legacy default stream).
-  // dispatch_begin waits for the work enqueued on it so far (the inputs), copies
-  // topk_idx and topk_weights to the host for the layout (one small transfer, the
-  // one host synchronisation), and enqueues on it a wait for the dispatch's end:
+  // dispatch_begin waits for the work enqueued on it so far (the inputs), brings
+  // the routing's counts to the host for the layout (on one node the GPU checks
+  // topk_idx / topk_weights and counts them, and only the counts, a few KB, are
+  // copied; across nodes topk_idx and topk_weights are copied): the one host
+  // synchronisation, none with a reused layout on one node (see
+  // dispatch_begin(input, layout)); then enqueues on it a wait for the dispatch's end:
   // the caller's next kernel on this stream reads finished rows with no host
   // synchronisation; wait() and done() still work from the host. The exchange's
   // kernels read x, topk_idx and topk_weights until the dispatch completes: leave
@@ -241,7 +244,11 @@ class EPCOMM_API Exchange {
   // input.topk_idx gives the counts the layout was made from; if not, the begin is
   // rejected with kInvalidArgument naming the first count that differs — on every
   // rank that differs, and like any begin rejected on some ranks only, it fails the
-  // group on the others (docs/design.md, Errors).
+  // group on the others (docs/design.md, Errors). With device memory on one node,
+  // for a dispatch format that encodes every row (or none) before routing, the GPU
+  // makes that check (and the routing's) while the dispatch runs, without a copy to
+  // the host: a difference or a bad pick then fails the dispatch at wait() with the
+  // same kInvalidArgument message, and the group with it (docs/gpu.md).
   DispatchHandle dispatch_begin(const DispatchInput& input, const DispatchLayout& layout);
   DispatchHandle dispatch(const DispatchInput& input, const DispatchLayout& layout);
 

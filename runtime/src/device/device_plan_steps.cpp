@@ -3,6 +3,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <epcomm/formats.hpp>
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
@@ -11,6 +13,7 @@
 #include "device/ipc_memory.hpp"
 #include "epcomm_kernels/codec.hpp"
 #include "epcomm_kernels/cuda_plan.hpp"
+#include "epcomm_kernels/cuda_rows.hpp"
 #include "plan/rail_block.hpp"
 
 namespace epcomm::detail {
@@ -47,6 +50,7 @@ cuda::SlotArrays arrays_of(const SlotView& v) {
           reinterpret_cast<uint32_t*>(v.row_sum),
           reinterpret_cast<uint32_t*>(v.partial_sum)};
 }
+static_assert(kRouteCountsHeader == cuda::kRouteCountsHeader, "one header for the host and the GPU");
 static_assert(sizeof(BlockChecksum) == sizeof(uint32_t), "the GPU's checksum tables hold bare CRC32Cs");
 
 class CudaPlanSteps final : public DevicePlanSteps {
@@ -56,11 +60,15 @@ class CudaPlanSteps final : public DevicePlanSteps {
     const Topology& topo = shape_.topo;
     const std::size_t R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk, N = topo.num_nodes();
     const std::size_t T = static_cast<std::size_t>(shape_.max_tokens);
+    const std::size_t E = topo.num_experts, P = topo.num_ranks;
     const auto carve = [&](std::byte* base) {
       Pieces p(base);
-      // The routes' node offsets, then their token lists: one upload.
-      node_offsets_ = p.take<int32_t>(N + 1 + T * N);
-      node_tokens_ = node_offsets_ == nullptr ? nullptr : node_offsets_ + N + 1;
+      // count_routes' header and counts, the routes' node offsets, then their
+      // token lists: one copy back, or one upload (offsets and lists).
+      counts_ = p.take<int32_t>(count_ints() + T * N);
+      node_offsets_ = counts_ == nullptr ? nullptr : counts_ + count_ints() - (N + 1);
+      node_tokens_ = counts_ == nullptr ? nullptr : counts_ + count_ints();
+      expected_ = p.take<int32_t>(E + P + N);
       owner_layouts_ = p.take<int32_t>(2 * R * J + 2 * R);
       own_layout_ = p.take<int64_t>(2 * J + 1);
       row_pos_ = p.take<int32_t>(T * K);
@@ -94,6 +102,14 @@ class CudaPlanSteps final : public DevicePlanSteps {
     error_ = static_cast<volatile int32_t*>(error);
     error_[0] = 0;
     error_[1] = 0;
+    void* counts = nullptr;
+    EPCOMM_CUDA(cudaHostAlloc(&counts, count_ints() * sizeof(int32_t), cudaHostAllocPortable));
+    counts_host_ = static_cast<int32_t*>(counts);
+    void* report = nullptr;
+    EPCOMM_CUDA(cudaHostAlloc(&report, cuda::kRouteCountsHeader * sizeof(int32_t),
+                              cudaHostAllocMapped | cudaHostAllocPortable));
+    route_report_ = static_cast<volatile int32_t*>(report);
+    EPCOMM_CUDA(cudaEventCreateWithFlags(&counted_, cudaEventDisableTiming));
     if (shape_.checksum) {
       void* record = nullptr;
       EPCOMM_CUDA(cudaHostAlloc(&record, sizeof(cuda::ChecksumRecord), cudaHostAllocMapped | cudaHostAllocPortable));
@@ -106,15 +122,74 @@ class CudaPlanSteps final : public DevicePlanSteps {
     cudaSetDevice(device_);
     cudaStreamSynchronize(static_cast<cudaStream_t>(mover_.stream()));
     cudaFreeHost(const_cast<int32_t*>(error_));
+    cudaFreeHost(counts_host_);
+    cudaFreeHost(const_cast<int32_t*>(route_report_));
+    cudaEventDestroy(counted_);
     if (record_ != nullptr) cudaFreeHost(record_);
+  }
+
+  bool can_count_routes() const override {
+    // A launch's shared memory without opting in is 48 KiB, the kernel's own
+    // arrays (a few hundred bytes) included.
+    return cuda::route_count_shared_bytes(route_shape(0)) <= 47 * 1024;
+  }
+
+  void count_routes(const int32_t* topk_idx, const float* topk_weights, int num_tokens,
+                    const std::vector<int32_t>* expected) override {
+    const int32_t* compare = nullptr;
+    if (expected != nullptr) {
+      mover_.upload(expected_, expected->data(), expected->size() * sizeof(int32_t));
+      compare = expected_;
+    }
+    use_device();
+    const auto stream = static_cast<cudaStream_t>(mover_.stream());
+    cuda::count_routes(topk_idx, topk_weights, route_shape(num_tokens), compare, counts_, node_tokens_,
+                       route_report_, stream);
+    rejected_ = counts_ + 2;  // the header's rejection word
+    if (expected != nullptr) return;
+    EPCOMM_CUDA(cudaMemcpyAsync(counts_host_, counts_, count_ints() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    EPCOMM_CUDA(cudaEventRecord(counted_, stream));
+  }
+
+  const int32_t* counted_routes() override {
+    use_device();
+    EPCOMM_CUDA(cudaEventSynchronize(counted_));
+    return counts_host_;
+  }
+
+  RouteVerdict route_verdict() override {
+    return {route_report_[2] != 0, route_report_[0], route_report_[1]};
+  }
+
+  std::vector<int32_t> download_route_counts() override {
+    std::vector<int32_t> counts(count_ints());
+    mover_.download(counts.data(), counts_, counts.size() * sizeof(int32_t));
+    return counts;
   }
 
   void set_routes(const TokenRoutes& routes) override {
     node_offset_ = routes.node_offset;
     num_tokens_ = routes.num_tokens;
+    if (routes.lists_on_device) return;  // count_routes wrote them
+    rejected_ = nullptr;
     route_lists_.assign(routes.node_offset.begin(), routes.node_offset.end());
     route_lists_.insert(route_lists_.end(), routes.node_tokens.begin(), routes.node_tokens.end());
     mover_.upload(node_offsets_, route_lists_.data(), route_lists_.size() * sizeof(int32_t));
+  }
+
+  BadElement encode_routed_tokens(Format format, const void* x, DType x_type, void* dst) override {
+    // One node: its list holds every routed token once.
+    const int64_t count = node_offset_[1] - node_offset_[0];
+    use_device();
+    cuda::encode_token_rows(format, x, x_type, shape_.hidden, node_tokens_, count, dst, bad_, mover_.stream());
+    if (logfmt_bits(format) == 0) return {};  // only LogFMT can fail
+    int64_t bad = -1;
+    mover_.download(&bad, bad_, sizeof bad);
+    if (bad < 0) return {};
+    BadElement b;
+    mover_.download(&b.token, node_tokens_ + bad / shape_.hidden, sizeof b.token);
+    b.column = static_cast<int>(bad % shape_.hidden);
+    return b;
   }
 
   void write_own_tokens(int source, const int32_t* topk_idx, const float* topk_weights, const std::byte* token_rows,
@@ -126,6 +201,7 @@ class CudaPlanSteps final : public DevicePlanSteps {
     s.topk_idx = topk_idx;
     s.topk_weights = topk_weights;
     s.payload = reinterpret_cast<const uint8_t*>(token_rows);
+    s.rejected = rejected_;
     write(s, first_handled, owners);
   }
 
@@ -302,6 +378,15 @@ class CudaPlanSteps final : public DevicePlanSteps {
  private:
   static constexpr int64_t kNone = -1;  // bad_ when every element was encodable
   void use_device() { EPCOMM_CUDA(cudaSetDevice(device_)); }
+  // count_routes' header, expert counts, rank counts and node offsets.
+  std::size_t count_ints() const {
+    const Topology& topo = shape_.topo;
+    return cuda::kRouteCountsHeader + topo.num_experts + topo.num_ranks + topo.num_nodes() + 1;
+  }
+  cuda::RouteShape route_shape(int num_tokens) const {
+    const Topology& topo = shape_.topo;
+    return {num_tokens, topo.topk, topo.num_experts, topo.experts_per_rank(), topo.ranks_per_node, topo.num_nodes()};
+  }
   // Where the checksum kernels report; all null with checksums off.
   cuda::ChecksumReport report() const { return {record_, claims_}; }
   cuda::ChecksumReport checksums() const { return shape_.checksum ? report() : cuda::ChecksumReport{nullptr, nullptr}; }
@@ -375,7 +460,13 @@ class CudaPlanSteps final : public DevicePlanSteps {
   int64_t own_rows_ = 0;  // rows of this rank's layout (set_own_layout)
   std::unique_ptr<DeviceBuffer> memory_;
   volatile int32_t* error_ = nullptr;
+  int32_t* counts_host_ = nullptr;               // pinned: count_routes' counts, copied back
+  volatile int32_t* route_report_ = nullptr;     // pinned, mapped: its header
+  cudaEvent_t counted_ = nullptr;                // passed once counts_host_ holds them
+  const int32_t* rejected_ = nullptr;            // its rejection word, while the routes are its
   // In memory_:
+  int32_t* counts_ = nullptr;  // count_routes' header and counts; node_offsets_ is their tail
+  int32_t* expected_ = nullptr;  // a reused layout's counts, compared by count_routes
   int32_t* node_offsets_ = nullptr;
   int32_t* node_tokens_ = nullptr;
   int32_t* owner_layouts_ = nullptr;

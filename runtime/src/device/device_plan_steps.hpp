@@ -21,9 +21,10 @@
 //     mismatch is recorded in pinned host memory, which the host reads once the
 //     mover is idle (checksum_mismatch), where the operation waits anyway.
 //
-// The host keeps the checks, the routes and counts, the layout exchange and the
-// phase flags; what it sends the GPU per operation are the small layouts and the
-// routes' token lists. Positions and orders are the host plan's, so the device
+// The host keeps the layout exchange and the phase flags; on one node the routing
+// checks, counts and token lists are made on the GPU too (count_routes) and only
+// the counts come to the host; what it sends the GPU per operation are the small
+// layouts (and, across nodes, the routes' token lists, made on the host there). Positions and orders are the host plan's, so the device
 // exchange stays bit-identical to the host one (its test oracle).
 //
 // This header has no CUDA type: builds without CUDA never construct one.
@@ -60,6 +61,10 @@ struct PlanStepsShape {
   bool checksum = false;  // ExchangeConfig::checksum: sign and check node peers' rows
 };
 
+// count_routes' header before its counts: the first bad pick's token and k (-1
+// if none) and whether the routing was rejected (kernels::cuda::kRouteCountsHeader).
+constexpr int kRouteCountsHeader = 3;
+
 // A row that failed its node peer checksum (DevicePlanSteps::checksum_mismatch).
 struct PeerRowMismatch {
   int owner = 0;    // the local rank whose slot holds the row
@@ -71,9 +76,48 @@ class DevicePlanSteps {
  public:
   virtual ~DevicePlanSteps() = default;
 
+  // Whether count_routes can count for this shape (its shared memory holds a
+  // counter per expert, rank and node).
+  virtual bool can_count_routes() const = 0;
+  // This rank's routing as a source, checked and counted on the GPU as
+  // build_token_routes does on the host (kernels::cuda::count_routes), its
+  // per-node token lists written into this slot's plan buffers, where
+  // set_routes(routes) then finds them. topk_idx / topk_weights: the caller's, in
+  // GPU memory. Without `expected` the header and counts are copied to pinned
+  // memory (counted_routes waits for them); with it (a reused layout's counts:
+  // experts, ranks, tokens per node) the GPU compares them instead and nothing is
+  // copied: route_verdict says, once the mover passed the kernel. Either way the
+  // placement of the own tokens writes nothing if the routing was rejected.
+  virtual void count_routes(const int32_t* topk_idx, const float* topk_weights, int num_tokens,
+                            const std::vector<int32_t>* expected) = 0;
+  // The counts of the last count_routes without `expected`, once copied:
+  // kRouteCountsHeader ints (bad token, bad pick, rejected), then
+  // expert_tokens, rank_tokens, node_offset; pinned memory, valid until the next
+  // count_routes.
+  virtual const int32_t* counted_routes() = 0;
+  // After a count_routes with `expected`, once the mover passed it: whether it
+  // rejected the routing, and the first bad pick (token, k; -1 if none: the
+  // counts differ from the expected ones).
+  struct RouteVerdict {
+    bool rejected = false;
+    int32_t token = -1, k = -1;
+  };
+  virtual RouteVerdict route_verdict() = 0;
+  // The last count_routes' counts, read back for an error message (waits):
+  // counted_routes()'s layout.
+  virtual std::vector<int32_t> download_route_counts() = 0;
   // A dispatch's routes (this rank as a source): their per-node token lists, for
-  // the placement of its own tokens and for combine's final sums.
+  // the placement of its own tokens and for combine's final sums; uploaded unless
+  // count_routes made them on the GPU (routes.lists_on_device).
   virtual void set_routes(const TokenRoutes& routes) = 0;
+  // With routes made on the GPU on one node: dst row t = encode(format, x row t)
+  // for every routed token t (the node's list), as RowMover::encode_tokens; the
+  // first token it could not encode and its column, or {-1, -1} (waits).
+  struct BadElement {
+    int32_t token = -1;
+    int column = -1;
+  };
+  virtual BadElement encode_routed_tokens(Format format, const void* x, DType x_type, void* dst) = 0;
   // Writes this rank's own tokens bound for its node into the owners' slots, as
   // the host's write_source does: topk_idx / topk_weights are the caller's GPU
   // arrays, token_rows the input rows in the dispatch format indexed by token;

@@ -25,9 +25,13 @@ struct DispatchOp::TokenSource {
   int rank;
   int node;
   int32_t count;
-  const int32_t* own_tokens;  // own input: token indices, else null
-  const std::byte* message;   // inter-node message, else null
-  const std::byte* staged;    // the same message copied to GPU memory (device exchange)
+  // Own input: its token indices on the host, or null where they are only on the
+  // GPU (TokenRoutes::lists_on_device).
+  const int32_t* own_tokens;
+  const std::byte* message;  // inter-node message, else null (own input)
+  const std::byte* staged;   // the same message copied to GPU memory (device exchange)
+
+  bool own() const { return message == nullptr; }
 };
 
 DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInput& input,
@@ -62,6 +66,7 @@ DispatchOp::DispatchOp(Engine& engine, uint64_t seq, int slot, const DispatchInp
     }
     device_topk_idx_ = device_input->topk_idx;
     device_topk_weights_ = device_input->topk_weights;
+    verdict_pending_ = device_input->routes == DeviceDispatchInput::Routes::kReused;
     buf_.plan->set_routes(buf_.routes);
     if (peer_rows_) buf_.plan->begin_checksums();
     engine.device->hold(input.stream, seq);
@@ -79,6 +84,14 @@ DispatchOp::~DispatchOp() {
 void DispatchOp::encode_routed_tokens() {
   const Engine& e = engine_;
   const TokenRoutes& routes = buf_.routes;
+  if (routes.lists_on_device) {
+    // One node, its token list on the GPU: every routed token once.
+    const DevicePlanSteps::BadElement bad =
+        buf_.plan->encode_routed_tokens(e.config().dispatch_format, input_.x, e.config().dtype, buf_.token_staging);
+    rows_encoded_ = true;
+    if (bad.token >= 0) reject_unencodable(bad.token, bad.column);
+    return;
+  }
   std::vector<bool> seen(static_cast<std::size_t>(input_.num_tokens), false);
   std::vector<int32_t> tokens;
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
@@ -97,16 +110,49 @@ void DispatchOp::encode_routed_tokens() {
   if (logfmt_bits(e.config().dispatch_format) == 0) return;  // only LogFMT can fail
   const int64_t bad = mover.first_bad();
   if (bad < 0) return;
-  const int32_t t = tokens[static_cast<std::size_t>(bad / H)];
-  const int col = static_cast<int>(bad % H);
+  reject_unencodable(tokens[static_cast<std::size_t>(bad / H)], static_cast<int>(bad % H));
+}
+
+// Fails the dispatch on an input value its format cannot encode, naming it.
+void DispatchOp::reject_unencodable(int32_t token, int column) const {
+  const Engine& e = engine_;
+  const int H = e.config().hidden;
   const std::size_t elem = dtype_size(e.config().dtype);
   std::byte raw[4];
-  mover.download(raw, static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(t) * H + col) * elem, elem);
+  buf_.mover->download(raw,
+                       static_cast<const std::byte*>(input_.x) + (static_cast<std::size_t>(token) * H + column) * elem,
+                       elem);
   float v;
   e.dtype_codec().decode_row(raw, 1, &v, DType::kF32);
-  EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << t << " column " << col << " is " << v
+  EPCOMM_FAIL(kInvalidArgument, "dispatch input token " << token << " column " << column << " is " << v
                                     << ", which dispatch_format " << to_string(e.config().dispatch_format)
                                     << " cannot encode");
+}
+
+// With a reused layout on the GPU (verdict_pending_), once the mover passed the
+// check: the routing's first bad pick, or the first count that differs from the
+// layout's, fails the dispatch with the message the begin's checks give.
+void DispatchOp::raise_if_routing_rejected() {
+  const DevicePlanSteps::RouteVerdict v = buf_.plan->route_verdict();
+  if (!v.rejected) return;
+  const Engine& e = engine_;
+  const Topology& topo = e.topo();
+  const int K = topo.topk;
+  if (v.token >= 0) {
+    std::vector<int32_t> idx(K);
+    std::vector<float> w(K);
+    const std::size_t at = static_cast<std::size_t>(v.token) * K;
+    buf_.mover->download(idx.data(), device_topk_idx_ + at, K * sizeof(int32_t));
+    buf_.mover->download(w.data(), device_topk_weights_ + at, K * sizeof(float));
+    reject_token_pick(topo, idx.data(), w.data(), v.token, v.k);
+  }
+  const std::vector<int32_t> counts = buf_.plan->download_route_counts();
+  const int32_t* c = counts.data() + kRouteCountsHeader;
+  TokenRoutes counted;
+  routes_from_counts(topo, input_.num_tokens, c, c + topo.num_experts, c + topo.num_experts + topo.num_ranks, counted);
+  EPCOMM_FAIL(kInvalidArgument, "dispatch on the layout of dispatch "
+                                    << reused_->origin << ": " << first_count_difference(reused_->saved, counted)
+                                    << " (a reused layout needs the counts it was made from)");
 }
 
 // Token t's row in the dispatch format.
@@ -372,7 +418,7 @@ void DispatchOp::write_source(const TokenSource& src) {
   }
   SourceTokens tokens;
   tokens.count = src.count;
-  if (src.own_tokens) {
+  if (src.own()) {
     tokens.tokens = src.own_tokens;
     tokens.topk_idx = input_.topk_idx;
     tokens.topk_weights = input_.topk_weights;
@@ -383,7 +429,7 @@ void DispatchOp::write_source(const TokenSource& src) {
     if (received_sums_) received_sums_->take_head(src.node, src.message, e.rail_records_bytes(src.count));
   }
   // A received block's rows, each signed for the block's check by one of its copies.
-  BlockChecksums* block_sums = received_sums_ && !src.own_tokens ? &*received_sums_ : nullptr;
+  BlockChecksums* block_sums = received_sums_ && !src.own() ? &*received_sums_ : nullptr;
   place_source_rows(topo, e.group.node, src.rank, tokens, layouts.data(), placement_);
 
   const RowPlacement& pl = placement_;
@@ -392,7 +438,7 @@ void DispatchOp::write_source(const TokenSource& src) {
   for (int32_t i = 0; i < pl.num_tokens(); ++i) {
     const int32_t t = pl.token[i];
     const std::byte* payload =
-        src.own_tokens ? token_row(t) : src.message + e.rail_records_bytes(src.count) + i * row_bytes;
+        src.own() ? token_row(t) : src.message + e.rail_records_bytes(src.count) + i * row_bytes;
     int route_n = 0;
     // A row its sender sent for no expert here (corrupted metadata) is hashed alone.
     if (block_sums && pl.visit_begin[i] == pl.visit_begin[i + 1]) {
@@ -457,7 +503,7 @@ void DispatchOp::write_source(const TokenSource& src) {
 void DispatchOp::write_source_on_device(const TokenSource& src, const std::vector<RecvLayoutView>& layouts) {
   DevicePlanSteps& plan = *buf_.plan;
   const int32_t handled = buf_.handled_offset[src.node];
-  if (src.own_tokens) {
+  if (src.own()) {
     plan.write_own_tokens(src.rank, device_topk_idx_, device_topk_weights_, token_rows_, handled, layouts);
   } else {
     plan.write_block_tokens(src.rank, src.count, src.staged, handled, layouts);
@@ -474,7 +520,7 @@ void DispatchOp::count_node_peer_bytes(const TokenSource& src) {
   const int R = topo.ranks_per_node, J = topo.experts_per_rank(), K = topo.topk;
   const int L = topo.max_rows_per_token_rank();
   const int64_t per_token = static_cast<int64_t>(e.slot_layout().row_bytes) + L * 4;
-  if (src.own_tokens) {
+  if (src.own()) {
     const TokenRoutes& routes = buf_.routes;
     for (int ld = 0; ld < R; ++ld) {
       if (ld == e.group.local_rank) continue;
@@ -632,8 +678,9 @@ bool DispatchOp::advance() {
   if (state_ == State::kNodeLayout) {
     if (e.first_local_behind(slot_, &SlotFlags::layout_ready, seq_) >= 0) return moved;
     const int me = e.group.node;
-    write_source(
-        TokenSource{e.group.rank, me, buf_.routes.node_count(me), buf_.routes.node_begin(me), nullptr, nullptr});
+    const TokenRoutes& routes = buf_.routes;
+    write_source(TokenSource{e.group.rank, me, routes.node_count(me),
+                             routes.lists_on_device ? nullptr : routes.node_begin(me), nullptr, nullptr});
     state_ = State::kForward;
     moved = true;
   }
@@ -673,6 +720,7 @@ bool DispatchOp::advance() {
     // Node peers read the rows once the flag says so: after they landed.
     if (!buf_.mover->idle()) return moved;
     if (e.device) {
+      if (verdict_pending_) raise_if_routing_rejected();
       const std::string why = buf_.plan->placement_error();
       EPCOMM_REQUIRE(why.empty(), kMismatch, why);
     }

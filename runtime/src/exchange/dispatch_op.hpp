@@ -27,13 +27,21 @@ struct ReusableLayout {
 };
 
 // With device memory: the caller's routing inputs in GPU memory (read by the
-// placement kernels), and whether the engine already enqueued the encode of every
+// placement kernels), whether the engine already enqueued the encode of every
 // input row into the slot's staging matrix (on the slot's mover, after the
-// caller's stream).
+// caller's stream), and where the routing was checked and counted.
 struct DeviceDispatchInput {
   const int32_t* topk_idx = nullptr;
   const float* topk_weights = nullptr;
   bool rows_encoded = false;
+  enum class Routes {
+    kHost,     // the routing inputs were copied to the host, which built the routes
+    kCounted,  // the GPU checked and counted them (count_routes), the counts came back
+    kReused,   // with a reused layout: the GPU compares its counts with the layout's,
+               // and the dispatch fails at its end if they differ
+  };
+  Routes routes = Routes::kHost;
+  const int32_t* counts = nullptr;  // kCounted: DevicePlanSteps::counted_routes()
 };
 
 class DispatchOp : public Op {
@@ -84,6 +92,8 @@ class DispatchOp : public Op {
   bool post_cleared_rail_sends();
   void note_layout_arrivals(const std::vector<int>& completed);
   void encode_routed_tokens();
+  [[noreturn]] void reject_unencodable(int32_t token, int column) const;
+  void raise_if_routing_rejected();
   const std::byte* token_row(int32_t t) const;
   void build_layout_from_messages();
   void on_layout_complete();
@@ -103,6 +113,9 @@ class DispatchOp : public Op {
   const float* device_topk_weights_ = nullptr;
   int64_t tokens_to_node_peers_ = 0;
   std::shared_ptr<const ReusableLayout> reused_;  // the layout taken instead of exchanged, or null
+  // The GPU checks the routing against reused_ while the dispatch runs
+  // (DeviceDispatchInput::Routes::kReused): its verdict is read at the end.
+  bool verdict_pending_ = false;
   State state_ = State::kLayout;
   SlotBuffers& buf_;
   SlotView mine_;

@@ -122,7 +122,8 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
       dtype_codec_(kernels::codec_for(kernels::plain_format(c.dtype))),
       dispatch_codec_(kernels::codec_for(c.dispatch_format)),
       combine_codec_(kernels::codec_for(c.combine_format)),
-      group_owner_(std::move(g)) {
+      group_owner_(std::move(g)),
+      gpu_counts_(env::gpu_counts()) {
   validate_local(config_, group);
   gpu_direct_mode_ = gpu_direct_mode();
   const ConstructionAgreement agreed = check_config_agrees(config_, group);
@@ -547,37 +548,83 @@ void Engine::checked_begin(Checks&& checks) {
   }
 }
 
-bool Engine::fetch_device_input(DispatchInput& input) {
+void Engine::fetch_device_input(DispatchInput& input, const SavedLayout* reuse, DeviceDispatchInput& out) {
+  using Routes = DeviceDispatchInput::Routes;
   device->check_stream(input.stream);
   if (input.num_tokens <= 0 || input.num_tokens > config_.max_tokens_per_rank || !input.x || !input.topk_idx ||
       !input.topk_weights) {
-    return false;  // the checks reject it, or there is nothing to read
+    return;  // the checks reject it, or there is nothing to read
   }
   device->check_pointer(input.x, true, "DispatchInput::x");
   device->check_pointer(input.topk_idx, true, "DispatchInput::topk_idx");
   device->check_pointer(input.topk_weights, true, "DispatchInput::topk_weights");
-  const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config_.topk;
-  device->read_async(input.stream, inbox_topk_idx_, input.topk_idx, n * sizeof(int32_t));
-  device->read_async(input.stream, inbox_topk_weights_, input.topk_weights, n * sizeof(float));
+  const Format format = config_.dispatch_format;
+  const bool as_given = input.x_encoded || format == kernels::plain_format(config_.dtype);
   // LogFMT may fail on a value, and only a routed token's may fail the dispatch:
   // it encodes once the routes are known (DispatchOp::encode_routed_tokens).
-  const Format format = config_.dispatch_format;
-  bool encoded = false;
-  if (!input.x_encoded && format != kernels::plain_format(config_.dtype) && logfmt_bits(format) == 0) {
+  const bool encode_now = !as_given && logfmt_bits(format) == 0;
+  DevicePlanSteps* plan = nullptr;
+  {
     std::lock_guard<std::mutex> lk(mu_);
     SlotBuffers& s = slots[dispatch_count_ % slots.size()];
     // A slot held by a live handle is rejected by the checks; one that is free
     // stays free (only a begin takes a slot, and begins wait for begin_mu_).
     if (!s.busy) {
-      s.mover->after(input.stream);
-      s.mover->encode(format, input.x, config_.dtype, input.num_tokens, config_.hidden, s.token_staging, nullptr);
-      encoded = true;
+      // Across nodes the host packs the inter-node records from its copies of the
+      // routing inputs and the routes' token lists: those still come to the host.
+      const bool count_here = gpu_counts_ && topo_.num_nodes() == 1 && s.plan->can_count_routes();
+      if (count_here || encode_now) s.mover->after(input.stream);
+      if (count_here) {
+        plan = s.plan.get();
+        // The comparison on the GPU stands in for the host's only if nothing
+        // before the dispatch's end reads the routes' lists by the counts (a
+        // routed-token encode would).
+        out.routes = reuse != nullptr && (as_given || encode_now) ? Routes::kReused : Routes::kCounted;
+        std::vector<int32_t> expected;
+        if (out.routes == Routes::kReused) {
+          expected = reuse->expert_tokens;
+          expected.insert(expected.end(), reuse->rank_tokens.begin(), reuse->rank_tokens.end());
+          expected.insert(expected.end(), reuse->node_tokens.begin(), reuse->node_tokens.end());
+        }
+        plan->count_routes(input.topk_idx, input.topk_weights, input.num_tokens,
+                           out.routes == Routes::kReused ? &expected : nullptr);
+      }
+      if (encode_now) {
+        s.mover->encode(format, input.x, config_.dtype, input.num_tokens, config_.hidden, s.token_staging, nullptr);
+        out.rows_encoded = true;
+      }
     }
   }
+  if (plan != nullptr) {
+    // Only the counts (a few KB) come back, and only without a reused layout.
+    if (out.routes == Routes::kCounted) out.counts = plan->counted_routes();
+    return;
+  }
+  const std::size_t n = static_cast<std::size_t>(input.num_tokens) * config_.topk;
+  device->read_async(input.stream, inbox_topk_idx_, input.topk_idx, n * sizeof(int32_t));
+  device->read_async(input.stream, inbox_topk_weights_, input.topk_weights, n * sizeof(float));
   device->synchronize(input.stream);
   input.topk_idx = inbox_topk_idx_;
   input.topk_weights = inbox_topk_weights_;
-  return encoded;
+}
+
+void Engine::routes_from_device_counts(int slot, const DispatchInput& given, const int32_t* counts,
+                                       TokenRoutes& routes) {
+  const int E = topo_.num_experts, P = topo_.num_ranks;
+  if (counts[0] >= 0) {
+    // The first bad pick, as the host's check would find it: its token's row,
+    // read back to name the value.
+    const int K = topo_.topk;
+    std::vector<int32_t> idx(K);
+    std::vector<float> w(K);
+    const std::size_t at = static_cast<std::size_t>(counts[0]) * K;
+    RowMover& mover = *slots[slot].mover;
+    mover.download(idx.data(), given.topk_idx + at, K * sizeof(int32_t));
+    mover.download(w.data(), given.topk_weights + at, K * sizeof(float));
+    reject_token_pick(topo_, idx.data(), w.data(), counts[0], counts[1]);
+  }
+  const int32_t* c = counts + kRouteCountsHeader;
+  routes_from_counts(topo_, given.num_tokens, c, c + E, c + E + P, routes);
 }
 
 std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, const DispatchOp* route,
@@ -589,11 +636,14 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
   // rejected below like any other check's.
   std::unique_lock<std::mutex> begin_lk(begin_mu_, std::defer_lock);
   std::exception_ptr device_error;
-  DeviceDispatchInput device_input{given.topk_idx, given.topk_weights, false};
+  DeviceDispatchInput device_input{given.topk_idx, given.topk_weights};
+  using Routes = DeviceDispatchInput::Routes;
   if (device && input.memory == MemorySpace::kDevice) {
     begin_lk.lock();
     try {
-      device_input.rows_encoded = fetch_device_input(input);
+      // A layout of another exchange is refused by the checks below.
+      const bool own_layout = layout && layout->exchange.lock().get() == static_cast<const void*>(this);
+      fetch_device_input(input, own_layout ? &layout->saved : nullptr, device_input);
     } catch (const Error&) {
       device_error = std::current_exception();
     }
@@ -629,12 +679,22 @@ std::shared_ptr<DispatchOp> Engine::begin_dispatch(const DispatchInput& given, c
                           << " is still in use); drop a handle or raise max_inflight");
     // The routes of a free slot are scratch until the operation takes it; a
     // dispatch along an earlier route copies that route instead of building one.
-    if (route) {
-      slots[slot].routes = slots[route->slot()].routes;
+    TokenRoutes& routes = slots[slot].routes;
+    if (device_input.routes == Routes::kCounted) {
+      routes_from_device_counts(slot, given, device_input.counts, routes);
+    } else if (device_input.routes == Routes::kReused) {
+      // The GPU checks the routing and compares the counts while the dispatch runs.
+      const SavedLayout& saved = layout->saved;
+      std::vector<int32_t> node_offset{0};
+      for (int32_t c : saved.node_tokens) node_offset.push_back(node_offset.back() + c);
+      routes_from_counts(topo_, input.num_tokens, saved.expert_tokens.data(), saved.rank_tokens.data(),
+                         node_offset.data(), routes);
+    } else if (route) {
+      routes = slots[route->slot()].routes;
     } else {
-      build_token_routes(topo_, input.topk_idx, input.topk_weights, input.num_tokens, slots[slot].routes);
+      build_token_routes(topo_, input.topk_idx, input.topk_weights, input.num_tokens, routes);
     }
-    if (layout) {
+    if (layout && device_input.routes != Routes::kReused) {
       const std::string differs = first_count_difference(layout->saved, slots[slot].routes);
       EPCOMM_REQUIRE(differs.empty(), kInvalidArgument,
                      "dispatch on the layout of dispatch " << layout->origin << ": " << differs

@@ -42,6 +42,8 @@ namespace epcomm::detail {
 
 class Engine;
 struct ReusableLayout;
+struct SavedLayout;
+struct DeviceDispatchInput;
 
 // Returns the engine's communicator to the group's pool on destruction (see
 // comm_pool.hpp), also when the owner's constructor throws later on.
@@ -275,17 +277,27 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   template <class Checks>
   void checked_begin(Checks&& checks);
   BeginPosition position() const { return {next_seq_, rejections_}; }
-  // Device memory, the part of a dispatch begin before its checks (without mu_):
-  // enqueues the copy of the caller's routing inputs into the routing inbox and,
-  // for a dispatch format that cannot fail to encode, the encode of every input
-  // row into the staging matrix of the slot the dispatch will take (if free), so
-  // the GPU encodes while the host checks and routes; then waits for the copy.
-  // Returns whether the rows were encoded.
-  bool fetch_device_input(DispatchInput& input);
+  // Device memory, the part of a dispatch begin before its checks (without mu_).
+  // On one node, with the slot the dispatch will take free: enqueues on the
+  // slot's mover the GPU's check and count of the routing (count_routes) and
+  // waits for the counts only; with a reused layout (`reuse`) and rows that need
+  // no encode after routing, the GPU compares the counts with the layout's and
+  // nothing is waited for. Otherwise enqueues the copy of the caller's routing
+  // inputs into the routing inbox, for the host's checks and routes, and waits
+  // for it (input then points at the inbox). Either way, for a dispatch format
+  // that cannot fail to encode, enqueues the encode of every input row into the
+  // slot's staging matrix, so the GPU encodes while the host routes. Fills `out`.
+  void fetch_device_input(DispatchInput& input, const SavedLayout* reuse, DeviceDispatchInput& out);
+  // The routes of the dispatch taking `slot` from count_routes' counts (pinned);
+  // throws the host check's error for the first bad pick they name.
+  void routes_from_device_counts(int slot, const DispatchInput& given, const int32_t* counts, TokenRoutes& routes);
   std::shared_ptr<GroupState> group_owner_;
   // Device memory: dispatch begins one at a time (taken before mu_), so the routing
   // inbox and the slot a begin encodes into stay its own until it took the slot.
   std::mutex begin_mu_;
+  // Whether a dispatch on GPU memory on one node may be counted on the GPU
+  // (EPCOMM_GPU_COUNTS).
+  const bool gpu_counts_;
   // Pinned host memory the next dispatch's routing inputs are copied into; it
   // trades places with the slot's copies when the dispatch takes the slot.
   int32_t* inbox_topk_idx_ = nullptr;

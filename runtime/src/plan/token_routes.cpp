@@ -8,22 +8,6 @@
 namespace epcomm::detail {
 namespace {
 
-// Why pick k of token t is not valid (the checks of build_token_routes, spelled
-// out once a pick failed them): off the hot path.
-[[noreturn]] __attribute__((noinline, cold)) void reject_pick(const Topology& topo, const int32_t* idx,
-                                                              const float* w, int t, int k) {
-  const int32_t e = idx[k];
-  EPCOMM_REQUIRE(e >= 0 && e < topo.num_experts, kInvalidArgument,
-                 "topk_idx[" << t << "][" << k << "]=" << e << " is outside [-1, " << topo.num_experts << ")");
-  EPCOMM_REQUIRE(std::isfinite(w[k]), kInvalidArgument,
-                 "topk_weights[" << t << "][" << k << "]=" << w[k] << " is not finite");
-  int first = 0;
-  while (idx[first] != e) ++first;
-  EPCOMM_FAIL(kInvalidArgument,
-              "token " << t << " chooses expert " << e << " twice (topk_idx[" << t << "][" << first << "] and [" << k
-                       << "])");
-}
-
 // Pass 1's state: the counts being made, lookups, and the (token, node) pairs.
 struct PickCounts {
   int32_t* experts;  // per expert
@@ -58,7 +42,7 @@ std::size_t count_picks(const Topology& topo, const int32_t* topk_idx, const flo
       const int32_t e = idx[k];
       if (e == -1) continue;
       if (static_cast<uint32_t>(e) >= E || !std::isfinite(w[k]) || c.expert_stamp[e] == t) {
-        reject_pick(topo, idx, w, t, k);
+        reject_token_pick(topo, idx, w, t, k);
       }
       c.expert_stamp[e] = t;
       ++c.experts[e];
@@ -96,10 +80,37 @@ std::size_t count_picks(const Topology& topo, const int32_t* topk_idx, const flo
 
 }  // namespace
 
+// Why pick k of token t is not valid (the checks of build_token_routes, spelled
+// out once a pick failed them): off the hot path.
+__attribute__((noinline, cold)) void reject_token_pick(const Topology& topo, const int32_t* idx, const float* w,
+                                                       int t, int k) {
+  const int32_t e = idx[k];
+  EPCOMM_REQUIRE(e >= 0 && e < topo.num_experts, kInvalidArgument,
+                 "topk_idx[" << t << "][" << k << "]=" << e << " is outside [-1, " << topo.num_experts << ")");
+  EPCOMM_REQUIRE(std::isfinite(w[k]), kInvalidArgument,
+                 "topk_weights[" << t << "][" << k << "]=" << w[k] << " is not finite");
+  int first = 0;
+  while (idx[first] != e) ++first;
+  EPCOMM_FAIL(kInvalidArgument,
+              "token " << t << " chooses expert " << e << " twice (topk_idx[" << t << "][" << first << "] and [" << k
+                       << "])");
+}
+
+void routes_from_counts(const Topology& topo, int num_tokens, const int32_t* expert_tokens,
+                        const int32_t* rank_tokens, const int32_t* node_offset, TokenRoutes& routes) {
+  routes.num_tokens = num_tokens;
+  routes.expert_tokens.assign(expert_tokens, expert_tokens + topo.num_experts);
+  routes.rank_tokens.assign(rank_tokens, rank_tokens + topo.num_ranks);
+  routes.node_offset.assign(node_offset, node_offset + topo.num_nodes() + 1);
+  routes.node_tokens.clear();
+  routes.lists_on_device = true;
+}
+
 void build_token_routes(const Topology& topo, const int32_t* topk_idx, const float* topk_weights,
                         int num_tokens, TokenRoutes& routes) {
   const int K = topo.topk, N = topo.num_nodes(), E = topo.num_experts, P = topo.num_ranks;
   routes.num_tokens = num_tokens;
+  routes.lists_on_device = false;
   routes.expert_tokens.assign(E, 0);
   routes.rank_tokens.assign(P, 0);
   routes.node_offset.assign(N + 1, 0);

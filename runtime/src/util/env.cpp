@@ -40,6 +40,7 @@ int mover_threads() { return get_int("EPCOMM_MOVER_THREADS", 0, 1); }
 bool hold_streams() { return get_int("EPCOMM_HOLD_STREAMS", 1, 0) != 0; }
 int gpu_sm_budget() { return get_int("EPCOMM_GPU_SM_BUDGET", 0, 0); }
 bool gpu_peer_access() { return get_int("EPCOMM_GPU_PEER_ACCESS", 1, 0) != 0; }
+bool gpu_counts() { return get_int("EPCOMM_GPU_COUNTS", 1, 0) != 0; }
 int mpi_chunk_bytes() { return get_int("EPCOMM_MPI_CHUNK_BYTES", 1 << 20, 0); }
 bool checksum() { return get_int("EPCOMM_CHECKSUM", 0, 0) != 0; }
 int fault_flip_bit() { return get_int("EPCOMM_FAULT_FLIP_BIT", 0, 0); }

@@ -44,6 +44,11 @@ int gpu_sm_budget();
 // access; 0 = they go through the node's shared memory as where they have none
 // (docs/gpu.md), to test or measure that path on any GPU host.
 bool gpu_peer_access();
+// EPCOMM_GPU_COUNTS: 1 (default) = a dispatch on GPU memory on one node has its
+// routing checked and counted on the GPU, only the counts copied to the host;
+// 0 = topk_idx and topk_weights are copied to the host, which routes, as across
+// nodes (docs/gpu.md, Counts on the GPU), to measure or rule out the GPU's counts.
+bool gpu_counts();
 // EPCOMM_MPI_CHUNK_BYTES: the MPI inter-node tier sends each block as messages of
 // at most this many bytes (default 1 MiB), so that packing, the transfer and the
 // receiver's use of a block overlap; 0 = one message per block. Chunks below
