@@ -22,7 +22,10 @@ namespace {
 // is slower. FP32 rows take about 128 and would spill some 600 bytes at 80 (not
 // measured), so they, like the other formats, state no minimum (0), which leaves
 // ptxas its own choice: an explicit 1 made it take 72 registers for FP8-UE8M0
-// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth.
+// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth. Without
+// launch bounds (LogFMT's cap as __maxnreg__(80)) ptxas took 74 for FP8-UE8M0 and
+// spilled LogFMT's 80, so these kernels keep their bounds, and under an SM budget
+// their usual block of 256 threads.
 template <class F, class Src>
 inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> && std::is_same_v<Src, uint16_t> ? 3 : 0;
 
@@ -88,18 +91,20 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
     copy_rows(src, src_rows, dst, scatter ? src_rows : nullptr, rows, layout.row_bytes, stream);
     return;
   }
-  const RowWalk walk = row_walk(rows, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, stream);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
+  const auto run = [&](auto kernel, auto* in) {
+    const Launch launch = launch_on(stream, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(rows, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, stream>>>(in, src_rows, scatter, rows, hidden,
+                                                                       walk.rows_per_block, layout, out, bad);
+  };
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (src_type == DType::kF32) {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+      run(&encode_kernel<F, float>, static_cast<const float*>(src));
     } else {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+      run(&encode_kernel<F, uint16_t>, static_cast<const uint16_t*>(src));
     }
   });
   check(cudaGetLastError(), "encode kernel launch");

@@ -42,10 +42,9 @@ __device__ inline void add_rows(const SlotArrays& owner, const uint8_t* expert_o
 }
 
 template <class Out, class Part>
-__global__ void __launch_bounds__(kBlockThreads)
-    owner_partials_kernel(SlotArrays mine, const uint8_t* expert_out, int L, const int32_t* entries, int64_t count,
-                          bool weighted, int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
-                          unsigned long long* bad, ChecksumReport checksums) {
+__global__ void owner_partials_kernel(SlotArrays mine, const uint8_t* expert_out, int L, const int32_t* entries,
+                                      int64_t count, bool weighted, int hidden, int rows_per_block, Layout out_layout,
+                                      Layout part_layout, unsigned long long* bad, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
   const bool sign = checksums.record != nullptr;  // uniform over the block
   if (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
@@ -74,7 +73,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     // Signed once the whole block wrote them, from the bytes as written (in this
     // SM's reach still), a warp a row.
     __syncthreads();
-    for (int r = warp; r < rows_per_block && i0 + r < count; r += kBlockThreads / 32) {
+    for (int r = warp; r < rows_per_block && i0 + r < count; r += blockDim.x / 32) {
       const int32_t entry = entries[i0 + r];
       const uint8_t* row = mine.partials + static_cast<int64_t>(entry) * part_layout.row_bytes;
       const uint32_t crc = warp_crc32c(crc_tables, row, part_layout.row_bytes, lane);
@@ -87,11 +86,11 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <class Out, class Part>
-__global__ void __launch_bounds__(kBlockThreads)
-    node_partials_kernel(const SlotArrays* owners, int R, int me, int L, const uint8_t* expert_out,
-                         const int32_t* route_count, const int32_t* route_local, const int32_t* route_entry,
-                         int64_t first, int64_t count, bool weighted, int hidden, int rows_per_block,
-                         Layout out_layout, Layout part_layout, float* acc, ChecksumReport checksums) {
+__global__ void node_partials_kernel(const SlotArrays* owners, int R, int me, int L, const uint8_t* expert_out,
+                                     const int32_t* route_count, const int32_t* route_local,
+                                     const int32_t* route_entry, int64_t first, int64_t count, bool weighted,
+                                     int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
+                                     float* acc, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
   const bool check = checksums.record != nullptr;  // uniform over the block
   if (check) {
@@ -106,7 +105,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int64_t d0 = static_cast<int64_t>(blockIdx.x) * rows_per_block; d0 < count; d0 += w.row_stride) {
     // A warp per (row, route) of an owner other than this rank; every branch is
     // uniform over the warp, as warp_crc32c's shuffles need.
-    for (int item = warp; check && item < rows_per_block * R; item += kBlockThreads / 32) {
+    for (int item = warp; check && item < rows_per_block * R; item += blockDim.x / 32) {
       const int64_t dc = d0 + item / R;
       const int c = item % R;
       if (dc >= count || c >= route_count[first + dc]) continue;
@@ -185,12 +184,13 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   // All ones is -1 as int64 and the largest value for the kernels' unsigned atomicMin.
   check(cudaMemsetAsync(bad_index, 0xff, sizeof *bad_index, s), "cudaMemsetAsync");
   if (count == 0) return;
-  const RowWalk walk = row_walk(count, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    owner_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = &owner_partials_kernel<decltype(out), decltype(part)>;
+    const Launch launch = launch_on(s, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(count, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
         mine, expert_out, max_rows_per_token, entries, count, weighted, hidden, walk.rows_per_block, out_layout,
         part_layout, bad, checksums);
   });
@@ -205,11 +205,12 @@ void sum_routed_partials(Format out_format, Format partial_format, const SlotArr
   check_shape("sum_routed_partials", partial_format, count, hidden);
   if (count == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowWalk walk = row_walk(count, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    node_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = &node_partials_kernel<decltype(out), decltype(part)>;
+    const Launch launch = launch_on(s, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(count, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
         owners, ranks_per_node, local_rank, max_rows_per_token, expert_out, route_count, route_local, route_entry,
         first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc, checksums);
   });
