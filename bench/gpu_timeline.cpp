@@ -5,6 +5,7 @@
 #include <cxxabi.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -82,7 +83,10 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
     switch (rec->kind) {
       case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
         const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
-        g_gpu->push_back({k->start, k->end, short_name(k->name), k->streamId});
+        // The launch shape, blocks x threads: what an SM budget changes.
+        const std::string shape = " <<<" + std::to_string(static_cast<int64_t>(k->gridX) * k->gridY * k->gridZ) +
+                                  " x " + std::to_string(k->blockX * k->blockY * k->blockZ) + ">>>";
+        g_gpu->push_back({k->start, k->end, short_name(k->name) + shape, k->streamId});
         break;
       }
       case CUPTI_ACTIVITY_KIND_MEMCPY: {

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The launch-shape rule of the SM budget (epcomm_kernels/sm_budget.hpp), on the
 // host: a launch under a budget of n SMs gets at most n blocks (a block occupies
-// one SM), never 0, and a budget of 0 leaves the grid as the kernel wants it. The
-// expected grids are written out by hand. With CUDA, also the streams that carry a
+// one SM), never 0, and a budget of 0 leaves the grid as the kernel wants it;
+// under a budget each block has as many threads as the kernel allows, in whole
+// warps, at most 1024, never fewer than its usual block. The expected grids and
+// blocks are written out by hand. With CUDA, also the streams that carry a
 // budget. The budget's effect on results (none) is in the GPU tests.
 #include <gtest/gtest.h>
 
@@ -12,6 +14,7 @@
 
 namespace {
 
+using epcomm::kernels::cuda::budget_block_threads;
 using epcomm::kernels::cuda::budget_blocks;
 using epcomm::kernels::cuda::budget_grid;
 using epcomm::kernels::cuda::GridShape;
@@ -43,6 +46,33 @@ TEST(SmBudgetRule, BudgetOfTwentyCapsLargeGridsOnly) {
 TEST(SmBudgetRule, BudgetAboveTheNeedChangesNothing) {
   EXPECT_EQ(budget_blocks(100, 132), 100u);
   EXPECT_EQ(budget_blocks(7, 1000), 7u);
+}
+
+TEST(SmBudgetRule, NoBudgetKeepsTheUsualBlock) {
+  EXPECT_EQ(budget_block_threads(1024, 256, 0), 256u);
+  EXPECT_EQ(budget_block_threads(896, 256, 0), 256u);
+  EXPECT_EQ(budget_block_threads(1024, 1024, 0), 1024u);
+  EXPECT_EQ(budget_block_threads(0, 256, -3), 256u);
+}
+
+TEST(SmBudgetRule, BudgetTakesTheLargestBlockTheKernelAllows) {
+  // At most 64 registers a thread: the whole 1024.
+  EXPECT_EQ(budget_block_threads(1024, 256, 1), 1024u);
+  EXPECT_EQ(budget_block_threads(1024, 256, 20), 1024u);
+  // 72 registers: 28 warps fit in an SM's 65536 registers; CUDA reports 896.
+  EXPECT_EQ(budget_block_threads(896, 256, 20), 896u);
+  // 80 registers (the LogFMT encoder's cap): 25 warps.
+  EXPECT_EQ(budget_block_threads(800, 256, 8), 800u);
+  // A limit that is not whole warps is rounded down to them.
+  EXPECT_EQ(budget_block_threads(1000, 256, 8), 992u);
+  // Never past the most a block can have.
+  EXPECT_EQ(budget_block_threads(2048, 256, 8), 1024u);
+  // Never below the usual block (that launch would fail the same with or without
+  // a budget), nor for a limit CUDA did not report.
+  EXPECT_EQ(budget_block_threads(128, 256, 8), 256u);
+  EXPECT_EQ(budget_block_threads(0, 256, 8), 256u);
+  // A kernel whose usual block is already the largest keeps it.
+  EXPECT_EQ(budget_block_threads(1024, 1024, 20), 1024u);
 }
 
 void expect_grid(GridShape wanted, int budget, unsigned x, unsigned y) {

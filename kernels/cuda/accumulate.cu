@@ -41,15 +41,15 @@ struct PointerSources {
   __device__ float weight(int64_t j) const { return weights[j]; }
 };
 
-// Block b takes the kTilesPerBlock tiles from b * kTilesPerBlock on, then those
-// from (b + gridDim.x) * kTilesPerBlock on, ..., a tile per 16 lanes (tiles
-// row-major over [dst_rows, tiles per row]), so any grid covers every tile.
+// Block b takes the G tiles from b * G on (G = blockDim.x / 16), then those from
+// (b + gridDim.x) * G on, ..., a tile per 16 lanes (tiles row-major over
+// [dst_rows, tiles per row]), so any grid and block cover every tile.
 template <class F, class Sources>
-__global__ void __launch_bounds__(kBlockThreads)
-    accumulate_kernel(Sources sources, int hidden, Layout layout, int64_t dst_rows, bool from_zero, float* acc) {
+__global__ void accumulate_kernel(Sources sources, int hidden, Layout layout, int64_t dst_rows, bool from_zero,
+                                  float* acc) {
   const int64_t tiles = dst_rows * ((hidden + kTileElems - 1) / kTileElems);
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kTilesPerBlock; base < tiles;
-       base += static_cast<int64_t>(gridDim.x) * kTilesPerBlock) {
+  const int64_t per_block = blockDim.x / kLanesPerTile;
+  for (int64_t base = blockIdx.x * per_block; base < tiles; base += gridDim.x * per_block) {
     const Lane l = lane_at(base, dst_rows, hidden);
     if (l.valid == 0) continue;
     const int64_t j0 = sources.begin(l.row), j1 = sources.end(l.row);
@@ -81,10 +81,12 @@ void accumulate(const char* op, Format format, Sources sources, int hidden, int6
   if (dst_rows == 0) return;
   const Layout layout = layout_of(format, hidden);
   sources.bind(layout);
-  const unsigned blocks = grid_blocks(tile_blocks(op, dst_rows, hidden, kTilesPerBlock), stream);
   visit_format(format, [&](auto f) {
-    accumulate_kernel<decltype(f)>
-        <<<blocks, kBlockThreads, 0, stream>>>(sources, hidden, layout, dst_rows, from_zero, acc);
+    const auto kernel = &accumulate_kernel<decltype(f), Sources>;
+    const Launch launch = launch_on(stream, kernel, kBlockThreads);
+    const int tiles_per_block = static_cast<int>(launch.threads) / kLanesPerTile;
+    kernel<<<launch.blocks(tile_blocks(op, dst_rows, hidden, tiles_per_block)), launch.threads, 0, stream>>>(
+        sources, hidden, layout, dst_rows, from_zero, acc);
   });
   check(cudaGetLastError(), "accumulate kernel launch");
 }

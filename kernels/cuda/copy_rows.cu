@@ -6,9 +6,10 @@
 namespace epcomm::kernels::cuda::detail {
 namespace {
 
+// A block per row, any number of threads a block.
 template <class Word>
-__global__ void __launch_bounds__(256) copy_rows_kernel(const Word* src, const int32_t* src_rows, Word* dst,
-                                                        const int32_t* dst_rows, int64_t rows, int64_t row_words) {
+__global__ void copy_rows_kernel(const Word* src, const int32_t* src_rows, Word* dst, const int32_t* dst_rows,
+                                 int64_t rows, int64_t row_words) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const Word* s = src + (src_rows ? src_rows[r] : r) * row_words;
     Word* d = dst + (dst_rows ? dst_rows[r] : r) * row_words;
@@ -27,15 +28,17 @@ void copy_rows(const void* src, const int32_t* src_rows, void* dst, const int32_
                int64_t row_bytes, cudaStream_t stream) {
   if (rows == 0) return;
   // A block per row; past 2^20 rows blocks loop, which costs nothing measurable.
-  const unsigned blocks = grid_blocks(rows < (int64_t{1} << 20) ? rows : int64_t{1} << 20, stream);
+  const int64_t wanted = rows < (int64_t{1} << 20) ? rows : int64_t{1} << 20;
   const bool vec = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  const auto run = [&](auto kernel, const auto* in, auto* out, int64_t row_words) {
+    const Launch launch = launch_on(stream, kernel, 256);
+    kernel<<<launch.blocks(wanted), launch.threads, 0, stream>>>(in, src_rows, out, dst_rows, rows, row_words);
+  };
   if (vec) {
-    copy_rows_kernel<<<blocks, 256, 0, stream>>>(static_cast<const uint4*>(src), src_rows, static_cast<uint4*>(dst),
-                                                 dst_rows, rows, row_bytes / 16);
+    run(&copy_rows_kernel<uint4>, static_cast<const uint4*>(src), static_cast<uint4*>(dst), row_bytes / 16);
   } else {
-    copy_rows_kernel<<<blocks, 256, 0, stream>>>(static_cast<const uint8_t*>(src), src_rows,
-                                                 static_cast<uint8_t*>(dst), dst_rows, rows, row_bytes);
+    run(&copy_rows_kernel<uint8_t>, static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), row_bytes);
   }
   check(cudaGetLastError(), "copy_rows kernel launch");
 }

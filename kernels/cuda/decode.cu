@@ -12,11 +12,13 @@ namespace epcomm::kernels::cuda {
 namespace detail {
 namespace {
 
-// At least 4 blocks (1024 threads) an SM: LogFMT-10's 4 tiles of codes in flight
-// would otherwise take 72 registers and leave room for 3 (the cap spills one word
-// in some LogFMT widths).
+// At most 64 registers, for 4 blocks of 256 threads (1024 threads) an SM:
+// LogFMT-10's 4 tiles of codes in flight would otherwise take 72 registers and
+// leave room for 3 (the cap spills one word in some LogFMT widths). A cap of
+// registers rather than launch bounds, so that under an SM budget one block may
+// have the 1024 threads.
 template <class F, class Dst>
-__global__ void __launch_bounds__(kBlockThreads, 4)
+__global__ void __maxnreg__(64)
     decode_kernel(const uint8_t* src, int64_t rows, int hidden, int rows_per_block, Layout layout,
                   const int32_t* dst_rows, Dst* dst) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -56,17 +58,19 @@ void decode(const char* op, Format format, const void* src, int64_t rows, int hi
     copy_rows(src, nullptr, dst, dst_rows, rows, layout.row_bytes, stream);
     return;
   }
-  const RowWalk walk = row_walk(rows, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, stream);
   const auto* in = static_cast<const uint8_t*>(src);
+  const auto run = [&](auto kernel, auto* out) {
+    const Launch launch = launch_on(stream, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(rows, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
+                                                                       dst_rows, out);
+  };
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (dst_type == DType::kF32) {
-      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
-                                                                  dst_rows, static_cast<float*>(dst));
+      run(&decode_kernel<F, float>, static_cast<float*>(dst));
     } else {
-      decode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(in, rows, hidden, walk.rows_per_block, layout,
-                                                                  dst_rows, static_cast<uint16_t*>(dst));
+      run(&decode_kernel<F, uint16_t>, static_cast<uint16_t*>(dst));
     }
   });
   check(cudaGetLastError(), "decode kernel launch");

@@ -22,12 +22,20 @@ namespace {
 // is slower. FP32 rows take about 128 and would spill some 600 bytes at 80 (not
 // measured), so they, like the other formats, state no minimum (0), which leaves
 // ptxas its own choice: an explicit 1 made it take 72 registers for FP8-UE8M0
-// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth.
+// instead of 64, and a block an SM fewer cost 8 points of pack bandwidth. Without
+// launch bounds (LogFMT's cap as __maxnreg__(80)) ptxas took 74 for FP8-UE8M0 and
+// spilled LogFMT's 80, so these kernels keep their bounds. Under an SM budget a
+// second instance (kWide) runs one block an SM of kEncodeWideThreads: 1024 at 64
+// registers, LogFMT's 768 at its 80 and 512 for FP32 rows at 128.
 template <class F, class Src>
 inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> && std::is_same_v<Src, uint16_t> ? 3 : 0;
-
 template <class F, class Src>
-__global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
+inline constexpr int kEncodeWideThreads =
+    !kEncodesTileGroups<F> ? 1024 : std::is_same_v<Src, uint16_t> ? 768 : 512;
+
+template <class F, class Src, bool kWide>
+__global__ void __launch_bounds__(kWide ? kEncodeWideThreads<F, Src> : kBlockThreads,
+                                  kWide ? 1 : kEncodeMinBlocks<F, Src>)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -88,18 +96,23 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
     copy_rows(src, src_rows, dst, scatter ? src_rows : nullptr, rows, layout.row_bytes, stream);
     return;
   }
-  const RowWalk walk = row_walk(rows, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, stream);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   auto* out = static_cast<uint8_t*>(dst);
+  const bool wide = stream_sm_budget(stream) > 0;
+  const auto run = [&](auto kernel, auto* in) {
+    const Launch launch = launch_on(stream, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(rows, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, stream>>>(in, src_rows, scatter, rows, hidden,
+                                                                       walk.rows_per_block, layout, out, bad);
+  };
   visit_format(format, [&](auto f) {
     using F = decltype(f);
     if (src_type == DType::kF32) {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+      const auto* in = static_cast<const float*>(src);
+      wide ? run(&encode_kernel<F, float, true>, in) : run(&encode_kernel<F, float, false>, in);
     } else {
-      encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
-                                                                  rows, hidden, walk.rows_per_block, layout, out, bad);
+      const auto* in = static_cast<const uint16_t*>(src);
+      wide ? run(&encode_kernel<F, uint16_t, true>, in) : run(&encode_kernel<F, uint16_t, false>, in);
     }
   });
   check(cudaGetLastError(), "encode kernel launch");
@@ -110,8 +123,10 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
 void preload_encode_kernels() {
   visit_every_format([](auto f) {
     using F = decltype(f);
-    preload(reinterpret_cast<const void*>(&encode_kernel<F, float>));
-    preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t>));
+    preload(reinterpret_cast<const void*>(&encode_kernel<F, float, false>));
+    preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, false>));
+    preload(reinterpret_cast<const void*>(&encode_kernel<F, float, true>));
+    preload(reinterpret_cast<const void*>(&encode_kernel<F, uint16_t, true>));
   });
 }
 

@@ -17,11 +17,11 @@ namespace detail {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarpsPerBlock = kThreads / 32;
 
-__global__ void __launch_bounds__(kThreads)
-    finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count, int J,
-                       int64_t rows, int64_t row_bytes, bool aligned16, int R, int me, ChecksumReport checksums) {
+// A warp per row, any number of warps a block.
+__global__ void finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count,
+                                   int J, int64_t rows, int64_t row_bytes, bool aligned16, int R, int me,
+                                   ChecksumReport checksums) {
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;
   const bool check = checksums.record != nullptr;  // uniform over the block
@@ -29,8 +29,8 @@ __global__ void __launch_bounds__(kThreads)
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; r < rows;
-       r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+  const int64_t warps = blockDim.x / 32;
+  for (int64_t r = blockIdx.x * warps + threadIdx.x / 32; r < rows; r += gridDim.x * warps) {
     // The segment holding r: the last j with expert_offset[j] <= r.
     int lo = 0, hi = J;  // expert_offset[lo] <= r < expert_offset[hi]
     while (hi - lo > 1) {
@@ -77,12 +77,14 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
                  ChecksumReport checksums, void* stream) {
   using namespace detail;
   if (rows <= 0) return;
-  const int64_t blocks64 = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const unsigned blocks = grid_blocks(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20,
-                                      static_cast<cudaStream_t>(stream));
+  const auto s = static_cast<cudaStream_t>(stream);
+  const Launch launch = launch_on(s, &finish_rows_kernel, kThreads);
+  const int64_t warps = launch.threads / 32;
+  const int64_t blocks64 = (rows + warps - 1) / warps;
+  const int64_t wanted = blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20;
   // The slot's rows start 256-byte aligned.
   const bool aligned16 = row_bytes % 16 == 0;
-  finish_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  finish_rows_kernel<<<launch.blocks(wanted), launch.threads, 0, s>>>(
       mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16, ranks_per_node, local_rank,
       checksums);
   check(cudaGetLastError(), "finish_rows kernel launch");

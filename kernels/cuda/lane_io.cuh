@@ -24,6 +24,9 @@ namespace epcomm::kernels::cuda::detail {
 inline constexpr int kLanesPerTile = 16;
 inline constexpr int kElemsPerLane = 8;
 static_assert(kLanesPerTile * kElemsPerLane == kTileElems);
+// The kernels' usual block; under an SM budget their blocks are as large as each
+// kernel allows (epcomm_kernels/sm_budget.hpp), so the kernels take their block's
+// size from blockDim, never from these.
 inline constexpr int kBlockThreads = 256;
 inline constexpr int kTilesPerBlock = kBlockThreads / kLanesPerTile;
 
@@ -70,25 +73,23 @@ __device__ inline Lane lane_at(int64_t base, int64_t rows, int hidden) {
   return l;
 }
 
-// kTilesPerBlock tiles per block, one per 16 lanes.
-__device__ inline Lane lane_of(int64_t rows, int hidden) {
-  return lane_at(static_cast<int64_t>(blockIdx.x) * kTilesPerBlock, rows, hidden);
-}
-
 // The encode and decode kernels walk rows instead (RowWalk): a block takes one row
-// at a time, its 16-lane groups the row's tiles in turn (group g: tiles g, g + 16,
-// ...), or, for rows of fewer than 16 tiles, as many whole rows as fit. A group
+// at a time, its G 16-lane groups (G = blockDim.x / 16: 16 in a block of 256
+// threads) the row's tiles in turn (group g: tiles g, g + G, ...), or, for rows of
+// fewer than G tiles, as many whole rows as fit. A group
 // loads kAhead tiles before it encodes or decodes any, so each thread keeps up to
 // 64 bytes of loads in flight; the row index is read once per row, and no thread
 // divides by the tile count.
 inline constexpr int kAhead = 4;
 struct RowWalk {
-  int rows_per_block;  // 1, or kTilesPerBlock / tiles for rows of fewer tiles
+  int rows_per_block;  // 1, or G / tiles for rows of fewer tiles
   unsigned blocks;
 };
-inline RowWalk row_walk(int64_t rows, int hidden) {
+// For blocks of `threads` threads (a multiple of 16).
+inline RowWalk row_walk(int64_t rows, int hidden, unsigned threads = kBlockThreads) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
-  const int per_block = tiles >= kTilesPerBlock ? 1 : kTilesPerBlock / tiles;
+  const int groups = static_cast<int>(threads) / kLanesPerTile;
+  const int per_block = tiles >= groups ? 1 : groups / tiles;
   // Past 2^20 blocks the blocks loop over rows, which costs nothing measurable.
   const int64_t blocks = (rows + per_block - 1) / per_block;
   return RowWalk{per_block, static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : int64_t{1} << 20)};
@@ -111,7 +112,7 @@ __device__ inline GroupWalk group_walk(int tiles, int rows_per_block) {
   if (rows_per_block == 1) {
     w.first_row = blockIdx.x;
     w.first_tile = g;
-    w.tile_stride = kTilesPerBlock;
+    w.tile_stride = static_cast<int>(blockDim.x / kLanesPerTile);
     w.active = true;
   } else {
     w.first_row = static_cast<int64_t>(blockIdx.x) * rows_per_block + g / tiles;

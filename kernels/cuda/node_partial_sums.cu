@@ -40,8 +40,7 @@ __device__ inline void add_tiles(const uint8_t* row, const Lane (&l)[kAhead], in
 
 // F: the combine format of remote nodes' partials; Out: the output's plain format.
 template <class F, class Out>
-__global__ void __launch_bounds__(kBlockThreads)
-    sum_node_partials_kernel(const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
+__global__ void sum_node_partials_kernel(const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
                              const int32_t* node_tokens, int64_t rows, int hidden, int rows_per_block, Layout layout,
                              Layout f32_layout, Layout out_layout, uint8_t* out) {
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
@@ -82,17 +81,19 @@ __global__ void __launch_bounds__(kBlockThreads)
 template <class F>
 void launch(F, DType out_type, const NodePartials* nodes, int num_nodes, const int32_t* node_offset,
             const int32_t* node_tokens, int64_t rows, int hidden, void* out, cudaStream_t stream) {
-  const RowWalk walk = row_walk(rows, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, stream);
   const Layout layout = layout_of(F::kFormat, hidden), f32_layout = layout_of(Format::kF32, hidden);
   const Layout out_layout = layout_of(plain_format(out_type), hidden);
   auto* o = static_cast<uint8_t*>(out);
+  const auto run = [&](auto kernel) {
+    const Launch launch = launch_on(stream, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(rows, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, stream>>>(
+        nodes, num_nodes, node_offset, node_tokens, rows, hidden, walk.rows_per_block, layout, f32_layout, out_layout, o);
+  };
   if (out_type == DType::kF32) {
-    sum_node_partials_kernel<F, Plain<DType::kF32>><<<blocks, kBlockThreads, 0, stream>>>(
-        nodes, num_nodes, node_offset, node_tokens, rows, hidden, walk.rows_per_block, layout, f32_layout, out_layout, o);
+    run(&sum_node_partials_kernel<F, Plain<DType::kF32>>);
   } else {
-    sum_node_partials_kernel<F, Plain<DType::kBF16>><<<blocks, kBlockThreads, 0, stream>>>(
-        nodes, num_nodes, node_offset, node_tokens, rows, hidden, walk.rows_per_block, layout, f32_layout, out_layout, o);
+    run(&sum_node_partials_kernel<F, Plain<DType::kBF16>>);
   }
 }
 

@@ -62,8 +62,7 @@ __device__ inline PushTarget push_target(const SlotArrays* owners, int R, const 
 }
 
 template <class Out, class Part>
-__global__ void __launch_bounds__(kBlockThreads)
-    owner_partials_kernel(const SlotArrays* owners, int R, SlotArrays mine, const uint8_t* expert_out, int L,
+__global__ void owner_partials_kernel(const SlotArrays* owners, int R, SlotArrays mine, const uint8_t* expert_out, int L,
                           const int32_t* entries, const int32_t* sources, const int64_t* push_base, int64_t count,
                           bool weighted, int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
                           unsigned long long* bad, ChecksumReport checksums) {
@@ -95,7 +94,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     // Signed once the whole block wrote them, from the bytes as they landed in
     // the forwarder's memory, a warp a row.
     __syncthreads();
-    for (int r = warp; r < rows_per_block && i0 + r < count; r += kBlockThreads / 32) {
+    for (int r = warp; r < rows_per_block && i0 + r < count; r += blockDim.x / 32) {
       const PushTarget to = push_target(owners, R, push_base, sources[i0 + r], entries[i0 + r], part_layout.row_bytes);
       const uint32_t crc = warp_crc32c(crc_tables, to.row, part_layout.row_bytes, lane);
       if (lane == 0) {
@@ -148,7 +147,7 @@ __device__ inline void check_pushed(const RoutedPartials& r, const Crc32cTables&
   const int R = r.ranks_per_node, me = r.local_rank;
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
   const SlotArrays& mine = r.owners[me];
-  for (int item = warp; item < rows_per_block * R; item += kBlockThreads / 32) {
+  for (int item = warp; item < rows_per_block * R; item += blockDim.x / 32) {
     const int64_t dc = d0 + item / R;
     const int c = item % R;
     if (dc >= count) continue;
@@ -165,8 +164,7 @@ __device__ inline void check_pushed(const RoutedPartials& r, const Crc32cTables&
 }
 
 template <class Out, class Part>
-__global__ void __launch_bounds__(kBlockThreads)
-    node_partials_kernel(RoutedPartials r, const uint8_t* expert_out, int64_t first, int64_t count, bool weighted,
+__global__ void node_partials_kernel(RoutedPartials r, const uint8_t* expert_out, int64_t first, int64_t count, bool weighted,
                          int hidden, int rows_per_block, Layout out_layout, Layout part_layout, float* acc,
                          ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
@@ -201,10 +199,10 @@ __global__ void __launch_bounds__(kBlockThreads)
 // as the source's final sum adds it (sum_node_partials: 0 + x, which quietens a
 // NaN and turns -0 into +0), or +0 for a token not on the list, in Out.
 template <class Out, class Part>
-__global__ void __launch_bounds__(kBlockThreads)
-    routed_output_kernel(RoutedPartials r, const uint8_t* expert_out, int64_t first, const int32_t* tokens,
-                         int32_t listed, int64_t num_tokens, bool weighted, int hidden, int rows_per_block,
-                         Layout out_layout, Layout part_layout, uint8_t* out, ChecksumReport checksums) {
+__global__ void routed_output_kernel(RoutedPartials r, const uint8_t* expert_out, int64_t first,
+                                     const int32_t* tokens, int32_t listed, int64_t num_tokens, bool weighted,
+                                     int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
+                                     uint8_t* out, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
   const bool check = checksums.record != nullptr;  // uniform over the block
   if (check) {
@@ -278,12 +276,13 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   const auto s = static_cast<cudaStream_t>(stream);
   check_shape("sum_owner_partials", partial_format, count, hidden);
   if (count == 0) return;
-  const RowWalk walk = row_walk(count, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    owner_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = &owner_partials_kernel<decltype(out), decltype(part)>;
+    const Launch launch = launch_on(s, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(count, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
         owners, ranks_per_node, mine, expert_out, max_rows_per_token, entries, sources, push_base, count, weighted,
         hidden, walk.rows_per_block, out_layout, part_layout, bad, checksums);
   });
@@ -297,11 +296,12 @@ void sum_routed_partials(Format out_format, Format partial_format, const RoutedP
   check_shape("sum_routed_partials", partial_format, count, hidden);
   if (count == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowWalk walk = row_walk(count, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    node_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = &node_partials_kernel<decltype(out), decltype(part)>;
+    const Launch launch = launch_on(s, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(count, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
         routed, expert_out, first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc,
         checksums);
   });
@@ -316,11 +316,12 @@ void sum_routed_to_output(Format out_format, Format partial_format, const Routed
   check_shape("sum_routed_to_output", partial_format, num_tokens, hidden);
   if (num_tokens == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowWalk walk = row_walk(num_tokens, hidden);
-  const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto o, auto part) {
-    routed_output_kernel<decltype(o), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = &routed_output_kernel<decltype(o), decltype(part)>;
+    const Launch launch = launch_on(s, kernel, kBlockThreads);
+    const RowWalk walk = row_walk(num_tokens, hidden, launch.threads);
+    kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
         routed, expert_out, first, tokens, listed, num_tokens, weighted, hidden, walk.rows_per_block, out_layout,
         part_layout, static_cast<uint8_t*>(out), checksums);
   });

@@ -24,8 +24,7 @@ namespace {
 // A whole block per column: 4096 tokens take 4 chunks, each a ballot and two
 // barriers.
 constexpr int kScanThreads = 1024;
-constexpr int kWriteThreads = 256;
-constexpr int kWarpsPerBlock = kWriteThreads / 32;
+constexpr int kWriteThreads = 256;  // a warp per token, any number of warps a block
 
 struct TokenView {
   int32_t token;
@@ -111,11 +110,10 @@ __global__ void __launch_bounds__(kScanThreads)
   for (int col = blockIdx.x; col < R * J + R; col += gridDim.x) place_column(s, n, col, row_pos, entry, error);
 }
 
-__global__ void __launch_bounds__(kWriteThreads)
-    write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const SlotArrays* owners, int L, int64_t row_bytes,
-                             bool aligned16, const int32_t* row_pos, const int32_t* entry, int64_t first_handled,
-                             int32_t* route_count, int32_t* route_local, int32_t* route_entry,
-                             ChecksumReport checksums) {
+__global__ void write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const SlotArrays* owners, int L,
+                                         int64_t row_bytes, bool aligned16, const int32_t* row_pos,
+                                         const int32_t* entry, int64_t first_handled, int32_t* route_count,
+                                         int32_t* route_local, int32_t* route_entry, ChecksumReport checksums) {
   if (s.rejected != nullptr && *s.rejected != 0) return;  // the same for the whole grid
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
   const int lane = threadIdx.x % 32;
@@ -125,8 +123,8 @@ __global__ void __launch_bounds__(kWriteThreads)
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; i < s.count;
-       i += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+  const int64_t warps = blockDim.x / 32;
+  for (int64_t i = blockIdx.x * warps + threadIdx.x / 32; i < s.count; i += gridDim.x * warps) {
     const TokenView tv = token_at(s, K, i);
     const uint8_t* payload = s.payload + (s.records != nullptr ? i : static_cast<int64_t>(tv.token)) * row_bytes;
     const int64_t h = first_handled + i;
@@ -203,9 +201,11 @@ __global__ void __launch_bounds__(kWriteThreads)
   }
 }
 
-unsigned warp_blocks(int64_t items) {
-  const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  return static_cast<unsigned>(blocks < (int64_t{1} << 20) ? blocks : int64_t{1} << 20);
+// Blocks of `threads` threads for a warp per item.
+int64_t warp_blocks(int64_t items, unsigned threads) {
+  const int64_t warps = threads / 32;
+  const int64_t blocks = (items + warps - 1) / warps;
+  return blocks < (int64_t{1} << 20) ? blocks : int64_t{1} << 20;
 }
 
 }  // namespace
@@ -239,7 +239,8 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
   // Owners' rows start 256-byte aligned (the slots are carved so).
   const bool aligned16 = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(source.payload) % 16 == 0;
   const auto s = static_cast<cudaStream_t>(stream);
-  write_placed_rows_kernel<<<grid_blocks(warp_blocks(source.count), s), kWriteThreads, 0, s>>>(
+  const Launch launch = launch_on(s, &write_placed_rows_kernel, kWriteThreads);
+  write_placed_rows_kernel<<<launch.blocks(warp_blocks(source.count, launch.threads)), launch.threads, 0, s>>>(
       source, layouts, owners, max_rows_per_token, row_bytes, aligned16, row_pos, entry, first_handled, route_count,
       route_local, route_entry, checksums);
   check(cudaGetLastError(), "write_placed_rows kernel launch");

@@ -10,16 +10,14 @@ namespace {
 
 // A warp per row: rows are a few KB, so a warp keeps enough 16-byte accesses in
 // flight per row while the grid covers many rows at once (remote NVLink stores
-// need many outstanding to reach the link's rate).
+// need many outstanding to reach the link's rate). Any number of warps a block.
 constexpr int kCopyThreads = 256;
-constexpr int kRowsPerBlock = kCopyThreads / 32;
 
 template <class Word>
-__global__ void __launch_bounds__(kCopyThreads)
-    copy_row_list_kernel(const void* const* src, void* const* dst, int64_t count, int64_t row_words) {
+__global__ void copy_row_list_kernel(const void* const* src, void* const* dst, int64_t count, int64_t row_words) {
   const int lane = threadIdx.x % 32;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32; r < count;
-       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+  const int64_t warps = blockDim.x / 32;
+  for (int64_t r = blockIdx.x * warps + threadIdx.x / 32; r < count; r += gridDim.x * warps) {
     const Word* s = static_cast<const Word*>(src[r]);
     Word* d = static_cast<Word*>(dst[r]);
     for (int64_t i = lane; i < row_words; i += 32) d[i] = s[i];
@@ -49,13 +47,18 @@ void copy_row_list(const void* const* src, void* const* dst, int64_t count, int6
                    void* stream) {
   using namespace detail;
   if (count <= 0) return;
-  const int64_t blocks64 = (count + kRowsPerBlock - 1) / kRowsPerBlock;
   const auto s = static_cast<cudaStream_t>(stream);
-  const unsigned blocks = grid_blocks(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20, s);
+  const auto run = [&](auto kernel, int64_t row_words) {
+    const Launch launch = launch_on(s, kernel, kCopyThreads);
+    const int64_t warps = launch.threads / 32;
+    const int64_t blocks64 = (count + warps - 1) / warps;
+    kernel<<<launch.blocks(blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20), launch.threads, 0, s>>>(
+        src, dst, count, row_words);
+  };
   if (aligned16 && row_bytes % 16 == 0) {
-    copy_row_list_kernel<uint4><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes / 16);
+    run(&copy_row_list_kernel<uint4>, row_bytes / 16);
   } else {
-    copy_row_list_kernel<uint8_t><<<blocks, kCopyThreads, 0, s>>>(src, dst, count, row_bytes);
+    run(&copy_row_list_kernel<uint8_t>, row_bytes);
   }
   check(cudaGetLastError(), "copy_row_list kernel launch");
 }

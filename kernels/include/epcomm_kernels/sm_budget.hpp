@@ -11,6 +11,14 @@
 // another block of its own grid (a low-latency receive kernel waits for words that
 // other GPUs' send kernels write), so a grid of one block finishes too.
 //
+// Under a budget a kernel's blocks are also as large as the kernel allows
+// (budget_block_threads): with one block per SM, a block of the usual 256 threads
+// is 8 resident warps of the 64 an SM holds, too few to hide memory latency; a
+// block of 1024 is 32. Several smaller blocks per SM would give the same warps,
+// but nothing keeps two blocks on one SM: n blocks of 512 threads may land on n
+// different SMs, so the bound stays n blocks, and each is made larger instead.
+// Every kernel works with any block of whole warps.
+//
 // No CUDA type appears here: the rule is plain arithmetic (tested on the host),
 // and streams are cudaStream_t passed as void*, as in cuda_codec.hpp.
 #pragma once
@@ -25,6 +33,23 @@ constexpr unsigned budget_blocks(int64_t wanted, int budget) {
   int64_t b = wanted < 1 ? 1 : wanted;
   if (budget > 0 && b > budget) b = budget;
   return static_cast<unsigned>(b);
+}
+
+// The most threads a block can have (CUDA's limit for every GPU since Fermi).
+inline constexpr unsigned kMaxBlockThreads = 1024;
+
+// The threads of a block of a kernel whose usual block is `usual_threads`, under
+// `budget` SMs (0: no bound). kernel_max_threads is what CUDA reports for the
+// kernel (cudaFuncAttributes::maxThreadsPerBlock: its launch bounds and its
+// registers against the SM's register file). No budget: the usual block. A
+// budget: the largest block of whole warps the kernel can have, at most
+// kMaxBlockThreads, and never fewer than its usual block.
+constexpr unsigned budget_block_threads(int kernel_max_threads, unsigned usual_threads, int budget) {
+  if (budget <= 0) return usual_threads;
+  unsigned t = kernel_max_threads > 0 ? static_cast<unsigned>(kernel_max_threads) : 0u;
+  if (t > kMaxBlockThreads) t = kMaxBlockThreads;
+  t = t / 32 * 32;
+  return t > usual_threads ? t : usual_threads;
 }
 
 // A 2-D grid: x units of work (experts, tokens), each split over y blocks.
