@@ -19,13 +19,16 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 
+// kCheck: checksums on (checksums.record set). A kernel of its own, so that the
+// hash's registers (warp_crc32c.cuh) do not cut the occupancy of the plain copy.
+template <bool kCheck>
 __global__ void __launch_bounds__(kThreads)
     finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count, int J,
                        int64_t rows, int64_t row_bytes, bool aligned16, int R, int me, ChecksumReport checksums) {
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;
-  const bool check = checksums.record != nullptr;  // uniform over the block
-  if (check) {
+  constexpr bool check = kCheck;
+  if constexpr (check) {
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
@@ -68,7 +71,10 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void preload_finish_kernels() { preload(reinterpret_cast<const void*>(&finish_rows_kernel)); }
+void preload_finish_kernels() {
+  preload(reinterpret_cast<const void*>(&finish_rows_kernel<false>));
+  preload(reinterpret_cast<const void*>(&finish_rows_kernel<true>));
+}
 
 }  // namespace detail
 
@@ -82,7 +88,8 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
                                       static_cast<cudaStream_t>(stream));
   // The slot's rows start 256-byte aligned.
   const bool aligned16 = row_bytes % 16 == 0;
-  finish_rows_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+  const auto kernel = checksums.record != nullptr ? finish_rows_kernel<true> : finish_rows_kernel<false>;
+  kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16, ranks_per_node, local_rank,
       checksums);
   check(cudaGetLastError(), "finish_rows kernel launch");

@@ -110,6 +110,9 @@ __global__ void __launch_bounds__(kScanThreads)
   for (int col = blockIdx.x; col < R * J + R; col += gridDim.x) place_column(s, n, col, row_pos, entry, error);
 }
 
+// kSign: checksums on (checksums.record set). A kernel of its own, so that the
+// hash's registers (warp_crc32c.cuh) do not cut the occupancy of the plain copy.
+template <bool kSign>
 __global__ void __launch_bounds__(kWriteThreads)
     write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const SlotArrays* owners, int L, int64_t row_bytes,
                              bool aligned16, const int32_t* row_pos, const int32_t* entry, int64_t first_handled,
@@ -118,8 +121,8 @@ __global__ void __launch_bounds__(kWriteThreads)
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;
-  const bool sign = checksums.record != nullptr;  // uniform over the block
-  if (sign) {
+  constexpr bool sign = kSign;
+  if constexpr (sign) {
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
@@ -210,7 +213,8 @@ unsigned warp_blocks(int64_t items) {
 
 void preload_place_kernels() {
   preload(reinterpret_cast<const void*>(&place_rows_kernel));
-  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel));
+  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel<false>));
+  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel<true>));
 }
 
 }  // namespace detail
@@ -237,7 +241,8 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
   // Owners' rows start 256-byte aligned (the slots are carved so).
   const bool aligned16 = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(source.payload) % 16 == 0;
   const auto s = static_cast<cudaStream_t>(stream);
-  write_placed_rows_kernel<<<grid_blocks(warp_blocks(source.count), s), kWriteThreads, 0, s>>>(
+  const auto kernel = checksums.record != nullptr ? write_placed_rows_kernel<true> : write_placed_rows_kernel<false>;
+  kernel<<<grid_blocks(warp_blocks(source.count), s), kWriteThreads, 0, s>>>(
       source, layouts, owners, max_rows_per_token, row_bytes, aligned16, row_pos, entry, first_handled, route_count,
       route_local, route_entry, checksums);
   check(cudaGetLastError(), "write_placed_rows kernel launch");
