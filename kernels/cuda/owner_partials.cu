@@ -41,14 +41,16 @@ __device__ inline void add_rows(const SlotArrays& owner, const uint8_t* expert_o
   }
 }
 
-template <class Out, class Part>
+// kSign / kCheck: checksums on (checksums.record set). Kernels of their own, so
+// that the hash's registers (warp_crc32c.cuh) do not cut the occupancy of the sums.
+template <class Out, class Part, bool kSign>
 __global__ void __launch_bounds__(kBlockThreads)
     owner_partials_kernel(SlotArrays mine, const uint8_t* expert_out, int L, const int32_t* entries, int64_t count,
                           bool weighted, int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
                           unsigned long long* bad, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
-  const bool sign = checksums.record != nullptr;  // uniform over the block
-  if (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
+  constexpr bool sign = kSign;
+  if constexpr (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const GroupWalk w = group_walk(tiles, rows_per_block);
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
@@ -70,7 +72,7 @@ __global__ void __launch_bounds__(kBlockThreads)
         Part::encode(a, l, part_layout, out, i, hidden, bad);
       }
     }
-    if (!sign) continue;
+    if constexpr (!sign) continue;
     // Signed once the whole block wrote them, from the bytes as written (in this
     // SM's reach still), a warp a row.
     __syncthreads();
@@ -86,15 +88,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-template <class Out, class Part>
+template <class Out, class Part, bool kCheck>
 __global__ void __launch_bounds__(kBlockThreads)
     node_partials_kernel(const SlotArrays* owners, int R, int me, int L, const uint8_t* expert_out,
                          const int32_t* route_count, const int32_t* route_local, const int32_t* route_entry,
                          int64_t first, int64_t count, bool weighted, int hidden, int rows_per_block,
                          Layout out_layout, Layout part_layout, float* acc, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
-  const bool check = checksums.record != nullptr;  // uniform over the block
-  if (check) {
+  constexpr bool check = kCheck;
+  if constexpr (check) {
     load_crc32c_tables(crc_tables, part_layout.row_bytes);
     __syncthreads();
   }
@@ -165,8 +167,10 @@ void visit_formats(Format out_format, Format part_format, Fn&& fn) {
 
 void preload_owner_partial_kernels() {
   const auto load = [](auto out, auto part) {
-    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part)>));
-    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part)>));
+    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part), false>));
+    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part), true>));
+    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part), false>));
+    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part), true>));
   };
   for (Format out : {Format::kF32, Format::kBF16}) {
     for (Format part : {Format::kF32, Format::kBF16, Format::kFP8, Format::kFP8UE8M0}) visit_formats(out, part, load);
@@ -190,7 +194,9 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    owner_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = checksums.record != nullptr ? owner_partials_kernel<decltype(out), decltype(part), true>
+                                                    : owner_partials_kernel<decltype(out), decltype(part), false>;
+    kernel<<<blocks, kBlockThreads, 0, s>>>(
         mine, expert_out, max_rows_per_token, entries, count, weighted, hidden, walk.rows_per_block, out_layout,
         part_layout, bad, checksums);
   });
@@ -209,7 +215,9 @@ void sum_routed_partials(Format out_format, Format partial_format, const SlotArr
   const unsigned blocks = grid_blocks(walk.blocks, s);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    node_partials_kernel<decltype(out), decltype(part)><<<blocks, kBlockThreads, 0, s>>>(
+    const auto kernel = checksums.record != nullptr ? node_partials_kernel<decltype(out), decltype(part), true>
+                                                    : node_partials_kernel<decltype(out), decltype(part), false>;
+    kernel<<<blocks, kBlockThreads, 0, s>>>(
         owners, ranks_per_node, local_rank, max_rows_per_token, expert_out, route_count, route_local, route_entry,
         first, count, weighted, hidden, walk.rows_per_block, out_layout, part_layout, acc, checksums);
   });
