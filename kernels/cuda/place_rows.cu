@@ -173,15 +173,20 @@ __global__ void __launch_bounds__(kWriteThreads)
       }
       for (int c = rows + lane; c < L; c += 32) token_rows[c] = -1;
       uint8_t* first_payload = o.rows + static_cast<int64_t>(first) * row_bytes;
-      warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
       if (sign && !own) {
-        // Signed from the bytes this warp just copied (in L1 now), as the host's
-        // signed copy does; the owner checks what landed.
-        const uint32_t crc = warp_crc32c(crc_tables, payload, row_bytes, lane);
+        // Signed from the bytes this warp copies, as the host's signed copy does:
+        // aligned rows are copied by the hash, from its registers; others just
+        // before it (then hashed from L1). The owner checks what landed.
+        if (!aligned16) warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
+        const uint32_t crc = warp_crc32c_blocks(crc_tables, payload, row_bytes, lane, [&](int64_t at, const uint4& v) {
+          if (aligned16) *reinterpret_cast<uint4*>(first_payload + at) = v;
+        });
         if (lane == 0) {
           o.row_sum[first] = crc;
           note_signed_row(checksums, first_payload);
         }
+      } else {
+        warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
       }
       if (own) {
         // The other rows copy the first (just written, in L2): a payload in pinned

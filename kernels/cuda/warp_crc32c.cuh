@@ -171,8 +171,13 @@ __device__ inline uint4 zero_bytes_below(const uint4& v, int keep_from) {
 }
 
 // The CRC32C of the row_bytes bytes at p (the size the tables were loaded for),
-// returned to every lane. All 32 lanes of the warp call it together.
-__device__ inline uint32_t warp_crc32c(const Crc32cTables& t, const uint8_t* p, int64_t row_bytes, int lane) {
+// returned to every lane; all 32 lanes of the warp call it together. Each block
+// of the row a lane hashes is also handed to sink(at, block), `at` its offset from
+// the aligned address at or below p, as hashed (bytes before the row zeroed), and
+// not the tail's bytes after the last whole aligned block.
+template <class Sink>
+__device__ inline uint32_t warp_crc32c_blocks(const Crc32cTables& t, const uint8_t* p, int64_t row_bytes, int lane,
+                                              const Sink& sink) {
   uint32_t block_table[kCrcBlockChunks], step_table[kCrcRegisterChunks];
 #pragma unroll
   for (int c = 0; c < kCrcBlockChunks; ++c) block_table[c] = t.block[c][lane];
@@ -211,7 +216,11 @@ __device__ inline uint32_t warp_crc32c(const Crc32cTables& t, const uint8_t* p, 
       for (int k = 0; k < kDepth; ++k) next[k] = load(lane_at + (m + kDepth + k) * kCrcStepBytes);
 #pragma unroll
       for (int k = 0; k < kDepth; ++k) {
-        if (m + k < steps) r = crc32c_step(step_table, r) ^ crc32c_block(block_table, v[k]);
+        if (m + k < steps) {
+          const int64_t at = lane_at + (m + k) * kCrcStepBytes;
+          if (at >= 0) sink(at, v[k]);
+          r = crc32c_step(step_table, r) ^ crc32c_block(block_table, v[k]);
+        }
         v[k] = next[k];
       }
     }
@@ -233,6 +242,10 @@ __device__ inline uint32_t warp_crc32c(const Crc32cTables& t, const uint8_t* p, 
     raw = crc32c::multiply(t.tail_shift[tail], raw) ^ crc32c_block(block_table, make_uint4(w[0], w[1], w[2], w[3]));
   }
   return ~(raw ^ t.init);
+}
+
+__device__ inline uint32_t warp_crc32c(const Crc32cTables& t, const uint8_t* p, int64_t row_bytes, int lane) {
+  return warp_crc32c_blocks(t, p, row_bytes, lane, [](int64_t, const uint4&) {});
 }
 
 // The node peer checksums' report (cuda_plan.hpp): the first caller records a
