@@ -39,6 +39,10 @@
 #include "epcomm_kernels/cuda_codec.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
 
+namespace epcomm::kernels::crc32c::slicing4 {
+void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
+}
+
 namespace {
 
 namespace gpu = epcomm::kernels::cuda;
@@ -181,6 +185,27 @@ bool time_checksums(const Options& o, const char* gpu_name, const void* matrix, 
     const double ms = median_ms(
         [&] { gpu::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes), l.out, stream); }, stream, o);
     report(o, gpu_name, "crc32c", tokens, l.op, ms, bytes, copy_gbps);
+  }
+  {
+    // The slicing-by-4 kernel the new one replaces (bench/crc32c_slicing4_before.cu), aligned rows.
+    check(cudaMemcpy(list.p, layouts[0].rows.data(), layouts[0].rows.size() * sizeof(void*), cudaMemcpyHostToDevice),
+          "upload rows");
+    const auto* rows = static_cast<const void* const*>(list.p);
+    DeviceMemory before(tokens * sizeof(uint32_t));
+    const double ms = median_ms(
+        [&] {
+          epcomm::kernels::crc32c::slicing4::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes),
+                                                              static_cast<uint32_t*>(before.p), stream);
+        },
+        stream, o);
+    report(o, gpu_name, "crc32c-s4", tokens, "aligned", ms, bytes, copy_gbps);
+    std::vector<uint32_t> a(tokens), b(tokens);
+    check(cudaMemcpy(a.data(), before.p, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
+    check(cudaMemcpy(b.data(), out, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
+    if (a != b) {
+      std::fprintf(stderr, "epcomm-codec-gpu-bench: the slicing-by-4 kernel's CRCs differ from the new kernel's\n");
+      return false;
+    }
   }
   std::vector<uint32_t> got(2 * static_cast<std::size_t>(tokens));
   check(cudaMemcpy(got.data(), crcs.p, got.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
