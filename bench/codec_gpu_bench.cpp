@@ -31,6 +31,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cli.hpp"
@@ -40,6 +41,9 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 
 namespace epcomm::kernels::crc32c::slicing4 {
+void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
+}
+namespace epcomm::kernels::crc32c::lds16 {
 void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
 }
 
@@ -186,24 +190,26 @@ bool time_checksums(const Options& o, const char* gpu_name, const void* matrix, 
         [&] { gpu::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes), l.out, stream); }, stream, o);
     report(o, gpu_name, "crc32c", tokens, l.op, ms, bytes, copy_gbps);
   }
-  {
-    // The slicing-by-4 kernel the new one replaces (bench/crc32c_slicing4_before.cu), aligned rows.
+  // The slicing-by-4 kernel the new one replaces, and the new layout with shared
+  // memory tables (bench/crc32c_slicing4_before.cu), aligned rows.
+  using RowList = void (*)(const void* const*, int64_t, int64_t, uint32_t*, cudaStream_t);
+  const std::pair<const char*, RowList> others[] = {
+      {"crc32c-s4", &epcomm::kernels::crc32c::slicing4::crc32c_row_list},
+      {"crc32c-lds", &epcomm::kernels::crc32c::lds16::crc32c_row_list}};
+  for (const auto& [name, fn] : others) {
     check(cudaMemcpy(list.p, layouts[0].rows.data(), layouts[0].rows.size() * sizeof(void*), cudaMemcpyHostToDevice),
           "upload rows");
     const auto* rows = static_cast<const void* const*>(list.p);
-    DeviceMemory before(tokens * sizeof(uint32_t));
+    DeviceMemory other(tokens * sizeof(uint32_t));
     const double ms = median_ms(
-        [&] {
-          epcomm::kernels::crc32c::slicing4::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes),
-                                                              static_cast<uint32_t*>(before.p), stream);
-        },
-        stream, o);
-    report(o, gpu_name, "crc32c-s4", tokens, "aligned", ms, bytes, copy_gbps);
+        [&] { fn(rows, tokens, static_cast<int64_t>(row_bytes), static_cast<uint32_t*>(other.p), stream); }, stream,
+        o);
+    report(o, gpu_name, name, tokens, "aligned", ms, bytes, copy_gbps);
     std::vector<uint32_t> a(tokens), b(tokens);
-    check(cudaMemcpy(a.data(), before.p, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
+    check(cudaMemcpy(a.data(), other.p, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
     check(cudaMemcpy(b.data(), out, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
     if (a != b) {
-      std::fprintf(stderr, "epcomm-codec-gpu-bench: the slicing-by-4 kernel's CRCs differ from the new kernel's\n");
+      std::fprintf(stderr, "epcomm-codec-gpu-bench: %s's CRCs differ from the new kernel's\n", name);
       return false;
     }
   }

@@ -117,3 +117,90 @@ void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, 
 }
 
 }  // namespace epcomm::kernels::crc32c::slicing4
+
+// For the same comparison run: the coalesced layout of kernels/cuda/warp_crc32c.cuh
+// with its lookups in shared-memory tables of bytes (slicing by 16 for a block,
+// by 4 for the step) instead of shuffles; aligned rows of whole blocks only.
+namespace epcomm::kernels::crc32c::lds16 {
+namespace {
+
+namespace m = ::epcomm::kernels::crc32c;
+
+struct Tables {
+  uint32_t block[16][256];
+  uint32_t step[4][256];
+  uint32_t lane_shift[32];
+};
+
+constexpr Tables make() {
+  Tables t{};
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t k = m::shift_operator(static_cast<uint64_t>(15 - j));
+    for (uint32_t v = 0; v < 256; ++v) t.block[j][v] = m::multiply(k, m::table_entry(v));
+  }
+  const uint32_t step = m::shift_operator(512);
+  for (int j = 0; j < 4; ++j) {
+    for (uint32_t v = 0; v < 256; ++v) t.step[j][v] = m::multiply(step, v << (8 * j));
+  }
+  for (int l = 0; l < 32; ++l) t.lane_shift[l] = m::shift_operator(static_cast<uint64_t>(16) * (31 - l));
+  return t;
+}
+
+__device__ const Tables kTables = make();
+
+__device__ inline uint32_t word_bytes(const uint32_t (*table)[256], uint32_t w) {
+  return table[0][w & 0xffu] ^ table[1][(w >> 8) & 0xffu] ^ table[2][(w >> 16) & 0xffu] ^ table[3][w >> 24];
+}
+
+__global__ void __launch_bounds__(256)
+    crc32c_rows_kernel(const uint8_t* const* rows, int64_t count, int64_t row_bytes, uint32_t init, uint32_t* out) {
+  __shared__ Tables t;
+  {
+    const auto* from = reinterpret_cast<const uint32_t*>(&kTables);
+    auto* to = reinterpret_cast<uint32_t*>(&t);
+    for (int i = threadIdx.x; i < static_cast<int>(sizeof(Tables) / 4); i += blockDim.x) to[i] = from[i];
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32;
+  const int64_t steps = (row_bytes + 511) / 512;
+  const int64_t lane_at = row_bytes - steps * 512 + 16 * lane;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32; r < count;
+       r += static_cast<int64_t>(gridDim.x) * 8) {
+    const uint8_t* p = rows[r];
+    uint32_t reg = 0;
+    int64_t s = 0;
+    for (; s + 4 <= steps; s += 4) {
+      uint4 v[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t at = lane_at + (s + k) * 512;
+        v[k] = at >= 0 ? *reinterpret_cast<const uint4*>(p + at) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        reg = word_bytes(t.step, reg) ^ word_bytes(&t.block[0], v[k].x) ^ word_bytes(&t.block[4], v[k].y) ^
+              word_bytes(&t.block[8], v[k].z) ^ word_bytes(&t.block[12], v[k].w);
+      }
+    }
+    for (; s < steps; ++s) {
+      const int64_t at = lane_at + s * 512;
+      const uint4 v = at >= 0 ? *reinterpret_cast<const uint4*>(p + at) : make_uint4(0, 0, 0, 0);
+      reg = word_bytes(t.step, reg) ^ word_bytes(&t.block[0], v.x) ^ word_bytes(&t.block[4], v.y) ^
+            word_bytes(&t.block[8], v.z) ^ word_bytes(&t.block[12], v.w);
+    }
+    uint32_t raw = m::multiply(t.lane_shift[lane], reg);
+    for (int d = 1; d < 32; d *= 2) raw ^= __shfl_xor_sync(0xffffffffu, raw, d);
+    if (lane == 0) out[r] = ~(raw ^ init);
+  }
+}
+
+}  // namespace
+
+void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream) {
+  const int64_t blocks = (count + 7) / 8;
+  crc32c_rows_kernel<<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), 256, 0, stream>>>(
+      reinterpret_cast<const uint8_t* const*>(rows), count, row_bytes,
+      m::multiply(m::shift_operator(static_cast<uint64_t>(row_bytes)), 0xFFFFFFFFu), out);
+}
+
+}  // namespace epcomm::kernels::crc32c::lds16
