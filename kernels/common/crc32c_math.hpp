@@ -3,11 +3,12 @@
 // 0xFFFFFFFF; the checksum of runtime/src/util/crc32c.hpp) for code that runs on
 // the GPU as well as the host: a byte-at-a-time update from a 256-entry table, and
 // the combination of the CRCs of two adjacent pieces, CRC(A || B) from CRC(A),
-// CRC(B) and the length of B, which lets the lanes of a warp hash pieces of a row
+// CRC(B) and the length of B, which lets the lanes of a warp hash parts of a row
 // each and join them. The combination multiplies in GF(2)[x] modulo the
 // polynomial (x^(8 len(B)) * CRC(A)); the pre- and post-inversions cancel, as in
 // zlib's crc32_combine. tests/test_crc32c.cpp checks both against the library's
-// CRC (ISA-L) on the host.
+// CRC (ISA-L) on the host. All constexpr: the GPU's lookup tables
+// (cuda/warp_crc32c.cuh) are built from them by the compiler.
 #pragma once
 
 #include "host_device.hpp"

@@ -14,15 +14,15 @@
 //   between them taken as zeros: r <- x^(8*512) r ^ raw(block). The row's raw
 //   register is the XOR of the lanes' registers, each moved past the bytes after
 //   its last block (one multiplication a lane, then 5 shuffles).
-// - Table lookups by shuffle. raw(block) is linear in the block's 128 bits: the
-//   XOR over its 26 chunks of 5 bits of a table entry, chunk c's table for a
-//   value v being the raw register of the block with v in those bits and zeros
-//   elsewhere; x^(8*512) r likewise over r's 7 chunks. Lane v of the warp holds
-//   entry v of all 33 tables in registers, and a lane looks an entry up with a
-//   shuffle from lane v: 33 shuffles a block, none waiting on another, no bank
-//   conflicts (shared memory tables of bytes, looked up by 32 lanes at random
-//   indices, serialize on their banks), and only 7 of them on the dependence
-//   chain through r.
+// - Tables of bytes in shared memory. raw(block) is linear in the block's bytes:
+//   the XOR over its 16 bytes of the raw register of a block holding only that
+//   byte (slicing by 16), and x^(8*512) r likewise over r's 4 bytes: 20 lookups a
+//   block, none waiting on another, and only the 4 of r on the dependence chain
+//   from one block to the next. (The lanes look up random entries, so they
+//   conflict on the banks; lookups by shuffle from lanes that hold the entries in
+//   registers avoid that but need 33 a block and 33 registers a thread, and hash
+//   no faster: epcomm-codec-gpu-bench --checksum, docs/failures.md. The kernels
+//   that hash also sum or copy rows, and want few registers.)
 // - Any alignment and size at the same speed. The 16-byte grid ends where the
 //   row's last whole aligned block ends (each lane's first steps fall before the
 //   row on short rows: zeros, which leave the register zero, and no load); the
@@ -44,19 +44,16 @@ namespace epcomm::kernels::cuda::detail {
 constexpr int kCrcLanes = 32;
 constexpr int kCrcBlockBytes = 16;
 constexpr int kCrcStepBytes = kCrcLanes * kCrcBlockBytes;  // a warp's coalesced load
-constexpr int kCrcChunkBits = 5;                           // a shuffle's 32 lanes
-constexpr int kCrcBlockChunks = (8 * kCrcBlockBytes + kCrcChunkBits - 1) / kCrcChunkBits;  // 26
-constexpr int kCrcRegisterChunks = (32 + kCrcChunkBits - 1) / kCrcChunkBits;             // 7
 
-// The block's tables: lane v's entry of each lookup table (filled from
-// kCrc32cConstants) and the one value that depends on the row size. A kernel
-// holds one in shared memory and fills it with load_crc32c_tables before a barrier.
+// The block's tables (filled from kCrc32cConstants) and the one value that
+// depends on the row size. A kernel holds one in shared memory and fills it with
+// load_crc32c_tables before a barrier.
 struct Crc32cTables {
-  uint32_t block[kCrcBlockChunks][kCrcLanes];     // raw(v in bits [5c, 5c + 5) of a block)
-  uint32_t step[kCrcRegisterChunks][kCrcLanes];   // x^(8*512) (v in bits [5c, 5c + 5) of r)
-  uint32_t lane_shift[kCrcLanes];                 // x^(8 * 16 (31 - l)): past the lanes after l
-  uint32_t tail_shift[kCrcBlockBytes];            // x^(8 t)
-  uint32_t init;                                  // x^(8 row_bytes) * 0xFFFFFFFF
+  uint32_t block[kCrcBlockBytes][256];  // raw(a block whose only nonzero byte is j, v)
+  uint32_t step[4][256];                // x^(8*512) (v << 8 j)
+  uint32_t lane_shift[kCrcLanes];       // x^(8 * 16 (31 - l)): past the lanes after l
+  uint32_t tail_shift[kCrcBlockBytes];  // x^(8 t)
+  uint32_t init;                        // x^(8 row_bytes) * 0xFFFFFFFF
 };
 
 // What the compiler builds: the tables but init, and the powers that make init.
@@ -67,36 +64,16 @@ struct Crc32cConstants {
 
 namespace crc_tables {
 
-// The raw register of a block of `bytes` bytes whose only set bit is `bit`
-// (bit k of byte k / 8: the bits of the block's little-endian words in order).
-constexpr uint32_t bit_column(int bit, int bytes) {
-  return crc32c::multiply(crc32c::shift_operator(static_cast<uint64_t>(bytes - 1 - bit / 8)),
-                          crc32c::table_entry(1u << (bit % 8)));
-}
-
 constexpr Crc32cConstants make() {
   Crc32cConstants constants{};
   Crc32cTables& t = constants.tables;
-  for (int c = 0; c < kCrcBlockChunks; ++c) {
-    for (int v = 0; v < kCrcLanes; ++v) {
-      uint32_t e = 0;
-      for (int b = 0; b < kCrcChunkBits; ++b) {
-        const int bit = c * kCrcChunkBits + b;
-        if ((v >> b & 1) != 0 && bit < 8 * kCrcBlockBytes) e ^= bit_column(bit, kCrcBlockBytes);
-      }
-      t.block[c][v] = e;
-    }
+  for (int j = 0; j < kCrcBlockBytes; ++j) {
+    const uint32_t after = crc32c::shift_operator(static_cast<uint64_t>(kCrcBlockBytes - 1 - j));
+    for (uint32_t v = 0; v < 256; ++v) t.block[j][v] = crc32c::multiply(after, crc32c::table_entry(v));
   }
   const uint32_t step = crc32c::shift_operator(kCrcStepBytes);
-  for (int c = 0; c < kCrcRegisterChunks; ++c) {
-    for (int v = 0; v < kCrcLanes; ++v) {
-      uint32_t e = 0;
-      for (int b = 0; b < kCrcChunkBits; ++b) {
-        const int bit = c * kCrcChunkBits + b;
-        if ((v >> b & 1) != 0 && bit < 32) e ^= crc32c::multiply(step, 1u << bit);
-      }
-      t.step[c][v] = e;
-    }
+  for (int j = 0; j < 4; ++j) {
+    for (uint32_t v = 0; v < 256; ++v) t.step[j][v] = crc32c::multiply(step, v << (8 * j));
   }
   for (int l = 0; l < kCrcLanes; ++l) {
     t.lane_shift[l] = crc32c::shift_operator(static_cast<uint64_t>(kCrcBlockBytes) * (kCrcLanes - 1 - l));
@@ -134,29 +111,19 @@ __device__ inline void load_crc32c_tables(Crc32cTables& t, int64_t row_bytes) {
   }
 }
 
-// raw(block): its chunks looked up in the lanes' table registers. A chunk is the
-// low 5 bits of the index passed: a shuffle's source lane is taken modulo 32.
-__device__ inline uint32_t crc32c_block(const uint32_t (&table)[kCrcBlockChunks], const uint4& v) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  uint32_t acc = 0;
-#pragma unroll
-  for (int c = 0; c < kCrcBlockChunks; ++c) {
-    const int bit = c * kCrcChunkBits, k = bit / 32, o = bit % 32;
-    const uint32_t index = o + kCrcChunkBits <= 32 || k == 3 ? w[k] >> o : __funnelshift_r(w[k], w[k + 1], o);
-    acc ^= __shfl_sync(0xffffffffu, table[c], static_cast<int>(index));
-  }
-  return acc;
+// The bytes of w looked up in four of the tables.
+__device__ inline uint32_t crc32c_bytes(const uint32_t (*table)[256], uint32_t w) {
+  return table[0][w & 0xffu] ^ table[1][(w >> 8) & 0xffu] ^ table[2][(w >> 16) & 0xffu] ^ table[3][w >> 24];
+}
+
+// raw(block).
+__device__ inline uint32_t crc32c_block(const Crc32cTables& t, const uint4& v) {
+  return crc32c_bytes(&t.block[0], v.x) ^ crc32c_bytes(&t.block[4], v.y) ^ crc32c_bytes(&t.block[8], v.z) ^
+         crc32c_bytes(&t.block[12], v.w);
 }
 
 // x^(8*512) r.
-__device__ inline uint32_t crc32c_step(const uint32_t (&table)[kCrcRegisterChunks], uint32_t r) {
-  uint32_t acc = 0;
-#pragma unroll
-  for (int c = 0; c < kCrcRegisterChunks; ++c) {
-    acc ^= __shfl_sync(0xffffffffu, table[c], static_cast<int>(r >> (c * kCrcChunkBits)));
-  }
-  return acc;
-}
+__device__ inline uint32_t crc32c_step(const Crc32cTables& t, uint32_t r) { return crc32c_bytes(t.step, r); }
 
 // v with its bytes below `keep_from` (0..15) zeroed.
 __device__ inline uint4 zero_bytes_below(const uint4& v, int keep_from) {
@@ -178,12 +145,6 @@ __device__ inline uint4 zero_bytes_below(const uint4& v, int keep_from) {
 template <class Sink>
 __device__ inline uint32_t warp_crc32c_blocks(const Crc32cTables& t, const uint8_t* p, int64_t row_bytes, int lane,
                                               const Sink& sink) {
-  uint32_t block_table[kCrcBlockChunks], step_table[kCrcRegisterChunks];
-#pragma unroll
-  for (int c = 0; c < kCrcBlockChunks; ++c) block_table[c] = t.block[c][lane];
-#pragma unroll
-  for (int c = 0; c < kCrcRegisterChunks; ++c) step_table[c] = t.step[c][lane];
-
   const auto begin = reinterpret_cast<uintptr_t>(p);
   const uintptr_t end = begin + static_cast<uintptr_t>(row_bytes);
   const uintptr_t first = begin & ~uintptr_t{15};  // the aligned block holding the first byte
@@ -219,7 +180,7 @@ __device__ inline uint32_t warp_crc32c_blocks(const Crc32cTables& t, const uint8
         if (m + k < steps) {
           const int64_t at = lane_at + (m + k) * kCrcStepBytes;
           if (at >= 0) sink(at, v[k]);
-          r = crc32c_step(step_table, r) ^ crc32c_block(block_table, v[k]);
+          r = crc32c_step(t, r) ^ crc32c_block(t, v[k]);
         }
         v[k] = next[k];
       }
@@ -239,7 +200,7 @@ __device__ inline uint32_t warp_crc32c_blocks(const Crc32cTables& t, const uint8
       const int from = j - (kCrcBlockBytes - tail);
       if (from >= 0) w[j / 4] |= static_cast<uint32_t>(bytes[from]) << (8 * (j % 4));
     }
-    raw = crc32c::multiply(t.tail_shift[tail], raw) ^ crc32c_block(block_table, make_uint4(w[0], w[1], w[2], w[3]));
+    raw = crc32c::multiply(t.tail_shift[tail], raw) ^ crc32c_block(t, make_uint4(w[0], w[1], w[2], w[3]));
   }
   return ~(raw ^ t.init);
 }
