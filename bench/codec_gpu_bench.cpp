@@ -43,7 +43,10 @@
 namespace epcomm::kernels::crc32c::slicing4 {
 void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
 }
-namespace epcomm::kernels::crc32c::lds16 {
+namespace epcomm::kernels::crc32c::shuffle_only {
+void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
+}
+namespace epcomm::kernels::crc32c::hybrid {
 void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
 }
 
@@ -190,12 +193,13 @@ bool time_checksums(const Options& o, const char* gpu_name, const void* matrix, 
         [&] { gpu::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes), l.out, stream); }, stream, o);
     report(o, gpu_name, "crc32c", tokens, l.op, ms, bytes, copy_gbps);
   }
-  // The slicing-by-4 kernel the new one replaces, and the new layout with shared
-  // memory tables (bench/crc32c_slicing4_before.cu), aligned rows.
+  // The slicing-by-4 kernel the new one replaces, and the new layout with its
+  // lookups by shuffle, all or half (bench/crc32c_slicing4_before.cu), aligned rows.
   using RowList = void (*)(const void* const*, int64_t, int64_t, uint32_t*, cudaStream_t);
   const std::pair<const char*, RowList> others[] = {
       {"crc32c-s4", &epcomm::kernels::crc32c::slicing4::crc32c_row_list},
-      {"crc32c-lds", &epcomm::kernels::crc32c::lds16::crc32c_row_list}};
+      {"crc32c-hyb", &epcomm::kernels::crc32c::hybrid::crc32c_row_list},
+      {"crc32c-shfl", &epcomm::kernels::crc32c::shuffle_only::crc32c_row_list}};
   for (const auto& [name, fn] : others) {
     check(cudaMemcpy(list.p, layouts[0].rows.data(), layouts[0].rows.size() * sizeof(void*), cudaMemcpyHostToDevice),
           "upload rows");
