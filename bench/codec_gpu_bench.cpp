@@ -31,7 +31,6 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/cli.hpp"
@@ -39,16 +38,6 @@
 #include "common/run_header.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
 #include "epcomm_kernels/cuda_rows.hpp"
-
-namespace epcomm::kernels::crc32c::slicing4 {
-void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
-}
-namespace epcomm::kernels::crc32c::shuffle_only {
-void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
-}
-namespace epcomm::kernels::crc32c::hybrid {
-void crc32c_row_list(const void* const* rows, int64_t count, int64_t row_bytes, uint32_t* out, cudaStream_t stream);
-}
 
 namespace {
 
@@ -192,30 +181,6 @@ bool time_checksums(const Options& o, const char* gpu_name, const void* matrix, 
     const double ms = median_ms(
         [&] { gpu::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes), l.out, stream); }, stream, o);
     report(o, gpu_name, "crc32c", tokens, l.op, ms, bytes, copy_gbps);
-  }
-  // The slicing-by-4 kernel the new one replaces, and the new layout with its
-  // lookups by shuffle, all or half (bench/crc32c_slicing4_before.cu), aligned rows.
-  using RowList = void (*)(const void* const*, int64_t, int64_t, uint32_t*, cudaStream_t);
-  const std::pair<const char*, RowList> others[] = {
-      {"crc32c-s4", &epcomm::kernels::crc32c::slicing4::crc32c_row_list},
-      {"crc32c-hyb", &epcomm::kernels::crc32c::hybrid::crc32c_row_list},
-      {"crc32c-shfl", &epcomm::kernels::crc32c::shuffle_only::crc32c_row_list}};
-  for (const auto& [name, fn] : others) {
-    check(cudaMemcpy(list.p, layouts[0].rows.data(), layouts[0].rows.size() * sizeof(void*), cudaMemcpyHostToDevice),
-          "upload rows");
-    const auto* rows = static_cast<const void* const*>(list.p);
-    DeviceMemory other(tokens * sizeof(uint32_t));
-    const double ms = median_ms(
-        [&] { fn(rows, tokens, static_cast<int64_t>(row_bytes), static_cast<uint32_t*>(other.p), stream); }, stream,
-        o);
-    report(o, gpu_name, name, tokens, "aligned", ms, bytes, copy_gbps);
-    std::vector<uint32_t> a(tokens), b(tokens);
-    check(cudaMemcpy(a.data(), other.p, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
-    check(cudaMemcpy(b.data(), out, tokens * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
-    if (a != b) {
-      std::fprintf(stderr, "epcomm-codec-gpu-bench: %s's CRCs differ from the new kernel's\n", name);
-      return false;
-    }
   }
   std::vector<uint32_t> got(2 * static_cast<std::size_t>(tokens));
   check(cudaMemcpy(got.data(), crcs.p, got.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
