@@ -9,8 +9,15 @@
 // are not counted. Times are CUDA events around each call, the median of --iters
 // calls after --warmup calls; pack and unpack use a random permutation of the rows.
 //
+// --checksum adds the GPU's row checksums (crc32c_row_list, the CRC32C the
+// exchange's kernels take with ExchangeConfig::checksum) over the same BF16 rows:
+// 2 * hidden read + 4 written a row, the rows as they lie (op "aligned") and the
+// same bytes copied one byte apart, so every row starts one byte past a 16-byte
+// boundary (op "offset1", as rows inside a received block may). Both must give the
+// same CRCs; the bench fails if they do not.
+//
 //   epcomm-codec-gpu-bench [--tokens 4096,16384] [--hidden 7168] [--iters 50]
-//                          [--warmup 5] [--formats bf16,fp8,...] [--json]
+//                          [--warmup 5] [--formats bf16,fp8,...] [--checksum] [--json]
 #include <cuda_runtime_api.h>
 #include <epcomm/error.hpp>
 #include <epcomm/formats.hpp>
@@ -30,6 +37,7 @@
 #include "common/json_lines.hpp"
 #include "common/run_header.hpp"
 #include "epcomm_kernels/cuda_codec.hpp"
+#include "epcomm_kernels/cuda_rows.hpp"
 
 namespace {
 
@@ -47,6 +55,7 @@ struct Options {
   int iters = 50;
   int warmup = 5;
   std::vector<Format> formats = {Format::kBF16, Format::kFP8, Format::kFP8UE8M0, Format::kLogFMT8, Format::kLogFMT10};
+  bool checksum = false;
   bool json = false;
 };
 
@@ -63,6 +72,7 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
   std::vector<std::string> formats;
   for (Format f : o.formats) formats.push_back(epcomm::to_string(f));
   add_word_list(app, "--formats", formats, wire_format(), "wire formats to measure");
+  app.add_flag("--checksum", o.checksum, "also time the GPU row checksums (CRC32C) over the same rows");
   app.add_flag("--json", o.json, "one JSON object per result line instead of the table");
   if (const std::optional<int> status = parse_command_line(app, argc, argv, true)) return status;
   o.formats = to_formats(formats);
@@ -141,6 +151,46 @@ void report(const Options& o, const char* gpu_name, const char* format, int toke
   }
 }
 
+// A device array of row addresses: row i at base + offset + i * stride.
+std::vector<const void*> row_list(const void* base, int tokens, std::size_t offset, std::size_t stride) {
+  std::vector<const void*> rows(static_cast<std::size_t>(tokens));
+  for (int i = 0; i < tokens; ++i) rows[i] = static_cast<const unsigned char*>(base) + offset + i * stride;
+  return rows;
+}
+
+// The checksum lines (see the top of the file); false when the two layouts' CRCs differ.
+bool time_checksums(const Options& o, const char* gpu_name, const void* matrix, int tokens, std::size_t row_bytes,
+                    double copy_gbps, cudaStream_t stream) {
+  const std::size_t offset_stride = row_bytes + 1;
+  DeviceMemory shifted(tokens * offset_stride + 16), list(tokens * sizeof(void*)), crcs(2 * tokens * sizeof(uint32_t));
+  check(cudaMemcpy2D(static_cast<unsigned char*>(shifted.p) + 1, offset_stride, matrix, row_bytes, row_bytes, tokens,
+                     cudaMemcpyDeviceToDevice),
+        "copy rows one byte apart");
+  const double bytes = static_cast<double>(tokens) * static_cast<double>(row_bytes + sizeof(uint32_t));
+  auto* out = static_cast<uint32_t*>(crcs.p);
+  struct Layout {
+    const char* op;
+    std::vector<const void*> rows;
+    uint32_t* out;
+  };
+  const Layout layouts[] = {{"aligned", row_list(matrix, tokens, 0, row_bytes), out},
+                            {"offset1", row_list(shifted.p, tokens, 1, offset_stride), out + tokens}};
+  for (const Layout& l : layouts) {
+    check(cudaMemcpy(list.p, l.rows.data(), l.rows.size() * sizeof(void*), cudaMemcpyHostToDevice), "upload rows");
+    const auto* rows = static_cast<const void* const*>(list.p);
+    const double ms = median_ms(
+        [&] { gpu::crc32c_row_list(rows, tokens, static_cast<int64_t>(row_bytes), l.out, stream); }, stream, o);
+    report(o, gpu_name, "crc32c", tokens, l.op, ms, bytes, copy_gbps);
+  }
+  std::vector<uint32_t> got(2 * static_cast<std::size_t>(tokens));
+  check(cudaMemcpy(got.data(), crcs.p, got.size() * sizeof(uint32_t), cudaMemcpyDeviceToHost), "download CRCs");
+  if (!std::equal(got.begin(), got.begin() + tokens, got.begin() + tokens)) {
+    std::fprintf(stderr, "epcomm-codec-gpu-bench: the CRC32C of rows one byte apart differ from the aligned rows'\n");
+    return false;
+  }
+  return true;
+}
+
 int run(const Options& o) {
   if (!gpu::cuda_device_available()) {
     std::fprintf(stderr, "epcomm-codec-gpu-bench: no CUDA device or driver, nothing to measure\n");
@@ -194,6 +244,7 @@ int run(const Options& o) {
           [&] { gpu::unpack_rows(f, enc.p, tokens, o.hidden, index, out.p, DType::kBF16, stream); }, stream, o);
       report(o, prop.name, epcomm::to_string(f), tokens, "unpack", unpack_ms, bytes, copy_gbps);
     }
+    if (o.checksum && !time_checksums(o, prop.name, src.p, tokens, in_row, copy_gbps, stream)) return 1;
   }
   check(cudaStreamDestroy(stream), "cudaStreamDestroy");
   return 0;

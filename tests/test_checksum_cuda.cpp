@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The GPU's row checksums (crc32c_row_list) against CRC32C computed bit by bit
 // from its definition (test_crc32c checks the library's ISA-L CRC against the same),
-// on random bytes: lengths around the warp's piece boundaries and row sizes of the
-// exchange, rows at every alignment, rows listed out of order. Skips without a GPU.
+// on random bytes: lengths around the warp's 16-byte blocks and 512-byte steps
+// (warp_crc32c.cuh: a row within one block, a row of whole blocks, a step count
+// that is a multiple of the four in flight or not) and row sizes of the exchange,
+// rows at every alignment (so a first block with bytes before the row and a tail
+// after the last whole block, of every length), rows listed out of order. Skips
+// without a GPU.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -26,8 +30,9 @@ TEST(CudaChecksum, RowsMatchTheHostCrc) {
     GTEST_SKIP() << "no CUDA device or driver here: the GPU checksums are not exercised";
   }
   std::mt19937_64 rng(5);
-  const std::vector<int64_t> lengths = {0, 1, 2, 31, 32, 33, 63, 64, 65, 100, 129, 1023, 4096, 7168, 7170, 7296, 14336,
-                                        40001};
+  const std::vector<int64_t> lengths = {0,   1,    2,    3,    15,   16,   17,   31,   32,   33,   63,    64,
+                                        65,  100,  129,  496,  511,  512,  513,  527,  528,  1023, 2047,  2048,
+                                        2049, 2560, 4096, 7168, 7170, 7296, 8191, 14336, 14337, 16400, 40001};
   constexpr int kRowsPerLength = 37;  // offsets 0..36: every alignment, twice
   for (const int64_t n : lengths) {
     SCOPED_TRACE("row bytes " + std::to_string(n));

@@ -18,14 +18,17 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// A warp per row, any number of warps a block.
+// A warp per row, any number of warps a block. kCheck: checksums on
+// (checksums.record set); a kernel of its own, so that the hash's registers
+// (warp_crc32c.cuh) do not cut the occupancy of the plain copy.
+template <bool kCheck>
 __global__ void finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset, const int64_t* expert_count,
                                    int J, int64_t rows, int64_t row_bytes, bool aligned16, int R, int me,
                                    ChecksumReport checksums) {
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;
-  const bool check = checksums.record != nullptr;  // uniform over the block
-  if (check) {
+  constexpr bool check = kCheck;
+  if constexpr (check) {
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
@@ -68,7 +71,10 @@ __global__ void finish_rows_kernel(SlotArrays mine, const int64_t* expert_offset
 
 }  // namespace
 
-void preload_finish_kernels() { preload(reinterpret_cast<const void*>(&finish_rows_kernel)); }
+void preload_finish_kernels() {
+  preload(reinterpret_cast<const void*>(&finish_rows_kernel<false>));
+  preload(reinterpret_cast<const void*>(&finish_rows_kernel<true>));
+}
 
 }  // namespace detail
 
@@ -78,13 +84,14 @@ void finish_rows(const SlotArrays& mine, const int64_t* expert_offset, const int
   using namespace detail;
   if (rows <= 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const Launch launch = launch_on(s, &finish_rows_kernel, kThreads);
+  const auto kernel = checksums.record != nullptr ? finish_rows_kernel<true> : finish_rows_kernel<false>;
+  const Launch launch = launch_on(s, kernel, kThreads);
   const int64_t warps = launch.threads / 32;
   const int64_t blocks64 = (rows + warps - 1) / warps;
   const int64_t wanted = blocks64 < (int64_t{1} << 20) ? blocks64 : int64_t{1} << 20;
   // The slot's rows start 256-byte aligned.
   const bool aligned16 = row_bytes % 16 == 0;
-  finish_rows_kernel<<<launch.blocks(wanted), launch.threads, 0, s>>>(
+  kernel<<<launch.blocks(wanted), launch.threads, 0, s>>>(
       mine, expert_offset, expert_count, num_local_experts, rows, row_bytes, aligned16, ranks_per_node, local_rank,
       checksums);
   check(cudaGetLastError(), "finish_rows kernel launch");

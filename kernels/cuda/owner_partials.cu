@@ -61,14 +61,16 @@ __device__ inline PushTarget push_target(const SlotArrays* owners, int R, const 
   return {f.partials + at * row_bytes, f.partial_sum == nullptr ? nullptr : f.partial_sum + at};
 }
 
-template <class Out, class Part>
+// kSign / kCheck: checksums on (checksums.record set). Kernels of their own, so
+// that the hash's registers (warp_crc32c.cuh) do not cut the occupancy of the sums.
+template <class Out, class Part, bool kSign>
 __global__ void owner_partials_kernel(const SlotArrays* owners, int R, SlotArrays mine, const uint8_t* expert_out, int L,
                           const int32_t* entries, const int32_t* sources, const int64_t* push_base, int64_t count,
                           bool weighted, int hidden, int rows_per_block, Layout out_layout, Layout part_layout,
                           unsigned long long* bad, ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
-  const bool sign = checksums.record != nullptr;  // uniform over the block
-  if (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
+  constexpr bool sign = kSign;
+  if constexpr (sign) load_crc32c_tables(crc_tables, part_layout.row_bytes);  // the barrier below orders it
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const GroupWalk w = group_walk(tiles, rows_per_block);
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
@@ -90,7 +92,7 @@ __global__ void owner_partials_kernel(const SlotArrays* owners, int R, SlotArray
         Part::encode(a, l, part_layout, out, i, hidden, bad);
       }
     }
-    if (!sign) continue;
+    if constexpr (!sign) continue;
     // Signed once the whole block wrote them, from the bytes as they landed in
     // the forwarder's memory, a warp a row.
     __syncthreads();
@@ -163,13 +165,13 @@ __device__ inline void check_pushed(const RoutedPartials& r, const Crc32cTables&
   }
 }
 
-template <class Out, class Part>
+template <class Out, class Part, bool kCheck>
 __global__ void node_partials_kernel(RoutedPartials r, const uint8_t* expert_out, int64_t first, int64_t count, bool weighted,
                          int hidden, int rows_per_block, Layout out_layout, Layout part_layout, float* acc,
                          ChecksumReport checksums) {
   __shared__ Crc32cTables crc_tables;
-  const bool check = checksums.record != nullptr;  // uniform over the block
-  if (check) {
+  constexpr bool check = kCheck;
+  if constexpr (check) {
     load_crc32c_tables(crc_tables, part_layout.row_bytes);
     __syncthreads();
   }
@@ -256,8 +258,10 @@ void visit_formats(Format out_format, Format part_format, Fn&& fn) {
 
 void preload_owner_partial_kernels() {
   const auto load = [](auto out, auto part) {
-    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part)>));
-    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part)>));
+    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part), false>));
+    preload(reinterpret_cast<const void*>(&owner_partials_kernel<decltype(out), decltype(part), true>));
+    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part), false>));
+    preload(reinterpret_cast<const void*>(&node_partials_kernel<decltype(out), decltype(part), true>));
     preload(reinterpret_cast<const void*>(&routed_output_kernel<decltype(out), decltype(part)>));
   };
   for (Format out : {Format::kF32, Format::kBF16}) {
@@ -279,7 +283,8 @@ void sum_owner_partials(Format out_format, Format partial_format, const SlotArra
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   auto* bad = reinterpret_cast<unsigned long long*>(bad_index);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    const auto kernel = &owner_partials_kernel<decltype(out), decltype(part)>;
+    const auto kernel = checksums.record != nullptr ? owner_partials_kernel<decltype(out), decltype(part), true>
+                                                    : owner_partials_kernel<decltype(out), decltype(part), false>;
     const Launch launch = launch_on(s, kernel, kBlockThreads);
     const RowWalk walk = row_walk(count, hidden, launch.threads);
     kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(
@@ -298,7 +303,8 @@ void sum_routed_partials(Format out_format, Format partial_format, const RoutedP
   const auto s = static_cast<cudaStream_t>(stream);
   const Layout out_layout = layout_of(out_format, hidden), part_layout = layout_of(partial_format, hidden);
   visit_formats(out_format, partial_format, [&](auto out, auto part) {
-    const auto kernel = &node_partials_kernel<decltype(out), decltype(part)>;
+    const auto kernel = checksums.record != nullptr ? node_partials_kernel<decltype(out), decltype(part), true>
+                                                    : node_partials_kernel<decltype(out), decltype(part), false>;
     const Launch launch = launch_on(s, kernel, kBlockThreads);
     const RowWalk walk = row_walk(count, hidden, launch.threads);
     kernel<<<launch.blocks(walk.blocks), launch.threads, 0, s>>>(

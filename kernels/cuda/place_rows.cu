@@ -110,6 +110,9 @@ __global__ void __launch_bounds__(kScanThreads)
   for (int col = blockIdx.x; col < R * J + R; col += gridDim.x) place_column(s, n, col, row_pos, entry, error);
 }
 
+// kSign: checksums on (checksums.record set). A kernel of its own, so that the
+// hash's registers (warp_crc32c.cuh) do not cut the occupancy of the plain copy.
+template <bool kSign>
 __global__ void write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const SlotArrays* owners, int L,
                                          int64_t row_bytes, bool aligned16, const int32_t* row_pos,
                                          const int32_t* entry, int64_t first_handled, int32_t* route_count,
@@ -118,8 +121,8 @@ __global__ void write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const Sl
   const int R = n.ranks_per_node, J = n.experts_per_rank, K = n.topk;
   const int lane = threadIdx.x % 32;
   __shared__ Crc32cTables crc_tables;
-  const bool sign = checksums.record != nullptr;  // uniform over the block
-  if (sign) {
+  constexpr bool sign = kSign;
+  if constexpr (sign) {
     load_crc32c_tables(crc_tables, row_bytes);
     __syncthreads();
   }
@@ -170,15 +173,20 @@ __global__ void write_placed_rows_kernel(PlacedSource s, NodeLayouts n, const Sl
       }
       for (int c = rows + lane; c < L; c += 32) token_rows[c] = -1;
       uint8_t* first_payload = o.rows + static_cast<int64_t>(first) * row_bytes;
-      warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
       if (sign && !own) {
-        // Signed from the bytes this warp just copied (in L1 now), as the host's
-        // signed copy does; the owner checks what landed.
-        const uint32_t crc = warp_crc32c(crc_tables, payload, row_bytes, lane);
+        // Signed from the bytes this warp copies, as the host's signed copy does:
+        // aligned rows are copied by the hash, from its registers; others just
+        // before it (then hashed from L1). The owner checks what landed.
+        if (!aligned16) warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
+        const uint32_t crc = warp_crc32c_blocks(crc_tables, payload, row_bytes, lane, [&](int64_t at, const uint4& v) {
+          if (aligned16) *reinterpret_cast<uint4*>(first_payload + at) = v;
+        });
         if (lane == 0) {
           o.row_sum[first] = crc;
           note_signed_row(checksums, first_payload);
         }
+      } else {
+        warp_copy_row(first_payload, payload, row_bytes, aligned16, lane);
       }
       if (own) {
         // The other rows copy the first (just written, in L2): a payload in pinned
@@ -212,7 +220,8 @@ int64_t warp_blocks(int64_t items, unsigned threads) {
 
 void preload_place_kernels() {
   preload(reinterpret_cast<const void*>(&place_rows_kernel));
-  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel));
+  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel<false>));
+  preload(reinterpret_cast<const void*>(&write_placed_rows_kernel<true>));
 }
 
 }  // namespace detail
@@ -239,8 +248,9 @@ void write_placed_rows(const PlacedSource& source, const NodeLayouts& layouts, c
   // Owners' rows start 256-byte aligned (the slots are carved so).
   const bool aligned16 = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(source.payload) % 16 == 0;
   const auto s = static_cast<cudaStream_t>(stream);
-  const Launch launch = launch_on(s, &write_placed_rows_kernel, kWriteThreads);
-  write_placed_rows_kernel<<<launch.blocks(warp_blocks(source.count, launch.threads)), launch.threads, 0, s>>>(
+  const auto kernel = checksums.record != nullptr ? write_placed_rows_kernel<true> : write_placed_rows_kernel<false>;
+  const Launch launch = launch_on(s, kernel, kWriteThreads);
+  kernel<<<launch.blocks(warp_blocks(source.count, launch.threads)), launch.threads, 0, s>>>(
       source, layouts, owners, max_rows_per_token, row_bytes, aligned16, row_pos, entry, first_handled, route_count,
       route_local, route_entry, checksums);
   check(cudaGetLastError(), "write_placed_rows kernel launch");
