@@ -85,10 +85,10 @@ __global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
 // Row i from its copy in shared memory: as encode_row, but a lane reads its
 // elements from there when it needs them instead of holding a group's tiles in
 // registers.
+// g is the thread's group's place in the row.
 template <class F, class Src>
-__device__ void encode_staged_row(const Src* in, int64_t i, int tiles, int hidden, const Layout& layout, uint8_t* out,
-                                  unsigned long long* bad) {
-  const int g = static_cast<int>(threadIdx.x / kLanesPerTile);
+__device__ void encode_staged_row(const Src* in, int64_t i, int g, int tiles, int hidden, const Layout& layout,
+                                  uint8_t* out, unsigned long long* bad) {
   const auto elems_of = [&](const Lane& l, Elems& v) {
     Raw<Src> r;
     load_raw(in + l.col0, l.valid, r);
@@ -124,14 +124,19 @@ inline constexpr std::size_t kStagedBytesMost = 64 * 1024;
 template <class F, class Src, int kMinBlocks>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocks)
     encode_staged_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int stages,
-                         uint32_t stage_bytes, Layout layout, uint8_t* dst, unsigned long long* bad) {
+                         uint32_t stage_bytes, bool balance, Layout layout, uint8_t* dst, unsigned long long* bad) {
   extern __shared__ __align__(128) uint8_t staged[];
   __shared__ uint64_t full[kMaxStages];
+  __shared__ unsigned done[kMaxStages];  // warps done with a stage, over all its uses
+  constexpr unsigned kWarps = kBlockThreads / 32;
   const int tiles = (hidden + kTileElems - 1) / kTileElems;
   const auto row_in_bytes = static_cast<uint32_t>(hidden * sizeof(Src));
   const auto source_row = [&](int64_t i) { return src + (src_rows != nullptr ? src_rows[i] : i) * hidden; };
   if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) bulk_barrier_init(&full[s]);
+    for (int s = 0; s < stages; ++s) {
+      bulk_barrier_init(&full[s]);
+      done[s] = 0;
+    }
     bulk_barrier_init_fence();
     for (int s = 0; s < stages; ++s) {
       const int64_t i = blockIdx.x + static_cast<int64_t>(s) * gridDim.x;
@@ -140,29 +145,52 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocks)
   }
   __syncthreads();
   const int64_t ahead = static_cast<int64_t>(stages) * gridDim.x;
+  const int group = static_cast<int>(threadIdx.x / kLanesPerTile);
+  const bool lead = balance ? threadIdx.x % 32 == 0 : threadIdx.x == 0;
   int s = 0;
   uint32_t parity = 0;
-  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+  unsigned use = 0;  // of stage s
+  for (int64_t i = blockIdx.x, k = 0; i < rows; i += gridDim.x, ++k) {
     // The row whose copy replaces this one's, its index read before the wait.
-    const Src* next = threadIdx.x == 0 && i + ahead < rows ? source_row(i + ahead) : nullptr;
+    const Src* next = lead && i + ahead < rows ? source_row(i + ahead) : nullptr;
     const int64_t out_row = scatter ? src_rows[i] : i;
+    // Balanced: odd rows give their extra tiles (a row of 56 tiles has 8 more
+    // than 3 for each of the 16 groups) to the other half of the groups.
+    const int g = balance && (k & 1) != 0 ? (group + kTilesPerBlock / 2) % kTilesPerBlock : group;
     bulk_wait(&full[s], parity);
-    encode_staged_row<F>(reinterpret_cast<const Src*>(staged + s * stage_bytes), i, tiles, hidden, layout,
+    encode_staged_row<F>(reinterpret_cast<const Src*>(staged + s * stage_bytes), i, g, tiles, hidden, layout,
                          dst + out_row * layout.row_bytes, bad);
-    __syncthreads();
-    if (next != nullptr) {
-      bulk_proxy_fence();
-      bulk_load(staged + s * stage_bytes, next, row_in_bytes, &full[s]);
+    if (balance) {
+      // No block barrier: the last warp done with the stage starts its next copy,
+      // so the warps drift apart by up to the stages and even out.
+      __syncwarp();
+      if (lead) {
+        __threadfence_block();
+        const unsigned before = atomicAdd(&done[s], 1u);
+        if (before == (use + 1) * kWarps - 1 && next != nullptr) {
+          __threadfence_block();
+          bulk_proxy_fence();
+          bulk_load(staged + s * stage_bytes, next, row_in_bytes, &full[s]);
+        }
+      }
+    } else {
+      __syncthreads();
+      if (next != nullptr) {
+        bulk_proxy_fence();
+        bulk_load(staged + s * stage_bytes, next, row_in_bytes, &full[s]);
+      }
     }
     if (++s == stages) {
       s = 0;
       parity ^= 1u;
+      ++use;
     }
   }
 }
 
 // EPCOMM_CODEC_VARIANT, temporary, for one A/B measurement: 0 the row walk, 1..3
-// two to four stages, 4 three stages with LogFMT of BF16 rows at 4 blocks an SM.
+// two to four stages, 4 three stages with LogFMT of BF16 rows at 4 blocks an SM,
+// 5 three stages released warp by warp, with balanced rows.
 inline int codec_variant() {
   const char* v = std::getenv("EPCOMM_CODEC_VARIANT");
   return v != nullptr ? std::atoi(v) : 2;
@@ -170,7 +198,7 @@ inline int codec_variant() {
 // How many rows encode() stages through shared memory at once: 0 for the row walk.
 inline int staged_rows_wanted() {
   const int n = codec_variant();
-  return n <= 0 ? 0 : n == 4 ? 3 : (n + 1 < kMaxStages ? n + 1 : kMaxStages);
+  return n <= 0 ? 0 : n >= 4 ? 3 : n + 1;
 }
 
 template <class Src>
@@ -221,7 +249,7 @@ void launch_encode(const Src* in, const int32_t* src_rows, bool scatter, int64_t
     }
     const int64_t resident = resident_blocks(kernel, smem);
     kernel<<<grid_blocks(rows < resident ? rows : resident, stream), kBlockThreads, smem, stream>>>(
-        in, src_rows, scatter, rows, hidden, stages, stage_bytes, layout, out, bad);
+        in, src_rows, scatter, rows, hidden, stages, stage_bytes, codec_variant() == 5, layout, out, bad);
     return;
   }
   const RowWalk walk = row_walk(rows, hidden);
