@@ -262,8 +262,9 @@ TEST_F(CudaCodec, LogFmtEncodeMatchesTheCpuOnManyRows) {
 
 // Many rows, more than the device runs blocks at once, of 2056, 7168 and 9216
 // values (the first with a last tile of 8 values, the last more tiles than a
-// block's groups take in one step, so some groups take two): pack_rows (gather with repeats) and encode_token_rows (scatter to
-// the listed rows) against the CPU bytes, FP8 with non-finite values too.
+// block's groups take in one step, so some groups take two): pack_rows (gather
+// with repeats) and encode_token_rows (scatter to the listed rows) against the
+// CPU bytes, FP8 with non-finite values too.
 TEST_F(CudaCodec, PackOfManyRowsMatchesTheCpuBytes) {
   constexpr int kSourceRows = 1500, kPacked = 2500;
   for (int hidden : {2056, 7168, 9216}) {

@@ -170,8 +170,9 @@ EPCOMM_HD float recip_rn(float x) {
 // the constant and of the fused multiply-add, together below (5 B / step + 3) *
 // 2^-24 in t, as P(a) <= K <= 2 B / step + 1 and the constant is at most 1 + B /
 // step; 2^-18 for m's series, whose error in float is below 1.8e-6 over the
-// steps taken). Positions need no clamping: a > level 1 gives t > 1 - m - 0.072 > 0, and a
-// <= amax <= 2^max gives t < K - m + 0.072 < K, so the code is in [1, K].
+// steps taken). Positions need no clamping: a > level 1 gives t > 1 - m - 0.072
+// > 0, and a <= amax <= 2^max gives t < K - m + 0.072 < K, so the code is in [1,
+// K].
 //
 // Elements within d of a midpoint (about 1 % for n = 10 on Gaussian data) are
 // decided as the reference does once its bracket is known
