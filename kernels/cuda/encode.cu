@@ -10,7 +10,6 @@
 #include "epcomm_kernels/cuda_rows.hpp"
 #include "launch.hpp"
 
-#include <cstdlib>
 #include <type_traits>
 
 namespace epcomm::kernels::cuda {
@@ -27,7 +26,7 @@ namespace {
 template <class F, class Src>
 inline constexpr int kEncodeMinBlocks = kEncodesTileGroups<F> && std::is_same_v<Src, uint16_t> ? 3 : 0;
 
-template <class F, class Src, bool kRawTop = false>
+template <class F, class Src>
 __global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
     encode_kernel(const Src* src, const int32_t* src_rows, bool scatter, int64_t rows, int hidden, int rows_per_block,
                   Layout layout, uint8_t* dst, unsigned long long* bad) {
@@ -65,11 +64,7 @@ __global__ void __launch_bounds__(kBlockThreads, kEncodeMinBlocks<F, Src>)
           if (t >= tiles) break;
           Elems v;
           widen(raw[u], v);
-          if constexpr (kRawTop) {
-            F::encode(v, F::lane_top(raw[u]), lane_in(i, t, hidden), layout, out, i, hidden, bad);
-          } else {
-            F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
-          }
+          F::encode(v, lane_in(i, t, hidden), layout, out, i, hidden, bad);
         }
       }
     }
@@ -103,16 +98,6 @@ void encode(const char* op, Format format, const void* src, DType src_type, cons
       encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const float*>(src), src_rows, scatter,
                                                                   rows, hidden, walk.rows_per_block, layout, out, bad);
     } else {
-      // EPCOMM_CODEC_VARIANT=1 (temporary, for one A/B run): FP8 amax from the BF16 words.
-      if constexpr (kTopFromBf16Words<F>) {
-        const char* variant = std::getenv("EPCOMM_CODEC_VARIANT");
-        if (variant != nullptr && std::atoi(variant) == 1) {
-          encode_kernel<F, uint16_t, true><<<blocks, kBlockThreads, 0, stream>>>(
-              static_cast<const uint16_t*>(src), src_rows, scatter, rows, hidden, walk.rows_per_block, layout, out,
-              bad);
-          return;
-        }
-      }
       encode_kernel<F><<<blocks, kBlockThreads, 0, stream>>>(static_cast<const uint16_t*>(src), src_rows, scatter,
                                                                   rows, hidden, walk.rows_per_block, layout, out, bad);
     }

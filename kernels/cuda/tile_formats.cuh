@@ -82,31 +82,14 @@ template <bool kPow2>
 struct Fp8 {
   static constexpr Format kFormat = kPow2 ? Format::kFP8UE8M0 : Format::kFP8;
 
-  // The bits of the lane's largest |x| (lanes past the row hold zeros): |x| >= 0
-  // orders like its bits, so one integer max an element finds it.
-  __device__ static uint32_t lane_top(const Elems& v) {
+  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t, int,
+                                unsigned long long*) {
+    // amax over finite |x| (lanes past the row hold zeros). |x| >= 0 orders like
+    // its bits, so one integer max an element finds it, unless the lane holds an
+    // infinity or NaN (all exponent bits set), which takes a second look.
     uint32_t top = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) top = max(top, elem::to_bits(v[k]) & 0x7fffffffu);
-    return top;
-  }
-  // The same from the lane's BF16 words: |x| of a BF16 x has the bits (b & 0x7fff)
-  // << 16, so one 16x2 integer max per two elements finds it.
-  __device__ static uint32_t lane_top(const Raw<uint16_t>& r) {
-    constexpr uint32_t kAbs = 0x7fff7fffu;
-    const uint32_t m = __vmaxu2(__vmaxu2(r.w.x & kAbs, r.w.y & kAbs), __vmaxu2(r.w.z & kAbs, r.w.w & kAbs));
-    return max(m & 0xffffu, m >> 16) << 16;
-  }
-
-  __device__ static void encode(const Elems& v, const Lane& l, const Layout& layout, uint8_t* row, int64_t pos,
-                                int hidden, unsigned long long* bad) {
-    encode(v, lane_top(v), l, layout, row, pos, hidden, bad);
-  }
-  // top: lane_top of the lane's elements.
-  __device__ static void encode(const Elems& v, uint32_t top, const Lane& l, const Layout& layout, uint8_t* row,
-                                int64_t, int, unsigned long long*) {
-    // amax over finite |x|: top, unless the lane holds an infinity or NaN (all
-    // exponent bits set), which takes a second look.
     const bool finite = top < 0x7f800000u;
     bool nan = false;
     if (!finite) {
@@ -521,12 +504,6 @@ struct LogFmt {
     unpack(fetch(row, l, layout), l, v);
   }
 };
-
-// Formats that take the lane's largest |x| from its BF16 words (Fp8::lane_top).
-template <class F>
-inline constexpr bool kTopFromBf16Words = false;
-template <bool kPow2>
-inline constexpr bool kTopFromBf16Words<Fp8<kPow2>> = true;
 
 // Formats whose kernels hand a group's kAhead tiles to encode_tiles at once.
 template <class F>
