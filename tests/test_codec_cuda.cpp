@@ -260,13 +260,14 @@ TEST_F(CudaCodec, LogFmtEncodeMatchesTheCpuOnManyRows) {
   }
 }
 
-// Many rows, more than the device runs blocks at once, of 7168 and 9216 values
-// (the latter more tiles than a block's groups take in one step, so some groups
-// take two): pack_rows (gather with repeats) and encode_token_rows (scatter to
-// the listed rows) against the CPU bytes, FP8 with non-finite values too.
+// Many rows, more than the device runs blocks at once, of 2056, 7168 and 9216
+// values (the first with a last tile of 8 values, the last more tiles than a
+// block's groups take in one step, so some groups take two): pack_rows (gather
+// with repeats) and encode_token_rows (scatter to the listed rows) against the
+// CPU bytes, FP8 with non-finite values too.
 TEST_F(CudaCodec, PackOfManyRowsMatchesTheCpuBytes) {
   constexpr int kSourceRows = 1500, kPacked = 2500;
-  for (int hidden : {7168, 9216}) {
+  for (int hidden : {2056, 7168, 9216}) {
     for (Format f : {Format::kFP8, Format::kFP8UE8M0, Format::kLogFMT8, Format::kLogFMT10}) {
       const Specials sp = epcomm::logfmt_bits(f) != 0 ? Specials::kFinite : Specials::kAll;
       const Input in = make_input(kSourceRows, hidden, DType::kBF16, 400 + static_cast<uint32_t>(hidden), sp);

@@ -122,6 +122,18 @@ TEST(ExactShortcuts, LogDecodeFastIsLogDecode) {
   EXPECT_GT(in_range_tiles, 1000);  // the encoders' tiles, and some arbitrary ones
 }
 
+// The margin of the encoder's route allows 2^-18 for the series of the midpoints'
+// offset m: every float step of [2^-9, 1/2] against the offset in double.
+TEST(ExactShortcuts, LogMidpointOffsetIsWithinItsMargin) {
+  double worst = 0.0;
+  for (float s = elem::kLogMidpointStepMin; s <= elem::kLogMidpointStepMax; s = std::nextafter(s, 1.0f)) {
+    const double step = s;
+    const double m = std::log2((1.0 + std::exp2(step)) / 2.0) / step;
+    worst = std::max(worst, std::fabs(static_cast<double>(elem::log_midpoint_offset(s)) - m));
+  }
+  EXPECT_LT(worst, 1.8e-6);
+}
+
 // The CUDA LogFMT encoder's route (elem::LogMidpoints), with the hardware log2
 // played by log2 rounded to float and then moved by the whole error bound either
 // way, against log_encode_magnitude: tiles of every width and many ranges, and

@@ -165,11 +165,14 @@ EPCOMM_HD float recip_rn(float x) {
 // g(step) / step, up to 2.2 E / step. log_midpoint_position computes t = P(a) + 1
 // - m with one fused multiply-add of the log2 with RN(1/step) and a per-tile
 // constant: midpoint k is at t = k, and the code is floor(t) + 1 unless t lies
-// within d = 4 E / step + 2^-10 + B / step * 2^-22 of an integer (E for P(a) and
-// 2.2 E for the midpoint; 2^-10 for m's series, whose error is < 2e-6; the last
-// term for the fused multiply-add's roundings, (3 B / step + 2^(n-1)) * 2^-24 in
-// t). Positions need no clamping: a > level 1 gives t > 1 - m - 0.072 > 0, and a
-// <= amax <= 2^max gives t < K - m + 0.072 < K, so the code is in [1, K].
+// within d = 4 E / step + B / step * 2^-21 + 2^-18 of an integer (E for P(a) and
+// 2.2 E for the midpoint; B / step * 2^-21 for the roundings of RN(1/step), of
+// the constant and of the fused multiply-add, together below (5 B / step + 3) *
+// 2^-24 in t, as P(a) <= K <= 2 B / step + 1 and the constant is at most 1 + B /
+// step; 2^-18 for m's series, whose error in float is below 1.8e-6 over the
+// steps taken). Positions need no clamping: a > level 1 gives t > 1 - m - 0.072
+// > 0, and a <= amax <= 2^max gives t < K - m + 0.072 < K, so the code is in [1,
+// K].
 //
 // Elements within d of a midpoint (about 1 % for n = 10 on Gaussian data) are
 // decided as the reference does once its bracket is known
@@ -184,14 +187,20 @@ struct LogMidpoints {
   float bias;  // RN(1 - m - min * inv)
   float cut;   // 1/2 - d: |t - floor(t) - 1/2| > cut needs the exact decision
 };
+// m = log2((1 + 2^step) / 2) / step, the midpoints' offset inside a bracket, by
+// its series (error below 1.8e-6 for steps in [kLogMidpointStepMin,
+// kLogMidpointStepMax], rounding included).
+EPCOMM_HD float log_midpoint_offset(float step) {
+  return 0.5f + step * (0.08664340f - 0.0017345034f * step * step);
+}
 EPCOMM_HD LogMidpoints log_midpoints(LogTile t, float max) {
   LogMidpoints f;
   f.inv = recip_rn(t.step);
-  const float m = 0.5f + t.step * (0.08664340f - 0.0017345034f * t.step * t.step);
+  const float m = log_midpoint_offset(t.step);
   f.bias = fma_rn(-t.min, f.inv, 1.0f - m);
   const float b = (abs_f(t.min) > abs_f(max) ? abs_f(t.min) : abs_f(max)) + 1.0f;
   const float e = b * 0x1p-20f + 0x1p-16f;
-  f.cut = 0.5f - ((4.0f * e + b * kLog2Error) * f.inv + 0x1p-10f);
+  f.cut = 0.5f - ((4.0f * e + 2.0f * b * kLog2Error) * f.inv + 0x1p-18f);
   return f;
 }
 // t = P(a) + 1 - m from lg2a, an approximate log2(a) (-inf gives -inf).

@@ -223,31 +223,25 @@ struct LogFmt {
 
   // Magnitude codes of a tile whose step lies in [2^-9, 1/2] for the elements above
   // level 1 (elem::LogMidpoints says why they are log_encode_magnitude's): floor(t)
-  // + 1 from the hardware log2, unless t lies near a midpoint. Returns whether
-  // some element does (an element at or below level 1 may, too: its code is
-  // replaced afterwards anyway).
-  __device__ static bool fast_magnitudes(const Elems& v, const elem::LogMidpoints& f,
-                                         uint32_t (&mag)[kElemsPerLane]) {
-    float worst = 0.0f;  // fmaxf skips the NaNs of zeros
+  // + 1 from the hardware log2, unless t lies near a midpoint. Returns the mask of
+  // the elements that do (an element at or below level 1 may be among them: its
+  // code is replaced afterwards anyway; a zero is not, its distance is NaN).
+  __device__ static unsigned fast_magnitudes(const Elems& v, const elem::LogMidpoints& f,
+                                             uint32_t (&mag)[kElemsPerLane]) {
+    unsigned todo = 0;
 #pragma unroll
     for (int k = 0; k < kElemsPerLane; ++k) {
       const float t = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
       const float floor_sum = elem::floor_plus_2p23(t);
-      worst = fmaxf(worst, elem::log_off_centre(t, floor_sum));
+      if (elem::log_off_centre(t, floor_sum) > f.cut) todo |= 1u << k;
       mag[k] = elem::log_midpoint_code(floor_sum);
     }
-    return worst > f.cut;
+    return todo;
   }
 
-  // The elements near a midpoint, decided exactly.
-  __device__ static void exact_magnitudes(const Elems& v, const elem::LogTile& t, const elem::LogMidpoints& f,
-                                          uint32_t (&mag)[kElemsPerLane]) {
-    unsigned todo = 0;
-#pragma unroll
-    for (int k = 0; k < kElemsPerLane; ++k) {
-      const float p = elem::log_midpoint_position(lg2_approx_ftz(elem::abs_f(v[k])), f);
-      if (elem::log_off_centre(p, elem::floor_plus_2p23(p)) > f.cut) todo |= 1u << k;
-    }
+  // The elements of `todo` (near a midpoint), decided exactly.
+  __device__ static void exact_magnitudes(const Elems& v, unsigned todo, const elem::LogTile& t,
+                                          const elem::LogMidpoints& f, uint32_t (&mag)[kElemsPerLane]) {
     while (todo != 0u) {
       const int i = __ffs(todo) - 1;
       todo &= todo - 1u;
@@ -412,7 +406,9 @@ struct LogFmt {
     uint32_t mag[kElemsPerLane];
     bool above_level1 = false;  // then every magnitude is >= 1 and takes x's sign
     if (c.f.cut > 0.0f) {
-      if (fast_magnitudes(v, c.f, mag)) exact_magnitudes(v, tile_of(c.meta), c.f, mag);
+      if (const unsigned todo = fast_magnitudes(v, c.f, mag); todo != 0u) {
+        exact_magnitudes(v, todo, tile_of(c.meta), c.f, mag);
+      }
       // Lanes without zeros (the common case) skip the rules below level 1.
       above_level1 = least > elem::to_bits(c.v1);
       if (!above_level1) {
