@@ -167,7 +167,13 @@ DeviceLowLatencyEngine::DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, co
     const kc::LowLatencyControl control = kc::low_latency_initial_control();
     EPCOMM_CUDA(cudaMemcpy(p + scratch_.control, &control, sizeof control, cudaMemcpyHostToDevice));
     std::vector<uint8_t*> peers(static_cast<std::size_t>(shape_.ranks));
-    for (int r = 0; r < shape_.ranks; ++r) peers[r] = reinterpret_cast<uint8_t*>(shared_memory_->base(r));
+    // By rank: the node's regions (IpcMemory counts by local rank); null for a
+    // rank on another node, which the kernels reach through the staging.
+    for (int r = 0; r < shape_.ranks; ++r) {
+      if (group_.node_of(r) == group_.node) {
+        peers[r] = reinterpret_cast<uint8_t*>(shared_memory_->base(r % shape_.ranks_per_node));
+      }
+    }
     EPCOMM_CUDA(cudaMemcpy(p + scratch_.peers, peers.data(), sizeof(uint8_t*) * peers.size(), cudaMemcpyHostToDevice));
     void* pinned = nullptr;
     EPCOMM_CUDA(cudaHostAlloc(&pinned, sizeof(Diagnosis), cudaHostAllocMapped | cudaHostAllocPortable));
