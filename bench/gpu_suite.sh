@@ -61,6 +61,10 @@ gemm=()
 "${mpirun[@]}" -np "$np" "$build/bench/epcomm-bench" --mode low-latency --memory device --tokens 128 --hidden 7168 \
   --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 --iters 200 "${gemm[@]}" --json \
   | tee "$out/low-latency-gpu.jsonl"
+echo "== epcomm-bench --mode low-latency --memory device, $np ranks as 2 emulated nodes (the proxy)"
+"${mpirun[@]}" -np "$np" -x EPCOMM_RANKS_PER_NODE="$half" "$build/bench/epcomm-bench" --mode low-latency \
+  --memory device --tokens 128 --hidden 7168 --experts 256 --topk 8 --dispatch-format fp8 --combine-format bf16 \
+  --iters 200 --json | tee -a "$out/low-latency-gpu.jsonl"
 echo "== epcomm-gpu-bench, $np ranks as 2 emulated nodes"
 "${mpirun[@]}" -np "$np" -x EPCOMM_RANKS_PER_NODE="$half" "${bench[@]}" --tokens 128,4096 --max-nodes 1,2 --json |
   tee -a "$out/gpu-bench.jsonl"

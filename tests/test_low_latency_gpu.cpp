@@ -7,7 +7,8 @@
 // separately rounded multiply and add). Also a CUDA graph of dispatch + combine
 // replayed with new inputs, a silent peer (timeout naming it) and bad input seen
 // by the host and by the GPU. One GPU per rank of the host; skips, with a
-// message, where no CUDA device is present.
+// message, where no CUDA device is present. Within a node (CUDA IPC) and, with
+// EPCOMM_RANKS_PER_NODE=1, across emulated nodes (the proxy): the same tests.
 #include <cuda_runtime_api.h>
 #include <epcomm/epcomm.hpp>
 #include <gtest/gtest.h>
@@ -224,10 +225,10 @@ std::vector<T> to_host(const void* dev, std::size_t count) {
   return v;
 }
 
-// The GPU path covers the ranks of one node; AcrossNodesIsRefused checks the rest.
-#define SKIP_UNLESS_ONE_NODE_WITH_GPU(g)                                                               \
-  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: low-latency GPU tests skipped"; \
-  if ((g).num_nodes() > 1) GTEST_SKIP() << "device memory across nodes is refused (AcrossNodesIsRefused)"
+// Within a node (CUDA IPC) and across emulated nodes (EPCOMM_RANKS_PER_NODE=1:
+// the proxy), the same tests.
+#define SKIP_UNLESS_GPU() \
+  if (!cuda_device_present()) GTEST_SKIP() << "no CUDA device on this host: low-latency GPU tests skipped"
 
 struct GpuCase {
   std::string name;
@@ -411,7 +412,7 @@ class LowLatencyGpu : public MpiTest, public testing::WithParamInterface<GpuCase
 TEST_P(LowLatencyGpu, BitIdenticalToTheHostExchange) {
   const GpuCase& c = GetParam();
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
   epcomm::LowLatencyExchange device(g, config_of(g, c, epcomm::MemorySpace::kDevice));
@@ -466,7 +467,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, LowLatencyGpu, testing::ValuesIn(cases()),
 // wait for words other GPUs write, so one block per kernel must finish too.
 TEST_F(MpiTest, BitIdenticalWithinAnSmBudget) {
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase kBudgetCases[] = {
       {"fp8_bf16_h7168", 8, 8, 7168, 32, DType::kBF16, Format::kFP8, Format::kBF16},
@@ -505,7 +506,7 @@ TEST_F(MpiTest, BitIdenticalWithinAnSmBudget) {
 // makes them: both bit-identical to the host exchange.
 TEST_F(MpiTest, TwoExchangesOnTwoStreamsWithinAnSmBudget) {
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase c{"two", 8, 8, 2048, 32, DType::kBF16, Format::kFP8, Format::kBF16};
   epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
@@ -541,7 +542,7 @@ TEST_F(MpiTest, TwoExchangesOnTwoStreamsWithinAnSmBudget) {
 // device's SM count and the rank.
 TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   int sms = 0;
   CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, host_local_gpu()));
@@ -559,7 +560,7 @@ TEST_F(MpiTest, SmBudgetAboveTheDeviceIsRefused) {
 // on the same inputs, then one eager round.
 void graph_replays(cudaStreamCaptureMode mode, int replays) {
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase c{"graph", 8, 8, 2048, 32, DType::kBF16, Format::kFP8, Format::kBF16};
   epcomm::LowLatencyExchange host(g, config_of(g, c, epcomm::MemorySpace::kHost));
@@ -662,7 +663,7 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
   epcomm::GroupOptions o;
   o.timeout_s = 1;
   const epcomm::Group g(MPI_COMM_WORLD, o);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   CUDA_OK(cudaSetDevice(host_local_gpu()));
   const GpuCase c{"silent", 2, 2, 256, 4, DType::kBF16, Format::kFP8, Format::kBF16};
   const epcomm::LowLatencyConfig cfg = config_of(g, c, epcomm::MemorySpace::kDevice);
@@ -703,7 +704,7 @@ TEST_F(MpiTest, SilentPeerTimesOutNamingIt) {
 // by the host at once, and peers learn it from the rejected words, not a timeout.
 TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
   const epcomm::Group g(MPI_COMM_WORLD);
-  SKIP_UNLESS_ONE_NODE_WITH_GPU(g);
+  SKIP_UNLESS_GPU();
   const int device = host_local_gpu();
   CUDA_OK(cudaSetDevice(device));
   const GpuCase c{"bad", 2, 2, 256, 4, DType::kBF16, Format::kFP8, Format::kBF16};
@@ -783,10 +784,12 @@ TEST_F(MpiTest, BadInputIsReportedOnEveryRank) {
   }
 }
 
-// Device memory across nodes is not built yet: every rank refuses it alike, with
-// no GPU needed to see it.
-TEST_F(MpiTest, AcrossNodesIsRefused) {
-  const epcomm::Group g(MPI_COMM_WORLD);
+// Across nodes the proxy runs on the group's progress thread: a group without
+// one refuses device memory on every rank alike, with no GPU needed to see it.
+TEST_F(MpiTest, AcrossNodesWithoutAProgressThreadIsRefused) {
+  epcomm::GroupOptions o;
+  o.progress = epcomm::GroupOptions::Progress::kInline;
+  const epcomm::Group g(MPI_COMM_WORLD, o);
   if (g.num_nodes() == 1) GTEST_SKIP() << "one node: run with EPCOMM_RANKS_PER_NODE=1";
   epcomm::LowLatencyConfig cfg;
   cfg.num_experts = 2 * g.size();
@@ -795,7 +798,7 @@ TEST_F(MpiTest, AcrossNodesIsRefused) {
   cfg.max_tokens_per_rank = 4;
   cfg.memory = epcomm::MemorySpace::kDevice;
   expect_error([&] { epcomm::LowLatencyExchange ex(g, cfg); }, epcomm::ErrorCode::kUnsupported,
-               {"across nodes", "not available yet"});
+               {"across nodes", "needs the group's progress thread"});
   // The group is still usable: a host exchange works.
   cfg.memory = epcomm::MemorySpace::kHost;
   epcomm::LowLatencyExchange ex(g, cfg);

@@ -218,6 +218,96 @@ inline std::size_t dispatch_send_smem(const G& g, int64_t row_bytes) {
   return static_cast<std::size_t>(staged_bytes(row_bytes)) + sizeof(int) * (3 * static_cast<std::size_t>(g.topk) + g.ranks);
 }
 
+// start[i] = sum of count[0..i) for i <= n, by the block (n counts in shared
+// memory, start too): each thread sums a run of counts, a warp scan and a scan of
+// the warp totals give each run's start.
+__device__ void block_exclusive_scan(const int* count, int n, int* start) {
+  __shared__ int warp_total[kBlockThreads / 32];
+  const int per = (n + kBlockThreads - 1) / kBlockThreads;
+  const int lo = min(n, static_cast<int>(threadIdx.x) * per), hi = min(n, lo + per);
+  int run = 0;
+  for (int i = lo; i < hi; ++i) run += count[i];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int incl = run;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  int before = incl - run;
+  for (int w2 = 0; w2 < warp; ++w2) before += warp_total[w2];
+  for (int i = lo; i < hi; ++i) {
+    start[i] = before;
+    before += count[i];
+  }
+  if (threadIdx.x == kBlockThreads - 1) start[n] = before;
+  __syncthreads();
+}
+
+// The staging message of round `round` for rank r on another node (pinned host
+// memory the proxy sends from): dispatch messages first, then combine ones.
+__device__ inline uint8_t* dispatch_staging(const G& g, const B& b, int r, uint64_t round) {
+  return b.staging + (static_cast<int64_t>(low_latency_remote_index(g, r)) * 2 + (round & 1)) * g.dispatch_message;
+}
+__device__ inline uint8_t* combine_staging(const G& g, const B& b, int r, uint64_t round) {
+  const int64_t remote = g.ranks - g.ranks_per_node;
+  return b.staging + remote * 2 * g.dispatch_message +
+         (static_cast<int64_t>(low_latency_remote_index(g, r)) * 2 + (round & 1)) * g.combine_message;
+}
+
+// The block tells the proxy that `kind`'s message of `round` for every rank on
+// another node is staged, bytes(r) long: one command per rank into the kind's
+// ring in pinned host memory, then the ring's head with st.release.sys, behind a
+// system fence (the caller's block already fenced the grid's staging writes:
+// last_block). One producer per ring: a kind's kernels run one after another.
+// Waits, bounded, while the ring is full; on timeout reports kProxyStalled.
+template <class Bytes>
+__device__ void push_commands(const G& g, const B& b, wire::ProxyKind kind, uint64_t round, Bytes bytes) {
+  const int remote = g.ranks - g.ranks_per_node;
+  if (remote == 0) return;
+  LowLatencyControl* const c = b.control;
+  const int k = static_cast<int>(kind);
+  uint8_t* const ring = b.ring[k];
+  const unsigned long long head = c->ring_head[k];
+  __shared__ int room;
+  if (threadIdx.x == 0) {
+    const auto* tail = reinterpret_cast<const uint64_t*>(ring + wire::kRingTailOffset);
+    const uint64_t start = now_ns();
+    room = 1;
+    while (head + remote - load_acquire(tail) > g.ring_capacity) {
+      if (now_ns() - start > g.timeout_ns) {
+        room = 0;
+        break;
+      }
+      __nanosleep(1000);
+    }
+  }
+  __syncthreads();
+  if (room == 0) {
+    if (threadIdx.x == 0) report(b, {D::kProxyStalled, g.rank, 0, 0, 0, 0.0f, static_cast<uint32_t>(round), static_cast<uint32_t>(k)});
+    return;
+  }
+  auto* const commands = reinterpret_cast<wire::ProxyCommand*>(ring + wire::kRingCommandsOffset);
+  const int first_local = g.rank / g.ranks_per_node * g.ranks_per_node;
+  for (int i = threadIdx.x; i < remote; i += blockDim.x) {
+    const int r = i < first_local ? i : i + g.ranks_per_node;
+    wire::ProxyCommand cmd;
+    cmd.kind = kind;
+    cmd.peer = r;
+    cmd.seq = round;
+    cmd.bytes = static_cast<uint64_t>(bytes(r));
+    commands[(head + i) & (g.ring_capacity - 1)] = cmd;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence_system();
+    store_release(reinterpret_cast<uint64_t*>(ring + wire::kRingHeadOffset), head + remote);
+    c->ring_head[k] = head + remote;
+  }
+}
+
 // Earlier tokens' entries a thread of dispatch_send loads before it compares any.
 constexpr int kScanAhead = 4;
 
@@ -301,7 +391,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm)
       if (send) {
         const int r = e / J, j = e % J;
         atomicAdd(&b.counts[e], 1);
-        int32_t* meta = reinterpret_cast<int32_t*>(b.shared[r] + g.meta[round & 1]) + 2 * slot_index(g, j, g.rank, n);
+        int32_t* meta =
+            low_latency_remote(g, r)
+                ? reinterpret_cast<int32_t*>(dispatch_staging(g, b, r, round) + wire::device_dispatch_meta_offset(J)) +
+                      2 * (static_cast<int64_t>(j) * g.max_tokens + n)
+                : reinterpret_cast<int32_t*>(b.shared[r] + g.meta[round & 1]) + 2 * slot_index(g, j, g.rank, n);
         meta[0] = t;
         meta[1] = k;
         to_owner[r] = 1;
@@ -310,8 +404,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm)
     __syncthreads();
     for (int r = 0; r < g.ranks; ++r) {
       if (to_owner[r] == 0) continue;
-      copy_staged(reinterpret_cast<const uint8_t*>(staged),
-                  b.shared[r] + g.rows[round & 1] + token_row(g, g.rank, t) * row_bytes, row_bytes);
+      uint8_t* const dst =
+          low_latency_remote(g, r)
+              ? dispatch_staging(g, b, r, round) + wire::device_dispatch_rows_offset(J, g.max_tokens) + t * row_bytes
+              : b.shared[r] + g.rows[round & 1] + token_row(g, g.rank, t) * row_bytes;
+      copy_staged(reinterpret_cast<const uint8_t*>(staged), dst, row_bytes);
     }
     __syncthreads();  // the next token rewrites the staged row and the entries
   }
@@ -320,14 +417,39 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm)
   const int bad_at = load_volatile(&c->bad_input);
   const bool rejected = reject || bad_at != INT_MAX;
   for (int r = threadIdx.x; r < g.ranks; r += blockDim.x) b.sent_to[r] = 0;
+  const bool across_nodes = g.ranks_per_node < g.ranks;
+  if (across_nodes && !rejected) {
+    // Where each (t, k) sent to another node comes back in the owner's combine
+    // message: rows to the owner's experts before e, then the slot (the owner
+    // computes the same from its words: dispatch_recv_kernel's stage_pos).
+    block_exclusive_scan(b.counts, E, b.sent_prefix);
+    for (int64_t at = threadIdx.x; at < static_cast<int64_t>(tokens) * K; at += blockDim.x) {
+      const int e = idx[at], n = b.slot[at];
+      int32_t row = -1;
+      if (n >= 0 && low_latency_remote(g, e / J)) {
+        const int o = e / J;
+        row = static_cast<int32_t>(low_latency_remote_index(g, o) * g.max_rows_to_rank + b.sent_prefix[e] -
+                                   b.sent_prefix[o * J] + n);
+      }
+      b.remote_row[at] = row;
+    }
+  }
   __syncthreads();
   for (int wi = threadIdx.x; wi < E; wi += blockDim.x) {
     const int r = wi / J, j = wi % J;
     const int n = load_volatile(&b.counts[wi]);
     b.counts[wi] = 0;
     if (n != 0) atomicAdd(&b.sent_to[r], n);
-    store_release(reinterpret_cast<uint64_t*>(b.shared[r] + g.counts[round & 1]) + static_cast<int64_t>(g.rank) * J + j,
-                  wire::pack_word(round, rejected, rejected ? 0u : static_cast<uint32_t>(n)));
+    uint64_t* const word = low_latency_remote(g, r)
+                               ? reinterpret_cast<uint64_t*>(dispatch_staging(g, b, r, round)) + j
+                               : reinterpret_cast<uint64_t*>(b.shared[r] + g.counts[round & 1]) +
+                                     static_cast<int64_t>(g.rank) * J + j;
+    store_release(word, wire::pack_word(round, rejected, rejected ? 0u : static_cast<uint32_t>(n)));
+  }
+  if (across_nodes) {
+    __syncthreads();
+    const int64_t bytes = static_cast<int64_t>(wire::device_dispatch_rows_offset(J, g.max_tokens)) + tokens * row_bytes;
+    push_commands(g, b, wire::ProxyKind::kDispatch, round, [&](int) { return bytes; });
   }
   if (threadIdx.x == 0) {
     if (reject) {
@@ -375,34 +497,6 @@ __device__ bool wait_words(const G& g, const B& b, const uint64_t* words, int n,
   return false;
 }
 
-// start[i] = sum of count[0..i) for i <= n, by the block (n counts in shared
-// memory, start too): each thread sums a run of counts, a warp scan and a scan of
-// the warp totals give each run's start.
-__device__ void block_exclusive_scan(const int* count, int n, int* start) {
-  __shared__ int warp_total[kBlockThreads / 32];
-  const int per = (n + kBlockThreads - 1) / kBlockThreads;
-  const int lo = min(n, static_cast<int>(threadIdx.x) * per), hi = min(n, lo + per);
-  int run = 0;
-  for (int i = lo; i < hi; ++i) run += count[i];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int incl = run;
-#pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  int before = incl - run;
-  for (int w2 = 0; w2 < warp; ++w2) before += warp_total[w2];
-  for (int i = lo; i < hi; ++i) {
-    start[i] = before;
-    before += count[i];
-  }
-  if (threadIdx.x == kBlockThreads - 1) start[n] = before;
-  __syncthreads();
-}
-
 // A warp's part of dispatch_recv: kAhead words a lane, all loaded before any is stored.
 constexpr int kRecvWarpWords = 32 * kAhead;
 
@@ -433,7 +527,9 @@ __device__ inline void copy_row_part(const uint8_t* from, uint8_t* to, int64_t w
 // grid finishes.
 template <class Word>
 __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm) dispatch_recv_kernel(G g, B b, int64_t row_bytes) {
-  extern __shared__ uint64_t words[];  // [ranks * J] words, then count[J * ranks], start[J * ranks + 1]
+  // [ranks * J] words, then count[J * ranks], start[J * ranks + 1]; across nodes
+  // also by_source[ranks * J], source_start[ranks * J + 1] (source-major order).
+  extern __shared__ uint64_t words[];
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
@@ -449,6 +545,16 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm) dispatch_recv_ker
   }
   __syncthreads();
   block_exclusive_scan(count, n, start);
+  const bool across_nodes = g.ranks_per_node < P;
+  int* const by_source = start + n + 1;
+  int* const source_start = by_source + n;
+  if (across_nodes) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      by_source[i] = static_cast<int>(wire::word_count(words[i]));  // word s * J + j
+    }
+    __syncthreads();
+    block_exclusive_scan(by_source, n, source_start);
+  }
   const int total = start[n];
   const int64_t per_expert = static_cast<int64_t>(P) * g.max_tokens;
   if (blockIdx.x == 0) {
@@ -482,6 +588,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlocksPerSm) dispatch_recv_ker
       b.out_src_token[to] = t;
       b.out_k[to] = meta[1];
       b.recv_list[R] = static_cast<int32_t>(to);
+      // A row from another node returns in its source's combine message, by
+      // local expert then slot (dispatch_send_kernel's remote_row).
+      if (across_nodes && low_latency_remote(g, s)) {
+        b.stage_pos[R] = source_start[s * J + j] - source_start[s * J] + (R - start[lo]);
+      }
     }
     copy_row_part<Word>(tokens + token_row(g, s, t) * row_bytes, b.out_rows + to * row_bytes, words_per_row, part);
   }
@@ -505,8 +616,10 @@ __global__ void __launch_bounds__(kBlockThreads)
     const int64_t row = b.recv_list[q];
     const int s = b.out_src_rank[row];
     const int64_t at = static_cast<int64_t>(b.out_src_token[row]) * g.topk + b.out_k[row];
-    put_row<F>(y + row * g.hidden, row, layout, b.shared[s] + g.combine_rows + at * layout.row_bytes, g.hidden,
-               &c->bad_output);
+    uint8_t* const dst = low_latency_remote(g, s) ? combine_staging(g, b, s, round) + wire::kDeviceCombineRowsOffset +
+                                                        static_cast<int64_t>(b.stage_pos[q]) * layout.row_bytes
+                                                  : b.shared[s] + g.combine_rows + at * layout.row_bytes;
+    put_row<F>(y + row * g.hidden, row, layout, dst, g.hidden, &c->bad_output);
     if (threadIdx.x == 0) ++block_rows_to[s];
   }
   __syncthreads();
@@ -518,9 +631,17 @@ __global__ void __launch_bounds__(kBlockThreads)
   const bool rejected = reject || bad != ~0ull;
   for (int s = threadIdx.x; s < g.ranks; s += blockDim.x) {
     const uint32_t n = rejected ? 0u : static_cast<uint32_t>(load_volatile(&b.rows_to[s]));
-    store_release(reinterpret_cast<uint64_t*>(b.shared[s] + g.combine_flags) + g.rank,
-                  wire::pack_word(round, rejected, n));
+    uint64_t* const word = low_latency_remote(g, s) ? reinterpret_cast<uint64_t*>(combine_staging(g, b, s, round))
+                                                    : reinterpret_cast<uint64_t*>(b.shared[s] + g.combine_flags) + g.rank;
+    store_release(word, wire::pack_word(round, rejected, n));
     b.rows_to[s] = 0;
+    block_rows_to[s] = static_cast<int>(n);  // for the commands below
+  }
+  if (g.ranks_per_node < g.ranks) {
+    __syncthreads();
+    push_commands(g, b, wire::ProxyKind::kCombine, round, [&](int s) {
+      return static_cast<int64_t>(wire::kDeviceCombineRowsOffset) + block_rows_to[s] * layout.row_bytes;
+    });
   }
   if (threadIdx.x == 0) {
     if (reject) {
@@ -540,15 +661,19 @@ __global__ void __launch_bounds__(kBlockThreads)
 // Rows of a token combine_recv fetches before it adds any.
 constexpr int kCombineAhead = 8;
 
-// Token t's output row, by the blocks (., y) of the grid; weight and present:
-// shared memory for the token's K weights and whether each k has a row.
+// Token t's output row, by the blocks (., y) of the grid; weight and from:
+// shared memory for the token's K weights and each k's row (null: none). A row
+// from an owner on another node is in remote_landing, where the proxy put it.
 template <class F, class Dst>
 __device__ inline void sum_token(const G& g, const B& b, const Layout& layout, const uint8_t* rows, int t,
-                                 float* weight, int* present, Dst* out) {
+                                 float* weight, const uint8_t** from, Dst* out) {
   const int K = g.topk;
   for (int k = threadIdx.x; k < K; k += blockDim.x) {
     const int64_t at = static_cast<int64_t>(t) * K + k;
-    present[k] = b.slot[at] >= 0;
+    const int32_t remote_row = b.remote_row != nullptr ? b.remote_row[at] : -1;
+    from[k] = b.slot[at] < 0     ? nullptr
+              : remote_row >= 0 ? b.remote_landing + static_cast<int64_t>(remote_row) * layout.row_bytes
+                                : rows + at * layout.row_bytes;
     weight[k] = b.weights[at];
   }
   __syncthreads();
@@ -563,12 +688,12 @@ __device__ inline void sum_token(const G& g, const B& b, const Layout& layout, c
 #pragma unroll
       for (int i = 0; i < kCombineAhead; ++i) {
         const int k = k0 + i;
-        if (k < K && present[k]) f[i] = F::fetch(rows + (int64_t{t} * K + k) * layout.row_bytes, l, layout);
+        if (k < K && from[k] != nullptr) f[i] = F::fetch(from[k], l, layout);
       }
 #pragma unroll
       for (int i = 0; i < kCombineAhead; ++i) {
         const int k = k0 + i;
-        if (k >= K || !present[k]) continue;
+        if (k >= K || from[k] == nullptr) continue;
         Elems v;
         F::unpack(f[i], l, v);
         const float wk = weight[k];
@@ -578,7 +703,7 @@ __device__ inline void sum_token(const G& g, const B& b, const Layout& layout, c
     }
     store8(out + static_cast<int64_t>(t) * g.hidden + l.col0, l.valid, a);
   }
-  __syncthreads();  // weight and present are the next token's after this
+  __syncthreads();  // weight and from are the next token's after this
 }
 
 // Block (x, y): waits for every owner's word (each block, so none reads early),
@@ -590,7 +715,7 @@ __device__ inline void sum_token(const G& g, const B& b, const Layout& layout, c
 template <class F, class Dst>
 __global__ void __launch_bounds__(kBlockThreads)
     combine_recv_kernel(G g, B b, Layout layout, int num_tokens, Dst* out) {
-  extern __shared__ uint64_t words[];  // [ranks], then weight[topk], then present[topk]
+  extern __shared__ uint64_t words[];  // [ranks], then from[topk], then weight[topk]
   LowLatencyControl* const c = b.control;
   if (load_volatile(&c->failed)) return;
   const uint64_t round = c->round;
@@ -609,10 +734,10 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
   }
   const int K = g.topk;
-  auto* weight = reinterpret_cast<float*>(words + g.ranks);
-  auto* present = reinterpret_cast<int*>(weight + K);
+  auto* from = reinterpret_cast<const uint8_t**>(words + g.ranks);
+  auto* weight = reinterpret_cast<float*>(from + K);
   for (int t = blockIdx.x; t < num_tokens; t += gridDim.x) {
-    sum_token<F>(g, b, layout, rows, t, weight, present, out);
+    sum_token<F>(g, b, layout, rows, t, weight, from, out);
   }
 }
 
@@ -663,7 +788,8 @@ void allow_smem(const void* kernel, std::size_t bytes, const char* what) {
 // dispatch_recv_kernel's dynamic shared memory: the P x J words, their counts and starts.
 std::size_t dispatch_recv_smem(const LowLatencyGeometry& g) {
   const std::size_t n = static_cast<std::size_t>(g.ranks) * g.local_experts;
-  return sizeof(uint64_t) * n + sizeof(int) * (2 * n + 1);
+  const std::size_t scans = g.ranks_per_node < g.ranks ? 2 : 1;  // across nodes: also by source
+  return sizeof(uint64_t) * n + sizeof(int) * scans * (2 * n + 1);
 }
 // The dispatch_recv kernel instance for the rows' widest common word.
 template <class Fn>
@@ -782,7 +908,7 @@ void low_latency_combine_recv(const LowLatencyGeometry& g, const LowLatencyBuffe
   const int tokens = num_tokens > 0 ? num_tokens : 1;
   // A token's row splits into its tile chunks, one block each.
   const dim3 grid = recv_grid(g, tokens, row_chunks(g.hidden));
-  const std::size_t smem = sizeof(uint64_t) * g.ranks + (sizeof(float) + sizeof(int)) * g.topk;
+  const std::size_t smem = sizeof(uint64_t) * g.ranks + (sizeof(const uint8_t*) + sizeof(float)) * g.topk;
   visit_format(g.combine_format, [&](auto fmt) {
     using F = decltype(fmt);
     visit_dtype(g.dtype, [&](auto* type) {

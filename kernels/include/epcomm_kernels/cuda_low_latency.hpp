@@ -21,11 +21,16 @@
 namespace epcomm::kernels::cuda {
 
 // The exchange's shape and the byte offsets inside every rank's shared region, as
-// the host engine lays them out (runtime/src/low_latency/buffer_layout). All ranks
-// are on one node: rank r's region is shared[r].
+// the host engine lays them out (runtime/src/low_latency/buffer_layout). Rank r
+// of this node: its region is shared[r]. Rank r on another node: the kernels
+// write its messages into pinned host staging (low_latency_wire.hpp's device
+// messages) and push a command for the proxy, which sends them and, on r's
+// side, copies them into r's region (or, for combine rows, its remote landing)
+// and then the arrival words, so the receive kernels wait on the same words.
 struct LowLatencyGeometry {
   int ranks = 0;
   int rank = 0;
+  int ranks_per_node = 0;  // ranks / ranks_per_node nodes; ranks on other nodes go through the proxy
   int local_experts = 0;
   int max_tokens = 0;
   int topk = 0;
@@ -44,7 +49,28 @@ struct LowLatencyGeometry {
   // computes the same rows; no block waits for another of its grid.
   int sm_budget = 0;
   int sm_count = 0;         // the device's multiprocessors: low_latency_prepare sets it
+  // Across nodes (remote ranks: the ranks of other nodes, in rank order).
+  int64_t dispatch_message = 0;   // bytes of a dispatch staging message (device_dispatch_message_bytes)
+  int64_t combine_message = 0;    // bytes of a combine staging message
+  int64_t max_rows_to_rank = 0;   // rows of a combine message at most
+  uint32_t ring_capacity = 0;     // commands of each kind's ring, a power of two
 };
+
+// Whether rank r is on another node than g.rank (then its rows go through the
+// proxy), and its index among the remote ranks.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline bool low_latency_remote(const LowLatencyGeometry& g, int r) {
+  return r / g.ranks_per_node != g.rank / g.ranks_per_node;
+}
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline int low_latency_remote_index(const LowLatencyGeometry& g, int r) {
+  const int first_local = g.rank / g.ranks_per_node * g.ranks_per_node;
+  return r < first_local ? r : r - g.ranks_per_node;
+}
 
 // What a kernel found wrong, written to pinned host memory for the host to
 // report at its next call: the fields first, `code` last (behind a system fence).
@@ -56,6 +82,7 @@ struct LowLatencyDiagnosis {
     kRejected = 3,   // rank: the first rank that rejected the round
     kBadOutput = 4,  // this rank's expert_out: token = local expert, k = row, expert = column
     kMismatch = 5,   // rank returned `expert` combine rows, this rank sent it `token`
+    kProxyStalled = 6,  // the proxy took no command for the timeout (ring full); op: the ring's kind
   };
   int32_t code;
   int32_t rank;
@@ -78,6 +105,7 @@ struct LowLatencyControl {
   int bad_input;  // smallest token * topk + k of a bad dispatch entry, else INT_MAX
   int failed;     // set once by the first diagnosis: every later kernel does nothing
   int pad;
+  unsigned long long ring_head[2];  // commands pushed into each kind's ring (its head, kept on the GPU)
 };
 LowLatencyControl low_latency_initial_control();
 
@@ -94,6 +122,13 @@ struct LowLatencyBuffers {
   int32_t* sent_to = nullptr;    // [ranks]: rows this rank sent each owner this round
   int32_t* rows_to = nullptr;    // [ranks]: combine rows to each source
   int32_t* recv_list = nullptr;  // [max_recv_rows]: output row of each received row
+  // Across nodes only (null within a node):
+  uint8_t* staging = nullptr;         // pinned, mapped: [remote][parity] dispatch, then [remote][parity] combine messages
+  uint8_t* ring[2] = {};              // pinned, mapped: each kind's command ring (low_latency_wire.hpp)
+  uint8_t* remote_landing = nullptr;  // device: [remote][max_rows_to_rank] combine rows the proxy copied in
+  int32_t* sent_prefix = nullptr;     // [ranks * local_experts + 1]: rows sent to experts before e (dispatch)
+  int32_t* remote_row = nullptr;      // [max_tokens * topk]: combine row of (t, k) in remote_landing, else -1
+  int32_t* stage_pos = nullptr;       // [max_recv_rows]: received row's place in its source's combine message
   // The output and its indices: [J, ranks * max_tokens] rows, counts [J].
   uint8_t* out_rows = nullptr;
   int32_t* out_counts = nullptr;

@@ -44,6 +44,30 @@ EPCOMM_WIRE_HD std::size_t combine_rows_offset(int64_t max_rows_to_rank) {
   return sizeof(MessageHeader) + 2 * sizeof(int32_t) * static_cast<std::size_t>(max_rows_to_rank);
 }
 
+// The device path's messages to a rank on another node, as the send kernels
+// write them into pinned host staging and the receiver's proxy copies them into
+// GPU memory (docs/low_latency.md, "The device path across nodes"):
+//   dispatch: the source's arrival words [J], then (token, k) of slot i of local
+//             expert j at [j][i] ([J][T] pairs), then token rows [T] of which the
+//             message carries the first num_tokens (its length says how many);
+//   combine:  the owner's arrival word, then the rows, in the order both sides
+//             compute: by the owner's local expert, then slot.
+EPCOMM_WIRE_HD std::size_t round_to_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+EPCOMM_WIRE_HD std::size_t device_dispatch_meta_offset(int local_experts) {
+  return round_to_256(sizeof(uint64_t) * static_cast<std::size_t>(local_experts));
+}
+EPCOMM_WIRE_HD std::size_t device_dispatch_rows_offset(int local_experts, int max_tokens) {
+  return round_to_256(device_dispatch_meta_offset(local_experts) +
+                      2 * sizeof(int32_t) * static_cast<std::size_t>(local_experts) * max_tokens);
+}
+EPCOMM_WIRE_HD std::size_t device_dispatch_message_bytes(int local_experts, int max_tokens, std::size_t row_bytes) {
+  return round_to_256(device_dispatch_rows_offset(local_experts, max_tokens) + row_bytes * max_tokens);
+}
+inline constexpr std::size_t kDeviceCombineRowsOffset = 256;
+EPCOMM_WIRE_HD std::size_t device_combine_message_bytes(int64_t max_rows_to_rank, std::size_t row_bytes) {
+  return round_to_256(kDeviceCombineRowsOffset + row_bytes * static_cast<std::size_t>(max_rows_to_rank));
+}
+
 enum class ProxyKind : uint32_t { kDispatch = 0, kCombine = 1 };
 
 // "The message of `kind` for rank `peer` of round `seq` is staged, `bytes` long."

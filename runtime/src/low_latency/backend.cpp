@@ -36,7 +36,7 @@ std::shared_ptr<LowLatencyBackend> make_low_latency_backend(std::shared_ptr<Grou
   // A bad config throws here, before the collective, as on every rank that has it.
   LowLatencyShape::of(config, group->size, group->ranks_per_node);
   const ConstructionAgreement agreed = agree_on_config(config, *group);
-  if (config.memory == MemorySpace::kDevice) return make_device_low_latency_engine(std::move(group), config);
+  if (config.memory == MemorySpace::kDevice) return make_device_low_latency_engine(std::move(group), config, agreed);
   return std::make_shared<LowLatencyEngine>(std::move(group), config, agreed);
 }
 

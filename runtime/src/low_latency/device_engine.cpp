@@ -7,14 +7,17 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "device/cuda_call.hpp"
+#include "device/cuda_scopes.hpp"
 #include "device/ipc_memory.hpp"
 #include "device/sm_budget.hpp"
 #include "epcomm_kernels/cuda_low_latency.hpp"
 #include "low_latency/buffer_layout.hpp"
+#include "low_latency/device_proxy.hpp"
 #include "util/agree.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
@@ -30,6 +33,7 @@ std::size_t round_up(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 // The kernels' device scratch, after the PrivateLayout part of the private buffer.
 struct ScratchLayout {
   std::size_t control = 0, peers = 0, slot = 0, weights = 0, counts = 0, sent_to = 0, rows_to = 0, recv_list = 0;
+  std::size_t sent_prefix = 0, remote_row = 0, stage_pos = 0;  // across nodes
   std::size_t end = 0;
   ScratchLayout(const LowLatencyShape& s, std::size_t start) {
     std::size_t at = round_up(start);
@@ -49,42 +53,13 @@ struct ScratchLayout {
     sent_to = take(sizeof(int32_t) * s.ranks);
     rows_to = take(sizeof(int32_t) * s.ranks);
     recv_list = take(sizeof(int32_t) * max_recv);
+    if (s.remote_ranks() > 0) {
+      sent_prefix = take(sizeof(int32_t) * (static_cast<std::size_t>(s.ranks) * s.local_experts + 1));
+      remote_row = take(sizeof(int32_t) * pairs);
+      stage_pos = take(sizeof(int32_t) * max_recv);
+    }
     end = at;
   }
-};
-
-// The caller's current device is the caller's: every call sets the exchange's
-// and puts the caller's back.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    EPCOMM_CUDA(cudaGetDevice(&previous_));
-    if (previous_ != device) EPCOMM_CUDA(cudaSetDevice(device));
-    changed_ = previous_ != device;
-  }
-  ~DeviceScope() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
-
-// The host-side checks of a call run while the caller's stream may be capturing
-// a CUDA graph; meanwhile this thread is in relaxed capture mode, so a query a
-// global capture forbids cannot invalidate the caller's capture.
-class RelaxedCapture {
- public:
-  RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
-  ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
-  RelaxedCapture(const RelaxedCapture&) = delete;
-  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
-
- private:
-  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
 };
 
 int chosen_device(int device) {
@@ -100,10 +75,17 @@ int chosen_device(int device) {
   return device;
 }
 
-class DeviceLowLatencyEngine final : public LowLatencyBackend {
+// Collective over the node within a node, over the group across nodes: "" when
+// every rank's ok is true, else the ranks whose was not.
+std::string ranks_that_failed_here(GroupState& g, bool ok) {
+  if (g.num_nodes > 1) return ranks_that_failed(g.comm, ok);
+  return ranks_that_failed(g.node_comm, ok, [&](int ld) { return g.global_rank(g.node, ld); });
+}
+
+class DeviceLowLatencyEngine final : public LowLatencyBackend, public Progressable {
  public:
   DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, const LowLatencyConfig& c, int device,
-                         const kc::LowLatencyGeometry& geometry);
+                         const kc::LowLatencyGeometry& geometry, const ConstructionAgreement& agreed);
   ~DeviceLowLatencyEngine() override;
   DeviceLowLatencyEngine(const DeviceLowLatencyEngine&) = delete;
   DeviceLowLatencyEngine& operator=(const DeviceLowLatencyEngine&) = delete;
@@ -113,7 +95,10 @@ class DeviceLowLatencyEngine final : public LowLatencyBackend {
   LowLatencyRecv dispatch_recv(void* stream) override;
   void combine_send(const void* expert_out, void* stream) override;
   void combine_recv(void* out, void* stream) override;
-  bool progress() override { return false; }  // node peers write this GPU's memory themselves
+  // Within a node, node peers write this GPU's memory themselves; across nodes
+  // the proxy moves messages, on the group's progress thread (or here).
+  bool progress() override;
+  bool background_progress(bool& busy) override;
 
  private:
   enum class Stage { kIdle, kDispatchSent, kDispatchReceived, kCombineSent };
@@ -143,7 +128,13 @@ class DeviceLowLatencyEngine final : public LowLatencyBackend {
   kc::LowLatencyBuffers buffers_;
   Diagnosis* diagnosis_ = nullptr;  // pinned, mapped
   std::unique_ptr<DeviceBuffer> private_;
-  std::unique_ptr<IpcMemory> shared_memory_;  // last: destroyed first, after the GPU finished
+  std::unique_ptr<IpcMemory> shared_memory_;  // destroyed after the GPU and the proxy finished
+  MPI_Comm comm_ = MPI_COMM_NULL;  // across nodes: the proxy's pooled communicator
+  int comm_index_ = -1;
+  std::unique_ptr<DeviceProxy> proxy_;  // across nodes
+  bool registered_ = false;             // with the group's progress thread
+  std::mutex proxy_failure_mu_;
+  std::string proxy_failure_;  // the proxy's error, reported at the next call
 
   Stage stage_ = Stage::kIdle;
   uint64_t round_ = 0;  // rounds this rank's host started (the GPU counts its own)
@@ -152,7 +143,8 @@ class DeviceLowLatencyEngine final : public LowLatencyBackend {
 };
 
 DeviceLowLatencyEngine::DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, const LowLatencyConfig& c, int device,
-                                               const kc::LowLatencyGeometry& geometry)
+                                               const kc::LowLatencyGeometry& geometry,
+                                               const ConstructionAgreement& agreed)
     : group_owner_(std::move(g)),
       group_(*group_owner_),
       config_(c),
@@ -175,7 +167,13 @@ DeviceLowLatencyEngine::DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, co
     const kc::LowLatencyControl control = kc::low_latency_initial_control();
     EPCOMM_CUDA(cudaMemcpy(p + scratch_.control, &control, sizeof control, cudaMemcpyHostToDevice));
     std::vector<uint8_t*> peers(static_cast<std::size_t>(shape_.ranks));
-    for (int r = 0; r < shape_.ranks; ++r) peers[r] = reinterpret_cast<uint8_t*>(shared_memory_->base(r));
+    // By rank: the node's regions (IpcMemory counts by local rank); null for a
+    // rank on another node, which the kernels reach through the staging.
+    for (int r = 0; r < shape_.ranks; ++r) {
+      if (group_.node_of(r) == group_.node) {
+        peers[r] = reinterpret_cast<uint8_t*>(shared_memory_->base(r % shape_.ranks_per_node));
+      }
+    }
     EPCOMM_CUDA(cudaMemcpy(p + scratch_.peers, peers.data(), sizeof(uint8_t*) * peers.size(), cudaMemcpyHostToDevice));
     void* pinned = nullptr;
     EPCOMM_CUDA(cudaHostAlloc(&pinned, sizeof(Diagnosis), cudaHostAllocMapped | cudaHostAllocPortable));
@@ -200,22 +198,69 @@ DeviceLowLatencyEngine::DeviceLowLatencyEngine(std::shared_ptr<GroupState> g, co
     b.out_src_rank = reinterpret_cast<int32_t*>(p + private_layout_.out_src_rank);
     b.out_src_token = reinterpret_cast<int32_t*>(p + private_layout_.out_src_token);
     b.out_k = reinterpret_cast<int32_t*>(p + private_layout_.out_k);
+    if (shape_.remote_ranks() > 0) {
+      // Ranks on other nodes: the proxy's memory, and where its copies land.
+      // Combine rows from other nodes land in the private layout's combine
+      // landing, which holds max_rows_to_rank rows per remote rank and more.
+      comm_ = group_.exchange_comms->take(agreed.comm_index, group_.comm, group_.timeout_s);
+      comm_index_ = agreed.comm_index;
+      std::byte* landing = p + private_layout_.combine_landing;
+      proxy_ = std::make_unique<DeviceProxy>(group_, shape_, shared_, device_, shared_memory_->mine(), landing, comm_,
+                                             MpiProxy::tag_base(agreed.id));
+      geometry_.dispatch_message = static_cast<int64_t>(proxy_->dispatch_message());
+      geometry_.combine_message = static_cast<int64_t>(proxy_->combine_message());
+      geometry_.ring_capacity = proxy_->ring_capacity();
+      b.staging = proxy_->staging();
+      b.ring[0] = proxy_->ring(ProxyKind::kDispatch);
+      b.ring[1] = proxy_->ring(ProxyKind::kCombine);
+      b.remote_landing = reinterpret_cast<uint8_t*>(landing);
+      b.sent_prefix = reinterpret_cast<int32_t*>(p + scratch_.sent_prefix);
+      b.remote_row = reinterpret_cast<int32_t*>(p + scratch_.remote_row);
+      b.stage_pos = reinterpret_cast<int32_t*>(p + scratch_.stage_pos);
+    }
   } catch (const Error& e) {
     why = e.what();
     code = e.code();
   }
   // Also the barrier that keeps peers from writing before this rank zeroed.
-  const std::string failed =
-      ranks_that_failed(group_.node_comm, why.empty(), [&](int ld) { return group_.global_rank(group_.node, ld); });
+  const std::string failed = ranks_that_failed_here(group_, why.empty());
   if (!why.empty() || !failed.empty()) {
+    proxy_.reset();
+    if (comm_index_ >= 0) group_.exchange_comms->give_back(comm_index_);
     if (diagnosis_ != nullptr) cudaFreeHost(diagnosis_);
     if (!why.empty()) throw Error(code, why);
     EPCOMM_FAIL(kBufferTooSmall, "node peer(s) " << failed
                                                  << " could not set up the low-latency exchange's GPU buffers; see "
                                                     "their errors");
   }
+  if (proxy_) {
+    group_.progress->add(this);
+    registered_ = true;
+  }
   EPCOMM_LOG(kDebug, "low-latency exchange on CUDA device " << device_ << ": " << shared_.bytes << " shared + "
                                                             << scratch_.end << " private bytes");
+}
+
+bool DeviceLowLatencyEngine::progress() {
+  if (!proxy_) return false;
+  try {
+    return proxy_->try_poll();
+  } catch (const Error& e) {
+    std::lock_guard<std::mutex> lk(proxy_failure_mu_);
+    if (proxy_failure_.empty()) proxy_failure_ = e.what();
+    return false;
+  }
+}
+
+bool DeviceLowLatencyEngine::background_progress(bool& busy) {
+  // The GPU pushes commands without the host (a CUDA graph replays with no
+  // call): the proxy polls for as long as the exchange lives, unless it failed.
+  {
+    std::lock_guard<std::mutex> lk(proxy_failure_mu_);
+    if (!proxy_failure_.empty()) return false;
+  }
+  busy = true;
+  return progress();
 }
 
 DeviceLowLatencyEngine::~DeviceLowLatencyEngine() {
@@ -224,6 +269,9 @@ DeviceLowLatencyEngine::~DeviceLowLatencyEngine() {
   cudaSetDevice(device_);
   // Kernels still waiting for peers end at their timeout at the latest.
   cudaDeviceSynchronize();
+  if (registered_) group_.progress->remove(this);
+  proxy_.reset();  // sends what the kernels staged last, then stops
+  if (comm_index_ >= 0) group_.exchange_comms->give_back(comm_index_);
   shared_memory_.reset();
   private_.reset();
   cudaFreeHost(diagnosis_);
@@ -258,6 +306,10 @@ std::string DeviceLowLatencyEngine::describe(const Diagnosis& d) const {
          << " has a value at column " << d.expert << " that combine_format " << to_string(config_.combine_format)
          << " cannot encode (NaN or infinity)";
       break;
+    case Diagnosis::kProxyStalled:
+      os << "the proxy took no " << op << " command for " << group_.timeout_s << " s (round " << d.round
+         << "; its ring stayed full): the group's progress thread does not run";
+      break;
     case Diagnosis::kMismatch:
       os << "combine of round " << d.round << ": rank " << d.rank << " returned " << d.expert
          << " rows but this rank sent it " << d.token << " (ranks made different calls?)";
@@ -271,6 +323,13 @@ std::string DeviceLowLatencyEngine::describe(const Diagnosis& d) const {
 void DeviceLowLatencyEngine::check_usable(const char* call) {
   EPCOMM_REQUIRE(failure_.empty(), kGroupFailed,
                  call << " on a failed low-latency exchange (make a new one): " << failure_);
+  {
+    std::lock_guard<std::mutex> lk(proxy_failure_mu_);
+    if (!proxy_failure_.empty()) {
+      failure_ = "epcomm rank " + std::to_string(group_.rank) + ": the low-latency proxy failed: " + proxy_failure_;
+      throw Error(ErrorCode::kSystem, failure_);
+    }
+  }
   const int32_t code = *static_cast<volatile int32_t*>(&diagnosis_->code);
   if (code == Diagnosis::kNone) return;
   std::atomic_thread_fence(std::memory_order_acquire);  // the fields were written before the code
@@ -435,6 +494,8 @@ kc::LowLatencyGeometry geometry_of(const LowLatencyConfig& c, const GroupState& 
   kc::LowLatencyGeometry geo;
   geo.ranks = s.ranks;
   geo.rank = g.rank;
+  geo.ranks_per_node = s.ranks_per_node;
+  geo.max_rows_to_rank = s.max_rows_to_rank();  // the proxy's message sizes and ring come with the proxy
   geo.local_experts = s.local_experts;
   geo.max_tokens = s.max_tokens;
   geo.topk = s.topk;
@@ -457,12 +518,16 @@ kc::LowLatencyGeometry geometry_of(const LowLatencyConfig& c, const GroupState& 
 }  // namespace
 
 std::shared_ptr<LowLatencyBackend> make_device_low_latency_engine(std::shared_ptr<GroupState> group,
-                                                                  const LowLatencyConfig& config) {
-  // The same answer on every rank: the shape is agreed.
-  EPCOMM_REQUIRE(group->ranks_per_node == group->size, kUnsupported,
-                 "LowLatencyExchange on device memory across nodes (" << group->num_nodes << " nodes of "
-                     << group->ranks_per_node << " ranks) is not available yet: the GPU path covers the ranks of "
-                        "one node (CUDA IPC); use host memory across nodes (docs/low_latency.md)");
+                                                                  const LowLatencyConfig& config,
+                                                                  const ConstructionAgreement& agreed) {
+  // Across nodes the GPU pushes commands at any time (a replayed CUDA graph
+  // calls no host code), so the proxy needs the group's progress thread. The
+  // same answer on every rank: the group options are the same everywhere.
+  EPCOMM_REQUIRE(group->num_nodes == 1 || group->progress != nullptr, kUnsupported,
+                 "LowLatencyExchange on device memory across nodes ("
+                     << group->num_nodes << " nodes of " << group->ranks_per_node
+                     << " ranks) needs the group's progress thread, which runs the proxy; this group has none "
+                        "(GroupOptions::progress or EPCOMM_PROGRESS_THREAD=0): use host memory or enable it");
   // Every rank checks its device first, so none waits in the mapping collective
   // for a peer that already gave up.
   std::string why;
@@ -479,12 +544,11 @@ std::shared_ptr<LowLatencyBackend> make_device_low_latency_engine(std::shared_pt
     why = e.what();
     code = e.code();
   }
-  const std::string failed = ranks_that_failed(group->node_comm, why.empty(),
-                                               [&](int ld) { return group->global_rank(group->node, ld); });
+  const std::string failed = ranks_that_failed_here(*group, why.empty());
   if (!why.empty()) throw Error(code, why);
   EPCOMM_REQUIRE(failed.empty(), kUnsupported,
-                 "node peer(s) " << failed << " cannot run the low-latency exchange on a CUDA device; see their errors");
-  return std::make_shared<DeviceLowLatencyEngine>(std::move(group), config, device, geometry);
+                 "rank(s) " << failed << " cannot run the low-latency exchange on a CUDA device; see their errors");
+  return std::make_shared<DeviceLowLatencyEngine>(std::move(group), config, device, geometry, agreed);
 }
 
 }  // namespace epcomm::detail

@@ -19,16 +19,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReasonBytes = sizeof(ProxyMessageHeader::reason);
 
-// Tags of the proxy's two message kinds, from the exchange's id: a pooled
-// communicator's stale messages from an earlier exchange cannot match.
-int proxy_tag_base(uint64_t id) {
-  void* tag_ub = nullptr;
-  int has_ub = 0;
-  EPCOMM_MPI(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_ub));
-  const int bases = has_ub ? std::max(1, *static_cast<int*>(tag_ub) / 2) : 1;
-  return static_cast<int>(id % static_cast<uint64_t>(bases)) * 2;
-}
-
 void copy_reason(char* dst, const std::string& reason) {
   const std::size_t n = std::min(reason.size(), kReasonBytes - 1);
   std::memcpy(dst, reason.data(), n);
@@ -72,12 +62,12 @@ LowLatencyEngine::LowLatencyEngine(std::shared_ptr<GroupState> g, const LowLaten
       ring_memory_.assign(ProxyRing::bytes(capacity), std::byte{0});
       ring_ = std::make_unique<ProxyRing>(ring_memory_.data(), capacity);
       proxy_ = std::make_unique<MpiProxy>(
-          comm_, proxy_tag_base(agreed.id), std::move(remote),
+          comm_, MpiProxy::tag_base(agreed.id), std::move(remote),
           MpiProxy::Buffers{private_ + private_layout_.dispatch_staging, private_ + private_layout_.dispatch_landing,
                             shape_.dispatch_message_bytes()},
           MpiProxy::Buffers{private_ + private_layout_.combine_staging, private_ + private_layout_.combine_landing,
                             shape_.combine_message_bytes()},
-          *ring_, *this);
+          std::vector<ProxyRing*>{ring_.get()}, *this, group_.timeout_s);
     }
   } catch (...) {
     std::free(private_);

@@ -6,7 +6,8 @@
 namespace epcomm::detail {
 
 std::shared_ptr<LowLatencyBackend> make_device_low_latency_engine(std::shared_ptr<GroupState>,
-                                                                  const LowLatencyConfig&) {
+                                                                  const LowLatencyConfig&,
+                                                                  const ConstructionAgreement&) {
   EPCOMM_FAIL(kUnsupported, "LowLatencyConfig::memory is device but this build of epcomm has no CUDA support "
                             "(configure with a CUDA compiler and EPCOMM_WITH_CUDA=ON)");
 }

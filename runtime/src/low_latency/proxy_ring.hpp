@@ -38,6 +38,10 @@ class ProxyRing {
     std::atomic_ref<uint64_t>(*head_).store(head + 1, std::memory_order_release);
     return true;
   }
+  bool empty() const {
+    return std::atomic_ref<uint64_t>(*tail_).load(std::memory_order_relaxed) ==
+           std::atomic_ref<uint64_t>(*head_).load(std::memory_order_acquire);
+  }
   // Consumer side; false when empty.
   bool pop(ProxyCommand& c) {
     const uint64_t tail = std::atomic_ref<uint64_t>(*tail_).load(std::memory_order_relaxed);
