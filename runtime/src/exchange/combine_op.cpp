@@ -350,32 +350,50 @@ void CombineOp::sum_node_partials() {
     buf_.plan->sum_node_partials(e.config().combine_format, nodes, e.config().dtype, out_);
     return;
   }
-  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
-  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
-  // One pass per node, each adding that node's partial to its tokens' rows. With
-  // checksums a received partial is signed for its block's check as it is summed.
-  std::vector<const void*> partial(T);
-  std::vector<BlockChecksum*> sign(T);
-  RowSums sums;
-  for (int n = 0; n < e.topo().num_nodes(); ++n) {
-    if (routes.node_count(n) == 0) continue;
+  // A scratch's worth of tokens at a time (in cache, like the forwarder's sums),
+  // one pass per node adding that node's partial to its tokens' rows, the first
+  // pass starting every row from zero; then the batch is encoded into out. F32
+  // sums straight into out. With checksums a received partial is signed for its
+  // block's check as it is summed.
+  const bool f32 = e.config().dtype == DType::kF32;
+  const std::size_t out_row = static_cast<std::size_t>(H) * dtype_size(e.config().dtype);
+  const int N = e.topo().num_nodes();
+  std::vector<const void*> partial(static_cast<std::size_t>(N) * T, nullptr);  // [node][token]
+  std::vector<BlockChecksum*> sign(partial.size(), nullptr);
+  for (int n = 0; n < N; ++n) {
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t region = block_offset(n, me, e.combine_block_bytes());
-    std::fill(partial.begin(), partial.end(), nullptr);
-    std::fill(sign.begin(), sign.end(), nullptr);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
-      partial[tokens[i]] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
-                                   : buf_.combine_recv.data() + region + i * crow;
-      if (n != me && received_sums_) sign[tokens[i]] = received_sums_->row(n, i);
+      const std::size_t at = static_cast<std::size_t>(n) * T + tokens[i];
+      partial[at] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
+                            : buf_.combine_recv.data() + region + i * crow;
+      if (n != me && received_sums_) sign[at] = received_sums_->row(n, i);
     }
-    sums.clear();
-    for (int t = 0; t < T; ++t) {
-      if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f, nullptr, sign[t]);
-      sums.end_destination();
-    }
-    mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
-  encode_output(acc, T);
+  const int64_t batch = std::max<int64_t>(1, buf_.partial_acc_rows);
+  RowSums sums;
+  for (int64_t t0 = 0; t0 < T; t0 += batch) {
+    const int64_t t1 = std::min<int64_t>(T, t0 + batch);
+    float* acc = f32 ? static_cast<float*>(out_) + t0 * H : buf_.partial_acc;
+    bool started = false;
+    for (int n = 0; n < N; ++n) {
+      sums.clear();
+      for (int64_t t = t0; t < t1; ++t) {
+        const std::size_t at = static_cast<std::size_t>(n) * T + t;
+        if (partial[at] != nullptr) sums.add_source(partial[at], 1.0f, nullptr, sign[at]);
+        sums.end_destination();
+      }
+      if (sums.rows.empty()) continue;
+      mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, !started, acc);
+      started = true;
+    }
+    // Tokens routed to no expert at all sum to zero.
+    if (!started) mover.zero(acc, static_cast<std::size_t>(t1 - t0) * H * sizeof(float));
+    if (!f32) {
+      mover.encode(kernels::plain_format(e.config().dtype), acc, DType::kF32, t1 - t0, H,
+                   static_cast<std::byte*>(out_) + t0 * out_row, nullptr);
+    }
+  }
 }
 
 // Each received block must make the checksum its sender sent: hashed `whole`, or
@@ -403,15 +421,6 @@ bool CombineOp::partials_all_local() const {
     if (buf_.routes.node_count(n) > 0 || buf_.handled_offset[n + 1] > buf_.handled_offset[n]) return false;
   }
   return true;
-}
-
-// out = acc in the caller's dtype (acc is out itself for F32).
-void CombineOp::encode_output(const float* acc, int num_tokens) {
-  const Engine& e = engine_;
-  const DType dtype = e.config().dtype;
-  if (dtype != DType::kF32) {
-    buf_.mover->encode(kernels::plain_format(dtype), acc, DType::kF32, num_tokens, e.config().hidden, out_, nullptr);
-  }
 }
 
 bool CombineOp::advance() {

@@ -44,7 +44,6 @@ class CombineOp : public Op {
   // Whether no partial crosses nodes: none of this rank's tokens reached another
   // node, and it forwards no other node's tokens.
   bool partials_all_local() const;
-  void encode_output(const float* acc, int num_tokens);
   void require_received_blocks_intact(bool whole) const;
   // The node's slots of this combine's dispatch, by local rank.
   std::vector<SlotView> node_slots() const;

@@ -185,8 +185,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // Rows are encoded once into a staging matrix unless the input already is rows.
   const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
-  // a time (a cache-sized scratch, also for the owner partials and the forwarder's
-  // own subtotals, which the device sums in its kernels' registers).
+  // a time (a cache-sized scratch, also for the owner partials, the forwarder's
+  // own subtotals and the final sums, which the device keeps in its kernels'
+  // registers).
   const int64_t partial_rows = config_.memory == MemorySpace::kDevice ? (N == 1 ? 0 : T) : std::min<int64_t>(T, 64);
   // Rows in GPU memory that cross nodes: what this rank offers for moving them
   // without host staging, and whether to set GPU send blocks aside for it.
@@ -288,17 +289,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                 "the encoded input rows of a slot");
         s.host_own_partials.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
                                      "the combine partials of a slot");
-        if (config_.dtype != DType::kF32) {
-          s.host_out_acc.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
-                                  "the combine accumulator of a slot");
-        }
         s.host_partial_acc.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
                                     "the combine partial sums of a slot");
         s.host_own_subtotals.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
                                       "the combine subtotals of a slot");
         s.token_staging = s.host_staging.data();
         s.own_partials = s.host_own_partials.as<float>();
-        s.out_acc = s.host_out_acc.as<float>();
         s.partial_acc = s.host_partial_acc.as<float>();
         s.own_subtotals = s.host_own_subtotals.as<float>();
         s.mover = make_host_row_mover(movers);

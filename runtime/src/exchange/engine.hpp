@@ -69,9 +69,9 @@ struct SlotBuffers {
   // Work buffers in the exchange's memory space (host storage below, or GPU).
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
   float* own_partials = nullptr;       // combine: this node's partials of my own tokens
-  float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16 (host)
-  float* partial_acc = nullptr;        // combine: owner and remote partials before
-  int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time
+  float* partial_acc = nullptr;        // combine: owner and remote partials (and on the
+  int64_t partial_acc_rows = 0;        //   host the final sums) before encoding, this
+                                       //   many rows at a time
   float* own_subtotals = nullptr;      // combine (host): the forwarder's own rows' sums,
                                        //   partial_acc_rows at a time
   // Device memory: rail_recv and combine_recv copied to the GPU chunk by chunk as
@@ -107,7 +107,7 @@ struct SlotBuffers {
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
 
   // Host memory space: storage behind the work buffers.
-  HostBuffer host_staging, host_own_partials, host_out_acc, host_partial_acc, host_own_subtotals;
+  HostBuffer host_staging, host_own_partials, host_partial_acc, host_own_subtotals;
 };
 
 class Op {
