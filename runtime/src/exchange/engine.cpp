@@ -694,6 +694,10 @@ bool Engine::progress() {
 }
 
 bool Engine::background_progress(bool& busy) {
+  // A caller inside wait() drives this engine itself: a second thread polling the
+  // same requests only takes turns at the lock with it and, where ranks share
+  // cores, takes the core a peer needs. Its wait() wakes the thread on leaving.
+  if (waiters_.load(std::memory_order_acquire) > 0) return false;
   std::lock_guard<std::mutex> lk(mu_);
   if (!failure_.empty() || inflight_.empty()) return false;
   bool moved = false;
@@ -771,6 +775,16 @@ bool Engine::progress_locked() {
 }
 
 void Engine::wait(Op& op) {
+  // While this thread waits the progress thread leaves the engine to it, and takes
+  // it back (for operations still in flight) once the wait ends, however it ends.
+  struct Waiting {
+    Engine& e;
+    explicit Waiting(Engine& engine) : e(engine) { e.waiters_.fetch_add(1, std::memory_order_acq_rel); }
+    ~Waiting() {
+      e.waiters_.fetch_sub(1, std::memory_order_acq_rel);
+      e.notify_progress_thread();
+    }
+  } waiting(*this);
   const auto wait_start = Clock::now();
   const auto timeout = std::chrono::duration<double>(group.timeout_s);
   Backoff backoff(group.host_ranks > group.host_cores, 64, 4096, std::chrono::microseconds(50));

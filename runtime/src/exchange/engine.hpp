@@ -284,6 +284,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   int32_t* inbox_topk_idx_ = nullptr;
   float* inbox_topk_weights_ = nullptr;
   std::mutex mu_;
+  std::atomic<int> waiters_{0};  // threads inside wait(): the progress thread leaves the engine to them
   NodePeerWatch peer_watch_{group};  // node peers killed while operations wait
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;
