@@ -187,7 +187,7 @@ void CombineOp::reduce_node_partials() {
   stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(crow);
   if (!e.device) {
     const TokenRoutes& routes = buf_.routes;
-    std::vector<int8_t> nodes(static_cast<std::size_t>(routes.num_tokens), 0);
+    std::vector<int32_t> nodes(static_cast<std::size_t>(routes.num_tokens), 0);
     for (int n = 0; n < e.topo().num_nodes(); ++n) {
       for (int32_t i = 0; i < routes.node_count(n); ++i) ++nodes[routes.node_begin(n)[i]];
     }
