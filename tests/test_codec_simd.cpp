@@ -24,6 +24,7 @@
 #include "common/fp8_e4m3.hpp"
 #include "cpu/simd_kernels.hpp"
 #include "epcomm_kernels/codec.hpp"
+#include "epcomm_kernels/stream_copy.hpp"
 #include "epcomm_kernels/tile_kernels.hpp"
 
 namespace {
@@ -505,6 +506,28 @@ TEST_P(SimdTarget, CodecRowsMatchTheReferenceRows) {
           ref_codec.accumulate_row(row.data(), hidden, w, want.data());
           simd_codec.accumulate_row(row.data(), hidden, w, got.data());
           ASSERT_TRUE(same_accumulator(want, got)) << what << " accumulate w=" << w;
+        }
+      }
+    }
+  }
+}
+
+// stream_copy against the source bytes themselves: every byte of the range copied
+// whatever the alignment of either end, none written outside it.
+TEST_P(SimdTarget, StreamCopyWritesExactlyTheRange) {
+  std::mt19937 rng(14);
+  std::vector<uint8_t> src(16384 + 256);
+  for (uint8_t& b : src) b = static_cast<uint8_t>(rng());
+  for (std::size_t bytes : {0, 1, 31, 63, 64, 65, 129, 4096, 14336, 14341}) {
+    for (std::size_t dst_at : {0, 1, 17, 63}) {
+      for (std::size_t src_at : {0, 3}) {
+        std::vector<uint8_t> dst = sentinel_buffer<uint8_t>(bytes + 128);
+        epcomm::kernels::stream_copy(dst.data() + dst_at, src.data() + src_at, bytes);
+        for (std::size_t i = 0; i < dst.size(); ++i) {
+          const bool inside = i >= dst_at && i < dst_at + bytes;
+          const uint8_t want = inside ? src[src_at + i - dst_at] : kSentinel;
+          ASSERT_EQ(dst[i], want) << "byte " << i << " of a " << bytes << "-byte copy to offset " << dst_at
+                                  << " from offset " << src_at;
         }
       }
     }

@@ -224,6 +224,18 @@ void CombineOp::reduce_node_partials() {
   partial_blocks_.reset(e.topo().num_nodes());
   if (sent_sums_) sent_sums_->reset(e.topo().num_nodes(), crow);
   stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(crow);
+  if (!e.device) {
+    const TokenRoutes& routes = buf_.routes;
+    std::vector<int32_t> nodes(static_cast<std::size_t>(routes.num_tokens), 0);
+    for (int n = 0; n < e.topo().num_nodes(); ++n) {
+      for (int32_t i = 0; i < routes.node_count(n); ++i) ++nodes[routes.node_begin(n)[i]];
+    }
+    own_only_.assign(nodes.size(), 0);
+    for (int32_t i = 0; i < routes.node_count(me); ++i) {
+      const int32_t t = routes.node_begin(me)[i];
+      own_only_[t] = nodes[t] == 1;
+    }
+  }
   for (int n = 0; n < e.topo().num_nodes(); ++n) {
     const int32_t first = buf_.handled_offset[n], count = buf_.handled_offset[n + 1] - first;
     // The device sums a node's tokens at once; the host a scratch's worth at a
@@ -232,15 +244,19 @@ void CombineOp::reduce_node_partials() {
     if (sent_sums_ && n != me) sent_sums_->add(n, count);
     for (int64_t b0 = 0; b0 < count; b0 += batch) {
       const int64_t b1 = std::min<int64_t>(count, b0 + batch);
-      float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
       if (e.device) {
         // The same sums from the forwarding record on the GPU.
+        float* acc = n == me ? buf_.own_partials + b0 * H : buf_.partial_acc;
         buf_.plan->sum_routed(out_format, e.config().combine_format, static_cast<const std::byte*>(expert_out_), n,
                               first + b0, b1 - b0, options_.weighted, acc);
       } else {
-        sum_routed_on_host(first + b0, first + b1, owners, acc);
+        sum_routed_on_host(first + b0, first + b1, owners, buf_.partial_acc);
       }
-      if (n != me) encode_remote_partials(n, first + b0, b1 - b0, send_at, b0 * crow);
+      if (n != me) {
+        encode_remote_partials(n, first + b0, b1 - b0, send_at, b0 * crow);
+      } else if (!e.device) {
+        keep_own_partials(b0, b1);
+      }
     }
     if (n == me || count == 0) continue;
     partial_blocks_.add(n, send_at, count * crow);
@@ -257,6 +273,36 @@ void CombineOp::reduce_into_output() {
   stats.intranode_bytes += route_->tokens_to_node_peers() * static_cast<int64_t>(e.combine_row_bytes());
   buf_.plan->sum_routed_to_output(e.config().combine_format, static_cast<const std::byte*>(expert_out_),
                                   buf_.handled_offset[e.group.node], options_.weighted, e.config().dtype, out_);
+}
+
+// Host: the node partials of own tokens [b0, b1) of this node's list, summed in
+// partial_acc: encoded into out for a token that reached no other node, else
+// kept in own_partials for the final sum; consecutive rows of either kind at once.
+void CombineOp::keep_own_partials(int64_t b0, int64_t b1) {
+  const Engine& e = engine_;
+  const int H = e.config().hidden;
+  const int32_t* tokens = buf_.routes.node_begin(e.group.node);
+  RowMover& mover = *buf_.mover;
+  for (int64_t i = b0; i < b1;) {
+    const bool only = own_only_[tokens[i]] != 0;
+    int64_t j = i + 1;
+    while (j < b1 && (own_only_[tokens[j]] != 0) == only && (!only || tokens[j] == tokens[j - 1] + 1)) ++j;
+    const float* acc = buf_.partial_acc + (i - b0) * H;
+    if (only) {
+      encode_output(acc, tokens[i], j - i);
+    } else {
+      mover.copy_bytes(buf_.own_partials + i * H, acc, static_cast<std::size_t>(j - i) * H * sizeof(float));
+    }
+    i = j;
+  }
+}
+
+// out rows [token, token + count) = the FP32 rows at acc in the caller's dtype.
+void CombineOp::encode_output(const float* acc, int64_t token, int64_t count) {
+  const Engine& e = engine_;
+  const std::size_t out_row = static_cast<std::size_t>(e.config().hidden) * dtype_size(e.config().dtype);
+  buf_.mover->encode(kernels::plain_format(e.config().dtype), acc, DType::kF32, count, e.config().hidden,
+                     static_cast<std::byte*>(out_) + token * out_row, nullptr);
 }
 
 // acc rows = the node partials of handled tokens [h0, h1), in passes that keep
@@ -400,32 +446,52 @@ void CombineOp::sum_node_partials() {
     buf_.plan->sum_node_partials(e.config().combine_format, nodes, e.config().dtype, out_);
     return;
   }
-  float* acc = e.config().dtype == DType::kF32 ? static_cast<float*>(out_) : buf_.out_acc;
-  mover.zero(acc, static_cast<std::size_t>(T) * H * sizeof(float));
-  // One pass per node, each adding that node's partial to its tokens' rows. With
-  // checksums a received partial is signed for its block's check as it is summed.
-  std::vector<const void*> partial(T);
-  std::vector<BlockChecksum*> sign(T);
-  RowSums sums;
-  for (int n = 0; n < e.topo().num_nodes(); ++n) {
-    if (routes.node_count(n) == 0) continue;
+  // A scratch's worth of tokens at a time (in cache, like the forwarder's sums),
+  // one pass per node adding that node's partial to its tokens' rows, the first
+  // pass starting every row from zero; then the batch is encoded into out, but for
+  // the tokens whose output the forwarder's sum wrote (own_only_). With checksums a
+  // received partial is signed for its block's check as it is summed.
+  const int N = e.topo().num_nodes();
+  std::vector<const void*> partial(static_cast<std::size_t>(N) * T, nullptr);  // [node][token]
+  std::vector<BlockChecksum*> sign(partial.size(), nullptr);
+  for (int n = 0; n < N; ++n) {
     const int32_t* tokens = routes.node_begin(n);
     const std::size_t region = block_offset(n, me, e.combine_block_bytes());
-    std::fill(partial.begin(), partial.end(), nullptr);
-    std::fill(sign.begin(), sign.end(), nullptr);
     for (int32_t i = 0; i < routes.node_count(n); ++i) {
-      partial[tokens[i]] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
-                                   : buf_.combine_recv.data() + region + i * crow;
-      if (n != me && received_sums_) sign[tokens[i]] = received_sums_->row(n, i);
+      if (own_only_[tokens[i]] != 0) continue;  // in out already
+      const std::size_t at = static_cast<std::size_t>(n) * T + tokens[i];
+      partial[at] = n == me ? static_cast<const void*>(buf_.own_partials + static_cast<std::size_t>(i) * H)
+                            : buf_.combine_recv.data() + region + i * crow;
+      if (n != me && received_sums_) sign[at] = received_sums_->row(n, i);
     }
-    sums.clear();
-    for (int t = 0; t < T; ++t) {
-      if (partial[t] != nullptr) sums.add_source(partial[t], 1.0f, nullptr, sign[t]);
-      sums.end_destination();
-    }
-    mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, false, acc);
   }
-  encode_output(acc, T);
+  const int64_t batch = std::max<int64_t>(1, buf_.partial_acc_rows);
+  RowSums sums;
+  for (int64_t t0 = 0; t0 < T; t0 += batch) {
+    const int64_t t1 = std::min<int64_t>(T, t0 + batch);
+    if (std::all_of(own_only_.begin() + t0, own_only_.begin() + t1, [](char only) { return only != 0; })) continue;
+    float* acc = buf_.partial_acc;
+    bool started = false;
+    for (int n = 0; n < N; ++n) {
+      sums.clear();
+      for (int64_t t = t0; t < t1; ++t) {
+        const std::size_t at = static_cast<std::size_t>(n) * T + t;
+        if (partial[at] != nullptr) sums.add_source(partial[at], 1.0f, nullptr, sign[at]);
+        sums.end_destination();
+      }
+      if (sums.rows.empty()) continue;
+      mover.accumulate(n == me ? Format::kF32 : e.config().combine_format, sums, H, !started, acc);
+      started = true;
+    }
+    // Tokens routed to no expert at all sum to zero.
+    if (!started) mover.zero(acc, static_cast<std::size_t>(t1 - t0) * H * sizeof(float));
+    for (int64_t t = t0; t < t1;) {
+      int64_t u = t;
+      while (u < t1 && own_only_[u] == 0) ++u;
+      if (u > t) encode_output(acc + (t - t0) * H, t, u - t);
+      t = u + 1;
+    }
+  }
 }
 
 // Each received block must make the checksum its sender sent: hashed `whole`, or
@@ -453,15 +519,6 @@ bool CombineOp::partials_all_local() const {
     if (buf_.routes.node_count(n) > 0 || buf_.handled_offset[n + 1] > buf_.handled_offset[n]) return false;
   }
   return true;
-}
-
-// out = acc in the caller's dtype (acc is out itself for F32).
-void CombineOp::encode_output(const float* acc, int num_tokens) {
-  const Engine& e = engine_;
-  const DType dtype = e.config().dtype;
-  if (dtype != DType::kF32) {
-    buf_.mover->encode(kernels::plain_format(dtype), acc, DType::kF32, num_tokens, e.config().hidden, out_, nullptr);
-  }
 }
 
 bool CombineOp::advance() {

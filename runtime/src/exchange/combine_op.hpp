@@ -42,12 +42,13 @@ class CombineOp : public Op {
   void reduce_into_output();
   void sum_routed_on_host(int64_t h0, int64_t h1, const std::vector<SlotView>& owners, float* acc);
   void encode_remote_partials(int node, int64_t first, int64_t count, std::size_t block, std::size_t at);
+  void keep_own_partials(int64_t b0, int64_t b1);
+  void encode_output(const float* acc, int64_t token, int64_t count);
   bool post_ready_sends();
   void sum_node_partials();
   // Whether no partial crosses nodes: none of this rank's tokens reached another
   // node, and it forwards no other node's tokens.
   bool partials_all_local() const;
-  void encode_output(const float* acc, int num_tokens);
   void require_received_blocks_intact(bool whole) const;
   // The node's slots of this combine's dispatch, by local rank.
   std::vector<SlotView> node_slots() const;
@@ -65,6 +66,11 @@ class CombineOp : public Op {
   // Encoded partials per destination node in combine_send; a one-sided transport
   // sends each after its receiver's "ready".
   OutgoingBlocks partial_blocks_;
+  // Host: per token of this rank, whether this node is the only one it reached;
+  // then its node partial is its output, encoded into out by the forwarder's sum
+  // (summed from zero, it is never -0, so the final sum's 0 + partial is the
+  // partial itself) instead of passing through own_partials.
+  std::vector<char> own_only_;
   // ExchangeConfig::checksum: this rank's owner partials its node peers read.
   std::optional<NodePeerChecksums::Rows> peer_rows_;
   // ExchangeConfig::checksum: the inter-node blocks this rank sends and receives.

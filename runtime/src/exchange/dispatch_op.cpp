@@ -567,29 +567,25 @@ void DispatchOp::finish() {
     return;
   }
   // A token with several experts on this rank was received once; copy it into its
-  // other experts' rows now, locally. With checksums, a row a node peer wrote is
-  // checked by its first such copy (or alone, without one), in the same pass.
-  const int64_t rows = mine_.layout.num_rows();
+  // other experts' rows now, locally. The copies go token by token (the token
+  // list's entries), so each first row is read from memory once and stays in cache
+  // for its other copies. With checksums, a row a node peer wrote is checked by
+  // its first such copy (or alone, without one), in the same pass.
+  const int L = engine_.topo().max_rows_per_token_rank();
   copies_.clear(mine_.row_bytes);
-  std::vector<int64_t> check_at;  // per payload row: its checking entry of copies_, or -1
-  if (peer_rows_) {
-    copies_.corrupt = peer_rows_->corrupt();
-    check_at.assign(static_cast<std::size_t>(rows), -1);
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const int32_t f = mine_.first_row[r];
+  if (peer_rows_) copies_.corrupt = peer_rows_->corrupt();
+  for (int32_t entry = 0; entry < mine_.layout.num_tokens(); ++entry) {
+    const int32_t* rows = mine_.token_rows + static_cast<std::size_t>(entry) * L;
+    const int32_t f = rows[0];
     if (f < 0) continue;
-    if (f == r) {
-      const BlockChecksum* sum = peer_rows_ ? peer_rows_->peer_written(mine_, r) : nullptr;
-      if (sum != nullptr) {
-        check_at[r] = static_cast<int64_t>(copies_.size());
-        copies_.add(mine_.row(r), nullptr, nullptr, sum);
-      }
-    } else if (!check_at.empty() && check_at[f] >= 0 && copies_.dst[check_at[f]] == nullptr) {
-      copies_.dst[check_at[f]] = mine_.row(r);
-    } else {
-      copies_.add(mine_.row(f), mine_.row(r));
+    int c = 1;
+    const BlockChecksum* sum = peer_rows_ ? peer_rows_->peer_written(mine_, f) : nullptr;
+    if (sum != nullptr) {
+      const bool copy = L > 1 && rows[1] >= 0;
+      copies_.add(mine_.row(f), copy ? mine_.row(rows[1]) : nullptr, nullptr, sum);
+      c += copy ? 1 : 0;
     }
+    for (; c < L && rows[c] >= 0; ++c) copies_.add(mine_.row(f), mine_.row(rows[c]));
   }
   buf_.mover->copy(copies_);
 }

@@ -193,8 +193,9 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
   // Rows are encoded once into a staging matrix unless the input already is rows.
   const bool staged = config_.dispatch_format != kernels::plain_format(config_.dtype);
   // The device encodes all of a node's remote partials at once, the host a few at
-  // a time (a cache-sized scratch, also for the owner partials and the forwarder's
-  // own subtotals, which the device sums in its kernels' registers).
+  // a time (a cache-sized scratch, also for the owner partials, the forwarder's
+  // own subtotals and the final sums, which the device keeps in its kernels'
+  // registers).
   const int64_t partial_rows = config_.memory == MemorySpace::kDevice ? (N == 1 ? 0 : T) : std::min<int64_t>(T, 64);
   // Rows in GPU memory that cross nodes: what this rank offers for moving them
   // without host staging, and whether to set GPU send blocks aside for it.
@@ -297,17 +298,12 @@ Engine::Engine(std::shared_ptr<GroupState> g, const ExchangeConfig& c)
                                 "the encoded input rows of a slot");
         s.host_own_partials.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
                                      "the combine partials of a slot");
-        if (config_.dtype != DType::kF32) {
-          s.host_out_acc.allocate(static_cast<std::size_t>(T) * H * sizeof(float), movers,
-                                  "the combine accumulator of a slot");
-        }
         s.host_partial_acc.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
                                     "the combine partial sums of a slot");
         s.host_own_subtotals.allocate(static_cast<std::size_t>(partial_rows) * H * sizeof(float), movers,
                                       "the combine subtotals of a slot");
         s.token_staging = s.host_staging.data();
         s.own_partials = s.host_own_partials.as<float>();
-        s.out_acc = s.host_out_acc.as<float>();
         s.partial_acc = s.host_partial_acc.as<float>();
         s.own_subtotals = s.host_own_subtotals.as<float>();
         s.mover = make_host_row_mover(movers);
@@ -767,6 +763,10 @@ bool Engine::progress() {
 }
 
 bool Engine::background_progress(bool& busy) {
+  // A caller inside wait() drives this engine itself: a second thread polling the
+  // same requests only takes turns at the lock with it and, where ranks share
+  // cores, takes the core a peer needs. Its wait() wakes the thread on leaving.
+  if (waiters_.load(std::memory_order_acquire) > 0) return false;
   std::lock_guard<std::mutex> lk(mu_);
   if (!failure_.empty() || inflight_.empty()) return false;
   bool moved = false;
@@ -844,6 +844,16 @@ bool Engine::progress_locked() {
 }
 
 void Engine::wait(Op& op) {
+  // While this thread waits the progress thread leaves the engine to it, and takes
+  // it back (for operations still in flight) once the wait ends, however it ends.
+  struct Waiting {
+    Engine& e;
+    explicit Waiting(Engine& engine) : e(engine) { e.waiters_.fetch_add(1, std::memory_order_acq_rel); }
+    ~Waiting() {
+      e.waiters_.fetch_sub(1, std::memory_order_acq_rel);
+      e.notify_progress_thread();
+    }
+  } waiting(*this);
   const auto wait_start = Clock::now();
   const auto timeout = std::chrono::duration<double>(group.timeout_s);
   Backoff backoff(group.host_ranks > group.host_cores, 64, 4096, std::chrono::microseconds(50));

@@ -72,9 +72,9 @@ struct SlotBuffers {
   // Work buffers in the exchange's memory space (host storage below, or GPU).
   std::byte* token_staging = nullptr;  // dispatch: input rows encoded, indexed by token
   float* own_partials = nullptr;       // combine: this node's partials of my own tokens (device, one node: none)
-  float* out_acc = nullptr;            // combine: FP32 accumulator when dtype is BF16 (host)
-  float* partial_acc = nullptr;        // combine: owner and remote partials before
-  int64_t partial_acc_rows = 0;        //   encoding, this many rows at a time
+  float* partial_acc = nullptr;        // combine: owner and remote partials (and on the
+  int64_t partial_acc_rows = 0;        //   host the final sums) before encoding, this
+                                       //   many rows at a time
   float* own_subtotals = nullptr;      // combine (host): the forwarder's own rows' sums,
                                        //   partial_acc_rows at a time
   // Device memory: rail_recv and combine_recv copied to the GPU chunk by chunk as
@@ -110,7 +110,7 @@ struct SlotBuffers {
   std::vector<int32_t> route_entry;     // [handled * ranks_per_node]
 
   // Host memory space: storage behind the work buffers.
-  HostBuffer host_staging, host_own_partials, host_out_acc, host_partial_acc, host_own_subtotals;
+  HostBuffer host_staging, host_own_partials, host_partial_acc, host_own_subtotals;
 };
 
 class Op {
@@ -303,6 +303,7 @@ class Engine : public std::enable_shared_from_this<Engine>, public Progressable 
   int32_t* inbox_topk_idx_ = nullptr;
   float* inbox_topk_weights_ = nullptr;
   std::mutex mu_;
+  std::atomic<int> waiters_{0};  // threads inside wait(): the progress thread leaves the engine to them
   NodePeerWatch peer_watch_{group};  // node peers killed while operations wait
   bool registered_ = false;
   std::vector<std::shared_ptr<Op>> inflight_;

@@ -21,6 +21,7 @@
 #include <mutex>
 
 #include "epcomm_kernels/codec.hpp"
+#include "epcomm_kernels/stream_copy.hpp"
 #include "exchange/row_mover.hpp"
 #include "util/worker_pool.hpp"
 
@@ -33,6 +34,10 @@ namespace {
 constexpr std::size_t kRoundBytes = std::size_t{512} << 10;
 // Contiguous ranges (copy_bytes, zero) are split into pieces of this size.
 constexpr std::size_t kPieceBytes = std::size_t{64} << 10;
+// Row copies bypass the caches (kernels::stream_copy) for rows of at least
+// kStreamRowBytes in batches of at least kStreamBatchBytes.
+constexpr std::size_t kStreamRowBytes = std::size_t{4} << 10;
+constexpr std::size_t kStreamBatchBytes = std::size_t{256} << 10;
 
 // One enqueued batch: `items` independent units of about item_bytes each.
 struct Job {
@@ -58,9 +63,19 @@ class HostRowMover final : public RowMover {
   void copy(const RowCopies& c) override {
     if (c.size() == 0) return;
     if (!c.corrupt && std::none_of(c.sign.begin(), c.sign.end(), [](const BlockChecksum* s) { return s != nullptr; })) {
+      // A batch of big rows goes around the caches: its destinations (node peers'
+      // slots, send blocks, the fan-out's rows) are read later, by other ranks or
+      // other phases, and would only push the data in use out of this core's cache.
+      const bool stream = c.row_bytes >= kStreamRowBytes && c.size() * c.row_bytes >= kStreamBatchBytes;
       push(static_cast<int64_t>(c.size()), c.row_bytes,
-           [src = c.src, dst = c.dst, bytes = c.row_bytes](int64_t b, int64_t e) {
-             for (int64_t i = b; i < e; ++i) std::memcpy(dst[i], src[i], bytes);
+           [src = c.src, dst = c.dst, bytes = c.row_bytes, stream](int64_t b, int64_t e) {
+             for (int64_t i = b; i < e; ++i) {
+               if (stream) {
+                 kernels::stream_copy(dst[i], src[i], bytes);
+               } else {
+                 std::memcpy(dst[i], src[i], bytes);
+               }
+             }
            });
       return;
     }

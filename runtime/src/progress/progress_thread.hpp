@@ -18,8 +18,9 @@ class Progressable {
  public:
   virtual ~Progressable() = default;
   // Advances in-flight work without blocking on peers. `busy` is set when work is
-  // still in flight afterwards. Returns true if anything moved. Never throws:
-  // errors are kept for the caller's next wait().
+  // still in flight afterwards for this thread to drive (not while a caller drives
+  // the target itself, which calls notify() when it stops). Returns true if
+  // anything moved. Never throws: errors are kept for the caller's next wait().
   virtual bool background_progress(bool& busy) = 0;
 };
 
